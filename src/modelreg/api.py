@@ -1,0 +1,33 @@
+"""The public plugin API of modelreg.
+
+Plugins import from this module (and, in their tests, :mod:`modelreg.testing`) only;
+everything else in the ``modelreg`` package is internal and may change without notice.
+Names listed in ``__all__`` follow semantic versioning: they are removed or changed
+incompatibly only in a new major version, after a release in which they warn.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from .errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
+from .hookspecs import PROJECT_NAME
+from .types import BackendDescription, Event, Finding, Problem
+
+#: Marks a function as an implementation of a ``modelreg_*`` hook.
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+__all__ = [
+    "PROJECT_NAME",
+    "ApiError",
+    "BackendDescription",
+    "BadRequest",
+    "Conflict",
+    "Event",
+    "Finding",
+    "NotFound",
+    "PayloadTooLarge",
+    "Problem",
+    "Unprocessable",
+    "hookimpl",
+]

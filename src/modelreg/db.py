@@ -1,0 +1,135 @@
+"""Engines and sessions: one session per request, owned by the transaction manager.
+
+Nothing here is built at import time.  :func:`includeme` builds the engine from the settings
+and gives every request a ``request.dbsession`` joined to ``request.tm`` (pyramid_tm commits or
+aborts it; views never commit by hand).  ``request.environ["app.dbsession"]`` wins when set,
+which is the seam tests use.
+
+SQLite is made fit for a multi-threaded server here, in one place: WAL, a busy timeout,
+foreign keys, case-sensitive ``LIKE`` (as on the other databases), and transactions of writing
+requests opened with ``BEGIN IMMEDIATE`` so that they queue on the busy timeout instead of
+failing on their first write.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import zope.sqlalchemy
+from pyramid.config import Configurator
+from pyramid.request import Request
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+#: Execution option set on the engine that writing requests use.
+WRITER_OPTION = "modelreg_writer"
+#: HTTP methods whose requests only read.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below emit BEGIN itself (pysqlite's own
+        # transaction handling would defer it).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA case_sensitive_like = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: sa.Connection) -> None:
+        immediate = conn.get_execution_options().get(WRITER_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+#: SQLSTATEs (PostgreSQL) and error numbers (MySQL/MariaDB) of transient conflicts.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+_TRANSIENT_MYSQL_ERRORS = frozenset({1205, 1213})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database conflict that succeeds when the transaction is retried."""
+    if not isinstance(exc, sa.exc.DBAPIError) or exc.orig is None:
+        return False
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _TRANSIENT_MYSQL_ERRORS:
+        return True
+    return isinstance(exc, sa.exc.OperationalError) and "database is locked" in str(orig)
+
+
+def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
+    """Build the engine from ``sqlalchemy.*`` settings, tuned for the database it talks to."""
+    url = sa.engine.make_url(settings[prefix + "url"])
+    kwargs: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:"):
+            raise ValueError("modelreg needs a file-backed SQLite database, not :memory:")
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"check_same_thread": False}
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = sa.engine_from_config(settings, prefix, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine, int(settings.get("modelreg.sqlite.busy_timeout_ms", 30000)))
+    return engine
+
+
+def get_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A session factory bound to ``engine``; sessions keep objects usable after commit."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def writer_engine(engine: Engine) -> Engine:
+    """``engine`` marked for writing sessions: on SQLite they begin with ``BEGIN IMMEDIATE``."""
+    return engine.execution_options(**{WRITER_OPTION: True})
+
+
+def get_tm_session(
+    session_factory: sessionmaker[Session], transaction_manager: Any, bind: Engine | None = None
+) -> Session:
+    """A session joined to ``transaction_manager``: committed or aborted with it.
+
+    Scripts (CLI commands, the worker) use this too, with their own
+    ``transaction.TransactionManager``; they pass ``bind=writer_engine(engine)`` to write.
+    """
+    dbsession = session_factory(bind=bind) if bind is not None else session_factory()
+    zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
+    return dbsession
+
+
+def _dbsession(request: Request) -> Session:
+    dbsession = request.environ.get("app.dbsession")
+    if dbsession is None:
+        registry = request.registry
+        writes = request.method not in READ_METHODS
+        dbsession = get_tm_session(
+            registry["dbsession_factory"],
+            request.tm,
+            registry["db_writer_engine"] if writes else registry["db_engine"],
+        )
+    return dbsession
+
+
+def includeme(config: Configurator) -> None:
+    """Build the engine and session factory and add ``request.dbsession``."""
+    settings = config.get_settings()
+    settings.setdefault("tm.manager_hook", "pyramid_tm.explicit_manager")
+    config.include("pyramid_tm")
+    config.include("pyramid_retry")
+    engine = get_engine(settings)
+    config.registry["dbsession_factory"] = get_session_factory(engine)
+    config.registry["db_engine"] = engine
+    config.registry["db_writer_engine"] = writer_engine(engine)
+    config.add_request_method(_dbsession, "dbsession", reify=True)

@@ -1,0 +1,162 @@
+"""Errors that become JSON responses: ``{"error": {"code", "message", "details"}}``.
+
+Raise :class:`ApiError` (or one of its subclasses) anywhere below a view; the exception views
+in :func:`includeme` turn it, and Pyramid's own HTTP exceptions, into that shape with the
+matching status.  Tracebacks and internal paths never reach the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pyramid.config import Configurator
+from pyramid.httpexceptions import HTTPException
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid_retry import is_error_retryable, mark_error_retryable
+
+from .db import is_transient
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the client can act on: an HTTP status, a stable code, a message and details.
+
+    :param code: machine-readable code, e.g. ``model_not_found``.
+    :param message: one human-readable sentence.
+    :param details: anything structured that helps (the rule that failed, the problems found).
+    """
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def as_json(self) -> dict[str, Any]:
+        """The response body."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class BadRequest(ApiError):
+    """400: the request cannot be parsed (bad JSON, bad headers, filter syntax)."""
+
+    status = 400
+    code = "bad_request"
+
+
+class NotFound(ApiError):
+    """404: the resource does not exist (or the caller may not know that it does)."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    """409: the request clashes with the current state (duplicates, immutable versions)."""
+
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    """413: the body is larger than the server accepts."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class Unprocessable(ApiError):
+    """422: well-formed, but a value breaks a rule (names, paths, sizes, validation)."""
+
+    status = 422
+    code = "invalid"
+
+
+def error_response(request: Request, error: ApiError) -> Response:
+    """Render ``error`` as the JSON error response."""
+    response = Response(json_body=error.as_json(), status=error.status, charset="utf-8")
+    response.content_type = "application/json"
+    response.headers.update(error.headers)
+    return response
+
+
+def _api_error_view(exc: ApiError, request: Request) -> Response:
+    return error_response(request, exc)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _http_exception_view(exc: HTTPException, request: Request) -> Response:
+    if exc.code < 400:  # redirects and 304s pass through untouched
+        return exc
+    code = _HTTP_CODES.get(exc.code, "error")
+    if exc.code == 404:
+        message = f"no such resource: {request.path}"
+    elif exc.code == 405:
+        message = f"method {request.method} is not allowed on {request.path}"
+    else:
+        message = exc.explanation or exc.title
+    error = ApiError(message, code=code, status=exc.code)
+    response = error_response(request, error)
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+def _internal_error_view(exc: Exception, request: Request) -> Response:
+    if is_transient(exc):
+        # A lost race with another transaction (deadlock, serialization failure, a locked
+        # SQLite database): let pyramid_retry run the request again, unless this was the last
+        # attempt, in which case the client gets a 503 it may retry itself.
+        mark_error_retryable(exc)
+        if is_error_retryable(request, exc):
+            raise exc
+        return error_response(
+            request,
+            ApiError(
+                "the database is busy; retry the request",
+                code="unavailable",
+                status=503,
+                headers={"Retry-After": "1"},
+            ),
+        )
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return error_response(
+        request, ApiError("internal server error", code="internal_error", status=500)
+    )
+
+
+def includeme(config: Configurator) -> None:
+    """Register the exception views that render every error as JSON."""
+    config.add_exception_view(_api_error_view, context=ApiError)
+    config.add_exception_view(_http_exception_view, context=HTTPException)
+    config.add_exception_view(_internal_error_view, context=Exception)

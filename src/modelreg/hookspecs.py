@@ -1,0 +1,171 @@
+"""Every hook a plugin can implement.  One prefix, ``modelreg_``, one module.
+
+Implement a hook by decorating a function of the same name with :data:`modelreg.api.hookimpl`
+in a module that your distribution lists in the ``modelreg`` entry-point group.  Call
+arguments are passed by keyword, and an implementation may accept fewer arguments than the
+specification lists, so specifications can grow without breaking plugins.
+
+Values handed to hooks are plain data (dicts shaped like the REST API's JSON, and the value
+types of :mod:`modelreg.api`), never ORM objects: the database schema is not part of the
+plugin API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pyramid.config import Configurator
+    from pyramid.request import Request
+
+    from .api import BackendDescription, Event, Finding, Problem
+
+#: The project name: the hook prefix, the marker name and the entry-point group all derive
+#: from it.
+PROJECT_NAME = "modelreg"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+# -------------------------------------------------------------------------------------------
+# start-up
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def modelreg_pyramid_configure(config: Configurator) -> None:
+    """Add routes, views, tweens or request methods of a plugin to the Pyramid app.
+
+    Called once at start-up, after the core's own routes and views are configured and before
+    the configuration is committed.  A plugin usually calls ``config.include(...)`` on its own
+    ``includeme``.  No request and no transaction exist yet.
+
+    :param config: the application's :class:`pyramid.config.Configurator`.
+    :returns: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def modelreg_migration_locations() -> str | Iterable[str] | None:
+    """Return the Alembic version locations of a plugin that owns tables.
+
+    Called by ``modelreg db upgrade`` and when tests build a database.  A plugin keeps its
+    tables on its own ``MetaData`` and its migrations on its own Alembic branch (a
+    ``branch_labels`` in its first revision, ``depends_on`` the core's head it needs), so
+    that ``upgrade heads`` runs core and plugin migrations together.
+
+    :returns: a directory path, a ``package:relative/dir`` resource spec, an iterable of
+        either, or ``None`` for a plugin that owns no tables.
+    """
+
+
+@hookspec
+def modelreg_storage_backends(settings: dict[str, Any]) -> Iterable[BackendDescription] | None:
+    """Describe the blob-store backends this plugin provides.
+
+    Called once at start-up.  The backend named by the ``modelreg.storage`` setting is built
+    by calling its description's ``factory(settings)``; its own settings live under
+    ``modelreg.storage.<name>.*``.  An unknown name stops start-up with the list of known
+    backends.
+
+    :param settings: the application settings.
+    :returns: an iterable of :class:`modelreg.api.BackendDescription`, or ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def modelreg_authenticate(request: Request) -> str | None:
+    """Identify the caller of ``request`` from a source the core does not know (OIDC, LDAP).
+
+    Called during request handling when the core's own API tokens did not identify the
+    caller, inside the request's transaction (``request.dbsession`` is usable, read-only use
+    is expected).  Stops at first non-None result.
+
+    :param request: the current request.
+    :returns: the principal's name, or ``None`` to let the next plugin try.
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# validation
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def modelreg_validate_model(
+    model: dict[str, Any], previous: dict[str, Any] | None, settings: dict[str, Any]
+) -> Iterable[Problem] | None:
+    """Check a model that is being created or updated; report every problem found.
+
+    Called in the request's transaction, before the change is written; if any
+    implementation returns a problem the request is refused with 422 and all problems are
+    reported together (every implementation runs: collect-all).  Do no I/O that can hang.
+
+    :param model: the model as it will be (the REST API's JSON shape: ``name``,
+        ``description``, ``tags``).
+    :param previous: the model before an update, or ``None`` on creation.
+    :param settings: the application settings.
+    :returns: an iterable of :class:`modelreg.api.Problem` (empty or ``None`` when fine).
+    """
+
+
+@hookspec
+def modelreg_validate_version(
+    model: dict[str, Any], version: dict[str, Any], settings: dict[str, Any]
+) -> Iterable[Problem] | None:
+    """Check a version that is being finalized; report every problem found.
+
+    Called in the finalize request's transaction.  If any implementation returns a problem
+    the version becomes ``rejected`` and records all the problems (collect-all); otherwise
+    it moves on to scanning or becomes ``ready``.  These are the cheap policy checks; slow
+    inspection of file contents belongs in :func:`modelreg_scan_file`.
+
+    :param model: the model, in the REST API's JSON shape.
+    :param version: the version, in the REST API's JSON shape (``number``, ``metadata``,
+        ``lineage``, ``tags``, and ``files`` once versions have files).
+    :param settings: the application settings.
+    :returns: an iterable of :class:`modelreg.api.Problem` (empty or ``None`` when fine).
+    """
+
+
+@hookspec
+def modelreg_scan_file(
+    model: dict[str, Any], version: dict[str, Any], file: dict[str, Any], opener: Any,
+    settings: dict[str, Any],
+) -> Iterable[Finding] | None:
+    """Inspect one file of a finalized version (EXPERIMENTAL: the worker calls it).
+
+    Called by the background worker, outside any request, in its own thread or process.  An
+    exception raised here fails closed: the version is rejected.
+
+    :param model: the model, in the REST API's JSON shape.
+    :param version: the version, in the REST API's JSON shape.
+    :param file: the file's ``path``, ``size``, ``sha256`` and ``media_type``.
+    :param opener: a callable returning a binary file object of the file's bytes.
+    :param settings: the application settings.
+    :returns: an iterable of :class:`modelreg.api.Finding`, or ``None`` for a file this
+        scanner does not handle.
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# events
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def modelreg_on_event(event: Event, settings: dict[str, Any]) -> None:
+    """Receive an event after the change it describes was committed.
+
+    Every mutation writes an event to the outbox in its own transaction; the worker hands
+    each event to this hook after commit, at least once, in order per model.  Use
+    ``event.id`` to drop redeliveries.  Called in the worker's thread, outside any request
+    transaction; raising an exception makes the worker deliver the event again later.
+
+    :param event: the :class:`modelreg.api.Event`.
+    :param settings: the application settings.
+    :returns: nothing; the return value is ignored.
+    """

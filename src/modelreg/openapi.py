@@ -1,0 +1,309 @@
+"""API views declared once, with their schemas; the OpenAPI 3.1 document generated from them.
+
+:class:`api_view` is a venusian decorator like Pyramid's ``view_config``: it registers the
+view with its route, method and permission, and records the operation (request body schema,
+response schema and status, parameters, errors) from which ``/api/v1/openapi.json`` is built.
+:func:`parse_body` reads a JSON request body into its schema with the API's error rules.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import venusian
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+from pyramid.config import Configurator
+from pyramid.request import Request
+from pyramid.security import NO_PERMISSION_REQUIRED
+
+from .errors import ApiError, BadRequest, PayloadTooLarge, Unprocessable
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
+OPERATIONS_KEY = "modelreg.openapi.operations"
+MAX_JSON_BODY_SETTING = "modelreg.api.max_json_body"
+DEFAULT_MAX_JSON_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query parameter of an operation."""
+
+    name: str
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
+@dataclass
+class Operation:
+    """One route and method as the OpenAPI document describes it."""
+
+    route_name: str
+    method: str
+    summary: str
+    permission: str
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    params: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+class api_view:  # noqa: N801 - a decorator, named like Pyramid's view_config
+    """Declare a JSON API view: Pyramid view registration plus its OpenAPI operation.
+
+    :param route_name: the route the view serves.
+    :param request_method: the HTTP method.
+    :param permission: the permission the caller needs (``NO_PERMISSION_REQUIRED`` for
+        public views); required, so that no API view is left without one.
+    :param body: the request body's schema, if the operation takes one.
+    :param response: the response body's schema (``None`` for 204 responses).
+    :param status: the success status.
+    :param params: query parameters.
+    :param errors: error statuses the operation may answer with (beside 400/404/500).
+    :param tags: OpenAPI tags that group the operation.
+    """
+
+    def __init__(
+        self,
+        route_name: str,
+        request_method: str,
+        *,
+        permission: str,
+        body: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        status: int = 200,
+        params: Iterable[Param] = (),
+        errors: Iterable[int] = (),
+        tags: Iterable[str] = (),
+        **view_options: Any,
+    ) -> None:
+        self.route_name = route_name
+        self.request_method = request_method
+        self.permission = permission
+        self.body = body
+        self.response = response
+        self.status = status
+        self.params = tuple(params)
+        self.errors = tuple(errors)
+        self.tags = tuple(tags)
+        self.view_options = view_options
+
+    def __call__(self, wrapped: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        settings = self
+
+        def callback(context: Any, name: str, ob: Any) -> None:
+            config: Configurator = context.config.with_package(info.module)
+            summary = (ob.__doc__ or name).strip().splitlines()[0]
+            add_api_view(
+                config,
+                ob,
+                Operation(
+                    route_name=settings.route_name,
+                    method=settings.request_method,
+                    summary=summary,
+                    permission=settings.permission,
+                    body=settings.body,
+                    response=settings.response,
+                    status=settings.status,
+                    params=settings.params,
+                    errors=settings.errors,
+                    tags=settings.tags,
+                ),
+                **settings.view_options,
+            )
+
+        info = venusian.attach(wrapped, callback, category="pyramid")
+        return wrapped
+
+
+def add_api_view(
+    config: Configurator, view: Callable[[Request], Any], operation: Operation, **options: Any
+) -> None:
+    """Register ``view`` for ``operation`` and record the operation for the OpenAPI document."""
+    renderer = options.pop("renderer", "json" if operation.response is not None else None)
+    config.add_view(
+        view,
+        route_name=operation.route_name,
+        request_method=operation.method,
+        permission=operation.permission,
+        renderer=renderer,
+        **options,
+    )
+    config.registry.setdefault(OPERATIONS_KEY, []).append(operation)
+
+
+def operations(registry: Any) -> list[Operation]:
+    """Every operation declared so far."""
+    return list(registry.get(OPERATIONS_KEY, []))
+
+
+# ------------------------------------------------------------------------- request bodies
+
+
+def parse_body(request: Request, schema: type[BodyT]) -> BodyT:
+    """Parse the JSON body of ``request`` into ``schema``.
+
+    413 when larger than ``modelreg.api.max_json_body``, 400 when it is not JSON (or nested
+    too deeply to parse), 422 with every failed rule when a value is invalid.
+    """
+    limit = int(request.registry.settings.get(MAX_JSON_BODY_SETTING, DEFAULT_MAX_JSON_BODY))
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(
+            f"request body too large: at most {limit} bytes of JSON",
+            details={"max_bytes": limit},
+        )
+    raw = request.body_file.read(limit + 1) if request.content_length is None else request.body
+    if len(raw) > limit:
+        raise PayloadTooLarge(
+            f"request body too large: at most {limit} bytes of JSON", details={"max_bytes": limit}
+        )
+    if not raw.strip():
+        data: Any = {}
+    else:
+        try:
+            data = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(
+                f"request body is not valid JSON: {str(exc)[:200]}", code="invalid_json"
+            ) from exc
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object", code="invalid_json")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            {
+                "field": ".".join(str(part) for part in err["loc"]),
+                "message": err["msg"],
+                "type": err["type"],
+            }
+            for err in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise Unprocessable(
+            "invalid request body: "
+            + "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems),
+            code="invalid_body",
+            details={"problems": problems},
+        ) from exc
+
+
+# ---------------------------------------------------------------------------- 405 views
+
+
+def add_method_not_allowed_views(config: Configurator) -> None:
+    """Answer 405 with ``Allow`` for methods a declared route does not serve.
+
+    Called once after every API view (the core's and the plugins') is declared.
+    """
+    allowed: dict[str, set[str]] = {}
+    for op in operations(config.registry):
+        allowed.setdefault(op.route_name, set()).add(op.method)
+    for route_name, methods in allowed.items():
+        if "GET" in methods:
+            methods.add("HEAD")
+        allow = ", ".join(sorted(methods))
+
+        def not_allowed(request: Request, allow: str = allow) -> Any:
+            raise ApiError(
+                f"method {request.method} is not allowed here; allowed: {allow}",
+                code="method_not_allowed",
+                status=405,
+                headers={"Allow": allow},
+            )
+
+        config.add_view(not_allowed, route_name=route_name, permission=NO_PERMISSION_REQUIRED)
+
+
+# ------------------------------------------------------------------------ the document
+
+_ERROR_TEXT = {
+    400: "The request cannot be parsed.",
+    401: "Authentication required.",
+    403: "Not allowed.",
+    404: "No such resource.",
+    405: "Method not allowed.",
+    409: "Conflicts with the current state.",
+    413: "Request body too large.",
+    415: "Unsupported media type.",
+    416: "Range not satisfiable.",
+    422: "A value breaks a rule.",
+    429: "Too many requests.",
+    500: "Internal error.",
+    503: "Temporarily unavailable.",
+    507: "Insufficient storage.",
+}
+_PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+
+
+def openapi_document(
+    registry: Any, route_patterns: dict[str, str], title: str, version: str
+) -> dict[str, Any]:
+    """Build the OpenAPI 3.1 document of every declared operation."""
+    from .registry.schemas import ErrorOut
+
+    ops = operations(registry)
+    models = {ErrorOut}
+    for op in ops:
+        models.update(m for m in (op.body, op.response) if m is not None)
+    keyed = sorted(models, key=lambda m: m.__name__)
+    refs, defs = models_json_schema(
+        [(m, "serialization") for m in keyed] + [(m, "validation") for m in keyed],
+        ref_template="#/components/schemas/{model}",
+    )
+
+    def ref(model: type[BaseModel], mode: str) -> dict[str, Any]:
+        return refs[(model, mode)]
+
+    error_ref = ref(ErrorOut, "serialization")
+    paths: dict[str, dict[str, Any]] = {}
+    for op in ops:
+        pattern = route_patterns[op.route_name]
+        path = _PATH_PARAM.sub(r"{\1}", pattern)
+        parameters: list[dict[str, Any]] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PATH_PARAM.findall(pattern)
+        ]
+        parameters += [
+            {"name": p.name, "in": "query", "required": False, "description": p.description,
+             "schema": p.schema}
+            for p in op.params
+        ]
+        responses: dict[str, Any] = {}
+        if op.response is None:
+            responses[str(op.status)] = {"description": "Done."}
+        else:
+            responses[str(op.status)] = {
+                "description": "Success.",
+                "content": {"application/json": {"schema": ref(op.response, "serialization")}},
+            }
+        for status in sorted({400, 404, 500, *op.errors}):
+            responses[str(status)] = {
+                "description": _ERROR_TEXT.get(status, "Error."),
+                "content": {"application/json": {"schema": error_ref}},
+            }
+        operation: dict[str, Any] = {
+            "operationId": f"{op.route_name}.{op.method.lower()}",
+            "summary": op.summary,
+            "tags": list(op.tags),
+            "parameters": parameters,
+            "responses": responses,
+            "x-permission": op.permission,
+        }
+        if op.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(op.body, "validation")}},
+            }
+        paths.setdefault(path, {})[op.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": dict(sorted(paths.items())),
+        "components": {"schemas": defs.get("$defs", {})},
+    }

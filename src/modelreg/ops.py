@@ -1,0 +1,60 @@
+"""Operational endpoints: liveness, readiness and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from pyramid.config import Configurator
+from pyramid.interfaces import IRoutesMapper
+from pyramid.request import Request
+from pyramid.security import NO_PERMISSION_REQUIRED
+
+from . import __version__
+from .openapi import api_view, openapi_document
+from .registry.schemas import Health
+
+
+@api_view("healthz", "GET", permission=NO_PERMISSION_REQUIRED, response=Health, tags=["ops"])
+def healthz(request: Request) -> dict[str, Any]:
+    """Liveness: the process answers requests."""
+    return {"status": "ok", "checks": {}}
+
+
+@api_view("readyz", "GET", permission=NO_PERMISSION_REQUIRED, response=Health,
+          errors=(503,), tags=["ops"])
+def readyz(request: Request) -> dict[str, Any]:
+    """Readiness: the database (and, once configured, storage) can be reached."""
+    checks = {}
+    try:
+        with request.registry["db_engine"].connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        checks["database"] = "ok"
+    except sa.exc.SQLAlchemyError as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    ok = all(value == "ok" for value in checks.values())
+    if not ok:
+        request.response.status_code = 503
+    return {"status": "ok" if ok else "unavailable", "checks": checks}
+
+
+def openapi_json(request: Request) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the API (built once per process)."""
+    registry = request.registry
+    document = registry.get("modelreg.openapi.document")
+    if document is None:
+        mapper = registry.getUtility(IRoutesMapper)
+        patterns = {route.name: route.pattern for route in mapper.get_routes()}
+        document = openapi_document(registry, patterns, "modelreg", __version__)
+        registry["modelreg.openapi.document"] = document
+    return document
+
+
+def includeme(config: Configurator) -> None:
+    """Routes of the operational endpoints."""
+    config.add_route("healthz", "/healthz")
+    config.add_route("readyz", "/readyz")
+    config.add_route("openapi", "/api/v1/openapi.json")
+    config.add_view(openapi_json, route_name="openapi", request_method="GET",
+                    renderer="json", permission=NO_PERMISSION_REQUIRED)
+    config.scan(".ops")

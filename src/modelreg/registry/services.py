@@ -1,0 +1,767 @@
+"""The registry's domain logic: models, versions, tags and aliases.
+
+Views parse requests and call :class:`RegistryService`; the service reads and writes through
+the request's session (committed or aborted by pyramid_tm, never here), asks the validation
+hooks, and records every mutation as an audit event and an outbox event in the same
+transaction as the change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from ..errors import Conflict, NotFound, Unprocessable
+from ..models import (
+    Alias,
+    AliasHistory,
+    AuditEvent,
+    Model,
+    ModelTag,
+    OutboxEvent,
+    Version,
+    VersionTag,
+    utcnow,
+)
+from ..validation import validate_model, validate_version
+from . import filters, paging
+from .names import (
+    DIGEST_PREFIX,
+    LATEST,
+    check_alias,
+    check_model_name,
+    check_tag,
+    normalize_name,
+)
+
+#: Largest serialised size of a version's ``metadata`` or ``lineage``.
+MAX_DOCUMENT_BYTES = 64 * 1024
+
+
+def isotime(value: dt.datetime | None) -> str | None:
+    """Render a stored (naive UTC) timestamp as ISO 8601 with a ``Z``."""
+    return None if value is None else value.isoformat(timespec="microseconds") + "Z"
+
+
+def manifest_digest(files: Iterable[dict[str, Any]]) -> str:
+    """The version digest: sha256 of the canonical manifest (DESIGN §3).
+
+    The manifest is the UTF-8 JSON of ``[{"path", "sha256", "size"}, ...]`` sorted by path,
+    with sorted keys and no spaces, so that the server and any client compute the same value.
+    """
+    entries = sorted(
+        ({"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in files),
+        key=lambda entry: entry["path"],
+    )
+    canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"))
+    return DIGEST_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _check_document(name: str, value: dict[str, Any]) -> None:
+    if len(json.dumps(value, separators=(",", ":"))) > MAX_DOCUMENT_BYTES:
+        raise Unprocessable(
+            f"{name} is too large: at most {MAX_DOCUMENT_BYTES} bytes of JSON",
+            code="document_too_large",
+            details={"field": name, "max_bytes": MAX_DOCUMENT_BYTES},
+        )
+
+
+def _check_tags(tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        check_tag(key, value)
+
+
+def version_number(ref: str) -> int:
+    """The version number a write request names; 422 for an alias or digest."""
+    if not ref.isdigit() or int(ref) < 1:
+        raise Unprocessable(
+            f"write requests name a version by its number, not {ref!r}",
+            code="invalid_version_number",
+            details={"field": "version"},
+        )
+    return int(ref)
+
+
+class RegistryService:
+    """Models, versions, tags and aliases, for one request (or one script transaction).
+
+    :param dbsession: a session joined to the current transaction.
+    :param hook: the plugin manager's hook relay (``pm.hook``).
+    :param settings: the application settings.
+    :param actor: who is acting (principal name), recorded on every change.
+    :param client_addr: the client's address, recorded in the audit log.
+    """
+
+    def __init__(
+        self,
+        dbsession: Session,
+        hook: Any,
+        settings: dict[str, Any],
+        actor: str | None = None,
+        client_addr: str | None = None,
+    ) -> None:
+        self.db = dbsession
+        self.hook = hook
+        self.settings = settings
+        self.actor = actor
+        self.client_addr = client_addr
+
+    # --------------------------------------------------------------------- recording
+
+    def record(
+        self,
+        action: str,
+        target_type: str,
+        target: str,
+        model: str | None,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the audit event and the outbox event of one mutation."""
+        now = utcnow()
+        self.db.add(
+            AuditEvent(
+                at=now,
+                actor=self.actor,
+                action=action,
+                target_type=target_type,
+                target=target,
+                before=before,
+                after=after,
+                client_addr=self.client_addr,
+            )
+        )
+        self.db.add(
+            OutboxEvent(
+                event_id=str(uuid.uuid4()),
+                type=action,
+                model=model,
+                payload={
+                    "target": target,
+                    "actor": self.actor,
+                    "before": before,
+                    "after": after,
+                },
+                created_at=now,
+            )
+        )
+
+    # ------------------------------------------------------------------------ models
+
+    def model_json(self, model: Model, latest: int | None = None) -> dict[str, Any]:
+        """The API representation of ``model``."""
+        return {
+            "name": model.name,
+            "description": model.description,
+            "tags": {tag.key: tag.value for tag in model.tags},
+            "aliases": {alias.name: alias.version.number for alias in model.aliases},
+            "latest_version": latest if latest is not None else self._latest_number(model),
+            "created_at": isotime(model.created_at),
+            "updated_at": isotime(model.updated_at),
+            "created_by": model.created_by,
+            "updated_by": model.updated_by,
+        }
+
+    def _latest_number(self, model: Model) -> int | None:
+        return self.db.scalar(sa.select(sa.func.max(Version.number)).where(
+            Version.model_id == model.id))
+
+    def get_model(self, name: str, *, lock: bool = False) -> Model:
+        """The model called ``name`` (compared normalized), or 404.
+
+        :param lock: lock the model's row for the rest of the transaction, which serializes
+            changes to its aliases.
+        """
+        query = sa.select(Model).where(Model.normalized_name == normalize_name(name))
+        if lock:
+            query = query.with_for_update()
+        model = self.db.scalar(query)
+        if model is None:
+            raise NotFound(
+                f"model {name!r} does not exist", code="model_not_found", details={"model": name}
+            )
+        return model
+
+    def _check_name_free(self, name: str, normalized: str) -> None:
+        existing = self.db.scalar(sa.select(Model.name).where(Model.normalized_name == normalized))
+        if existing is not None:
+            same = existing == name
+            raise Conflict(
+                f"model {existing!r} already exists"
+                if same
+                else f"model name {name!r} is too similar to the existing model {existing!r}",
+                code="model_exists",
+                details={"model": name, "existing": existing},
+            )
+
+    def _validate_model(self, model: dict[str, Any], previous: dict[str, Any] | None) -> None:
+        problems = validate_model(self.hook, model, previous, self.settings)
+        if problems:
+            raise Unprocessable(
+                f"model {model['name']!r} breaks {len(problems)} rule(s): "
+                + "; ".join(p.message for p in problems),
+                code="validation_failed",
+                details={"problems": [p.as_json() for p in problems]},
+            )
+
+    def _flush_unique(self, name: str) -> None:
+        # Two requests may pass the existence check at once; the unique index decides.
+        try:
+            self.db.flush()
+        except IntegrityError as exc:
+            raise Conflict(
+                f"model name {name!r} is already taken",
+                code="model_exists",
+                details={"model": name},
+            ) from exc
+
+    def create_model(self, name: str, description: str, tags: dict[str, str]) -> Model:
+        """Create a model; 409 if the name or a look-alike of it exists, 422 if invalid."""
+        normalized = normalize_name(name)
+        self._check_name_free(name, normalized)
+        check_model_name(name)
+        _check_tags(tags)
+        self._validate_model(
+            {"name": name, "description": description, "tags": tags}, previous=None
+        )
+        now = utcnow()
+        model = Model(
+            name=name,
+            normalized_name=normalized,
+            description=description,
+            next_version=1,
+            created_at=now,
+            updated_at=now,
+            created_by=self.actor,
+            updated_by=self.actor,
+            tags=[ModelTag(key=k, value=v) for k, v in sorted(tags.items())],
+            aliases=[],
+        )
+        self.db.add(model)
+        self._flush_unique(name)
+        self.record("model.created", "model", name, name,
+                    after={"description": description, "tags": tags})
+        return model
+
+    def update_model(
+        self, name: str, *, new_name: str | None = None, description: str | None = None
+    ) -> Model:
+        """Rename a model and/or change its description."""
+        model = self.get_model(name, lock=True)
+        before = {"name": model.name, "description": model.description}
+        proposed = {
+            "name": new_name if new_name is not None else model.name,
+            "description": description if description is not None else model.description,
+            "tags": {t.key: t.value for t in model.tags},
+        }
+        renamed = new_name is not None and new_name != model.name
+        if renamed:
+            normalized = normalize_name(new_name)
+            if normalized != model.normalized_name:
+                self._check_name_free(new_name, normalized)
+            check_model_name(new_name)
+        self._validate_model(proposed, previous={**before, "tags": proposed["tags"]})
+        if renamed:
+            model.name = new_name
+            model.normalized_name = normalize_name(new_name)
+        if description is not None:
+            model.description = description
+        self._touch(model)
+        self._flush_unique(model.name)
+        after = {"name": model.name, "description": model.description}
+        if after != before:
+            self.record("model.renamed" if renamed else "model.updated", "model", model.name,
+                        model.name, before=before, after=after)
+        return model
+
+    def delete_model(self, name: str) -> None:
+        """Delete a model with its versions, tags, aliases and alias history."""
+        model = self.get_model(name, lock=True)
+        versions = self.db.scalar(
+            sa.select(sa.func.count()).select_from(Version).where(Version.model_id == model.id)
+        )
+        self.db.delete(model)
+        self.record("model.deleted", "model", model.name, model.name,
+                    before={"name": model.name, "versions": versions})
+
+    def _touch(self, model: Model) -> None:
+        model.updated_at = utcnow()
+        model.updated_by = self.actor
+
+    def list_models(
+        self,
+        *,
+        filter_text: str | None,
+        order_by: str | None,
+        page_size: str | None,
+        page_token: str | None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of models matching ``filter_text``, and the token of the next page."""
+        order = paging.parse_order(
+            order_by,
+            {"name": Model.normalized_name, "created": Model.created_at,
+             "updated": Model.updated_at},
+            Model.id,
+            default="name",
+        )
+        size = paging.parse_page_size(page_size)
+        query_id = paging.fingerprint("models", filter_text, order.name, str(order.descending))
+        query = sa.select(Model).options(
+            selectinload(Model.tags), selectinload(Model.aliases)
+        )
+        if filter_text:
+            query = query.where(filters.model_filter(filter_text))
+        key = paging.decode_token(page_token, query_id)
+        if key is not None:
+            query = query.where(order.after(key))
+        rows = self.db.scalars(query.order_by(*order.clauses()).limit(size + 1)).all()
+        page, more = rows[:size], len(rows) > size
+        latest = dict(
+            self.db.execute(
+                sa.select(Version.model_id, sa.func.max(Version.number))
+                .where(Version.model_id.in_([m.id for m in page]))
+                .group_by(Version.model_id)
+            ).all()
+        ) if page else {}
+        token = None
+        if more:
+            last = page[-1]
+            token = paging.encode_token(
+                [getattr(last, order.column.key), last.id], query_id
+            )
+        return [self.model_json(m, latest.get(m.id)) for m in page], token
+
+    def set_model_tag(self, name: str, key: str, value: str) -> Model:
+        """Set a tag on a model (create or replace)."""
+        check_tag(key, value)
+        model = self.get_model(name, lock=True)
+        tag = self.db.get(ModelTag, (model.id, key))
+        before = None if tag is None else {"value": tag.value}
+        if tag is None:
+            model.tags.append(ModelTag(key=key, value=value))
+        else:
+            tag.value = value
+        self._touch(model)
+        self.record("model.tag_set", "model_tag", f"{model.name}:{key}", model.name,
+                    before=before, after={"value": value})
+        return model
+
+    def delete_model_tag(self, name: str, key: str) -> None:
+        """Delete a tag of a model; 404 if it has no such tag."""
+        model = self.get_model(name, lock=True)
+        tag = self.db.get(ModelTag, (model.id, key))
+        if tag is None:
+            raise NotFound(f"model {model.name!r} has no tag {key!r}", code="tag_not_found",
+                           details={"model": model.name, "key": key})
+        model.tags.remove(tag)
+        self._touch(model)
+        self.record("model.tag_deleted", "model_tag", f"{model.name}:{key}", model.name,
+                    before={"value": tag.value})
+
+    # ---------------------------------------------------------------------- versions
+
+    def version_json(self, version: Version) -> dict[str, Any]:
+        """The API representation of ``version``."""
+        return {
+            "model": version.model.name,
+            "number": version.number,
+            "status": version.status,
+            "description": version.description,
+            "metadata": version.metadata_,
+            "lineage": version.lineage,
+            "tags": {tag.key: tag.value for tag in version.tags},
+            "aliases": [alias.name for alias in version.aliases],
+            "digest": version.digest,
+            "problems": version.problems,
+            "created_at": isotime(version.created_at),
+            "updated_at": isotime(version.updated_at),
+            "finalized_at": isotime(version.finalized_at),
+            "created_by": version.created_by,
+            "updated_by": version.updated_by,
+        }
+
+    def create_version(
+        self,
+        model_name: str,
+        *,
+        description: str,
+        metadata: dict[str, Any],
+        lineage: dict[str, Any],
+        tags: dict[str, str],
+    ) -> Version:
+        """Create a draft version numbered from the model's counter.
+
+        The counter is incremented with an ``UPDATE`` on the model's row, which locks it for
+        the rest of the transaction: concurrent creators queue there and each reads back its
+        own number, so numbers have no gaps and no duplicates and are never reused (the
+        unique constraint on (model, number) is the last guard).
+        """
+        _check_document("metadata", metadata)
+        _check_document("lineage", lineage)
+        _check_tags(tags)
+        model = self.get_model(model_name)
+        parent = lineage.get("parent_version")
+        if parent is not None and self._find_version(model, parent) is None:
+            raise Unprocessable(
+                f"lineage.parent_version {parent} is not a version of {model.name!r}",
+                code="invalid_lineage",
+                details={"field": "lineage.parent_version"},
+            )
+        models = Model.__table__
+        self.db.execute(
+            sa.update(models)
+            .where(models.c.id == model.id)
+            .values(next_version=models.c.next_version + 1)
+        )
+        number = self.db.scalar(
+            sa.select(models.c.next_version).where(models.c.id == model.id)
+        ) - 1
+        now = utcnow()
+        version = Version(
+            model=model,
+            number=number,
+            status="draft",
+            description=description,
+            metadata_=metadata,
+            lineage=lineage,
+            created_at=now,
+            updated_at=now,
+            created_by=self.actor,
+            updated_by=self.actor,
+            tags=[VersionTag(key=k, value=v) for k, v in sorted(tags.items())],
+        )
+        self.db.add(version)
+        self.db.flush()
+        self.record("version.created", "version", f"{model.name}/{number}", model.name,
+                    after={"number": number, "tags": tags})
+        return version
+
+    def _find_version(self, model: Model, number: int) -> Version | None:
+        return self.db.scalar(
+            sa.select(Version).where(Version.model_id == model.id, Version.number == number)
+        )
+
+    def get_version(self, model_name: str, ref: str) -> Version:
+        """Resolve ``ref`` of a model: a number, an alias, ``latest`` or ``sha256:<hex>``."""
+        model = self.get_model(model_name)
+        query = sa.select(Version).where(Version.model_id == model.id)
+        if ref.isdigit():
+            query = query.where(Version.number == int(ref))
+        elif ref == LATEST:
+            query = query.where(Version.status == "ready").order_by(Version.number.desc())
+        elif ref.startswith(DIGEST_PREFIX):
+            query = query.where(Version.status == "ready", Version.digest == ref).order_by(
+                Version.number
+            )
+        else:
+            query = query.join(Alias, Alias.version_id == Version.id).where(
+                Alias.model_id == model.id, Alias.name == ref
+            )
+        version = self.db.scalars(query.limit(1)).first()
+        if version is None:
+            raise NotFound(
+                f"model {model.name!r} has no version {ref!r}",
+                code="version_not_found",
+                details={"model": model.name, "version": ref},
+            )
+        return version
+
+    def get_version_for_write(self, model_name: str, ref: str) -> Version:
+        """The version a write request names by number."""
+        return self.get_version(model_name, str(version_number(ref)))
+
+    def list_versions(
+        self,
+        model_name: str,
+        *,
+        filter_text: str | None,
+        order_by: str | None,
+        page_size: str | None,
+        page_token: str | None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of a model's versions matching ``filter_text``, and the next page's token."""
+        model = self.get_model(model_name)
+        order = paging.parse_order(
+            order_by,
+            {"number": Version.number, "created": Version.created_at,
+             "updated": Version.updated_at},
+            Version.id,
+            default="number desc",
+        )
+        size = paging.parse_page_size(page_size)
+        query_id = paging.fingerprint(
+            "versions", model.normalized_name, filter_text, order.name, str(order.descending)
+        )
+        query = (
+            sa.select(Version)
+            .where(Version.model_id == model.id)
+            .options(selectinload(Version.tags), selectinload(Version.aliases))
+        )
+        if filter_text:
+            query = query.where(filters.version_filter(filter_text))
+        key = paging.decode_token(page_token, query_id)
+        if key is not None:
+            query = query.where(order.after(key))
+        rows = self.db.scalars(query.order_by(*order.clauses()).limit(size + 1)).all()
+        page, more = rows[:size], len(rows) > size
+        token = None
+        if more:
+            last = page[-1]
+            token = paging.encode_token([getattr(last, order.column.key), last.id], query_id)
+        return [self.version_json(v) for v in page], token
+
+    def update_version(
+        self,
+        model_name: str,
+        ref: str,
+        *,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        lineage: dict[str, Any] | None = None,
+    ) -> Version:
+        """Change a version's description (any state) or metadata and lineage (drafts only)."""
+        version = self.get_version_for_write(model_name, ref)
+        if (metadata is not None or lineage is not None) and version.status != "draft":
+            raise Conflict(
+                f"version {version.number} is {version.status}: only a draft's metadata and "
+                "lineage can change",
+                code="version_immutable",
+                details={"status": version.status},
+            )
+        before = {"description": version.description}
+        if description is not None:
+            version.description = description
+        if metadata is not None:
+            _check_document("metadata", metadata)
+            before["metadata"] = version.metadata_
+            version.metadata_ = metadata
+        if lineage is not None:
+            _check_document("lineage", lineage)
+            before["lineage"] = version.lineage
+            version.lineage = lineage
+        version.updated_at = utcnow()
+        version.updated_by = self.actor
+        after = {"description": version.description}
+        if metadata is not None:
+            after["metadata"] = metadata
+        if lineage is not None:
+            after["lineage"] = lineage
+        self.record("version.updated", "version", f"{version.model.name}/{version.number}",
+                    version.model.name, before=before, after=after)
+        return version
+
+    def delete_version(self, model_name: str, ref: str) -> None:
+        """Delete a version; 409 while an alias points at it.  Its number is never reused."""
+        version = self.get_version_for_write(model_name, ref)
+        if version.aliases:
+            names = [a.name for a in version.aliases]
+            raise Conflict(
+                f"version {version.number} is still the target of alias(es) "
+                f"{', '.join(names)}: move or delete them first",
+                code="version_has_aliases",
+                details={"aliases": names},
+            )
+        model_name = version.model.name
+        self.db.delete(version)
+        self.record("version.deleted", "version", f"{model_name}/{version.number}", model_name,
+                    before={"number": version.number, "status": version.status})
+
+    def finalize_version(self, model_name: str, ref: str) -> Version:
+        """Run the validation hooks on a draft and make it ``ready`` or ``rejected``.
+
+        All problems reported by every validator are stored on a rejected version.  A ready
+        version is immutable: its digest (over the manifest of its files) never changes.
+        """
+        version = self.get_version_for_write(model_name, ref)
+        if version.status != "draft":
+            raise Conflict(
+                f"version {version.number} is {version.status}, not a draft",
+                code="version_not_draft",
+                details={"status": version.status},
+            )
+        model_json = self.model_json(version.model)
+        version_json = {**self.version_json(version), "files": []}
+        problems = validate_version(self.hook, model_json, version_json, self.settings)
+        now = utcnow()
+        version.finalized_at = now
+        version.updated_at = now
+        version.updated_by = self.actor
+        target = f"{version.model.name}/{version.number}"
+        if problems:
+            version.status = "rejected"
+            version.problems = [p.as_json() for p in problems]
+            self.record("version.rejected", "version", target, version.model.name,
+                        after={"status": "rejected", "problems": version.problems})
+        else:
+            version.status = "ready"
+            version.digest = manifest_digest(version_json["files"])
+            self.record("version.finalized", "version", target, version.model.name,
+                        after={"status": "ready", "digest": version.digest})
+        return version
+
+    def set_version_tag(self, model_name: str, ref: str, key: str, value: str) -> Version:
+        """Set a tag on a version (any state: tags annotate, they are not content)."""
+        check_tag(key, value)
+        version = self.get_version_for_write(model_name, ref)
+        tag = self.db.get(VersionTag, (version.id, key))
+        before = None if tag is None else {"value": tag.value}
+        if tag is None:
+            version.tags.append(VersionTag(key=key, value=value))
+        else:
+            tag.value = value
+        version.updated_at = utcnow()
+        self.record("version.tag_set", "version_tag",
+                    f"{version.model.name}/{version.number}:{key}", version.model.name,
+                    before=before, after={"value": value})
+        return version
+
+    def delete_version_tag(self, model_name: str, ref: str, key: str) -> None:
+        """Delete a tag of a version; 404 if it has no such tag."""
+        version = self.get_version_for_write(model_name, ref)
+        tag = self.db.get(VersionTag, (version.id, key))
+        if tag is None:
+            raise NotFound(
+                f"version {version.number} of {version.model.name!r} has no tag {key!r}",
+                code="tag_not_found",
+                details={"key": key},
+            )
+        version.tags.remove(tag)
+        version.updated_at = utcnow()
+        self.record("version.tag_deleted", "version_tag",
+                    f"{version.model.name}/{version.number}:{key}", version.model.name,
+                    before={"value": tag.value})
+
+    # ----------------------------------------------------------------------- aliases
+
+    def alias_json(self, alias: Alias, model: Model) -> dict[str, Any]:
+        """The API representation of ``alias``."""
+        return {
+            "model": model.name,
+            "alias": alias.name,
+            "version": alias.version.number,
+            "updated_at": isotime(alias.updated_at),
+            "updated_by": alias.updated_by,
+        }
+
+    def _get_alias(self, model: Model, name: str) -> Alias:
+        alias = self.db.get(Alias, (model.id, name))
+        if alias is None:
+            raise NotFound(
+                f"model {model.name!r} has no alias {name!r}",
+                code="alias_not_found",
+                details={"model": model.name, "alias": name},
+            )
+        return alias
+
+    def get_alias(self, model_name: str, name: str) -> tuple[Alias, Model]:
+        """An alias of a model, or 404."""
+        model = self.get_model(model_name)
+        return self._get_alias(model, name), model
+
+    def list_aliases(self, model_name: str) -> list[dict[str, Any]]:
+        """Every alias of a model."""
+        model = self.get_model(model_name)
+        return [self.alias_json(alias, model) for alias in model.aliases]
+
+    def set_alias(self, model_name: str, name: str, number: int) -> tuple[Alias, Model, bool]:
+        """Point an alias at a ready version, creating or moving it in one update.
+
+        The model's row is locked first, so concurrent moves of its aliases serialize: one
+        wins last and every move is in the history.  Returns the alias, its model, and
+        whether it was created.
+        """
+        check_alias(name)
+        model = self.get_model(model_name, lock=True)
+        version = self._find_version(model, number)
+        if version is None:
+            raise NotFound(
+                f"model {model.name!r} has no version {number}",
+                code="version_not_found",
+                details={"model": model.name, "version": number},
+            )
+        if version.status != "ready":
+            raise Conflict(
+                f"version {number} is {version.status}: aliases point only at ready versions",
+                code="version_not_ready",
+                details={"status": version.status},
+            )
+        alias = self.db.get(Alias, (model.id, name))
+        created = alias is None
+        previous = None if created else alias.version.number
+        now = utcnow()
+        if created:
+            alias = Alias(model_id=model.id, name=name, version=version, updated_at=now,
+                          updated_by=self.actor)
+            self.db.add(alias)
+        elif previous == number:
+            return alias, model, False
+        else:
+            alias.version = version
+            alias.version_id = version.id
+            alias.updated_at = now
+            alias.updated_by = self.actor
+        self.db.add(AliasHistory(model_id=model.id, alias=name, from_version=previous,
+                                 to_version=number, actor=self.actor, at=now))
+        self._touch(model)
+        self.db.flush()
+        self.db.expire(model, ["aliases"])
+        self.db.expire(version, ["aliases"])
+        self.record("alias.set" if created else "alias.moved", "alias",
+                    f"{model.name}@{name}", model.name,
+                    before=None if created else {"version": previous},
+                    after={"version": number})
+        return alias, model, created
+
+    def delete_alias(self, model_name: str, name: str) -> None:
+        """Delete an alias, recording the move to nothing in its history."""
+        model = self.get_model(model_name, lock=True)
+        alias = self._get_alias(model, name)
+        previous = alias.version.number
+        self.db.delete(alias)
+        self.db.add(AliasHistory(model_id=model.id, alias=name, from_version=previous,
+                                 to_version=None, actor=self.actor, at=utcnow()))
+        self._touch(model)
+        self.record("alias.deleted", "alias", f"{model.name}@{name}", model.name,
+                    before={"version": previous})
+
+    def alias_history(
+        self, model_name: str, name: str, *, page_size: str | None, page_token: str | None
+    ) -> tuple[Model, list[dict[str, Any]], str | None]:
+        """The moves of an alias, newest first (kept after the alias is deleted)."""
+        model = self.get_model(model_name)
+        size = paging.parse_page_size(page_size)
+        query_id = paging.fingerprint("alias_history", model.normalized_name, name)
+        query = sa.select(AliasHistory).where(
+            AliasHistory.model_id == model.id, AliasHistory.alias == name
+        )
+        key = paging.decode_token(page_token, query_id)
+        if key is not None:
+            query = query.where(AliasHistory.id < key[1])
+        rows = self.db.scalars(query.order_by(AliasHistory.id.desc()).limit(size + 1)).all()
+        page, more = rows[:size], len(rows) > size
+        if not page and key is None and self.db.get(Alias, (model.id, name)) is None:
+            raise NotFound(
+                f"model {model.name!r} has no alias {name!r} and never had",
+                code="alias_not_found",
+                details={"model": model.name, "alias": name},
+            )
+        token = paging.encode_token([page[-1].id, page[-1].id], query_id) if more else None
+        moves = [
+            {
+                "alias": row.alias,
+                "from_version": row.from_version,
+                "to_version": row.to_version,
+                "actor": row.actor,
+                "at": isotime(row.at),
+            }
+            for row in page
+        ]
+        return model, moves, token

@@ -1,0 +1,77 @@
+"""Value types handed between the core and plugins.  Re-exported by :mod:`modelreg.api`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A rule that a model or version breaks, as reported by a validation hook.
+
+    :ivar code: machine-readable code, e.g. ``missing_metadata``.
+    :ivar message: one sentence a person can act on.
+    :ivar field: the field concerned (``metadata.framework``, ``tags.team``), if any.
+    """
+
+    code: str
+    message: str
+    field: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON shape used in API responses and stored on rejected versions."""
+        return {"code": self.code, "message": self.message, "field": self.field}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a scanner found in one file.
+
+    :ivar code: machine-readable code, e.g. ``pickle_unsafe_import``.
+    :ivar message: one sentence describing the finding.
+    :ivar severity: ``info``, ``warning`` or ``error``; policy decides what rejects.
+    :ivar path: the file's path in the version.
+    :ivar details: structured details (offset, import name, ...).
+    """
+
+    code: str
+    message: str
+    severity: str = "error"
+    path: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to the registry, delivered after commit.
+
+    :ivar id: stable unique id (a UUID string): the same on every redelivery.
+    :ivar type: e.g. ``model.created``, ``version.finalized``, ``alias.moved``.
+    :ivar model: the name of the model concerned, if any.
+    :ivar payload: the event's data, JSON-serialisable.
+    :ivar created_at: when the change was made (UTC).
+    """
+
+    id: str
+    type: str
+    model: str | None
+    payload: dict[str, Any]
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class BackendDescription:
+    """A storage backend offered by a plugin through ``modelreg_storage_backends``.
+
+    :ivar name: the value of ``modelreg.storage`` that selects it.
+    :ivar factory: called with the settings, returns an object providing the blob-store
+        interface.
+    :ivar description: one line shown by ``modelreg plugins``.
+    """
+
+    name: str
+    factory: Callable[[dict[str, Any]], Any]
+    description: str = ""

@@ -1,0 +1,39 @@
+"""The validation pipeline: every validator runs and all problems are reported together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..errors import ApiError
+from ..types import Problem
+
+
+def _collect(results: Iterable[Iterable[Problem] | None]) -> list[Problem]:
+    problems: list[Problem] = []
+    for result in results:
+        for problem in result or ():
+            if not isinstance(problem, Problem):
+                raise ApiError(
+                    f"a validation plugin returned {type(problem).__name__}, not a Problem",
+                    code="plugin_error",
+                    status=500,
+                )
+            problems.append(problem)
+    return problems
+
+
+def validate_model(
+    hook: Any, model: dict[str, Any], previous: dict[str, Any] | None, settings: dict[str, Any]
+) -> list[Problem]:
+    """Ask every ``modelreg_validate_model`` implementation; return all problems."""
+    return _collect(hook.modelreg_validate_model(model=model, previous=previous,
+                                                 settings=settings))
+
+
+def validate_version(
+    hook: Any, model: dict[str, Any], version: dict[str, Any], settings: dict[str, Any]
+) -> list[Problem]:
+    """Ask every ``modelreg_validate_version`` implementation; return all problems."""
+    return _collect(hook.modelreg_validate_version(model=model, version=version,
+                                                   settings=settings))
