@@ -8,9 +8,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from pyramid.config import Configurator
+from pyramid.events import ContextFound
 from pyramid.renderers import JSON
 
-from .openapi import add_method_not_allowed_views
+from .openapi import add_method_not_allowed_views, refuse_control_characters
 from .plugins import get_plugin_manager, log_plugins
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def configure(
     # Order matters: errors first (every later failure renders as JSON), then the database
     # and its transaction management, then the features, then plugins' own additions.
     config.include(".errors")
+    config.add_subscriber(refuse_control_characters, ContextFound)
     config.include(".db")
     config.include(".ops")
     config.include(".registry.views")

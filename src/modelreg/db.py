@@ -26,6 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 #: Execution option set on the engine that writing requests use.
 WRITER_OPTION = "modelreg_writer"
+#: Bodies up to this size are kept in memory so that their requests can be retried.
+MAX_RETRIED_BODY_SETTING = "modelreg.api.max_json_body"
+MAX_RETRIED_BODY = 1024 * 1024
 #: HTTP methods whose requests only read.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -122,11 +125,30 @@ def _dbsession(request: Request) -> Session:
     return dbsession
 
 
+def retry_activate_hook(request: Request) -> int | None:
+    """How many attempts pyramid_retry may make at ``request``.
+
+    Retrying needs a re-readable body, which pyramid_retry makes by copying it.  Only
+    body-less requests and small JSON bodies are retried (copied in memory); anything larger
+    (uploads) gets exactly one attempt, since copying it would cost what the upload costs and
+    a retry would repeat storage writes.
+    """
+    limit = int(request.registry.settings.get(MAX_RETRIED_BODY_SETTING, MAX_RETRIED_BODY))
+    length = request.content_length
+    if request.method in READ_METHODS or length == 0:
+        return None
+    if length is None or length > limit:
+        return 1
+    request.request_body_tempfile_limit = limit
+    return None
+
+
 def includeme(config: Configurator) -> None:
     """Build the engine and session factory and add ``request.dbsession``."""
     settings = config.get_settings()
     settings.setdefault("tm.manager_hook", "pyramid_tm.explicit_manager")
     config.include("pyramid_tm")
+    settings.setdefault("retry.activate_hook", retry_activate_hook)
     config.include("pyramid_retry")
     engine = get_engine(settings)
     config.registry["dbsession_factory"] = get_session_factory(engine)

@@ -18,12 +18,14 @@ import venusian
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from pyramid.config import Configurator
+from pyramid.events import ContextFound
 from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
 
-from .errors import ApiError, BadRequest, PayloadTooLarge, Unprocessable
+from .errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unprocessable
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 OPERATIONS_KEY = "modelreg.openapi.operations"
 MAX_JSON_BODY_SETTING = "modelreg.api.max_json_body"
 DEFAULT_MAX_JSON_BODY = 1024 * 1024
@@ -49,12 +51,14 @@ class Operation:
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     status: int = 200
+    #: Other success statuses answered with the same body (201 when a PUT creates).
+    also: tuple[int, ...] = ()
     params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = ()
 
 
-class api_view:  # noqa: N801 - a decorator, named like Pyramid's view_config
+class api_view:
     """Declare a JSON API view: Pyramid view registration plus its OpenAPI operation.
 
     :param route_name: the route the view serves.
@@ -64,6 +68,7 @@ class api_view:  # noqa: N801 - a decorator, named like Pyramid's view_config
     :param body: the request body's schema, if the operation takes one.
     :param response: the response body's schema (``None`` for 204 responses).
     :param status: the success status.
+    :param also: other success statuses with the same body schema.
     :param params: query parameters.
     :param errors: error statuses the operation may answer with (beside 400/404/500).
     :param tags: OpenAPI tags that group the operation.
@@ -78,6 +83,7 @@ class api_view:  # noqa: N801 - a decorator, named like Pyramid's view_config
         body: type[BaseModel] | None = None,
         response: type[BaseModel] | None = None,
         status: int = 200,
+        also: Iterable[int] = (),
         params: Iterable[Param] = (),
         errors: Iterable[int] = (),
         tags: Iterable[str] = (),
@@ -89,6 +95,7 @@ class api_view:  # noqa: N801 - a decorator, named like Pyramid's view_config
         self.body = body
         self.response = response
         self.status = status
+        self.also = tuple(also)
         self.params = tuple(params)
         self.errors = tuple(errors)
         self.tags = tuple(tags)
@@ -111,6 +118,7 @@ class api_view:  # noqa: N801 - a decorator, named like Pyramid's view_config
                     body=settings.body,
                     response=settings.response,
                     status=settings.status,
+                    also=settings.also,
                     params=settings.params,
                     errors=settings.errors,
                     tags=settings.tags,
@@ -174,6 +182,12 @@ def parse_body(request: Request, schema: type[BodyT]) -> BodyT:
             ) from exc
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
+    if _holds_nul(data):
+        raise Unprocessable(
+            "strings in the request body must not contain NUL characters",
+            code="invalid_body",
+            details={"problems": [{"field": "", "message": "NUL character", "type": "nul"}]},
+        )
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
@@ -191,6 +205,36 @@ def parse_body(request: Request, schema: type[BodyT]) -> BodyT:
             code="invalid_body",
             details={"problems": problems},
         ) from exc
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a parsed JSON value holds a NUL character in any string (or key)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def refuse_control_characters(event: ContextFound) -> None:
+    """Answer 404 when a path segment holds a control character: no resource is named so.
+
+    Runs once per request, after the route matched, so that no such string reaches a query.
+    """
+    matchdict = event.request.matchdict or {}
+    for key, value in matchdict.items():
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise NotFound(
+                f"no such resource: the {key} in the path contains a control character",
+                details={"field": key},
+            )
 
 
 # ---------------------------------------------------------------------------- 405 views
@@ -275,13 +319,16 @@ def openapi_document(
             for p in op.params
         ]
         responses: dict[str, Any] = {}
-        if op.response is None:
-            responses[str(op.status)] = {"description": "Done."}
-        else:
-            responses[str(op.status)] = {
-                "description": "Success.",
-                "content": {"application/json": {"schema": ref(op.response, "serialization")}},
-            }
+        for status in (op.status, *op.also):
+            if op.response is None:
+                responses[str(status)] = {"description": "Done."}
+            else:
+                responses[str(status)] = {
+                    "description": "Success.",
+                    "content": {
+                        "application/json": {"schema": ref(op.response, "serialization")}
+                    },
+                }
         for status in sorted({400, 404, 500, *op.errors}):
             responses[str(status)] = {
                 "description": _ERROR_TEXT.get(status, "Error."),

@@ -22,6 +22,11 @@ LATEST = "latest"
 DIGEST_PREFIX = "sha256:"
 
 
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds a control character (NUL included), which no name may."""
+    return _CONTROL.search(text) is not None
+
+
 def normalize_name(name: str) -> str:
     """The form two names are compared in: NFKC, surrounding spaces removed, case-folded.
 
@@ -36,6 +41,8 @@ def check_model_name(name: str) -> str:
     rule = None
     if not name:
         rule = "must not be empty"
+    elif has_control(name):
+        rule = "must not contain control characters"
     elif len(name) > MODEL_NAME_MAX:
         rule = f"must be at most {MODEL_NAME_MAX} characters"
     elif ".." in name:

@@ -39,6 +39,7 @@ from .names import (
     check_alias,
     check_model_name,
     check_tag,
+    has_control,
     normalize_name,
 )
 
@@ -225,6 +226,8 @@ class RegistryService:
 
     def create_model(self, name: str, description: str, tags: dict[str, str]) -> Model:
         """Create a model; 409 if the name or a look-alike of it exists, 422 if invalid."""
+        if has_control(name):
+            check_model_name(name)
         normalized = normalize_name(name)
         self._check_name_free(name, normalized)
         check_model_name(name)
@@ -264,6 +267,8 @@ class RegistryService:
         }
         renamed = new_name is not None and new_name != model.name
         if renamed:
+            if has_control(new_name):
+                check_model_name(new_name)
             normalized = normalize_name(new_name)
             if normalized != model.normalized_name:
                 self._check_name_free(new_name, normalized)

@@ -193,7 +193,7 @@ def delete_version(request: Request) -> Response:
 
 
 @api_view("api.version_finalize", "POST", permission=WRITE, response=schemas.VersionOut,
-          errors=(409, 422), tags=["versions"])
+          also=(202,), errors=(409, 422), tags=["versions"])
 def finalize_version(request: Request) -> dict[str, Any]:
     """Validate a draft and make it ready (immutable) or rejected (with its problems)."""
     service = request.registry_service
@@ -244,7 +244,7 @@ def get_alias(request: Request) -> dict[str, Any]:
 
 
 @api_view("api.alias", "PUT", permission=WRITE, body=schemas.AliasSet,
-          response=schemas.AliasOut, errors=(409, 413, 422), tags=["aliases"])
+          response=schemas.AliasOut, also=(201,), errors=(409, 413, 422), tags=["aliases"])
 def set_alias(request: Request) -> dict[str, Any]:
     """Point an alias at a ready version (create or move it)."""
     body = parse_body(request, schemas.AliasSet)

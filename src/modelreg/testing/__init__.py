@@ -1,0 +1,236 @@
+"""Test kit for modelreg and its plugins: an opt-in pytest plugin.
+
+Enable it in a ``conftest.py`` with ``pytest_plugins = ["modelreg.testing"]``.  It never loads
+whatever plugins happen to be installed: :func:`make_app` registers exactly the plugins it is
+given (the core's own, :data:`CORE_PLUGINS`, by default).
+
+What it offers:
+
+* :func:`make_app` — the WSGI app for given settings and plugins;
+* :class:`TestDatabase` — a fresh, migrated database on SQLite, PostgreSQL or MariaDB that is
+  dropped afterwards; :func:`clear_database` empties it between tests;
+* :class:`HookRecorder` — records the hook calls an app makes;
+* fixtures ``modelreg_database`` (SQLite unless the project overrides it), ``modelreg_plugins``
+  (override to add yours), ``modelreg_settings``, ``modelreg_app`` and ``testapp`` (a WebTest
+  app over a database emptied after each test), and ``hook_recorder``.
+
+Database servers are found through ``MODELREG_TEST_POSTGRESQL_URL`` (default
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``) and ``MODELREG_TEST_MARIADB_URL``
+(default ``mysql+pymysql://root@127.0.0.1:3306/test``): the URL names a database to connect to
+for creating and dropping the test databases.  An unreachable server skips its tests, except
+when ``CI=true``, where it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from ..config import configure
+from ..migrations import upgrade
+from ..plugins import get_plugin_manager
+
+#: The core's own plugins: what the ``modelreg`` entry points of the core distribution load.
+CORE_PLUGINS: tuple[str, ...] = ("modelreg.validation.builtin",)
+
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+_SERVER_URLS = {
+    "postgresql": ("MODELREG_TEST_POSTGRESQL_URL",
+                   "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    "mariadb": ("MODELREG_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+}
+
+
+def _import(plugin: Any) -> Any:
+    if isinstance(plugin, str):
+        import importlib
+
+        return importlib.import_module(plugin)
+    return plugin
+
+
+def resolve_plugins(plugins: Iterable[Any]) -> list[Any]:
+    """Plugin objects for ``plugins`` (modules, objects, or dotted module names)."""
+    return [_import(plugin) for plugin in plugins]
+
+
+def make_app(settings: dict[str, Any], plugins: Iterable[Any] = CORE_PLUGINS) -> Any:
+    """The registry's WSGI app with exactly ``plugins`` registered (no entry points)."""
+    config = configure(settings, load_entrypoints=False, plugins=resolve_plugins(plugins))
+    return config.make_wsgi_app()
+
+
+def in_ci() -> bool:
+    """Whether the run is CI's, where a missing database server is a failure."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(message: str) -> None:
+    """Skip the current test, or fail it in CI."""
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: required services must be running)")
+    pytest.skip(message)
+
+
+@dataclass
+class TestDatabase:
+    """A database created for a test run and dropped by :meth:`drop`.
+
+    :ivar backend: ``sqlite``, ``postgresql`` or ``mariadb``.
+    :ivar url: the SQLAlchemy URL of the new database.
+    """
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+    backend: str
+    url: str
+    _admin_url: str | None = None
+    _name: str | None = None
+    _tmpdir: str | None = None
+    _engines: list[sa.Engine] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, backend: str, plugins: Iterable[Any] = CORE_PLUGINS) -> TestDatabase:
+        """Create an empty database on ``backend`` and run every migration on it.
+
+        :raises ConnectionError: when the backend's server cannot be reached.
+        """
+        if backend == "sqlite":
+            tmpdir = tempfile.mkdtemp(prefix="modelreg-test-")
+            db = cls(backend, f"sqlite:///{Path(tmpdir) / 'registry.sqlite'}", _tmpdir=tmpdir)
+        else:
+            variable, default = _SERVER_URLS[backend]
+            admin_url = sa.engine.make_url(os.environ.get(variable, default))
+            name = f"modelreg_test_{uuid.uuid4().hex[:12]}"
+            admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+            try:
+                with admin.connect() as conn:
+                    if backend == "mariadb":
+                        conn.exec_driver_sql(
+                            f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                        )
+                    else:
+                        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+            except sa.exc.OperationalError as exc:
+                raise ConnectionError(f"{backend} server unreachable at {admin_url!r}") from exc
+            finally:
+                admin.dispose()
+            url = admin_url.set(database=name).render_as_string(hide_password=False)
+            db = cls(backend, url, _admin_url=admin_url.render_as_string(hide_password=False),
+                     _name=name)
+        pm = get_plugin_manager({}, load_entrypoints=False, plugins=resolve_plugins(plugins))
+        upgrade({"sqlalchemy.url": db.url}, pm.hook)
+        return db
+
+    def engine(self) -> sa.Engine:
+        """An engine on the database, disposed by :meth:`drop`."""
+        from ..db import get_engine
+
+        engine = get_engine({"sqlalchemy.url": self.url})
+        self._engines.append(engine)
+        return engine
+
+    def drop(self) -> None:
+        """Drop the database (or delete the SQLite file) and everything in it."""
+        for engine in self._engines:
+            engine.dispose()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            return
+        admin = sa.create_engine(self._admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                if self.backend == "postgresql":
+                    conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._name} WITH (FORCE)")
+                else:
+                    conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._name}")
+        finally:
+            admin.dispose()
+
+
+def clear_database(engine: sa.Engine) -> None:
+    """Delete every row of every table but Alembic's, children first."""
+    metadata = sa.MetaData()
+    metadata.reflect(bind=engine)
+    with engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            if table.name != "alembic_version":
+                conn.execute(table.delete())
+
+
+class HookRecorder:
+    """Records every hook call of a plugin manager: ``calls`` holds ``(name, kwargs)``."""
+
+    def __init__(self, pm: Any) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self._undo = pm.add_hookcall_monitoring(self._before, lambda *args: None)
+
+    def _before(self, hook_name: str, hook_impls: Any, kwargs: dict[str, Any]) -> None:
+        self.calls.append((hook_name, dict(kwargs)))
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        """The keyword arguments of every call of hook ``name``."""
+        return [kwargs for hook, kwargs in self.calls if hook == name]
+
+    def close(self) -> None:
+        """Stop recording."""
+        self._undo()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def modelreg_plugins() -> tuple[Any, ...]:
+    """The plugins the test app registers; override to add your own."""
+    return CORE_PLUGINS
+
+
+@pytest.fixture(scope="session")
+def modelreg_database(modelreg_plugins: tuple[Any, ...]) -> Iterator[TestDatabase]:
+    """A migrated SQLite database for the session; override to test on other backends."""
+    db = TestDatabase.create("sqlite", modelreg_plugins)
+    yield db
+    db.drop()
+
+
+@pytest.fixture(scope="session")
+def modelreg_settings(modelreg_database: TestDatabase) -> dict[str, Any]:
+    """Settings of the test app; override to add plugin settings."""
+    return {"sqlalchemy.url": modelreg_database.url, "retry.attempts": "3"}
+
+
+@pytest.fixture(scope="session")
+def modelreg_app(
+    modelreg_settings: dict[str, Any], modelreg_plugins: tuple[Any, ...]
+) -> Iterator[Any]:
+    """The WSGI app over the session's database; its connections are closed afterwards."""
+    app = make_app(modelreg_settings, modelreg_plugins)
+    yield app
+    app.registry["db_engine"].dispose()
+
+
+@pytest.fixture
+def testapp(modelreg_app: Any, modelreg_database: TestDatabase) -> Iterator[Any]:
+    """A WebTest app; the database is emptied after the test."""
+    import webtest
+
+    yield webtest.TestApp(modelreg_app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+    clear_database(modelreg_app.registry["db_engine"])
+
+
+@pytest.fixture
+def hook_recorder(modelreg_app: Any) -> Iterator[HookRecorder]:
+    """Records the hook calls the test app makes during the test."""
+    recorder = HookRecorder(modelreg_app.registry["modelreg.plugin_manager"])
+    yield recorder
+    recorder.close()
