@@ -58,7 +58,8 @@ class OpenAPIChecker:
         if operation is None:
             # Unknown routes and methods answer with the error document.
             assert response.status_int in (404, 405), (method, path, response.status)
-            jsonschema.validate(response.json, self._schema({"$ref": "#/components/schemas/ErrorOut"}))
+            error_schema = {"$ref": "#/components/schemas/ErrorOut"}
+            jsonschema.validate(response.json, self._schema(error_schema))
             return
         documented = operation["responses"].get(str(response.status_int))
         assert documented is not None, (

@@ -32,7 +32,7 @@ def test_lookup_is_case_insensitive_but_keeps_the_given_name(testapp):
 @pytest.mark.parametrize(
     "lookalike",
     ["fraud-detector", "FRAUD-DETECTOR", "Fraud-Detector", " fraud-detector ",
-     "ｆｒａｕｄ-detector", "fraud-detector\u3000"],
+     "\uff46\uff52\uff41\uff55\uff44-detector", "fraud-detector\u3000"],
 )
 def test_duplicates_and_lookalikes_conflict(testapp, lookalike):
     create_model(testapp, "fraud-detector")

@@ -12,7 +12,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 from . import __version__
 from .openapi import api_view, openapi_document
-from .registry.schemas import Health
+from .registry.schemas import Health, OpenAPIDocument
 
 
 @api_view("healthz", "GET", permission=NO_PERMISSION_REQUIRED, response=Health, tags=["ops"])
@@ -38,6 +38,8 @@ def readyz(request: Request) -> dict[str, Any]:
     return {"status": "ok" if ok else "unavailable", "checks": checks}
 
 
+@api_view("openapi", "GET", permission=NO_PERMISSION_REQUIRED, response=OpenAPIDocument,
+          tags=["ops"])
 def openapi_json(request: Request) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the API (built once per process)."""
     registry = request.registry
@@ -55,6 +57,4 @@ def includeme(config: Configurator) -> None:
     config.add_route("healthz", "/healthz")
     config.add_route("readyz", "/readyz")
     config.add_route("openapi", "/api/v1/openapi.json")
-    config.add_view(openapi_json, route_name="openapi", request_method="GET",
-                    renderer="json", permission=NO_PERMISSION_REQUIRED)
     config.scan(".ops")

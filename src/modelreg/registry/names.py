@@ -30,7 +30,7 @@ def has_control(text: str) -> bool:
 def normalize_name(name: str) -> str:
     """The form two names are compared in: NFKC, surrounding spaces removed, case-folded.
 
-    ``Fraud``, ``ｆｒａｕｄ`` and ``fraud `` all normalize to ``fraud``, so a model named like
+    ``Fraud``, its fullwidth form and ``fraud `` all normalize to ``fraud``, so a model named like
     any of them is taken once ``fraud`` exists.
     """
     return unicodedata.normalize("NFKC", name).strip().casefold()
