@@ -1,0 +1,75 @@
+"""Settings: environment overrides, production.ini's requirements, start-up failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plaster
+import pytest
+import webtest
+
+from modelreg.config import apply_environment, configure
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ini_settings(name: str) -> dict:
+    return dict(plaster.get_settings(str(ROOT / name), "app:main"))
+
+
+def test_environment_fills_unset_settings_only():
+    settings = {"sqlalchemy.url": "sqlite:///explicit.sqlite"}
+    apply_environment(settings, {"MODELREG_DATABASE_URL": "postgresql://elsewhere/db"})
+    assert settings["sqlalchemy.url"] == "sqlite:///explicit.sqlite"
+    settings = {}
+    apply_environment(settings, {"MODELREG_DATABASE_URL": "postgresql://elsewhere/db"})
+    assert settings["sqlalchemy.url"] == "postgresql://elsewhere/db"
+
+
+def test_env_reference_needs_its_variable():
+    with pytest.raises(RuntimeError, match="MODELREG_DATABASE_URL"):
+        apply_environment({"sqlalchemy.url": "env:MODELREG_DATABASE_URL"}, {})
+
+
+def test_production_ini_refuses_to_start_without_a_database(monkeypatch):
+    monkeypatch.delenv("MODELREG_DATABASE_URL", raising=False)
+    with pytest.raises(RuntimeError, match="MODELREG_DATABASE_URL"):
+        configure(ini_settings("production.ini"))
+
+
+def test_production_ini_starts_with_the_database_from_the_environment(
+    monkeypatch, modelreg_database
+):
+    monkeypatch.setenv("MODELREG_DATABASE_URL", modelreg_database.url)
+    app = configure(ini_settings("production.ini"), load_entrypoints=True).make_wsgi_app()
+    try:
+        assert webtest.TestApp(app).get("/readyz").json["checks"] == {"database": "ok"}
+    finally:
+        app.registry["db_engine"].dispose()
+
+
+def test_production_ini_keeps_tracebacks_off_and_sets_limits():
+    server = dict(plaster.get_settings(str(ROOT / "production.ini"), "server:main"))
+    assert server["expose_tracebacks"] == "false"
+    for key in ("threads", "connection_limit", "channel_timeout", "max_request_header_size",
+                "max_request_body_size", "recv_bytes"):
+        assert key in server, key
+    assert "password" not in (ROOT / "production.ini").read_text().lower()
+
+
+def test_no_database_configured_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("MODELREG_DATABASE_URL", raising=False)
+    with pytest.raises(RuntimeError, match="no database configured"):
+        configure({})
+
+
+def test_unhandled_errors_are_json_without_traceback(testapp, monkeypatch):
+    from modelreg.registry import services
+
+    def boom(*args, **kwargs):
+        raise ValueError("secret internal detail at /srv/modelreg/x.py")
+
+    monkeypatch.setattr(services.RegistryService, "get_model", boom)
+    response = testapp.get("/api/v1/models/x", status=500)
+    assert response.json["error"]["code"] == "internal_error"
+    assert "secret" not in response.text and "Traceback" not in response.text
