@@ -1,0 +1,233 @@
+"""A real Waitress server running the registry in a subprocess, for tests and benchmarks.
+
+:class:`LiveServer` writes a throw-away ini file (``[app:main] use = egg:modelreg`` with the
+given settings, ``[server:main] use = egg:waitress#main`` on a free local port), starts
+``pserve`` on it exactly as a deployment would (so plugins come from entry points), waits
+until ``/healthz`` answers, and stops the process and removes its files on exit::
+
+    with LiveServer({"sqlalchemy.url": db.url}, threads=16) as server:
+        urllib.request.urlopen(server.url + "/healthz")
+
+Only the standard library is used, so the module can ship in the package.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+__all__ = ["LiveServer", "free_port"]
+
+#: Seconds to wait for ``/healthz`` to answer after starting the process.
+STARTUP_TIMEOUT = 30.0
+#: Seconds to wait for the process to end after asking it to.
+SHUTDOWN_TIMEOUT = 10.0
+#: How many bytes of the log to quote when the server fails to start.
+LOG_TAIL_BYTES = 4000
+
+_LOGGING_SECTIONS = """\
+[loggers]
+keys = root
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARN
+handlers = console
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %(asctime)s %(levelname)-5.5s [%(name)s:%(lineno)s][%(threadName)s] %(message)s
+"""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on at the moment of the call."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _ini_value(value: Any) -> str:
+    """``value`` as an ini value: ``%`` escaped for interpolation, continuation lines indented."""
+    text = str(value).replace("%", "%%")
+    return "\n    ".join(text.splitlines()) if "\n" in text else text
+
+
+def _section(name: str, options: dict[str, Any]) -> str:
+    lines = [f"[{name}]"]
+    lines += [f"{key} = {_ini_value(value)}" for key, value in options.items()]
+    return "\n".join(lines) + "\n"
+
+
+class LiveServer:
+    """The registry served by Waitress in a child process, on ``127.0.0.1`` and a free port.
+
+    Use it as a context manager: entering starts the server and waits until it answers
+    ``GET /healthz`` with 200; leaving stops it and deletes its temporary directory (ini file
+    and log).
+
+    :param settings: the app settings (``[app:main]``), at least ``sqlalchemy.url``.
+    :param threads: Waitress worker threads.
+    :param server_settings: more ``[server:main]`` options (e.g. ``connection_limit``); they
+        override ``listen`` and ``threads`` too.
+    :param startup_timeout: seconds to wait for ``/healthz``.
+
+    :ivar url: the base URL, e.g. ``http://127.0.0.1:50123`` (set once started).
+    :ivar port: the port listened on.
+    :ivar directory: the temporary directory holding ``server.ini`` and ``server.log``.
+    """
+
+    def __init__(
+        self,
+        settings: dict[str, str],
+        threads: int = 8,
+        server_settings: dict[str, Any] | None = None,
+        *,
+        startup_timeout: float = STARTUP_TIMEOUT,
+    ) -> None:
+        if not settings.get("sqlalchemy.url"):
+            raise ValueError("LiveServer needs settings with sqlalchemy.url")
+        self.settings = dict(settings)
+        self.threads = threads
+        self.server_settings = dict(server_settings or {})
+        self.startup_timeout = startup_timeout
+        self.port: int | None = None
+        self.url: str = ""
+        self.directory: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    # ------------------------------------------------------------------ context manager
+
+    def __enter__(self) -> LiveServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ----------------------------------------------------------------------- lifecycle
+
+    @property
+    def log_path(self) -> Path:
+        """The file the server's stdout and stderr go to."""
+        if self.directory is None:
+            raise RuntimeError("the server has not been started")
+        return self.directory / "server.log"
+
+    def ini_text(self) -> str:
+        """The ini file the server runs with."""
+        server = {
+            "use": "egg:waitress#main",
+            "listen": f"127.0.0.1:{self.port}",
+            "threads": str(self.threads),
+            **self.server_settings,
+        }
+        app = {"use": "egg:modelreg", **self.settings}
+        return "\n".join(
+            [_section("app:main", app), _section("server:main", server), _LOGGING_SECTIONS]
+        )
+
+    def start(self) -> None:
+        """Start the server and wait until it answers; :class:`RuntimeError` if it does not."""
+        if self.process is not None:
+            raise RuntimeError("the server is already running")
+        self.directory = Path(tempfile.mkdtemp(prefix="modelreg-server-"))
+        try:
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            ini = self.directory / "server.ini"
+            ini.write_text(self.ini_text(), encoding="utf-8")
+            self._log = open(self.log_path, "wb")
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and file
+                [sys.executable, "-m", "pyramid.scripts.pserve", str(ini)],
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+            )
+            self._wait_until_healthy()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_healthy(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        last_error = "no answer yet"
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise RuntimeError(
+                    f"the server exited with status {code} before answering /healthz; "
+                    f"its log ends with:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:  # noqa: S310
+                    if response.status == 200:
+                        return
+                    last_error = f"HTTP {response.status}"
+            except urllib.error.HTTPError as exc:
+                last_error = f"HTTP {exc.code}"
+                exc.close()
+            except (OSError, urllib.error.URLError) as exc:
+                last_error = repr(exc)
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the server did not answer GET /healthz with 200 within "
+                    f"{self.startup_timeout:g} s (last: {last_error}); its log ends with:\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def log_tail(self, size: int = LOG_TAIL_BYTES) -> str:
+        """The last ``size`` bytes of the server's log."""
+        if self._log is not None:
+            self._log.flush()
+        try:
+            data = self.log_path.read_bytes()
+        except (OSError, RuntimeError):
+            return "(no log)"
+        return data[-size:].decode("utf-8", errors="replace") or "(empty log)"
+
+    def stop(self) -> None:
+        """Stop the server (terminate, then kill after 10 s) and delete its directory."""
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(SHUTDOWN_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(SHUTDOWN_TIMEOUT)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None

@@ -1,0 +1,184 @@
+"""Concurrent writers through a real Waitress server, on every backend.
+
+32 clients, each on its own keep-alive connection, are released at once by a barrier and hit
+one model: version numbers must come out as exactly 1..32, and concurrent alias moves must
+leave a consistent history.  These are the races that WebTest (one request at a time) cannot
+show.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from modelreg.testing import TestDatabase, clear_database
+from modelreg.testing.server import LiveServer
+
+pytestmark = pytest.mark.server
+
+API = "/api/v1"
+CLIENTS = 32
+TIMEOUT = 120.0
+
+Answer = tuple[int, str]
+
+
+@pytest.fixture(scope="module")
+def live_server(modelreg_settings: dict[str, Any]) -> Iterator[LiveServer]:
+    """A Waitress process with 16 threads over the session's database.
+
+    It runs with the test app's settings (``modelreg_settings``: the database's URL and
+    whatever else the suite configures), retrying transient conflicts up to 3 times.
+    """
+    settings = {key: str(value) for key, value in modelreg_settings.items()
+                if isinstance(value, str | int | float | bool)}
+    settings["retry.attempts"] = "3"
+    with LiveServer(settings, threads=16) as server:
+        yield server
+
+
+@pytest.fixture
+def engine(modelreg_database: TestDatabase) -> Iterator[sa.Engine]:
+    """An engine on the test database; the database is emptied after the test."""
+    from modelreg.db import get_engine
+
+    engine = get_engine({"sqlalchemy.url": modelreg_database.url})
+    yield engine
+    try:
+        clear_database(engine)
+    finally:
+        engine.dispose()
+
+
+class Client:
+    """One keep-alive HTTP connection to the server, speaking JSON."""
+
+    def __init__(self, server: LiveServer) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
+
+    def request(self, method: str, path: str, body: Any = None) -> Answer:
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        self.conn.request(method, path, body=data, headers=headers)
+        response = self.conn.getresponse()
+        return response.status, response.read().decode("utf-8", errors="replace")
+
+    def json(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        code, text = self.request(method, path, body)
+        assert code == status, f"{method} {path}: {code} {text}"
+        return json.loads(text)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def all_at_once(
+    server: LiveServer, requests: list[tuple[str, str, Any]]
+) -> list[Answer]:
+    """Send each request from its own thread and connection, released together by a barrier.
+
+    Connections are opened before the barrier so that the requests really arrive together.
+    A client that fails (timeout, reset) answers with status 0 and the exception's text.
+    """
+    barrier = threading.Barrier(len(requests), timeout=TIMEOUT)
+    answers: list[Answer | None] = [None] * len(requests)
+
+    def run(index: int, method: str, path: str, body: Any) -> None:
+        client = Client(server)
+        try:
+            client.conn.connect()
+            barrier.wait()
+            answers[index] = client.request(method, path, body)
+        except Exception as exc:  # reported through the answers, not the thread
+            answers[index] = (0, f"{type(exc).__name__}: {exc}")
+        finally:
+            client.close()
+
+    threads = [
+        threading.Thread(target=run, args=(i, *request), name=f"client-{i}")
+        for i, request in enumerate(requests)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT * 2)
+    assert not any(thread.is_alive() for thread in threads), "clients hung"
+    return [answer if answer is not None else (0, "no answer") for answer in answers]
+
+
+def failures(answers: list[Answer], ok: Callable[[int], bool], server: LiveServer) -> str:
+    """The unexpected answers and the end of the server's log, for assertion messages."""
+    bad = [f"{code}: {text[:500]}" for code, text in answers if not ok(code)]
+    return (
+        f"{len(bad)} of {len(answers)} answers unexpected:\n" + "\n".join(bad)
+        + f"\n--- server log ---\n{server.log_tail()}"
+    )
+
+
+def test_concurrent_version_numbers_have_no_gaps_or_duplicates(live_server, engine):
+    client = Client(live_server)
+    try:
+        client.json("POST", f"{API}/models", {"name": "race"}, status=201)
+        answers = all_at_once(
+            live_server, [("POST", f"{API}/models/race/versions", {})] * CLIENTS
+        )
+        assert all(code == 201 for code, _ in answers), failures(
+            answers, lambda code: code == 201, live_server
+        )
+        numbers = sorted(json.loads(text)["number"] for _, text in answers)
+        assert numbers == list(range(1, CLIENTS + 1))
+
+        listed = client.json("GET", f"{API}/models/race/versions?page_size=100")
+        assert sorted(v["number"] for v in listed["versions"]) == numbers
+        assert listed["next_page_token"] is None
+    finally:
+        client.close()
+    with engine.connect() as conn:
+        next_version = conn.execute(
+            sa.text("SELECT next_version FROM models WHERE name = :name"), {"name": "race"}
+        ).scalar_one()
+    assert next_version == CLIENTS + 1
+
+
+def test_concurrent_alias_moves_keep_a_consistent_history(live_server, engine):
+    base = f"{API}/models/race"
+    client = Client(live_server)
+    try:
+        client.json("POST", f"{API}/models", {"name": "race"}, status=201)
+        for number in range(1, 5):
+            client.json("POST", f"{base}/versions", {}, status=201)
+            ready = client.json("POST", f"{base}/versions/{number}/finalize")
+            assert ready["status"] == "ready", ready
+
+        answers = all_at_once(
+            live_server,
+            [("PUT", f"{base}/aliases/champion", {"version": i % 4 + 1}) for i in range(CLIENTS)],
+        )
+        assert all(code in (200, 201) for code, _ in answers), failures(
+            answers, lambda code: code in (200, 201), live_server
+        )
+        assert sum(code == 201 for code, _ in answers) == 1, "the alias is created once"
+
+        alias = client.json("GET", f"{base}/aliases/champion")
+        history = client.json("GET", f"{base}/aliases/champion/history?page_size=100")
+    finally:
+        client.close()
+
+    moves = history["history"]  # newest first
+    assert history["next_page_token"] is None
+    assert 1 <= len(moves) <= CLIENTS
+    assert moves[0]["to_version"] == alias["version"], (alias, moves)
+    assert moves[-1]["from_version"] is None, moves
+    for newer, older in itertools.pairwise(moves):
+        assert newer["from_version"] == older["to_version"], moves
+        assert newer["from_version"] != newer["to_version"], moves
