@@ -3,6 +3,11 @@
 ``MODELREG_TEST_BACKENDS`` (e.g. ``sqlite`` or ``sqlite,postgresql``) narrows the set.  A
 backend whose server is unreachable is skipped, except with ``CI=true``, where it fails.
 Every response the WebTest app receives is checked against the OpenAPI document.
+
+Apps are open like ``development.ini`` (anonymous callers may change models) unless a test
+asks otherwise: ``testapp`` through the test kit's settings, apps built from bare settings
+and real servers through ``MODELREG_AUTH_ANONYMOUS``.  ``secure_app`` is the same app with
+``modelreg.auth.anonymous = none``, for the security tests.
 """
 
 from __future__ import annotations
@@ -16,12 +21,23 @@ import jsonschema
 import pytest
 import webtest
 
-from modelreg.testing import BACKENDS, TestDatabase, clear_database, unavailable
+from modelreg.testing import BACKENDS, TestDatabase, clear_database, make_app, unavailable
 
 
 def selected_backends() -> list[str]:
     wanted = os.environ.get("MODELREG_TEST_BACKENDS")
     return [b.strip() for b in wanted.split(",")] if wanted else list(BACKENDS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def anonymous_writes_by_default() -> Iterator[None]:
+    """Apps and servers built from bare settings here are open, as in development.ini.
+
+    An explicit ``modelreg.auth.anonymous`` setting still wins over the environment.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MODELREG_AUTH_ANONYMOUS", "write")
+        yield
 
 
 @pytest.fixture(scope="session", params=selected_backends())
@@ -101,6 +117,27 @@ def testapp(modelreg_app, openapi_checker) -> Iterator[CheckedTestApp]:
     app.checker = openapi_checker
     yield app
     clear_database(modelreg_app.registry["db_engine"])
+
+
+@pytest.fixture(scope="module")
+def secure_wsgi_app(modelreg_database) -> Iterator[Any]:
+    """The app over the session's database with no anonymous access at all."""
+    app = make_app({
+        "sqlalchemy.url": modelreg_database.url,
+        "retry.attempts": "3",
+        "modelreg.auth.anonymous": "none",
+    })
+    yield app
+    app.registry["db_engine"].dispose()
+
+
+@pytest.fixture
+def secure_app(secure_wsgi_app, openapi_checker) -> Iterator[CheckedTestApp]:
+    """A checked WebTest app of :func:`secure_wsgi_app`; the database is emptied after."""
+    app = CheckedTestApp(secure_wsgi_app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+    app.checker = openapi_checker
+    yield app
+    clear_database(secure_wsgi_app.registry["db_engine"])
 
 
 @pytest.fixture

@@ -12,22 +12,41 @@ import pluggy
 
 from .errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from .hookspecs import PROJECT_NAME
-from .types import BackendDescription, Event, Finding, Problem
+from .interfaces import MIN_CHUNK_SIZE, IBlobStore, validate_sha256
+from .storage.errors import (
+    BlobNotFound,
+    BlobTooLarge,
+    DigestMismatch,
+    StorageError,
+    StorageFull,
+    UploadNotFound,
+)
+from .types import BackendDescription, BlobInfo, Event, Finding, Problem
 
 #: Marks a function as an implementation of a ``modelreg_*`` hook.
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
+    "MIN_CHUNK_SIZE",
     "PROJECT_NAME",
     "ApiError",
     "BackendDescription",
     "BadRequest",
+    "BlobInfo",
+    "BlobNotFound",
+    "BlobTooLarge",
     "Conflict",
+    "DigestMismatch",
     "Event",
     "Finding",
+    "IBlobStore",
     "NotFound",
     "PayloadTooLarge",
     "Problem",
+    "StorageError",
+    "StorageFull",
     "Unprocessable",
+    "UploadNotFound",
     "hookimpl",
+    "validate_sha256",
 ]

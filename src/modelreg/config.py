@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 ENVIRONMENT_SETTINGS = {
     "MODELREG_DATABASE_URL": "sqlalchemy.url",
     "MODELREG_STORAGE": "modelreg.storage",
+    # production.ini sets modelreg.auth.anonymous explicitly, so this cannot open it.
+    "MODELREG_AUTH_ANONYMOUS": "modelreg.auth.anonymous",
 }
 
 
@@ -69,10 +71,13 @@ def configure(
     config.registry["modelreg.plugin_manager"] = pm
     config.add_renderer("json", JSON(separators=(",", ":")))
     # Order matters: errors first (every later failure renders as JSON), then the database
-    # and its transaction management, then the features, then plugins' own additions.
+    # and its transaction management, then security (the policy, the default permission that
+    # refuses any view declared without one, the admin API), then the features, then
+    # plugins' own additions.
     config.include(".errors")
     config.add_subscriber(refuse_control_characters, ContextFound)
     config.include(".db")
+    config.include(".security")
     config.include(".ops")
     config.include(".registry.views")
     pm.hook.modelreg_pyramid_configure(config=config)

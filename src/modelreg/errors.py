@@ -62,6 +62,37 @@ class BadRequest(ApiError):
     code = "bad_request"
 
 
+class Unauthorized(ApiError):
+    """401: no valid credentials; the ``WWW-Authenticate`` header names the Bearer scheme.
+
+    :param error: the RFC 6750 error code for the challenge (``invalid_token`` when a token
+        was sent but refused), or ``None`` when no credentials were sent.
+    """
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        challenge = 'Bearer realm="modelreg"' + (f', error="{error}"' if error else "")
+        super().__init__(
+            message, code=code, details=details, headers={"WWW-Authenticate": challenge}
+        )
+
+
+class Forbidden(ApiError):
+    """403: the caller is known but may not do this."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ApiError):
     """404: the resource does not exist (or the caller may not know that it does)."""
 

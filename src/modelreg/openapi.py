@@ -329,7 +329,10 @@ def openapi_document(
                         "application/json": {"schema": ref(op.response, "serialization")}
                     },
                 }
-        for status in sorted({400, 404, 500, *op.errors}):
+        protected = op.permission != NO_PERMISSION_REQUIRED
+        # Every protected operation may be refused: 401 without valid credentials, 403
+        # when the caller may not (404 hides a model the caller may not read).
+        for status in sorted({400, 404, 500, *op.errors, *((401, 403) if protected else ())}):
             responses[str(status)] = {
                 "description": _ERROR_TEXT.get(status, "Error."),
                 "content": {"application/json": {"schema": error_ref}},
@@ -342,6 +345,8 @@ def openapi_document(
             "responses": responses,
             "x-permission": op.permission,
         }
+        if protected:
+            operation["security"] = [{"bearer": []}]
         if op.body is not None:
             operation["requestBody"] = {
                 "required": True,
@@ -352,5 +357,14 @@ def openapi_document(
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": defs.get("$defs", {})},
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token: 'Authorization: Bearer mr_<id>_<secret>'.",
+                }
+            },
+        },
     }

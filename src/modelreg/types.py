@@ -75,3 +75,15 @@ class BackendDescription:
     name: str
     factory: Callable[[dict[str, Any]], Any]
     description: str = ""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """A blob in the blob store: its content address and its length.
+
+    :ivar sha256: the lowercase hex sha256 of the content (64 characters).
+    :ivar size: the content's length in bytes.
+    """
+
+    sha256: str
+    size: int

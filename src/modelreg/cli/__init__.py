@@ -5,12 +5,19 @@ Each takes the ini file of the deployment, as ``pserve`` does.
 
 from __future__ import annotations
 
+import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 import plaster
+import transaction
+from sqlalchemy.orm import Session
 
 from ..config import apply_environment
+from ..db import get_engine, get_session_factory, get_tm_session, writer_engine
+from ..errors import ApiError
 from ..plugins import get_plugin_manager
 
 ini_argument = click.argument(
@@ -31,3 +38,41 @@ def load(config_uri: str) -> tuple[dict[str, Any], Any]:
     """Settings and plugin manager of the deployment described by ``config_uri``."""
     settings = load_settings(config_uri)
     return settings, get_plugin_manager(settings)
+
+
+def cli_actor() -> str:
+    """The actor the audit log records for admin commands: ``cli:<operating-system user>``."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = "unknown"
+    return f"cli:{user}"
+
+
+@contextmanager
+def db_session(settings: dict[str, Any]) -> Iterator[Session]:
+    """A writing session in a transaction of its own, committed when the block succeeds.
+
+    The transaction manager commits or aborts; nothing here commits by hand.  An
+    :class:`~modelreg.errors.ApiError` raised in the block aborts the transaction and
+    becomes a click error (its message, exit status 1).
+    """
+    engine = get_engine(settings)
+    try:
+        tm = transaction.TransactionManager(explicit=True)
+        with tm:
+            yield get_tm_session(get_session_factory(engine), tm, bind=writer_engine(engine))
+    except ApiError as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        engine.dispose()
+
+
+def each_page(fetch: Any) -> Iterator[Any]:
+    """Every row of a paged service listing: ``fetch(page_token)`` returns ``(rows, next)``."""
+    token = None
+    while True:
+        rows, token = fetch(token)
+        yield from rows
+        if token is None:
+            return

@@ -3,15 +3,21 @@
 from .events import AuditEvent, OutboxEvent
 from .meta import Base, utcnow
 from .registry import Alias, AliasHistory, Model, ModelTag, Version, VersionTag
+from .security import ApiToken, Grant, Group, GroupMember, Principal
 
 __all__ = [
     "Alias",
     "AliasHistory",
+    "ApiToken",
     "AuditEvent",
     "Base",
+    "Grant",
+    "Group",
+    "GroupMember",
     "Model",
     "ModelTag",
     "OutboxEvent",
+    "Principal",
     "Version",
     "VersionTag",
     "utcnow",

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .meta import TABLE_ARGS, Base, JSONDoc, Timestamp, utcnow
 from .registry import ACTOR_LENGTH
+from .security import TOKEN_PUBLIC_ID_LENGTH
 
 
 class AuditEvent(Base):
@@ -27,9 +28,13 @@ class AuditEvent(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     client_addr: Mapped[str | None] = mapped_column(sa.String(64))
+    #: The public id of the API token the actor used, if any (not a foreign key: the audit
+    #: log outlives tokens and principals).
+    token_id: Mapped[str | None] = mapped_column(sa.String(TOKEN_PUBLIC_ID_LENGTH))
 
     __table_args__ = (
         sa.Index("ix_audit_events_at", "at"),
+        sa.Index("ix_audit_events_actor_id", "actor", "id"),
         sa.Index("ix_audit_events_target", "target_type", "target"),
         TABLE_ARGS,
     )

@@ -91,6 +91,13 @@ def version_number(ref: str) -> int:
     return int(ref)
 
 
+def model_not_found(name: str) -> NotFound:
+    """The answer for a model that does not exist, or that the caller may not know of."""
+    return NotFound(
+        f"model {name!r} does not exist", code="model_not_found", details={"model": name}
+    )
+
+
 class RegistryService:
     """Models, versions, tags and aliases, for one request (or one script transaction).
 
@@ -99,6 +106,7 @@ class RegistryService:
     :param settings: the application settings.
     :param actor: who is acting (principal name), recorded on every change.
     :param client_addr: the client's address, recorded in the audit log.
+    :param token_id: the public id of the API token the actor used, recorded in the audit log.
     """
 
     def __init__(
@@ -108,12 +116,14 @@ class RegistryService:
         settings: dict[str, Any],
         actor: str | None = None,
         client_addr: str | None = None,
+        token_id: str | None = None,
     ) -> None:
         self.db = dbsession
         self.hook = hook
         self.settings = settings
         self.actor = actor
         self.client_addr = client_addr
+        self.token_id = token_id
 
     # --------------------------------------------------------------------- recording
 
@@ -138,6 +148,7 @@ class RegistryService:
                 before=before,
                 after=after,
                 client_addr=self.client_addr,
+                token_id=self.token_id,
             )
         )
         self.db.add(
@@ -186,9 +197,7 @@ class RegistryService:
             query = query.with_for_update()
         model = self.db.scalar(query)
         if model is None:
-            raise NotFound(
-                f"model {name!r} does not exist", code="model_not_found", details={"model": name}
-            )
+            raise model_not_found(name)
         return model
 
     def _check_name_free(self, name: str, normalized: str) -> None:
@@ -308,8 +317,12 @@ class RegistryService:
         order_by: str | None,
         page_size: str | None,
         page_token: str | None,
+        visible: Any | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """A page of models matching ``filter_text``, and the token of the next page."""
+        """A page of models matching ``filter_text``, and the token of the next page.
+
+        :param visible: SQL limiting the models to those the caller may see (``None``: all).
+        """
         order = paging.parse_order(
             order_by,
             {"name": Model.normalized_name, "created": Model.created_at,
@@ -324,6 +337,8 @@ class RegistryService:
         )
         if filter_text:
             query = query.where(filters.model_filter(filter_text))
+        if visible is not None:
+            query = query.where(visible)
         key = paging.decode_token(page_token, query_id)
         if key is not None:
             query = query.where(order.after(key))

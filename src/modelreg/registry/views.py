@@ -13,6 +13,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from ..openapi import Param, api_view, parse_body
+from ..security.policy import readable_models, require
 from . import schemas
 from .services import RegistryService
 
@@ -35,6 +36,7 @@ def registry_service(request: Request) -> RegistryService:
         request.registry.settings,
         actor=request.authenticated_userid,
         client_addr=request.client_addr,
+        token_id=getattr(request.identity, "token_id", None),
     )
 
 
@@ -52,12 +54,13 @@ def _query(request: Request, name: str) -> str | None:
 @api_view("api.models", "GET", permission=READ, response=schemas.ModelList,
           params=_LIST_PARAMS, tags=["models"])
 def list_models(request: Request) -> dict[str, Any]:
-    """List and search models."""
+    """List and search the models the caller may read."""
     models, token = request.registry_service.list_models(
         filter_text=_query(request, "filter"),
         order_by=_query(request, "order_by"),
         page_size=_query(request, "page_size"),
         page_token=_query(request, "page_token"),
+        visible=readable_models(request),
     )
     return {"models": models, "next_page_token": token}
 
@@ -65,8 +68,9 @@ def list_models(request: Request) -> dict[str, Any]:
 @api_view("api.models", "POST", permission=WRITE, body=schemas.ModelCreate,
           response=schemas.ModelOut, status=201, errors=(409, 413, 422), tags=["models"])
 def create_model(request: Request) -> dict[str, Any]:
-    """Create a model."""
+    """Create a model (needs write on the new name)."""
     body = parse_body(request, schemas.ModelCreate)
+    require(request, WRITE, body.name)
     service = request.registry_service
     model = service.create_model(body.name, body.description, body.tags)
     request.response.status_code = 201
@@ -84,8 +88,12 @@ def get_model(request: Request) -> dict[str, Any]:
 @api_view("api.model", "PATCH", permission=WRITE, body=schemas.ModelUpdate,
           response=schemas.ModelOut, errors=(409, 413, 422), tags=["models"])
 def update_model(request: Request) -> dict[str, Any]:
-    """Rename a model or change its description."""
+    """Rename a model (needs admin on the old and the new name) or change its description."""
     body = parse_body(request, schemas.ModelUpdate)
+    if body.name is not None and body.name != request.matchdict["model"]:
+        # Grants follow names: a rename moves the model out of some grants and into others.
+        require(request, ADMIN, request.matchdict["model"])
+        require(request, ADMIN, body.name)
     service = request.registry_service
     model = service.update_model(
         request.matchdict["model"], new_name=body.name, description=body.description

@@ -38,9 +38,10 @@ import sqlalchemy as sa
 from ..config import configure
 from ..migrations import upgrade
 from ..plugins import get_plugin_manager
+from .contracts import BlobStoreContract as BlobStoreContract
 
 #: The core's own plugins: what the ``modelreg`` entry points of the core distribution load.
-CORE_PLUGINS: tuple[str, ...] = ("modelreg.validation.builtin",)
+CORE_PLUGINS: tuple[str, ...] = ("modelreg.validation.builtin", "modelreg.storage.local")
 
 BACKENDS = ("sqlite", "postgresql", "mariadb")
 _SERVER_URLS = {
@@ -205,8 +206,16 @@ def modelreg_database(modelreg_plugins: tuple[Any, ...]) -> Iterator[TestDatabas
 
 @pytest.fixture(scope="session")
 def modelreg_settings(modelreg_database: TestDatabase) -> dict[str, Any]:
-    """Settings of the test app; override to add plugin settings."""
-    return {"sqlalchemy.url": modelreg_database.url, "retry.attempts": "3"}
+    """Settings of the test app; override to add plugin settings.
+
+    The app is open like ``development.ini`` (``modelreg.auth.anonymous = write``), so that
+    tests of other things need no tokens; build an app with ``none`` to test authorization.
+    """
+    return {
+        "sqlalchemy.url": modelreg_database.url,
+        "retry.attempts": "3",
+        "modelreg.auth.anonymous": "write",
+    }
 
 
 @pytest.fixture(scope="session")

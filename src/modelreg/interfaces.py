@@ -1,0 +1,214 @@
+"""The interfaces between the core and its backends, as zope.interface declarations.
+
+A backend is an object that *provides* one of these interfaces; the core checks it with
+:func:`zope.interface.verify.verifyObject` when it builds it (a missing method or a wrong
+signature stops start-up).  Declare it with ``@zope.interface.implementer(IBlobStore)`` on
+the class.  Re-exported by :mod:`modelreg.api`, which is where plugins import them from.
+
+The docstrings are the contract; :class:`modelreg.testing.BlobStoreContract` is the test
+suite that checks it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from zope.interface import Interface
+
+#: A blob's name: the lowercase hex sha256 of its content, nothing else.
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+#: The smallest chunk of a resumable upload other than the last (S3's minimum part is 5 MiB).
+MIN_CHUNK_SIZE = 8 * 1024 * 1024
+
+
+def validate_sha256(value: object) -> str:
+    """Return ``value`` if it is a blob name (64 lowercase hex characters).
+
+    Backends call this on every digest they are handed before they build a path or a key
+    from it.
+
+    :raises ValueError: for anything else (uppercase, short, ``../etc/passwd``, not a str).
+    """
+    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
+        raise ValueError(f"not a sha256 digest (64 lowercase hex characters): {value!r}")
+    return value
+
+
+class IBlobStore(Interface):
+    """A content-addressed store of blobs, each named by the lowercase hex sha256 of its bytes.
+
+    **Names.**  Every ``sha256`` argument must be 64 lowercase hex characters; anything else
+    raises :class:`ValueError` before the backend touches storage (see
+    :func:`validate_sha256`).  Storage keys and paths are derived from digests only, never
+    from what a client sent.
+
+    **Threads.**  One instance is built at start-up and shared by every request thread (and
+    the background worker): every method may be called concurrently from several threads, on
+    the same digest too.  Two concurrent ``put`` calls of the same bytes both succeed and leave
+    one blob.
+
+    **Processes.**  Several processes, on several machines, may share one store.  An instance
+    keeps no state between calls that matters: resumable uploads hand all their state back to
+    the caller as JSON-serialisable dicts that the core stores in its database, so any process
+    may continue or complete an upload that another began.
+
+    **Errors.**  Methods raise the exceptions of :mod:`modelreg.api` (``BlobNotFound``,
+    ``UploadNotFound``, ``DigestMismatch``, ``BlobTooLarge``, ``StorageFull``, and their base
+    ``StorageError`` for any other failure of the storage itself) and ``ValueError`` for
+    malformed arguments; never a backend library's own exceptions (``OSError``,
+    ``botocore.exceptions.ClientError``).  Errors raised by the caller's ``stream`` propagate
+    unchanged.  A method that fails leaves no partial blob behind: a blob either exists with
+    exactly the content its name promises, or it does not exist.
+
+    **Memory.**  Content is streamed in bounded pieces (about 1 MiB, at most one upload part);
+    no method holds a whole blob in memory.
+    """
+
+    def put(stream, *, expected_sha256=None, max_size=None):
+        """Store the bytes read from ``stream`` and return their :class:`BlobInfo`.
+
+        The content is hashed while it is written to a temporary place and moved to its
+        content address only once complete and verified.  If a blob with the same digest
+        already exists, one copy is kept (dedupe) and its info returned.
+
+        :param stream: a binary file-like object; only ``read(n)`` is called, until it returns
+            ``b""``.
+        :param expected_sha256: the digest the caller promises, or ``None``.
+        :param max_size: the largest acceptable length in bytes, or ``None`` for no limit.
+        :returns: the :class:`BlobInfo` of the stored content.
+        :raises DigestMismatch: if ``expected_sha256`` is given and differs; nothing stored.
+        :raises BlobTooLarge: as soon as more than ``max_size`` bytes were read; nothing
+            stored (the rest of the stream is not read).
+        :raises StorageFull: when the store ran out of space; nothing stored.
+        :raises ValueError: if ``expected_sha256`` is not a digest.
+        """
+
+    def exists(sha256):
+        """Whether a blob with this digest exists.
+
+        :returns: ``True`` or ``False``.
+        :raises ValueError: if ``sha256`` is not a digest.
+        """
+
+    def stat(sha256):
+        """The :class:`BlobInfo` (digest and size) of a blob.
+
+        :raises BlobNotFound: if there is no such blob.
+        :raises ValueError: if ``sha256`` is not a digest.
+        """
+
+    def open(sha256, start=0, end=None):
+        """A readable binary stream of the bytes ``[start, end)`` of a blob (for ``Range``).
+
+        The caller closes it (it is a context manager).  ``end`` greater than the blob's size
+        is clamped to the size; ``start`` equal to the size gives an empty stream.  The
+        stream's ``read(n)`` never returns more than ``n`` bytes nor anything past ``end``.
+
+        :param start: the first byte, ``0 <= start <= size``.
+        :param end: one past the last byte, ``start <= end``, or ``None`` for the end.
+        :raises BlobNotFound: if there is no such blob.
+        :raises ValueError: if ``sha256`` is not a digest or the range is invalid.
+        """
+
+    def delete(sha256):
+        """Delete a blob.  Idempotent.  Only garbage collection calls this.
+
+        :returns: ``True`` if a blob was deleted, ``False`` if there was none.
+        :raises ValueError: if ``sha256`` is not a digest.
+        """
+
+    def iter_digests():
+        """Iterate over the digests of every blob in the store, each once, in no set order.
+
+        For garbage collection and consistency checks; lazy, so that a store of millions
+        of blobs is not listed into memory.  Temporary data (unfinished puts and uploads)
+        is not listed.
+
+        :returns: an iterator of digests.
+        """
+
+    def check():
+        """Readiness: return ``None`` if the store is reachable and usable, else raise.
+
+        Called by ``/readyz`` (often: keep it cheap) and at start-up.
+
+        :raises StorageError: saying what is wrong (unreachable, missing, unwritable).
+        """
+
+    def download_url(sha256, *, filename, expires=None):
+        """A URL from which a client may download the blob directly, or ``None``.
+
+        Backends that can hand out presigned URLs (S3) return one when the operator enabled
+        it; the core then answers a download with a redirect.  The URL makes the response a
+        download (``Content-Disposition: attachment``) named ``filename``.  The blob's
+        existence is not checked (the core knows it from its database).
+
+        :param filename: the name the client should save the file as (the file's basename).
+        :param expires: seconds the URL stays valid, or ``None`` for the backend's default.
+        :returns: an absolute URL, or ``None`` if not supported or not enabled.
+        :raises ValueError: if ``sha256`` is not a digest.
+        """
+
+    def file_path(sha256):
+        """The path of the blob on the local filesystem, or ``None`` if it is not a local file.
+
+        Lets the core serve the file with ``wsgi.file_wrapper``.  Only readers use the path;
+        it must never be written to.  The blob's existence is not checked.
+
+        :raises ValueError: if ``sha256`` is not a digest.
+        """
+
+    def begin_upload():
+        """Start a resumable upload and return its state.
+
+        A resumable upload receives a blob in sequential chunks, possibly on different
+        processes, and is completed with the whole content's digest (in the style of the
+        OCI distribution spec; S3 multipart underneath).  Each chunk but the last is at least
+        :data:`MIN_CHUNK_SIZE` bytes (the core enforces that, and the order).
+
+        :returns: the upload's state: a JSON-serialisable dict, opaque to the caller, which
+            stores it and hands it to the next call (in any process).
+        :raises StorageFull: when the store ran out of space.
+        """
+
+    def upload_chunk(state, *, offset, stream, length):
+        """Append exactly ``length`` bytes read from ``stream`` to an upload.
+
+        Calling it again with the same (older) state and offset rewrites that chunk, so that
+        a chunk whose response was lost can be sent again.
+
+        :param state: the state returned by the previous call for this upload.
+        :param offset: where the chunk starts: the number of bytes received so far.
+        :param stream: a binary file-like object; only ``read(n)`` is called.
+        :param length: the chunk's length in bytes.
+        :returns: the new state (the old one stays valid for a retry of this chunk only).
+        :raises ValueError: if ``offset`` is not the upload's current offset, or ``stream``
+            ends before ``length`` bytes (the chunk is then not received: retry it).
+        :raises UploadNotFound: if the upload was aborted, completed or cleaned up.
+        :raises StorageFull: when the store ran out of space.
+        """
+
+    def complete_upload(state, *, expected_sha256):
+        """Assemble the chunks, verify the digest and store the blob; return its info.
+
+        The running hash cannot travel between processes, so the assembled content is read
+        again to compute its sha256.  On success the blob is at its content address
+        (dedupe: one copy) and the upload's temporary data is gone; calling it again with the
+        same state returns the same info or raises :class:`UploadNotFound`.
+
+        :param state: the upload's latest state.
+        :param expected_sha256: the digest of the whole content, as the client promised.
+        :returns: the stored :class:`BlobInfo`.
+        :raises DigestMismatch: if the content's digest differs; the upload is then over and
+            nothing of it remains.
+        :raises UploadNotFound: if the upload was aborted or cleaned up.
+        :raises ValueError: if ``expected_sha256`` is not a digest.
+        """
+
+    def abort_upload(state):
+        """Abandon an upload and free its temporary data (parts, temporary files).
+
+        Idempotent: aborting an aborted, completed or unknown upload does nothing.
+        """
+

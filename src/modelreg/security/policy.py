@@ -1,0 +1,234 @@
+"""The Pyramid security policy: bearer tokens (or a plugin) say who, grants say what.
+
+Every request's context is a :class:`ModelContext` naming the model in the route
+(``request.matchdict["model"]``) — the resource the request actually touches, never a name
+from the body — or none for routes without a model.  Views declare one of the permissions
+``read``, ``write`` and ``admin``, which :meth:`SecurityPolicy.permits` checks with
+:class:`~modelreg.security.access.Access`:
+
+* on a model: the caller's level on it must reach the permission;
+* without a model: ``admin`` is for global admins only (the admin API, the audit log);
+  ``read`` and ``write`` need that level on some model, and the view narrows down (listing
+  shows only readable models; creating checks the new name with :func:`require`).
+
+Any other permission, including :data:`DENIED` (the default permission, so a view declared
+without one), is refused.  A refusal answers 401 to an anonymous caller, 404 (exactly the
+"no such model" answer) to a known caller who may not even read the model — so that
+existence does not leak — and 403 otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from pyramid.request import Request, RequestLocalCache
+from pyramid.response import Response
+from pyramid.security import Allowed, Denied
+
+from ..errors import ApiError, Forbidden, Unauthorized, error_response
+from ..models import ApiToken, Model, utcnow
+from ..registry.services import model_not_found
+from .access import GRANTABLE, Access, Identity, Level
+from .tokens import TOKEN_PREFIX, authenticate_token, identity_for_name
+
+log = logging.getLogger(__name__)
+
+#: The default permission: nobody holds it, so a view without a permission is refused.
+DENIED = "modelreg.denied"
+#: ``last_used_at`` is written at most this often per token (it costs a write transaction).
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+#: Where the policy is kept in the registry.
+POLICY_KEY = "modelreg.security_policy"
+
+
+class ModelContext:
+    """The resource of a request: the model it names, or ``None`` for routes without one.
+
+    :param model: the model's name as written in the path (or, for creation, in the body).
+    """
+
+    __slots__ = ("model",)
+
+    def __init__(self, model: str | None) -> None:
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"ModelContext({self.model!r})"
+
+
+def root_factory(request: Request) -> ModelContext:
+    """The context of every route: the model of the route's ``{model}``, if it has one."""
+    return ModelContext((request.matchdict or {}).get("model"))
+
+
+def _context_model(request: Request, context: Any) -> str | None:
+    if isinstance(context, ModelContext):
+        return context.model
+    return (request.matchdict or {}).get("model")
+
+
+class SecurityPolicy:
+    """:class:`pyramid.interfaces.ISecurityPolicy` of the registry.
+
+    :param anonymous: the level every caller has on every model without credentials
+        (``modelreg.auth.anonymous``).
+    """
+
+    def __init__(self, anonymous: Level) -> None:
+        self.anonymous = anonymous
+        self._identities = RequestLocalCache(self._load_identity)
+
+    # ------------------------------------------------------------------ identification
+
+    def identity(self, request: Request) -> Identity | None:
+        """The caller, found once per request; ``None`` if anonymous.
+
+        :raises Unauthorized: when credentials were sent but are refused.
+        """
+        return self._identities.get_or_create(request)
+
+    def _load_identity(self, request: Request) -> Identity | None:
+        header = request.headers.get("Authorization")
+        if header is not None:
+            scheme, _, credentials = header.strip().partition(" ")
+            credentials = credentials.strip()
+            if scheme.lower() == "bearer" and credentials.startswith(TOKEN_PREFIX):
+                identity, token = authenticate_token(request.dbsession, credentials, utcnow())
+                self._note_use(request, token)
+                return identity
+        hook = request.registry["modelreg.plugin_manager"].hook
+        name = hook.modelreg_authenticate(request=request)
+        if name is not None:
+            return identity_for_name(request.dbsession, name)
+        if header is not None:
+            raise Unauthorized(
+                "unsupported Authorization header: send 'Authorization: Bearer mr_...'",
+                code="invalid_authorization",
+                error="invalid_request",
+            )
+        return None
+
+    def _note_use(self, request: Request, token: ApiToken) -> None:
+        """Stamp ``last_used_at`` after the request, in a transaction of its own.
+
+        After the request, so that it never waits on the request's own write lock (SQLite);
+        at most once per :data:`LAST_USED_RESOLUTION`, so that reads stay reads.
+        """
+        now = utcnow()
+        if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
+            return
+        token_id = token.id
+
+        def stamp(request: Request) -> None:
+            engine = request.registry["db_writer_engine"]
+            try:
+                with engine.begin() as conn:
+                    conn.execute(
+                        sa.update(ApiToken)
+                        .where(ApiToken.id == token_id)
+                        .values(last_used_at=now)
+                    )
+            except sa.exc.SQLAlchemyError:
+                log.warning("could not record the use of API token %s", token.public_id,
+                            exc_info=True)
+
+        request.add_finished_callback(stamp)
+
+    def authenticated_userid(self, request: Request) -> str | None:
+        """The principal's name, or ``None`` for anonymous callers."""
+        identity = self.identity(request)
+        return identity.name if identity is not None else None
+
+    def access(self, request: Request) -> Access:
+        """What the caller of ``request`` may do."""
+        return Access(self.identity(request), self.anonymous)
+
+    # ------------------------------------------------------------------- authorization
+
+    def permits(self, request: Request, context: Any, permission: str) -> Allowed | Denied:
+        """Whether the caller holds ``permission`` on ``context`` (see the module's doc)."""
+        required = GRANTABLE.get(permission)
+        if required is None:
+            return Denied("permission %r is never granted", permission)
+        access = self.access(request)
+        model = _context_model(request, context)
+        allowed = access.allows(required, model)
+        who = access.identity.name if access.identity else "anonymous"
+        where = f"model {model!r}" if model is not None else "the registry"
+        if allowed:
+            return Allowed("%s may %s %s", who, permission, where)
+        return Denied("%s may not %s %s", who, permission, where)
+
+    def remember(self, request: Request, userid: str, **kw: Any) -> list[tuple[str, str]]:
+        """Nothing to remember: every request carries its token."""
+        return []
+
+    def forget(self, request: Request, **kw: Any) -> list[tuple[str, str]]:
+        """Nothing to forget: there are no sessions."""
+        return []
+
+
+def get_policy(request: Request) -> SecurityPolicy:
+    """The registry's :class:`SecurityPolicy`."""
+    return request.registry[POLICY_KEY]
+
+
+def denial(
+    request: Request, permission: str, model: str | None, *, hide_model: bool = True
+) -> ApiError:
+    """The error that answers a refused request: 401, 404 or 403 (see the module's doc).
+
+    :param hide_model: answer 404 when the caller may not read ``model``; ``False`` where the
+        name comes from the request body (creating, renaming), which reveals nothing.
+    """
+    access = get_policy(request).access(request)
+    if access.identity is None:
+        return Unauthorized(
+            "authentication required: send 'Authorization: Bearer <token>'",
+            code="unauthorized",
+        )
+    if hide_model and model is not None and access.level_on(model) < Level.READ:
+        return model_not_found(model)
+    where = f"model {model!r}" if model is not None else "the registry"
+    required = GRANTABLE.get(permission)
+    by_token = required is not None and access.without_token().allows(required, model)
+    return Forbidden(
+        f"{access.identity.name} may not {permission} {where}"
+        + (": the token's scopes do not allow it" if by_token else ""),
+        code="token_scope" if by_token else "forbidden",
+        details={"permission": permission, **({"model": model} if model else {})},
+    )
+
+
+def require(
+    request: Request, permission: str, model: str, *, hide_model: bool = False
+) -> None:
+    """Raise the right error unless the caller holds ``permission`` on the model ``model``.
+
+    For names that come from the request body: creating a model needs ``write`` on its name,
+    renaming one ``admin`` on the new name.
+    """
+    if not request.has_permission(permission, ModelContext(model)):
+        raise denial(request, permission, model, hide_model=hide_model)
+
+
+def readable_models(request: Request) -> Any | None:
+    """SQL limiting a query of :class:`~modelreg.models.Model` to the models the caller may
+    read, or ``None`` when it may read them all."""
+    return get_policy(request).access(request).readable_clause(Model.normalized_name)
+
+
+def forbidden_view(exc: Exception, request: Request) -> Response:
+    """Render a refusal of the view's permission check as 401, 404 or 403."""
+    model = (request.matchdict or {}).get("model")
+    permission = _permission_of(getattr(exc, "result", None))
+    return error_response(request, denial(request, permission, model))
+
+
+def _permission_of(result: Any) -> str:
+    """The permission a refusal of :meth:`SecurityPolicy.permits` was about."""
+    args = getattr(result, "args", ())
+    return str(args[1]) if len(args) >= 2 else "access"

@@ -1,0 +1,456 @@
+"""Contract test suites: what every implementation of an interface must do.
+
+A backend author proves their blob store behaves like the built-in ones by subclassing
+:class:`BlobStoreContract` in a test module and providing a ``blob_store`` fixture::
+
+    import pytest
+    from modelreg.testing import BlobStoreContract
+
+    class TestMyBlobStore(BlobStoreContract):
+        @pytest.fixture
+        def blob_store(self, tmp_path):
+            return MyBlobStore(...)   # a fresh, empty store for each test is simplest
+
+        def leftovers(self, blob_store):   # optional, see below
+            return [...]
+
+Every ``test_*`` method of the contract then runs against that store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from zope.interface.verify import verifyObject
+
+from ..interfaces import IBlobStore
+from ..storage.errors import (
+    BlobNotFound,
+    BlobTooLarge,
+    DigestMismatch,
+    StorageError,
+    UploadNotFound,
+)
+from ..types import BlobInfo
+
+MiB = 1024 * 1024
+
+
+def sha256_hex(data: bytes) -> str:
+    """The lowercase hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_all(stream: Any, size: int = MiB) -> bytes:
+    """Everything ``stream`` yields, read ``size`` bytes at a time; the stream is closed."""
+    with stream:
+        parts = []
+        while chunk := stream.read(size):
+            parts.append(chunk)
+    return b"".join(parts)
+
+
+def hash_stream(stream: Any) -> tuple[str, int]:
+    """The sha256 and length of everything ``stream`` yields, without keeping it in memory."""
+    digest = hashlib.sha256()
+    size = 0
+    with stream:
+        while chunk := stream.read(MiB):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+class GeneratedStream:
+    """``size`` pseudo-random bytes produced as they are read, never all in memory.
+
+    Records how it is read: :attr:`largest_read` is the largest ``n`` asked for (a read of
+    everything counts as ``size``) and :attr:`consumed` the bytes handed out so far.
+    :attr:`sha256` is the digest of the whole content.
+    """
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size = size
+        self.block = random.Random(seed).randbytes(MiB)  # noqa: S311 - test data
+        self.consumed = 0
+        self.largest_read = 0
+        digest = hashlib.sha256()
+        for start in range(0, size, MiB):
+            digest.update(self._bytes(start, min(start + MiB, size)))
+        self.sha256 = digest.hexdigest()
+
+    def _bytes(self, start: int, end: int) -> bytes:
+        out = bytearray()
+        while start < end:
+            offset = start % MiB
+            piece = self.block[offset:offset + (end - start)]
+            out += piece
+            start += len(piece)
+        return bytes(out)
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            n = self.size
+        self.largest_read = max(self.largest_read, n)
+        end = min(self.consumed + n, self.size)
+        data = self._bytes(self.consumed, end)
+        self.consumed = end
+        return data
+
+    def slice(self, start: int, end: int) -> bytes:
+        """The content's bytes ``[start, end)`` (for comparing small pieces)."""
+        return self._bytes(start, min(end, self.size))
+
+
+class FailingStream:
+    """A stream that yields ``good`` bytes, then raises ``error`` (a client that went away)."""
+
+    def __init__(self, good: bytes, error: BaseException) -> None:
+        self.stream = io.BytesIO(good)
+        self.error = error
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        if not data:
+            raise self.error
+        return data
+
+
+def roundtrip(state: Any) -> Any:
+    """``state`` after a trip through JSON, as when another process picks an upload up."""
+    return json.loads(json.dumps(state))
+
+
+class BlobStoreContract:
+    """The behaviour every :class:`~modelreg.interfaces.IBlobStore` must show.
+
+    Subclasses provide a ``blob_store`` fixture, and may override :meth:`leftovers` and the
+    class attributes below.  Stores may be shared between tests: the tests compare before
+    and after rather than expect an empty store.
+    """
+
+    #: The largest ``read(n)`` a ``put`` may make on its stream (the store may buffer one
+    #: upload part, not the whole body).
+    max_read_size = 8 * MiB
+    #: The size of the large streamed ``put`` (more than two parts of a multipart upload).
+    large_size = 20 * MiB
+
+    def leftovers(self, blob_store: Any) -> list[str] | None:
+        """Names of the temporary things the store holds (temporary files or keys,
+        unfinished multipart uploads), or ``None`` if the test cannot tell.
+
+        Override it so that the contract also checks that failed and aborted writes clean up.
+        """
+        return None
+
+    def assert_no_leftovers(self, blob_store: Any) -> None:
+        found = self.leftovers(blob_store)
+        if found is not None:
+            assert found == [], f"temporary data left behind: {found}"
+
+    # ------------------------------------------------------------------ basics
+
+    def test_provides_the_interface(self, blob_store):
+        assert verifyObject(IBlobStore, blob_store)
+
+    def test_check_passes(self, blob_store):
+        assert blob_store.check() is None
+
+    def test_put_stat_open_exists(self, blob_store):
+        data = b"weights " * 1000
+        info = blob_store.put(io.BytesIO(data))
+        assert info == BlobInfo(sha256_hex(data), len(data))
+        assert isinstance(info.sha256, str) and isinstance(info.size, int)
+        assert blob_store.exists(info.sha256) is True
+        assert blob_store.stat(info.sha256) == info
+        assert read_all(blob_store.open(info.sha256)) == data
+        assert info.sha256 in set(blob_store.iter_digests())
+
+    def test_open_ranges(self, blob_store):
+        data = bytes(range(256)) * 40
+        sha = blob_store.put(io.BytesIO(data)).sha256
+        size = len(data)
+        for start, end in [(0, None), (0, size), (1, 5), (100, 101), (size - 1, None),
+                           (size, None), (size, size), (7, 7), (10, size + 1000)]:
+            got = read_all(blob_store.open(sha, start, end), size=97)
+            assert got == data[start:end], (start, end)
+        with blob_store.open(sha, 10, 20) as stream:
+            assert stream.read(3) == data[10:13]
+            assert stream.read(100) == data[13:20]
+            assert stream.read(100) == b""
+        with pytest.raises(ValueError):
+            blob_store.open(sha, 5, 4)
+        with pytest.raises(ValueError):
+            blob_store.open(sha, -1)
+
+    def test_missing_blob(self, blob_store):
+        sha = sha256_hex(b"never stored")
+        assert blob_store.exists(sha) is False
+        with pytest.raises(BlobNotFound):
+            blob_store.stat(sha)
+        with pytest.raises(BlobNotFound):
+            blob_store.open(sha)
+        assert blob_store.delete(sha) is False
+
+    def test_delete(self, blob_store):
+        info = blob_store.put(io.BytesIO(b"to be deleted"))
+        assert blob_store.delete(info.sha256) is True
+        assert blob_store.exists(info.sha256) is False
+        with pytest.raises(BlobNotFound):
+            blob_store.open(info.sha256)
+        assert info.sha256 not in set(blob_store.iter_digests())
+        assert blob_store.delete(info.sha256) is False
+
+    def test_empty_blob(self, blob_store):
+        info = blob_store.put(io.BytesIO(b""))
+        assert info == BlobInfo(sha256_hex(b""), 0)
+        assert blob_store.stat(info.sha256).size == 0
+        assert read_all(blob_store.open(info.sha256)) == b""
+
+    def test_same_bytes_twice_make_one_blob(self, blob_store):
+        before = list(blob_store.iter_digests())
+        first = blob_store.put(io.BytesIO(b"same bytes"))
+        second = blob_store.put(io.BytesIO(b"same bytes"), expected_sha256=first.sha256)
+        assert first == second
+        after = list(blob_store.iter_digests())
+        assert len(after) == len(set(after)) == len(before) + 1
+        assert after.count(first.sha256) == 1
+        assert read_all(blob_store.open(first.sha256)) == b"same bytes"
+        self.assert_no_leftovers(blob_store)
+
+    # ------------------------------------------------------------------ refusals
+
+    def test_expected_digest_that_matches(self, blob_store):
+        data = b"promised"
+        assert blob_store.put(io.BytesIO(data), expected_sha256=sha256_hex(data)).size == 8
+
+    def test_digest_mismatch_stores_nothing(self, blob_store):
+        before = set(blob_store.iter_digests())
+        wrong = sha256_hex(b"something else")
+        with pytest.raises(DigestMismatch) as caught:
+            blob_store.put(io.BytesIO(b"actual content"), expected_sha256=wrong)
+        assert caught.value.expected == wrong
+        assert caught.value.actual == sha256_hex(b"actual content")
+        assert isinstance(caught.value, StorageError)
+        assert blob_store.exists(sha256_hex(b"actual content")) is False
+        assert set(blob_store.iter_digests()) == before
+        self.assert_no_leftovers(blob_store)
+
+    def test_too_large_stores_nothing(self, blob_store):
+        before = set(blob_store.iter_digests())
+        stream = GeneratedStream(3 * MiB, seed=3)
+        with pytest.raises(BlobTooLarge) as caught:
+            blob_store.put(stream, max_size=MiB + 5)
+        assert caught.value.max_size == MiB + 5
+        # The store stops reading once it knows the content is too large.
+        assert stream.consumed <= MiB + 5 + self.max_read_size, stream.consumed
+        assert not blob_store.exists(stream.sha256)
+        assert set(blob_store.iter_digests()) == before
+        self.assert_no_leftovers(blob_store)
+
+    def test_exactly_max_size_fits(self, blob_store):
+        data = b"x" * 1000
+        assert blob_store.put(io.BytesIO(data), max_size=1000).size == 1000
+        with pytest.raises(BlobTooLarge):
+            blob_store.put(io.BytesIO(data + b"y"), max_size=1000)
+
+    def test_failing_stream_propagates_and_stores_nothing(self, blob_store):
+        before = set(blob_store.iter_digests())
+        error = ConnectionResetError("client went away")
+        with pytest.raises(ConnectionResetError):
+            blob_store.put(FailingStream(b"partial" * 1000, error))
+        assert set(blob_store.iter_digests()) == before
+        self.assert_no_leftovers(blob_store)
+
+    @pytest.mark.parametrize("bad", [
+        "../etc/passwd", "../" * 21 + "e", "abc", "", "g" * 64, "0" * 63, "0" * 65,
+        "0" * 63 + "/", " " + "0" * 63, "0" * 64 + "\n", "UPPER",
+    ])
+    def test_invalid_digests_are_refused(self, blob_store, bad):
+        refused = (ValueError, BlobNotFound)
+        calls: list[Callable[[], Any]] = [
+            lambda: blob_store.exists(bad), lambda: blob_store.stat(bad),
+            lambda: blob_store.open(bad), lambda: blob_store.delete(bad),
+            lambda: blob_store.file_path(bad),
+            lambda: blob_store.download_url(bad, filename="x.bin"),
+        ]
+        for call in calls:
+            with pytest.raises(refused):
+                call()
+        with pytest.raises(ValueError):
+            blob_store.put(io.BytesIO(b"data"), expected_sha256=bad)
+
+    def test_uppercase_digest_of_a_stored_blob_is_refused(self, blob_store):
+        info = blob_store.put(io.BytesIO(b"case matters"))
+        upper = info.sha256.upper()
+        for call in (blob_store.exists, blob_store.stat, blob_store.open, blob_store.delete):
+            with pytest.raises((ValueError, BlobNotFound)):
+                call(upper)
+        assert blob_store.exists(info.sha256)
+
+    # ------------------------------------------------------------------ streaming
+
+    def test_large_put_streams_in_bounded_reads(self, blob_store):
+        stream = GeneratedStream(self.large_size, seed=1)
+        info = blob_store.put(stream, expected_sha256=stream.sha256)
+        assert info == BlobInfo(stream.sha256, self.large_size)
+        assert 0 < stream.largest_read <= self.max_read_size, stream.largest_read
+        assert hash_stream(blob_store.open(info.sha256)) == (stream.sha256, self.large_size)
+        middle = self.large_size // 2
+        got = read_all(blob_store.open(info.sha256, middle - 10, middle + 10))
+        assert got == stream.slice(middle - 10, middle + 10)
+
+    def test_concurrent_puts(self, blob_store):
+        payloads = [b"shared content"] * 4 + [f"own {i}".encode() for i in range(4)]
+        results: list[BlobInfo] = []
+        errors: list[BaseException] = []
+
+        def put(data: bytes) -> None:
+            try:
+                results.append(blob_store.put(io.BytesIO(data * 5000)))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=put, args=(data,)) for data in payloads]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert len({info.sha256 for info in results}) == 5
+        digests = list(blob_store.iter_digests())
+        assert len(digests) == len(set(digests))
+        for data in set(payloads):
+            assert read_all(blob_store.open(sha256_hex(data * 5000))) == data * 5000
+        self.assert_no_leftovers(blob_store)
+
+    def test_download_url_and_file_path(self, blob_store):
+        data = b"downloadable"
+        sha = blob_store.put(io.BytesIO(data)).sha256
+        url = blob_store.download_url(sha, filename="model.bin", expires=60)
+        assert url is None or (isinstance(url, str) and "://" in url)
+        path = blob_store.file_path(sha)
+        if path is not None:
+            with open(path, "rb") as file:
+                assert file.read() == data
+
+    # ------------------------------------------------------------------ resumable uploads
+
+    def _upload(self, blob_store: Any, stream: GeneratedStream, sizes: list[int]) -> Any:
+        state = roundtrip(blob_store.begin_upload())
+        offset = 0
+        for size in sizes:
+            state = roundtrip(blob_store.upload_chunk(state, offset=offset, stream=stream,
+                                                      length=size))
+            offset += size
+        return state
+
+    def test_resumable_upload_in_three_chunks(self, blob_store):
+        stream = GeneratedStream(self.large_size, seed=2)
+        sizes = [8 * MiB, 8 * MiB, self.large_size - 16 * MiB]
+        before = set(blob_store.iter_digests())
+        state = self._upload(blob_store, stream, sizes)
+        assert not blob_store.exists(stream.sha256)
+        assert set(blob_store.iter_digests()) == before
+        info = blob_store.complete_upload(state, expected_sha256=stream.sha256)
+        assert info == BlobInfo(stream.sha256, self.large_size)
+        assert hash_stream(blob_store.open(info.sha256)) == (stream.sha256, self.large_size)
+        assert set(blob_store.iter_digests()) == before | {stream.sha256}
+        self.assert_no_leftovers(blob_store)
+
+    def test_upload_chunk_can_be_sent_again(self, blob_store):
+        """A chunk whose response was lost is sent again with the older state."""
+        stream = GeneratedStream(9 * MiB, seed=4)
+        content = stream.slice(0, 9 * MiB)
+        state0 = roundtrip(blob_store.begin_upload())
+        state1 = roundtrip(blob_store.upload_chunk(
+            state0, offset=0, stream=io.BytesIO(content[:8 * MiB]), length=8 * MiB))
+        state1 = roundtrip(blob_store.upload_chunk(
+            state0, offset=0, stream=io.BytesIO(content[:8 * MiB]), length=8 * MiB))
+        state2 = roundtrip(blob_store.upload_chunk(
+            state1, offset=8 * MiB, stream=io.BytesIO(content[8 * MiB:]), length=MiB))
+        info = blob_store.complete_upload(state2, expected_sha256=sha256_hex(content))
+        assert info == BlobInfo(sha256_hex(content), 9 * MiB)
+        assert read_all(blob_store.open(info.sha256)) == content
+        self.assert_no_leftovers(blob_store)
+
+    def test_upload_chunk_at_the_wrong_offset_is_refused(self, blob_store):
+        state = roundtrip(blob_store.begin_upload())
+        with pytest.raises(ValueError):
+            blob_store.upload_chunk(state, offset=5, stream=io.BytesIO(b"abc"), length=3)
+        state = roundtrip(blob_store.upload_chunk(state, offset=0, stream=io.BytesIO(b"abc"),
+                                                  length=3))
+        with pytest.raises(ValueError):
+            blob_store.upload_chunk(state, offset=0, stream=io.BytesIO(b"def"), length=3)
+        blob_store.abort_upload(state)
+        self.assert_no_leftovers(blob_store)
+
+    def test_short_chunk_is_refused_and_can_be_sent_again(self, blob_store):
+        state = roundtrip(blob_store.begin_upload())
+        with pytest.raises(ValueError):
+            blob_store.upload_chunk(state, offset=0, stream=io.BytesIO(b"only5"), length=10)
+        state = roundtrip(blob_store.upload_chunk(
+            state, offset=0, stream=io.BytesIO(b"0123456789"), length=10))
+        info = blob_store.complete_upload(state, expected_sha256=sha256_hex(b"0123456789"))
+        assert read_all(blob_store.open(info.sha256)) == b"0123456789"
+        self.assert_no_leftovers(blob_store)
+
+    def test_abort_frees_the_upload(self, blob_store):
+        before = set(blob_store.iter_digests())
+        stream = GeneratedStream(8 * MiB + 100, seed=5)
+        state = self._upload(blob_store, stream, [8 * MiB])
+        blob_store.abort_upload(state)
+        self.assert_no_leftovers(blob_store)
+        blob_store.abort_upload(roundtrip(state))  # idempotent
+        with pytest.raises(UploadNotFound):
+            blob_store.upload_chunk(state, offset=8 * MiB, stream=stream, length=100)
+        with pytest.raises(UploadNotFound):
+            blob_store.complete_upload(state, expected_sha256=stream.sha256)
+        assert set(blob_store.iter_digests()) == before
+        self.assert_no_leftovers(blob_store)
+
+    def test_complete_with_a_wrong_digest_leaves_nothing(self, blob_store):
+        before = set(blob_store.iter_digests())
+        stream = GeneratedStream(8 * MiB + 3, seed=6)
+        state = self._upload(blob_store, stream, [8 * MiB, 3])
+        wrong = sha256_hex(b"not the content")
+        with pytest.raises(DigestMismatch) as caught:
+            blob_store.complete_upload(state, expected_sha256=wrong)
+        assert caught.value.actual == stream.sha256
+        assert not blob_store.exists(stream.sha256)
+        assert set(blob_store.iter_digests()) == before
+        self.assert_no_leftovers(blob_store)
+        blob_store.abort_upload(state)  # still idempotent after the failure
+        self.assert_no_leftovers(blob_store)
+
+    def test_complete_of_existing_content_dedupes(self, blob_store):
+        data = b"already here" * 100
+        first = blob_store.put(io.BytesIO(data))
+        state = roundtrip(blob_store.begin_upload())
+        state = roundtrip(blob_store.upload_chunk(state, offset=0, stream=io.BytesIO(data),
+                                                  length=len(data)))
+        assert blob_store.complete_upload(state, expected_sha256=first.sha256) == first
+        assert list(blob_store.iter_digests()).count(first.sha256) == 1
+        assert read_all(blob_store.open(first.sha256)) == data
+        self.assert_no_leftovers(blob_store)
+
+    def test_empty_upload(self, blob_store):
+        state = roundtrip(blob_store.begin_upload())
+        info = blob_store.complete_upload(state, expected_sha256=sha256_hex(b""))
+        assert info == BlobInfo(sha256_hex(b""), 0)
+        assert read_all(blob_store.open(info.sha256)) == b""
+        self.assert_no_leftovers(blob_store)
+
+    def test_complete_refuses_an_invalid_digest(self, blob_store):
+        state = roundtrip(blob_store.begin_upload())
+        with pytest.raises(ValueError):
+            blob_store.complete_upload(state, expected_sha256="../../etc/passwd")
+        blob_store.abort_upload(state)
+        self.assert_no_leftovers(blob_store)

@@ -1,0 +1,365 @@
+"""Authorization: every operation of the OpenAPI document against every kind of caller.
+
+The world of each test (on an app without anonymous access):
+
+* ``fraud-detector`` with tag ``team``, ready version 1 (tag ``stage``, alias ``champion``)
+  and draft version 2;
+* ``outsider`` (no grants), ``reader`` (read on ``fraud-*``), ``writer`` (write on
+  ``fraud-*``), ``model_admin`` (admin on exactly ``fraud-detector``), ``global_admin``, and
+  ``read_token`` (a token of ``writer`` scoped ``read``);
+* ``victim``, a principal with a token, a grant and a group (``team``) for the admin API to
+  work on.
+
+The expected answer comes from a table of levels written out by hand, not from the code
+under test: allowed → a documented success status; anonymous → 401; may read the model but
+not do this → 403; may not even read it → 404 (existence is not revealed); names from the
+body (creating, renaming) and the admin API → 403.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import webtest
+
+from helpers import API, error_code
+from modelreg.testing import clear_database, make_app
+from security_helpers import (
+    add_principal,
+    add_token,
+    bearer,
+    delete_models,
+    public_id,
+    security_service,
+    seed_model,
+)
+
+ROLES = ("anonymous", "outsider", "reader", "writer", "model_admin", "global_admin",
+         "read_token")
+NONE, READ, WRITE, ADMIN = 0, 1, 2, 3
+NEEDS = {"read": READ, "write": WRITE, "admin": ADMIN}
+
+#: Each role's level on fraud-detector, and on the other fraud-* names used in bodies.
+LEVELS = {
+    "outsider": (NONE, NONE),
+    "reader": (READ, READ),
+    "writer": (WRITE, WRITE),
+    "model_admin": (ADMIN, NONE),
+    "global_admin": (ADMIN, ADMIN),
+    "read_token": (READ, READ),
+}
+
+MODEL = f"{API}/models/fraud-detector"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request: ``path`` is formatted with the world's ids; ``on`` says what it touches:
+
+    ``model`` (the model in the path), ``new`` (a model name in the body), ``rename`` (admin
+    on the path's model and on the new name), ``registry`` (no model) or ``public``.
+    """
+
+    method: str
+    template: str
+    path: str | None = None
+    body: Any = None
+    on: str = "model"
+    need: str | None = None  # default: the operation's x-permission
+    name: str = ""
+
+    def url(self, world: dict[str, Any]) -> str:
+        return (self.path or self.template).format(**world)
+
+
+CASES = [
+    Case("GET", "/healthz", on="public"),
+    Case("GET", "/readyz", on="public"),
+    Case("GET", "/api/v1/openapi.json", on="public"),
+    # models
+    Case("GET", "/api/v1/models", on="registry"),
+    Case("POST", "/api/v1/models", body={"name": "fraud-new"}, on="new"),
+    Case("GET", "/api/v1/models/{model}", path=MODEL),
+    Case("PATCH", "/api/v1/models/{model}", path=MODEL, body={"description": "changed"}),
+    Case("PATCH", "/api/v1/models/{model}", path=MODEL, body={"name": "fraud-renamed"},
+         on="rename", name="rename"),
+    Case("DELETE", "/api/v1/models/{model}", path=MODEL),
+    Case("PUT", "/api/v1/models/{model}/tags/{key}", path=MODEL + "/tags/team",
+         body={"value": "fraud"}),
+    Case("DELETE", "/api/v1/models/{model}/tags/{key}", path=MODEL + "/tags/team"),
+    # versions
+    Case("GET", "/api/v1/models/{model}/versions", path=MODEL + "/versions"),
+    Case("POST", "/api/v1/models/{model}/versions", path=MODEL + "/versions", body={}),
+    Case("GET", "/api/v1/models/{model}/versions/{version}", path=MODEL + "/versions/champion"),
+    Case("PATCH", "/api/v1/models/{model}/versions/{version}", path=MODEL + "/versions/1",
+         body={"description": "changed"}),
+    Case("DELETE", "/api/v1/models/{model}/versions/{version}", path=MODEL + "/versions/2"),
+    Case("POST", "/api/v1/models/{model}/versions/{version}/finalize",
+         path=MODEL + "/versions/2/finalize"),
+    Case("PUT", "/api/v1/models/{model}/versions/{version}/tags/{key}",
+         path=MODEL + "/versions/1/tags/stage", body={"value": "prod2"}),
+    Case("DELETE", "/api/v1/models/{model}/versions/{version}/tags/{key}",
+         path=MODEL + "/versions/1/tags/stage"),
+    # aliases
+    Case("GET", "/api/v1/models/{model}/aliases", path=MODEL + "/aliases"),
+    Case("GET", "/api/v1/models/{model}/aliases/{alias}", path=MODEL + "/aliases/champion"),
+    Case("PUT", "/api/v1/models/{model}/aliases/{alias}", path=MODEL + "/aliases/staging",
+         body={"version": 1}),
+    Case("DELETE", "/api/v1/models/{model}/aliases/{alias}", path=MODEL + "/aliases/champion"),
+    Case("GET", "/api/v1/models/{model}/aliases/{alias}/history",
+         path=MODEL + "/aliases/champion/history"),
+    # the admin API
+    Case("GET", "/api/v1/admin/principals", on="registry"),
+    Case("POST", "/api/v1/admin/principals", body={"name": "newcomer"}, on="registry"),
+    Case("GET", "/api/v1/admin/principals/{principal}",
+         path="/api/v1/admin/principals/victim", on="registry"),
+    Case("PATCH", "/api/v1/admin/principals/{principal}",
+         path="/api/v1/admin/principals/victim", body={"disabled": True}, on="registry"),
+    Case("GET", "/api/v1/admin/tokens", on="registry"),
+    Case("POST", "/api/v1/admin/tokens", body={"principal": "victim"}, on="registry"),
+    Case("GET", "/api/v1/admin/tokens/{token}", path="/api/v1/admin/tokens/{victim_token}",
+         on="registry"),
+    Case("POST", "/api/v1/admin/tokens/{token}/revoke",
+         path="/api/v1/admin/tokens/{victim_token}/revoke", on="registry"),
+    Case("GET", "/api/v1/admin/groups", on="registry"),
+    Case("POST", "/api/v1/admin/groups", body={"name": "newgroup"}, on="registry"),
+    Case("GET", "/api/v1/admin/groups/{group}", path="/api/v1/admin/groups/team",
+         on="registry"),
+    Case("PUT", "/api/v1/admin/groups/{group}/members/{principal}",
+         path="/api/v1/admin/groups/team/members/outsider", on="registry"),
+    Case("DELETE", "/api/v1/admin/groups/{group}/members/{principal}",
+         path="/api/v1/admin/groups/team/members/victim", on="registry"),
+    Case("GET", "/api/v1/admin/grants", on="registry"),
+    Case("POST", "/api/v1/admin/grants",
+         body={"principal": "victim", "pattern": "new-*", "level": "read"}, on="registry"),
+    Case("GET", "/api/v1/admin/grants/{grant}", path="/api/v1/admin/grants/{victim_grant}",
+         on="registry"),
+    Case("DELETE", "/api/v1/admin/grants/{grant}", path="/api/v1/admin/grants/{victim_grant}",
+         on="registry"),
+    Case("GET", "/api/v1/audit", on="registry"),
+]
+
+
+def expected(case: Case, permission: str, role: str) -> int | str:
+    """``"ok"`` or the error status ``role`` must get for ``case``."""
+    if case.on == "public":
+        return "ok"
+    if role == "anonymous":
+        return 401
+    need = NEEDS[case.need or permission]
+    on_model, on_other = LEVELS[role]
+    if case.on == "model":
+        if on_model >= need:
+            return "ok"
+        return 403 if on_model >= READ else 404
+    if case.on == "rename":  # write on the path's model to get in, then admin on both names
+        if on_model < READ:
+            return 404
+        return "ok" if on_model >= ADMIN and on_other >= ADMIN else 403
+    if case.on == "new":
+        return "ok" if on_other >= need else 403
+    # No model: admin is the global admins'; reading the list is anyone's (it is filtered).
+    if need == ADMIN:
+        return "ok" if role == "global_admin" else 403
+    return "ok"
+
+
+@pytest.fixture
+def world(secure_app) -> dict[str, Any]:
+    """The principals and the model described in the module's docstring; their tokens."""
+    wsgi = secure_app.app
+    tokens = {"anonymous": None}
+    tokens["outsider"] = add_principal(wsgi, "outsider")
+    tokens["reader"] = add_principal(wsgi, "reader", grants=[("fraud-*", "read")])
+    tokens["writer"] = add_principal(wsgi, "writer", grants=[("fraud-*", "write")])
+    tokens["model_admin"] = add_principal(wsgi, "model-admin",
+                                          grants=[("fraud-detector", "admin")])
+    tokens["global_admin"] = add_principal(wsgi, "global-admin", admin=True)
+    tokens["read_token"] = add_token(wsgi, "writer", ["read"])
+    victim = add_principal(wsgi, "victim", grants=[("victim-*", "read")], scopes=["read"])
+    with security_service(wsgi) as security:
+        security.create_group("team")
+        security.add_member("team", "victim")
+        (grant,), _ = security.list_grants(principal="victim")
+        grant_id = grant.id
+    seed_model(wsgi)
+    return {"tokens": tokens, "victim_token": public_id(victim), "victim_grant": grant_id}
+
+
+def _send(app, case: Case, url: str, token: str | None) -> webtest.TestResponse:
+    headers = bearer(token) if token else {}
+    method = case.method.lower()
+    if case.body is not None:
+        return getattr(app, method + "_json")(url, case.body, headers=headers,
+                                              expect_errors=True)
+    return getattr(app, method)(url, headers=headers, expect_errors=True)
+
+
+def test_every_operation_has_a_case(testapp):
+    document = testapp.get("/api/v1/openapi.json").json
+    operations = {(method.upper(), path) for path, methods in document["paths"].items()
+                  for method in methods}
+    covered = {(case.method, case.template) for case in CASES}
+    assert operations - covered == set(), "operations without a permission case"
+    assert covered - operations == set(), "cases of operations that do not exist"
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.template} {c.name}")
+def test_permission_matrix(secure_app, world, case, openapi_checker):
+    operation = openapi_checker.operation(case.url(world), case.method)
+    assert operation is not None
+    permission = operation["x-permission"]
+    successes = {int(status) for status in operation["responses"] if status.startswith("2")}
+    mutates = case.method not in ("GET", "HEAD")
+    wrong = []
+    for role in ROLES:
+        want = expected(case, permission, role)
+        response = _send(secure_app, case, case.url(world), world["tokens"][role])
+        got = response.status_int
+        if want == "ok":
+            if got not in successes:
+                wrong.append(f"{role}: expected success {sorted(successes)}, got {got} "
+                             f"{response.text[:200]}")
+            elif mutates and case.on in ("model", "new", "rename"):
+                delete_models(secure_app.app)  # the next allowed role finds the same world
+                seed_model(secure_app.app)
+        elif got != want:
+            wrong.append(f"{role}: expected {want}, got {got} {response.text[:200]}")
+        elif want == 404:
+            assert error_code(response) == "model_not_found", response.text
+        elif want == 401:
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert not wrong, f"{case.method} {case.url(world)} ({permission}):\n" + "\n".join(wrong)
+
+
+# ----------------------------------------------------------------------- listing and more
+
+
+def _create(app, token: str, name: str, status: int = 201) -> Any:
+    return app.post_json(f"{API}/models", {"name": name}, headers=bearer(token), status=status)
+
+
+def _names(app, token: str | None, **params: str) -> list[str]:
+    headers = bearer(token) if token else {}
+    names: list[str] = []
+    page = None
+    while True:
+        query = {**params, **({"page_token": page} if page else {})}
+        body = app.get(f"{API}/models", query, headers=headers).json
+        names += [m["name"] for m in body["models"]]
+        page = body["next_page_token"]
+        if page is None:
+            return names
+
+
+def test_listing_shows_only_readable_models(secure_app):
+    wsgi = secure_app.app
+    admin = add_principal(wsgi, "root", admin=True)
+    everything = ["fraud-a", "Fraud-B", "fraud_c", "fraudx", "churn", "churn-2", "other"]
+    for name in everything:
+        _create(secure_app, admin, name)
+    assert sorted(_names(secure_app, admin)) == sorted(everything)
+    # Globs and exact names, compared normalized; across pages.
+    reader = add_principal(wsgi, "reader", grants=[("FRAUD-*", "read"), ("churn", "read")])
+    assert _names(secure_app, reader, page_size="1") == ["churn", "fraud-a", "Fraud-B"]
+    # '_' in a pattern is a character like any other, '?' is exactly one.
+    under = add_principal(wsgi, "under", grants=[("fraud_?", "read")])
+    assert _names(secure_app, under) == ["fraud_c"]
+    assert _names(secure_app, add_principal(wsgi, "nobody")) == []
+    # The filter language and the grants combine.
+    assert _names(secure_app, reader, filter="name GLOB 'churn*'") == ["churn"]
+    # A token narrowed to a pattern sees only that, even an admin's.
+    narrow = add_token(wsgi, "root", ["read:churn*"])
+    assert _names(secure_app, narrow) == ["churn", "churn-2"]
+
+
+def test_grants_to_a_group_apply_to_its_members(secure_app):
+    wsgi = secure_app.app
+    admin = add_principal(wsgi, "root", admin=True)
+    _create(secure_app, admin, "risk-model")
+    member = add_principal(wsgi, "member")
+    with security_service(wsgi) as security:
+        security.create_group("risk-team")
+        security.create_grant(group="risk-team", pattern="risk-*", level="write")
+    secure_app.get(f"{API}/models/risk-model", headers=bearer(member), status=404)
+    secure_app.put(f"{API}/admin/groups/risk-team/members/member", headers=bearer(admin),
+                   status=201)
+    secure_app.get(f"{API}/models/risk-model", headers=bearer(member), status=200)
+    secure_app.post_json(f"{API}/models/risk-model/versions", {}, headers=bearer(member),
+                         status=201)
+    secure_app.delete(f"{API}/models/risk-model", headers=bearer(member), status=403)
+    secure_app.delete(f"{API}/admin/groups/risk-team/members/member", headers=bearer(admin),
+                      status=204)
+    secure_app.get(f"{API}/models/risk-model", headers=bearer(member), status=404)
+
+
+def test_rename_needs_admin_on_the_old_and_the_new_name(secure_app):
+    wsgi = secure_app.app
+    owner = add_principal(wsgi, "owner", grants=[("team-*", "admin"), ("solo", "admin")])
+    _create(secure_app, owner, "solo")
+    response = secure_app.patch_json(f"{API}/models/solo", {"name": "elsewhere"},
+                                     headers=bearer(owner), status=403)
+    assert error_code(response) == "forbidden"
+    body = secure_app.patch_json(f"{API}/models/solo", {"name": "team-solo"},
+                                 headers=bearer(owner)).json
+    assert body["name"] == "team-solo"
+    # The grant on "solo" does not follow the model: it stays with the name.
+    writer = add_principal(wsgi, "writer", grants=[("team-solo", "write")])
+    secure_app.patch_json(f"{API}/models/team-solo", {"name": "team-solo",
+                                                      "description": "same name"},
+                          headers=bearer(writer), status=200)
+    secure_app.patch_json(f"{API}/models/team-solo", {"name": "team-other"},
+                          headers=bearer(writer), status=403)
+
+
+def test_token_scopes_cap_the_principal(secure_app):
+    wsgi = secure_app.app
+    add_principal(wsgi, "root", admin=True)
+    narrow = add_token(wsgi, "root", ["write:fraud-*", "read"])
+    _create(secure_app, narrow, "fraud-x")
+    response = _create(secure_app, narrow, "churn", status=403)
+    assert error_code(response) == "token_scope"
+    secure_app.delete(f"{API}/models/fraud-x", headers=bearer(narrow), status=403)
+    response = secure_app.get(f"{API}/audit", headers=bearer(narrow), status=403)
+    assert error_code(response) == "token_scope"
+    secure_app.get(f"{API}/models/fraud-x", headers=bearer(narrow), status=200)
+
+
+def test_hidden_and_missing_models_answer_alike(secure_app):
+    wsgi = secure_app.app
+    admin = add_principal(wsgi, "root", admin=True)
+    _create(secure_app, admin, "secret-model")
+    outsider = add_principal(wsgi, "outsider")
+    hidden = secure_app.get(f"{API}/models/secret-model", headers=bearer(outsider), status=404)
+    missing = secure_app.get(f"{API}/models/no-model", headers=bearer(outsider), status=404)
+    assert hidden.json["error"]["code"] == missing.json["error"]["code"] == "model_not_found"
+    assert hidden.json["error"]["message"].replace("secret-model", "X") == \
+        missing.json["error"]["message"].replace("no-model", "X")
+    # Creating a name one may not write is refused before anything is looked up.
+    taken = _create(secure_app, outsider, "secret-model", status=403)
+    free = _create(secure_app, outsider, "free-model", status=403)
+    assert taken.json["error"]["message"].replace("secret-model", "X") == \
+        free.json["error"]["message"].replace("free-model", "X")
+
+
+@pytest.mark.parametrize("mode, read, write", [
+    ("none", 401, 401),
+    ("read", 200, 401),
+    ("write", 200, 201),
+])
+def test_anonymous_modes(modelreg_database, mode, read, write):
+    app = make_app({"sqlalchemy.url": modelreg_database.url, "modelreg.auth.anonymous": mode})
+    try:
+        test = webtest.TestApp(app)
+        test.get(f"{API}/models", status=read)
+        test.post_json(f"{API}/models", {"name": "anon"}, status=write)
+        if write == 201:  # "write" opens every operation on models, deleting included
+            test.delete(f"{API}/models/anon", status=204)
+        # The admin API and the audit log are never anonymous.
+        test.get(f"{API}/admin/principals", status=401)
+        test.get(f"{API}/audit", status=401)
+    finally:
+        clear_database(app.registry["db_engine"])
+        app.registry["db_engine"].dispose()

@@ -1,0 +1,265 @@
+"""The local-filesystem blob store: the contract, plus containment, clean-up and faults."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+from waitress.buffers import ReadOnlyFileBasedBuffer
+
+from modelreg.api import BlobNotFound, DigestMismatch, StorageError, StorageFull
+from modelreg.storage import local
+from modelreg.storage.local import LocalBlobStore, create_store
+from modelreg.testing import BlobStoreContract
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def temporary_files(store: LocalBlobStore) -> list[str]:
+    return sorted(
+        f"{area.name}/{name}" for area in (store.root / "tmp", store.root / "uploads")
+        for name in os.listdir(area)
+    )
+
+
+class TestLocalBlobStore(BlobStoreContract):
+    @pytest.fixture
+    def blob_store(self, tmp_path):
+        return LocalBlobStore(tmp_path / "blobs")
+
+    def leftovers(self, blob_store):
+        return temporary_files(blob_store)
+
+
+@pytest.fixture
+def store(tmp_path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "root")
+
+
+# --------------------------------------------------------------------------- layout, factory
+
+
+def test_layout_is_two_levels_of_fan_out(store):
+    data = b"layout"
+    info = store.put(io.BytesIO(data))
+    expected = store.root / "blobs" / "sha256" / info.sha256[:2] / info.sha256[2:4] / info.sha256
+    assert expected.read_bytes() == data
+    assert store.file_path(info.sha256) == str(expected)
+    assert temporary_files(store) == []
+
+
+def test_factory_needs_the_path_setting(tmp_path):
+    with pytest.raises(RuntimeError, match=r"modelreg\.storage\.local\.path"):
+        create_store({})
+    store = create_store({"modelreg.storage.local.path": str(tmp_path / "a" / "b")})
+    assert store.root == (tmp_path / "a" / "b").resolve()
+    assert (tmp_path / "a" / "b" / "blobs" / "sha256").is_dir()
+
+
+def test_the_root_may_be_a_symlink(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    store = LocalBlobStore(tmp_path / "link")
+    info = store.put(io.BytesIO(b"via a link"))
+    assert store.stat(info.sha256).size == 10
+    assert (tmp_path / "real" / "blobs").is_dir()
+
+
+def test_two_instances_share_an_upload(tmp_path):
+    """Any process may continue an upload another began: the state is all in the dict."""
+    first, second = LocalBlobStore(tmp_path / "s"), LocalBlobStore(tmp_path / "s")
+    state = first.begin_upload()
+    state = second.upload_chunk(state, offset=0, stream=io.BytesIO(b"hello "), length=6)
+    state = first.upload_chunk(state, offset=6, stream=io.BytesIO(b"world"), length=5)
+    info = second.complete_upload(state, expected_sha256=sha(b"hello world"))
+    assert first.stat(info.sha256).size == 11
+
+
+def test_complete_ignores_bytes_past_the_recorded_offset(store):
+    """A chunk that crashed half-way may leave bytes that the state does not count."""
+    state = store.upload_chunk(store.begin_upload(), offset=0, stream=io.BytesIO(b"abc"),
+                               length=3)
+    with open(store.root / "uploads" / state["id"], "ab") as file:
+        file.write(b"garbage from a crashed attempt")
+    info = store.complete_upload(state, expected_sha256=sha(b"abc"))
+    assert Path(store.file_path(info.sha256)).read_bytes() == b"abc"
+    assert temporary_files(store) == []
+
+
+def test_open_works_as_a_wsgi_file_wrapper(store):
+    data = bytes(range(256)) * 10
+    info = store.put(io.BytesIO(data))
+    stream = store.open(info.sha256, 100, 1100)
+    wrapper = ReadOnlyFileBasedBuffer(stream, block_size=64)
+    assert wrapper.prepare() == 1000  # waitress measures the range by seeking
+    body = b"".join(iter(wrapper))
+    assert body == data[100:1100]
+    stream.close()
+
+
+def test_put_is_durable(store, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(local.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    store.put(io.BytesIO(b"durable"))
+    assert len(synced) >= (1 if os.name == "nt" else 2)  # the file, then its directory
+
+
+# --------------------------------------------------------------------------- containment
+
+
+def test_invalid_upload_states_are_refused(store):
+    for state in ({"id": "../../etc", "offset": 0}, {"id": "A" * 32, "offset": 0}, {},
+                  "not a dict", {"id": None}):
+        with pytest.raises(ValueError):
+            store.upload_chunk(state, offset=0, stream=io.BytesIO(b"x"), length=1)
+        with pytest.raises(ValueError):
+            store.abort_upload(state)
+
+
+def test_symlinked_fan_out_directory_cannot_escape(store, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    data = b"would land outside"
+    digest = sha(data)
+    (store.root / "blobs" / "sha256" / digest[:2]).symlink_to(outside, target_is_directory=True)
+    # A file planted outside under the name the blob would have is never read...
+    (outside / digest[2:4]).mkdir()
+    (outside / digest[2:4] / digest).write_bytes(b"secret outside the root")
+    for call in (store.exists, store.stat, store.open, store.delete, store.file_path):
+        with pytest.raises(StorageError):
+            call(digest)
+    # ...nor written.
+    (outside / digest[2:4] / digest).unlink()
+    (outside / digest[2:4]).rmdir()
+    with pytest.raises(StorageError):
+        store.put(io.BytesIO(data))
+    assert list(outside.iterdir()) == []
+    assert temporary_files(store) == []
+    assert list(store.iter_digests()) == []
+
+
+def test_symlinked_blob_file_cannot_escape(store, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"password")
+    digest = sha(b"password")
+    parent = store.root / "blobs" / "sha256" / digest[:2] / digest[2:4]
+    parent.mkdir(parents=True)
+    (parent / digest).symlink_to(secret)
+    with pytest.raises(StorageError):
+        store.open(digest)
+    with pytest.raises(StorageError):
+        store.delete(digest)
+    assert secret.read_bytes() == b"password"
+    assert list(store.iter_digests()) == []  # links are not listed as blobs
+
+
+def test_symlinked_tmp_directory_is_refused(store, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (store.root / "tmp").rmdir()
+    (store.root / "tmp").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(StorageError):
+        store.put(io.BytesIO(b"data"))
+    with pytest.raises(StorageError):
+        store.check()
+    with pytest.raises(StorageError):
+        LocalBlobStore(store.root)
+    assert list(outside.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def failing_after(limit: int, code: int):
+    """An ``os.write`` that fails with ``code`` once ``limit`` bytes were written."""
+    real_write = os.write
+    written = 0
+
+    def write(fd, data):
+        nonlocal written
+        if written + len(data) > limit:
+            raise OSError(code, os.strerror(code))
+        written += len(data)
+        return real_write(fd, data)
+
+    return write
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_is_storage_full(store, monkeypatch, code):
+    monkeypatch.setattr(local.os, "write", failing_after(2 * 1024 * 1024, code))
+    with pytest.raises(StorageFull):
+        store.put(io.BytesIO(b"z" * 5 * 1024 * 1024))
+    monkeypatch.undo()
+    assert temporary_files(store) == []
+    assert list(store.iter_digests()) == []
+
+
+def test_a_full_disk_during_a_chunk(store, monkeypatch):
+    state = store.upload_chunk(store.begin_upload(), offset=0, stream=io.BytesIO(b"a" * 10),
+                               length=10)
+    monkeypatch.setattr(local.os, "write", failing_after(0, errno.ENOSPC))
+    with pytest.raises(StorageFull):
+        store.upload_chunk(state, offset=10, stream=io.BytesIO(b"b" * 10), length=10)
+    monkeypatch.undo()
+    # The chunk can be sent again once there is room, and the partial bytes are gone.
+    state = store.upload_chunk(state, offset=10, stream=io.BytesIO(b"b" * 10), length=10)
+    info = store.complete_upload(state, expected_sha256=sha(b"a" * 10 + b"b" * 10))
+    assert info.size == 20
+
+
+def test_a_full_disk_at_fsync(store, monkeypatch):
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(local.os, "fsync", fsync)
+    with pytest.raises(StorageFull):
+        store.put(io.BytesIO(b"flushed too late"))
+    monkeypatch.undo()
+    assert temporary_files(store) == []
+
+
+def test_other_io_errors_are_storage_errors(store, monkeypatch):
+    monkeypatch.setattr(local.os, "write", failing_after(0, errno.EIO))
+    with pytest.raises(StorageError) as caught:
+        store.put(io.BytesIO(b"data"))
+    assert not isinstance(caught.value, StorageFull)
+    assert isinstance(caught.value.__cause__, OSError)
+    monkeypatch.undo()
+    assert temporary_files(store) == []
+
+
+def test_a_failed_put_leaves_no_temporary_file(store):
+    with pytest.raises(DigestMismatch):
+        store.put(io.BytesIO(b"data"), expected_sha256=sha(b"other"))
+    with pytest.raises(KeyboardInterrupt):
+        store.put(_Interrupting())
+    assert temporary_files(store) == []
+
+
+class _Interrupting:
+    def __init__(self):
+        self.calls = 0
+
+    def read(self, n=-1):
+        self.calls += 1
+        if self.calls > 2:
+            raise KeyboardInterrupt
+        return b"x" * 1000
+
+
+def test_check_fails_when_the_root_is_gone(store, tmp_path):
+    import shutil
+
+    shutil.rmtree(store.root)
+    with pytest.raises(StorageError):
+        store.check()
+    with pytest.raises(BlobNotFound):
+        store.stat(sha(b"anything"))
