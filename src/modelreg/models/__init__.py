@@ -3,13 +3,14 @@
 from .events import AuditEvent, OutboxEvent
 from .meta import Base, utcnow
 from .registry import Alias, AliasHistory, Model, ModelTag, Version, VersionTag
-from .security import ApiToken, Grant, Group, GroupMember, Principal
+from .security import ApiToken, AuthFailure, Grant, Group, GroupMember, Principal
 
 __all__ = [
     "Alias",
     "AliasHistory",
     "ApiToken",
     "AuditEvent",
+    "AuthFailure",
     "Base",
     "Grant",
     "Group",

@@ -136,3 +136,23 @@ class Grant(Base):
         sa.UniqueConstraint("group_id", "pattern", name="uq_grants_group_id_pattern"),
         TABLE_ARGS,
     )
+
+
+class AuthFailure(Base):
+    """Failed authentications of one client in the current window, for throttling.
+
+    Kept in the database, not in a process, so that a client is throttled the same whichever
+    app process its requests reach.
+    """
+
+    __tablename__ = "auth_failures"
+
+    #: The client: its address (as the app sees it, see ``modelreg.proxy.*``).
+    client: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    #: Failures since ``window_started_at``.
+    failures: Mapped[int] = mapped_column(default=0)
+    window_started_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    #: Requests with credentials from this client are refused with 429 until then.
+    blocked_until: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (TABLE_ARGS,)
