@@ -1,6 +1,7 @@
 """The core's tables.  Import from here; the submodules group them by domain."""
 
 from .events import AuditEvent, OutboxEvent
+from .files import Blob, File, UploadSession
 from .meta import Base, utcnow
 from .registry import Alias, AliasHistory, Model, ModelTag, Version, VersionTag
 from .security import ApiToken, AuthFailure, Grant, Group, GroupMember, Principal
@@ -12,6 +13,8 @@ __all__ = [
     "AuditEvent",
     "AuthFailure",
     "Base",
+    "Blob",
+    "File",
     "Grant",
     "Group",
     "GroupMember",
@@ -19,6 +22,7 @@ __all__ = [
     "ModelTag",
     "OutboxEvent",
     "Principal",
+    "UploadSession",
     "Version",
     "VersionTag",
     "utcnow",
