@@ -1,0 +1,38 @@
+"""modelreg-scan: inspect model files before a version becomes ready.
+
+The plugin (entry point ``scan`` in the ``modelreg`` group, module
+:mod:`modelreg_scan.plugin`) implements ``modelreg_scan_file``.  Files are recognised by their
+bytes, never by their extension:
+
+* **pickles** (plain pickles of every protocol, legacy ``torch.save`` files, joblib files
+  without inline arrays, and the ``data.pkl`` inside PyTorch zip checkpoints): every import is
+  checked against an allow-list without unpickling anything;
+* **safetensors**: header length, JSON, dtypes, shapes and offsets; a summary of a valid file
+  (tensor and parameter counts, dtypes) comes back as an ``info`` finding;
+* **archives** (zip, tar, tar.gz/bz2/xz): links, device files, absolute or ``..`` members,
+  decompression bombs, and the pickles inside.
+
+Each file is scanned in a subprocess with a time and a memory limit; a scan that crashes,
+hangs or runs out of memory raises :class:`~modelreg_scan.sandbox.ScanFailed`.
+
+Settings (all optional):
+
+``modelreg.scan.timeout``
+    seconds a file's scan may take (default 60).
+``modelreg.scan.max_memory``
+    the scan subprocess's address-space limit, e.g. ``2GiB`` (the default).
+``modelreg.scan.max_ratio``
+    largest expansion ratio of an archive or a member (default 100).
+``modelreg.scan.max_uncompressed``
+    largest total uncompressed size of an archive (default ``64GiB``).
+``modelreg.scan.max_members``
+    most members of an archive (default 100000).
+``modelreg.scan.max_header``
+    largest safetensors header (default ``100MB``).
+``modelreg.scan.unknown``
+    ``ignore`` (default: no findings), ``warn`` or ``reject`` files of no known format.
+``modelreg.scan.allow_globals``
+    extra imports pickles may make, as ``module.name`` or ``module.*``.
+
+This module imports nothing, so that the scan subprocess starts quickly.
+"""

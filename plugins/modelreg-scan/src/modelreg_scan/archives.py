@@ -1,0 +1,230 @@
+"""Zip and tar archives (plain, gzip, bzip2, xz): member paths, links, device files,
+decompression bombs, and the pickles inside.
+
+PyTorch's checkpoints (``torch.save`` since 1.6, usually ``.pt``, ``.pth``, ``.bin`` or
+``.ckpt``) are zip files holding ``<name>/data.pkl`` and raw tensor storages under
+``<name>/data/``: their pickles are scanned like any other.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import re
+import stat
+import tarfile
+import zipfile
+from collections.abc import Callable
+from typing import IO, Any
+
+from .config import ScanConfig
+from .pickles import SNIFF_SIZE, is_pickle_header, looks_like_pickle, scan_pickles
+from .report import ERROR, finding
+
+#: Members smaller than this are never called bombs, whatever their ratio.
+BOMB_FLOOR = 1 << 20
+#: Read size while measuring a compressed stream.
+CHUNK = 1 << 20
+
+_PICKLE_NAMES = (".pkl", ".pickle")
+#: Raw tensor storages in a PyTorch zip: ``archive/data/0`` -- never pickles.
+_STORAGE = re.compile(r"(^|/)data/[^/]+$")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+COMPRESSED = {
+    b"\x1f\x8b": ("gzip", gzip.open),
+    b"BZh": ("bzip2", bz2.open),
+    b"\xfd7zXZ\x00": ("xz", lzma.open),
+}
+
+
+def compression_of(head: bytes) -> tuple[str, Callable[..., IO[bytes]]] | None:
+    """The compression format ``head`` starts with, and the function that opens it."""
+    for magic, kind in COMPRESSED.items():
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+def is_tar(head: bytes) -> bool:
+    """Whether ``head`` is the start of a POSIX (ustar or GNU) tar archive."""
+    return head[257:262] == b"ustar"
+
+
+def is_zip(head: bytes) -> bool:
+    """Whether ``head`` starts with a zip local header (or is an empty zip)."""
+    return head[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def path_problem(name: str) -> str | None:
+    """Why a member name is unsafe to extract (absolute, drive, ``..``), or ``None``."""
+    if name.startswith(("/", "\\")) or _DRIVE.match(name):
+        return "absolute"
+    if ".." in re.split(r"[\\/]", name):
+        return "parent"
+    return None
+
+
+def _member_findings(name: str, kind: str | None, link: str | None = None) -> list[dict]:
+    findings = []
+    why = path_problem(name)
+    if why:
+        findings.append(finding(
+            "archive_unsafe_path",
+            f"member {name!r} has an {'absolute path' if why == 'absolute' else '.. component'}",
+            ERROR, member=name))
+    if kind in ("symlink", "hardlink"):
+        findings.append(finding("archive_link", f"member {name!r} is a {kind} to {link!r}",
+                                ERROR, member=name, target=link))
+    elif kind == "device":
+        findings.append(finding("archive_device", f"member {name!r} is a device file or fifo",
+                                ERROR, member=name))
+    return findings
+
+
+def _is_pickle_member(name: str, head: bytes, complete: bool) -> bool:
+    if name.lower().endswith(_PICKLE_NAMES):
+        return True
+    if _STORAGE.search(name):
+        return False
+    return is_pickle_header(head) or (
+        name.lower().endswith((".pt", ".pth", ".bin", ".ckpt", ".joblib"))
+        and looks_like_pickle(head, complete))
+
+
+def _bomb(config: ScanConfig, total: int, compressed: int, what: str) -> list[dict]:
+    findings = []
+    if total > config.max_uncompressed:
+        findings.append(finding(
+            "archive_too_large",
+            f"{what} expands to more than {config.max_uncompressed} bytes",
+            ERROR, uncompressed=total, limit=config.max_uncompressed))
+    elif total > BOMB_FLOOR and total > compressed * config.max_ratio:
+        findings.append(finding(
+            "archive_bomb",
+            f"{what} expands {total / max(compressed, 1):.0f} times (limit "
+            f"{config.max_ratio:g})", ERROR, uncompressed=total, compressed=compressed,
+            limit=config.max_ratio))
+    return findings
+
+
+def _scan_member(opener: Callable[[], IO[bytes]], name: str, size: int,
+                 config: ScanConfig) -> list[dict]:
+    with opener() as stream:
+        head = stream.read(SNIFF_SIZE)
+    if not _is_pickle_member(name, head, size <= len(head)):
+        return []
+    with opener() as stream:
+        return scan_pickles(stream, allowed=config.allow_globals, member=name)
+
+
+def scan_zip(path: str, size: int, config: ScanConfig) -> list[dict[str, Any]]:
+    """Findings for the zip archive at ``path``."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        return [finding("archive_malformed", f"the zip archive cannot be read: {exc}")]
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > config.max_members:
+            return [finding("archive_too_many_members",
+                            f"the archive has {len(infos)} members (limit "
+                            f"{config.max_members})", ERROR, members=len(infos))]
+        findings: list[dict[str, Any]] = []
+        for info in infos:
+            mode = info.external_attr >> 16
+            kind = None
+            if info.create_system == 3 and mode:
+                if stat.S_ISLNK(mode):
+                    kind = "symlink"
+                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) \
+                        or stat.S_ISSOCK(mode):
+                    kind = "device"
+            link = None
+            if kind == "symlink" and not info.flag_bits & 1 and info.file_size < 4096:
+                link = archive.read(info).decode("utf-8", "replace")
+            findings += _member_findings(info.filename, kind, link)
+            if info.flag_bits & 1:
+                findings.append(finding("archive_encrypted_member",
+                                        f"member {info.filename!r} is encrypted and cannot "
+                                        "be inspected", ERROR, member=info.filename))
+            findings += [
+                {**f, "details": {**f["details"], "member": info.filename}}
+                for f in _bomb(config, info.file_size, info.compress_size,
+                               f"member {info.filename!r}")
+            ]
+        total = sum(info.file_size for info in infos)
+        findings += _bomb(config, total, size, "the archive")
+        if any(f["code"] in ("archive_bomb", "archive_too_large") for f in findings):
+            return findings  # never decompress a bomb
+        for info in infos:
+            if info.is_dir() or info.flag_bits & 1 or info.filename.endswith("/"):
+                continue
+            try:
+                findings += _scan_member(lambda info=info: archive.open(info), info.filename,
+                                         info.file_size, config)
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError,
+                    RuntimeError) as exc:
+                findings.append(finding("archive_malformed",
+                                        f"member {info.filename!r} cannot be read: {exc}",
+                                        ERROR, member=info.filename))
+        return findings
+
+
+def measure(path: str, open_compressed: Callable[..., IO[bytes]], size: int,
+            config: ScanConfig) -> tuple[int, bytes, list[dict[str, Any]]]:
+    """Decompress ``path`` without keeping it: its length (up to the limits), its first
+    bytes, and bomb findings."""
+    total, head = 0, b""
+    limit = min(config.max_uncompressed, int(max(size, 1) * config.max_ratio))
+    with open_compressed(path, "rb") as stream:
+        while chunk := stream.read(CHUNK):
+            if len(head) < SNIFF_SIZE:
+                head += chunk[:SNIFF_SIZE - len(head)]
+            total += len(chunk)
+            if total > max(limit, BOMB_FLOOR):
+                return total, head, _bomb(config, total, size, "the compressed file")
+    return total, head, []
+
+
+def scan_tar(path: str, config: ScanConfig) -> list[dict[str, Any]]:
+    """Findings for the tar archive at ``path`` (plain or compressed; measure compressed
+    ones for bombs first)."""
+    findings: list[dict[str, Any]] = []
+    total = count = 0
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                count += 1
+                if count > config.max_members:
+                    findings.append(finding("archive_too_many_members",
+                                            f"the archive has more than {config.max_members}"
+                                            " members", ERROR, members=count))
+                    return findings
+                kind = None
+                if member.issym():
+                    kind = "symlink"
+                elif member.islnk():
+                    kind = "hardlink"
+                elif member.ischr() or member.isblk() or member.isfifo():
+                    kind = "device"
+                findings += _member_findings(member.name, kind, member.linkname or None)
+                total += member.size
+                if total > config.max_uncompressed:
+                    findings += _bomb(config, total, 0, "the archive")
+                    return findings
+                if member.isfile():
+                    findings += _scan_member(
+                        lambda member=member: archive.extractfile(member),  # type: ignore[return-value]
+                        member.name, member.size, config)
+    except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib_errors()) as exc:
+        findings.append(finding("archive_malformed", f"the tar archive cannot be read: {exc}"))
+    return findings
+
+
+def zlib_errors() -> type[Exception]:
+    """zlib's error class (gzip raises it for corrupt data)."""
+    import zlib
+
+    return zlib.error

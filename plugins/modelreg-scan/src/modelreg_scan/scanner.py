@@ -1,0 +1,116 @@
+"""Recognise a file by its bytes and run the scanners that apply.
+
+A file can be more than one thing (a pickle that is also a zip, a polyglot): every scanner
+whose format matches runs.  Extensions are never consulted at the top level.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import archives
+from .config import ScanConfig
+from .pickles import SNIFF_SIZE, looks_like_pickle, scan_pickles
+from .report import ERROR, WARNING, finding
+from .safetensors import looks_like_safetensors, scan_safetensors
+
+#: How deep compressed files inside compressed files are followed.
+MAX_DEPTH = 3
+
+
+@dataclass
+class ScanResult:
+    """What scanning one file found.
+
+    :ivar formats: the formats recognised (``pickle``, ``safetensors``, ``zip``, ``tar``,
+        ``gzip``, ...); empty for an unknown format.
+    :ivar findings: findings as dicts (``code``, ``message``, ``severity``, ``details``).
+    """
+
+    formats: list[str] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def handled(self) -> bool:
+        """Whether any scanner recognised the file."""
+        return bool(self.formats)
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON the scan subprocess prints."""
+        return {"formats": self.formats, "findings": self.findings}
+
+
+def detect(path: str, head: bytes, size: int) -> list[str]:
+    """The formats of the file at ``path`` whose first bytes are ``head``."""
+    formats = []
+    if looks_like_pickle(head, complete=size <= len(head)):
+        formats.append("pickle")
+    if looks_like_safetensors(head):
+        formats.append("safetensors")
+    if archives.is_zip(head) or (not formats and zipfile.is_zipfile(path)):
+        formats.append("zip")
+    if archives.is_tar(head):
+        formats.append("tar")
+    compression = archives.compression_of(head)
+    if compression:
+        formats.append(compression[0])
+    return formats
+
+
+def scan_path(path: str, config: ScanConfig, depth: int = 0) -> ScanResult:
+    """Scan the file at ``path`` with every scanner that recognises it."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as stream:
+        head = stream.read(SNIFF_SIZE)
+    result = ScanResult(formats=detect(path, head, size))
+    for kind in result.formats:
+        if kind == "pickle":
+            with open(path, "rb") as stream:
+                result.findings += scan_pickles(stream, allowed=config.allow_globals)
+        elif kind == "safetensors":
+            with open(path, "rb") as stream:
+                result.findings += scan_safetensors(stream, size, config.max_header)
+        elif kind == "zip":
+            result.findings += archives.scan_zip(path, size, config)
+        elif kind == "tar":
+            result.findings += archives.scan_tar(path, config)
+        else:
+            result.findings += _scan_compressed(path, head, size, config, depth)
+    if not result.formats and config.unknown != "ignore":
+        result.formats.append("unknown")
+        result.findings.append(finding(
+            "unknown_format", "no scanner recognises this file's format",
+            ERROR if config.unknown == "reject" else WARNING))
+    return result
+
+
+def _scan_compressed(path: str, head: bytes, size: int, config: ScanConfig,
+                     depth: int) -> list[dict[str, Any]]:
+    compression = archives.compression_of(head)
+    assert compression is not None
+    name, open_compressed = compression
+    try:
+        _, inner_head, bombs = archives.measure(path, open_compressed, size, config)
+    except (OSError, EOFError, ValueError, archives.zlib_errors()) as exc:
+        return [finding("archive_malformed", f"the {name} stream cannot be read: {exc}")]
+    if bombs:
+        return bombs
+    if archives.is_tar(inner_head):
+        return archives.scan_tar(path, config)
+    if depth >= MAX_DEPTH:
+        return [finding("archive_too_deep",
+                        f"compressed files are nested more than {MAX_DEPTH} deep")]
+    directory = tempfile.mkdtemp(prefix="modelreg-scan-")
+    try:
+        inner = os.path.join(directory, "inner")
+        with open_compressed(path, "rb") as source, open(inner, "wb") as target:
+            shutil.copyfileobj(source, target, archives.CHUNK)
+        found = scan_path(inner, config, depth + 1).findings
+        return [{**f, "details": {**f["details"], "compression": name}} for f in found]
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

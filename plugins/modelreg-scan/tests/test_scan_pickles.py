@@ -1,0 +1,132 @@
+"""Pickle scanning: imports checked against the allow-list, by opcodes only."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import scan_samples as s
+from modelreg_scan.pickles import classify
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_clean_pickles_of_every_protocol_have_no_findings(scan, protocol):
+    result = scan(s.clean_pickle(protocol))
+    assert result == {"formats": ["pickle"], "findings": []}
+
+
+DANGEROUS = [
+    (s.call_v0("os", "system", "echo owned"), "os", "system"),
+    (s.call_v0("posix", "system", "id"), "posix", "system"),
+    (s.call_protocol2("builtins", "eval", "1+1"), "builtins", "eval"),
+    (s.call_protocol2("builtins", "exec", "x"), "builtins", "exec"),
+    (s.call_protocol2("builtins", "getattr", "x"), "builtins", "getattr"),
+    (s.call_protocol2("builtins", "__import__", "os"), "builtins", "__import__"),
+    (s.call_stack_global("subprocess", "check_output", "id", 4), "subprocess", "check_output"),
+    (s.call_stack_global("runpy", "run_path", "x.py", 5), "runpy", "run_path"),
+    (s.call_stack_global("pkgutil", "resolve_name", "os:system"), "pkgutil", "resolve_name"),
+    (s.call_stack_global("importlib", "import_module", "os"), "importlib", "import_module"),
+    (s.call_stack_global("pip._internal", "main", "install"), "pip._internal", "main"),
+    (s.call_stack_global("webbrowser", "open", "http://x"), "webbrowser", "open"),
+    (s.call_stack_global("socket", "create_connection", "x"), "socket", "create_connection"),
+    (s.call_stack_global("shutil", "rmtree", "/"), "shutil", "rmtree"),
+    (s.call_stack_global_from_memo("os", "system", "id"), "os", "system"),
+]
+
+
+@pytest.mark.parametrize("data, module, name", DANGEROUS,
+                         ids=[f"{m}.{n}-{d[1] if d[0] == 0x80 else 0}" for d, m, n in DANGEROUS])
+def test_dangerous_imports_are_critical_with_file_offset_and_import(scan, data, module, name):
+    (found,) = scan(data)["findings"]
+    opcode = "STACK_GLOBAL" if b"\x93" in data else "GLOBAL"
+    offset = data.index(b"\x93" if opcode == "STACK_GLOBAL" else b"c")
+    assert found["code"] == "pickle_dangerous_import"
+    assert found["severity"] == "error"
+    assert found["details"] == {"risk": "critical", "offset": offset, "opcode": opcode,
+                                "module": module, "name": name}
+    assert f"{module}.{name}" in found["message"] and f"byte {offset}" in found["message"]
+
+
+def test_unknown_imports_are_high(scan):
+    (found,) = scan(s.call_stack_global("sklearn.pipeline", "Pipeline", "x"))["findings"]
+    assert found["code"] == "pickle_unknown_import"
+    assert found["details"]["risk"] == "high"
+
+
+def test_allow_globals_lets_an_import_through(scan):
+    data = s.call_stack_global("sklearn.pipeline", "Pipeline", "x")
+    assert scan(data, allow_globals=("sklearn.pipeline.Pipeline",))["findings"] == []
+    assert scan(data, allow_globals=("sklearn.pipeline.*",))["findings"] == []
+    assert s.codes(scan(data, allow_globals=("sklearn.*",))) == ["pickle_unknown_import"]
+
+
+def test_a_real_pickled_callable_is_found(scan):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo owned",))
+
+    for protocol in range(6):
+        (found,) = scan(pickle.dumps(Evil(), protocol=protocol))["findings"]
+        assert found["details"]["name"] == "system"
+        assert found["details"]["risk"] == "critical"
+
+
+def test_a_torch_state_dict_pickle_is_clean(scan):
+    assert scan(s.torch_state_dict_pickle()) == {"formats": ["pickle"], "findings": []}
+
+
+def test_truncated_pickle_fails_closed_but_still_names_the_import(scan):
+    data = s.call_v0("os", "system", "id")[:-1]  # no STOP
+    assert s.codes(scan(data)) == ["pickle_dangerous_import", "pickle_malformed"]
+    data = s.clean_pickle(4)
+    found = scan(data[: len(data) // 2])["findings"]
+    assert s.codes({"findings": found}) == ["pickle_malformed"]
+
+
+def test_unknown_opcode_and_bad_protocol_fail_closed(scan):
+    assert s.codes(scan(b"\x80\x04\xff.")) == ["pickle_malformed"]
+    assert s.codes(scan(b"\x80\x05K\x01\x80\x09.")) == ["pickle_malformed"]
+
+
+def test_stack_global_with_names_not_known_statically_fails_closed(scan):
+    # the module name is built by a call: the scanner cannot know it
+    data = (b"\x80\x04" + s.short_unicode("x") + b"\x85" + s.global_v0("builtins", "str")
+            + b"0" + b"N" + s.short_unicode("system") + b"\x93" + b".")
+    assert "pickle_unresolved_import" in s.codes(scan(data))
+
+
+def test_legacy_torch_files_are_several_pickles_then_data(scan):
+    data = (s.clean_pickle(2) + s.clean_pickle(2) + s.call_protocol2("os", "system", "x")
+            + b"\x00\x01raw storage bytes")
+    (found,) = scan(data)["findings"]
+    assert found["details"]["name"] == "system"
+    assert found["details"]["offset"] == 2 * len(s.clean_pickle(2)) + 2
+
+
+def test_text_and_random_bytes_are_not_pickles(scan):
+    assert scan(b"hello world, this is a README\n") == {"formats": [], "findings": []}
+    assert scan(bytes(range(256)) * 10) == {"formats": [], "findings": []}
+    assert scan(b"") == {"formats": [], "findings": []}
+
+
+@pytest.mark.parametrize("module, name, risk", [
+    ("collections", "OrderedDict", None),
+    ("torch._utils", "_rebuild_tensor_v2", None),
+    ("torch", "FloatStorage", None),
+    ("numpy.core.multiarray", "_reconstruct", None),
+    ("numpy", "dtype", None),
+    ("os", "system", "critical"),
+    ("os.path", "join", "critical"),
+    ("nt", "system", "critical"),
+    ("builtins", "getattr", "critical"),
+    ("builtins", "print", "high"),
+    ("collections", "OrderedDict.__init__", "critical"),
+    ("collections", "OrderedDict.fromkeys", "high"),
+    ("torch", "load", "critical"),
+    ("my.model", "Net", "high"),
+    ("os system", "x", "critical"),
+])
+def test_classify(module, name, risk):
+    assert classify(module, name) == risk
