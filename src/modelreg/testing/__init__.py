@@ -7,6 +7,7 @@ given (the core's own, :data:`CORE_PLUGINS`, by default).
 What it offers:
 
 * :func:`make_app` — the WSGI app for given settings and plugins;
+* :func:`make_plugin_manager` — a plugin manager of given plugins, to call hooks directly;
 * :class:`TestDatabase` — a fresh, migrated database on SQLite, PostgreSQL or MariaDB that is
   dropped afterwards; :func:`clear_database` empties it between tests;
 * :class:`HookRecorder` — records the hook calls an app makes;
@@ -68,6 +69,19 @@ def make_app(settings: dict[str, Any], plugins: Iterable[Any] = CORE_PLUGINS) ->
     """The registry's WSGI app with exactly ``plugins`` registered (no entry points)."""
     config = configure(settings, load_entrypoints=False, plugins=resolve_plugins(plugins))
     return config.make_wsgi_app()
+
+
+def make_plugin_manager(
+    plugins: Iterable[Any] = CORE_PLUGINS, settings: dict[str, Any] | None = None
+) -> Any:
+    """A plugin manager with exactly ``plugins`` registered (no entry points), to call a
+    hook without an app: ``make_plugin_manager([my_plugin]).hook.modelreg_scan_file(...)``.
+
+    Registration checks each implementation against the hook specifications, as start-up
+    does.
+    """
+    return get_plugin_manager(settings or {}, load_entrypoints=False,
+                              plugins=resolve_plugins(plugins))
 
 
 def in_ci() -> bool:

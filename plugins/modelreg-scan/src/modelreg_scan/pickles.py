@@ -101,7 +101,7 @@ _MEMO_PUT = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 _MEMO_GET = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _EXTENSIONS = frozenset({"EXT1", "EXT2", "EXT4"})
 #: First opcodes of protocol 0 and 1 pickles, which have no header.
-_HEADERLESS_STARTS = frozenset(b"(}])cNIJKLSTUVXFGi.")
+_HEADERLESS_STARTS = frozenset(b"(}])cNIJKLSTUVXFGi")
 #: How much of a file :func:`looks_like_pickle` reads.
 SNIFF_SIZE = 64 * 1024
 
@@ -207,7 +207,7 @@ def looks_like_pickle(head: bytes, complete: bool) -> bool:
                 module, _, name = arg.partition(" ")
                 if _IDENTIFIER.fullmatch(module) and _IDENTIFIER.fullmatch(name):
                     return True
-        return True  # parsed up to STOP
+        return count > 1  # parsed up to STOP, having pushed something
     except ValueError:
         return not complete and count > 1 and stream.tell() >= len(head) - 256
 
