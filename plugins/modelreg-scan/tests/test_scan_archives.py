@@ -126,3 +126,29 @@ def test_a_gzipped_pickle_is_scanned(scan):
 
 def test_broken_gzip_fails_closed(scan):
     assert s.codes(scan(gzip.compress(EVIL)[:-12])) == ["archive_malformed"]
+
+
+def test_a_torch_checkpoint_inside_a_tar_gz_is_scanned(scan):
+    checkpoint = s.torch_like_zip(EVIL, root="model")
+    data = s.tar_bytes([(s.tar_member("release/model.pt"), checkpoint)], mode="w:gz")
+    (found,) = scan(data)["findings"]
+    assert found["code"] == "pickle_dangerous_import"
+    assert found["details"]["member"] == "release/model.pt/model/data.pkl"
+
+
+def test_archives_inside_zips_are_scanned_to_a_limit(scan):
+    data = s.torch_like_zip(EVIL)
+    for level in range(3):
+        data = zip_of({f"level{level}.zip": data})
+    (found,) = scan(data)["findings"]
+    assert found["details"]["member"] == (
+        "level2.zip/level1.zip/level0.zip/archive/data.pkl")
+    assert s.codes(scan(zip_of({"level3.zip": data}))) == ["archive_too_deep"]
+
+
+def test_safetensors_inside_an_archive_are_checked(scan):
+    broken = s.safetensors_bytes(
+        {"t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, bytes(4))
+    result = scan(zip_of({"model.safetensors": broken}))
+    assert s.codes(result) == ["safetensors_size_mismatch"]
+    assert result["findings"][0]["details"]["member"] == "model.safetensors"

@@ -130,3 +130,11 @@ def test_text_and_random_bytes_are_not_pickles(scan):
 ])
 def test_classify(module, name, risk):
     assert classify(module, name) == risk
+
+
+def test_joblib_arrays_fail_closed_with_a_hint(scan):
+    data = (b"\x80\x04" + s.short_unicode("joblib.numpy_pickle") + s.short_unicode(
+        "NumpyArrayWrapper") + b"\x93)\x81}b" + b"\x00\x00\xf0\x3f" * 4 + b".")
+    result = scan(data)
+    assert s.codes(result) == ["pickle_malformed"]
+    assert "joblib" in result["findings"][0]["message"]

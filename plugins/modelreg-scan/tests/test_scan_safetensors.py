@@ -69,3 +69,14 @@ def test_sub_byte_dtypes_count_bits():
 
 def test_a_length_that_is_not_a_header_is_no_safetensors(scan):
     assert scan(struct.pack("<Q", 5) + b"hello") == {"formats": [], "findings": []}
+
+
+def test_a_header_length_that_reads_like_a_pickle_protocol_is_still_safetensors(scan):
+    tensors = {"t": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]}}
+    text = s.safetensors_bytes(tensors, b"")[8:]
+    header = text + b" " * (0x0280 - len(text))  # length 0x280: bytes 80 02 = PROTO 2
+    data = s.safetensors_bytes({}, bytes(4), raw_header=header)
+    assert data[:2] == b"\x80\x02"
+    result = scan(data)
+    assert result["formats"] == ["safetensors"]
+    assert s.codes(result) == ["safetensors_summary"]

@@ -11,9 +11,12 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import os
 import re
+import shutil
 import stat
 import tarfile
+import tempfile
 import zipfile
 from collections.abc import Callable
 from typing import IO, Any
@@ -21,6 +24,7 @@ from typing import IO, Any
 from .config import ScanConfig
 from .pickles import SNIFF_SIZE, is_pickle_header, looks_like_pickle, scan_pickles
 from .report import ERROR, finding
+from .safetensors import looks_like_safetensors
 
 #: Members smaller than this are never called bombs, whatever their ratio.
 BOMB_FLOOR = 1 << 20
@@ -109,18 +113,39 @@ def _bomb(config: ScanConfig, total: int, compressed: int, what: str) -> list[di
     return findings
 
 
+#: Scans a file extracted from an archive, one level deeper.
+Nested = Callable[[str], list[dict[str, Any]]]
+
+
 def _scan_member(opener: Callable[[], IO[bytes]], name: str, size: int,
-                 config: ScanConfig) -> list[dict]:
+                 config: ScanConfig, nested: Nested | None) -> list[dict]:
     with opener() as stream:
         head = stream.read(SNIFF_SIZE)
-    if not _is_pickle_member(name, head, size <= len(head)):
+    if _is_pickle_member(name, head, size <= len(head)):
+        with opener() as stream:
+            return scan_pickles(stream, allowed=config.allow_globals, member=name)
+    if nested is None or _STORAGE.search(name) or not (
+            is_zip(head) or is_tar(head) or compression_of(head)
+            or looks_like_safetensors(head)):
         return []
-    with opener() as stream:
-        return scan_pickles(stream, allowed=config.allow_globals, member=name)
+    directory = tempfile.mkdtemp(prefix="modelreg-scan-")
+    try:
+        path = os.path.join(directory, "member")
+        with opener() as stream, open(path, "wb") as out:
+            shutil.copyfileobj(stream, out, CHUNK)
+        found = nested(path)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    for item in found:
+        inner = item["details"].get("member")
+        item["details"]["member"] = f"{name}/{inner}" if inner else name
+    return found
 
 
-def scan_zip(path: str, size: int, config: ScanConfig) -> list[dict[str, Any]]:
-    """Findings for the zip archive at ``path``."""
+def scan_zip(path: str, size: int, config: ScanConfig,
+             nested: Nested | None = None) -> list[dict[str, Any]]:
+    """Findings for the zip archive at ``path``; ``nested`` scans archives and safetensors
+    files inside it."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
@@ -163,7 +188,7 @@ def scan_zip(path: str, size: int, config: ScanConfig) -> list[dict[str, Any]]:
                 continue
             try:
                 findings += _scan_member(lambda info=info: archive.open(info), info.filename,
-                                         info.file_size, config)
+                                         info.file_size, config, nested)
             except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError,
                     RuntimeError) as exc:
                 findings.append(finding("archive_malformed",
@@ -188,9 +213,10 @@ def measure(path: str, open_compressed: Callable[..., IO[bytes]], size: int,
     return total, head, []
 
 
-def scan_tar(path: str, config: ScanConfig) -> list[dict[str, Any]]:
-    """Findings for the tar archive at ``path`` (plain or compressed; measure compressed
-    ones for bombs first)."""
+def scan_tar(path: str, config: ScanConfig,
+             nested: Nested | None = None) -> list[dict[str, Any]]:
+    """Findings for the tar archive at ``path`` (plain or compressed: callers measure
+    compressed ones for bombs first); ``nested`` scans archives inside it."""
     findings: list[dict[str, Any]] = []
     total = count = 0
     try:
@@ -217,7 +243,7 @@ def scan_tar(path: str, config: ScanConfig) -> list[dict[str, Any]]:
                 if member.isfile():
                     findings += _scan_member(
                         lambda member=member: archive.extractfile(member),  # type: ignore[return-value]
-                        member.name, member.size, config)
+                        member.name, member.size, config, nested)
     except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib_errors()) as exc:
         findings.append(finding("archive_malformed", f"the tar archive cannot be read: {exc}"))
     return findings

@@ -67,6 +67,10 @@ SAFE_GLOBALS: frozenset[str] = frozenset({
     "joblib.numpy_pickle.NumpyArrayWrapper", "joblib.numpy_pickle.NDArrayWrapper",
 })
 
+#: joblib's array wrappers: the array's raw bytes follow them inside the opcode stream.
+JOBLIB_ARRAYS = frozenset({"joblib.numpy_pickle.NumpyArrayWrapper",
+                           "joblib.numpy_pickle.NDArrayWrapper"})
+
 #: Modules whose every name can run code, touch files or the network: importing anything
 #: from them (or their submodules) is ``critical``.
 DANGEROUS_MODULES: frozenset[str] = frozenset({
@@ -244,8 +248,10 @@ def _scan_one(reader: _Reader, allowed: tuple[str, ...], member: str | None) -> 
     stack: list[Any] = []
     memo: dict[Any, Any] = {}
     where = _location(member)
+    imported: set[str] = set()
 
     def report(module: str, name: str, offset: int, opcode: str) -> None:
+        imported.add(f"{module}.{name}")
         risk = classify(module, name, allowed)
         if risk is None:
             return
@@ -261,10 +267,14 @@ def _scan_one(reader: _Reader, allowed: tuple[str, ...], member: str | None) -> 
         ))
 
     def malformed(why: str, offset: int) -> None:
+        hint = ""
+        if imported & JOBLIB_ARRAYS:
+            hint = ("; joblib files with numpy arrays written between the opcodes are not "
+                    "supported: save the arrays as safetensors or .npy")
         findings.append(finding(
             "pickle_malformed",
             f"the pickle cannot be read safely ({why}); an unpickler would have run "
-            "everything before this point",
+            f"everything before this point{hint}",
             ERROR, risk=HIGH, offset=offset, **where,
         ))
 

@@ -103,6 +103,7 @@ def scan_safetensors(stream: IO[bytes], size: int, max_header: int) -> list[dict
                 f"tensor {name!r} is {dtype} of shape {shape}, which is {bits / 8:g} bytes, "
                 f"but its offsets span {end - begin}",
                 tensor=name, expected=bits / 8, actual=end - begin))
+            spans.append((begin, end, name))  # its span is still checked for the layout
             continue
         parameters += count
         dtypes[dtype] = dtypes.get(dtype, 0) + 1

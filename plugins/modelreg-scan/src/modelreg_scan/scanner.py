@@ -19,7 +19,7 @@ from .pickles import SNIFF_SIZE, looks_like_pickle, scan_pickles
 from .report import ERROR, WARNING, finding
 from .safetensors import looks_like_safetensors, scan_safetensors
 
-#: How deep compressed files inside compressed files are followed.
+#: How deep archives and compressed files inside one another are followed.
 MAX_DEPTH = 3
 
 
@@ -48,10 +48,12 @@ class ScanResult:
 def detect(path: str, head: bytes, size: int) -> list[str]:
     """The formats of the file at ``path`` whose first bytes are ``head``."""
     formats = []
-    if looks_like_pickle(head, complete=size <= len(head)):
-        formats.append("pickle")
     if looks_like_safetensors(head):
+        # Its first 8 bytes are a length of at most max_header: as opcodes they can hold
+        # no import, so such a file is never also scanned as a pickle.
         formats.append("safetensors")
+    elif looks_like_pickle(head, complete=size <= len(head)):
+        formats.append("pickle")
     if archives.is_zip(head) or (not formats and zipfile.is_zipfile(path)):
         formats.append("zip")
     if archives.is_tar(head):
@@ -68,6 +70,13 @@ def scan_path(path: str, config: ScanConfig, depth: int = 0) -> ScanResult:
     with open(path, "rb") as stream:
         head = stream.read(SNIFF_SIZE)
     result = ScanResult(formats=detect(path, head, size))
+
+    def nested(inner: str) -> list[dict[str, Any]]:
+        if depth >= MAX_DEPTH:
+            return [finding("archive_too_deep",
+                            f"archives are nested more than {MAX_DEPTH} deep")]
+        return scan_path(inner, config, depth + 1).findings
+
     for kind in result.formats:
         if kind == "pickle":
             with open(path, "rb") as stream:
@@ -76,11 +85,11 @@ def scan_path(path: str, config: ScanConfig, depth: int = 0) -> ScanResult:
             with open(path, "rb") as stream:
                 result.findings += scan_safetensors(stream, size, config.max_header)
         elif kind == "zip":
-            result.findings += archives.scan_zip(path, size, config)
+            result.findings += archives.scan_zip(path, size, config, nested)
         elif kind == "tar":
-            result.findings += archives.scan_tar(path, config)
+            result.findings += archives.scan_tar(path, config, nested)
         else:
-            result.findings += _scan_compressed(path, head, size, config, depth)
+            result.findings += _scan_compressed(path, head, size, config, depth, nested)
     if not result.formats and config.unknown != "ignore":
         result.formats.append("unknown")
         result.findings.append(finding(
@@ -89,8 +98,8 @@ def scan_path(path: str, config: ScanConfig, depth: int = 0) -> ScanResult:
     return result
 
 
-def _scan_compressed(path: str, head: bytes, size: int, config: ScanConfig,
-                     depth: int) -> list[dict[str, Any]]:
+def _scan_compressed(path: str, head: bytes, size: int, config: ScanConfig, depth: int,
+                     nested: archives.Nested) -> list[dict[str, Any]]:
     compression = archives.compression_of(head)
     assert compression is not None
     name, open_compressed = compression
@@ -101,10 +110,10 @@ def _scan_compressed(path: str, head: bytes, size: int, config: ScanConfig,
     if bombs:
         return bombs
     if archives.is_tar(inner_head):
-        return archives.scan_tar(path, config)
+        return archives.scan_tar(path, config, nested)
     if depth >= MAX_DEPTH:
         return [finding("archive_too_deep",
-                        f"compressed files are nested more than {MAX_DEPTH} deep")]
+                        f"archives are nested more than {MAX_DEPTH} deep")]
     directory = tempfile.mkdtemp(prefix="modelreg-scan-")
     try:
         inner = os.path.join(directory, "inner")
