@@ -132,3 +132,17 @@ def test_the_real_subprocess_scans_the_bytes_of_the_opener():
                                         ("2GB", 2 * 10**9), ("1.5 kib", 1536)])
 def test_parse_size(text, size):
     assert parse_size(text) == size
+
+
+def test_scans_leave_no_temporary_files(tmp_path, monkeypatch):
+    import gzip
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    data = gzip.compress(s.call_v0("os", "system", "id"))
+    result = scan_in_subprocess(lambda: io.BytesIO(data), "model.pkl.gz", ScanConfig())
+    assert [f["code"] for f in result["findings"]] == ["pickle_dangerous_import"]
+    with pytest.raises(ScanFailed):
+        run([sys.executable, "-c", "import tempfile, time; tempfile.mkdtemp(); "
+                                   "time.sleep(60)"], timeout=0.5)
+    assert list(tmp_path.iterdir()) == []

@@ -68,6 +68,9 @@ def scan_in_subprocess(
             done = subprocess.run(  # noqa: S603 - our own interpreter and module
                 [*command, path], input=json.dumps(config.as_json()).encode(),
                 capture_output=True, timeout=config.timeout, cwd=directory, check=False,
+                # its own temporary files go where ours go, and are removed with them even
+                # when it is killed
+                env={**os.environ, "TMPDIR": directory},
             )
         except subprocess.TimeoutExpired as exc:
             raise ScanFailed(f"scanning {name} took longer than {config.timeout:g} s") from exc
