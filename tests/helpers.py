@@ -15,8 +15,16 @@ def create_version(app, model: str = "fraud-detector", **body: Any) -> dict[str,
     return app.post_json(f"{API}/models/{model}/versions", body, status=201).json
 
 
+def add_file(app, model: str, number: int, path: str = "model.bin",
+             data: bytes = b"weights") -> dict[str, Any]:
+    """Upload a file to a draft (one PUT); returns the file's JSON."""
+    return app.put(f"{API}/models/{model}/versions/{number}/files/{path}", data,
+                   headers={"Content-Type": "application/octet-stream"}).json
+
+
 def ready_version(app, model: str = "fraud-detector", **body: Any) -> dict[str, Any]:
     number = create_version(app, model, **body)["number"]
+    add_file(app, model, number)
     version = app.post(f"{API}/models/{model}/versions/{number}/finalize", status=200).json
     assert version["status"] == "ready", version
     return version

@@ -7,6 +7,7 @@ the app sees.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,7 @@ import transaction
 from sqlalchemy.orm import Session
 
 from modelreg.db import get_tm_session
+from modelreg.files.services import FileService
 from modelreg.models import Model
 from modelreg.registry.services import RegistryService
 from modelreg.security.services import SecurityService
@@ -84,14 +86,21 @@ def public_id(token: str) -> str:
 
 
 def seed_model(wsgi_app: Any, name: str = "fraud-detector") -> None:
-    """A model with a tag, a ready version 1 (tagged, aliased ``champion``) and draft 2."""
+    """A model with a tag, a ready version 1 (tagged, aliased ``champion``, holding
+    ``model.bin``) and draft 2 (holding ``draft.bin``)."""
+    store = wsgi_app.registry["modelreg.blob_store"]
+    info = store.put(io.BytesIO(b"weights"))
     with registry_service(wsgi_app) as registry:
+        files = FileService(registry, store)
         registry.create_model(name, "a model", {"team": "risk"})
-        registry.create_version(name, description="", metadata={}, lineage={},
-                                tags={"stage": "prod"})
+        version = registry.create_version(name, description="", metadata={}, lineage={},
+                                          tags={"stage": "prod"})
+        files.add_file(version, "model.bin", info, "application/octet-stream")
         registry.finalize_version(name, "1")
         registry.set_alias(name, "champion", 1)
-        registry.create_version(name, description="", metadata={}, lineage={}, tags={})
+        draft = registry.create_version(name, description="", metadata={}, lineage={},
+                                        tags={})
+        files.add_file(draft, "draft.bin", info, "application/octet-stream")
 
 
 def delete_models(wsgi_app: Any) -> None:

@@ -157,6 +157,11 @@ def test_concurrent_alias_moves_keep_a_consistent_history(live_server, engine):
         client.json("POST", f"{API}/models", {"name": "race"}, status=201)
         for number in range(1, 5):
             client.json("POST", f"{base}/versions", {}, status=201)
+            client.conn.request("PUT", f"{base}/versions/{number}/files/model.bin",
+                                body=b"weights")
+            uploaded = client.conn.getresponse()
+            assert uploaded.status == 201, uploaded.read()
+            uploaded.read()
             ready = client.json("POST", f"{base}/versions/{number}/finalize")
             assert ready["status"] == "ready", ready
 

@@ -18,6 +18,7 @@ body (creating, renaming) and the admin API → 403.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ import pytest
 import webtest
 
 from helpers import API, error_code
+from modelreg.files.services import FileService
 from modelreg.testing import clear_database, make_app
 from security_helpers import (
     add_principal,
@@ -32,6 +34,7 @@ from security_helpers import (
     bearer,
     delete_models,
     public_id,
+    registry_service,
     security_service,
     seed_model,
 )
@@ -59,7 +62,8 @@ class Case:
     """One request: ``path`` is formatted with the world's ids; ``on`` says what it touches:
 
     ``model`` (the model in the path), ``new`` (a model name in the body), ``rename`` (admin
-    on the path's model and on the new name), ``registry`` (no model) or ``public``.
+    on the path's model and on the new name), ``registry`` (no model), ``upload`` (the
+    world's upload session, which only its owner ``writer`` may see) or ``public``.
     """
 
     method: str
@@ -102,6 +106,24 @@ CASES = [
          path=MODEL + "/versions/1/tags/stage", body={"value": "prod2"}),
     Case("DELETE", "/api/v1/models/{model}/versions/{version}/tags/{key}",
          path=MODEL + "/versions/1/tags/stage"),
+    # files and upload sessions (the session of the world is writer's)
+    Case("GET", "/api/v1/models/{model}/versions/{version}/files",
+         path=MODEL + "/versions/1/files"),
+    Case("GET", "/api/v1/models/{model}/versions/{version}/files/{path}",
+         path=MODEL + "/versions/champion/files/model.bin"),
+    Case("PUT", "/api/v1/models/{model}/versions/{version}/files/{path}",
+         path=MODEL + "/versions/2/files/dir/new.bin", body=b"new weights"),
+    Case("DELETE", "/api/v1/models/{model}/versions/{version}/files/{path}",
+         path=MODEL + "/versions/2/files/draft.bin"),
+    Case("POST", "/api/v1/models/{model}/versions/{version}/uploads",
+         path=MODEL + "/versions/2/uploads", body={"path": "big.bin"}),
+    Case("GET", "/api/v1/uploads/{upload}", path="/api/v1/uploads/{upload}", on="upload"),
+    Case("PATCH", "/api/v1/uploads/{upload}", path="/api/v1/uploads/{upload}",
+         body=b"a chunk", on="upload"),
+    Case("PUT", "/api/v1/uploads/{upload}",
+         path="/api/v1/uploads/{upload}?digest=sha256:" + hashlib.sha256(b"").hexdigest(),
+         on="upload"),
+    Case("DELETE", "/api/v1/uploads/{upload}", path="/api/v1/uploads/{upload}", on="upload"),
     # aliases
     Case("GET", "/api/v1/models/{model}/aliases", path=MODEL + "/aliases"),
     Case("GET", "/api/v1/models/{model}/aliases/{alias}", path=MODEL + "/aliases/champion"),
@@ -150,6 +172,10 @@ def expected(case: Case, permission: str, role: str) -> int | str:
         return 401
     need = NEEDS[case.need or permission]
     on_model, on_other = LEVELS[role]
+    if case.on == "upload":  # another principal's session does not exist for the caller
+        if role not in ("writer", "read_token"):
+            return 404
+        return "ok" if on_model >= need else 403
     if case.on == "model":
         if on_model >= need:
             return "ok"
@@ -185,12 +211,26 @@ def world(secure_app) -> dict[str, Any]:
         (grant,), _ = security.list_grants(principal="victim")
         grant_id = grant.id
     seed_model(wsgi)
-    return {"tokens": tokens, "victim_token": public_id(victim), "victim_grant": grant_id}
+    return {"tokens": tokens, "victim_token": public_id(victim), "victim_grant": grant_id,
+            "upload": open_upload(wsgi)}
+
+
+def open_upload(wsgi_app: Any) -> str:
+    """An upload session of ``writer`` for ``big.bin`` of draft 2; its public id."""
+    with registry_service(wsgi_app) as registry:
+        registry.actor = "writer"
+        upload, _ = FileService(registry, wsgi_app.registry["modelreg.blob_store"]).open_upload(
+            "fraud-detector", "2", path="big.bin", owner="writer", size=None, sha256=None,
+            media="application/octet-stream")
+        return upload.public_id
 
 
 def _send(app, case: Case, url: str, token: str | None) -> webtest.TestResponse:
     headers = bearer(token) if token else {}
     method = case.method.lower()
+    if isinstance(case.body, bytes):
+        return getattr(app, method)(url, case.body, headers=headers, expect_errors=True,
+                                    content_type="application/octet-stream")
     if case.body is not None:
         return getattr(app, method + "_json")(url, case.body, headers=headers,
                                               expect_errors=True)
@@ -222,13 +262,15 @@ def test_permission_matrix(secure_app, world, case, openapi_checker):
             if got not in successes:
                 wrong.append(f"{role}: expected success {sorted(successes)}, got {got} "
                              f"{response.text[:200]}")
-            elif mutates and case.on in ("model", "new", "rename"):
+            elif mutates and case.on in ("model", "new", "rename", "upload"):
                 delete_models(secure_app.app)  # the next allowed role finds the same world
                 seed_model(secure_app.app)
+                world["upload"] = open_upload(secure_app.app)
         elif got != want:
             wrong.append(f"{role}: expected {want}, got {got} {response.text[:200]}")
         elif want == 404:
-            assert error_code(response) == "model_not_found", response.text
+            expected_code = "upload_not_found" if case.on == "upload" else "model_not_found"
+            assert error_code(response) == expected_code, response.text
         elif want == 401:
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert not wrong, f"{case.method} {case.url(world)} ({permission}):\n" + "\n".join(wrong)

@@ -8,7 +8,7 @@ import pluggy
 import pytest
 import webtest
 
-from helpers import API, create_model, create_version
+from helpers import API, add_file, create_model, create_version
 from modelreg import api, hookspecs
 from modelreg.plugins import ENTRYPOINT_GROUP, describe_plugins, get_plugin_manager
 from modelreg.testing import CORE_PLUGINS, clear_database, make_app, resolve_plugins
@@ -76,6 +76,7 @@ def test_a_plugin_adds_problems_and_routes(modelreg_database):
         assert response.json["error"]["details"]["problems"][0]["code"] == "temporary"
         create_model(test, "real")
         create_version(test, "real")
+        add_file(test, "real", 1)
         body = test.post(f"{API}/models/real/versions/1/finalize").json
         assert body["status"] == "rejected"
         assert body["problems"] == [

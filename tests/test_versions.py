@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import sqlalchemy as sa
 
-from helpers import API, create_model, create_version, error_code, ready_version
+from helpers import (
+    API,
+    add_file,
+    create_model,
+    create_version,
+    error_code,
+    ready_version,
+)
 
 V = f"{API}/models/fraud-detector/versions"
 
@@ -49,6 +58,7 @@ def test_metadata_too_large_is_422(testapp):
 def test_finalize_makes_ready_and_immutable(testapp):
     create_model(testapp)
     create_version(testapp, metadata={"a": 1})
+    add_file(testapp, "fraud-detector", 1)
     body = testapp.post(f"{V}/1/finalize", status=200).json
     assert body["status"] == "ready"
     assert body["digest"].startswith("sha256:") and len(body["digest"]) == 71
@@ -153,6 +163,7 @@ def test_policy_rejects_with_every_problem(modelreg_database):
         assert {p["code"] for p in problems} == {"name_pattern", "missing_tag"}
         create_model(test, "good", tags={"team": "risk"})
         create_version(test, "good", metadata={"metrics": {"loss": 1}})
+        add_file(test, "good", 1)
         body = test.post(f"{API}/models/good/versions/1/finalize", status=200).json
         assert body["status"] == "rejected"
         assert body["digest"] is None
@@ -163,6 +174,7 @@ def test_policy_rejects_with_every_problem(modelreg_database):
         assert error_code(response) == "version_not_ready"
         create_version(test, "good", metadata={"framework": "sklearn", "metrics": {"auc": 0.9}},
                        tags={"owner": "ana"})
+        add_file(test, "good", 2)
         assert test.post(f"{API}/models/good/versions/2/finalize").json["status"] == "ready"
     finally:
         clear_database(app.registry["db_engine"])
@@ -172,10 +184,13 @@ def test_policy_rejects_with_every_problem(modelreg_database):
 def test_finalize_passes_plain_data_to_hooks(testapp, hook_recorder):
     create_model(testapp)
     create_version(testapp, metadata={"framework": "onnx"})
+    add_file(testapp, "fraud-detector", 1)
     testapp.post(f"{V}/1/finalize")
     (call,) = hook_recorder.named("modelreg_validate_version")
     assert call["version"]["metadata"] == {"framework": "onnx"}
-    assert call["version"]["files"] == []
+    assert call["version"]["files"] == [{
+        "path": "model.bin", "size": 7, "media_type": "application/octet-stream",
+        "sha256": hashlib.sha256(b"weights").hexdigest()}]
     assert call["model"]["name"] == "fraud-detector"
 
 

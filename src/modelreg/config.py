@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 ENVIRONMENT_SETTINGS = {
     "MODELREG_DATABASE_URL": "sqlalchemy.url",
     "MODELREG_STORAGE": "modelreg.storage",
+    "MODELREG_STORAGE_LOCAL_PATH": "modelreg.storage.local.path",
     # production.ini sets modelreg.auth.anonymous explicitly, so this cannot open it.
     "MODELREG_AUTH_ANONYMOUS": "modelreg.auth.anonymous",
 }
@@ -77,9 +78,12 @@ def configure(
     config.include(".errors")
     config.add_subscriber(refuse_control_characters, ContextFound)
     config.include(".db")
+    # The blob store is built at start-up: an unknown backend stops it here.
+    config.include(".storage")
     config.include(".security")
     config.include(".ops")
     config.include(".registry.views")
+    config.include(".files")
     pm.hook.modelreg_pyramid_configure(config=config)
     add_method_not_allowed_views(config)
     config.commit()

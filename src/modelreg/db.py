@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 import zope.sqlalchemy
 from pyramid.config import Configurator
+from pyramid.interfaces import IRoutesMapper
 from pyramid.request import Request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -31,6 +32,8 @@ MAX_RETRIED_BODY_SETTING = "modelreg.api.max_json_body"
 MAX_RETRIED_BODY = 1024 * 1024
 #: HTTP methods whose requests only read.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Where the (route name, method) pairs of streaming views are kept in the registry.
+STREAMING_KEY = "modelreg.db.streaming"
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
@@ -116,7 +119,7 @@ def _dbsession(request: Request) -> Session:
     dbsession = request.environ.get("app.dbsession")
     if dbsession is None:
         registry = request.registry
-        writes = request.method not in READ_METHODS
+        writes = request.method not in READ_METHODS and not is_streaming(request)
         dbsession = get_tm_session(
             registry["dbsession_factory"],
             request.tm,
@@ -125,17 +128,43 @@ def _dbsession(request: Request) -> Session:
     return dbsession
 
 
+def add_streaming_view(config: Configurator, route_name: str, method: str) -> None:
+    """Mark the view of ``route_name`` and ``method`` as one that streams a body to storage.
+
+    Such a request is never retried (a retry would repeat storage writes), and its
+    ``request.dbsession`` only reads (on SQLite it takes no write lock while the body
+    streams); the view writes through a short transaction of its own once the bytes are
+    stored.
+    """
+    config.registry.setdefault(STREAMING_KEY, set()).add((route_name, method))
+
+
+def is_streaming(request: Request) -> bool:
+    """Whether ``request`` goes to a view marked with :func:`add_streaming_view`."""
+    streaming = request.registry.get(STREAMING_KEY)
+    if not streaming or request.method in READ_METHODS:
+        return False
+    route = getattr(request, "matched_route", None)
+    if route is None:  # pyramid_retry asks before the router matched the route
+        route = request.registry.getUtility(IRoutesMapper)(request)["route"]
+    return route is not None and (route.name, request.method) in streaming
+
+
 def retry_activate_hook(request: Request) -> int | None:
     """How many attempts pyramid_retry may make at ``request``.
 
     Retrying needs a re-readable body, which pyramid_retry makes by copying it.  Only
     body-less requests and small JSON bodies are retried (copied in memory); anything larger
-    (uploads) gets exactly one attempt, since copying it would cost what the upload costs and
-    a retry would repeat storage writes.
+    and every streaming view (uploads) gets exactly one attempt, since copying the body would
+    cost what the upload costs and a retry would repeat storage writes.
     """
     limit = int(request.registry.settings.get(MAX_RETRIED_BODY_SETTING, MAX_RETRIED_BODY))
     length = request.content_length
-    if request.method in READ_METHODS or length == 0:
+    if request.method in READ_METHODS:
+        return None
+    if is_streaming(request):
+        return 1
+    if length == 0:
         return None
     if length is None or length > limit:
         return 1
@@ -147,6 +176,9 @@ def includeme(config: Configurator) -> None:
     """Build the engine and session factory and add ``request.dbsession``."""
     settings = config.get_settings()
     settings.setdefault("tm.manager_hook", "pyramid_tm.explicit_manager")
+    # pyramid_tm would authenticate the caller to annotate the transaction, above the
+    # exception views: a refused token would escape as a bare 500 instead of a JSON 401.
+    settings.setdefault("tm.annotate_user", False)
     config.include("pyramid_tm")
     settings.setdefault("retry.activate_hook", retry_activate_hook)
     config.include("pyramid_retry")

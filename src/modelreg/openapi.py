@@ -56,6 +56,12 @@ class Operation:
     params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = ()
+    #: Media type of a raw (binary) request body, instead of a JSON ``body`` schema.
+    body_media: str | None = None
+    #: Media type of a raw (binary) success response, instead of a JSON ``response``.
+    response_media: str | None = None
+    #: Success statuses answered without a body (304, redirects).
+    empty: tuple[int, ...] = ()
 
 
 class api_view:
@@ -72,6 +78,9 @@ class api_view:
     :param params: query parameters.
     :param errors: error statuses the operation may answer with (beside 400/404/500).
     :param tags: OpenAPI tags that group the operation.
+    :param body_media: the media type of a raw request body (file uploads).
+    :param response_media: the media type of a raw success response (file downloads).
+    :param empty: success statuses answered without a body (304, redirects).
     """
 
     def __init__(
@@ -87,6 +96,9 @@ class api_view:
         params: Iterable[Param] = (),
         errors: Iterable[int] = (),
         tags: Iterable[str] = (),
+        body_media: str | None = None,
+        response_media: str | None = None,
+        empty: Iterable[int] = (),
         **view_options: Any,
     ) -> None:
         self.route_name = route_name
@@ -99,6 +111,9 @@ class api_view:
         self.params = tuple(params)
         self.errors = tuple(errors)
         self.tags = tuple(tags)
+        self.body_media = body_media
+        self.response_media = response_media
+        self.empty = tuple(empty)
         self.view_options = view_options
 
     def __call__(self, wrapped: Callable[[Request], Any]) -> Callable[[Request], Any]:
@@ -122,6 +137,9 @@ class api_view:
                     params=settings.params,
                     errors=settings.errors,
                     tags=settings.tags,
+                    body_media=settings.body_media,
+                    response_media=settings.response_media,
+                    empty=settings.empty,
                 ),
                 **settings.view_options,
             )
@@ -282,7 +300,20 @@ _ERROR_TEXT = {
     503: "Temporarily unavailable.",
     507: "Insufficient storage.",
 }
+_EMPTY_TEXT = {
+    302: "Found elsewhere: follow Location.",
+    304: "Not modified.",
+}
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+_PATH_PARAM_REGEX = re.compile(r"\{(\w+):([^}]*)\}")
+
+
+def _multi_segment(pattern: str) -> set[str]:
+    """Path parameters whose regex lets them span segments (``{path:.*}``): the document
+    marks them ``x-multi-segment``."""
+    return {name for name, regex in _PATH_PARAM_REGEX.findall(pattern)
+            if re.fullmatch(regex, "a/b")}
+_BINARY = {"type": "string", "format": "binary"}
 
 
 def openapi_document(
@@ -309,8 +340,10 @@ def openapi_document(
     for op in ops:
         pattern = route_patterns[op.route_name]
         path = _PATH_PARAM.sub(r"{\1}", pattern)
+        multi = _multi_segment(pattern)
         parameters: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
+             **({"x-multi-segment": True} if name in multi else {})}
             for name in _PATH_PARAM.findall(pattern)
         ]
         parameters += [
@@ -320,7 +353,12 @@ def openapi_document(
         ]
         responses: dict[str, Any] = {}
         for status in (op.status, *op.also):
-            if op.response is None:
+            if op.response_media is not None:
+                responses[str(status)] = {
+                    "description": "The content.",
+                    "content": {op.response_media: {"schema": _BINARY}},
+                }
+            elif op.response is None:
                 responses[str(status)] = {"description": "Done."}
             else:
                 responses[str(status)] = {
@@ -329,6 +367,8 @@ def openapi_document(
                         "application/json": {"schema": ref(op.response, "serialization")}
                     },
                 }
+        for status in op.empty:
+            responses[str(status)] = {"description": _EMPTY_TEXT.get(status, "No body.")}
         protected = op.permission != NO_PERMISSION_REQUIRED
         # Every protected operation may be refused: 401 without valid credentials, 403
         # when the caller may not (404 hides a model the caller may not read).
@@ -347,7 +387,12 @@ def openapi_document(
         }
         if protected:
             operation["security"] = [{"bearer": []}]
-        if op.body is not None:
+        if op.body_media is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {op.body_media: {"schema": _BINARY}},
+            }
+        elif op.body is not None:
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": ref(op.body, "validation")}},

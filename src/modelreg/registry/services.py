@@ -24,6 +24,7 @@ from ..models import (
     Alias,
     AliasHistory,
     AuditEvent,
+    File,
     Model,
     ModelTag,
     OutboxEvent,
@@ -635,14 +636,30 @@ class RegistryService:
         version is immutable: its digest (over the manifest of its files) never changes.
         """
         version = self.get_version_for_write(model_name, ref)
+        # Lock the version's row: adding a file locks it too, so no file lands in a version
+        # whose manifest is being computed.
+        self.db.execute(sa.select(Version.id).where(Version.id == version.id).with_for_update())
+        self.db.refresh(version)
         if version.status != "draft":
             raise Conflict(
                 f"version {version.number} is {version.status}, not a draft",
                 code="version_not_draft",
                 details={"status": version.status},
             )
+        files = [
+            {"path": f.path, "size": f.size, "sha256": f.sha256, "media_type": f.media_type}
+            for f in self.db.scalars(
+                sa.select(File).where(File.version_id == version.id).order_by(File.path))
+        ]
+        if not files:
+            raise Unprocessable(
+                f"version {version.number} has no files: upload at least one before "
+                "finalizing it",
+                code="version_empty",
+                details={"model": version.model.name, "version": version.number},
+            )
         model_json = self.model_json(version.model)
-        version_json = {**self.version_json(version), "files": []}
+        version_json = {**self.version_json(version), "files": files}
         problems = validate_version(self.hook, model_json, version_json, self.settings)
         now = utcnow()
         version.finalized_at = now

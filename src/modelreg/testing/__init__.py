@@ -219,14 +219,18 @@ def modelreg_database(modelreg_plugins: tuple[Any, ...]) -> Iterator[TestDatabas
 
 
 @pytest.fixture(scope="session")
-def modelreg_settings(modelreg_database: TestDatabase) -> dict[str, Any]:
+def modelreg_settings(
+    modelreg_database: TestDatabase, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """Settings of the test app; override to add plugin settings.
 
     The app is open like ``development.ini`` (``modelreg.auth.anonymous = write``), so that
     tests of other things need no tokens; build an app with ``none`` to test authorization.
+    Blobs go to the built-in local backend, in a temporary directory of the session.
     """
     return {
         "sqlalchemy.url": modelreg_database.url,
+        "modelreg.storage.local.path": str(tmp_path_factory.mktemp("modelreg-blobs")),
         "retry.attempts": "3",
         "modelreg.auth.anonymous": "write",
     }

@@ -1,0 +1,56 @@
+"""Request and response bodies of the file API, declared once (see the registry's schemas)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+
+from ..models.files import MEDIA_TYPE_LENGTH, PATH_LENGTH
+from ..registry.schemas import Body
+
+
+class FileOut(BaseModel):
+    """A file of a version."""
+
+    path: str = Field(description="Relative POSIX path inside the version.")
+    size: int
+    sha256: str = Field(description="Lowercase hex sha256 of the content.")
+    media_type: str
+    created_at: dt.datetime
+    created_by: str | None
+
+
+class FileList(BaseModel):
+    """The files of a version, sorted by path."""
+
+    model: str
+    version: int
+    digest: str | None = Field(description="The version's digest once it is ready.")
+    files: list[FileOut]
+
+
+class UploadCreate(Body):
+    """Body of ``POST …/versions/{n}/uploads``: open a resumable upload of one file."""
+
+    path: str = Field(max_length=PATH_LENGTH * 4)
+    size: int | None = Field(None, ge=0, description="The whole file's size, if known.")
+    digest: str | None = Field(None, max_length=100,
+                               description="sha256:<hex> of the whole file, if known.")
+    media_type: str | None = Field(None, max_length=MEDIA_TYPE_LENGTH)
+
+
+class UploadOut(BaseModel):
+    """A resumable upload session."""
+
+    id: str
+    model: str
+    version: int
+    path: str
+    offset: int = Field(description="Bytes received so far: where the next chunk starts.")
+    size: int | None
+    digest: str | None
+    expires_at: dt.datetime
+    min_chunk_size: int = Field(description="Smallest chunk other than the last.")
+    max_chunk_size: int
+    location: str = Field(description="Where to send chunks (PATCH) and the digest (PUT).")

@@ -1,0 +1,366 @@
+"""The files of versions: adding, replacing, listing and deleting them, upload sessions.
+
+Bytes go to the blob store (:class:`~modelreg.interfaces.IBlobStore`), rows to the database.
+The order is always the same, so that nothing half-written is ever visible:
+
+1. the bytes are stored (under their digest; a failure leaves no blob);
+2. the blob's row is touched in a transaction of its own (so that a stored blob always has a
+   row that garbage collection can find, even if what follows fails);
+3. one short write transaction locks the version's row, checks it is still a draft, touches
+   the blob's row again, checks the blob is still in the store (garbage collection may have
+   taken it between 1 and 3: see :mod:`modelreg.files.gc`), and adds the file's row.
+
+Views that stream a body (``PUT`` of a file, chunks of an upload) read through the request's
+session, which on those routes never writes (:func:`modelreg.db.add_streaming_view`), and
+write through :func:`write_transaction` once the bytes are stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hmac
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+import transaction
+from pyramid.request import Request
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ..db import get_tm_session
+from ..errors import ApiError, BadRequest, Conflict, NotFound
+from ..interfaces import MIN_CHUNK_SIZE
+from ..models import Blob, File, Model, UploadSession, Version, utcnow
+from ..registry.names import DIGEST_PREFIX
+from ..registry.services import RegistryService, isotime
+from ..types import BlobInfo
+from .paths import check_path
+
+MiB = 1024 * 1024
+#: Settings and their defaults.
+MAX_PUT_SIZE_SETTING = "modelreg.upload.max_put_size"
+DEFAULT_MAX_PUT_SIZE = 256 * MiB
+MIN_CHUNK_SIZE_SETTING = "modelreg.upload.min_chunk_size"
+SESSION_TTL_SETTING = "modelreg.upload.session_ttl"
+DEFAULT_SESSION_TTL = 24 * 3600
+DEFAULT_MEDIA_TYPE = "application/octet-stream"
+
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+_HEX_DIGEST = re.compile(r"sha256:([0-9a-fA-F]{64})")
+
+
+def setting_int(settings: dict[str, Any], name: str, default: int) -> int:
+    """An integer setting, or ``default`` when unset."""
+    value = settings.get(name)
+    return default if value in (None, "") else int(value)
+
+
+def max_put_size(settings: dict[str, Any]) -> int:
+    """The largest body of a single ``PUT`` (and of one upload chunk)."""
+    return setting_int(settings, MAX_PUT_SIZE_SETTING, DEFAULT_MAX_PUT_SIZE)
+
+
+def min_chunk_size(settings: dict[str, Any]) -> int:
+    """The smallest chunk of an upload session other than the last."""
+    return setting_int(settings, MIN_CHUNK_SIZE_SETTING, MIN_CHUNK_SIZE)
+
+
+def media_type(value: str | None) -> str:
+    """The media type to store for a file: the client's ``type/subtype``, or octet-stream."""
+    if value:
+        value = value.split(";", 1)[0].strip().lower()
+        if _MEDIA_TYPE.fullmatch(value):
+            return value
+    return DEFAULT_MEDIA_TYPE
+
+
+def parse_hex_digest(value: str, field: str = "digest") -> str:
+    """``sha256:<64 hex>`` → the lowercase hex; 400 ``invalid_digest`` otherwise."""
+    match = _HEX_DIGEST.fullmatch(value.strip())
+    if match is None:
+        raise BadRequest(
+            f"{field} must be 'sha256:' followed by 64 hexadecimal characters",
+            code="invalid_digest",
+            details={"field": field},
+        )
+    return match.group(1).lower()
+
+
+def client_digest(request: Request) -> str | None:
+    """The sha256 (hex) the client promised for the body, or ``None``.
+
+    From ``?digest=sha256:<hex>``, ``Digest: sha-256=<base64>`` (RFC 3230) or
+    ``Content-Digest: sha-256=:<base64>:`` (RFC 9530); several must agree.
+    """
+    found: dict[str, str] = {}
+    query = request.GET.get("digest")
+    if query is not None:
+        found["digest"] = parse_hex_digest(query)
+    for header in ("Digest", "Content-Digest"):
+        value = request.headers.get(header)
+        if value is None:
+            continue
+        for item in value.split(","):
+            algorithm, _, encoded = item.strip().partition("=")
+            if algorithm.strip().lower() != "sha-256":
+                continue
+            encoded = encoded.strip().strip(":")
+            try:
+                raw = base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise BadRequest(
+                    f"{header}: sha-256 must be the base64 of 32 bytes",
+                    code="invalid_digest",
+                    details={"field": header},
+                )
+            found[header] = raw.hex()
+    if len(set(found.values())) > 1:
+        raise BadRequest("the digests sent disagree", code="invalid_digest",
+                         details={"fields": sorted(found)})
+    return next(iter(found.values()), None)
+
+
+def touch_blob(db: Session, info: BlobInfo, now: dt.datetime | None = None) -> None:
+    """Insert the blob's row, or set its ``last_referenced_at`` to now (an upsert).
+
+    On PostgreSQL and MariaDB the row stays locked until the transaction ends, so garbage
+    collection (which skips locked rows) cannot take the blob meanwhile.
+    """
+    now = now or utcnow()
+    values = {"sha256": info.sha256, "size": info.size, "last_referenced_at": now}
+    dialect = db.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt = postgresql.insert(Blob).values(values).on_conflict_do_update(
+            index_elements=[Blob.sha256], set_={"last_referenced_at": now})
+    elif dialect in ("mysql", "mariadb"):
+        stmt = mysql.insert(Blob).values(values).on_duplicate_key_update(
+            last_referenced_at=now)
+    else:
+        stmt = sqlite.insert(Blob).values(values).on_conflict_do_update(
+            index_elements=[Blob.sha256], set_={"last_referenced_at": now})
+    db.execute(stmt)
+
+
+@contextmanager
+def write_transaction(registry: Any) -> Iterator[Session]:
+    """A writing session in a short transaction of its own, committed when the block ends.
+
+    For streaming views, whose request session only reads; the transaction manager commits
+    or aborts, nothing commits by hand.
+    """
+    tm = transaction.TransactionManager(explicit=True)
+    with tm:
+        yield get_tm_session(registry["dbsession_factory"], tm, registry["db_writer_engine"])
+
+
+def file_json(file: File) -> dict[str, Any]:
+    """The API representation of a file."""
+    return {
+        "path": file.path,
+        "size": file.size,
+        "sha256": file.sha256,
+        "media_type": file.media_type,
+        "created_at": isotime(file.created_at),
+        "created_by": file.created_by,
+    }
+
+
+def file_not_found(version: Version, path: str) -> NotFound:
+    """The answer for a path a version does not hold."""
+    return NotFound(
+        f"version {version.number} of {version.model.name!r} has no file {path!r}",
+        code="file_not_found",
+        details={"model": version.model.name, "version": version.number},
+    )
+
+
+def upload_not_found() -> NotFound:
+    """The answer for an upload session that does not exist, expired, or is someone else's."""
+    return NotFound("no such upload session (it may have expired or been completed)",
+                    code="upload_not_found")
+
+
+def insufficient_storage(message: str) -> ApiError:
+    """507: the blob store is full."""
+    return ApiError(message, code="insufficient_storage", status=507)
+
+
+class FileService:
+    """Files and upload sessions of versions, for one transaction.
+
+    :param registry: the registry service of the same session (versions, audit records).
+    :param store: the blob store.
+    """
+
+    def __init__(self, registry: RegistryService, store: Any) -> None:
+        self.registry = registry
+        self.db = registry.db
+        self.store = store
+        self.settings = registry.settings
+
+    # ------------------------------------------------------------------------ reading
+
+    def list_files(self, model_name: str, ref: str) -> tuple[Version, list[File]]:
+        """A version (by any ref) and its files, sorted by path."""
+        version = self.registry.get_version(model_name, ref)
+        files = self.db.scalars(
+            sa.select(File).where(File.version_id == version.id).order_by(File.path)
+        ).all()
+        return version, list(files)
+
+    def get_file(self, model_name: str, ref: str, path: str) -> tuple[Version, File]:
+        """A file of a version (by any ref), or 404."""
+        version = self.registry.get_version(model_name, ref)
+        file = self._file(version.id, path)
+        if file is None:
+            raise file_not_found(version, path)
+        return version, file
+
+    def _file(self, version_id: int, path: str) -> File | None:
+        return self.db.scalar(
+            sa.select(File).where(File.version_id == version_id, File.path == path)
+        )
+
+    def draft(self, model_name: str, ref: str, *, lock: bool = False) -> Version:
+        """The draft a write request names by number; 409 if it is not a draft.
+
+        :param lock: lock the version's row until the transaction ends (finalize locks it
+            too, so that no file is added to a version being finalized).
+        """
+        version = self.registry.get_version_for_write(model_name, ref)
+        if lock:
+            self.db.execute(
+                sa.select(Version.id).where(Version.id == version.id).with_for_update()
+            )
+            self.db.refresh(version)
+        if version.status != "draft":
+            raise Conflict(
+                f"version {version.number} is {version.status}: its files cannot change",
+                code="version_immutable",
+                details={"status": version.status},
+            )
+        return version
+
+    # ------------------------------------------------------------------------ writing
+
+    def add_file(
+        self, version: Version, path: str, info: BlobInfo, media: str
+    ) -> tuple[File, str]:
+        """Give a locked draft the file ``path`` with the stored blob ``info``.
+
+        :returns: the file and what happened: ``created``, ``unchanged`` (same bytes, the
+            idempotent re-upload) or ``replaced``.
+        :raises ApiError: 503 if the blob vanished from the store meanwhile (collected as
+            garbage between its upload and this transaction): the client uploads again.
+        """
+        touch_blob(self.db, info)
+        if not self.store.exists(info.sha256):
+            raise ApiError("the uploaded content was removed before it could be recorded; "
+                           "upload it again", code="blob_missing", status=503,
+                           headers={"Retry-After": "1"})
+        file = self._file(version.id, path)
+        target = f"{version.model.name}/{version.number}:{path}"
+        if file is not None and file.sha256 == info.sha256:
+            return file, "unchanged"
+        after = {"sha256": info.sha256, "size": info.size}
+        if file is None:
+            file = File(version_id=version.id, path=path, size=info.size, sha256=info.sha256,
+                        media_type=media, created_at=utcnow(), created_by=self.registry.actor)
+            self.db.add(file)
+            outcome, before = "created", None
+        else:
+            before = {"sha256": file.sha256, "size": file.size}
+            file.sha256, file.size, file.media_type = info.sha256, info.size, media
+            file.created_at, file.created_by = utcnow(), self.registry.actor
+            outcome = "replaced"
+        version.updated_at = utcnow()
+        version.updated_by = self.registry.actor
+        self.db.flush()
+        self.registry.record(f"file.{'added' if outcome == 'created' else 'replaced'}", "file",
+                             target, version.model.name, before=before, after=after)
+        return file, outcome
+
+    def delete_file(self, model_name: str, ref: str, path: str) -> None:
+        """Delete a file of a draft (its blob stays until garbage collection)."""
+        version = self.draft(model_name, ref, lock=True)
+        file = self._file(version.id, path)
+        if file is None:
+            raise file_not_found(version, path)
+        self.db.delete(file)
+        version.updated_at = utcnow()
+        version.updated_by = self.registry.actor
+        self.registry.record("file.deleted", "file",
+                             f"{version.model.name}/{version.number}:{path}",
+                             version.model.name,
+                             before={"sha256": file.sha256, "size": file.size})
+
+    # ---------------------------------------------------------------- upload sessions
+
+    def open_upload(
+        self, model_name: str, ref: str, *, path: str, owner: str | None,
+        size: int | None, sha256: str | None, media: str,
+    ) -> tuple[UploadSession, Version]:
+        """Open a resumable upload of ``path`` into a draft."""
+        check_path(path)
+        version = self.draft(model_name, ref)
+        now = utcnow()
+        ttl = setting_int(self.settings, SESSION_TTL_SETTING, DEFAULT_SESSION_TTL)
+        state = self.store.begin_upload()
+        try:
+            upload = UploadSession(
+                public_id=secrets.token_hex(16), version_id=version.id, path=path,
+                media_type=media, owner=owner, state=state, offset=0, size=size,
+                sha256=sha256, expires_at=now + dt.timedelta(seconds=ttl), created_at=now,
+                updated_at=now,
+            )
+            self.db.add(upload)
+            self.db.flush()
+        except BaseException:
+            self.store.abort_upload(state)
+            raise
+        return upload, version
+
+    def find_upload(self, public_id: str) -> tuple[UploadSession, str, int] | None:
+        """An open, unexpired upload session with its model's name and version number."""
+        row = self.db.execute(
+            sa.select(UploadSession, Model.name, Version.number)
+            .join(Version, Version.id == UploadSession.version_id)
+            .join(Model, Model.id == Version.model_id)
+            .where(UploadSession.public_id == public_id)
+        ).first()
+        if row is None or row[0].expires_at <= utcnow():
+            return None
+        return row[0], row[1], row[2]
+
+
+def upload_json(
+    request: Request, upload: UploadSession, model: str, number: int
+) -> dict[str, Any]:
+    """The API representation of an upload session."""
+    settings = request.registry.settings
+    return {
+        "id": upload.public_id,
+        "model": model,
+        "version": number,
+        "path": upload.path,
+        "offset": upload.offset,
+        "size": upload.size,
+        "digest": None if upload.sha256 is None else DIGEST_PREFIX + upload.sha256,
+        "expires_at": isotime(upload.expires_at),
+        "min_chunk_size": min_chunk_size(settings),
+        "max_chunk_size": max_put_size(settings),
+        "location": request.route_path("api.upload", upload=upload.public_id),
+    }
+
+
+def same_digest(a: str, b: str) -> bool:
+    """Constant-time comparison of two hex digests."""
+    return hmac.compare_digest(a, b)
