@@ -1,0 +1,528 @@
+"""The REST client: :class:`Client`, one method per operation of ``/api/v1``.
+
+HTTP goes through one :class:`requests.Session` per client (a pool of keep-alive connections,
+sized for parallel transfers).  Idempotent requests (``GET``, ``HEAD``, ``PUT``, ``DELETE``,
+``OPTIONS``) are retried with exponential backoff on connection failures and on 429, 502,
+503 and 504 (honouring ``Retry-After``); ``POST`` and ``PATCH`` never are, since sending them
+twice could do their work twice.  Upload chunks (``PATCH``) recover instead by asking the
+session's offset and resuming from there.
+
+Every error answer becomes an exception of :mod:`modelreg_client.errors` that carries the
+server's ``code``, ``message``, ``details`` and HTTP ``status``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from . import __version__
+from .errors import ModelregError, NetworkError, ServerError, error_for_status
+from .manifest import DIGEST_PREFIX, FileRegion
+from .transfer import DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, Puller, Pusher
+from .types import (
+    Alias,
+    AliasMove,
+    FileEntry,
+    FileList,
+    Model,
+    PullResult,
+    PushResult,
+    Upload,
+    Version,
+)
+
+__all__ = ["Client"]
+
+#: Methods that are safe to send again: retried on connection failures and busy answers.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+#: Statuses that mean "try again later".
+RETRY_STATUSES = (429, 502, 503, 504)
+
+
+def _segment(value: str | int) -> str:
+    return quote(str(value), safe=":")
+
+
+class Client:
+    """A client of one modelreg server.
+
+    :param url: the server's base URL, e.g. ``https://models.example.com``.
+    :param token: an API token (``mr_…``), or ``None`` for anonymous access.
+    :param timeout: seconds to wait to connect and for each read from the server.
+    :param retries: attempts after the first for idempotent requests.
+    :param backoff: base of the exponential backoff between retries, in seconds.
+    :param parallel: files transferred at once by :meth:`push` and :meth:`pull`.
+    :param chunk_size: preferred chunk size of upload sessions (bounded by the server's).
+    :param state_dir: where :meth:`push` keeps what it needs to resume after an interruption
+        (default: :func:`modelreg_client.config.state_dir`).
+
+    Use it as a context manager, or call :meth:`close`, to release its connections.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 300.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        parallel: int = 4,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        state_dir: str | Path | None = None,
+    ) -> None:
+        if not url or "://" not in url:
+            raise ValueError(f"the server URL must start with http:// or https://, not {url!r}")
+        self.url = url.rstrip("/")
+        self.api = self.url + "/api/v1"
+        self.token = token
+        self.timeout = timeout
+        self.parallel = max(1, parallel)
+        self.chunk_size = max(MIN_CHUNK_SIZE, chunk_size)
+        self.state_dir = None if state_dir is None else Path(state_dir)
+        #: The server's single-PUT limit once learned from an upload session.
+        self.max_put_size: int | None = None
+        self.min_chunk_size: int | None = None
+        self._session = requests.Session()
+        retry = Retry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            other=0,
+            allowed_methods=IDEMPOTENT_METHODS,
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=backoff,
+            backoff_max=30,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+        )
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self.parallel + 4,
+                              max_retries=retry)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers["User-Agent"] = f"modelreg-client/{__version__}"
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+    # ------------------------------------------------------------------------- HTTP
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """Send a request to ``path`` (relative to ``/api/v1``, or absolute starting with
+        ``/``); return the response, or raise the matching :class:`ModelregError`.
+
+        :raises NetworkError: the server could not be reached, or the connection broke.
+        """
+        url = path if path.startswith("http") else (
+            self.url + path if path.startswith("/") else f"{self.api}/{path}")
+        try:
+            response = self._session.request(
+                method, url, json=json, params=params, data=data, headers=headers,
+                stream=stream, timeout=(min(self.timeout, 30.0), self.timeout),
+                allow_redirects=method in ("GET", "HEAD"),
+            )
+        except requests.exceptions.RetryError as exc:
+            raise ServerError(f"{method} {url}: the server stayed busy through every retry "
+                              f"({exc})", code="retries_exhausted") from exc
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
+            raise NetworkError(f"cannot reach {self.url}: {_reason(exc)}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise NetworkError(f"{method} {url} failed: {exc}") from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        return response
+
+    @staticmethod
+    def _error(response: requests.Response) -> ModelregError:
+        try:
+            body = response.json()
+            error = body["error"]
+            code, message = error.get("code"), error.get("message")
+            details = error.get("details") or {}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
+            code, message, details = None, f"HTTP {response.status_code} {text}".strip(), {}
+        finally:
+            response.close()
+        return error_for_status(response.status_code, code,
+                                message or f"HTTP {response.status_code}", details)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ServerError(f"{method} {path}: the server answered something that is not "
+                              "JSON", code="invalid_response",
+                              status=response.status_code) from exc
+
+    def _pages(self, path: str, key: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        params = {k: v for k, v in params.items() if v is not None}
+        while True:
+            body = self._json("GET", path, params=params)
+            yield from body.get(key) or []
+            token = body.get("next_page_token")
+            if not token:
+                return
+            params["page_token"] = token
+
+    # ----------------------------------------------------------------------- server
+
+    def health(self) -> dict[str, Any]:
+        """``GET /readyz``: the server's readiness (raises :class:`ServerError` if not ready)."""
+        return self._json("GET", "/readyz")
+
+    def openapi(self) -> dict[str, Any]:
+        """The server's OpenAPI document."""
+        return self._json("GET", "openapi.json")
+
+    # ----------------------------------------------------------------------- models
+
+    def list_models(
+        self, filter: str | None = None, *, order_by: str | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[Model]:
+        """Every model the caller may read (matching ``filter``), fetched page by page."""
+        for data in self._pages("models", "models", {
+                "filter": filter, "order_by": order_by, "page_size": page_size}):
+            yield Model.from_json(data)
+
+    def search(self, filter: str, *, order_by: str | None = None) -> Iterator[Model]:
+        """Models matching ``filter`` (see the filter language in docs/api.md)."""
+        return self.list_models(filter, order_by=order_by)
+
+    def get_model(self, name: str) -> Model:
+        """A model by name."""
+        return Model.from_json(self._json("GET", f"models/{_segment(name)}"))
+
+    def create_model(
+        self, name: str, description: str = "", tags: dict[str, str] | None = None
+    ) -> Model:
+        """Create a model."""
+        return Model.from_json(self._json("POST", "models", json={
+            "name": name, "description": description, "tags": tags or {}}))
+
+    def update_model(
+        self, name: str, *, new_name: str | None = None, description: str | None = None
+    ) -> Model:
+        """Rename a model or change its description."""
+        body = {k: v for k, v in (("name", new_name), ("description", description))
+                if v is not None}
+        return Model.from_json(self._json("PATCH", f"models/{_segment(name)}", json=body))
+
+    def delete_model(self, name: str) -> None:
+        """Delete a model with all its versions and aliases."""
+        self.request("DELETE", f"models/{_segment(name)}")
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        """Set a tag on a model."""
+        self.request("PUT", f"models/{_segment(name)}/tags/{_segment(key)}",
+                     json={"value": value})
+
+    def delete_model_tag(self, name: str, key: str) -> None:
+        """Delete a tag of a model."""
+        self.request("DELETE", f"models/{_segment(name)}/tags/{_segment(key)}")
+
+    # --------------------------------------------------------------------- versions
+
+    def _version_path(self, model: str, ref: str | int) -> str:
+        return f"models/{_segment(model)}/versions/{_segment(ref)}"
+
+    def list_versions(
+        self, model: str, filter: str | None = None, *, order_by: str | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[Version]:
+        """The versions of a model (newest first unless ``order_by`` says otherwise)."""
+        for data in self._pages(f"models/{_segment(model)}/versions", "versions", {
+                "filter": filter, "order_by": order_by, "page_size": page_size}):
+            yield Version.from_json(data)
+
+    def get_version(self, model: str, ref: str | int) -> Version:
+        """A version by number, alias, ``latest`` or ``sha256:<digest>``."""
+        return Version.from_json(self._json("GET", self._version_path(model, ref)))
+
+    def create_version(
+        self, model: str, *, description: str = "", metadata: dict[str, Any] | None = None,
+        lineage: dict[str, Any] | None = None, tags: dict[str, str] | None = None,
+    ) -> Version:
+        """Create a draft version (numbered by the server)."""
+        return Version.from_json(self._json(
+            "POST", f"models/{_segment(model)}/versions",
+            json={"description": description, "metadata": metadata or {},
+                  "lineage": lineage or {}, "tags": tags or {}}))
+
+    def update_version(
+        self, model: str, number: int, *, description: str | None = None,
+        metadata: dict[str, Any] | None = None, lineage: dict[str, Any] | None = None,
+    ) -> Version:
+        """Change a version's description, or a draft's metadata and lineage."""
+        body = {k: v for k, v in (("description", description), ("metadata", metadata),
+                                  ("lineage", lineage)) if v is not None}
+        return Version.from_json(self._json("PATCH", self._version_path(model, number),
+                                            json=body))
+
+    def delete_version(self, model: str, number: int) -> None:
+        """Delete a version (its number is never reused)."""
+        self.request("DELETE", self._version_path(model, number))
+
+    def finalize_version(
+        self, model: str, number: int, *, wait: float = 600.0
+    ) -> Version:
+        """Finalize a draft; while scanners run (``validating``), poll up to ``wait``
+        seconds for the outcome.  Returns the version: ``ready``, ``rejected``, or still
+        ``validating`` if the wait ran out."""
+        version = Version.from_json(
+            self._json("POST", self._version_path(model, number) + "/finalize"))
+        deadline = time.monotonic() + wait
+        delay = 0.2
+        while version.status == "validating" and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
+            version = self.get_version(model, number)
+        return version
+
+    def set_version_tag(self, model: str, number: int, key: str, value: str) -> None:
+        """Set a tag on a version."""
+        self.request("PUT", f"{self._version_path(model, number)}/tags/{_segment(key)}",
+                     json={"value": value})
+
+    def delete_version_tag(self, model: str, number: int, key: str) -> None:
+        """Delete a tag of a version."""
+        self.request("DELETE", f"{self._version_path(model, number)}/tags/{_segment(key)}")
+
+    # ---------------------------------------------------------------------- aliases
+
+    def list_aliases(self, model: str) -> list[Alias]:
+        """Every alias of a model."""
+        body = self._json("GET", f"models/{_segment(model)}/aliases")
+        return [Alias.from_json(a) for a in body.get("aliases") or []]
+
+    def get_alias(self, model: str, alias: str) -> Alias:
+        """Resolve an alias to its version number."""
+        return Alias.from_json(
+            self._json("GET", f"models/{_segment(model)}/aliases/{_segment(alias)}"))
+
+    def set_alias(self, model: str, alias: str, version: int) -> Alias:
+        """Point an alias at a ready version (creating or moving it)."""
+        return Alias.from_json(self._json(
+            "PUT", f"models/{_segment(model)}/aliases/{_segment(alias)}",
+            json={"version": int(version)}))
+
+    def delete_alias(self, model: str, alias: str) -> None:
+        """Delete an alias."""
+        self.request("DELETE", f"models/{_segment(model)}/aliases/{_segment(alias)}")
+
+    def alias_history(self, model: str, alias: str) -> Iterator[AliasMove]:
+        """Every move of an alias, newest first."""
+        path = f"models/{_segment(model)}/aliases/{_segment(alias)}/history"
+        for data in self._pages(path, "history", {}):
+            yield AliasMove.from_json(data)
+
+    # ------------------------------------------------------------------------ files
+
+    def _file_path(self, model: str, ref: str | int, path: str) -> str:
+        return f"{self._version_path(model, ref)}/files/{quote(path, safe='/')}"
+
+    def list_files(self, model: str, ref: str | int) -> FileList:
+        """The files of a version (any ref), with the version's number and digest."""
+        return FileList.from_json(
+            self._json("GET", self._version_path(model, ref) + "/files"))
+
+    def file_info(self, model: str, ref: str | int, path: str) -> FileEntry:
+        """A file's size and sha256 from a ``HEAD`` request (no body is sent)."""
+        response = self.request("HEAD", self._file_path(model, ref, path))
+        etag = response.headers.get("ETag", "").strip('"')
+        return FileEntry(path, int(response.headers.get("Content-Length", 0)), etag,
+                         response.headers.get("Content-Type", "application/octet-stream"))
+
+    def read_file(self, model: str, ref: str | int, path: str) -> bytes:
+        """A (small) file's bytes, in memory; :meth:`pull` or :meth:`download_file` for
+        large ones."""
+        return self.request("GET", self._file_path(model, ref, path)).content
+
+    def open_file(
+        self, model: str, ref: str | int, path: str, *, start: int = 0, etag: str | None = None
+    ) -> requests.Response:
+        """A streaming response of a file from byte ``start`` (``206`` if the server honours
+        the range, ``200`` with the whole file if the content is no longer ``etag``).
+        Close it when done."""
+        headers = {}
+        if start:
+            headers["Range"] = f"bytes={start}-"
+            if etag:
+                headers["If-Range"] = f'"{etag}"'
+        return self.request("GET", self._file_path(model, ref, path), headers=headers,
+                            stream=True)
+
+    def upload_file(
+        self, model: str, number: int, path: str, source: str | Path | bytes, *,
+        sha256: str | None = None, media_type: str | None = None, on_block: Any = None,
+    ) -> FileEntry:
+        """Upload one file to a draft in a single ``PUT`` (up to the server's limit).
+
+        :param source: a local file, or the bytes themselves.
+        :param sha256: the content's hex digest; the server refuses bytes that differ.
+        """
+        headers = {"Content-Type": media_type or "application/octet-stream"}
+        params = {"digest": DIGEST_PREFIX + sha256} if sha256 else None
+        if isinstance(source, bytes):
+            data: Any = source
+        else:
+            location = Path(source)
+            data = FileRegion(location, 0, location.stat().st_size, on_block)
+        return FileEntry.from_json(self._json("PUT", self._file_path(model, number, path),
+                                              data=data, params=params, headers=headers))
+
+    def delete_file(self, model: str, number: int, path: str) -> None:
+        """Delete a file of a draft."""
+        self.request("DELETE", self._file_path(model, number, path))
+
+    # -------------------------------------------------------------- upload sessions
+
+    def open_upload(
+        self, model: str, number: int, path: str, *, size: int | None = None,
+        sha256: str | None = None, media_type: str | None = None,
+    ) -> Upload:
+        """Open a resumable upload session for one file of a draft."""
+        body: dict[str, Any] = {"path": path}
+        if size is not None:
+            body["size"] = size
+        if sha256:
+            body["digest"] = DIGEST_PREFIX + sha256
+        if media_type:
+            body["media_type"] = media_type
+        upload = Upload.from_json(
+            self._json("POST", self._version_path(model, number) + "/uploads", json=body))
+        self._learn_limits(upload)
+        return upload
+
+    def _learn_limits(self, upload: Upload) -> None:
+        self.max_put_size = upload.max_chunk_size
+        self.min_chunk_size = upload.min_chunk_size
+
+    def get_upload(self, upload_id: str) -> Upload:
+        """An upload session's state: ``offset`` is where to resume."""
+        upload = Upload.from_json(self._json("GET", f"uploads/{_segment(upload_id)}"))
+        self._learn_limits(upload)
+        return upload
+
+    def upload_chunk(self, upload_id: str, offset: int, data: bytes | FileRegion) -> Upload:
+        """Send the chunk that starts at ``offset`` (the session's current offset)."""
+        length = len(data)
+        headers = {"Content-Type": "application/octet-stream",
+                   "Content-Range": f"bytes {offset}-{offset + length - 1}"}
+        return Upload.from_json(self._json("PATCH", f"uploads/{_segment(upload_id)}",
+                                           data=data, headers=headers))
+
+    def complete_upload(
+        self, upload_id: str, sha256: str, data: bytes | FileRegion | None = None,
+        offset: int | None = None,
+    ) -> FileEntry:
+        """Complete an upload with the whole file's digest; ``data`` is an optional last
+        chunk starting at ``offset``."""
+        headers = {"Content-Type": "application/octet-stream"}
+        if data is not None and len(data):
+            if offset is None:
+                raise ValueError("a last chunk needs its offset")
+            headers["Content-Range"] = f"bytes {offset}-{offset + len(data) - 1}"
+        else:
+            data = b""
+        return FileEntry.from_json(self._json(
+            "PUT", f"uploads/{_segment(upload_id)}", data=data, headers=headers,
+            params={"digest": DIGEST_PREFIX + sha256}))
+
+    def abort_upload(self, upload_id: str) -> None:
+        """Abort an upload session."""
+        self.request("DELETE", f"uploads/{_segment(upload_id)}")
+
+    # ------------------------------------------------------------------ push / pull
+
+    def push(
+        self,
+        directory: str | Path,
+        model: str,
+        *,
+        tags: dict[str, str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        lineage: dict[str, Any] | None = None,
+        description: str = "",
+        alias: str | None = None,
+        progress: Any = None,
+        wait: float = 600.0,
+    ) -> PushResult:
+        """Push every file under ``directory`` as a new version of ``model`` (created if
+        missing), finalize it, check its digest, and point ``alias`` at it.
+
+        Files are hashed locally first.  If a ready version with the same content (and
+        metadata) exists, nothing is uploaded: it is returned (tagged and aliased as asked).
+        An interrupted push resumes on the next call with the same arguments: files the draft
+        already holds are skipped and upload sessions continue from their offset.
+
+        :param progress: a :class:`~modelreg_client.transfer.Progress` to report to.
+        :raises VersionRejected: validation rejected the version (it holds the problems).
+        :raises IntegrityError: the server's digest differs from the local one.
+        """
+        return Pusher(self, progress).push(
+            Path(directory), model, tags=tags or {}, metadata=metadata, lineage=lineage,
+            description=description, alias=alias, wait=wait)
+
+    def pull(
+        self, ref: str, destination: str | Path, *, progress: Any = None
+    ) -> PullResult:
+        """Download every file of a version (``model/3``, ``model@alias``,
+        ``model@sha256:…``, ``model`` for the latest) into ``destination``.
+
+        Files download in parallel to ``<name>.part``, resume with ``Range`` when a partial
+        file is there, and are renamed into place only once their sha256 is verified; files
+        already present with the right content are left alone.
+
+        :raises IntegrityError: a file's bytes do not match its sha256 (no final file is
+            written for it).
+        """
+        return Puller(self, progress).pull(ref, Path(destination))
+
+
+def _reason(exc: Exception) -> str:
+    """The innermost reason of a requests exception, without the pool's noise."""
+    reason: Any = exc
+    for _ in range(4):
+        inner = getattr(reason, "reason", None) or (reason.args[0] if reason.args else None)
+        if not isinstance(inner, BaseException):
+            break
+        reason = inner
+    return str(reason) or type(reason).__name__

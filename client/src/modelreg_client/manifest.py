@@ -1,0 +1,152 @@
+"""Local files and their manifest: hashing, the version digest, safe paths.
+
+The version digest is defined once (DESIGN §3) and computed here exactly as the server does:
+``sha256:`` + the SHA-256 of the UTF-8 bytes of
+``json.dumps(sorted entries, sort_keys=True, separators=(",", ":"))`` where each entry is
+``{"path", "size", "sha256"}`` and entries are sorted by path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+__all__ = [
+    "DIGEST_PREFIX",
+    "HASH_BLOCK",
+    "FileRegion",
+    "LocalFile",
+    "check_remote_path",
+    "hash_file",
+    "scan_directory",
+    "version_digest",
+]
+
+DIGEST_PREFIX = "sha256:"
+#: Bytes read at a time when hashing or copying a file.
+HASH_BLOCK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A file to push: its path inside the model (POSIX), where it is, size and sha256."""
+
+    path: str
+    source: Path
+    size: int
+    sha256: str
+
+
+def version_digest(files: Iterable[Any]) -> str:
+    """The version digest of ``files`` (objects or dicts with ``path``, ``size``,
+    ``sha256``): ``sha256:<hex>``, equal to the server's for the same files."""
+    entries = []
+    for f in files:
+        get = f.get if isinstance(f, dict) else lambda name, f=f: getattr(f, name)
+        entries.append({"path": get("path"), "size": get("size"), "sha256": get("sha256")})
+    entries.sort(key=lambda entry: entry["path"])
+    canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"))
+    return DIGEST_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def hash_file(
+    path: Path, progress: Callable[[int], None] | None = None, *, limit: int | None = None
+) -> tuple[int, Any]:
+    """``(size, sha256 object)`` of a file (or of its first ``limit`` bytes), read in blocks
+    (never whole into memory); ``.hexdigest()`` of the object is the hex digest, and it can go
+    on hashing what follows.
+
+    :param progress: called with the byte count of each block read.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as stream:
+        while limit is None or size < limit:
+            want = HASH_BLOCK if limit is None else min(HASH_BLOCK, limit - size)
+            block = stream.read(want)
+            if not block:
+                break
+            digest.update(block)
+            size += len(block)
+            if progress is not None:
+                progress(len(block))
+    return size, digest
+
+
+class FileRegion:
+    """A request body read from a region of a file: re-iterable (a retried ``PUT`` sends it
+    again from its start), never whole in memory, reported block by block to ``on_block``
+    (which may raise to abort the request).
+
+    HTTP libraries send it with a ``Content-Length`` of ``len(region)``.
+    """
+
+    def __init__(self, path: Path, start: int, length: int,
+                 on_block: Callable[[int], None] | None = None) -> None:
+        self.path = path
+        self.start = start
+        self.length = length
+        self.on_block = on_block
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        remaining = self.length
+        with open(self.path, "rb") as stream:
+            stream.seek(self.start)
+            while remaining > 0:
+                block = stream.read(min(HASH_BLOCK, remaining))
+                if not block:
+                    raise OSError(f"{self.path} became shorter while it was being sent")
+                remaining -= len(block)
+                if self.on_block is not None:
+                    self.on_block(len(block))
+                yield block
+
+
+def check_remote_path(path: str) -> PurePosixPath:
+    """A file path as the server sent it, refused unless it is a plain relative path.
+
+    A server (or anything between) must not make a pull write outside its destination.
+
+    :raises ValueError: for absolute paths, ``..``, ``.``, empty parts, backslashes, NUL and
+        control characters.
+    """
+    if not path or path.startswith("/") or "\\" in path:
+        raise ValueError(f"refusing unsafe file path {path!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise ValueError(f"refusing file path with control characters {path!r}")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"refusing unsafe file path {path!r}")
+    if parts[0].endswith(":"):  # a Windows drive
+        raise ValueError(f"refusing unsafe file path {path!r}")
+    return PurePosixPath(path)
+
+
+def scan_directory(directory: Path) -> list[tuple[str, Path]]:
+    """Every regular file under ``directory`` as ``(relative POSIX path, location)``, sorted
+    by path.  Symbolic links to files are followed; links to directories are not (a link
+    cycle cannot loop).
+
+    :raises ValueError: when ``directory`` is not a directory.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"{directory} is not a directory")
+    found: list[tuple[str, Path]] = []
+    for root, dirs, names in os.walk(directory):
+        dirs.sort()
+        for name in names:
+            location = Path(root) / name
+            if location.is_file():
+                relative = location.relative_to(directory).as_posix()
+                found.append((relative, location))
+    found.sort(key=lambda item: item[0])
+    return found

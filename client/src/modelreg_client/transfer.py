@@ -1,0 +1,584 @@
+"""Pushing a directory as a version and pulling a version into a directory.
+
+:class:`Pusher` (behind :meth:`Client.push`):
+
+1. hashes every file locally (sha256, streamed, in parallel) and computes the version digest
+   (:func:`~modelreg_client.manifest.version_digest`);
+2. if a ready version with that digest (and the same metadata) exists, uploads nothing;
+3. otherwise creates the model if needed and a draft — or takes up the draft of an
+   interrupted push of the same content, recorded in a small journal under the state
+   directory — and skips the files the draft already holds;
+4. uploads the rest in parallel: a single ``PUT`` up to the server's limit, an upload session
+   in chunks above it (resumed from the server's offset after an interruption);
+5. finalizes, checks the server's digest against the local one, moves the alias.
+
+:class:`Puller` (behind :meth:`Client.pull`) downloads each file to ``<name>.part``, resumes a
+partial file with ``Range``, verifies the sha256 and only then renames it into place.
+
+Progress goes to a :class:`Progress` (the command line's draws bars); its methods are called
+from the worker threads and may raise to abort the transfer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import requests
+
+from .config import state_dir as default_state_dir
+from .errors import (
+    Conflict,
+    IntegrityError,
+    InvalidRequest,
+    NetworkError,
+    NotFound,
+    ServerError,
+    VersionRejected,
+)
+from .manifest import (
+    DIGEST_PREFIX,
+    HASH_BLOCK,
+    FileRegion,
+    LocalFile,
+    check_remote_path,
+    hash_file,
+    scan_directory,
+    version_digest,
+)
+from .refs import parse_ref
+from .types import FileEntry, PullResult, PushResult, Version
+
+if TYPE_CHECKING:
+    from .client import Client
+
+__all__ = ["PART_SUFFIX", "Journal", "Progress", "Puller", "Pusher"]
+
+MiB = 1024 * 1024
+#: Preferred chunk size of upload sessions (the server's limits bound it).
+DEFAULT_CHUNK_SIZE = 64 * MiB
+#: DESIGN §5's floor for chunks (S3 needs 5 MiB parts); files up to this size go in one
+#: ``PUT`` before the server has said its limit.
+MIN_CHUNK_SIZE = 8 * MiB
+#: Suffix of files being downloaded; renamed away once verified.
+PART_SUFFIX = ".part"
+#: Attempts at one file (or one chunk) after a network or server failure.
+TRANSFER_ATTEMPTS = 5
+T = TypeVar("T")
+
+
+class Progress:
+    """Receives the progress of a push or pull; this base class ignores it.
+
+    ``kind`` is ``hash``, ``upload`` or ``download``.  Methods are called from worker threads
+    (implementations must be thread-safe) and may raise to stop the transfer: the exception
+    comes out of :meth:`Client.push` or :meth:`Client.pull`, and the next call resumes.
+    """
+
+    def begin(self, kind: str, files: int, total: int) -> None:
+        """A phase starts: ``files`` files of ``total`` bytes in all."""
+
+    def start(self, kind: str, path: str, size: int, done: int = 0) -> None:
+        """A file starts, ``done`` of its ``size`` bytes already there (called again when a
+        transfer restarts from another point)."""
+
+    def advance(self, kind: str, path: str, nbytes: int) -> None:
+        """``nbytes`` more bytes of ``path`` were hashed, sent or received."""
+
+    def finish(self, kind: str, path: str) -> None:
+        """A file is done."""
+
+    def end(self, kind: str) -> None:
+        """The phase is over."""
+
+
+class _Cancelled(Exception):
+    """Raised in workers once another worker failed: stop quietly."""
+
+
+class _Pool:
+    """Runs tasks on threads; the first failure cancels the others and is raised."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.cancel = threading.Event()
+
+    def check(self) -> None:
+        """Raise :class:`_Cancelled` once the batch has failed."""
+        if self.cancel.is_set():
+            raise _Cancelled
+
+    def run(self, function: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
+        """``function(item)`` for each item, in parallel; results in order."""
+        items = list(items)
+        if not items:
+            return []
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="modelreg") as executor:
+            futures: list[Future[Any]] = [executor.submit(self._guard, function, item)
+                                          for item in items]
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in done if f.exception() is not None]
+                if failed:
+                    self.cancel.set()
+                    wait(futures)
+                    errors = [f.exception() for f in futures if f.exception() is not None]
+                    first = next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
+                    raise first  # type: ignore[misc]
+            except BaseException:
+                self.cancel.set()
+                raise
+        return [f.result() for f in futures]
+
+    def _guard(self, function: Callable[[T], Any], item: T) -> Any:
+        self.check()
+        return function(item)
+
+
+class _Counter:
+    """A byte count shared by worker threads."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
+# ------------------------------------------------------------------------------- push
+
+
+class Journal:
+    """What an unfinished push needs to resume: its draft's number and its upload sessions.
+
+    One small JSON file per (server, model, content, metadata) under the state directory,
+    written atomically; removed when the push finishes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self.version: int | None = None
+        self.uploads: dict[str, str] = {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            self.version = data.get("version")
+            self.uploads = dict(data.get("uploads") or {})
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    @classmethod
+    def for_push(cls, directory: Path, key: list[Any]) -> Journal:
+        """The journal of the push identified by ``key`` (JSON-serializable)."""
+        name = hashlib.sha256(json.dumps(key, sort_keys=True).encode("utf-8")).hexdigest()
+        return cls(directory / "pushes" / f"{name[:40]}.json")
+
+    def save(self) -> None:
+        """Write the journal (atomically)."""
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            temporary = self.path.with_name(f"{self.path.name}.{threading.get_ident()}.tmp")
+            temporary.write_text(json.dumps({"version": self.version, "uploads": self.uploads}),
+                                 encoding="utf-8")
+            os.replace(temporary, self.path)
+
+    def set_upload(self, path: str, upload_id: str | None) -> None:
+        """Record (or forget, with ``None``) the upload session of a file."""
+        with self._lock:
+            if upload_id is None:
+                self.uploads.pop(path, None)
+            else:
+                self.uploads[path] = upload_id
+        self.save()
+
+    def remove(self) -> None:
+        """Forget the push: it is finished."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class Pusher:
+    """One push of a directory (see the module's documentation)."""
+
+    def __init__(self, client: Client, progress: Progress | None = None) -> None:
+        self.client = client
+        self.progress = progress or Progress()
+        self.pool = _Pool(client.parallel)
+        self.sent = _Counter()
+
+    # ------------------------------------------------------------------- hashing
+
+    def hash_directory(self, directory: Path) -> list[LocalFile]:
+        """Every file under ``directory`` with its size and sha256."""
+        found = scan_directory(directory)
+        sizes = {path: location.stat().st_size for path, location in found}
+        self.progress.begin("hash", len(found), sum(sizes.values()))
+
+        def one(item: tuple[str, Path]) -> LocalFile:
+            path, location = item
+            self.progress.start("hash", path, sizes[path])
+
+            def advance(n: int) -> None:
+                self.pool.check()
+                self.progress.advance("hash", path, n)
+
+            size, sha256 = hash_file(location, advance)
+            self.progress.finish("hash", path)
+            return LocalFile(path, location, size, sha256.hexdigest())
+
+        files = self.pool.run(one, found)
+        self.progress.end("hash")
+        return files
+
+    # ---------------------------------------------------------------------- push
+
+    def push(
+        self, directory: Path, model: str, *, tags: dict[str, str],
+        metadata: dict[str, Any] | None, lineage: dict[str, Any] | None, description: str,
+        alias: str | None, wait: float,
+    ) -> PushResult:
+        """Push ``directory`` as a version of ``model``; see :meth:`Client.push`."""
+        files = self.hash_directory(directory)
+        if not files:
+            raise InvalidRequest(f"{directory} holds no files to push", code="empty_directory")
+        digest = version_digest(files)
+        every_path = [f.path for f in files]
+        existing = self._existing(model, digest, metadata, lineage)
+        if existing is not None:
+            version = self._label(existing, tags, alias)
+            return PushResult(version, digest, True, [], every_path, 0)
+        self._ensure_model(model)
+        journal = Journal.for_push(
+            self.client.state_dir or default_state_dir(),
+            [self.client.url, model, digest, metadata, lineage, description, tags])
+        version = self._draft(model, journal, tags=tags, metadata=metadata, lineage=lineage,
+                              description=description)
+        number = version.number
+        remote = {f.path: f for f in self.client.list_files(model, number).files}
+        local = {f.path: f for f in files}
+        for path in sorted(remote.keys() - local.keys()):
+            self.client.delete_file(model, number, path)
+        todo = [f for f in files if path_differs(remote.get(f.path), f)]
+        skipped = [f.path for f in files if f not in todo]
+        self._upload_all(model, number, todo, journal)
+        version = self.client.finalize_version(model, number, wait=wait)
+        journal.remove()
+        if version.status == "rejected":
+            problems = "; ".join(p.message for p in version.problems) or "no reason given"
+            raise VersionRejected(f"version {version.ref} was rejected: {problems}",
+                                  version=version)
+        if version.status == "ready":
+            self._check_digest(version, digest)
+            version = self._label(version, {}, alias)
+        return PushResult(version, digest, False, [f.path for f in todo], skipped,
+                          self.sent.value)
+
+    def _existing(self, model: str, digest: str, metadata: dict[str, Any] | None,
+                  lineage: dict[str, Any] | None) -> Version | None:
+        """A ready version with this content (and metadata, if given), or ``None``."""
+        try:
+            version = self.client.get_version(model, digest)
+        except NotFound:
+            return None
+        if version.status != "ready" or version.digest != digest:
+            return None
+        if metadata is not None and version.metadata != metadata:
+            return None
+        if lineage is not None and version.lineage != lineage:
+            return None
+        return version
+
+    def _ensure_model(self, model: str) -> None:
+        try:
+            self.client.get_model(model)
+        except NotFound:
+            try:
+                self.client.create_model(model)
+            except Conflict as exc:
+                if exc.code != "model_exists":
+                    raise
+
+    def _draft(self, model: str, journal: Journal, **fields: Any) -> Version:
+        """The draft of an interrupted push of the same content, or a new one."""
+        if journal.version is not None:
+            try:
+                version = self.client.get_version(model, journal.version)
+            except NotFound:
+                version = None
+            if version is not None and version.status == "draft":
+                return version
+            journal.uploads = {}
+        version = self.client.create_version(model, **fields)
+        journal.version = version.number
+        journal.uploads = {}
+        journal.save()
+        return version
+
+    def _label(self, version: Version, tags: dict[str, str], alias: str | None) -> Version:
+        """Set tags and the alias on a ready version; return it as the server now has it."""
+        for key, value in tags.items():
+            if version.tags.get(key) != value:
+                self.client.set_version_tag(version.model, version.number, key, value)
+        if alias:
+            self.client.set_alias(version.model, alias, version.number)
+        if tags or alias:
+            return self.client.get_version(version.model, version.number)
+        return version
+
+    @staticmethod
+    def _check_digest(version: Version, digest: str) -> None:
+        if version.digest != digest:
+            raise IntegrityError(
+                f"version {version.ref} has digest {version.digest} on the server but "
+                f"{digest} here: the files did not arrive as they are",
+                code="digest_mismatch",
+                details={"server": version.digest, "local": digest})
+
+    # ------------------------------------------------------------------- uploading
+
+    def _upload_all(self, model: str, number: int, files: list[LocalFile],
+                    journal: Journal) -> None:
+        files = sorted(files, key=lambda f: -f.size)
+        self.progress.begin("upload", len(files), sum(f.size for f in files))
+        client = self.client
+        first_session = None
+        # The server says its single-PUT limit in upload sessions: learn it from the largest
+        # file's session (needed anyway if that file is over the limit) before deciding how
+        # to send the others.
+        if files and client.max_put_size is None and files[0].size > _floor(client):
+            first_session = self._session_for(model, number, files[0], journal)
+
+        def one(file: LocalFile) -> None:
+            session = first_session if file is files[0] else None
+            self._upload(model, number, file, journal, session)
+
+        self.pool.run(one, files)
+        self.progress.end("upload")
+
+    def _session_for(self, model: str, number: int, file: LocalFile, journal: Journal) -> Any:
+        """The file's upload session: the journal's (if still open) or a new one."""
+        upload_id = journal.uploads.get(file.path)
+        if upload_id is not None:
+            try:
+                return self.client.get_upload(upload_id)
+            except NotFound:
+                journal.set_upload(file.path, None)
+        upload = self.client.open_upload(model, number, file.path, size=file.size,
+                                         sha256=file.sha256)
+        journal.set_upload(file.path, upload.id)
+        return upload
+
+    def _upload(self, model: str, number: int, file: LocalFile, journal: Journal,
+                session: Any) -> None:
+        client = self.client
+        if session is None and file.path in journal.uploads:
+            session = self._session_for(model, number, file, journal)
+        limit = client.max_put_size or _floor(client)
+        if session is None and file.size <= limit:
+            self._put(model, number, file)
+        else:
+            if session is None:
+                session = self._session_for(model, number, file, journal)
+            self._send_chunks(file, session, journal)
+        self.progress.finish("upload", file.path)
+
+    def _on_block(self, path: str) -> Callable[[int], None]:
+        def on_block(n: int) -> None:
+            self.pool.check()
+            self.sent.add(n)
+            self.progress.advance("upload", path, n)
+        return on_block
+
+    def _put(self, model: str, number: int, file: LocalFile) -> None:
+        for attempt in _attempts():
+            self.progress.start("upload", file.path, file.size)
+            try:
+                self.client.upload_file(model, number, file.path, file.source,
+                                        sha256=file.sha256, on_block=self._on_block(file.path))
+                return
+            except (NetworkError, ServerError):
+                if attempt == TRANSFER_ATTEMPTS:
+                    raise
+
+    def _send_chunks(self, file: LocalFile, session: Any, journal: Journal) -> None:
+        client = self.client
+        chunk = min(max(client.chunk_size, session.min_chunk_size), session.max_chunk_size)
+        offset = session.offset
+        failures = 0
+        while True:
+            self.progress.start("upload", file.path, file.size, offset)
+            try:
+                while offset < file.size:
+                    length = min(chunk, file.size - offset)
+                    body = FileRegion(file.source, offset, length, self._on_block(file.path))
+                    offset = client.upload_chunk(session.id, offset, body).offset
+                client.complete_upload(session.id, file.sha256)
+                journal.set_upload(file.path, None)
+                return
+            except (NetworkError, ServerError, InvalidRequest) as exc:
+                # A broken connection, a busy server or a chunk that no longer starts at the
+                # session's offset: ask where the session stands and go on from there.
+                if isinstance(exc, InvalidRequest) and exc.code != "chunk_out_of_order":
+                    raise
+                failures += 1
+                if failures >= TRANSFER_ATTEMPTS:
+                    raise
+                time.sleep(min(0.5 * 2 ** failures, 10))
+                offset = client.get_upload(session.id).offset
+
+
+def path_differs(remote: FileEntry | None, local: LocalFile) -> bool:
+    """Whether the draft lacks ``local`` (no such path, or other bytes there)."""
+    return remote is None or remote.sha256 != local.sha256 or remote.size != local.size
+
+
+def _floor(client: Client) -> int:
+    """Files up to this size go in one ``PUT`` before the server's limit is known."""
+    return client.min_chunk_size or MIN_CHUNK_SIZE
+
+
+def _attempts() -> range:
+    return range(1, TRANSFER_ATTEMPTS + 1)
+
+
+# ------------------------------------------------------------------------------- pull
+
+
+class Puller:
+    """One pull of a version into a directory (see the module's documentation)."""
+
+    def __init__(self, client: Client, progress: Progress | None = None) -> None:
+        self.client = client
+        self.progress = progress or Progress()
+        self.pool = _Pool(client.parallel)
+        self.received = _Counter()
+
+    def pull(self, ref: str, destination: Path) -> PullResult:
+        """Download the version ``ref`` into ``destination``; see :meth:`Client.pull`."""
+        parsed = parse_ref(ref)
+        listing = self.client.list_files(parsed.model, parsed.version or "latest")
+        if listing.digest is not None and version_digest(listing.files) != listing.digest:
+            raise IntegrityError(
+                f"the file list of {listing.model}/{listing.version} does not match its "
+                f"digest {listing.digest}", code="digest_mismatch")
+        destination.mkdir(parents=True, exist_ok=True)
+        root = destination.resolve()
+        targets = {f.path: self._target(root, f.path) for f in listing.files}
+        todo, skipped = [], []
+        for file in listing.files:
+            (skipped if _has_content(targets[file.path], file) else todo).append(file)
+        self.progress.begin("download", len(todo), sum(f.size for f in todo))
+        # Pin the number: an alias could move while the files download.
+        number = listing.version
+
+        def one(file: FileEntry) -> None:
+            self._download(listing.model, number, file, targets[file.path])
+
+        self.pool.run(one, todo)
+        self.progress.end("download")
+        return PullResult(listing.model, listing.version, listing.digest, str(destination),
+                          listing.files, [f.path for f in todo], skipped, self.received.value)
+
+    @staticmethod
+    def _target(root: Path, path: str) -> Path:
+        try:
+            relative = check_remote_path(path)
+        except ValueError as exc:
+            raise IntegrityError(str(exc), code="unsafe_path") from exc
+        target = root.joinpath(*relative.parts)
+        if root not in target.parent.resolve().parents and target.parent.resolve() != root:
+            raise IntegrityError(f"refusing {path!r}: it leads out of {root}",
+                                 code="unsafe_path")
+        return target
+
+    def _download(self, model: str, number: int, file: FileEntry, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent.resolve() != target.parent.absolute().resolve():  # pragma: no cover
+            raise IntegrityError(f"refusing {file.path!r}: a link in its way",
+                                 code="unsafe_path")
+        part = target.with_name(target.name + PART_SUFFIX)
+        fresh_tried = False
+        failures = 0
+        while True:
+            have = part.stat().st_size if part.exists() else 0
+            if have > file.size:
+                part.unlink()
+                have = 0
+            fresh_tried = fresh_tried or have == 0
+            try:
+                sha256 = self._fetch(model, number, file, part, have)
+            except (NetworkError, ServerError):
+                failures += 1
+                if failures >= TRANSFER_ATTEMPTS:
+                    raise
+                time.sleep(min(0.5 * 2 ** failures, 10))
+                continue
+            if sha256 == file.sha256 and part.stat().st_size == file.size:
+                os.replace(part, target)
+                self.progress.finish("download", file.path)
+                return
+            part.unlink()
+            if fresh_tried:
+                raise IntegrityError(
+                    f"{file.path}: the downloaded bytes have sha256 {sha256}, not "
+                    f"{file.sha256}; the file was not written", code="corrupted_download",
+                    details={"path": file.path, "expected": DIGEST_PREFIX + file.sha256,
+                             "actual": DIGEST_PREFIX + sha256})
+            # The partial file we resumed may have been the broken part: start afresh once.
+
+    def _fetch(self, model: str, number: int, file: FileEntry, part: Path, have: int) -> str:
+        """Append the rest of the file to ``part``; return the sha256 of the whole."""
+        digest = hashlib.sha256()
+        if have:
+            digest = hash_file(part, limit=have)[1]
+        if have == file.size:
+            self.progress.start("download", file.path, file.size, have)
+            return digest.hexdigest()
+        response = self.client.open_file(model, number, file.path, start=have,
+                                         etag=file.sha256)
+        with response:
+            if have and response.status_code != 206:
+                have, digest = 0, hashlib.sha256()  # the server sent the whole file
+            self.progress.start("download", file.path, file.size, have)
+            with open(part, "r+b" if have else "wb") as out:
+                out.seek(have)
+                out.truncate()
+                written = have
+                try:
+                    for block in response.iter_content(HASH_BLOCK):
+                        self.pool.check()
+                        written += len(block)
+                        if written > file.size:
+                            raise IntegrityError(
+                                f"{file.path}: the server sent more than its {file.size} "
+                                "bytes", code="corrupted_download")
+                        out.write(block)
+                        digest.update(block)
+                        self.received.add(len(block))
+                        self.progress.advance("download", file.path, len(block))
+                except (requests.exceptions.RequestException, OSError) as exc:
+                    if isinstance(exc, OSError) and not isinstance(
+                            exc, (ConnectionError, TimeoutError)):
+                        raise
+                    raise NetworkError(f"{file.path}: the download broke off: {exc}") from exc
+        return digest.hexdigest()
+
+
+def _has_content(target: Path, file: FileEntry) -> bool:
+    """Whether ``target`` already holds exactly the file's bytes."""
+    try:
+        if not target.is_file() or target.stat().st_size != file.size:
+            return False
+        return hash_file(target)[1].hexdigest() == file.sha256
+    except OSError:
+        return False

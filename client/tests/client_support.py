@@ -1,0 +1,99 @@
+"""A live registry for the client's tests, and helpers to make model directories.
+
+:func:`start_registry` runs the real server (``pserve`` through
+:class:`~modelreg.testing.server.LiveServer`) over a fresh SQLite database and a local blob
+store in a temporary directory, closed to anonymous callers, with principals and tokens made
+through the server's own security service (as ``modelreg users add`` / ``modelreg tokens
+create`` do).  Its single-PUT limit is lowered to 32 MiB so that large files go through
+upload sessions without moving gigabytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelreg.cli import db_session
+from modelreg.security.services import SecurityService
+from modelreg.testing import TestDatabase
+from modelreg.testing.server import LiveServer
+
+MiB = 1024 * 1024
+#: The test server's single-PUT limit and smallest chunk.
+MAX_PUT = 32 * MiB
+MIN_CHUNK = 8 * MiB
+
+
+@dataclass
+class Registry:
+    """A running registry: its URL, an admin token, a read-only token, its blob store."""
+
+    server: LiveServer
+    url: str
+    token: str
+    read_token: str
+    blob_root: Path
+    settings: dict[str, str]
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where the local backend keeps the blob ``sha256``."""
+        return self.blob_root / "blobs" / "sha256" / sha256[:2] / sha256[2:4] / sha256
+
+
+@contextmanager
+def start_registry() -> Iterator[Registry]:
+    """A live registry for the duration of the block; everything is removed afterwards."""
+    database = TestDatabase.create("sqlite")
+    blobs = Path(tempfile.mkdtemp(prefix="modelreg-client-blobs-"))
+    try:
+        settings = {
+            "sqlalchemy.url": database.url,
+            "modelreg.storage": "local",
+            "modelreg.storage.local.path": str(blobs),
+            "modelreg.auth.anonymous": "none",
+            "modelreg.upload.max_put_size": str(MAX_PUT),
+            "modelreg.upload.min_chunk_size": str(MIN_CHUNK),
+            "retry.attempts": "3",
+        }
+        with db_session(settings) as db:
+            security = SecurityService(db, actor="client-tests")
+            security.create_principal("ci", is_admin=True, kind="service")
+            security.create_principal("reader")
+            security.create_grant(principal="reader", pattern="*", level="read")
+            _, token = security.create_token("ci", scopes=["admin"])
+            _, read_token = security.create_token("reader", scopes=["read"])
+        with LiveServer(settings, threads=8) as server:
+            yield Registry(server, server.url, token, read_token, blobs, settings)
+    finally:
+        database.drop()
+        shutil.rmtree(blobs, ignore_errors=True)
+
+
+def write_random(path: Path, size: int, block: int = 8 * MiB) -> str:
+    """Write ``size`` random bytes to ``path`` in blocks; return their sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        remaining = size
+        while remaining:
+            data = os.urandom(min(block, remaining))
+            out.write(data)
+            digest.update(data)
+            remaining -= len(data)
+    return digest.hexdigest()
+
+
+def tree(root: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``root``."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            found[path.relative_to(root).as_posix()] = hashlib.sha256(
+                path.read_bytes()).hexdigest()
+    return found
