@@ -1,30 +1,59 @@
-"""The ``modelreg`` command: a click group whose subcommands come from entry points.
+"""The ``modelreg`` command: the client's subcommands, and more from entry points.
 
-Any installed distribution may add subcommands by declaring, in the ``modelreg.cli``
-entry-point group, a name and a click command or group::
+The client's own commands (``login``, ``push``, ``pull``, ``ls``, ``show``, ``search``,
+``alias``, ``tag``, ``rm``) talk to a server over its REST API.  Any installed distribution
+may add subcommands by declaring, in the ``modelreg.cli`` entry-point group, a name and a
+click command or group; the server distribution adds its admin commands that way::
 
     [options.entry_points]
     modelreg.cli =
         db = modelreg.cli.db:db
 
 A subcommand that fails to import is reported, not fatal: the rest of the command still works.
+A built-in command wins over an entry point of the same name.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
 
 import click
 
 from . import __version__
+from .client import Client
+from .config import load_settings, save_settings
+from .errors import ModelregError, Unauthorized
+from .refs import Ref, parse_ref
+from .transfer import Progress
+from .types import Model, PullResult, PushResult, Version
+
+__all__ = ["CLI_ENTRYPOINT_GROUP", "EXIT_CODES", "EntryPointGroup", "main"]
 
 CLI_ENTRYPOINT_GROUP = "modelreg.cli"
+
+#: Exit statuses of the client's commands (``ModelregError.exit_code`` picks them).
+EXIT_CODES = {
+    0: "success",
+    1: "any other failure (a local file that cannot be read or written, …)",
+    2: "usage error: bad arguments or options, no server configured",
+    3: "not found: no such model, version, alias, tag or file",
+    4: "permission denied, or missing/invalid token",
+    5: "conflict or invalid request (also: a version rejected by validation)",
+    6: "network or server failure, or bytes that failed verification",
+}
 
 
 class EntryPointGroup(click.Group):
     """A click group that loads its subcommands lazily from an entry-point group."""
 
-    def __init__(self, *args, entry_point_group: str = CLI_ENTRYPOINT_GROUP, **kwargs) -> None:
+    def __init__(self, *args: Any, entry_point_group: str = CLI_ENTRYPOINT_GROUP,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._entry_point_group = entry_point_group
 
@@ -49,7 +78,608 @@ class EntryPointGroup(click.Group):
             ) from exc
 
 
-@click.group(cls=EntryPointGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def _exit_codes_help() -> str:
+    lines = ["\b", "Exit status of the client's commands:"]
+    lines += [f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items()]
+    return "\n".join(lines)
+
+
+@click.group(cls=EntryPointGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=_exit_codes_help())
 @click.version_option(__version__, prog_name="modelreg")
-def main() -> None:
-    """modelreg: the model registry's command line."""
+@click.option("--url", metavar="URL",
+              help="The registry's URL (default: $MODELREG_URL, else the one `login` stored).")
+@click.option("--token", metavar="TOKEN",
+              help="API token (default: $MODELREG_TOKEN, else the one `login` stored).")
+@click.pass_context
+def main(ctx: click.Context, url: str | None, token: str | None) -> None:
+    """modelreg: the model registry's command line.
+
+    Log in once with `modelreg login URL`; then push a directory as a new version
+    (`modelreg push ./model --model fraud-detector --alias staging`) and pull any version
+    back (`modelreg pull fraud-detector@staging ./model`).  Refs name versions as
+    MODEL/3, MODEL@ALIAS, MODEL@latest or MODEL@sha256:DIGEST.
+    """
+    ctx.obj = {"url": url, "token": token}
+
+
+# ------------------------------------------------------------------------- plumbing
+
+
+def _client(ctx: click.Context) -> Client:
+    """A client of the configured server: options, then environment, then config file."""
+    try:
+        settings = load_settings()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    options = ctx.find_root().obj or {}
+    url = options.get("url") or settings.url
+    token = options.get("token") or settings.token
+    if not url:
+        raise click.UsageError(
+            "no registry configured: run `modelreg login URL`, or set MODELREG_URL")
+    client = Client(url, token)
+    ctx.call_on_close(client.close)
+    return client
+
+
+def client_command(group: click.Group, name: str | None = None, **kwargs: Any) -> Callable:
+    """Declare a client subcommand of ``group`` whose failures become messages and exit
+    statuses (:data:`EXIT_CODES`), never tracebacks."""
+
+    def decorate(function: Callable) -> click.Command:
+        @functools.wraps(function)
+        def run(*args: Any, **params: Any) -> Any:
+            try:
+                return function(*args, **params)
+            except ModelregError as exc:
+                _fail(_describe(exc), exc.exit_code)
+            except KeyboardInterrupt:
+                _fail("interrupted; run the same command again to resume", 130)
+            except (OSError, ValueError) as exc:
+                _fail(str(exc), 1)
+        return group.command(name, **kwargs)(run)
+
+    return decorate
+
+
+def _describe(exc: ModelregError) -> str:
+    message = exc.message
+    if exc.code and exc.status is not None:
+        message += f" [{exc.code}]"
+    if isinstance(exc, Unauthorized):
+        message += "\nhint: check the token (`modelreg login URL`, or MODELREG_TOKEN)"
+    problems = exc.details.get("problems") if isinstance(exc.details, dict) else None
+    for problem in problems or []:
+        if isinstance(problem, dict):
+            where = f" ({problem['field']})" if problem.get("field") else ""
+            message += f"\n  - {problem.get('code', '')}: {problem.get('message', '')}{where}"
+    return message
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    click.get_current_context().exit(code)
+
+
+def _ref(text: str) -> Ref:
+    try:
+        return parse_ref(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="REF") from exc
+
+
+def _pairs(values: Iterable[str], what: str) -> dict[str, str]:
+    result = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r}: use KEY=VALUE", param_hint=what)
+        result[key] = val
+    return result
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False))
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+# ------------------------------------------------------------------------- progress
+
+
+class BarProgress(Progress):
+    """Progress bars (rich) on the terminal: one for the whole phase, one per active file."""
+
+    LABELS = {"hash": "hashing", "upload": "uploading", "download": "downloading"}
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import Progress as Bars
+
+        self._bars = Bars(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._total: dict[str, Any] = {}
+        self._files: dict[tuple[str, str], Any] = {}
+        self._done: dict[tuple[str, str], int] = {}
+
+    def begin(self, kind: str, files: int, total: int) -> None:
+        if not self._bars.live.is_started:
+            self._bars.start()
+        self._total[kind] = self._bars.add_task(
+            f"{self.LABELS.get(kind, kind)} {files} file(s)", total=total)
+
+    def start(self, kind: str, path: str, size: int, done: int = 0) -> None:
+        key = (kind, path)
+        before = self._done.get(key, 0)
+        self._done[key] = done
+        if kind in self._total:
+            self._bars.advance(self._total[kind], done - before)
+        if key not in self._files and size >= 8 * 1024 * 1024:
+            name = path if len(path) <= 40 else "…" + path[-39:]
+            self._files[key] = self._bars.add_task(f"  {name}", total=size, completed=done)
+        elif key in self._files:
+            self._bars.update(self._files[key], completed=done)
+
+    def advance(self, kind: str, path: str, nbytes: int) -> None:
+        key = (kind, path)
+        self._done[key] = self._done.get(key, 0) + nbytes
+        if kind in self._total:
+            self._bars.advance(self._total[kind], nbytes)
+        if key in self._files:
+            self._bars.advance(self._files[key], nbytes)
+
+    def finish(self, kind: str, path: str) -> None:
+        task = self._files.pop((kind, path), None)
+        if task is not None:
+            self._bars.remove_task(task)
+
+    def end(self, kind: str) -> None:
+        task = self._total.pop(kind, None)
+        if task is not None:
+            self._bars.remove_task(task)
+
+    def close(self) -> None:
+        """Take the bars off the terminal."""
+        if self._bars.live.is_started:
+            self._bars.stop()
+
+
+def _progress(as_json: bool, quiet: bool) -> BarProgress | None:
+    """Bars only for a person watching: stdout and stderr on a terminal, no --json."""
+    if as_json or quiet or not (sys.stdout.isatty() and sys.stderr.isatty()):
+        return None
+    return BarProgress()
+
+
+# ---------------------------------------------------------------------------- login
+
+
+@client_command(main)
+@click.argument("url")
+@click.option("--token", "token_option", metavar="TOKEN",
+              help="The API token (asked for, hidden, when not given; empty for anonymous "
+                   "access).")
+@click.pass_context
+def login(ctx: click.Context, url: str, token_option: str | None) -> None:
+    """Check a token against the registry at URL and store both for later commands.
+
+    They go to ~/.config/modelreg/config.toml (or $XDG_CONFIG_HOME/modelreg/config.toml, or
+    $MODELREG_CONFIG), readable by you only.  MODELREG_URL and MODELREG_TOKEN override them.
+    """
+    if "://" not in url:
+        raise click.BadParameter("the URL must start with http:// or https://",
+                                 param_hint="URL")
+    token = token_option
+    if token is None:
+        token = click.prompt("API token (empty for anonymous access)", hide_input=True,
+                             default="", show_default=False)
+    token = token.strip() or None
+    with Client(url, token, retries=1) as client:
+        client.health()
+        next(iter(client.list_models(page_size=1)), None)
+    path = save_settings(url, token)
+    who = "with the token" if token else "anonymously"
+    click.echo(f"Logged in to {url} {who}; settings stored in {path}")
+
+
+# ---------------------------------------------------------------------- push / pull
+
+
+@client_command(main)
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "-m", required=True, help="The model to push a version of "
+              "(created if missing).")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE",
+              help="A tag of the new version; repeat for several.")
+@click.option("--metadata", "metadata_file", type=click.File("r", encoding="utf-8"),
+              help="A JSON file with the version's metadata (framework, metrics, …).")
+@click.option("--description", default="", help="The version's description.")
+@click.option("--alias", help="Point this alias at the version once it is ready.")
+@click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Files uploaded at once.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@json_option
+@click.pass_context
+def push(ctx: click.Context, directory: Path, model: str, tags: tuple[str, ...],
+         metadata_file: Any, description: str, alias: str | None, parallel: int,
+         quiet: bool, as_json: bool) -> None:
+    """Push every file under DIRECTORY as a new version of a model.
+
+    Files are hashed locally and the version digest is checked against the server's.  Bytes
+    the server already has for this content are not sent again: pushing the same directory
+    twice uploads nothing, and an interrupted push resumes where it stopped when run again.
+    """
+    tag_values = _pairs(tags, "--tag")
+    metadata = None
+    if metadata_file is not None:
+        try:
+            metadata = json.load(metadata_file)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--metadata") from exc
+        if not isinstance(metadata, dict):
+            raise click.BadParameter("must hold a JSON object", param_hint="--metadata")
+    client = _client(ctx)
+    client.parallel = parallel
+    progress = _progress(as_json, quiet)
+    try:
+        result = client.push(directory, model, tags=tag_values, metadata=metadata,
+                             description=description, alias=alias, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    if as_json:
+        _echo_json(result.as_dict())
+    else:
+        _print_push(result)
+
+
+def _print_push(result: PushResult) -> None:
+    version = result.version
+    if result.existing:
+        click.echo(f"{version.ref} already holds these files: nothing uploaded")
+    else:
+        click.echo(f"pushed {version.ref} ({version.status})")
+    click.echo(f"  digest   {result.digest}")
+    sent = len(result.uploaded_files)
+    click.echo(f"  files    {sent} uploaded ({_size(result.uploaded_bytes)} sent), "
+               f"{len(result.skipped_files)} already on the server")
+    if version.aliases:
+        click.echo(f"  aliases  {', '.join(sorted(version.aliases))}")
+    if version.status == "validating":
+        click.echo("  still validating: check later with "
+                   f"`modelreg show {version.ref}`")
+    _print_findings(version)
+
+
+def _print_findings(version: Version) -> None:
+    if version.problems:
+        click.echo("  problems:")
+        for problem in version.problems:
+            where = f" ({problem.field})" if problem.field else ""
+            click.echo(f"    - {problem.code}: {problem.message}{where}")
+    findings = version.raw.get("findings")
+    if findings:
+        click.echo("  scan findings:")
+        for finding in findings:
+            if isinstance(finding, dict):
+                text = finding.get("message") or json.dumps(finding, sort_keys=True)
+                click.echo(f"    - {finding.get('path', '')}: {text}")
+
+
+@client_command(main)
+@click.argument("ref")
+@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Files downloaded at once.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@json_option
+@click.pass_context
+def pull(ctx: click.Context, ref: str, destination: Path, parallel: int, quiet: bool,
+         as_json: bool) -> None:
+    """Download the version REF (MODEL/3, MODEL@ALIAS, MODEL@sha256:…, MODEL for the
+    latest) into DESTINATION.
+
+    Every file's sha256 is verified before it takes its name; an interrupted pull resumes
+    its partial files when run again.
+    """
+    _ref(ref)
+    client = _client(ctx)
+    client.parallel = parallel
+    progress = _progress(as_json, quiet)
+    try:
+        result = client.pull(ref, destination, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    if as_json:
+        _echo_json(result.as_dict())
+    else:
+        _print_pull(result)
+
+
+def _print_pull(result: PullResult) -> None:
+    click.echo(f"pulled {result.model}/{result.version} into {result.destination}")
+    if result.digest:
+        click.echo(f"  digest   {result.digest}")
+    click.echo(f"  files    {len(result.downloaded_files)} downloaded "
+               f"({_size(result.downloaded_bytes)}), {len(result.skipped_files)} already "
+               "there, all verified")
+
+
+# ----------------------------------------------------------------------- reading
+
+
+def _model_line(model: Model) -> str:
+    aliases = ", ".join(f"{a}→{n}" for a, n in sorted(model.aliases.items()))
+    latest = "-" if model.latest_version is None else str(model.latest_version)
+    return f"{model.name:<32} latest {latest:<5} {aliases}"
+
+
+def _version_line(version: Version) -> str:
+    digest = (version.digest or "")[:19]
+    created = version.created_at.strftime("%Y-%m-%d %H:%M") if version.created_at else ""
+    aliases = ", ".join(version.aliases)
+    return f"{version.number:>5}  {version.status:<10} {digest:<19}  {created}  {aliases}"
+
+
+@client_command(main, "ls")
+@click.argument("ref", required=False)
+@json_option
+@click.pass_context
+def ls(ctx: click.Context, ref: str | None, as_json: bool) -> None:
+    """List models; the versions of a model (REF = MODEL); the files of a version
+    (REF = MODEL/3, MODEL@ALIAS, …)."""
+    client = _client(ctx)
+    if ref is None:
+        models = list(client.list_models())
+        if as_json:
+            _echo_json([m.as_dict() for m in models])
+        for model in [] if as_json else models:
+            click.echo(_model_line(model))
+        return
+    parsed = _ref(ref)
+    if parsed.version is None:
+        versions = list(client.list_versions(parsed.model))
+        if as_json:
+            _echo_json([v.as_dict() for v in versions])
+        for version in [] if as_json else versions:
+            click.echo(_version_line(version))
+        return
+    listing = client.list_files(parsed.model, parsed.version)
+    if as_json:
+        _echo_json(listing.as_dict())
+        return
+    for file in listing.files:
+        click.echo(f"{file.size:>14,}  {file.sha256[:12]}  {file.path}")
+
+
+@client_command(main)
+@click.argument("ref")
+@json_option
+@click.pass_context
+def show(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show a model (REF = MODEL) or a version with its files (REF = MODEL/3, MODEL@ALIAS,
+    MODEL@sha256:…)."""
+    parsed = _ref(ref)
+    client = _client(ctx)
+    if parsed.version is None:
+        model = client.get_model(parsed.model)
+        if as_json:
+            _echo_json(model.as_dict())
+            return
+        click.echo(f"model        {model.name}")
+        click.echo(f"description  {model.description}")
+        click.echo(f"latest       {model.latest_version or '-'}")
+        for key, value in sorted(model.tags.items()):
+            click.echo(f"tag          {key}={value}")
+        for alias, number in sorted(model.aliases.items()):
+            click.echo(f"alias        {alias} → {number}")
+        click.echo(f"updated      {model.updated_at} by {model.updated_by or '-'}")
+        return
+    version = client.get_version(parsed.model, parsed.version)
+    files = client.list_files(version.model, version.number).files
+    if as_json:
+        _echo_json({**version.as_dict(), "files": [f.as_dict() for f in files]})
+        return
+    click.echo(f"version      {version.ref}")
+    click.echo(f"status       {version.status}")
+    click.echo(f"digest       {version.digest or '-'}")
+    click.echo(f"description  {version.description}")
+    for key, value in sorted(version.tags.items()):
+        click.echo(f"tag          {key}={value}")
+    if version.aliases:
+        click.echo(f"aliases      {', '.join(version.aliases)}")
+    if version.metadata:
+        click.echo(f"metadata     {json.dumps(version.metadata, sort_keys=True)}")
+    click.echo(f"created      {version.created_at} by {version.created_by or '-'}")
+    click.echo(f"files        {len(files)} ({_size(sum(f.size for f in files))})")
+    for file in files:
+        click.echo(f"  {file.size:>14,}  {file.sha256[:12]}  {file.path}")
+    _print_findings(version)
+
+
+@client_command(main)
+@click.argument("filter_text", metavar="FILTER")
+@click.option("--model", "-m", help="Search the versions of this model instead of models.")
+@click.option("--order-by", help="name|created|updated (models), number|created|updated "
+              "(versions), optionally followed by asc or desc.")
+@json_option
+@click.pass_context
+def search(ctx: click.Context, filter_text: str, model: str | None, order_by: str | None,
+           as_json: bool) -> None:
+    """Search models (or a model's versions) with a filter, e.g.
+    "name GLOB 'fraud-*' AND tag.team = 'risk'" or "metadata.metrics.auc > 0.9"."""
+    client = _client(ctx)
+    if model is None:
+        models = list(client.list_models(filter_text, order_by=order_by))
+        if as_json:
+            _echo_json([m.as_dict() for m in models])
+        for found in [] if as_json else models:
+            click.echo(_model_line(found))
+        return
+    versions = list(client.list_versions(model, filter_text, order_by=order_by))
+    if as_json:
+        _echo_json([v.as_dict() for v in versions])
+    for version in [] if as_json else versions:
+        click.echo(_version_line(version))
+
+
+# ----------------------------------------------------------------------- aliases
+
+
+@main.group()
+def alias() -> None:
+    """Point aliases (champion, staging, …) at versions."""
+
+
+@client_command(alias, "set")
+@click.argument("model")
+@click.argument("name", metavar="ALIAS")
+@click.argument("version", type=click.IntRange(1))
+@json_option
+@click.pass_context
+def alias_set(ctx: click.Context, model: str, name: str, version: int, as_json: bool) -> None:
+    """Point ALIAS of MODEL at VERSION (a number; the version must be ready)."""
+    result = _client(ctx).set_alias(model, name, version)
+    if as_json:
+        _echo_json(result.as_dict())
+    else:
+        click.echo(f"{model}@{name} → {result.version}")
+
+
+@client_command(alias, "rm")
+@click.argument("model")
+@click.argument("name", metavar="ALIAS")
+@click.pass_context
+def alias_rm(ctx: click.Context, model: str, name: str) -> None:
+    """Delete ALIAS of MODEL (the version stays)."""
+    _client(ctx).delete_alias(model, name)
+    click.echo(f"alias {model}@{name} deleted")
+
+
+@client_command(alias, "ls")
+@click.argument("model")
+@json_option
+@click.pass_context
+def alias_ls(ctx: click.Context, model: str, as_json: bool) -> None:
+    """List the aliases of MODEL."""
+    aliases = _client(ctx).list_aliases(model)
+    if as_json:
+        _echo_json([a.as_dict() for a in aliases])
+        return
+    for item in aliases:
+        click.echo(f"{item.alias:<24} → {item.version}   by {item.updated_by or '-'}")
+
+
+# -------------------------------------------------------------------------- tags
+
+
+@main.group()
+def tag() -> None:
+    """Set and remove tags of models (REF = MODEL) and versions (REF = MODEL/3)."""
+
+
+def _tag_target(ref: str, client: Client) -> tuple[str, int | None]:
+    parsed = _ref(ref)
+    if parsed.version is None:
+        return parsed.model, None
+    if parsed.is_number:
+        return parsed.model, int(parsed.version)
+    # Tags are written by number: resolve an alias or digest first.
+    return parsed.model, client.get_version(parsed.model, parsed.version).number
+
+
+@client_command(tag, "set")
+@click.argument("ref")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.pass_context
+def tag_set(ctx: click.Context, ref: str, pairs: tuple[str, ...]) -> None:
+    """Set tags on a model or a version."""
+    values = _pairs(pairs, "KEY=VALUE")
+    client = _client(ctx)
+    model, number = _tag_target(ref, client)
+    for key, value in values.items():
+        if number is None:
+            client.set_model_tag(model, key, value)
+        else:
+            client.set_version_tag(model, number, key, value)
+    target = model if number is None else f"{model}/{number}"
+    click.echo(f"{target}: set {', '.join(f'{k}={v}' for k, v in values.items())}")
+
+
+@client_command(tag, "rm")
+@click.argument("ref")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@click.pass_context
+def tag_rm(ctx: click.Context, ref: str, keys: tuple[str, ...]) -> None:
+    """Remove tags from a model or a version."""
+    client = _client(ctx)
+    model, number = _tag_target(ref, client)
+    for key in keys:
+        if number is None:
+            client.delete_model_tag(model, key)
+        else:
+            client.delete_version_tag(model, number, key)
+    target = model if number is None else f"{model}/{number}"
+    click.echo(f"{target}: removed {', '.join(keys)}")
+
+
+# ------------------------------------------------------------------------ delete
+
+
+@client_command(main)
+@click.argument("ref")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def rm(ctx: click.Context, ref: str, yes: bool) -> None:
+    """Delete a model with all its versions (REF = MODEL) or one version (REF = MODEL/3).
+
+    Asks for confirmation unless --yes is given; without a terminal to ask on, --yes is
+    required.
+    """
+    parsed = _ref(ref)
+    if parsed.version is not None and not parsed.is_number:
+        raise click.BadParameter("delete a version by its number: MODEL/3", param_hint="REF")
+    client = _client(ctx)
+    if parsed.version is None:
+        model = client.get_model(parsed.model)
+        what = f"model {model.name} with all its versions and aliases"
+    else:
+        version = client.get_version(parsed.model, parsed.version)
+        what = f"version {version.ref}"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError(f"refusing to delete {what} without --yes "
+                                   "(no terminal to confirm on)")
+        click.confirm(f"Delete {what}?", abort=True)
+    if parsed.version is None:
+        client.delete_model(parsed.model)
+    else:
+        client.delete_version(parsed.model, int(parsed.version))
+    click.echo(f"deleted {what}")
+

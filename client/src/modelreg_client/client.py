@@ -404,7 +404,9 @@ class Client:
             data: Any = source
         else:
             location = Path(source)
-            data = FileRegion(location, 0, location.stat().st_size, on_block)
+            size = location.stat().st_size
+            # An empty region would be sent chunked: send an empty body instead.
+            data = FileRegion(location, 0, size, on_block) if size else b""
         return FileEntry.from_json(self._json("PUT", self._file_path(model, number, path),
                                               data=data, params=params, headers=headers))
 

@@ -474,9 +474,8 @@ class Puller:
         destination.mkdir(parents=True, exist_ok=True)
         root = destination.resolve()
         targets = {f.path: self._target(root, f.path) for f in listing.files}
-        todo, skipped = [], []
-        for file in listing.files:
-            (skipped if _has_content(targets[file.path], file) else todo).append(file)
+        todo = [f for f in listing.files if not _has_content(targets[f.path], f)]
+        skipped = [f.path for f in listing.files if f not in todo]
         self.progress.begin("download", len(todo), sum(f.size for f in todo))
         # Pin the number: an alias could move while the files download.
         number = listing.version
@@ -487,7 +486,8 @@ class Puller:
         self.pool.run(one, todo)
         self.progress.end("download")
         return PullResult(listing.model, listing.version, listing.digest, str(destination),
-                          listing.files, [f.path for f in todo], skipped, self.received.value)
+                          listing.files, [f.path for f in todo], skipped,
+                          self.received.value)
 
     @staticmethod
     def _target(root: Path, path: str) -> Path:
@@ -542,6 +542,7 @@ class Puller:
         if have:
             digest = hash_file(part, limit=have)[1]
         if have == file.size:
+            part.touch()  # an empty file has nothing to fetch
             self.progress.start("download", file.path, file.size, have)
             return digest.hexdigest()
         response = self.client.open_file(model, number, file.path, start=have,
@@ -566,11 +567,12 @@ class Puller:
                         digest.update(block)
                         self.received.add(len(block))
                         self.progress.advance("download", file.path, len(block))
-                except (requests.exceptions.RequestException, OSError) as exc:
-                    if isinstance(exc, OSError) and not isinstance(
-                            exc, (ConnectionError, TimeoutError)):
-                        raise
+                except (requests.exceptions.RequestException, ConnectionError,
+                        TimeoutError) as exc:
                     raise NetworkError(f"{file.path}: the download broke off: {exc}") from exc
+                finally:
+                    if written == 0:  # nothing worth resuming from
+                        part.unlink(missing_ok=True)
         return digest.hexdigest()
 
 

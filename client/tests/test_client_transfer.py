@@ -1,0 +1,223 @@
+"""Push and pull against a live Waitress: round trips, resuming, skipping, refusing.
+
+The server's single-PUT limit is 32 MiB here (see ``client_support``), so large files go
+through upload sessions in 32 MiB chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from client_support import MAX_PUT, MiB, tree, write_random
+
+from modelreg_client import Client, IntegrityError, NotFound, Progress
+from modelreg_client.manifest import scan_directory, version_digest
+
+pytestmark = pytest.mark.server
+
+
+class Stop(Exception):
+    """Raised from a progress callback to cut a transfer off."""
+
+
+class Counting(Progress):
+    """Counts bytes per kind and file; raises :class:`Stop` once ``limit`` bytes of ``path``
+    have gone by (when given)."""
+
+    def __init__(self, path: str | None = None, limit: int = 0) -> None:
+        self.path, self.limit = path, limit
+        self.bytes: dict[tuple[str, str], int] = {}
+
+    def advance(self, kind: str, path: str, nbytes: int) -> None:
+        key = (kind, path)
+        self.bytes[key] = self.bytes.get(key, 0) + nbytes
+        if path == self.path and kind in ("upload", "download") and \
+                self.bytes[key] >= self.limit:
+            raise Stop(f"stopped after {self.bytes[key]} bytes of {path}")
+
+    def total(self, kind: str) -> int:
+        return sum(n for (k, _), n in self.bytes.items() if k == kind)
+
+
+def small_tree(root: Path) -> dict[str, str]:
+    """A few small files in nested directories (and an empty one)."""
+    (root / "config").mkdir(parents=True)
+    (root / "config" / "model.json").write_text(json.dumps({"layers": 3}))
+    (root / "tokenizer" / "vocab").mkdir(parents=True)
+    (root / "tokenizer" / "vocab" / "merges.txt").write_text("a b\nc d\n")
+    (root / "docs").mkdir()
+    (root / "docs" / "read me ü.txt").write_text("non-ASCII and a space in the name\n")
+    (root / "empty.txt").write_bytes(b"")
+    write_random(root / "weights" / "shards" / "part-0001.bin", 3 * MiB + 17)
+    return tree(root)
+
+
+def test_round_trip_of_nested_directory_with_a_200_mb_file(client, model_name, tmp_path):
+    source = tmp_path / "model"
+    small_tree(source)
+    write_random(source / "weights" / "model.bin", 200 * MiB + 123)
+    expected = tree(source)
+    local_digest = version_digest(
+        {"path": path, "size": location.stat().st_size, "sha256": expected[path]}
+        for path, location in scan_directory(source))
+
+    pushed = client.push(source, model_name, tags={"stage": "test"},
+                         metadata={"framework": "none", "metrics": {"auc": 0.5}},
+                         alias="staging")
+    assert pushed.version.status == "ready" and not pushed.existing
+    assert pushed.digest == pushed.version.digest == local_digest
+    assert pushed.version.tags == {"stage": "test"} and pushed.version.aliases == ["staging"]
+    assert sorted(pushed.uploaded_files) == sorted(expected)
+    assert pushed.uploaded_bytes == sum(p.stat().st_size for _, p in scan_directory(source))
+
+    destination = tmp_path / "elsewhere" / "copy"
+    pulled = client.pull(f"{model_name}@staging", destination)
+    assert tree(destination) == expected
+    assert (destination / "weights" / "model.bin").read_bytes() == \
+        (source / "weights" / "model.bin").read_bytes()
+    assert pulled.version == pushed.version.number and pulled.digest == local_digest
+    assert not list(destination.rglob("*.part"))
+
+    # The same version by number and by digest; a second pull finds everything in place.
+    again = client.pull(f"{model_name}/{pushed.version.number}", destination)
+    assert again.downloaded_bytes == 0 and sorted(again.skipped_files) == sorted(expected)
+    by_digest = client.pull(f"{model_name}@{local_digest}", tmp_path / "by-digest")
+    assert tree(tmp_path / "by-digest") == expected and by_digest.version == pulled.version
+
+
+def test_second_push_of_the_same_directory_uploads_nothing(client, model_name, tmp_path):
+    source = tmp_path / "model"
+    small_tree(source)
+    first = client.push(source, model_name)
+    counting = Counting()
+    second = client.push(source, model_name, alias="champion", progress=counting)
+    assert second.existing and second.uploaded_bytes == 0 and second.uploaded_files == []
+    assert counting.total("upload") == 0
+    assert second.version.number == first.version.number
+    assert second.version.aliases == ["champion"]
+    assert [v.number for v in client.list_versions(model_name)] == [first.version.number]
+
+
+def test_interrupted_push_resumes_and_sends_only_what_is_missing(
+        client, model_name, tmp_path):
+    source = tmp_path / "model"
+    small_tree(source)
+    size = 4 * MAX_PUT - 5 * MiB  # four chunks: 32 + 32 + 32 + 27 MiB
+    write_random(source / "big.bin", size)
+    total = sum(p.stat().st_size for _, p in scan_directory(source))
+
+    with pytest.raises(Stop):
+        client.push(source, model_name, progress=Counting("big.bin", 2 * MAX_PUT + MiB))
+    # The draft holds what arrived: two whole chunks of big.bin, maybe some small files.
+    draft = next(client.list_versions(model_name))
+    assert draft.status == "draft"
+    journal = next((Path(client.state_dir) / "pushes").glob("*.json"))
+    upload_id = json.loads(journal.read_text())["uploads"]["big.bin"]
+    assert client.get_upload(upload_id).offset == 2 * MAX_PUT
+    already = sum(f.size for f in client.list_files(model_name, draft.number).files)
+
+    counting = Counting()
+    resumed = client.push(source, model_name, progress=counting)
+    assert resumed.version.number == draft.number and resumed.version.status == "ready"
+    missing = total - already - 2 * MAX_PUT
+    assert resumed.uploaded_bytes == counting.total("upload") == missing
+    assert counting.bytes[("upload", "big.bin")] == size - 2 * MAX_PUT
+    assert not journal.exists()
+    with pytest.raises(NotFound):
+        client.get_upload(upload_id)
+    pulled = tmp_path / "pulled"
+    client.pull(f"{model_name}/{draft.number}", pulled)
+    assert tree(pulled) == tree(source)
+
+
+def test_interrupted_pull_resumes_with_range(client, model_name, tmp_path):
+    source = tmp_path / "model"
+    small_tree(source)
+    write_random(source / "big.bin", 40 * MiB + 1)
+    client.push(source, model_name)
+    destination = tmp_path / "pulled"
+
+    with pytest.raises(Stop):
+        client.pull(model_name, destination, progress=Counting("big.bin", 10 * MiB))
+    assert not (destination / "big.bin").exists()
+    part = destination / "big.bin.part"
+    assert part.stat().st_size >= 10 * MiB
+    # What is still missing: the rest of every file that has no final name yet.
+    files = client.list_files(model_name, "latest").files
+    missing = 0
+    for file in files:
+        final = destination / file.path
+        if not final.exists():
+            partial = final.with_name(final.name + ".part")
+            missing += file.size - (partial.stat().st_size if partial.exists() else 0)
+
+    big_before = part.stat().st_size
+
+    counting = Counting()
+    resumed = client.pull(model_name, destination, progress=counting)
+    assert resumed.downloaded_bytes == counting.total("download") == missing
+    assert counting.bytes[("download", "big.bin")] == 40 * MiB + 1 - big_before
+    assert tree(destination) == tree(source)
+    assert not list(destination.rglob("*.part"))
+
+
+def test_partial_file_left_behind_is_completed_not_refetched(client, model_name, tmp_path):
+    source = tmp_path / "model"
+    data = os.urandom(9 * MiB + 5)
+    source.mkdir()
+    (source / "weights.bin").write_bytes(data)
+    client.push(source, model_name)
+    destination = tmp_path / "pulled"
+    destination.mkdir()
+    (destination / "weights.bin.part").write_bytes(data[: 6 * MiB])
+    result = client.pull(model_name, destination)
+    assert result.downloaded_bytes == len(data) - 6 * MiB
+    assert (destination / "weights.bin").read_bytes() == data
+
+
+def test_corrupted_blob_is_refused_and_leaves_no_file(client, registry, model_name, tmp_path):
+    source = tmp_path / "model"
+    small_tree(source)
+    data = os.urandom(2 * MiB)
+    (source / "weights.bin").write_bytes(data)
+    pushed = client.push(source, model_name)
+    sha = next(f.sha256 for f in client.list_files(model_name, pushed.version.number).files
+               if f.path == "weights.bin")
+    blob = registry.blob_path(sha)
+    original = blob.read_bytes()
+    os.chmod(blob, 0o644)
+    try:
+        blob.write_bytes(original[:1000] + bytes([original[1000] ^ 0xFF]) + original[1001:])
+        destination = tmp_path / "pulled"
+        with pytest.raises(IntegrityError) as caught:
+            client.pull(f"{model_name}/{pushed.version.number}", destination)
+        assert caught.value.code == "corrupted_download"
+        # Neither under its name nor as a partial file; other files of the version may
+        # have been cut off and left as partial files, to be resumed by the next pull.
+        assert not (destination / "weights.bin").exists()
+        assert not (destination / "weights.bin.part").exists()
+    finally:
+        blob.write_bytes(original)
+
+
+def test_push_of_an_empty_directory_is_refused(client, model_name, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="no files"):
+        client.push(tmp_path / "empty", model_name)
+
+
+def test_unsafe_paths_from_a_server_are_refused(tmp_path):
+    from modelreg_client.manifest import check_remote_path
+
+    for bad in ("/etc/passwd", "../x", "a/../../x", "a//b", "a\\b", "C:/x", "a/\x00", ""):
+        with pytest.raises(ValueError):
+            check_remote_path(bad)
+    assert str(check_remote_path("weights/model.bin")) == "weights/model.bin"
+
+
+def test_client_closes_its_connections(registry):
+    with Client(registry.url, registry.token) as client:
+        assert client.health()["status"] == "ok"
