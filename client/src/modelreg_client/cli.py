@@ -118,7 +118,7 @@ def _client(ctx: click.Context) -> Client:
     if not url:
         raise click.UsageError(
             "no registry configured: run `modelreg login URL`, or set MODELREG_URL")
-    client = Client(url, token)
+    client = Client(url, token, retries=settings.retries)
     ctx.call_on_close(client.close)
     return client
 
@@ -203,7 +203,7 @@ class BarProgress(Progress):
 
     LABELS = {"hash": "hashing", "upload": "uploading", "download": "downloading"}
 
-    def __init__(self) -> None:
+    def __init__(self, console: Any = None) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -220,7 +220,7 @@ class BarProgress(Progress):
             DownloadColumn(binary_units=True),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
+            console=console or Console(stderr=True),
             transient=True,
         )
         self._total: dict[str, Any] = {}
@@ -299,7 +299,7 @@ def login(ctx: click.Context, url: str, token_option: str | None) -> None:
         token = click.prompt("API token (empty for anonymous access)", hide_input=True,
                              default="", show_default=False)
     token = token.strip() or None
-    with Client(url, token, retries=1) as client:
+    with Client(url, token, retries=load_settings().retries) as client:
         client.health()
         next(iter(client.list_models(page_size=1)), None)
     path = save_settings(url, token)

@@ -24,6 +24,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from . import __version__
+from .config import DEFAULT_RETRIES
 from .errors import ModelregError, NetworkError, ServerError, error_for_status
 from .manifest import DIGEST_PREFIX, FileRegion
 from .transfer import DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, Puller, Pusher
@@ -73,7 +74,7 @@ class Client:
         token: str | None = None,
         *,
         timeout: float = 300.0,
-        retries: int = 5,
+        retries: int = DEFAULT_RETRIES,
         backoff: float = 0.5,
         parallel: int = 4,
         chunk_size: int = DEFAULT_CHUNK_SIZE,

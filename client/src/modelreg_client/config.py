@@ -3,7 +3,8 @@
 * The config file is ``$MODELREG_CONFIG`` if set, else ``$XDG_CONFIG_HOME/modelreg/config.toml``
   (``~/.config/modelreg/config.toml`` when ``XDG_CONFIG_HOME`` is unset).  It holds ``url`` and
   ``token`` and is written with permissions 0600 (its directory 0700).
-* ``MODELREG_URL`` and ``MODELREG_TOKEN`` override what the file says.
+* ``MODELREG_URL`` and ``MODELREG_TOKEN`` override what the file says; ``MODELREG_RETRIES``
+  sets how often idempotent requests are retried (default 4, with exponential backoff).
 * Push state (upload sessions to resume after an interruption) lives in
   ``$MODELREG_STATE_DIR``, else ``$XDG_STATE_HOME/modelreg`` (``~/.local/state/modelreg``).
 """
@@ -23,6 +24,8 @@ CONFIG_ENV = "MODELREG_CONFIG"
 URL_ENV = "MODELREG_URL"
 TOKEN_ENV = "MODELREG_TOKEN"  # noqa: S105 - the variable's name, not a secret
 STATE_ENV = "MODELREG_STATE_DIR"
+RETRIES_ENV = "MODELREG_RETRIES"
+DEFAULT_RETRIES = 4
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class Settings:
     url: str | None
     token: str | None
     source: str = ""
+    retries: int = DEFAULT_RETRIES
 
 
 def _home_dir(variable: str, default: str, environ: Mapping[str, str]) -> Path:
@@ -84,7 +88,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     url = environ.get(URL_ENV) or stored.get("url")
     token = environ.get(TOKEN_ENV) or stored.get("token")
     source = "environment" if environ.get(URL_ENV) else str(path)
-    return Settings(url=url, token=token, source=source)
+    retries = environ.get(RETRIES_ENV, "").strip()
+    if retries and not retries.isdigit():
+        raise ValueError(f"{RETRIES_ENV} must be a whole number, not {retries!r}")
+    return Settings(url=url, token=token, source=source,
+                    retries=int(retries) if retries else DEFAULT_RETRIES)
 
 
 def _toml_string(value: str) -> str:

@@ -31,6 +31,8 @@ def _time(value: str | None) -> dt.datetime | None:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, _Result):
+        return value.as_dict()
     if isinstance(value, dt.datetime):
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, dict):

@@ -1,0 +1,214 @@
+"""The ``modelreg`` command's client subcommands: through click's CliRunner and through the
+installed console script, against a live Waitress.  Every run keeps its config and state in
+the test's temporary directory (``MODELREG_CONFIG``, ``MODELREG_STATE_DIR``), never $HOME."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from client_support import MiB, tree, write_random
+
+from modelreg.testing.server import free_port
+from modelreg_client.cli import EXIT_CODES, BarProgress, main
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str | None]:
+    """Environment of a run: config and state under tmp_path, no server from outside."""
+    return {
+        "MODELREG_CONFIG": str(tmp_path / "config" / "config.toml"),
+        "MODELREG_STATE_DIR": str(tmp_path / "state"),
+        "MODELREG_URL": None,
+        "MODELREG_TOKEN": None,
+        "MODELREG_RETRIES": "1",
+    }
+
+
+@pytest.fixture
+def run(env):
+    """``run(*args, input=None)`` → the CliRunner result; never a traceback."""
+
+    def invoke(*args: str, input: str | None = None):
+        result = CliRunner().invoke(main, list(args), env=env, input=input)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        assert "Traceback" not in result.output
+        return result
+
+    return invoke
+
+
+@pytest.fixture
+def logged_in(run, registry, env):
+    result = run("login", registry.url, "--token", registry.token)
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_login_checks_and_stores_url_and_token_privately(run, registry, env):
+    config = Path(env["MODELREG_CONFIG"])
+    refused = run("login", registry.url, "--token", "mr_wrong_token")
+    assert refused.exit_code == 4 and "Error:" in refused.output
+    assert not config.exists()
+    result = run("login", registry.url, input=registry.token + "\n")
+    assert result.exit_code == 0, result.output
+    assert registry.token not in result.output  # the prompt hides it
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    text = config.read_text()
+    assert registry.url in text and registry.token in text
+    assert run("ls").exit_code == 0
+    # The environment overrides the file.
+    env["MODELREG_TOKEN"] = "mr_from_the_environment"
+    assert run("ls").exit_code == 4
+
+
+def test_push_pull_and_the_metadata_commands(logged_in, tmp_path):
+    run = logged_in
+    model = f"cli-{tmp_path.name[-12:].lower().strip('_')}".replace("_", "-")
+    source = tmp_path / "model"
+    write_random(source / "weights" / "model.bin", 3 * MiB)
+    (source / "config.json").write_text('{"layers": 2}')
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"framework": "torch", "metrics": {"auc": 0.9}}))
+
+    result = run("push", str(source), "--model", model, "--tag", "run=42", "--metadata",
+                 str(meta), "--alias", "staging", "--json")
+    assert result.exit_code == 0, result.output
+    pushed = json.loads(result.output)
+    assert pushed["version"]["status"] == "ready" and pushed["existing"] is False
+    assert pushed["digest"] == pushed["version"]["digest"]
+    assert pushed["version"]["tags"] == {"run": "42"}
+    assert pushed["version"]["aliases"] == ["staging"]
+
+    again = run("push", str(source), "--model", model, "--metadata", str(meta))
+    assert again.exit_code == 0 and "nothing uploaded" in again.output
+    assert pushed["digest"] in again.output
+
+    destination = tmp_path / "pulled"
+    result = run("pull", f"{model}@staging", str(destination))
+    assert result.exit_code == 0, result.output
+    assert "pulled" in result.output and tree(destination) == tree(source)
+    result = run("pull", f"{model}/1", str(tmp_path / "again"), "--json")
+    assert json.loads(result.output)["digest"] == pushed["digest"]
+
+    assert model in run("ls").output
+    versions = json.loads(run("ls", model, "--json").output)
+    assert [v["number"] for v in versions] == [1]
+    assert "weights/model.bin" in run("ls", f"{model}/1").output
+    shown = json.loads(run("show", f"{model}@staging", "--json").output)
+    assert {f["path"] for f in shown["files"]} == {"config.json", "weights/model.bin"}
+    assert "digest" in run("show", f"{model}/1").output
+    assert json.loads(run("show", model, "--json").output)["aliases"] == {"staging": 1}
+    found = json.loads(run("search", f"name = '{model}'", "--json").output)
+    assert [m["name"] for m in found] == [model]
+    found = json.loads(run("search", "metadata.metrics.auc > 0.5", "--model", model,
+                           "--json").output)
+    assert [v["number"] for v in found] == [1]
+
+    assert run("alias", "set", model, "champion", "1").exit_code == 0
+    aliases = json.loads(run("alias", "ls", model, "--json").output)
+    assert sorted(a["alias"] for a in aliases) == ["champion", "staging"]
+    assert run("alias", "rm", model, "champion").exit_code == 0
+    assert run("tag", "set", model, "team=risk", "tier=gold").exit_code == 0
+    assert run("tag", "set", f"{model}@staging", "approved=yes").exit_code == 0
+    assert run("tag", "rm", model, "tier").exit_code == 0
+    assert json.loads(run("show", model, "--json").output)["tags"] == {"team": "risk"}
+    assert json.loads(run("show", f"{model}/1", "--json").output)["tags"] == {
+        "run": "42", "approved": "yes"}
+
+    # Deleting: refused without a terminal or --yes; a version with an alias is a conflict.
+    refused = run("rm", f"{model}/1")
+    assert refused.exit_code == 2 and "--yes" in refused.output
+    conflict = run("rm", f"{model}/1", "--yes")
+    assert conflict.exit_code == 5 and "version_has_aliases" in conflict.output
+    assert run("rm", model, "--yes").exit_code == 0
+    gone = run("show", model)
+    assert gone.exit_code == 3 and "Error:" in gone.output and "model_not_found" in gone.output
+
+
+def test_exit_codes(run, logged_in, registry, env, tmp_path):
+    assert run("pull").exit_code == 2
+    assert run("push", str(tmp_path)).exit_code == 2  # no --model
+    assert run("show", "a/b").exit_code == 2
+    assert run("tag", "set", "m", "no-equals-sign").exit_code == 2
+    assert run("show", "no-such-model").exit_code == 3
+    assert run("--token", "mr_bad_token", "ls").exit_code == 4
+    assert run("tag", "set", "no-such-model", "k=v").exit_code == 3
+    source = tmp_path / "model"
+    write_random(source / "w.bin", 100)
+    model = "exit-" + os.urandom(4).hex()
+    assert run("push", str(source), "--model", model).exit_code == 0
+    invalid = run("alias", "set", model, "Not An Alias!", "1")
+    assert invalid.exit_code == 5 and "[invalid_alias]" in invalid.output
+    assert run("alias", "set", model, "champion", "9").exit_code == 3
+    (tmp_path / "empty").mkdir()
+    assert run("push", str(tmp_path / "empty"), "--model", model).exit_code == 5
+    result = run("--url", f"http://127.0.0.1:{free_port()}", "ls")
+    assert result.exit_code == 6 and "cannot reach" in result.output
+    env["MODELREG_CONFIG"] = str(tmp_path / "nowhere.toml")
+    result = run("ls")
+    assert result.exit_code == 2 and "modelreg login" in result.output
+
+
+def test_help_documents_exit_codes_and_keeps_the_admin_commands():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    flat = " ".join(result.output.split())
+    for code, meaning in EXIT_CODES.items():
+        assert f"{code} {' '.join(meaning.split())}" in flat
+    for command in ("login", "push", "pull", "ls", "show", "search", "alias", "tag", "rm",
+                    "db", "users", "tokens"):
+        assert f"\n  {command} " in result.output
+
+
+def test_console_script(registry, env, tmp_path):
+    exe = Path(sys.executable).parent / "modelreg"
+    environ = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    environ.update(MODELREG_URL=registry.url, MODELREG_TOKEN=registry.token)
+    source = tmp_path / "model"
+    write_random(source / "a" / "b.bin", 1000)
+    model = "console-" + os.urandom(4).hex()
+
+    def modelreg(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(exe), *args], capture_output=True, text=True, env=environ,
+                              timeout=120, check=False)
+
+    pushed = modelreg("push", str(source), "--model", model, "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["version"]["number"] == 1
+    assert pushed.stderr == ""  # no progress bars when not on a terminal
+    pulled = modelreg("pull", f"{model}/1", str(tmp_path / "out"))
+    assert pulled.returncode == 0 and tree(tmp_path / "out") == tree(source)
+    missing = modelreg("show", f"{model}/7")
+    assert missing.returncode == 3
+    assert missing.stderr.startswith("Error:") and "Traceback" not in missing.stderr
+    assert modelreg("--help").returncode == 0
+
+
+def test_progress_bars_draw_without_errors():
+    from rich.console import Console
+
+    out = io.StringIO()
+    bars = BarProgress(Console(file=out, force_terminal=True, width=100))
+    bars.begin("upload", 2, 20 * MiB)
+    bars.start("upload", "weights/model.bin", 16 * MiB)
+    bars.advance("upload", "weights/model.bin", 8 * MiB)
+    bars.start("upload", "weights/model.bin", 16 * MiB, 4 * MiB)  # restarted from 4 MiB
+    bars.advance("upload", "weights/model.bin", 12 * MiB)
+    bars.start("upload", "small.json", 10)
+    bars.advance("upload", "small.json", 10)
+    bars.finish("upload", "small.json")
+    bars.finish("upload", "weights/model.bin")
+    bars.end("upload")
+    bars.close()
+    assert "uploading 2 file(s)" in out.getvalue()
