@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=parse_size, default=64 * MiB,
                         help="upload chunk size (64MiB)")
     parser.add_argument("--concurrent", type=int, default=8, help="concurrent downloads (8)")
+    parser.add_argument("--resume-size", type=parse_size, default=None,
+                        help="size of the file of the resumed upload (default: --size)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the temporary files go (a directory on the disk "
                              "measured)")
@@ -343,7 +345,11 @@ def main(argv: list[str] | None = None) -> None:
             # Resume: the second chunk's first attempt is cut off half-way.
             call(port, "POST", "/api/v1/models/bench/versions", "{}",
                  {"Content-Type": "application/json"}, expect=(201,))
-            resumed = upload(port, 2, "model.bin", content, chunk, drop_at=1)
+            resume_size = args.resume_size or size
+            big = content if resume_size == size else Content(resume_size)
+            with RssSampler(pid) as resume_rss:
+                resume_s, resume_complete_s, resume_sent = upload(
+                    port, 2, "model.bin", big, chunk, drop_at=1)
             rss_end = up_rss.rss() / MiB
 
         print()
@@ -365,8 +371,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name:<44} {value:8.0f} {ratio:>14} {grown:>11}")
         print(f"server RSS: {up_rss.before / MiB:.0f} MiB at the start, {rss_end:.0f} MiB "
               f"at the end")
-        print(f"resumed upload: {resumed[2] / MiB:.0f} MiB sent for a {size / MiB:.0f} MiB "
-              f"file (the half-chunk cut off is re-sent, nothing else)")
+        print(f"resumed upload of {resume_size / MiB:.0f} MiB, cut off half-way through its "
+              f"second chunk: {resume_sent / MiB:.0f} MiB sent in all (the half chunk cut "
+              f"off is sent again, nothing else); {rate(resume_size, resume_s):.0f} MiB/s for "
+              f"the chunks, {resume_complete_s:.1f} s to complete, RSS growth "
+              f"{resume_rss.growth:.1f} MiB")
     finally:
         if db is not None:
             db.drop()

@@ -397,3 +397,71 @@ def test_same_bytes_in_many_versions_and_models_are_stored_once(files_app):
         (sha(data), len(data))]
     assert len(rows(files_app, "files")) == 12
     assert local_leftovers(files_app) == []
+
+
+# ----------------------------------------------------------- rejected versions, redirects
+
+
+def test_rejected_version_refuses_writes(modelreg_database):
+    """A version the policy rejected is as immutable as a ready one."""
+    import webtest
+
+    from modelreg.testing import clear_database, make_app
+
+    app = make_app({"sqlalchemy.url": modelreg_database.url,
+                    "modelreg.policy.required_metadata": "framework"})
+    try:
+        test = webtest.TestApp(app)
+        create_model(test, M)
+        number = create_version(test, M)["number"]
+        test.put(file_url(M, number, "m.bin"), b"weights", headers=OCTETS, status=201)
+        body = test.post(f"{API}/models/{M}/versions/{number}/finalize").json
+        assert body["status"] == "rejected" and body["digest"] is None
+        response = test.put(file_url(M, number, "m.bin"), b"other", headers=OCTETS,
+                            status=409)
+        assert error_code(response) == "version_immutable"
+        test.delete(file_url(M, number, "m.bin"), status=409)
+        assert test.get(file_url(M, number, "m.bin")).body == b"weights"
+    finally:
+        clear_database(app.registry["db_engine"])
+        app.registry["db_engine"].dispose()
+
+
+def test_s3_presigned_downloads_redirect(modelreg_database, s3_endpoint, tmp_path_factory,
+                                         request, openapi_checker):
+    """With presigned downloads on, S3 answers GETs with a redirect the client follows."""
+    import urllib.request
+
+    from conftest import CheckedTestApp
+    from files_support import storage_settings
+    from modelreg.testing import clear_database, make_app
+
+    settings, plugins = storage_settings("s3", request, tmp_path_factory)
+    settings["modelreg.storage.s3.presigned_downloads"] = "true"
+    app = make_app({"sqlalchemy.url": modelreg_database.url, **settings}, plugins)
+    try:
+        test = CheckedTestApp(app)
+        test.checker = openapi_checker
+        create_model(test, M)
+        number = create_version(test, M)["number"]
+        data = b"served by S3" * 100
+        test.put(file_url(M, number, "dir/m.bin"), data, headers=OCTETS, status=201)
+        response = test.get(file_url(M, number, "dir/m.bin"), status=302)
+        assert response.headers["ETag"] == f'"{sha(data)}"'
+        location = response.headers["Location"]
+        assert location.startswith(s3_endpoint)
+        with urllib.request.urlopen(location) as fetched:
+            assert fetched.read() == data
+        test.get(file_url(M, number, "dir/m.bin"), headers={"If-None-Match": f'"{sha(data)}"'},
+                 status=304)
+    finally:
+        clear_database(app.registry["db_engine"])
+        app.registry["db_engine"].dispose()
+
+
+def test_unknown_storage_backend_stops_start_up(modelreg_database):
+    from modelreg.testing import make_app
+
+    with pytest.raises(RuntimeError, match=r"unknown storage backend 'nope'; installed "
+                                           r"backends: local \(is the plugin not installed\?\)"):
+        make_app({"sqlalchemy.url": modelreg_database.url, "modelreg.storage": "nope"})

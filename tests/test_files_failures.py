@@ -269,3 +269,27 @@ def test_server_killed_mid_upload_leaves_no_file_and_restarts(server_settings, e
     for file in engine_rows("files"):
         assert file["sha256"] == sha(b"after the crash")
 
+
+
+HOSTILE_PATHS = [
+    "../../etc/passwd", "a/../../b", "%2e%2e/%2e%2e/etc/passwd", "a%2F..%2F..%2Fb",
+    "..%5c..%5cwindows", "a%5Cb", "a%00b", "%2Fetc%2Fpasswd", "/etc/passwd", "a//b",
+    "%252e%252e/x", "a/%2E/b", "new%0d%0aline", ("x" * 600),
+]
+
+
+def test_hostile_file_paths_through_a_real_server(server_settings, engine_rows):
+    """The raw request line, as a hostile client writes it: Waitress decodes the URL once,
+    the registry refuses what that gives (422), nothing is stored, the server carries on."""
+    with LiveServer(server_settings, threads=4) as server:
+        make_draft(server.port)
+        for path in HOSTILE_PATHS:
+            url = f"{API}/models/{M}/versions/1/files/{path}"
+            for method, body in (("PUT", b"evil"), ("GET", b""), ("DELETE", b"")):
+                status, answer = request(server.port, method, url, body, OCTETS)
+                assert status == 422, (method, path, status, answer)
+                assert json.loads(answer)["error"]["code"] == "invalid_path", answer
+        assert request(server.port, "GET", "/healthz")[0] == 200
+    root = Path(server_settings["modelreg.storage.local.path"])
+    assert engine_rows("files") == [] and engine_rows("blobs") == []
+    assert not any((root / "blobs" / "sha256").iterdir())

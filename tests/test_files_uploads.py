@@ -68,6 +68,7 @@ def test_upload_in_chunks_resume_and_complete(files_app, draft, chunk):
 
     first = patch(files_app, location, data[:chunk], 0)
     assert first.json["offset"] == chunk and first.headers["Upload-Offset"] == str(chunk)
+    assert first.json["expires_at"] > session["expires_at"]  # a chunk keeps it open
     # The client lost the answer: it asks where to resume, and a repeated chunk is refused
     # with the current offset.
     assert files_app.get(location).json["offset"] == chunk

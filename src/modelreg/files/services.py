@@ -71,6 +71,11 @@ def min_chunk_size(settings: dict[str, Any]) -> int:
     return setting_int(settings, MIN_CHUNK_SIZE_SETTING, MIN_CHUNK_SIZE)
 
 
+def session_ttl(settings: dict[str, Any]) -> int:
+    """Seconds an upload session stays open after it was opened or last received a chunk."""
+    return setting_int(settings, SESSION_TTL_SETTING, DEFAULT_SESSION_TTL)
+
+
 def media_type(value: str | None) -> str:
     """The media type to store for a file: the client's ``type/subtype``, or octet-stream."""
     if value:
@@ -312,7 +317,7 @@ class FileService:
         check_path(path)
         version = self.draft(model_name, ref)
         now = utcnow()
-        ttl = setting_int(self.settings, SESSION_TTL_SETTING, DEFAULT_SESSION_TTL)
+        ttl = session_ttl(self.settings)
         state = self.store.begin_upload()
         try:
             upload = UploadSession(

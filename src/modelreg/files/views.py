@@ -7,6 +7,7 @@ request's session only reads) and write through :func:`.services.write_transacti
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +37,7 @@ from .services import (
     min_chunk_size,
     parse_hex_digest,
     same_digest,
+    session_ttl,
     touch_blob,
     upload_json,
     upload_not_found,
@@ -362,6 +364,7 @@ def _receive_chunk(request: Request, context: UploadContext) -> Any:
         if current.size is None and length < minimum:
             current.size = end  # a short chunk is the last: the size is now known
         current.updated_at = utcnow()
+        current.expires_at = current.updated_at + dt.timedelta(seconds=session_ttl(settings))
         service.db.flush()
         db.expunge(current)
     return current
