@@ -43,7 +43,8 @@ def test_production_ini_starts_with_the_database_from_the_environment(
     monkeypatch.setenv("MODELREG_DATABASE_URL", modelreg_database.url)
     app = configure(ini_settings("production.ini"), load_entrypoints=True).make_wsgi_app()
     try:
-        assert webtest.TestApp(app).get("/readyz").json["checks"] == {"database": "ok"}
+        assert webtest.TestApp(app).get("/readyz").json["checks"] == {"database": "ok",
+                                                                  "storage": "ok"}
     finally:
         app.registry["db_engine"].dispose()
 

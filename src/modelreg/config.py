@@ -76,12 +76,14 @@ def configure(
     # refuses any view declared without one, the admin API), then the features, then
     # plugins' own additions.
     config.include(".errors")
+    config.include(".logs")  # request ids and the access log
     config.add_subscriber(refuse_control_characters, ContextFound)
     config.include(".db")
     # The blob store is built at start-up: an unknown backend stops it here.
     config.include(".storage")
     config.include(".security")
     config.include(".ops")
+    config.include(".metrics")  # /metrics, when modelreg.metrics.enabled
     config.include(".registry.views")
     config.include(".files")
     pm.hook.modelreg_pyramid_configure(config=config)

@@ -74,6 +74,45 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.OperationalError) and "database is locked" in str(orig)
 
 
+#: SQLSTATE classes of a database that cannot be reached or is going away: connection
+#: exceptions (08), insufficient resources (53), operator intervention such as a shutdown or
+#: a server still starting (57P).
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
+#: MySQL/MariaDB: too many connections, shutdown in progress, cannot connect, server gone,
+#: connection lost.
+_UNAVAILABLE_MYSQL_ERRORS = frozenset({1040, 1053, 2002, 2003, 2006, 2013})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached now (down, restarting, full of
+    connections, the connection dropped, no free connection in the pool).
+
+    Such a request is answered 503 and not retried in the app: if a connection dropped
+    during ``COMMIT``, whether the transaction landed is unknown, so the client decides.
+    """
+    if isinstance(exc, sa.exc.TimeoutError):  # the pool had no connection to give
+        return True
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        return sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _UNAVAILABLE_MYSQL_ERRORS
+    # Failing to connect at all (refused, reset, timed out) comes without a SQLSTATE.
+    return isinstance(exc, sa.exc.OperationalError) and any(
+        words in str(orig).lower() for words in _CONNECT_FAILURES)
+
+
+_CONNECT_FAILURES = ("connection refused", "could not connect", "connection failed",
+                     "server closed the connection", "connection reset", "timeout expired",
+                     "the database system is", "terminating connection")
+
+
 def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
     """Build the engine from ``sqlalchemy.*`` settings, tuned for the database it talks to."""
     url = sa.engine.make_url(settings[prefix + "url"])

@@ -16,7 +16,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid_retry import is_error_retryable, mark_error_retryable
 
-from .db import is_transient
+from .db import is_transient, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,17 @@ def _internal_error_view(exc: Exception, request: Request) -> Response:
             ApiError(
                 "the database is busy; retry the request",
                 code="unavailable",
+                status=503,
+                headers={"Retry-After": "1"},
+            ),
+        )
+    if is_unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        return error_response(
+            request,
+            ApiError(
+                "the database is unavailable; retry the request",
+                code="database_unavailable",
                 status=503,
                 headers={"Retry-After": "1"},
             ),

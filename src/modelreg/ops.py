@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,6 +14,10 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from . import __version__
 from .openapi import api_view, openapi_document
 from .registry.schemas import Health, OpenAPIDocument
+from .storage import REGISTRY_KEY as STORAGE_KEY
+from .storage.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 
 @api_view("healthz", "GET", permission=NO_PERMISSION_REQUIRED, response=Health, tags=["ops"])
@@ -24,14 +29,22 @@ def healthz(request: Request) -> dict[str, Any]:
 @api_view("readyz", "GET", permission=NO_PERMISSION_REQUIRED, response=Health,
           errors=(503,), tags=["ops"])
 def readyz(request: Request) -> dict[str, Any]:
-    """Readiness: the database (and, once configured, storage) can be reached."""
+    """Readiness: the database can be reached and the blob store is usable."""
     checks = {}
     try:
         with request.registry["db_engine"].connect() as conn:
             conn.execute(sa.text("SELECT 1"))
         checks["database"] = "ok"
     except sa.exc.SQLAlchemyError as exc:
+        log.warning("readiness: the database is unavailable: %s", exc)
         checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        request.registry[STORAGE_KEY].check()
+        checks["storage"] = "ok"
+    except StorageError as exc:
+        # The message may name paths or hosts: it goes to the log, not to the client.
+        log.warning("readiness: the blob store is unavailable: %s", exc)
+        checks["storage"] = f"error: {type(exc).__name__}"
     ok = all(value == "ok" for value in checks.values())
     if not ok:
         request.response.status_code = 503

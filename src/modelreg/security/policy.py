@@ -137,6 +137,12 @@ class SecurityPolicy:
 
         request.add_finished_callback(stamp)
 
+    def known_identity_name(self, request: Request) -> str | None:
+        """The caller's name if this request already identified it, without authenticating
+        (for the access log, after the request)."""
+        identity = self._identities.get(request, None)
+        return identity.name if identity is not None else None
+
     def authenticated_userid(self, request: Request) -> str | None:
         """The principal's name, or ``None`` for anonymous callers."""
         identity = self.identity(request)

@@ -1,4 +1,4 @@
-"""A real Waitress server running the registry in a subprocess, for tests and benchmarks.
+"""A real server running the registry in a subprocess, for tests and benchmarks.
 
 :class:`LiveServer` writes a throw-away ini file (``[app:main] use = egg:modelreg`` with the
 given settings, ``[server:main] use = egg:waitress#main`` on a free local port), starts
@@ -8,12 +8,18 @@ until ``/healthz`` answers, and stops the process and removes its files on exit:
     with LiveServer({"sqlalchemy.url": db.url}, threads=16) as server:
         urllib.request.urlopen(server.url + "/healthz")
 
+The same ini runs under the other supported servers (the ``servers`` extra):
+``server="gunicorn"`` runs ``gunicorn --paste`` with gthread workers, ``server="uvicorn"``
+runs uvicorn on :func:`modelreg.asgi.create_app`; ``workers`` sets their process count.
+
 Only the standard library is used, so the module can ship in the package.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +31,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-__all__ = ["LiveServer", "free_port"]
+__all__ = ["SERVERS", "LiveServer", "free_port"]
+
+#: The servers :class:`LiveServer` can run.
+SERVERS = ("waitress", "gunicorn", "uvicorn")
 
 #: Seconds to wait for ``/healthz`` to answer after starting the process.
 STARTUP_TIMEOUT = 30.0
@@ -90,6 +99,13 @@ class LiveServer:
     :param server_settings: more ``[server:main]`` options (e.g. ``connection_limit``); they
         override ``listen`` and ``threads`` too.
     :param startup_timeout: seconds to wait for ``/healthz``.
+    :param server: ``waitress`` (``pserve``), ``gunicorn`` (``--paste``, gthread workers with
+        ``threads`` threads each) or ``uvicorn`` (``modelreg.asgi``, ``threads`` adapter
+        threads per process).
+    :param workers: processes of gunicorn or uvicorn (Waitress runs one).
+    :param environ: more environment variables for the server process.
+    :param arguments: more command-line arguments for gunicorn or uvicorn (e.g. ``["-c",
+        "gunicorn.conf.py"]``); the port, workers and threads given here win.
 
     :ivar url: the base URL, e.g. ``http://127.0.0.1:50123`` (set once started).
     :ivar port: the port listened on.
@@ -103,9 +119,19 @@ class LiveServer:
         server_settings: dict[str, Any] | None = None,
         *,
         startup_timeout: float = STARTUP_TIMEOUT,
+        server: str = "waitress",
+        workers: int = 1,
+        environ: dict[str, str] | None = None,
+        arguments: list[str] | None = None,
     ) -> None:
         if not settings.get("sqlalchemy.url"):
             raise ValueError("LiveServer needs settings with sqlalchemy.url")
+        if server not in SERVERS:
+            raise ValueError(f"server must be one of {', '.join(SERVERS)}, not {server!r}")
+        self.server = server
+        self.workers = workers
+        self.environ = dict(environ or {})
+        self.arguments = list(arguments or [])
         self.settings = dict(settings)
         self.threads = threads
         self.server_settings = dict(server_settings or {})
@@ -152,6 +178,20 @@ class LiveServer:
             [_section("app:main", app), _section("server:main", server), _LOGGING_SECTIONS]
         )
 
+    def command(self, ini: Path) -> list[str]:
+        """The command line that serves ``ini`` with the chosen server."""
+        if self.server == "gunicorn":
+            return [sys.executable, "-m", "gunicorn", *self.arguments, "--paste", str(ini),
+                    "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
+                    "--workers", str(self.workers), "--threads", str(self.threads),
+                    "--graceful-timeout", str(int(SHUTDOWN_TIMEOUT) // 2)]
+        if self.server == "uvicorn":
+            return [sys.executable, "-m", "uvicorn", *self.arguments,
+                    "--factory", "modelreg.asgi:create_app",
+                    "--host", "127.0.0.1", "--port", str(self.port),
+                    "--workers", str(self.workers), "--no-access-log"]
+        return [sys.executable, "-m", "pyramid.scripts.pserve", str(ini)]
+
     def start(self) -> None:
         """Start the server and wait until it answers; :class:`RuntimeError` if it does not."""
         if self.process is not None:
@@ -163,12 +203,17 @@ class LiveServer:
             ini = self.directory / "server.ini"
             ini.write_text(self.ini_text(), encoding="utf-8")
             self._log = open(self.log_path, "wb")
+            environ = {**os.environ, **self.environ, "MODELREG_INI": str(ini),
+                       "MODELREG_SERVER_THREADS": str(self.threads)}
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and file
-                [sys.executable, "-m", "pyramid.scripts.pserve", str(ini)],
+                self.command(ini),
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
+                env=environ,
+                # Its own process group, so that worker processes can be stopped with it.
+                start_new_session=hasattr(os, "killpg"),
             )
             self._wait_until_healthy()
         except BaseException:
@@ -215,7 +260,11 @@ class LiveServer:
         return data[-size:].decode("utf-8", errors="replace") or "(empty log)"
 
     def stop(self) -> None:
-        """Stop the server (terminate, then kill after 10 s) and delete its directory."""
+        """Stop the server (terminate, then kill after 10 s) and delete its directory.
+
+        Worker processes (gunicorn, uvicorn) end with their parent; any left over are killed
+        with the process group.
+        """
         process, self.process = self.process, None
         if process is not None:
             if process.poll() is None:
@@ -225,6 +274,11 @@ class LiveServer:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(SHUTDOWN_TIMEOUT)
+            if hasattr(os, "killpg"):
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass  # the group is gone: nothing was left behind
         if self._log is not None:
             self._log.close()
             self._log = None

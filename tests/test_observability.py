@@ -1,0 +1,296 @@
+"""Metrics, request ids, the access log, JSON logs, readiness and the pool-size warning."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import webtest
+
+from helpers import API, error_code
+from modelreg import main
+from modelreg.db import get_engine
+from modelreg.logs import JSONFormatter
+from modelreg.metrics import count_bytes, count_storage_error
+from modelreg.servers import check_pool_size
+from modelreg.storage.errors import StorageError
+from modelreg.testing import clear_database, make_app
+from modelreg.testing.server import free_port
+from security_helpers import add_principal, bearer
+
+METRICS_TOKEN = "scrape-secret-0123456789abcdef"
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample of a Prometheus exposition, or ``None`` if absent."""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        metric, _, value = line.rpartition(" ")
+        if metric.split("{")[0] != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', metric))
+        if found == labels:
+            return float(value)
+    return None
+
+
+@pytest.fixture
+def build(modelreg_database, tmp_path) -> Iterator[Any]:
+    """Build apps over the session's database with extra settings; all cleaned up after."""
+    apps = []
+
+    def factory(**extra: str) -> webtest.TestApp:
+        settings = {"sqlalchemy.url": modelreg_database.url,
+                    "modelreg.storage.local.path": str(tmp_path / "blobs"), **extra}
+        app = make_app(settings)
+        apps.append(app)
+        return webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+
+    yield factory
+    for app in apps:
+        clear_database(app.registry["db_engine"])
+        app.registry["db_engine"].dispose()
+
+
+# ------------------------------------------------------------------------------- metrics
+
+
+def test_metrics_are_off_by_default(build):
+    app = build()
+    response = app.get("/metrics", status=404)
+    assert error_code(response) == "not_found"
+
+
+def test_metrics_count_requests_by_route_and_status(build):
+    app = build(**{"modelreg.metrics.enabled": "true", "modelreg.metrics.public": "true",
+                   "modelreg.auth.anonymous": "write"})
+    app.post_json(f"{API}/models", {"name": "counted"}, status=201)
+    app.post_json(f"{API}/models", {"name": "counted"}, status=409)
+    app.get(f"{API}/models/counted", status=200)
+    app.get("/no/such/route", status=404)
+    response = app.get("/metrics", status=200)
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = response.text
+    assert sample(text, "modelreg_http_requests_total",
+                  route="api.models", method="POST", status="201") == 1
+    assert sample(text, "modelreg_http_requests_total",
+                  route="api.models", method="POST", status="409") == 1
+    assert sample(text, "modelreg_http_requests_total",
+                  route="api.model", method="GET", status="200") == 1
+    assert sample(text, "modelreg_http_requests_total",
+                  route="unmatched", method="GET", status="404") == 1
+    assert sample(text, "modelreg_http_request_duration_seconds_count",
+                  route="api.models", method="POST") == 2
+    # Each mutation queued one event that no worker delivered yet.
+    assert sample(text, "modelreg_outbox_pending") == 1
+    assert sample(text, "modelreg_transfer_bytes_total", direction="upload") == 0
+
+
+def test_byte_and_storage_error_counters(build):
+    app = build(**{"modelreg.metrics.enabled": "true", "modelreg.metrics.public": "true"})
+    registry = app.app.registry
+    count_bytes("upload", 1000, registry)
+    count_bytes("download", 10, registry)
+    count_bytes("download", 5, registry)
+    count_storage_error(StorageError("bucket unreachable"), registry)
+    with pytest.raises(ValueError, match="direction"):
+        count_bytes("sideways", 1, registry)
+    text = app.get("/metrics").text
+    assert sample(text, "modelreg_transfer_bytes_total", direction="upload") == 1000
+    assert sample(text, "modelreg_transfer_bytes_total", direction="download") == 15
+    assert sample(text, "modelreg_blob_store_errors_total", error="StorageError") == 1
+    # Outside a request and with metrics off, counting is a no-op.
+    count_bytes("upload", 1)
+    count_bytes("upload", 1, build().app.registry)
+
+
+def test_metrics_need_the_scrape_token_or_a_global_admin(build):
+    app = build(**{"modelreg.metrics.enabled": "true", "modelreg.metrics.token": METRICS_TOKEN,
+                   "modelreg.auth.anonymous": "read"})
+    wsgi = app.app
+    admin = add_principal(wsgi, "root", admin=True)
+    writer = add_principal(wsgi, "writer", grants=[("*", "admin")])
+    response = app.get("/metrics", status=401)
+    assert error_code(response) == "unauthorized"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    response = app.get("/metrics", headers=bearer("not-the-" + METRICS_TOKEN), status=401)
+    error_code(response)
+    response = app.get("/metrics", headers=bearer(writer), status=403)
+    assert error_code(response) == "forbidden"
+    assert "modelreg_http_requests_total" in app.get("/metrics", headers=bearer(admin)).text
+    scraped = app.get("/metrics", headers=bearer(METRICS_TOKEN), status=200)
+    assert "modelreg_outbox_pending" in scraped.text
+    # Only GET.
+    app.post("/metrics", headers=bearer(METRICS_TOKEN), status=405)
+
+
+def test_a_short_metrics_token_stops_start_up(modelreg_database):
+    with pytest.raises(RuntimeError, match="too short"):
+        make_app({"sqlalchemy.url": modelreg_database.url, "modelreg.metrics.enabled": "true",
+                  "modelreg.metrics.token": "short"})
+
+
+# -------------------------------------------------------------------- request ids and logs
+
+
+def _access_records(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "modelreg.access"]
+
+
+def test_request_id_is_echoed_and_in_every_log_line(build, caplog):
+    app = build(**{"modelreg.auth.anonymous": "write"})
+    caplog.set_level(logging.INFO, logger="modelreg")
+    response = app.post_json(f"{API}/models", {"name": "traced"},
+                             headers={"X-Request-ID": "client-id.42"}, status=201)
+    assert response.headers["X-Request-ID"] == "client-id.42"
+    (record,) = _access_records(caplog)
+    line = json.loads(JSONFormatter().format(record))
+    assert line["request_id"] == "client-id.42"
+    assert line["logger"] == "modelreg.access"
+    assert line["method"] == "POST" and line["path"] == f"{API}/models"
+    assert line["status"] == 201 and line["principal"] is None
+    assert line["duration_ms"] >= 0 and line["bytes"] == len(response.body)
+    assert line["time"].endswith("Z")
+    # Every record made during the request carries the id, whoever logs it.
+    assert all(r.request_id == "client-id.42" for r in caplog.records)
+
+
+def test_request_id_is_generated_for_errors_and_insane_ids(build, caplog):
+    app = build(**{"modelreg.auth.anonymous": "none"})
+    caplog.set_level(logging.INFO, logger="modelreg.access")
+    for sent in (None, "two words", "x" * 129, "new\u00e9line"):
+        headers = {"X-Request-ID": sent} if sent is not None else {}
+        response = app.get(f"{API}/models", headers=headers, status=401)
+        generated = response.headers["X-Request-ID"]
+        assert re.fullmatch(r"[0-9a-f]{32}", generated), generated
+        assert _access_records(caplog)[-1].request_id == generated
+    # 404 from the router, refused bodies: every response has one.
+    assert app.get("/nowhere", status=404).headers["X-Request-ID"]
+    assert app.get("/healthz").headers["X-Request-ID"]
+
+
+def test_access_log_names_the_principal(build, caplog):
+    app = build(**{"modelreg.auth.anonymous": "none"})
+    token = add_principal(app.app, "alice", grants=[("*", "read")])
+    caplog.set_level(logging.INFO, logger="modelreg.access")
+    app.get(f"{API}/models", headers=bearer(token), status=200)
+    record = _access_records(caplog)[-1]
+    assert record.principal == "alice" and record.status == 200
+    assert "alice" in record.getMessage()
+
+
+def test_json_formatter_writes_exceptions_and_extras():
+    logger = logging.getLogger("modelreg.tests.json")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "failed %s",
+                                   ("here",), exc_info=__import__("sys").exc_info(),
+                                   extra={"model": "fraud"})
+    line = json.loads(JSONFormatter().format(record))
+    assert line["message"] == "failed here" and line["level"] == "ERROR"
+    assert line["model"] == "fraud" and line["request_id"] == "-"
+    assert "RuntimeError: boom" in line["exception"]
+
+
+# -------------------------------------------------------------------------------- readyz
+
+
+def test_readyz_is_503_when_the_database_is_unreachable(tmp_path):
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing?connect_timeout=2"
+    app = make_app({"sqlalchemy.url": url, "modelreg.storage.local.path": str(tmp_path)})
+    try:
+        body = webtest.TestApp(app).get("/readyz", status=503).json
+        assert body == {"status": "unavailable",
+                        "checks": {"database": "error: OperationalError", "storage": "ok"}}
+        # Liveness does not depend on the database.
+        assert webtest.TestApp(app).get("/healthz").json["status"] == "ok"
+    finally:
+        app.registry["db_engine"].dispose()
+
+
+@pytest.mark.parametrize("damage", ["removed", "replaced_by_a_file"])
+def test_readyz_is_503_when_storage_is_not_usable(build, tmp_path, damage):
+    app = build()
+    assert app.get("/readyz").json["checks"] == {"database": "ok", "storage": "ok"}
+    blobs = tmp_path / "blobs"
+    shutil.rmtree(blobs)
+    if damage == "replaced_by_a_file":
+        blobs.write_bytes(b"not a directory")
+    body = app.get("/readyz", status=503).json
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["storage"].startswith("error: ")
+    assert str(tmp_path) not in json.dumps(body)  # no paths to the client
+
+
+# ------------------------------------------------------------------------- pool sizing
+
+
+def test_pool_smaller_than_the_threads_warns_at_start_up(modelreg_database, tmp_path, caplog,
+                                                         monkeypatch):
+    monkeypatch.delenv("MODELREG_SERVER_THREADS", raising=False)
+    ini = Path(tmp_path / "server.ini")
+    ini.write_text("[server:main]\nuse = egg:waitress#main\nthreads = 16\n")
+    settings = {"sqlalchemy.url": modelreg_database.url, "sqlalchemy.pool_size": "4",
+                "sqlalchemy.max_overflow": "2",
+                "modelreg.storage.local.path": str(tmp_path / "blobs")}
+    caplog.set_level(logging.WARNING, logger="modelreg.servers")
+    app = main({"__file__": str(ini), "here": str(tmp_path)}, **settings)
+    app.registry["db_engine"].dispose()
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "modelreg.servers"]
+    assert "at most 6 connections" in warning and "16 threads" in warning
+    # The environment (gunicorn's raw_env, the ASGI adapter) wins over the ini's threads.
+    caplog.clear()
+    monkeypatch.setenv("MODELREG_SERVER_THREADS", "6")
+    app = main({"__file__": str(ini), "here": str(tmp_path)}, **settings)
+    app.registry["db_engine"].dispose()
+    assert not [r for r in caplog.records if r.name == "modelreg.servers"]
+
+
+def test_pool_check_needs_both_numbers(modelreg_database):
+    engine = get_engine({"sqlalchemy.url": modelreg_database.url})
+    try:
+        assert check_pool_size(engine, {}, None) is None
+        assert check_pool_size(engine, {}, 10_000) is not None or (
+            modelreg_database.backend == "sqlite" and engine.pool.__class__.__name__ != "QueuePool")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("formatter", ["generic", "json"])
+def test_production_ini_logging_writes_request_ids(tmp_path, formatter):
+    """The ini's logging sections as a server loads them, in a process of their own."""
+    root = Path(__file__).resolve().parent.parent
+    ini = tmp_path / "production.ini"
+    text = (root / "production.ini").read_text()
+    ini.write_text(text.replace("formatter = generic", f"formatter = {formatter}"))
+    code = (
+        "import logging, logging.config, sys\n"
+        f"logging.config.fileConfig({str(ini)!r})\n"
+        "logging.getLogger('modelreg.startup').warning('before any request')\n"
+        "from modelreg.logs import _current, install_record_factory\n"
+        "install_record_factory()\n"
+        "_current.set('req-7')\n"
+        "logging.getLogger('modelreg.view').warning('in a request')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2, done.stderr
+    if formatter == "json":
+        first, second = (json.loads(line) for line in lines)
+        assert first["request_id"] == "-" and first["message"] == "before any request"
+        assert second["request_id"] == "req-7" and second["logger"] == "modelreg.view"
+    else:
+        assert "[-] before any request" in lines[0]
+        assert "[req-7] in a request" in lines[1]

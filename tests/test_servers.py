@@ -1,0 +1,176 @@
+"""The same app under gunicorn (gthread workers) and under uvicorn through a2wsgi.
+
+Each test starts the server as a real process on a free loopback port, with two worker
+processes over the session's database, runs the smoke flow over HTTP (create a model and a
+version, upload a file, finalize, set and resolve an alias, download, search, health and
+readiness), then stops it.  The packages come with the ``test`` extra, so nothing here skips
+for lack of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from modelreg.testing import TestDatabase, clear_database
+from modelreg.testing.server import LiveServer
+
+pytestmark = pytest.mark.server
+
+API = "/api/v1"
+TIMEOUT = 60.0
+
+
+class Client:
+    """One keep-alive HTTP connection to a server."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+
+    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+             headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+        """Send a request (JSON ``body`` or ``raw`` bytes); the response's body is read."""
+        headers = dict(headers or {})
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        elif raw is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        self.conn.request(method, path, body=data, headers=headers)
+        response = self.conn.getresponse()
+        response.body = response.read()  # type: ignore[attr-defined]
+        return response
+
+    def json(self, method: str, path: str, body: Any = None, *, status: int = 200,
+             raw: bytes | None = None) -> Any:
+        response = self.call(method, path, body, raw=raw)
+        text = response.body.decode("utf-8", "replace")  # type: ignore[attr-defined]
+        assert response.status == status, f"{method} {path}: {response.status} {text}"
+        return json.loads(text) if text else None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def smoke(port: int) -> None:
+    """The smoke flow: every kind of request a deployment serves, once."""
+    client = Client(port)
+    try:
+        assert client.json("GET", "/healthz")["status"] == "ok"
+        echoed = client.call("GET", "/healthz", headers={"X-Request-ID": "smoke-1"})
+        assert echoed.getheader("X-Request-ID") == "smoke-1"
+        ready = client.json("GET", "/readyz")
+        assert ready["status"] == "ok", ready
+        client.json("POST", f"{API}/models", {"name": "smoke", "tags": {"team": "ops"}},
+                    status=201)
+        base = f"{API}/models/smoke"
+        assert client.json("POST", f"{base}/versions", {}, status=201)["number"] == 1
+        weights = b"weights of the smoke model" * 1000
+        stored = client.json("PUT", f"{base}/versions/1/files/model.bin", raw=weights,
+                             status=201)
+        assert stored["sha256"] == hashlib.sha256(weights).hexdigest(), stored
+        assert client.json("POST", f"{base}/versions/1/finalize")["status"] == "ready"
+        client.json("PUT", f"{base}/aliases/champion", {"version": 1}, status=201)
+        alias = client.json("GET", f"{base}/aliases/champion")
+        assert alias["version"] == 1, alias
+        download = client.call("GET", f"{base}/versions/champion/files/model.bin")
+        assert download.status == 200
+        assert download.body == weights  # type: ignore[attr-defined]
+        found = client.json("GET", f"{API}/models?filter=tag.team%20%3D%20'ops'")
+        assert [m["name"] for m in found["models"]] == ["smoke"], found
+        missing = client.call("GET", f"{API}/models/nothing-here")
+        assert missing.status == 404
+        assert json.loads(missing.body)["error"]["code"] == "model_not_found"  # type: ignore[attr-defined]
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def server_settings(modelreg_settings: dict[str, Any], modelreg_database: TestDatabase,
+                    tmp_path) -> Iterator[dict[str, str]]:
+    """Settings of the session's database; the database is emptied afterwards."""
+    settings = {key: str(value) for key, value in modelreg_settings.items()
+                if isinstance(value, str | int | float | bool)}
+    settings["modelreg.storage.local.path"] = str(tmp_path / "blobs")
+    yield settings
+    engine = sa.create_engine(modelreg_database.url)
+    try:
+        clear_database(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn"])
+def test_smoke_flow_under_other_servers(server, server_settings):
+    with LiveServer(server_settings, threads=4, server=server, workers=2) as live:
+        smoke(live.port)
+        process = live.process
+    assert process is not None and process.poll() is not None
+
+
+def test_asgi_factory_needs_an_ini(monkeypatch):
+    from modelreg.asgi import create_app
+
+    monkeypatch.delenv("MODELREG_INI", raising=False)
+    with pytest.raises(RuntimeError, match="MODELREG_INI"):
+        create_app()
+    monkeypatch.setenv("MODELREG_INI", "/nonexistent/production.ini")
+    with pytest.raises(RuntimeError, match="no such file"):
+        create_app()
+
+
+def _scrape(port: int) -> str:
+    client = Client(port)
+    try:
+        response = client.call("GET", "/metrics")
+        assert response.status == 200, response.body  # type: ignore[attr-defined]
+        return response.body.decode()  # type: ignore[attr-defined]
+    finally:
+        client.close()
+
+
+def _healthz_count(text: str) -> float:
+    line = 'modelreg_http_requests_total{method="GET",route="healthz",status="200"} '
+    return sum(float(row[len(line):]) for row in text.splitlines() if row.startswith(line))
+
+
+def test_metrics_add_up_across_gunicorn_workers(server_settings, tmp_path):
+    """prometheus_client's multiprocess mode: each worker writes its counts to the shared
+    directory, and a scrape of any worker reports the sum.  gunicorn runs with the sample
+    config of the docs, whose hooks prepare the directory."""
+    directory = tmp_path / "prometheus"  # made by the config's on_starting hook
+    settings = {**server_settings, "modelreg.metrics.enabled": "true",
+                "modelreg.metrics.public": "true"}
+    clients, each = 8, 5
+    config = Path(__file__).resolve().parent.parent / "docs" / "gunicorn.conf.py"
+    with LiveServer(settings, threads=2, server="gunicorn", workers=2,
+                    environ={"PROMETHEUS_MULTIPROC_DIR": str(directory)},
+                    arguments=["-c", str(config)]) as live:
+        before = _healthz_count(_scrape(live.port))
+
+        def hammer() -> None:
+            for _ in range(each):
+                client = Client(live.port)  # a new connection each time: any worker
+                try:
+                    assert client.call("GET", "/healthz").status == 200
+                finally:
+                    client.close()
+
+        threads = [threading.Thread(target=hammer) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        for _ in range(4):  # whichever worker answers the scrape
+            assert _healthz_count(_scrape(live.port)) - before == clients * each
+    workers = {path.stem.rsplit("_", 1)[1] for path in directory.glob("counter_*.db")}
+    assert len(workers) == 2, workers
