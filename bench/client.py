@@ -1,0 +1,233 @@
+"""Client benchmark: ``Client.push`` and ``Client.pull`` of a whole model on loopback, beside
+the server's raw upload and download rates measured in the same run.
+
+Against one :class:`modelreg.testing.server.LiveServer` (Waitress with the throughput settings
+of ``bench/artifacts.py``/``production.ini``, SQLite and local storage in a temporary
+directory, its single-PUT limit raised above the raw file's size), it measures:
+
+* **raw**: one ``PUT`` of a ``--raw-size`` file streamed from disk with ``http.client``, and one
+  ``GET`` of it written to disk — no hashing on the client, no parallelism;
+* **push**: ``Client.push`` of ``--size`` bytes in ``--files`` files (hash locally, upload
+  ``--parallel`` files at once, finalize, check the digest), with the hashing and the upload
+  phases timed apart;
+* **pull**: ``Client.pull`` of that version into an empty directory (parallel downloads to
+  ``.part`` files, every sha256 verified, renamed into place);
+
+then the client's rates as a share of the raw ones.  Raw rates are measured before and after
+the client's run, and the better of the two is the reference.
+
+Usage::
+
+    .venv/bin/python bench/client.py                      # 2 GiB in 20 files
+    .venv/bin/python bench/client.py --size 512MiB --workdir /work/tmp-bench
+
+If the disk holding ``--workdir`` has less than four times ``--size`` free (the model, its
+blobs, the pulled copy, the raw file), the size is scaled down and the output says so.
+Everything is created under a temporary directory and deleted at the end.  This prints
+figures; it is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from artifacts import SERVER_SETTINGS, parse_size, rate
+
+from modelreg.testing import TestDatabase
+from modelreg.testing.server import LiveServer
+from modelreg_client import Client, Progress
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+BLOCK = MiB
+
+
+class Phases(Progress):
+    """Times each phase of a transfer (from ``begin`` to ``end``)."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def begin(self, kind: str, files: int, total: int) -> None:
+        with self._lock:
+            self.started[kind] = time.perf_counter()
+
+    def end(self, kind: str) -> None:
+        with self._lock:
+            self.seconds[kind] = time.perf_counter() - self.started[kind]
+
+
+def write_model(directory: Path, size: int, files: int) -> None:
+    """``files`` files of random bytes, ``size`` in all, in a few nested directories."""
+    each = size // files
+    block = os.urandom(BLOCK)
+    for i in range(files):
+        path = directory / f"shard-{i // 5}" / f"part-{i:03d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as out:
+            remaining = each if i < files - 1 else size - each * (files - 1)
+            # A fresh random prefix per file, so every file has its own digest.
+            out.write(os.urandom(min(4096, remaining)))
+            remaining -= min(4096, remaining)
+            while remaining:
+                piece = block[:min(BLOCK, remaining)]
+                out.write(piece)
+                remaining -= len(piece)
+
+
+def raw_put(port: int, path: str, source: Path) -> float:
+    """Seconds of one PUT of ``source``, streamed from disk."""
+    size = source.stat().st_size
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600, blocksize=BLOCK)
+    try:
+        start = time.perf_counter()
+        with open(source, "rb") as body:
+            conn.request("PUT", path, body=body, headers={
+                "Content-Type": "application/octet-stream", "Content-Length": str(size)})
+            response = conn.getresponse()
+            data = response.read()
+        seconds = time.perf_counter() - start
+    finally:
+        conn.close()
+    if response.status not in (200, 201):
+        raise RuntimeError(f"raw PUT: {response.status} {data[:300]!r}")
+    return seconds
+
+
+def raw_get(port: int, path: str, target: Path) -> float:
+    """Seconds of one GET written to ``target``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    try:
+        start = time.perf_counter()
+        conn.request("GET", path)
+        response = conn.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"raw GET: {response.status} {response.read()[:300]!r}")
+        with open(target, "wb") as out:
+            while block := response.read(BLOCK):
+                out.write(block)
+        seconds = time.perf_counter() - start
+    finally:
+        conn.close()
+    target.unlink()
+    return seconds
+
+
+def json_call(port: int, method: str, path: str, body: Any) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body=json.dumps(body),
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: {response.status} {data[:300]!r}")
+    finally:
+        conn.close()
+
+
+def measure_raw(server: LiveServer, work: Path, source: Path, round_: int) -> tuple[float, float]:
+    """Raw upload and download rates (MiB/s) of ``source`` through a fresh draft."""
+    size = source.stat().st_size
+    model = f"raw-{round_}"
+    api = "/api/v1/models"
+    json_call(server.port, "POST", api, {"name": model})
+    json_call(server.port, "POST", f"{api}/{model}/versions", {})
+    path = f"{api}/{model}/versions/1/files/raw.bin"
+    up = raw_put(server.port, path, source)
+    down = raw_get(server.port, path, work / "raw-download.bin")
+    return rate(size, up), rate(size, down)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=parse_size, default=2 * GiB,
+                        help="bytes of the model (default 2GiB)")
+    parser.add_argument("--files", type=int, default=20, help="files in the model")
+    parser.add_argument("--raw-size", type=parse_size, default=1 * GiB,
+                        help="bytes of the raw single-file PUT/GET (default 1GiB)")
+    parser.add_argument("--parallel", type=int, default=4, help="client transfers at once")
+    parser.add_argument("--threads", type=int, default=8, help="Waitress threads")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
+    args = parser.parse_args()
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(args.workdir).free
+    size, raw_size = args.size, min(args.raw_size, args.size)
+    needed = 4 * size + raw_size
+    if needed > free * 0.8:
+        scale = free * 0.8 / needed
+        size, raw_size = int(size * scale), int(raw_size * scale)
+        print(f"NOTE: only {free / GiB:.1f} GiB free under {args.workdir}: scaled the model "
+              f"down to {size / MiB:.0f} MiB and the raw file to {raw_size / MiB:.0f} MiB")
+
+    work = Path(tempfile.mkdtemp(prefix="modelreg-bench-client-", dir=args.workdir))
+    database = TestDatabase.create("sqlite")
+    try:
+        model_dir, raw_file = work / "model", work / "raw.bin"
+        print(f"writing a {size / MiB:.0f} MiB model in {args.files} files and a "
+              f"{raw_size / MiB:.0f} MiB raw file under {work} …")
+        write_model(model_dir, size, args.files)
+        write_model(work / "raw", raw_size, 1)
+        next((work / "raw").rglob("*.bin")).rename(raw_file)
+        settings = {
+            "sqlalchemy.url": database.url,
+            "modelreg.storage": "local",
+            "modelreg.storage.local.path": str(work / "blobs"),
+            "modelreg.auth.anonymous": "write",
+            "modelreg.upload.max_put_size": str(max(raw_size, 256 * MiB) + MiB),
+        }
+        with LiveServer(settings, threads=args.threads,
+                        server_settings=SERVER_SETTINGS) as server:
+            raw = [measure_raw(server, work, raw_file, 1)]
+            with Client(server.url, parallel=args.parallel, state_dir=work / "state") as client:
+                pushing = Phases()
+                start = time.perf_counter()
+                pushed = client.push(model_dir, "bench", progress=pushing)
+                push_seconds = time.perf_counter() - start
+                pulling = Phases()
+                start = time.perf_counter()
+                pulled = client.pull("bench/1", work / "pulled", progress=pulling)
+                pull_seconds = time.perf_counter() - start
+            raw.append(measure_raw(server, work, raw_file, 2))
+        assert pushed.uploaded_bytes == size and pulled.downloaded_bytes == size
+        raw_up, raw_down = max(r[0] for r in raw), max(r[1] for r in raw)
+        upload = rate(size, pushing.seconds["upload"])
+        download = rate(size, pull_seconds)
+        print()
+        print(f"model: {size / MiB:.0f} MiB in {args.files} files; client parallel="
+              f"{args.parallel}; Waitress threads={args.threads}; {os.cpu_count()} CPUs")
+        print(f"raw single-file PUT  {raw_size / MiB:6.0f} MiB: "
+              + ", ".join(f"{r[0]:7.1f}" for r in raw) + " MiB/s")
+        print(f"raw single-file GET  {raw_size / MiB:6.0f} MiB: "
+              + ", ".join(f"{r[1]:7.1f}" for r in raw) + " MiB/s")
+        print(f"push (whole call)              : {rate(size, push_seconds):7.1f} MiB/s "
+              f"({push_seconds:.1f} s: hashing {pushing.seconds['hash']:.1f} s, uploading "
+              f"{pushing.seconds['upload']:.1f} s, finalize and checks the rest)")
+        print(f"push, upload phase             : {upload:7.1f} MiB/s = "
+              f"{100 * upload / raw_up:.0f}% of raw PUT")
+        print(f"pull (whole call, verified)    : {download:7.1f} MiB/s = "
+              f"{100 * download / raw_down:.0f}% of raw GET ({pull_seconds:.1f} s)")
+        print(f"push including local hashing   : {100 * rate(size, push_seconds) / raw_up:.0f}%"
+              " of raw PUT")
+    finally:
+        database.drop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
