@@ -212,3 +212,31 @@ def test_progress_bars_draw_without_errors():
     bars.end("upload")
     bars.close()
     assert "uploading 2 file(s)" in out.getvalue()
+
+
+def test_config_file_locations_and_round_trip(tmp_path):
+    from modelreg_client.config import config_path, load_settings, save_settings, state_dir
+
+    assert config_path({"MODELREG_CONFIG": "/x/c.toml"}) == Path("/x/c.toml")
+    xdg = {"XDG_CONFIG_HOME": str(tmp_path / "xdg"), "XDG_STATE_HOME": str(tmp_path / "s")}
+    assert config_path(xdg) == tmp_path / "xdg" / "modelreg" / "config.toml"
+    assert state_dir(xdg) == tmp_path / "s" / "modelreg"
+    assert state_dir({"MODELREG_STATE_DIR": "/y"}) == Path("/y")
+    path = save_settings("http://h:1", 'mr_a"b\\c', xdg)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert load_settings(xdg).token == 'mr_a"b\\c' and load_settings(xdg).url == "http://h:1"
+    overridden = load_settings({**xdg, "MODELREG_URL": "http://other", "MODELREG_TOKEN": "t"})
+    assert (overridden.url, overridden.token) == ("http://other", "t")
+    path.write_text("not = [toml")
+    with pytest.raises(ValueError, match="cannot read the config file"):
+        load_settings(xdg)
+
+
+def test_login_replaces_a_broken_config_file(run, registry, env):
+    config = Path(env["MODELREG_CONFIG"])
+    config.parent.mkdir(parents=True)
+    config.write_text("url = [broken")
+    assert run("ls").exit_code == 2
+    assert run("login", registry.url, "--token", registry.token).exit_code == 0
+    assert run("ls").exit_code == 0

@@ -27,7 +27,7 @@ import click
 
 from . import __version__
 from .client import Client
-from .config import load_settings, save_settings
+from .config import load_settings, retries_setting, save_settings
 from .errors import ModelregError, Unauthorized
 from .refs import Ref, parse_ref
 from .transfer import Progress
@@ -299,7 +299,8 @@ def login(ctx: click.Context, url: str, token_option: str | None) -> None:
         token = click.prompt("API token (empty for anonymous access)", hide_input=True,
                              default="", show_default=False)
     token = token.strip() or None
-    with Client(url, token, retries=load_settings().retries) as client:
+    # Not load_settings(): a broken config file must not stop the login that replaces it.
+    with Client(url, token, retries=retries_setting()) as client:
         client.health()
         next(iter(client.list_models(page_size=1)), None)
     path = save_settings(url, token)

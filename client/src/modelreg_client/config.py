@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Settings", "config_path", "load_settings", "save_settings", "state_dir"]
+__all__ = ["Settings", "config_path", "load_settings", "retries_setting", "save_settings",
+           "state_dir"]
 
 CONFIG_ENV = "MODELREG_CONFIG"
 URL_ENV = "MODELREG_URL"
@@ -88,11 +89,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     url = environ.get(URL_ENV) or stored.get("url")
     token = environ.get(TOKEN_ENV) or stored.get("token")
     source = "environment" if environ.get(URL_ENV) else str(path)
+    return Settings(url=url, token=token, source=source, retries=retries_setting(environ))
+
+
+def retries_setting(environ: Mapping[str, str] | None = None) -> int:
+    """How often idempotent requests are retried: ``MODELREG_RETRIES`` or the default.
+
+    :raises ValueError: when the variable is not a whole number.
+    """
+    environ = os.environ if environ is None else environ
     retries = environ.get(RETRIES_ENV, "").strip()
     if retries and not retries.isdigit():
         raise ValueError(f"{RETRIES_ENV} must be a whole number, not {retries!r}")
-    return Settings(url=url, token=token, source=source,
-                    retries=int(retries) if retries else DEFAULT_RETRIES)
+    return int(retries) if retries else DEFAULT_RETRIES
 
 
 def _toml_string(value: str) -> str:
