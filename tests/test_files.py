@@ -465,3 +465,22 @@ def test_unknown_storage_backend_stops_start_up(modelreg_database):
     with pytest.raises(RuntimeError, match=r"unknown storage backend 'nope'; installed "
                                            r"backends: local \(is the plugin not installed\?\)"):
         make_app({"sqlalchemy.url": modelreg_database.url, "modelreg.storage": "nope"})
+
+
+def test_streaming_requests_are_never_retried(files_wsgi):
+    """A retry would repeat storage writes: uploads get one attempt, however small."""
+    from pyramid.request import Request
+
+    from modelreg.db import retry_activate_hook
+
+    def attempts(method: str, path: str, body: bytes) -> int | None:
+        request = Request.blank(path, method=method, body=body)
+        request.registry = files_wsgi.registry
+        return retry_activate_hook(request)
+
+    assert attempts("PUT", file_url(M, 1, "a/b.bin"), b"tiny") == 1
+    assert attempts("PATCH", f"{API}/uploads/{'0' * 32}", b"chunk") == 1
+    assert attempts("PUT", f"{API}/uploads/{'0' * 32}?digest=sha256:{'0' * 64}", b"") == 1
+    # Small JSON bodies elsewhere may be retried (None: pyramid_retry's own setting).
+    assert attempts("PATCH", f"{API}/models/{M}", b'{"description": "x"}') is None
+    assert attempts("DELETE", file_url(M, 1, "a.bin"), b"") is None
