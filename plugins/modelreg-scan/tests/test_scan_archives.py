@@ -152,3 +152,10 @@ def test_safetensors_inside_an_archive_are_checked(scan):
     result = scan(zip_of({"model.safetensors": broken}))
     assert s.codes(result) == ["safetensors_size_mismatch"]
     assert result["findings"][0]["details"]["member"] == "model.safetensors"
+
+
+def test_a_zip_of_an_unsupported_version_fails_closed(scan):
+    data = bytearray(s.torch_like_zip(s.clean_pickle(2)))
+    central = data.index(b"PK\x01\x02")
+    data[central + 6:central + 8] = (64).to_bytes(2, "little")  # version needed: 6.4
+    assert s.codes(scan(bytes(data))) == ["archive_malformed"]

@@ -138,3 +138,8 @@ def test_joblib_arrays_fail_closed_with_a_hint(scan):
     result = scan(data)
     assert s.codes(result) == ["pickle_malformed"]
     assert "joblib" in result["findings"][0]["message"]
+
+
+def test_a_huge_claimed_length_costs_no_memory(scan):
+    data = b"\x80\x04\x8e" + (1 << 62).to_bytes(8, "little") + b"short."
+    assert s.codes(scan(data)) == ["pickle_malformed"]

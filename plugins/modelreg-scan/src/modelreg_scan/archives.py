@@ -148,7 +148,7 @@ def scan_zip(path: str, size: int, config: ScanConfig,
     files inside it."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
         return [finding("archive_malformed", f"the zip archive cannot be read: {exc}")]
     with archive:
         infos = archive.infolist()

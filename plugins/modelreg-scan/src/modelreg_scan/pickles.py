@@ -106,6 +106,8 @@ _MEMO_GET = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _EXTENSIONS = frozenset({"EXT1", "EXT2", "EXT4"})
 #: First opcodes of protocol 0 and 1 pickles, which have no header.
 _HEADERLESS_STARTS = frozenset(b"(}])cNIJKLSTUVXFGi")
+#: The largest single read from a stream.
+READ_PIECE = 1 << 20
 #: How much of a file :func:`looks_like_pickle` reads.
 SNIFF_SIZE = 64 * 1024
 
@@ -141,8 +143,17 @@ class _Reader:
         else:
             data = self._pending[:size]
             self._pending = self._pending[size:]
-            if len(data) < size:
-                data += self._stream.read(size - len(data))
+            # A length read from the pickle may be anything: read in bounded pieces, so
+            # that a huge claimed length on a short stream costs no huge allocation.
+            pieces = [data]
+            missing = size - len(data)
+            while missing > 0:
+                piece = self._stream.read(min(missing, READ_PIECE))
+                if not piece:
+                    break
+                pieces.append(piece)
+                missing -= len(piece)
+            data = b"".join(pieces)
         self.position += len(data)
         return data
 
