@@ -143,3 +143,14 @@ def test_joblib_arrays_fail_closed_with_a_hint(scan):
 def test_a_huge_claimed_length_costs_no_memory(scan):
     data = b"\x80\x04\x8e" + (1 << 62).to_bytes(8, "little") + b"short."
     assert s.codes(scan(data)) == ["pickle_malformed"]
+
+
+def test_a_pickle_without_proto_header_using_protocol_4_opcodes_is_found(scan):
+    data = s.call_stack_global("os", "system", "id")[2:]  # PROTO dropped: still loadable
+    (found,) = scan(data)["findings"]
+    assert found["details"]["name"] == "system"
+
+
+def test_a_stream_that_breaks_before_importing_anything_is_no_pickle(scan):
+    assert scan(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'}") == {"formats": [], "findings": []}
+    assert scan(b"N.")["formats"] == ["pickle"]  # a complete pickle of None

@@ -5,8 +5,10 @@ The plugin (entry point ``scan`` in the ``modelreg`` group, module
 bytes, never by their extension:
 
 * **pickles** (plain pickles of every protocol, legacy ``torch.save`` files, joblib files
-  without inline arrays, and the ``data.pkl`` inside PyTorch zip checkpoints): every import is
-  checked against an allow-list without unpickling anything;
+  without inline arrays, and the ``data.pkl`` inside PyTorch zip checkpoints): every file is
+  read as an unpickler would read it, without unpickling anything, and every import is
+  checked against an allow-list; a file that would break before importing anything is no
+  pickle (it cannot run code), one that starts with ``PROTO`` and breaks fails closed;
 * **safetensors**: header length, JSON, dtypes, shapes and offsets; a summary of a valid file
   (tensor and parameter counts, dtypes) comes back as an ``info`` finding;
 * **archives** (zip, tar, tar.gz/bz2/xz): links, device files, absolute or ``..`` members,

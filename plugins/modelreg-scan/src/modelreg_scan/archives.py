@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .config import ScanConfig
-from .pickles import SNIFF_SIZE, is_pickle_header, looks_like_pickle, scan_pickles
+from .pickles import SNIFF_SIZE, scan_if_pickle
 from .report import ERROR, finding
 from .safetensors import looks_like_safetensors
 
@@ -87,16 +87,6 @@ def _member_findings(name: str, kind: str | None, link: str | None = None) -> li
     return findings
 
 
-def _is_pickle_member(name: str, head: bytes, complete: bool) -> bool:
-    if name.lower().endswith(_PICKLE_NAMES):
-        return True
-    if _STORAGE.search(name):
-        return False
-    return is_pickle_header(head) or (
-        name.lower().endswith((".pt", ".pth", ".bin", ".ckpt", ".joblib"))
-        and looks_like_pickle(head, complete))
-
-
 def _bomb(config: ScanConfig, total: int, compressed: int, what: str) -> list[dict]:
     findings = []
     if total > config.max_uncompressed:
@@ -119,14 +109,16 @@ Nested = Callable[[str], list[dict[str, Any]]]
 
 def _scan_member(opener: Callable[[], IO[bytes]], name: str, size: int,
                  config: ScanConfig, nested: Nested | None) -> list[dict]:
+    if _STORAGE.search(name) and not name.lower().endswith(_PICKLE_NAMES):
+        return []  # raw tensor bytes, never unpickled
+    with opener() as stream:
+        found = scan_if_pickle(stream, allowed=config.allow_globals, member=name)
+    if found is not None:
+        return found
     with opener() as stream:
         head = stream.read(SNIFF_SIZE)
-    if _is_pickle_member(name, head, size <= len(head)):
-        with opener() as stream:
-            return scan_pickles(stream, allowed=config.allow_globals, member=name)
-    if nested is None or _STORAGE.search(name) or not (
-            is_zip(head) or is_tar(head) or compression_of(head)
-            or looks_like_safetensors(head)):
+    if nested is None or not (is_zip(head) or is_tar(head) or compression_of(head)
+                              or looks_like_safetensors(head)):
         return []
     directory = tempfile.mkdtemp(prefix="modelreg-scan-")
     try:

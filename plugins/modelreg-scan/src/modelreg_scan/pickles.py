@@ -11,7 +11,6 @@ point where it broke.
 
 from __future__ import annotations
 
-import io
 import pickle
 import pickletools
 import re
@@ -104,11 +103,9 @@ _STRING_OPS = frozenset({
 _MEMO_PUT = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 _MEMO_GET = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _EXTENSIONS = frozenset({"EXT1", "EXT2", "EXT4"})
-#: First opcodes of protocol 0 and 1 pickles, which have no header.
-_HEADERLESS_STARTS = frozenset(b"(}])cNIJKLSTUVXFGi")
 #: The largest single read from a stream.
 READ_PIECE = 1 << 20
-#: How much of a file :func:`looks_like_pickle` reads.
+#: How much of a file is read to recognise its format.
 SNIFF_SIZE = 64 * 1024
 
 
@@ -201,30 +198,26 @@ def is_pickle_header(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= pickle.HIGHEST_PROTOCOL
 
 
-def looks_like_pickle(head: bytes, complete: bool) -> bool:
-    """Whether ``head`` (the first bytes of a file) is a pickle, judged by its opcodes.
+def scan_if_pickle(
+    stream: IO[bytes], *, allowed: Iterable[str] = (), member: str | None = None,
+) -> list[dict[str, Any]] | None:
+    """Findings for ``stream`` read as a pickle, or ``None`` when it is no pickle.
 
-    Protocol 2 and later start with ``PROTO``.  Protocols 0 and 1 have no header: ``head``
-    is taken for a pickle when its opcodes parse up to ``STOP``, when they import a global
-    before breaking off, or when they parse up to the end of a ``head`` that is only the
-    start of a longer file (``complete`` false).
+    Any file can be handed to an unpickler, so the question is not what the file looks
+    like but what an unpickler would do with it.  Code runs only through an import
+    (``GLOBAL``, ``STACK_GLOBAL``, ``INST``, extension codes), so a stream that breaks
+    before its first import is harmless and is no pickle here; one that imports something is
+    a pickle, however it ends; one that parses up to ``STOP`` is a pickle too, and so is one
+    that starts with the ``PROTO`` opcode (it fails closed if it then breaks).
     """
-    if is_pickle_header(head):
-        return True
-    if not head or head[0] not in _HEADERLESS_STARTS:
-        return False
-    stream = io.BytesIO(head)
-    count = 0
-    try:
-        for opcode, arg, _ in pickletools.genops(stream):
-            count += 1
-            if opcode.name in ("GLOBAL", "INST") and isinstance(arg, str):
-                module, _, name = arg.partition(" ")
-                if _IDENTIFIER.fullmatch(module) and _IDENTIFIER.fullmatch(name):
-                    return True
-        return count > 1  # parsed up to STOP, having pushed something
-    except ValueError:
-        return not complete and count > 1 and stream.tell() >= len(head) - 256
+    reader = _Reader(stream)
+    header = is_pickle_header(reader.peek(2))
+    findings = scan_pickles(reader, allowed=allowed, member=member)
+    broken = any(f["code"] == "pickle_malformed" for f in findings)
+    imports = len(findings) > broken
+    if header or imports or not broken:
+        return findings
+    return None
 
 
 def _location(member: str | None) -> dict[str, Any]:
@@ -244,7 +237,7 @@ def scan_pickles(
         (legacy ``torch.save`` files are a few pickles in a row followed by raw data).
     """
     allowed = tuple(allowed)
-    reader = _Reader(stream, base)
+    reader = stream if isinstance(stream, _Reader) else _Reader(stream, base)
     findings: list[dict[str, Any]] = []
     while True:
         findings += _scan_one(reader, allowed, member)
@@ -310,7 +303,10 @@ def _scan_one(reader: _Reader, allowed: tuple[str, ...], member: str | None) -> 
                 report(module, attr, position, name)
             elif name == "STACK_GLOBAL":
                 operands = stack[-2:]
-                if len(operands) == 2 and all(isinstance(x, str) for x in operands):
+                if len(operands) < 2:
+                    malformed("STACK_GLOBAL on a stack of fewer than two items", position)
+                    return findings
+                if all(isinstance(x, str) for x in operands):
                     report(operands[0], operands[1], position, name)
                 else:
                     findings.append(finding(

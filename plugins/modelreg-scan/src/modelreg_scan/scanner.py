@@ -15,7 +15,7 @@ from typing import Any
 
 from . import archives
 from .config import ScanConfig
-from .pickles import SNIFF_SIZE, looks_like_pickle, scan_pickles
+from .pickles import SNIFF_SIZE, scan_if_pickle
 from .report import ERROR, WARNING, finding
 from .safetensors import looks_like_safetensors, scan_safetensors
 
@@ -45,15 +45,12 @@ class ScanResult:
         return {"formats": self.formats, "findings": self.findings}
 
 
-def detect(path: str, head: bytes, size: int) -> list[str]:
-    """The formats of the file at ``path`` whose first bytes are ``head``."""
+def detect(path: str, head: bytes) -> list[str]:
+    """The container formats of the file at ``path`` whose first bytes are ``head``
+    (pickles are recognised by reading them: see :func:`scan_if_pickle`)."""
     formats = []
     if looks_like_safetensors(head):
-        # Its first 8 bytes are a length of at most max_header: as opcodes they can hold
-        # no import, so such a file is never also scanned as a pickle.
         formats.append("safetensors")
-    elif looks_like_pickle(head, complete=size <= len(head)):
-        formats.append("pickle")
     if archives.is_zip(head) or (not formats and zipfile.is_zipfile(path)):
         formats.append("zip")
     if archives.is_tar(head):
@@ -69,7 +66,17 @@ def scan_path(path: str, config: ScanConfig, depth: int = 0) -> ScanResult:
     size = os.path.getsize(path)
     with open(path, "rb") as stream:
         head = stream.read(SNIFF_SIZE)
-    result = ScanResult(formats=detect(path, head, size))
+    result = ScanResult(formats=detect(path, head))
+    with open(path, "rb") as stream:
+        found = scan_if_pickle(stream, allowed=config.allow_globals)
+    if found is not None and "safetensors" in result.formats and all(
+            f["code"] == "pickle_malformed" for f in found):
+        # The 8-byte length of a safetensors file can start like a PROTO opcode; it is
+        # taken for a pickle only when, read as one, it would import something.
+        found = None
+    if found is not None:
+        result.formats.insert(0, "pickle")
+        result.findings += found
 
     def nested(inner: str) -> list[dict[str, Any]]:
         if depth >= MAX_DEPTH:
@@ -79,9 +86,8 @@ def scan_path(path: str, config: ScanConfig, depth: int = 0) -> ScanResult:
 
     for kind in result.formats:
         if kind == "pickle":
-            with open(path, "rb") as stream:
-                result.findings += scan_pickles(stream, allowed=config.allow_globals)
-        elif kind == "safetensors":
+            continue
+        if kind == "safetensors":
             with open(path, "rb") as stream:
                 result.findings += scan_safetensors(stream, size, config.max_header)
         elif kind == "zip":
