@@ -154,3 +154,11 @@ def test_a_pickle_without_proto_header_using_protocol_4_opcodes_is_found(scan):
 def test_a_stream_that_breaks_before_importing_anything_is_no_pickle(scan):
     assert scan(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'}") == {"formats": [], "findings": []}
     assert scan(b"N.")["formats"] == ["pickle"]  # a complete pickle of None
+
+
+def test_a_line_opcode_over_binary_data_reads_a_bounded_line(scan, monkeypatch):
+    from modelreg_scan import pickles
+
+    monkeypatch.setattr(pickles, "MAX_LINE", 1024)
+    data = b"P" + bytes(1 << 20)  # PERSID, then a megabyte without a newline
+    assert scan(data) == {"formats": [], "findings": []}

@@ -105,6 +105,8 @@ _MEMO_GET = frozenset({"GET", "BINGET", "LONG_BINGET"})
 _EXTENSIONS = frozenset({"EXT1", "EXT2", "EXT4"})
 #: The largest single read from a stream.
 READ_PIECE = 1 << 20
+#: The longest line a text opcode's argument may have.
+MAX_LINE = 64 << 20
 #: How much of a file is read to recognise its format.
 SNIFF_SIZE = 64 * 1024
 
@@ -155,6 +157,8 @@ class _Reader:
         return data
 
     def readline(self) -> bytes:
+        # Bounded: binary data read as a text opcode's argument may hold no newline for
+        # gigabytes.  A longer line makes the pickle malformed.
         line = b""
         if self._pending:
             head, newline, rest = self._pending.partition(b"\n")
@@ -163,7 +167,7 @@ class _Reader:
                 self.position += len(head) + 1
                 return head + newline
             line, self._pending = self._pending, b""
-        line += self._stream.readline()
+        line += self._stream.readline(max(MAX_LINE - len(line), 1))
         self.position += len(line)
         return line
 
