@@ -25,9 +25,9 @@ from urllib.parse import quote
 import pytest
 import sqlalchemy as sa
 
-from conftest import CheckedTestApp
 from helpers import API
 from modelreg.testing import CORE_PLUGINS, clear_database, make_app
+from openapi_checking import CheckedTestApp
 
 KiB = 1024
 MiB = 1024 * KiB

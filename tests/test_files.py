@@ -432,9 +432,9 @@ def test_s3_presigned_downloads_redirect(modelreg_database, s3_endpoint, tmp_pat
     """With presigned downloads on, S3 answers GETs with a redirect the client follows."""
     import urllib.request
 
-    from conftest import CheckedTestApp
     from files_support import storage_settings
     from modelreg.testing import clear_database, make_app
+    from openapi_checking import CheckedTestApp
 
     settings, plugins = storage_settings("s3", request, tmp_path_factory)
     settings["modelreg.storage.s3.presigned_downloads"] = "true"

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from conftest import CheckedTestApp
 from faulty_store import FaultyBlobStore, eio
 from faulty_store import plugin as faulty_plugin
 from files_support import file_url, rows, sha
@@ -25,6 +24,7 @@ from helpers import API, create_model, create_version, error_code
 from modelreg.api import StorageFull
 from modelreg.testing import CORE_PLUGINS, clear_database, make_app
 from modelreg.testing.server import LiveServer
+from openapi_checking import CheckedTestApp
 
 M = "fraud-detector"
 OCTETS = "application/octet-stream"

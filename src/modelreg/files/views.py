@@ -98,14 +98,10 @@ def file_service(request: Request) -> FileService:
 
 
 def _writing_services(request: Request, db: Any) -> FileService:
-    registry = RegistryService(
-        db,
-        request.registry["modelreg.plugin_manager"].hook,
-        request.registry.settings,
-        actor=request.authenticated_userid,
-        client_addr=request.client_addr,
-        token_id=getattr(request.identity, "token_id", None),
-    )
+    """The request's services over ``db`` (a :func:`write_transaction`'s session)."""
+    reading: RegistryService = request.registry_service
+    registry = RegistryService(db, reading.hook, reading.settings, actor=reading.actor,
+                               client_addr=reading.client_addr, token_id=reading.token_id)
     return FileService(registry, request.blob_store)
 
 
