@@ -1,4 +1,9 @@
-"""A live registry for the client's tests, and helpers to make model directories.
+"""A live registry for the client's tests, its fixtures, and helpers to make model directories.
+
+Test modules import the fixtures (there is no ``conftest.py`` here, since the suite's own
+``tests/conftest.py`` is imported as the top-level module ``conftest``)::
+
+    from client_support import client, model_name, registry  # noqa: F401 - fixtures
 
 :func:`start_registry` runs the real server (``pserve`` through
 :class:`~modelreg.testing.server.LiveServer`) over a fresh SQLite database and a local blob
@@ -14,15 +19,19 @@ import hashlib
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from modelreg.cli import db_session
 from modelreg.security.services import SecurityService
 from modelreg.testing import TestDatabase
 from modelreg.testing.server import LiveServer
+from modelreg_client import Client
 
 MiB = 1024 * 1024
 #: The test server's single-PUT limit and smallest chunk.
@@ -97,3 +106,27 @@ def tree(root: Path) -> dict[str, str]:
             found[path.relative_to(root).as_posix()] = hashlib.sha256(
                 path.read_bytes()).hexdigest()
     return found
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[Registry]:
+    """A live registry (Waitress in a subprocess) for the test module."""
+    with start_registry() as running:
+        yield running
+
+
+@pytest.fixture
+def client(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    """An admin client of the registry, keeping push state in a temporary directory."""
+    with Client(registry.url, registry.token,
+                state_dir=tmp_path_factory.mktemp("state")) as admin:
+        yield admin
+
+
+@pytest.fixture
+def model_name() -> str:
+    """A model name no other test uses."""
+    return f"m-{uuid.uuid4().hex[:10]}"

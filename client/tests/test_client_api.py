@@ -5,6 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from client_support import (  # noqa: F401 - fixtures
+    client,
+    model_name,
+    registry,
+)
 
 from modelreg.testing.server import free_port
 from modelreg_client import (

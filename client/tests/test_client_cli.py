@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from client_support import MiB, tree, write_random
+from client_support import (  # noqa: F401 - fixtures
+    MiB,
+    registry,
+    tree,
+    write_random,
+)
 
 from modelreg.testing.server import free_port
 from modelreg_client.cli import EXIT_CODES, BarProgress, main

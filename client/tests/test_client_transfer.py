@@ -11,7 +11,15 @@ import os
 from pathlib import Path
 
 import pytest
-from client_support import MAX_PUT, MiB, tree, write_random
+from client_support import (  # noqa: F401 - fixtures
+    MAX_PUT,
+    MiB,
+    client,
+    model_name,
+    registry,
+    tree,
+    write_random,
+)
 
 from modelreg_client import Client, IntegrityError, NotFound, Progress
 from modelreg_client.manifest import scan_directory, version_digest
