@@ -405,3 +405,25 @@ def test_anonymous_modes(modelreg_database, mode, read, write):
     finally:
         clear_database(app.registry["db_engine"])
         app.registry["db_engine"].dispose()
+
+
+def test_every_route_view_declares_a_permission(modelreg_database):
+    """Views outside the OpenAPI document too (``/metrics``, whose access is tested in
+    test_observability.py): none relies on the default permission."""
+    app = make_app({"sqlalchemy.url": modelreg_database.url,
+                    "modelreg.metrics.enabled": "true",
+                    "modelreg.metrics.token": "a-scrape-token-of-some-length"})
+    try:
+        undeclared = []
+        for item in app.registry.introspector.get_category("views"):
+            view = item["introspectable"]
+            if view["route_name"] is None:  # exception and not-found views
+                continue
+            if not [r for r in item["related"] if r.category_name == "permissions"]:
+                undeclared.append((view["route_name"], view["request_methods"]))
+        assert undeclared == []
+        routes = {item["introspectable"]["route_name"]
+                  for item in app.registry.introspector.get_category("views")}
+        assert "metrics" in routes
+    finally:
+        app.registry["db_engine"].dispose()
