@@ -316,5 +316,8 @@ def test_an_unreachable_database_answers_json_503(scheme, tmp_path):
                          test.post_json(f"{API}/models", {"name": "m"}, status=503)):
             assert response.json["error"]["code"] == "database_unavailable"
             assert response.headers["Retry-After"] == "1"
+        # The OpenAPI document says so (it is served without the database).
+        paths = test.get(f"{API}/openapi.json").json["paths"]
+        assert "503" in paths[f"{API}/models"]["post"]["responses"]
     finally:
         app.registry["db_engine"].dispose()
