@@ -102,6 +102,8 @@ CASES = [
     Case("DELETE", "/api/v1/models/{model}/versions/{version}", path=MODEL + "/versions/2"),
     Case("POST", "/api/v1/models/{model}/versions/{version}/finalize",
          path=MODEL + "/versions/2/finalize"),
+    Case("GET", "/api/v1/models/{model}/versions/{version}/findings",
+         path=MODEL + "/versions/champion/findings"),
     Case("PUT", "/api/v1/models/{model}/versions/{version}/tags/{key}",
          path=MODEL + "/versions/1/tags/stage", body={"value": "prod2"}),
     Case("DELETE", "/api/v1/models/{model}/versions/{version}/tags/{key}",

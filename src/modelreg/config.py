@@ -86,6 +86,7 @@ def configure(
     config.include(".metrics")  # /metrics, when modelreg.metrics.enabled
     config.include(".registry.views")
     config.include(".files")
+    config.include(".worker")  # the findings API; the embedded worker thread, if enabled
     pm.hook.modelreg_pyramid_configure(config=config)
     add_method_not_allowed_views(config)
     config.commit()

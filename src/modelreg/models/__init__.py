@@ -2,6 +2,7 @@
 
 from .events import AuditEvent, OutboxEvent
 from .files import Blob, File, UploadSession
+from .jobs import Job, ScanFinding
 from .meta import Base, utcnow
 from .registry import Alias, AliasHistory, Model, ModelTag, Version, VersionTag
 from .security import ApiToken, AuthFailure, Grant, Group, GroupMember, Principal
@@ -18,10 +19,12 @@ __all__ = [
     "Grant",
     "Group",
     "GroupMember",
+    "Job",
     "Model",
     "ModelTag",
     "OutboxEvent",
     "Principal",
+    "ScanFinding",
     "UploadSession",
     "Version",
     "VersionTag",

@@ -57,5 +57,11 @@ class OutboxEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    #: Deliveries tried so far, when the next may start, and why the last one failed.
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    #: A worker delivering the event holds it until then (a lease, as jobs have).
+    locked_until: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
     __table_args__ = (sa.Index("ix_outbox_delivered_at_id", "delivered_at", "id"), TABLE_ARGS)

@@ -33,6 +33,8 @@ from ..models import (
     utcnow,
 )
 from ..validation import validate_model, validate_version
+from ..worker.queue import enqueue
+from ..worker.scanning import SCAN_JOB, has_scanners
 from . import filters, paging
 from .names import (
     DIGEST_PREFIX,
@@ -629,11 +631,22 @@ class RegistryService:
         self.record("version.deleted", "version", f"{model_name}/{version.number}", model_name,
                     before={"number": version.number, "status": version.status})
 
+    def files_json(self, version: Version) -> list[dict[str, Any]]:
+        """The files of ``version`` as validators and scanners see them, sorted by path."""
+        return [
+            {"path": f.path, "size": f.size, "sha256": f.sha256, "media_type": f.media_type}
+            for f in self.db.scalars(
+                sa.select(File).where(File.version_id == version.id).order_by(File.path))
+        ]
+
     def finalize_version(self, model_name: str, ref: str) -> Version:
         """Run the validation hooks on a draft and make it ``ready`` or ``rejected``.
 
         All problems reported by every validator are stored on a rejected version.  A ready
         version is immutable: its digest (over the manifest of its files) never changes.
+        When a plugin implements ``modelreg_scan_file`` and the validators found nothing,
+        the version becomes ``validating`` instead and a scan job is queued in the same
+        transaction; the worker concludes it (:mod:`modelreg.worker.scanning`).
         """
         version = self.get_version_for_write(model_name, ref)
         # Lock the version's row: adding a file locks it too, so no file lands in a version
@@ -646,11 +659,7 @@ class RegistryService:
                 code="version_not_draft",
                 details={"status": version.status},
             )
-        files = [
-            {"path": f.path, "size": f.size, "sha256": f.sha256, "media_type": f.media_type}
-            for f in self.db.scalars(
-                sa.select(File).where(File.version_id == version.id).order_by(File.path))
-        ]
+        files = self.files_json(version)
         if not files:
             raise Unprocessable(
                 f"version {version.number} has no files: upload at least one before "
@@ -663,20 +672,42 @@ class RegistryService:
         problems = validate_version(self.hook, model_json, version_json, self.settings)
         now = utcnow()
         version.finalized_at = now
+        if not problems and has_scanners(self.hook):
+            version.status = "validating"
+            version.updated_at = now
+            version.updated_by = self.actor
+            enqueue(self.db, SCAN_JOB, {"version_id": version.id})
+            self.record("version.validating", "version",
+                        f"{version.model.name}/{version.number}", version.model.name,
+                        after={"status": "validating"})
+            return version
+        self.conclude_finalize(version, files, [p.as_json() for p in problems])
+        return version
+
+    def conclude_finalize(
+        self, version: Version, files: list[dict[str, Any]], problems: list[dict[str, Any]]
+    ) -> None:
+        """Make a finalized version ``ready`` (with its digest) or ``rejected`` (with
+        ``problems``), and record the event: the one place either happens, whether in the
+        finalize request or in the worker after scanning.
+
+        :param files: the version's files (``path``, ``size``, ``sha256``).
+        :param problems: problems in the JSON shape of :meth:`Problem.as_json`.
+        """
+        now = utcnow()
         version.updated_at = now
         version.updated_by = self.actor
         target = f"{version.model.name}/{version.number}"
         if problems:
             version.status = "rejected"
-            version.problems = [p.as_json() for p in problems]
+            version.problems = problems
             self.record("version.rejected", "version", target, version.model.name,
                         after={"status": "rejected", "problems": version.problems})
         else:
             version.status = "ready"
-            version.digest = manifest_digest(version_json["files"])
+            version.digest = manifest_digest(files)
             self.record("version.finalized", "version", target, version.model.name,
                         after={"status": "ready", "digest": version.digest})
-        return version
 
     def set_version_tag(self, model_name: str, ref: str, key: str, value: str) -> Version:
         """Set a tag on a version (any state: tags annotate, they are not content)."""

@@ -1,0 +1,56 @@
+"""Background work (DESIGN §7): the job queue, scanning at finalize, event delivery.
+
+Jobs and events live in the database; ``modelreg worker <ini>`` runs them
+(:class:`~modelreg.worker.runner.Worker`), and with ``modelreg.worker.embedded = true`` the
+app runs a worker thread of its own, so that ``pserve development.ini`` alone is a complete
+registry.
+
+Settings:
+
+``modelreg.worker.embedded`` (default ``false``)
+    run a worker thread inside each app process.
+``modelreg.worker.poll_interval`` (seconds, default 2)
+    how long an idle worker waits before looking for work again.
+``modelreg.worker.lease`` (seconds, default 300)
+    how long a claimed job or delivery stays with its worker before another may take it
+    (a scan renews it after every file).
+``modelreg.worker.max_attempts`` (default 5)
+    how many times a job is tried before it fails for good (a scan then rejects its version).
+``modelreg.worker.max_backoff`` (seconds, default 3600)
+    the longest wait between two attempts of a job or a delivery (they double from 1 s).
+``modelreg.scan.reject`` (default ``error``)
+    the finding severities that reject a version.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+
+from pyramid.config import Configurator
+from pyramid.settings import asbool
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_SETTING = "modelreg.worker.embedded"
+#: Where the embedded worker, if any, is kept in the registry.
+REGISTRY_KEY = "modelreg.worker"
+
+
+def includeme(config: Configurator) -> None:
+    """The findings API; and the embedded worker thread when ``modelreg.worker.embedded``."""
+    config.add_route("api.version_findings",
+                     "/api/v1/models/{model}/versions/{version}/findings")
+    config.scan(".views")
+    settings = config.get_settings()
+    if not asbool(settings.get(EMBEDDED_SETTING, False)):
+        return
+    from .runner import EmbeddedWorker, Worker
+
+    registry = config.registry
+    worker = Worker(settings, registry["modelreg.plugin_manager"],
+                    store=registry["modelreg.blob_store"])
+    embedded = EmbeddedWorker(worker)
+    registry[REGISTRY_KEY] = embedded
+    atexit.register(embedded.stop)
+    embedded.start()

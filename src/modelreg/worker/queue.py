@@ -1,0 +1,96 @@
+"""The job queue in the database: enqueue in the caller's transaction, claim under a lease.
+
+A claim is a short writing transaction of its own: the oldest due job is selected with
+``FOR UPDATE SKIP LOCKED`` (PostgreSQL, MariaDB ≥ 10.6), so concurrent workers take
+different jobs without waiting for each other; on SQLite the writing transaction begins
+with ``BEGIN IMMEDIATE`` (:func:`modelreg.db.writer_engine`), which lets one writer in at a
+time, and SQLAlchemy renders no ``FOR UPDATE`` there.  A claimed job is ``running`` until
+``locked_until``; a worker that dies leaves it to be claimed again once the lease runs out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..models import Job, utcnow
+
+#: Longest error text kept on a job or an outbox row.
+MAX_ERROR = 4000
+
+
+def enqueue(dbsession: Session, kind: str, payload: dict[str, Any]) -> Job:
+    """Queue a job in the caller's transaction: it exists only if that transaction commits."""
+    now = utcnow()
+    job = Job(kind=kind, payload=payload, status="queued", attempts=0, run_after=now,
+              created_at=now, updated_at=now)
+    dbsession.add(job)
+    return job
+
+
+def claim(dbsession: Session, worker_id: str, lease: dt.timedelta) -> Job | None:
+    """Claim the oldest due job for ``worker_id`` (queued and due, or running past its
+    lease), in the caller's writing transaction, which should commit at once.
+
+    :returns: the job, now ``running`` with its attempts counted, or ``None``.
+    """
+    now = utcnow()
+    due = sa.or_(
+        sa.and_(Job.status == "queued", Job.run_after <= now),
+        sa.and_(Job.status == "running", Job.locked_until < now),
+    )
+    job = dbsession.scalars(
+        sa.select(Job).where(due).order_by(Job.id).limit(1)
+        .with_for_update(skip_locked=True)
+    ).first()
+    if job is None:
+        return None
+    job.status = "running"
+    job.attempts += 1
+    job.locked_by = worker_id
+    job.locked_until = now + lease
+    job.updated_at = now
+    return job
+
+
+def renew(dbsession: Session, job_id: int, worker_id: str, lease: dt.timedelta) -> bool:
+    """Extend the lease of a job this worker holds; ``False`` if it lost the job."""
+    now = utcnow()
+    result = dbsession.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running")
+        .values(locked_until=now + lease, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def finish(dbsession: Session, job_id: int, worker_id: str) -> None:
+    """Mark a job this worker holds as done."""
+    dbsession.execute(
+        sa.update(Job).where(Job.id == job_id, Job.locked_by == worker_id)
+        .values(status="done", locked_by=None, locked_until=None, updated_at=utcnow())
+    )
+
+
+def retry_later(
+    dbsession: Session, job_id: int, worker_id: str, error: str, delay: dt.timedelta,
+    *, give_up: bool = False,
+) -> None:
+    """Record a failure of a job this worker holds: queue it again after ``delay``, or mark
+    it ``failed`` for good when ``give_up``."""
+    now = utcnow()
+    dbsession.execute(
+        sa.update(Job).where(Job.id == job_id, Job.locked_by == worker_id)
+        .values(status="failed" if give_up else "queued", run_after=now + delay,
+                locked_by=None, locked_until=None, last_error=error[:MAX_ERROR],
+                updated_at=now)
+    )
+
+
+def backoff(attempts: int, base: float = 2.0, cap: float = 3600.0) -> dt.timedelta:
+    """The delay before the next attempt after ``attempts`` failed ones (exponential,
+    capped)."""
+    return dt.timedelta(seconds=min(cap, base ** max(0, attempts - 1)))

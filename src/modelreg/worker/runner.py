@@ -1,0 +1,279 @@
+"""The worker: claims jobs and delivers outbox events to ``modelreg_on_event``.
+
+:class:`Worker` is what ``modelreg worker <ini>`` runs, and what the embedded worker thread
+runs inside the app (``modelreg.worker.embedded = true``).  Every step is a short transaction
+of its own; nothing is kept in memory between steps, so any number of workers (in any
+number of processes and machines) can share one database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+import transaction
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from ..db import get_engine, get_session_factory, get_tm_session, writer_engine
+from ..models import OutboxEvent, utcnow
+from ..storage import get_blob_store
+from ..types import Event
+from . import queue, scanning
+
+log = logging.getLogger(__name__)
+
+LEASE_SETTING = "modelreg.worker.lease"
+MAX_ATTEMPTS_SETTING = "modelreg.worker.max_attempts"
+POLL_SETTING = "modelreg.worker.poll_interval"
+RETRY_CAP_SETTING = "modelreg.worker.max_backoff"
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """How to run a kind of job, and what to do when it failed too often."""
+
+    run: Callable[[Worker, dict[str, Any], Callable[[], None]], None]
+    give_up: Callable[[Worker, dict[str, Any], str], None]
+
+
+#: The kinds of job the worker knows.
+JOB_KINDS: dict[str, JobKind] = {
+    scanning.SCAN_JOB: JobKind(scanning.scan_version, scanning.give_up_scan),
+}
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[: queue.MAX_ERROR]
+
+
+class Worker:
+    """Runs jobs and delivers events for one deployment.
+
+    :param settings: the application settings (``modelreg.worker.*`` among them).
+    :param pm: the plugin manager.
+    :param engine: the database engine (built from the settings, and disposed by
+        :meth:`close`, when not given).
+    :param store: the blob store (built from the settings when not given).
+    """
+
+    def __init__(
+        self, settings: dict[str, Any], pm: Any, *, engine: Engine | None = None,
+        store: Any | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pm = pm
+        self.hook = pm.hook
+        self._own_engine = engine is None
+        self.engine = engine if engine is not None else get_engine(settings)
+        self.session_factory = get_session_factory(self.engine)
+        self.writer = writer_engine(self.engine)
+        self.store = store if store is not None else get_blob_store(settings, pm.hook)
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = dt.timedelta(seconds=float(settings.get(LEASE_SETTING, 300)))
+        self.max_attempts = int(settings.get(MAX_ATTEMPTS_SETTING, 5))
+        self.poll_interval = float(settings.get(POLL_SETTING, 2))
+        self.max_backoff = float(settings.get(RETRY_CAP_SETTING, 3600))
+
+    @contextmanager
+    def transaction(self, write: bool = False) -> Iterator[Session]:
+        """A session in a transaction of its own, committed when the block succeeds."""
+        tm = transaction.TransactionManager(explicit=True)
+        with tm:
+            yield get_tm_session(self.session_factory, tm,
+                                 bind=self.writer if write else self.engine)
+
+    def close(self) -> None:
+        """Release the database connections, if the worker built its engine."""
+        if self._own_engine:
+            self.engine.dispose()
+
+    # ----------------------------------------------------------------------- loop
+
+    def run_once(self) -> int:
+        """Run every due job and deliver every due event, until none is left.
+
+        :returns: how many jobs and deliveries were attempted.
+        """
+        total = 0
+        while True:
+            done = 0
+            while self.run_job():
+                done += 1
+            done += self.deliver_events()
+            total += done
+            if not done:
+                return total
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set, polling every ``modelreg.worker.poll_interval`` s.
+
+        A failure of the database or the blob store is logged and the loop goes on.
+        """
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("worker %s: a step failed; trying again shortly", self.id)
+            stop.wait(self.poll_interval)
+
+    # ----------------------------------------------------------------------- jobs
+
+    def run_job(self) -> bool:
+        """Claim and run one due job; ``False`` when none is due."""
+        with self.transaction(write=True) as db:
+            job = queue.claim(db, self.id, self.lease)
+            if job is None:
+                return False
+            job_id, kind, payload = job.id, job.kind, dict(job.payload)
+            attempts, last_error = job.attempts, job.last_error
+        handler = JOB_KINDS.get(kind)
+        if handler is None:
+            self._job_failed(job_id, f"unknown job kind {kind!r}", attempts, give_up=True)
+            return True
+        if attempts > self.max_attempts:  # earlier workers died holding it
+            self._give_up(handler, job_id, payload,
+                          last_error or "the worker running it stopped", attempts)
+            return True
+        log.info("worker %s: running job %s (%s), attempt %s", self.id, job_id, kind, attempts)
+
+        def heartbeat() -> None:
+            with self.transaction(write=True) as db:
+                queue.renew(db, job_id, self.id, self.lease)
+
+        try:
+            handler.run(self, payload, heartbeat)
+        except Exception as exc:
+            log.exception("worker %s: job %s (%s) failed", self.id, job_id, kind)
+            if attempts >= self.max_attempts:
+                self._give_up(handler, job_id, payload, _error_text(exc), attempts)
+            else:
+                self._job_failed(job_id, _error_text(exc), attempts)
+            return True
+        with self.transaction(write=True) as db:
+            queue.finish(db, job_id, self.id)
+        return True
+
+    def _give_up(
+        self, handler: JobKind, job_id: int, payload: dict[str, Any], error: str, attempts: int
+    ) -> None:
+        try:
+            handler.give_up(self, payload, error)
+        except Exception as exc:  # leave it queued: giving up must happen some day
+            log.exception("worker %s: giving up job %s failed", self.id, job_id)
+            self._job_failed(job_id, _error_text(exc), attempts)
+            return
+        self._job_failed(job_id, error, attempts, give_up=True)
+
+    def _job_failed(self, job_id: int, error: str, attempts: int, give_up: bool = False) -> None:
+        with self.transaction(write=True) as db:
+            queue.retry_later(db, job_id, self.id, error,
+                              queue.backoff(attempts, cap=self.max_backoff), give_up=give_up)
+
+    # --------------------------------------------------------------------- events
+
+    def deliver_events(self, limit: int = 100) -> int:
+        """Hand due outbox events to ``modelreg_on_event``, oldest first, in order per model.
+
+        Only the oldest undelivered event of each model is due (and only once its backoff
+        passed and no other worker holds it), so an event is delivered after every earlier
+        event of its model.  A delivery is claimed with a lease before the hook runs and
+        marked after it returns: a worker that dies in between leaves it to be delivered
+        again (at least once).  A hook that raises makes the event due again after a
+        backoff, and holds back the later events of its model meanwhile.
+
+        :returns: how many deliveries were attempted.
+        """
+        now = utcnow()
+        heads = (
+            sa.select(sa.func.min(OutboxEvent.id))
+            .where(OutboxEvent.delivered_at.is_(None))
+            .group_by(OutboxEvent.model)
+        )
+        with self.transaction() as db:
+            due = db.scalars(
+                sa.select(OutboxEvent.id)
+                .where(
+                    OutboxEvent.id.in_(heads.scalar_subquery()),
+                    sa.or_(OutboxEvent.next_attempt_at.is_(None),
+                           OutboxEvent.next_attempt_at <= now),
+                    sa.or_(OutboxEvent.locked_until.is_(None), OutboxEvent.locked_until < now),
+                )
+                .order_by(OutboxEvent.id)
+                .limit(limit)
+            ).all()
+        attempted = 0
+        for event_id in due:
+            event, attempts = self._claim_event(event_id)
+            if event is None:
+                continue
+            attempted += 1
+            try:
+                self.hook.modelreg_on_event(event=event, settings=self.settings)
+            except Exception as exc:
+                log.exception("worker %s: delivering event %s failed", self.id, event.id)
+                delay = queue.backoff(attempts + 1, cap=self.max_backoff)
+                values = {"attempts": attempts + 1, "next_attempt_at": utcnow() + delay,
+                          "last_error": _error_text(exc), "locked_until": None}
+            else:
+                values = {"attempts": attempts + 1, "delivered_at": utcnow(),
+                          "last_error": None, "locked_until": None}
+            with self.transaction(write=True) as db:
+                db.execute(sa.update(OutboxEvent).where(OutboxEvent.id == event_id)
+                           .values(**values))
+        return attempted
+
+    def _claim_event(self, row_id: int) -> tuple[Event | None, int]:
+        now = utcnow()
+        with self.transaction(write=True) as db:
+            claimed = db.execute(
+                sa.update(OutboxEvent)
+                .where(OutboxEvent.id == row_id, OutboxEvent.delivered_at.is_(None),
+                       sa.or_(OutboxEvent.locked_until.is_(None),
+                              OutboxEvent.locked_until < now))
+                .values(locked_until=now + self.lease)
+            ).rowcount
+            if claimed != 1:
+                return None, 0
+            row = db.get(OutboxEvent, row_id)
+            event = Event(id=row.event_id, type=row.type, model=row.model,
+                          payload=dict(row.payload), created_at=row.created_at)
+            return event, row.attempts
+
+
+class EmbeddedWorker:
+    """A :class:`Worker` in a daemon thread of the app's process (``pserve development.ini``).
+
+    :meth:`stop` ends it (the app registers it to run at interpreter exit).
+    """
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="modelreg-worker", daemon=True)
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+        log.info("embedded worker %s started", self.worker.id)
+
+    def _run(self) -> None:
+        try:
+            self.worker.run_forever(self._stop)
+        finally:
+            self.worker.close()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the thread to stop after its current step and wait for it."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
