@@ -293,3 +293,26 @@ def test_hostile_file_paths_through_a_real_server(server_settings, engine_rows):
     root = Path(server_settings["modelreg.storage.local.path"])
     assert engine_rows("files") == [] and engine_rows("blobs") == []
     assert not any((root / "blobs" / "sha256").iterdir())
+
+
+def test_downloads_through_waitress_file_wrapper(server_settings, engine_rows):
+    """Local files are sent through Waitress's ``wsgi.file_wrapper``: whole, ranges, HEAD."""
+    data = os.urandom(3 * MiB + 17)
+    url = f"{API}/models/{M}/versions/1/files/w.bin"
+    with LiveServer(server_settings, threads=4) as server:
+        make_draft(server.port)
+        assert request(server.port, "PUT", url, data, OCTETS)[0] == 201
+        assert request(server.port, "GET", url) == (200, data)
+        head = (f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                f"Range: bytes={MiB - 5}-{2 * MiB + 4}\r\n\r\n")
+        assert raw_request(server.port, head) == (206, data[MiB - 5:2 * MiB + 5])
+        head = f"GET {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nRange: bytes=-17\r\n\r\n"
+        assert raw_request(server.port, head) == (206, data[-17:])
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(f"HEAD {url} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        headers, _, body = answer.partition(b"\r\n\r\n")
+        assert headers.startswith(b"HTTP/1.1 200") and body == b""
+        assert f"Content-Length: {len(data)}".encode() in headers
