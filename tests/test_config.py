@@ -74,3 +74,45 @@ def test_unhandled_errors_are_json_without_traceback(testapp, monkeypatch):
     response = testapp.get("/api/v1/models/x", status=500)
     assert response.json["error"]["code"] == "internal_error"
     assert "secret" not in response.text and "Traceback" not in response.text
+
+
+def test_production_ini_never_allows_anonymous_writes(monkeypatch, modelreg_database):
+    settings = ini_settings("production.ini")
+    assert settings["modelreg.auth.anonymous"] == "none"
+    assert settings["modelreg.auth.allow_anonymous_write"] == "false"
+    assert settings.get("modelreg.metrics.public", "false") == "false"
+    monkeypatch.setenv("MODELREG_DATABASE_URL", modelreg_database.url)
+    # The environment cannot open it: the ini's explicit "none" wins.
+    monkeypatch.setenv("MODELREG_AUTH_ANONYMOUS", "write")
+    app = configure(settings).make_wsgi_app()
+    try:
+        test = webtest.TestApp(app)
+        test.post_json("/api/v1/models", {"name": "planted"}, status=401)
+        test.get("/api/v1/models", status=401)
+    finally:
+        app.registry["db_engine"].dispose()
+    # Editing the ini (or any setting) to open it stops start-up.
+    with pytest.raises(RuntimeError, match="refusing to start"):
+        configure({**settings, "modelreg.auth.anonymous": "write"})
+    with pytest.raises(RuntimeError, match="refusing to start"):
+        configure({**settings, "modelreg.auth.anonymous": " WRITE "})
+    # Unknown values are errors, not silently "none" or "write".
+    with pytest.raises(RuntimeError, match="not one of"):
+        configure({**settings, "modelreg.auth.anonymous": "yes"})
+    # Anonymous reads are the most production allows.
+    app = configure({**settings, "modelreg.auth.anonymous": "read"}).make_wsgi_app()
+    try:
+        test = webtest.TestApp(app)
+        test.get("/api/v1/models", status=200)
+        test.post_json("/api/v1/models", {"name": "planted"}, status=401)
+    finally:
+        app.registry["db_engine"].dispose()
+
+
+def test_anonymous_access_is_off_unless_configured(modelreg_database, monkeypatch):
+    monkeypatch.delenv("MODELREG_AUTH_ANONYMOUS")
+    app = configure({"sqlalchemy.url": modelreg_database.url}).make_wsgi_app()
+    try:
+        webtest.TestApp(app).get("/api/v1/models", status=401)
+    finally:
+        app.registry["db_engine"].dispose()

@@ -19,14 +19,22 @@ body (creating, renaming) and the admin API → 403.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import webtest
+from pyramid.interfaces import IExceptionResponse
+from pyramid.response import Response
+from pyramid.security import NO_PERMISSION_REQUIRED
+from pyramid.testing import DummyRequest
 
 from helpers import API, error_code
+from modelreg.config import configure
+from modelreg.errors import ApiError
 from modelreg.files.services import FileService
+from modelreg.metrics import MetricsTokenPredicate
 from modelreg.testing import clear_database, make_app
 from security_helpers import (
     add_principal,
@@ -409,23 +417,136 @@ def test_anonymous_modes(modelreg_database, mode, read, write):
         app.registry["db_engine"].dispose()
 
 
-def test_every_route_view_declares_a_permission(modelreg_database):
-    """Views outside the OpenAPI document too (``/metrics``, whose access is tested in
-    test_observability.py): none relies on the default permission."""
-    app = make_app({"sqlalchemy.url": modelreg_database.url,
-                    "modelreg.metrics.enabled": "true",
-                    "modelreg.metrics.token": "a-scrape-token-of-some-length"})
+# ------------------------------------------------------------------------ route inventory
+
+#: The only paths whose views may be public (NO_PERMISSION_REQUIRED).
+PUBLIC_PATHS = {"/healthz", "/readyz", "/api/v1/openapi.json"}
+#: Views that are no API operation (so no case of the matrix above), with what guards them
+#: and the test that checks every caller.  ``/metrics`` (when ``modelreg.metrics.enabled``):
+#: a global admin's token, or the scrape token, a secret its own view predicate compares —
+#: tests/test_observability.py::test_metrics_need_the_scrape_token_or_a_global_admin.
+OUTSIDE_THE_DOCUMENT = {("GET", "/metrics"): MetricsTokenPredicate}
+#: The settings of a production deployment that add routes: every route must be walked.
+ALL_ROUTES = {"modelreg.metrics.enabled": "true",
+              "modelreg.metrics.token": "a-scrape-token-of-32-characters!"}
+
+
+def _is_exception_view(intr: Any) -> bool:
+    context = intr["context"]
+    if intr["exception_only"] or context is IExceptionResponse:
+        return True
+    return isinstance(context, type) and issubclass(context, BaseException)
+
+
+def _answers_405(view: Any) -> bool:
+    """Whether ``view`` is one of the 405 responders: it refuses every request alike."""
     try:
-        undeclared = []
-        for item in app.registry.introspector.get_category("views"):
-            view = item["introspectable"]
-            if view["route_name"] is None:  # exception and not-found views
+        view(DummyRequest(method="PROPFIND", path="/x"))
+    except ApiError as exc:
+        return exc.status == 405
+    except Exception:  # a view that cannot even run here refuses nothing
+        return False
+    return False
+
+
+def permission_problems(registry: Any, document: dict[str, Any]) -> list[str]:
+    """Every view the app registers that lacks an explicit, known permission, or that the
+    OpenAPI document (and so the permission matrix above) does not cover."""
+    introspector = registry.introspector
+    patterns = {r["introspectable"]["name"]: r["introspectable"]["pattern"]
+                for r in introspector.get_category("routes")}
+    documented = {(method.upper(), path): op["x-permission"]
+                  for path, methods in document["paths"].items()
+                  for method, op in methods.items()}
+    problems = []
+    for entry in introspector.get_category("views"):
+        intr = entry["introspectable"]
+        view = intr["callable"]
+        name = f"{getattr(view, '__module__', '?')}.{getattr(view, '__qualname__', view)}"
+        permissions = [r["value"] for r in entry["related"] if r.category_name == "permissions"]
+        if _is_exception_view(intr):
+            # Exception views render errors, never a resource: Pyramid's own defaults carry
+            # no permission, the app's are NO_PERMISSION_REQUIRED.
+            if permissions not in ([], [NO_PERMISSION_REQUIRED]):
+                problems.append(f"exception view {name} has permission {permissions}")
+            elif not permissions and not name.startswith("pyramid."):
+                problems.append(f"exception view {name} has no explicit permission")
+            continue
+        route = intr["route_name"]
+        pattern = patterns.get(route, "<no route>")
+        where = f"{name} on {intr['request_methods'] or 'any method'} {pattern}"
+        if len(permissions) != 1:
+            problems.append(f"{where}: no explicit permission")
+            continue
+        (permission,) = permissions
+        methods = intr["request_methods"] or ("<any>",)
+        methods = [m for m in ((methods,) if isinstance(methods, str) else methods)
+                   if m != "HEAD"]  # HEAD is served by the GET view
+        path = re.sub(r"\{(\w+)(?::[^}]*)?\}", r"{\1}", pattern)
+        guard = {OUTSIDE_THE_DOCUMENT.get((method, path)) for method in methods}
+        if permission == NO_PERMISSION_REQUIRED:
+            guarded = len(guard) == 1 and None not in guard and any(
+                isinstance(p, tuple(guard)) for p in intr["predicates"])
+            if pattern not in PUBLIC_PATHS and not guarded and not _answers_405(view):
+                problems.append(f"{where}: public, but not one of {sorted(PUBLIC_PATHS)}")
+            continue
+        if permission not in ("read", "write", "admin"):
+            problems.append(f"{where}: permission {permission!r} is not read, write or admin")
+        for method in methods:
+            if (method, path) in OUTSIDE_THE_DOCUMENT:
                 continue
-            if not [r for r in item["related"] if r.category_name == "permissions"]:
-                undeclared.append((view["route_name"], view["request_methods"]))
-        assert undeclared == []
-        routes = {item["introspectable"]["route_name"]
-                  for item in app.registry.introspector.get_category("views")}
-        assert "metrics" in routes
+            if documented.get((method, path)) != permission:
+                problems.append(f"{where}: {method} {path} is not in the OpenAPI document "
+                                f"with x-permission {permission!r}, so no matrix case")
+    return problems
+
+
+def _inventory_app(url: str, extra: Any = None) -> Any:
+    """The app with every installed plugin and every optional route, as a deployment
+    builds it."""
+    config = configure({"sqlalchemy.url": url, "modelreg.auth.anonymous": "none",
+                        **ALL_ROUTES}, load_entrypoints=True)
+    if extra is not None:
+        extra(config)
+        config.commit()
+    return config.make_wsgi_app()
+
+
+def _document(app: Any) -> dict[str, Any]:
+    return webtest.TestApp(app).get("/api/v1/openapi.json").json
+
+
+def test_every_view_declares_a_permission(modelreg_database):
+    app = _inventory_app(modelreg_database.url)
+    try:
+        routes = {r["introspectable"]["pattern"]
+                  for r in app.registry.introspector.get_category("routes")}
+        assert len(routes) >= 20 and "/metrics" in routes  # the walk sees the whole app
+        assert permission_problems(app.registry, _document(app)) == []
     finally:
+        app.registry["db_engine"].dispose()
+
+
+def test_the_inventory_catches_a_view_without_permission(modelreg_database):
+    def sneak(config):
+        config.add_route("sneaky", "/api/v1/sneaky")
+        config.add_view(lambda request: Response("in"), route_name="sneaky",
+                        request_method="GET")
+        config.add_route("opened", "/api/v1/opened")
+        config.add_view(lambda request: Response("in"), route_name="opened",
+                        request_method="GET", permission=NO_PERMISSION_REQUIRED)
+
+    app = _inventory_app(modelreg_database.url, sneak)
+    try:
+        problems = permission_problems(app.registry, _document(app))
+        assert any("/api/v1/sneaky: no explicit permission" in p for p in problems), problems
+        assert any("/api/v1/opened: public" in p for p in problems), problems
+        assert len(problems) == 2, problems
+        # And the default permission refuses the view that has none, whoever asks.
+        test = webtest.TestApp(app)
+        test.get("/api/v1/sneaky", status=401)
+        admin = add_principal(app, "root", admin=True)
+        test.get("/api/v1/sneaky", headers=bearer(admin), status=403)
+    finally:
+        clear_database(app.registry["db_engine"])
         app.registry["db_engine"].dispose()

@@ -121,6 +121,13 @@ class Unprocessable(ApiError):
     code = "invalid"
 
 
+class TooManyRequests(ApiError):
+    """429: the client must wait (say how long in a ``Retry-After`` header)."""
+
+    status = 429
+    code = "too_many_requests"
+
+
 def error_response(request: Request, error: ApiError) -> Response:
     """Render ``error`` as the JSON error response."""
     response = Response(json_body=error.as_json(), status=error.status, charset="utf-8")
@@ -143,6 +150,7 @@ _HTTP_CODES = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "too_many_requests",
 }
 
 

@@ -371,10 +371,11 @@ def openapi_document(
             responses[str(status)] = {"description": _EMPTY_TEXT.get(status, "No body.")}
         protected = op.permission != NO_PERMISSION_REQUIRED
         # Every protected operation may be refused: 401 without valid credentials, 403
-        # when the caller may not (404 hides a model the caller may not read).  Any may
-        # answer 503 while the database cannot be reached.
+        # when the caller may not (404 hides a model the caller may not read), 429 while
+        # the client is blocked for failing authentication too often.  Any may answer 503
+        # while the database cannot be reached.
         for status in sorted({400, 404, 500, 503, *op.errors,
-                              *((401, 403) if protected else ())}):
+                              *((401, 403, 429) if protected else ())}):
             responses[str(status)] = {
                 "description": _ERROR_TEXT.get(status, "Error."),
                 "content": {"application/json": {"schema": error_ref}},

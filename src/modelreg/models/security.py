@@ -147,7 +147,7 @@ class AuthFailure(Base):
 
     __tablename__ = "auth_failures"
 
-    #: The client: its address (as the app sees it, see ``modelreg.proxy.*``).
+    #: The client: its address, ``REMOTE_ADDR`` (see ``modelreg.security.http``).
     client: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     #: Failures since ``window_started_at``.
     failures: Mapped[int] = mapped_column(default=0)

@@ -13,6 +13,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from ..openapi import Param, api_view, parse_body
+from ..security.http import client_address
 from ..security.policy import readable_models, require
 from . import schemas
 from .services import RegistryService
@@ -35,7 +36,7 @@ def registry_service(request: Request) -> RegistryService:
         request.registry["modelreg.plugin_manager"].hook,
         request.registry.settings,
         actor=request.authenticated_userid,
-        client_addr=request.client_addr,
+        client_addr=client_address(request),
         token_id=getattr(request.identity, "token_id", None),
     )
 

@@ -9,11 +9,19 @@ Settings:
 ``modelreg.auth.allow_anonymous_write`` (default ``true``)
     ``false`` makes start-up fail if ``modelreg.auth.anonymous = write``: production.ini sets
     it so that no setting (nor ``MODELREG_AUTH_ANONYMOUS``) can open a production registry.
+``modelreg.auth.max_failures`` (default 10), ``...failure_window``,
+``...block_seconds`` (seconds, default 60 each)
+    Throttling of failed authentication (:mod:`.throttle`): that many failures of a client
+    within the window block its requests with credentials for ``block_seconds``; 0
+    failures switches throttling off.
+``modelreg.allowed_hosts``
+    The ``Host`` allow-list (:mod:`.http`).
 
 :func:`includeme` installs the policy (:mod:`.policy`), makes ``modelreg.denied`` the default
 permission (a view declared without a permission is refused), gives every route the
-:class:`~.policy.ModelContext` of the model it names, renders refusals as 401/403/404, and
-adds the admin API (:mod:`.views`).
+:class:`~.policy.ModelContext` of the model it names, renders refusals as 401/403/404, adds
+the tween of :mod:`.http` (``Host`` allow-list, ``nosniff``) and the admin API
+(:mod:`.views`).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from pyramid.settings import asbool
 
 from .access import Level
 from .policy import DENIED, POLICY_KEY, SecurityPolicy, forbidden_view, root_factory
+from .throttle import Throttle
 
 ANONYMOUS_SETTING = "modelreg.auth.anonymous"
 ALLOW_ANONYMOUS_WRITE_SETTING = "modelreg.auth.allow_anonymous_write"
@@ -57,10 +66,15 @@ def anonymous_level(settings: dict[str, Any]) -> Level:
 
 def includeme(config: Configurator) -> None:
     """Install the security policy, the default permission and the admin API."""
-    policy = SecurityPolicy(anonymous_level(config.get_settings()))
+    settings = config.get_settings()
+    # pyramid_tm would ask the policy who the caller is (to annotate the transaction) above
+    # the exception views, where a database error while checking a token is no JSON error.
+    settings.setdefault("tm.annotate_user", "false")
+    policy = SecurityPolicy(anonymous_level(settings), Throttle.from_settings(settings))
     config.registry[POLICY_KEY] = policy
     config.set_security_policy(policy)
     config.set_default_permission(DENIED)
     config.set_root_factory(root_factory)
     config.add_forbidden_view(forbidden_view)
+    config.include(".http")
     config.include(".views")

@@ -32,6 +32,7 @@ from ..errors import ApiError, Forbidden, Unauthorized, error_response
 from ..models import ApiToken, Model, utcnow
 from ..registry.services import model_not_found
 from .access import GRANTABLE, Access, Identity, Level
+from .throttle import Throttle
 from .tokens import TOKEN_PREFIX, authenticate_token, identity_for_name
 
 log = logging.getLogger(__name__)
@@ -75,24 +76,50 @@ class SecurityPolicy:
 
     :param anonymous: the level every caller has on every model without credentials
         (``modelreg.auth.anonymous``).
+    :param throttle: the rule that blocks clients failing authentication too often.
     """
 
-    def __init__(self, anonymous: Level) -> None:
+    def __init__(self, anonymous: Level, throttle: Throttle) -> None:
         self.anonymous = anonymous
-        self._identities = RequestLocalCache(self._load_identity)
+        self.throttle = throttle
+        #: The identity of each request (``None`` when anonymous or refused)...
+        self._identities = RequestLocalCache(self._identify)
+        #: ...and the error that refused its credentials, if any.
+        self._refusals: RequestLocalCache = RequestLocalCache()
 
     # ------------------------------------------------------------------ identification
 
     def identity(self, request: Request) -> Identity | None:
         """The caller, found once per request; ``None`` if anonymous.
 
-        :raises Unauthorized: when credentials were sent but are refused.
+        :raises Unauthorized: when credentials were sent but are refused (each time it is
+            asked, but counted as one failed authentication).
+        :raises TooManyRequests: when the client is blocked for failing too often.
         """
-        return self._identities.get_or_create(request)
+        identity = self._identities.get_or_create(request)
+        refusal = self._refusals.get(request, None)
+        if refusal is not None:
+            raise refusal
+        return identity
+
+    def _identify(self, request: Request) -> Identity | None:
+        """The caller; when its credentials are refused, ``None`` with the error kept for
+        the request, so that asking again neither authenticates again nor counts another
+        failure."""
+        try:
+            return self._load_identity(request)
+        except Unauthorized as exc:
+            self.throttle.failed(request)
+            self._refusals.set(request, exc)
+        except ApiError as exc:
+            self._refusals.set(request, exc)
+        return None
 
     def _load_identity(self, request: Request) -> Identity | None:
         header = request.headers.get("Authorization")
         if header is not None:
+            # A blocked client is refused before its credentials are even looked at.
+            self.throttle.check(request)
             scheme, _, credentials = header.strip().partition(" ")
             credentials = credentials.strip()
             if scheme.lower() == "bearer" and credentials.startswith(TOKEN_PREFIX):
@@ -102,6 +129,8 @@ class SecurityPolicy:
         hook = request.registry["modelreg.plugin_manager"].hook
         name = hook.modelreg_authenticate(request=request)
         if name is not None:
+            if header is None:
+                self.throttle.check(request)
             return identity_for_name(request.dbsession, name)
         if header is not None:
             raise Unauthorized(
@@ -144,8 +173,16 @@ class SecurityPolicy:
         return identity.name if identity is not None else None
 
     def authenticated_userid(self, request: Request) -> str | None:
-        """The principal's name, or ``None`` for anonymous callers."""
-        identity = self.identity(request)
+        """The principal's name, or ``None`` for anonymous callers and refused credentials.
+
+        Never raises: pyramid_tm asks for it outside the exception views (to annotate the
+        transaction), where an error would escape as a bare 500.  The refusal itself is
+        raised by :meth:`permits`, whose errors are rendered as JSON.
+        """
+        try:
+            identity = self.identity(request)
+        except ApiError:
+            return None
         return identity.name if identity is not None else None
 
     def access(self, request: Request) -> Access:

@@ -32,6 +32,8 @@ _PRINCIPAL_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?")
 MAX_TOKEN_DAYS = 3650
 #: Prefix that names a group where a grant's subject may be a principal or a group.
 GROUP_PREFIX = "group:"
+#: The target types of the audit events written here (the rest are the registry's).
+SECURITY_TARGET_TYPES = ("principal", "group", "token", "grant")
 
 
 def check_principal_name(name: str, what: str = "principal") -> str:
@@ -484,6 +486,8 @@ class SecurityService:
         actor: str | None = None,
         action: str | None = None,
         target: str | None = None,
+        target_type: str | None = None,
+        model: str | None = None,
         since: str | None = None,
         until: str | None = None,
         page_size: str | int | None = None,
@@ -494,7 +498,11 @@ class SecurityService:
         :param actor: only this actor's.
         :param action: only this action (``model.created``).
         :param target: only targets starting with this (``fraud-detector`` finds the model,
-            its versions, tags and aliases).
+            its versions, tags and aliases — and those of ``fraud-detector-2``).
+        :param target_type: only targets of this type (``model``, ``version``, ``alias``,
+            ``principal``, ``token``...).
+        :param model: only the model of exactly this name and its versions, tags, aliases
+            and files.
         :param since: only events at or after this ISO-8601 time.
         :param until: only events before this ISO-8601 time.
         """
@@ -505,11 +513,28 @@ class SecurityService:
             query = query.where(AuditEvent.action == action)
         if target:
             query = query.where(AuditEvent.target.startswith(target, autoescape=True))
+        if target_type:
+            query = query.where(AuditEvent.target_type == target_type)
+        if model:
+            # Targets of a model's parts are "<model>/<n>", "<model>:<tag>", "<model>@<alias>"
+            # (names hold none of "/:@"); security targets never are.
+            parts = sa.or_(*(AuditEvent.target.startswith(model + sep, autoescape=True)
+                             for sep in "/:@"))
+            if any(sep in model for sep in "/:@"):
+                parts = sa.false()  # no model is called so
+            query = query.where(
+                AuditEvent.target_type.not_in(SECURITY_TARGET_TYPES),
+                sa.or_(
+                    sa.and_(AuditEvent.target_type == "model", AuditEvent.target == model),
+                    sa.and_(AuditEvent.target_type != "model", parts),
+                ),
+            )
         start, end = parse_time(since, "since"), parse_time(until, "until")
         if start is not None:
             query = query.where(AuditEvent.at >= start)
         if end is not None:
             query = query.where(AuditEvent.at < end)
         order = paging.Order("id", AuditEvent.id, True, AuditEvent.id)
-        query_id = paging.fingerprint("audit", actor, action, target, since, until)
+        query_id = paging.fingerprint("audit", actor, action, target, target_type, model,
+                                      since, until)
         return self._page(query, order, query_id, page_size, page_token)

@@ -14,6 +14,7 @@ from pyramid.response import Response
 
 from ..openapi import Param, api_view, parse_body
 from . import schemas
+from .http import client_address
 from .services import SecurityService
 
 ADMIN = "admin"
@@ -31,7 +32,7 @@ def security_service(request: Request) -> SecurityService:
         request.dbsession,
         actor=request.authenticated_userid,
         token_id=identity.token_id if identity is not None else None,
-        client_addr=request.client_addr,
+        client_addr=client_address(request),
     )
 
 
@@ -237,6 +238,10 @@ def delete_grant(request: Request) -> Response:
               Param("actor", "Only this actor's changes."),
               Param("action", "Only this action, e.g. model.created."),
               Param("target", "Only targets starting with this, e.g. fraud-detector."),
+              Param("target_type", "Only targets of this type: model, version, alias, "
+                    "principal, token..."),
+              Param("model", "Only this model (exact name) and its versions, tags and "
+                    "aliases."),
               Param("since", "Only changes at or after this ISO-8601 time."),
               Param("until", "Only changes before this ISO-8601 time."),
               *_PAGE_PARAMS,
@@ -249,6 +254,8 @@ def list_audit(request: Request) -> dict[str, Any]:
         actor=_query(request, "actor"),
         action=_query(request, "action"),
         target=_query(request, "target"),
+        target_type=_query(request, "target_type"),
+        model=_query(request, "model"),
         since=_query(request, "since"),
         until=_query(request, "until"),
         **_page(request),
