@@ -175,7 +175,13 @@ class Client:
 def _ready_version(client: Client) -> int:
     number = client.ok("POST", f"{MODEL}/versions", {})["number"]
     client.ok("PUT", f"{MODEL}/versions/{number}/files/model.bin", raw=b"weights")
-    client.ok("POST", f"{MODEL}/versions/{number}/finalize")
+    status, version, _ = client.call("POST", f"{MODEL}/versions/{number}/finalize")
+    assert status in (200, 202), version  # 202: a scanner is installed
+    deadline = time.monotonic() + 60
+    while version["status"] == "validating" and time.monotonic() < deadline:
+        time.sleep(0.1)  # the embedded worker scans it
+        version = client.ok("GET", f"{MODEL}/versions/{number}")
+    assert version["status"] == "ready", version
     return number
 
 
@@ -189,6 +195,9 @@ def test_postgresql_restart_under_load(private_postgresql, tmp_path):
         "retry.attempts": "3",
         "modelreg.auth.anonymous": "write",
         "modelreg.storage.local.path": str(tmp_path / "blobs"),
+        # as in development.ini: versions finalized while a scanner is installed get scanned
+        "modelreg.worker.embedded": "true",
+        "modelreg.worker.poll_interval": "0.2",
     }
     with LiveServer(settings, threads=8) as server:
         setup = Client(server.port)
