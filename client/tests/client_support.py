@@ -69,6 +69,9 @@ def start_registry() -> Iterator[Registry]:
             "modelreg.upload.max_put_size": str(MAX_PUT),
             "modelreg.upload.min_chunk_size": str(MIN_CHUNK),
             "retry.attempts": "3",
+            # scans (the installed modelreg-scan) run in the server, as in development.ini
+            "modelreg.worker.embedded": "true",
+            "modelreg.worker.poll_interval": "0.2",
         }
         with db_session(settings) as db:
             security = SecurityService(db, actor="client-tests")
