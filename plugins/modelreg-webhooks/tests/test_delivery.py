@@ -5,9 +5,11 @@ and a worker killed in the middle of a delivery."""
 from __future__ import annotations
 
 import itertools
+import json
 import signal
 import threading
 import time
+import urllib.request
 from typing import Any
 
 from conftest import SECRET, Deployment, Receiver
@@ -192,3 +194,51 @@ def test_a_worker_killed_mid_delivery_loses_nothing(admin, receiver, deployment:
     assert all(e.body["model"] == name for e in got)
     # the third was sent twice: once to the killed worker's connection, once after
     assert receiver.received[2].event_id in [e.event_id for e in receiver.received[3:]]
+
+
+def test_a_server_with_embedded_worker_killed_mid_delivery_loses_nothing(
+    admin, receiver, modelreg_settings
+):
+    from modelreg.testing.server import LiveServer
+
+    sub = subscribe(admin, receiver)
+    release = threading.Event()
+    arrived = threading.Event()
+
+    def hang_on_the_second(entry: Any) -> None:
+        if len(receiver.received) == 2:
+            arrived.set()
+            release.wait(30)
+
+    receiver.hold = hang_on_the_second
+    settings = {**modelreg_settings, "modelreg.worker.embedded": "true",
+                "modelreg.worker.lease": "1", "modelreg.webhooks.lease": "1"}
+    first = session(admin)
+    try:
+        with LiveServer(settings, threads=2) as live:
+            assert arrived.wait(60), receiver.received
+            live.process.send_signal(signal.SIGKILL)
+            live.process.wait(30)
+    finally:
+        release.set()
+    receiver.hold = None
+    time.sleep(1.5)  # the dead worker's leases run out
+    with LiveServer(settings, threads=2) as live:
+        second = f"after-restart-{next(_names)}"
+        request = urllib.request.Request(  # noqa: S310 (http to the test server)
+            live.url + "/api/v1/models", data=json.dumps({"name": second}).encode(),
+            headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            assert response.status == 201
+        deadline = time.monotonic() + 60
+        while not (len(log(admin, sub)) > len(SESSION_TYPES)
+                   and {d["status"] for d in log(admin, sub)} == {"delivered"}
+                   and any(d["model"] == second for d in log(admin, sub))):
+            assert time.monotonic() < deadline, log(admin, sub)
+            time.sleep(0.2)
+    got = receiver.unique()
+    assert all(entry.verified for entry in receiver.received)
+    assert [d["event_id"] for d in log(admin, sub)] == [e.event_id for e in got]
+    assert_subsequence(SESSION_TYPES, [e.body["type"] for e in got if e.body["model"] == first])
+    assert [e.body["type"] for e in got if e.body["model"] == second] == ["model.created"]
+    assert receiver.received[1].event_id in [e.event_id for e in receiver.received[2:]]

@@ -63,11 +63,21 @@ def dispose_engines() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+        _migrated.clear()
+
+
+_migrated: set[str] = set()
 
 
 def tables_exist(engine: sa.Engine) -> bool:
-    """Whether the plugin's migrations ran on this database."""
-    return sa.inspect(engine).has_table(subscriptions.name)
+    """Whether the plugin's migrations ran on this database (remembered once true)."""
+    key = str(engine.url)
+    if key in _migrated:
+        return True
+    if sa.inspect(engine).has_table(subscriptions.name):
+        _migrated.add(key)
+        return True
+    return False
 
 
 def sign(secret: str, delivery_id: str, timestamp: int, body: bytes) -> str:
