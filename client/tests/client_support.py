@@ -56,8 +56,9 @@ class Registry:
 
 
 @contextmanager
-def start_registry() -> Iterator[Registry]:
-    """A live registry for the duration of the block; everything is removed afterwards."""
+def start_registry(**extra: str) -> Iterator[Registry]:
+    """A live registry for the duration of the block (``extra`` settings added); everything
+    is removed afterwards."""
     database = TestDatabase.create("sqlite")
     blobs = Path(tempfile.mkdtemp(prefix="modelreg-client-blobs-"))
     try:
@@ -72,6 +73,7 @@ def start_registry() -> Iterator[Registry]:
             # scans (the installed modelreg-scan) run in the server, as in development.ini
             "modelreg.worker.embedded": "true",
             "modelreg.worker.poll_interval": "0.2",
+            **extra,
         }
         with db_session(settings) as db:
             security = SecurityService(db, actor="client-tests")

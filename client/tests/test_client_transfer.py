@@ -229,3 +229,58 @@ def test_unsafe_paths_from_a_server_are_refused(tmp_path):
 def test_client_closes_its_connections(registry):
     with Client(registry.url, registry.token) as client:
         assert client.health()["status"] == "ok"
+
+
+def test_a_rejected_version_is_reported_with_its_problems(tmp_path):
+    from click.testing import CliRunner
+    from client_support import start_registry
+
+    from modelreg_client import VersionRejected
+    from modelreg_client.cli import main
+
+    source = tmp_path / "model"
+    small_tree(source)
+    with start_registry(**{"modelreg.policy.required_metadata": "framework"}) as registry:
+        with Client(registry.url, registry.token, state_dir=tmp_path / "state") as client:
+            with pytest.raises(VersionRejected) as caught:
+                client.push(source, "policy-model", metadata={"other": 1})
+            rejected = caught.value.version
+            assert rejected.status == "rejected"
+            assert [p.code for p in rejected.problems] == ["missing_metadata"]
+            assert not list((tmp_path / "state").rglob("*.json"))  # nothing to resume
+            assert client.push(source, "policy-model",
+                               metadata={"framework": "x"}).version.status == "ready"
+        (source / "more.txt").write_text("new content: a new version, without metadata")
+        result = CliRunner().invoke(main, [
+            "--url", registry.url, "--token", registry.token, "push", str(source),
+            "--model", "policy-model"], env={"MODELREG_STATE_DIR": str(tmp_path / "state"),
+                                             "MODELREG_CONFIG": str(tmp_path / "c.toml")})
+        assert result.exit_code == 5
+        assert "was rejected" in result.output
+        assert "missing_metadata: versions must carry the metadata key 'framework'" in \
+            result.output
+
+
+class _Dangerous:
+    def __reduce__(self):
+        return (os.system, ("echo never run",))
+
+
+def test_scan_findings_come_with_the_rejection(client, model_name, tmp_path):
+    pytest.importorskip("modelreg_scan")
+    pytest.importorskip("modelreg.worker.scanning")  # scans at finalize
+    import pickle
+
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "model.pkl").write_bytes(pickle.dumps(_Dangerous()))
+    (source / "readme.txt").write_text("weights in model.pkl\n")
+    from modelreg_client import VersionRejected
+
+    with pytest.raises(VersionRejected) as caught:
+        client.push(source, model_name)
+    assert caught.value.version.status == "rejected"
+    assert {f.path for f in caught.value.findings} == {"model.pkl"}
+    assert caught.value.details["findings"][0]["severity"]
+    assert client.list_findings(model_name, caught.value.version.number) == \
+        caught.value.findings

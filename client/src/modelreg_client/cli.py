@@ -31,7 +31,7 @@ from .config import load_settings, retries_setting, save_settings
 from .errors import ModelregError, Unauthorized
 from .refs import Ref, parse_ref
 from .transfer import Progress
-from .types import Model, PullResult, PushResult, Version
+from .types import Finding, Model, PullResult, PushResult, Version
 
 __all__ = ["CLI_ENTRYPOINT_GROUP", "EXIT_CODES", "EntryPointGroup", "main"]
 
@@ -149,11 +149,15 @@ def _describe(exc: ModelregError) -> str:
         message += f" [{exc.code}]"
     if isinstance(exc, Unauthorized):
         message += "\nhint: check the token (`modelreg login URL`, or MODELREG_TOKEN)"
-    problems = exc.details.get("problems") if isinstance(exc.details, dict) else None
-    for problem in problems or []:
+    details = exc.details if isinstance(exc.details, dict) else {}
+    for problem in details.get("problems") or []:
         if isinstance(problem, dict):
             where = f" ({problem['field']})" if problem.get("field") else ""
             message += f"\n  - {problem.get('code', '')}: {problem.get('message', '')}{where}"
+    for finding in details.get("findings") or []:
+        if isinstance(finding, dict):
+            message += (f"\n  - [{finding.get('severity', '')}] {finding.get('path', '')}: "
+                        f"{finding.get('code', '')}: {finding.get('message', '')}")
     return message
 
 
@@ -374,22 +378,20 @@ def _print_push(result: PushResult) -> None:
     if version.status == "validating":
         click.echo("  still validating: check later with "
                    f"`modelreg show {version.ref}`")
-    _print_findings(version)
+    _print_findings(version, result.findings)
 
 
-def _print_findings(version: Version) -> None:
+def _print_findings(version: Version, findings: list[Finding]) -> None:
     if version.problems:
         click.echo("  problems:")
         for problem in version.problems:
             where = f" ({problem.field})" if problem.field else ""
             click.echo(f"    - {problem.code}: {problem.message}{where}")
-    findings = version.raw.get("findings")
     if findings:
         click.echo("  scan findings:")
         for finding in findings:
-            if isinstance(finding, dict):
-                text = finding.get("message") or json.dumps(finding, sort_keys=True)
-                click.echo(f"    - {finding.get('path', '')}: {text}")
+            click.echo(f"    - [{finding.severity}] {finding.path}: {finding.code}: "
+                       f"{finding.message} ({finding.scanner})")
 
 
 @client_command(main)
@@ -504,8 +506,10 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
         return
     version = client.get_version(parsed.model, parsed.version)
     files = client.list_files(version.model, version.number).files
+    findings = client.list_findings(version.model, version.number)
     if as_json:
-        _echo_json({**version.as_dict(), "files": [f.as_dict() for f in files]})
+        _echo_json({**version.as_dict(), "files": [f.as_dict() for f in files],
+                    "findings": [f.as_dict() for f in findings]})
         return
     click.echo(f"version      {version.ref}")
     click.echo(f"status       {version.status}")
@@ -521,7 +525,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     click.echo(f"files        {len(files)} ({_size(sum(f.size for f in files))})")
     for file in files:
         click.echo(f"  {file.size:>14,}  {file.sha256[:12]}  {file.path}")
-    _print_findings(version)
+    _print_findings(version, findings)
 
 
 @client_command(main)

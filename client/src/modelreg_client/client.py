@@ -25,7 +25,7 @@ from urllib3.util.retry import Retry
 
 from . import __version__
 from .config import DEFAULT_RETRIES
-from .errors import ModelregError, NetworkError, ServerError, error_for_status
+from .errors import ModelregError, NetworkError, NotFound, ServerError, error_for_status
 from .manifest import DIGEST_PREFIX, FileRegion
 from .transfer import DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, Puller, Pusher
 from .types import (
@@ -33,6 +33,7 @@ from .types import (
     AliasMove,
     FileEntry,
     FileList,
+    Finding,
     Model,
     PullResult,
     PushResult,
@@ -316,6 +317,20 @@ class Client:
             delay = min(delay * 1.5, 5.0)
             version = self.get_version(model, number)
         return version
+
+    def list_findings(self, model: str, ref: str | int) -> list[Finding]:
+        """What the server's scanners found in a version's files.
+
+        An empty list when the server has no findings API (an older server, or one without
+        background scanning).
+        """
+        try:
+            body = self._json("GET", self._version_path(model, ref) + "/findings")
+        except NotFound as exc:
+            if exc.code == "not_found":  # no such route (a known version or model was named)
+                return []
+            raise
+        return [Finding.from_json(f) for f in body.get("findings") or []]
 
     def set_version_tag(self, model: str, number: int, key: str, value: str) -> None:
         """Set a tag on a version."""

@@ -100,13 +100,17 @@ class InvalidRequest(ModelregError):
 
 
 class VersionRejected(InvalidRequest):
-    """Finalizing a version rejected it: ``version`` holds it, with its ``problems``."""
+    """Finalizing a version rejected it: ``version`` holds it, with its ``problems``;
+    ``findings`` are the scanners' findings."""
 
     default_code = "version_rejected"
 
-    def __init__(self, message: str, *, version: Any) -> None:
-        super().__init__(message, details={"problems": [p.as_dict() for p in version.problems]})
+    def __init__(self, message: str, *, version: Any, findings: list[Any] = ()) -> None:
+        super().__init__(message, details={
+            "problems": [p.as_dict() for p in version.problems],
+            "findings": [f.as_dict() for f in findings]})
         self.version = version
+        self.findings = list(findings)
 
 
 class ServerError(ModelregError):

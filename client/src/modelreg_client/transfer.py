@@ -257,7 +257,8 @@ class Pusher:
         existing = self._existing(model, digest, metadata, lineage)
         if existing is not None:
             version = self._label(existing, tags, alias)
-            return PushResult(version, digest, True, [], every_path, 0)
+            return PushResult(version, digest, True, [], every_path, 0,
+                              self.client.list_findings(model, version.number))
         self._ensure_model(model)
         journal = Journal.for_push(
             self.client.state_dir or default_state_dir(),
@@ -274,15 +275,17 @@ class Pusher:
         self._upload_all(model, number, todo, journal)
         version = self.client.finalize_version(model, number, wait=wait)
         journal.remove()
+        findings = [] if version.status == "validating" else \
+            self.client.list_findings(model, number)
         if version.status == "rejected":
             problems = "; ".join(p.message for p in version.problems) or "no reason given"
             raise VersionRejected(f"version {version.ref} was rejected: {problems}",
-                                  version=version)
+                                  version=version, findings=findings)
         if version.status == "ready":
             self._check_digest(version, digest)
             version = self._label(version, {}, alias)
         return PushResult(version, digest, False, [f.path for f in todo], skipped,
-                          self.sent.value)
+                          self.sent.value, findings)
 
     def _existing(self, model: str, digest: str, metadata: dict[str, Any] | None,
                   lineage: dict[str, Any] | None) -> Version | None:

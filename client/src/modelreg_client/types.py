@@ -17,6 +17,7 @@ __all__ = [
     "AliasMove",
     "FileEntry",
     "FileList",
+    "Finding",
     "Model",
     "Problem",
     "PullResult",
@@ -244,6 +245,26 @@ class Upload(_Result):
 
 
 @dataclass(frozen=True)
+class Finding(_Result):
+    """What a scanner found in one file of a version (``severity``: e.g. ``error``,
+    ``warning``, ``info``; the server's ``modelreg.scan.reject`` decides which reject)."""
+
+    path: str
+    scanner: str
+    severity: str
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Finding:
+        """Build from the server's JSON."""
+        return cls(data.get("path", ""), data.get("scanner", ""), data.get("severity", ""),
+                   data.get("code", ""), data.get("message", ""),
+                   dict(data.get("details") or {}))
+
+
+@dataclass(frozen=True)
 class PushResult(_Result):
     """What :meth:`~modelreg_client.Client.push` did.
 
@@ -254,6 +275,7 @@ class PushResult(_Result):
     :ivar uploaded_files: paths whose bytes were sent.
     :ivar skipped_files: paths the server already had.
     :ivar uploaded_bytes: bytes sent in this call (a resumed upload sends only the rest).
+    :ivar findings: what the server's scanners found in the files (empty without scanners).
     """
 
     version: Version
@@ -262,6 +284,7 @@ class PushResult(_Result):
     uploaded_files: list[str]
     skipped_files: list[str]
     uploaded_bytes: int
+    findings: list[Finding] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
