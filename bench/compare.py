@@ -172,7 +172,10 @@ class MlflowServer:
             [str(VENV / "bin" / "mlflow"), "server",
              "--backend-store-uri", f"sqlite:///{self.directory / 'mlflow.db'}",
              "--serve-artifacts", "--artifacts-destination", str(self.directory / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)],
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+             # On a loaded machine a worker takes more than uvicorn's default 5 s to import
+             # MLflow and answer the supervisor's health check, and is killed in a loop.
+             "--uvicorn-opts", "--timeout-worker-healthcheck 120"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=self.directory, start_new_session=True,
             env={**os.environ, "MLFLOW_HOME": str(self.directory)})
@@ -196,15 +199,26 @@ class MlflowServer:
         process, self.process = self.process, None
         if process is None:
             return
+        # The job runner's huey consumers leave the process group: stop every descendant.
+        table = _proc_table()
+        tree, todo = [], [process.pid]
+        while todo:
+            pid = todo.pop()
+            tree.append(pid)
+            todo.extend(child for child, row in table.items() if row[0] == pid)
         try:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(15)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        for pid in tree:
+            try:
+                if pid == process.pid:
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         process.wait()
 
 
@@ -454,7 +468,7 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 
 def measure(adapter: Adapter, operation: Callable[[Conn, int], Any], clients: int,
-            seconds: float, max_requests: int) -> dict[str, Any]:
+            seconds: float, max_requests: int, warmup: int = 2) -> dict[str, Any]:
     """Run ``operation(conn, i)`` from ``clients`` threads for ``seconds`` (or
     ``max_requests`` in all); requests/s, p50/p99 ms, server CPU ms per request."""
     conns = [Conn(adapter.port) for _ in range(clients)]
@@ -469,7 +483,7 @@ def measure(adapter: Adapter, operation: Callable[[Conn, int], Any], clients: in
         while time.perf_counter() < deadline[0]:
             with lock:
                 i = next(counter)
-            if i >= max_requests:
+            if i >= max_requests + warmup * clients:
                 return
             began = time.perf_counter()
             try:
@@ -481,6 +495,17 @@ def measure(adapter: Adapter, operation: Callable[[Conn, int], Any], clients: in
                 continue
             samples[k].append((time.perf_counter() - began) * 1000)
 
+    def warm(k: int) -> None:  # every connection, and every server worker, once or twice
+        for _ in range(warmup):
+            with lock:
+                i = next(counter)
+            try:
+                operation(conns[k], i)
+            except Exception:  # a failed warm-up request is measured next anyway
+                pass
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(warm, range(clients)))
     cpu_before = tree_usage(adapter.root_pid)[0]
     start = time.perf_counter()
     deadline[0] = start + seconds
@@ -607,8 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         for system in systems:
             if system == "mlflow":
                 server = MlflowServer(work / "mlflow")
+                servers.append(server)  # stopped in any case, also if it fails to start
                 server.start()
-                servers.append(server)
                 adapters.append(Mlflow(server))
             else:
                 gunicorn = system == "modelreg-gunicorn"
