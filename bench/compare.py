@@ -628,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     peaks: dict[str, RssPeak] = {}
     rows: list[dict[str, Any]] = []
     memory: dict[str, dict[str, float]] = {}
+    partial = ""
     try:
         for system in systems:
             if system == "mlflow":
@@ -739,12 +740,17 @@ def main(argv: list[str] | None = None) -> int:
                           flush=True)
             del content
 
+    except (KeyboardInterrupt, Exception) as exc:  # keep what was measured
+        if not rows:
+            raise
+        partial = f"{type(exc).__name__}: {exc}"[:300]
+        print(f"stopped early ({partial}); writing what was measured", flush=True)
+    finally:
         for adapter in adapters:
             usage = tree_usage(adapter.root_pid)
             memory[adapter.name].update({"final_rss_mib": usage[1] / MiB,
                                          "peak_rss_mib": peaks[adapter.name].peak / MiB,
                                          "processes": usage[2]})
-    finally:
         for peak in peaks.values():
             peak.stop()
         for server in servers:
@@ -760,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
                                             "max_requests": args.max_requests,
                                             "clients": client_counts, "models": steps,
                                             "chunk": args.chunk},
-              "rows": rows, "memory": memory}
+              "rows": rows, "memory": memory, "partial": partial}
     text = markdown(report, [a.name for a in adapters])
     print()
     print(text)
@@ -790,6 +796,8 @@ def markdown(report: dict[str, Any], systems: list[str]) -> str:
              f"gunicorn {m['gunicorn']}, SQLAlchemy {m['sqlalchemy']}); {m['mlflow']}. "
              "SQLite for both, local artifact storage, loopback.", "",
              f"Command: `.venv/bin/python {report['command']}`", "",
+             *([f"**Partial run**, stopped early: {report['partial']}", ""]
+               if report.get("partial") else []),
              "Metadata operations: requests/s (p50 / p99 ms) [server CPU ms per request]; "
              "ratio = modelreg requests/s ÷ MLflow requests/s (and MLflow CPU ÷ modelreg "
              "CPU). Clients are Python threads on the same 2 cores (~1 ms CPU per request), "
