@@ -13,6 +13,9 @@ import pluggy
 from .errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from .hookspecs import PROJECT_NAME
 from .interfaces import MIN_CHUNK_SIZE, IBlobStore, validate_sha256
+from .openapi import Operation as ApiOperation
+from .openapi import Param as ApiParam
+from .openapi import add_api_view
 from .storage.errors import (
     BlobNotFound,
     BlobTooLarge,
@@ -30,6 +33,8 @@ __all__ = [
     "MIN_CHUNK_SIZE",
     "PROJECT_NAME",
     "ApiError",
+    "ApiOperation",
+    "ApiParam",
     "BackendDescription",
     "BadRequest",
     "BlobInfo",
@@ -47,6 +52,7 @@ __all__ = [
     "StorageFull",
     "Unprocessable",
     "UploadNotFound",
+    "add_api_view",
     "hookimpl",
     "validate_sha256",
 ]

@@ -26,7 +26,7 @@ from modelreg_webhooks import delivery
 from modelreg_webhooks.tables import attempts, deliveries, subscriptions
 
 from modelreg.api import hookimpl
-from modelreg.testing import CORE_PLUGINS, TestDatabase, unavailable
+from modelreg.testing import CORE_PLUGINS, TestDatabase, make_app, unavailable
 
 ADMIN = "root"
 SECRET = "a-test-secret-of-enough-length"  # noqa: S105 (a test value)
@@ -43,17 +43,21 @@ class HeaderAuth:
 
 
 @pytest.fixture(scope="session")
-def modelreg_plugins() -> tuple[Any, ...]:
-    """The core, this plugin, and the test header authentication."""
+def webhooks_plugins() -> tuple[Any, ...]:
+    """The core, this plugin, and the test header authentication.
+
+    The fixtures here have names of their own (not the kit's ``modelreg_*``), so that a run
+    of the whole repository, where other directories override the kit's, keeps them apart.
+    """
     return (*CORE_PLUGINS, "modelreg_webhooks.plugin", HeaderAuth())
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def modelreg_database(request: pytest.FixtureRequest,
-                      modelreg_plugins: tuple[Any, ...]) -> Iterator[TestDatabase]:
+def webhooks_database(request: pytest.FixtureRequest,
+                      webhooks_plugins: tuple[Any, ...]) -> Iterator[TestDatabase]:
     """A migrated database (core and webhooks branches) on each backend."""
     try:
-        db = TestDatabase.create(request.param, modelreg_plugins)
+        db = TestDatabase.create(request.param, webhooks_plugins)
     except ConnectionError as exc:
         unavailable(str(exc))
     yield db
@@ -70,16 +74,25 @@ WEBHOOK_SETTINGS = {
 
 
 @pytest.fixture(scope="session")
-def modelreg_settings(modelreg_database: TestDatabase,
+def webhooks_settings(webhooks_database: TestDatabase,
                       tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The kit's settings and the plugin's: private targets allowed, fast retries."""
     return {
-        "sqlalchemy.url": modelreg_database.url,
+        "sqlalchemy.url": webhooks_database.url,
         "modelreg.storage.local.path": str(tmp_path_factory.mktemp("webhook-blobs")),
         "retry.attempts": "3",
         "modelreg.auth.anonymous": "write",
         **WEBHOOK_SETTINGS,
     }
+
+
+@pytest.fixture(scope="session")
+def webhooks_app(webhooks_settings: dict[str, Any],
+                 webhooks_plugins: tuple[Any, ...]) -> Iterator[Any]:
+    """The WSGI app (through the kit's ``make_app``); its connections closed afterwards."""
+    app = make_app(webhooks_settings, webhooks_plugins)
+    yield app
+    app.registry["db_engine"].dispose()
 
 
 @dataclass
@@ -124,10 +137,10 @@ class Deployment:
 
 
 @pytest.fixture(scope="session")
-def deployment(modelreg_settings: dict[str, Any],
+def deployment(webhooks_settings: dict[str, Any],
                tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     """The ini files of the session's database, and its global admin ``root``."""
-    deploy = Deployment(tmp_path_factory.mktemp("webhook-ini"), modelreg_settings)
+    deploy = Deployment(tmp_path_factory.mktemp("webhook-ini"), webhooks_settings)
     command = [MODELREG, "users", "add", ADMIN, str(deploy.ini()), "--admin"]
     result = subprocess.run(command, capture_output=True, text=True,  # noqa: S603
                             timeout=120)
@@ -136,17 +149,17 @@ def deployment(modelreg_settings: dict[str, Any],
 
 
 @pytest.fixture(scope="session")
-def plugin_engine(modelreg_settings: dict[str, Any]) -> Iterator[sa.Engine]:
+def plugin_engine(webhooks_settings: dict[str, Any]) -> Iterator[sa.Engine]:
     """The plugin's own engine; its connections are closed after the session."""
-    yield delivery.get_engine(modelreg_settings)
+    yield delivery.get_engine(webhooks_settings)
     delivery.dispose_engines()
 
 
 @pytest.fixture
-def admin(modelreg_app: Any, deployment: Deployment,
+def admin(webhooks_app: Any, deployment: Deployment,
           plugin_engine: sa.Engine) -> Iterator[webtest.TestApp]:
     """A WebTest app acting as the global admin; the webhook tables are emptied after."""
-    yield webtest.TestApp(modelreg_app, extra_environ={"REMOTE_ADDR": "127.0.0.1",
+    yield webtest.TestApp(webhooks_app, extra_environ={"REMOTE_ADDR": "127.0.0.1",
                                                         "HTTP_X_TEST_PRINCIPAL": ADMIN})
     with plugin_engine.begin() as conn:
         for table in (attempts, deliveries, subscriptions):

@@ -197,7 +197,7 @@ def test_a_worker_killed_mid_delivery_loses_nothing(admin, receiver, deployment:
 
 
 def test_a_server_with_embedded_worker_killed_mid_delivery_loses_nothing(
-    admin, receiver, modelreg_settings
+    admin, receiver, webhooks_settings
 ):
     from modelreg.testing.server import LiveServer
 
@@ -211,7 +211,7 @@ def test_a_server_with_embedded_worker_killed_mid_delivery_loses_nothing(
             release.wait(30)
 
     receiver.hold = hang_on_the_second
-    settings = {**modelreg_settings, "modelreg.worker.embedded": "true",
+    settings = {**webhooks_settings, "modelreg.worker.embedded": "true",
                 "modelreg.worker.lease": "1", "modelreg.webhooks.lease": "1"}
     first = session(admin)
     try:

@@ -57,12 +57,12 @@ def test_unknown_fields_are_refused(admin):
 
 
 @pytest.fixture
-def strict_admin(modelreg_settings: dict[str, Any], modelreg_plugins, admin):
+def strict_admin(webhooks_settings: dict[str, Any], webhooks_plugins, admin):
     """An app without ``modelreg.webhooks.allow_private``."""
     import webtest
 
-    settings = {**modelreg_settings, "modelreg.webhooks.allow_private": "false"}
-    app = make_app(settings, modelreg_plugins)
+    settings = {**webhooks_settings, "modelreg.webhooks.allow_private": "false"}
+    app = make_app(settings, webhooks_plugins)
     yield webtest.TestApp(app, extra_environ=admin.extra_environ)
     app.registry["db_engine"].dispose()
 
@@ -84,10 +84,10 @@ def test_public_targets_are_accepted_without_the_setting(strict_admin):
     strict_admin.post_json(W, {"url": "https://93.184.215.14/hook"}, status=201)
 
 
-def test_only_global_admins_manage_webhooks(modelreg_app, admin):
+def test_only_global_admins_manage_webhooks(webhooks_app, admin):
     import webtest
 
-    anonymous = webtest.TestApp(modelreg_app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+    anonymous = webtest.TestApp(webhooks_app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
     anonymous.get(W, status=401)
     anonymous.post_json(W, {"url": "http://127.0.0.1/"}, status=401)
     assert admin.get(W).json["webhooks"] == []

@@ -19,7 +19,14 @@ from pyramid.request import Request
 from pyramid.response import Response
 from zope.sqlalchemy import mark_changed
 
-from modelreg.api import BadRequest, NotFound, Unprocessable
+from modelreg.api import (
+    ApiOperation,
+    ApiParam,
+    BadRequest,
+    NotFound,
+    Unprocessable,
+    add_api_view,
+)
 
 from . import delivery, targets
 from .config import WebhookSettings
@@ -270,23 +277,31 @@ def redeliver(request: Request) -> dict[str, Any]:
 
 
 def includeme(config: Configurator) -> None:
-    """Routes and views; every view needs the global ``admin`` permission."""
+    """Routes and views, each with its OpenAPI operation; every one needs the global
+    ``admin`` permission."""
     base = "/api/v1/webhooks"
     config.add_route("webhooks", base)
     config.add_route("webhooks.one", base + "/{id}")
     config.add_route("webhooks.deliveries", base + "/{id}/deliveries")
     config.add_route("webhooks.delivery", base + "/{id}/deliveries/{delivery}")
     config.add_route("webhooks.redeliver", base + "/{id}/deliveries/{delivery}/redeliver")
-    views = [
-        ("webhooks", "GET", list_subscriptions),
-        ("webhooks", "POST", create_subscription),
-        ("webhooks.one", "GET", get_subscription),
-        ("webhooks.one", "PATCH", update_subscription),
-        ("webhooks.one", "DELETE", delete_subscription),
-        ("webhooks.deliveries", "GET", list_deliveries),
-        ("webhooks.delivery", "GET", get_delivery),
-        ("webhooks.redeliver", "POST", redeliver),
+    paging = (ApiParam("limit", "page size (1-500, default 50)", {"type": "integer"}),
+              ApiParam("before", "the next page: the previous page's next",
+                       {"type": "integer"}),
+              ApiParam("status", "pending, delivered or failed"))
+    views: list[tuple[str, str, Any, dict[str, Any]]] = [
+        ("webhooks", "GET", list_subscriptions, {}),
+        ("webhooks", "POST", create_subscription, {"status": 201, "errors": (422,)}),
+        ("webhooks.one", "GET", get_subscription, {}),
+        ("webhooks.one", "PATCH", update_subscription, {"errors": (422,)}),
+        ("webhooks.one", "DELETE", delete_subscription, {"status": 204}),
+        ("webhooks.deliveries", "GET", list_deliveries, {"params": paging}),
+        ("webhooks.delivery", "GET", get_delivery, {}),
+        ("webhooks.redeliver", "POST", redeliver, {"status": 202}),
     ]
-    for route, method, view in views:
-        config.add_view(view, route_name=route, request_method=method, renderer="json",
-                        permission=PERMISSION)
+    for route, method, view, extra in views:
+        summary = (view.__doc__ or "").strip().splitlines()[0]
+        add_api_view(config, view,
+                     ApiOperation(route_name=route, method=method, summary=summary,
+                                  permission=PERMISSION, tags=("webhooks",), **extra),
+                     renderer="json")
