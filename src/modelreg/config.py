@@ -8,10 +8,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from pyramid.config import Configurator
-from pyramid.events import ContextFound
+from pyramid.events import ContextFound, NewRequest
 from pyramid.renderers import JSON
 
-from .openapi import add_method_not_allowed_views, refuse_control_characters
+from .openapi import (
+    add_method_not_allowed_views,
+    refuse_control_characters,
+    refuse_undecodable_requests,
+)
 from .plugins import get_plugin_manager, log_plugins
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,7 @@ def configure(
     # plugins' own additions.
     config.include(".errors")
     config.include(".logs")  # request ids and the access log
+    config.add_subscriber(refuse_undecodable_requests, NewRequest)
     config.add_subscriber(refuse_control_characters, ContextFound)
     config.include(".db")
     # The blob store is built at start-up: an unknown backend stops it here.

@@ -185,7 +185,10 @@ def is_streaming(request: Request) -> bool:
         return False
     route = getattr(request, "matched_route", None)
     if route is None:  # pyramid_retry asks before the router matched the route
-        route = request.registry.getUtility(IRoutesMapper)(request)["route"]
+        try:
+            route = request.registry.getUtility(IRoutesMapper)(request)["route"]
+        except UnicodeDecodeError:  # a path that is not UTF-8: refused with a 400 later
+            return False
     return route is not None and (route.name, request.method) in streaming
 
 

@@ -154,14 +154,23 @@ _HTTP_CODES = {
 }
 
 
+def shown_path(request: Request) -> str:
+    """The request's path for messages and logs, even when it is not valid UTF-8."""
+    try:
+        return request.path
+    except UnicodeDecodeError:
+        raw = request.environ.get("PATH_INFO", "")
+        return raw.encode("latin-1", "replace").decode("utf-8", "replace")
+
+
 def _http_exception_view(exc: HTTPException, request: Request) -> Response:
     if exc.code < 400:  # redirects and 304s pass through untouched
         return exc
     code = _HTTP_CODES.get(exc.code, "error")
     if exc.code == 404:
-        message = f"no such resource: {request.path}"
+        message = f"no such resource: {shown_path(request)}"
     elif exc.code == 405:
-        message = f"method {request.method} is not allowed on {request.path}"
+        message = f"method {request.method} is not allowed on {shown_path(request)}"
     else:
         message = exc.explanation or exc.title
     error = ApiError(message, code=code, status=exc.code)
@@ -189,7 +198,7 @@ def _internal_error_view(exc: Exception, request: Request) -> Response:
             ),
         )
     if is_unavailable(exc):
-        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        log.warning("database unavailable on %s %s: %s", request.method, shown_path(request), exc)
         return error_response(
             request,
             ApiError(
@@ -199,7 +208,7 @@ def _internal_error_view(exc: Exception, request: Request) -> Response:
                 headers={"Retry-After": "1"},
             ),
         )
-    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    log.exception("unhandled error on %s %s", request.method, shown_path(request), exc_info=exc)
     return error_response(
         request, ApiError("internal server error", code="internal_error", status=500)
     )

@@ -18,7 +18,7 @@ import venusian
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from pyramid.config import Configurator
-from pyramid.events import ContextFound
+from pyramid.events import ContextFound, NewRequest
 from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
 
@@ -26,9 +26,15 @@ from .errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unprocessab
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 OPERATIONS_KEY = "modelreg.openapi.operations"
 MAX_JSON_BODY_SETTING = "modelreg.api.max_json_body"
 DEFAULT_MAX_JSON_BODY = 1024 * 1024
+#: Deepest nesting of objects and arrays accepted in a JSON request body.
+MAX_JSON_DEPTH = 32
+#: Statuses every operation with a JSON request body may answer: too large, not JSON,
+#: a value breaking a rule.
+BODY_ERRORS = (413, 415, 422)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,8 @@ class Param:
     name: str
     description: str
     schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    #: Error statuses a bad value of the parameter answers with (beside 400).
+    errors: tuple[int, ...] = ()
 
 
 @dataclass
@@ -175,8 +183,12 @@ def operations(registry: Any) -> list[Operation]:
 def parse_body(request: Request, schema: type[BodyT]) -> BodyT:
     """Parse the JSON body of ``request`` into ``schema``.
 
-    413 when larger than ``modelreg.api.max_json_body``, 400 when it is not JSON (or nested
-    too deeply to parse), 422 with every failed rule when a value is invalid.
+    An empty body is ``{}``.  413 when larger than ``modelreg.api.max_json_body``; 415 when
+    a body comes with another media type than JSON (so that no browser form or ``text/plain``
+    request can reach a view); 400 when it is not JSON: not UTF-8, not one object, a key
+    twice in one object, ``NaN`` or a number out of range, nested deeper than
+    :data:`MAX_JSON_DEPTH`; 422 with every failed rule when a value is invalid (NUL
+    characters and unpaired surrogates included, which no database stores).
     """
     limit = int(request.registry.settings.get(MAX_JSON_BODY_SETTING, DEFAULT_MAX_JSON_BODY))
     if request.content_length is not None and request.content_length > limit:
@@ -192,19 +204,16 @@ def parse_body(request: Request, schema: type[BodyT]) -> BodyT:
     if not raw.strip():
         data: Any = {}
     else:
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise BadRequest(
-                f"request body is not valid JSON: {str(exc)[:200]}", code="invalid_json"
-            ) from exc
+        _check_json_media_type(request)
+        data = _load_json(raw)
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
-    if _holds_nul(data):
+    problem = _bad_text(data)
+    if problem:
         raise Unprocessable(
-            "strings in the request body must not contain NUL characters",
+            f"strings in the request body must not contain {problem}",
             code="invalid_body",
-            details={"problems": [{"field": "", "message": "NUL character", "type": "nul"}]},
+            details={"problems": [{"field": "", "message": problem, "type": "text"}]},
         )
     try:
         return schema.model_validate(data)
@@ -225,20 +234,129 @@ def parse_body(request: Request, schema: type[BodyT]) -> BodyT:
         ) from exc
 
 
-def _holds_nul(value: Any) -> bool:
-    """Whether a parsed JSON value holds a NUL character in any string (or key)."""
+def _check_json_media_type(request: Request) -> None:
+    """415 unless the body is declared JSON (``application/json`` or ``*/*+json``) in UTF-8."""
+    media = (request.content_type or "").lower()
+    charset = (request.headers.get("Content-Type", "").lower().partition("charset=")[2]
+               .split(";")[0].strip().strip('"'))
+    is_json = media == "application/json" or (media.startswith("application/")
+                                               and media.endswith("+json"))
+    if not is_json or charset not in ("", "utf-8", "utf8"):
+        shown = request.headers.get("Content-Type", "")[:100] or "none"
+        raise ApiError(
+            f"request body must be JSON: send 'Content-Type: application/json' (UTF-8), "
+            f"not {shown!r}",
+            code="unsupported_media_type",
+            status=415,
+            details={"content_type": shown},
+        )
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key[:100]!r} in one object")
+            seen.add(key)
+    return obj
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:50]} is out of range")
+    return value
+
+
+def _load_json(raw: bytes) -> Any:
+    """The JSON value of a UTF-8 body (an optional byte-order mark is ignored); 400 if none."""
+    try:
+        text = raw.decode("utf-8")
+        data = json.loads(
+            text.removeprefix("\ufeff"),
+            object_pairs_hook=_object,
+            parse_constant=_constant,
+            parse_float=_finite,
+        )
+    except (ValueError, RecursionError) as exc:
+        # RecursionError: nested too deeply for the parser (thousands of levels).
+        reason = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)[:200]
+        raise BadRequest(
+            f"request body is not valid JSON: {reason}", code="invalid_json"
+        ) from exc
+    if _depth_exceeds(data, MAX_JSON_DEPTH):
+        raise BadRequest(
+            f"request body is not valid JSON: nested more than {MAX_JSON_DEPTH} levels",
+            code="invalid_json",
+            details={"max_depth": MAX_JSON_DEPTH},
+        )
+    return data
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether objects and arrays in ``value`` nest more than ``limit`` levels."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _bad_text(value: Any) -> str | None:
+    """What no string (or key) of a parsed JSON value may hold, if one does: a NUL character
+    or an unpaired surrogate (``"\\ud800"``)."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                return True
+                return "NUL characters"
+            if _SURROGATE.search(item):
+                return "unpaired surrogates"
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    return False
+    return None
+
+
+def refuse_undecodable_requests(event: NewRequest) -> None:
+    """Answer 400 when the path or the query string is not UTF-8, or the query holds NUL.
+
+    Runs first, before the route is matched, so that nothing later (routing, queries, error
+    messages, logs) meets text it cannot decode or a database cannot store.
+    """
+    request = event.request
+    try:
+        request.path_info  # noqa: B018 - decodes PATH_INFO
+    except UnicodeDecodeError:
+        raise BadRequest(
+            "the request path is not valid UTF-8 once percent-decoded", code="invalid_encoding"
+        ) from None
+    try:
+        params = request.GET
+    except UnicodeDecodeError:
+        raise BadRequest(
+            "the query string is not valid UTF-8 once percent-decoded", code="invalid_encoding"
+        ) from None
+    for key, value in params.items():
+        if "\x00" in key or "\x00" in value:
+            raise BadRequest(
+                f"query parameter {key[:100]!r} contains a NUL character",
+                code="invalid_query",
+                details={"parameter": key[:100]},
+            )
 
 
 def refuse_control_characters(event: ContextFound) -> None:
@@ -316,6 +434,20 @@ def _multi_segment(pattern: str) -> set[str]:
 _BINARY = {"type": "string", "format": "binary"}
 
 
+def _anonymous_allowed(registry: Any, permission: str, pattern: str) -> bool:
+    """Whether callers without credentials may use an operation of that permission on a
+    route of that pattern, as the registry's security policy decides."""
+    from .security.access import GRANTABLE, Access
+    from .security.policy import POLICY_KEY
+
+    policy = registry.get(POLICY_KEY)
+    required = GRANTABLE.get(permission)
+    if policy is None or required is None:
+        return False
+    model = "any-model" if "{model}" in pattern else None
+    return Access(None, policy.anonymous).allows(required, model)
+
+
 def openapi_document(
     registry: Any, route_patterns: dict[str, str], title: str, version: str
 ) -> dict[str, Any]:
@@ -374,8 +506,12 @@ def openapi_document(
         # when the caller may not (404 hides a model the caller may not read), 429 while
         # the client is blocked for failing authentication too often.  Any may answer 503
         # while the database cannot be reached.
-        for status in sorted({400, 404, 500, 503, *op.errors,
-                              *((401, 403, 429) if protected else ())}):
+        statuses = {400, 404, 500, 503, *op.errors, *(e for p in op.params for e in p.errors)}
+        if protected:
+            statuses.update((401, 403, 429))
+        if op.body is not None:
+            statuses.update(BODY_ERRORS)
+        for status in sorted(statuses):
             responses[str(status)] = {
                 "description": _ERROR_TEXT.get(status, "Error."),
                 "content": {"application/json": {"schema": error_ref}},
@@ -389,7 +525,10 @@ def openapi_document(
             "x-permission": op.permission,
         }
         if protected:
-            operation["security"] = [{"bearer": []}]
+            # An empty requirement: callers without a token may do this too, where
+            # modelreg.auth.anonymous allows it on this server.
+            anonymous = _anonymous_allowed(registry, op.permission, pattern)
+            operation["security"] = [{"bearer": []}, *([{}] if anonymous else [])]
         if op.body_media is not None:
             operation["requestBody"] = {
                 "required": True,

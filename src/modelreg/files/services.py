@@ -53,6 +53,8 @@ DEFAULT_MEDIA_TYPE = "application/octet-stream"
 
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 _HEX_DIGEST = re.compile(r"sha256:([0-9a-fA-F]{64})")
+#: Upload session ids as made: 32 lower-case hex digits (``secrets.token_hex(16)``).
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def setting_int(settings: dict[str, Any], name: str, default: int) -> int:
@@ -334,7 +336,13 @@ class FileService:
         return upload, version
 
     def find_upload(self, public_id: str) -> tuple[UploadSession, str, int] | None:
-        """An open, unexpired upload session with its model's name and version number."""
+        """An open, unexpired upload session with its model's name and version number.
+
+        An id that is not of the form the registry makes names no session and is never
+        looked up (a NUL in it would fail the query on PostgreSQL).
+        """
+        if not _UPLOAD_ID.fullmatch(public_id):
+            return None
         row = self.db.execute(
             sa.select(UploadSession, Model.name, Version.number)
             .join(Version, Version.id == UploadSession.version_id)

@@ -3,7 +3,7 @@
 from .events import AuditEvent, OutboxEvent
 from .files import Blob, File, UploadSession
 from .jobs import Job, ScanFinding
-from .meta import Base, utcnow
+from .meta import Base, parse_timestamp, utcnow
 from .registry import Alias, AliasHistory, Model, ModelTag, Version, VersionTag
 from .security import ApiToken, AuthFailure, Grant, Group, GroupMember, Principal
 
@@ -28,5 +28,6 @@ __all__ = [
     "UploadSession",
     "Version",
     "VersionTag",
+    "parse_timestamp",
     "utcnow",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -32,6 +33,32 @@ JSONDoc = sa.JSON(none_as_null=True)
 def utcnow() -> dt.datetime:
     """The current time in UTC, naive, with microseconds: the form every timestamp is stored in."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})?)?"
+)
+
+
+def parse_timestamp(text: str) -> dt.datetime | None:
+    """An ISO-8601 timestamp from a request, in the stored form (naive UTC); ``None`` if
+    ``text`` is not one or it falls outside the years 1 to 9999 once moved to UTC.
+
+    Accepted: ``2026-01-01`` (midnight UTC), ``2026-01-01T12:00:00Z``,
+    ``2026-01-01T12:00:00.5+02:00``; without an offset, UTC.
+    """
+    if not _TIMESTAMP.fullmatch(text):
+        return None
+    if text[-1] in "Zz":
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+        if parsed.tzinfo is not None:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
+        return None
+    return parsed
 
 
 class Base(DeclarativeBase):

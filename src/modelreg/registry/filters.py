@@ -106,8 +106,9 @@ Meaning
   value other than JSON ``null``.
 
 Limits: a filter has at most 2000 characters, 100 comparisons and 32 levels of nesting
-(parentheses and ``NOT``).  Any error is a ``400 invalid_filter`` whose details give the
-0-based character position of the problem.
+(parentheses and ``NOT``); a ``LIKE`` or ``GLOB`` pattern at most 10 runs of ``%`` or ``*``
+(each run costs the database a scan of the string per row).  Any error is a ``400
+invalid_filter`` whose details give the 0-based character position of the problem.
 """
 
 from __future__ import annotations
@@ -127,13 +128,14 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import BadRequest
-from ..models import Alias, Model, ModelTag, Version, VersionTag
+from ..models import Alias, Model, ModelTag, Version, VersionTag, parse_timestamp
 from .names import normalize_name
 
 __all__ = [
     "MAX_FILTER_DEPTH",
     "MAX_FILTER_LENGTH",
     "MAX_FILTER_TERMS",
+    "MAX_PATTERN_WILDCARDS",
     "And",
     "Comparison",
     "Node",
@@ -152,6 +154,8 @@ MAX_FILTER_LENGTH = 2000
 MAX_FILTER_DEPTH = 32
 #: Most comparisons accepted in one filter.
 MAX_FILTER_TERMS = 100
+#: Most runs of wildcards (``*`` in GLOB, ``%`` in LIKE) accepted in one pattern.
+MAX_PATTERN_WILDCARDS = 10
 
 #: The escape character of every ``LIKE`` the filters emit.
 LIKE_ESCAPE = "\\"
@@ -241,6 +245,9 @@ _KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "IS", "NULL", "LIKE", "GLOB", "
 # A field: an identifier, then optionally a dot and a tag key or metadata path.
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_.\-]*)?")
 _NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+# ASCII digits only: str.isdigit() is also true of superscripts and Arabic-Indic digits,
+# which start no number here.
+_DIGITS = frozenset("0123456789")
 _OPERATORS = ("!=", "<>", "<=", ">=", "=", "<", ">")
 _PUNCTUATION = {"(": "LPAREN", ")": "RPAREN", ",": "COMMA"}
 _ESCAPABLE = frozenset("'\"\\")
@@ -274,7 +281,7 @@ def _tokenize(text: str) -> list[_Token]:
             token = _read_string(text, i)
             tokens.append(token)
             i += len(token.text)
-        elif char.isdigit() or (char == "-" and text[i + 1 : i + 2].isdigit()):
+        elif char in _DIGITS or (char == "-" and text[i + 1 : i + 2] in _DIGITS):
             token = _read_number(text, i)
             tokens.append(token)
             i += len(token.text)
@@ -590,28 +597,34 @@ def _check_like_pattern(pattern: str, position: int) -> None:
         )
 
 
-_TIMESTAMP = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
-    r"(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})?)?"
-)
+def _check_wildcards(pattern: str, position: int) -> None:
+    """Refuse a ``LIKE`` pattern with more than :data:`MAX_PATTERN_WILDCARDS` runs of ``%``."""
+    runs, previous, escaped = 0, "", False
+    for char in pattern:
+        if escaped:
+            escaped, previous = False, ""
+            continue
+        if char == LIKE_ESCAPE:
+            escaped = True
+        elif char == "%" and previous != "%":
+            runs += 1
+        previous = char
+    if runs > MAX_PATTERN_WILDCARDS:
+        raise _FilterError(
+            f"pattern at position {position} has {runs} runs of wildcards ('*' or '%'): at "
+            f"most {MAX_PATTERN_WILDCARDS}",
+            position,
+        )
 
 
 def _parse_timestamp(value: str, position: int) -> dt.datetime:
-    parsed: dt.datetime | None = None
-    if _TIMESTAMP.fullmatch(value):
-        text = value[:-1] + "+00:00" if value[-1] in "Zz" else value
-        try:
-            parsed = dt.datetime.fromisoformat(text)
-        except ValueError:
-            parsed = None
+    parsed = parse_timestamp(value)
     if parsed is None:
         raise _FilterError(
             f"invalid timestamp {value!r} at position {position}; expected ISO-8601 such as "
             "'2026-01-01', '2026-01-01T12:00:00Z' or '2026-01-01T12:00:00+02:00'",
             position,
         )
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
     return parsed
 
 
@@ -1006,6 +1019,8 @@ def _compile_comparison(node: Comparison, fields: dict[str, _Field]) -> ColumnEl
         positive, values = "LIKE", (glob_to_like(values[0]),)
     elif positive == "LIKE":
         _check_like_pattern(values[0], node.values[0].position)
+    if positive == "LIKE":
+        _check_wildcards(values[0], node.values[0].position)
     predicate = field.build(suffix, positive, values)
     return sa.not_(predicate) if node.op in _NEGATIONS else predicate
 

@@ -11,11 +11,14 @@ MODEL_NAME_MAX = 128
 ALIAS_MAX = 64
 TAG_KEY_MAX = 128
 TAG_VALUE_MAX = 255
+#: The largest version number (and row id): an integer column's range on every database.
+MAX_NUMBER = 2**31 - 1
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _ALIAS = re.compile(r"[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?")
 _TAG_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DIGITS = re.compile(r"[0-9]+")
 
 #: Refs that are never alias names: ``latest`` resolves to the newest ready version.
 LATEST = "latest"
@@ -25,6 +28,22 @@ DIGEST_PREFIX = "sha256:"
 def has_control(text: str) -> bool:
     """Whether ``text`` holds a control character (NUL included), which no name may."""
     return _CONTROL.search(text) is not None
+
+
+def is_number(text: str) -> bool:
+    """Whether ``text`` writes a number: ASCII digits only (not '²', Arabic-Indic or fullwidth
+    digits, which ``str.isdigit`` accepts)."""
+    return _DIGITS.fullmatch(text) is not None
+
+
+def parse_number(text: str) -> int | None:
+    """The number ``text`` writes (a version number, a row id), if it is one from 0 to
+    :data:`MAX_NUMBER`; else ``None``: a number beyond names nothing that can exist, and
+    databases refuse to bind it (PostgreSQL past 32 bits, SQLite past 64)."""
+    if not is_number(text) or len(text.lstrip("0")) > len(str(MAX_NUMBER)):
+        return None
+    number = int(text)
+    return number if number <= MAX_NUMBER else None
 
 
 def normalize_name(name: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .names import ALIAS_MAX, MODEL_NAME_MAX, TAG_VALUE_MAX
+from .names import ALIAS_MAX, MAX_NUMBER, MODEL_NAME_MAX, TAG_VALUE_MAX
 
 DESCRIPTION_MAX = 10_000
 Status = Literal["draft", "validating", "ready", "rejected"]
@@ -50,7 +50,7 @@ class Lineage(BaseModel):
     run_id: str | None = Field(None, max_length=255)
     source_commit: str | None = Field(None, max_length=255)
     dataset_digests: list[str] = Field(default_factory=list, max_length=100)
-    parent_version: int | None = Field(None, ge=1)
+    parent_version: int | None = Field(None, ge=1, le=MAX_NUMBER)
 
 
 class VersionCreate(Body):
@@ -81,7 +81,7 @@ class TagSet(Body):
 class AliasSet(Body):
     """Body of ``PUT /api/v1/models/{model}/aliases/{alias}``."""
 
-    version: int = Field(ge=1, description="The number of a ready version.")
+    version: int = Field(ge=1, le=MAX_NUMBER, description="The number of a ready version.")
 
 
 # ---------------------------------------------------------------------------- responses

@@ -43,7 +43,9 @@ from .names import (
     check_model_name,
     check_tag,
     has_control,
+    is_number,
     normalize_name,
+    parse_number,
 )
 
 #: Largest serialised size of a version's ``metadata`` or ``lineage``.
@@ -100,15 +102,16 @@ def _check_tags(tags: dict[str, str]) -> None:
         check_tag(key, value)
 
 
-def version_number(ref: str) -> int:
-    """The version number a write request names; 422 for an alias or digest."""
-    if not ref.isdigit() or int(ref) < 1:
+def version_number(ref: str) -> int | None:
+    """The version number a write request names (``None`` for a number beyond any that can
+    exist); 422 for an alias, a digest or zero."""
+    if not is_number(ref) or not ref.strip("0"):
         raise Unprocessable(
-            f"write requests name a version by its number, not {ref!r}",
+            f"write requests name a version by its number, not {ref[:100]!r}",
             code="invalid_version_number",
             details={"field": "version"},
         )
-    return int(ref)
+    return parse_number(ref)
 
 
 def model_not_found(name: str) -> NotFound:
@@ -364,7 +367,7 @@ class RegistryService:
             query = query.where(filters.model_filter(filter_text))
         if visible is not None:
             query = query.where(visible)
-        key = paging.decode_token(page_token, query_id)
+        key = paging.decode_token(page_token, query_id, order)
         if key is not None:
             query = query.where(order.after(key))
         rows = self.db.execute(query.order_by(*order.clauses()).limit(size + 1)).all()
@@ -510,8 +513,9 @@ class RegistryService:
         """Resolve ``ref`` of a model: a number, an alias, ``latest`` or ``sha256:<hex>``."""
         model = self.get_model(model_name)
         query = sa.select(Version).where(Version.model_id == model.id)
-        if ref.isdigit():
-            query = query.where(Version.number == int(ref))
+        if is_number(ref):
+            number = parse_number(ref)
+            query = query.where(Version.number == number if number is not None else sa.false())
         elif ref == LATEST:
             query = query.where(Version.status == "ready").order_by(Version.number.desc())
         elif ref.startswith(DIGEST_PREFIX):
@@ -533,7 +537,8 @@ class RegistryService:
 
     def get_version_for_write(self, model_name: str, ref: str) -> Version:
         """The version a write request names by number."""
-        return self.get_version(model_name, str(version_number(ref)))
+        version_number(ref)
+        return self.get_version(model_name, ref)
 
     def list_versions(
         self,
@@ -564,7 +569,7 @@ class RegistryService:
         )
         if filter_text:
             query = query.where(filters.version_filter(filter_text))
-        key = paging.decode_token(page_token, query_id)
+        key = paging.decode_token(page_token, query_id, order)
         if key is not None:
             query = query.where(order.after(key))
         rows = self.db.scalars(query.order_by(*order.clauses()).limit(size + 1)).all()
@@ -844,10 +849,11 @@ class RegistryService:
         query = sa.select(AliasHistory).where(
             AliasHistory.model_id == model.id, AliasHistory.alias == name
         )
-        key = paging.decode_token(page_token, query_id)
+        order = paging.Order("id", AliasHistory.id, True, AliasHistory.id)
+        key = paging.decode_token(page_token, query_id, order)
         if key is not None:
-            query = query.where(AliasHistory.id < key[1])
-        rows = self.db.scalars(query.order_by(AliasHistory.id.desc()).limit(size + 1)).all()
+            query = query.where(order.after(key))
+        rows = self.db.scalars(query.order_by(*order.clauses()).limit(size + 1)).all()
         page, more = rows[:size], len(rows) > size
         if not page and key is None and self.db.get(Alias, (model.id, name)) is None:
             raise NotFound(

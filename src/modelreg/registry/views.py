@@ -24,7 +24,7 @@ _LIST_PARAMS = (
     Param("filter", "Filter expression, e.g. name GLOB 'fraud-*' AND tag.team = 'risk'."),
     Param("order_by", "Sort field, optionally followed by asc or desc."),
     Param("page_size", "Items per page, 1 to 1000 (default 100).",
-          {"type": "integer", "minimum": 1, "maximum": 1000}),
+          {"type": "integer", "minimum": 1, "maximum": 1000}, errors=(422,)),
     Param("page_token", "The next_page_token of the previous page."),
 )
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -78,17 +77,40 @@ def is_glob(pattern: str) -> bool:
     return "*" in pattern or "?" in pattern
 
 
-@functools.lru_cache(maxsize=1024)
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    parts = [".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern]
-    return re.compile("".join(parts), re.DOTALL)
+def _chunk_at(chunk: str, text: str, start: int) -> bool:
+    """Whether ``chunk`` (``?`` matching any one character) matches ``text`` at ``start``."""
+    if start < 0 or start + len(chunk) > len(text):
+        return False
+    return all(c == "?" or c == t for c, t in zip(chunk, text[start:], strict=False))
 
 
 def pattern_matches(pattern: str, normalized_name: str) -> bool:
-    """Whether the normalized ``pattern`` matches a model's normalized name."""
+    """Whether the normalized ``pattern`` matches a model's normalized name.
+
+    In time proportional to the lengths multiplied, whatever the pattern: the pieces between
+    stars are found leftmost in turn, which is never worse than any other placement (a
+    backtracking regular expression takes exponential time on ``*a*a*a*a*a*b``).
+    """
     if not is_glob(pattern):
         return pattern == normalized_name
-    return _pattern_regex(pattern).fullmatch(normalized_name) is not None
+    name = normalized_name
+    first, *rest = pattern.split("*")
+    if not rest:  # only '?' wildcards
+        return len(first) == len(name) and _chunk_at(first, name, 0)
+    *middle, last = rest
+    end = len(name) - len(last)
+    if end < len(first) or not _chunk_at(first, name, 0) or not _chunk_at(last, name, end):
+        return False
+    position = len(first)
+    for chunk in middle:
+        if not chunk:
+            continue
+        while position + len(chunk) <= end and not _chunk_at(chunk, name, position):
+            position += 1
+        if position + len(chunk) > end:
+            return False
+        position += len(chunk)
+    return True
 
 
 def pattern_clause(column: Any, patterns: Iterable[str]) -> Any:

@@ -17,8 +17,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import BadRequest, Conflict, NotFound, Unprocessable
-from ..models import ApiToken, AuditEvent, Grant, Group, GroupMember, Principal, utcnow
+from ..models import (
+    ApiToken,
+    AuditEvent,
+    Grant,
+    Group,
+    GroupMember,
+    Principal,
+    parse_timestamp,
+    utcnow,
+)
 from ..registry import paging
+from ..registry.names import parse_number
 from ..registry.services import isotime
 from .access import Level, format_scopes, normalize_pattern, parse_scopes
 from .tokens import new_token
@@ -53,16 +63,13 @@ def parse_time(value: str | None, field: str) -> dt.datetime | None:
     it is not one."""
     if value is None or value == "":
         return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
+    parsed = parse_timestamp(value)
+    if parsed is None:
         raise BadRequest(
-            f"invalid {field} {value!r}: expected ISO-8601 such as 2026-01-01T12:00:00Z",
+            f"invalid {field} {value[:100]!r}: expected ISO-8601 such as 2026-01-01T12:00:00Z",
             code="invalid_timestamp",
             details={"field": field},
-        ) from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        )
     return parsed
 
 
@@ -127,7 +134,7 @@ class SecurityService:
         page_token: str | None,
     ) -> tuple[list[Any], str | None]:
         size = paging.parse_page_size(None if page_size is None else str(page_size))
-        key = paging.decode_token(page_token, query_id)
+        key = paging.decode_token(page_token, query_id, order)
         if key is not None:
             query = query.where(order.after(key))
         rows = self.db.scalars(query.order_by(*order.clauses()).limit(size + 1)).all()
@@ -428,9 +435,8 @@ class SecurityService:
 
     def get_grant(self, grant_id: int | str) -> Grant:
         """The grant of that id, or 404."""
-        grant = None
-        if str(grant_id).isdigit():
-            grant = self.db.get(Grant, int(grant_id))
+        number = parse_number(str(grant_id))
+        grant = self.db.get(Grant, number) if number is not None else None
         if grant is None:
             raise NotFound(f"grant {grant_id!r} does not exist", code="grant_not_found",
                            details={"grant": str(grant_id)})
@@ -506,6 +512,19 @@ class SecurityService:
         :param since: only events at or after this ISO-8601 time.
         :param until: only events before this ISO-8601 time.
         """
+        for field, value, column in (("actor", actor, AuditEvent.actor),
+                                     ("action", action, AuditEvent.action),
+                                     ("target", target, AuditEvent.target),
+                                     ("target_type", target_type, AuditEvent.target_type),
+                                     ("model", model, AuditEvent.target)):
+            if value and len(value) > column.type.length:
+                # It could match nothing; refused rather than sent to the database (SQLite
+                # refuses LIKE patterns past 50,000 characters).
+                raise Unprocessable(
+                    f"{field} is at most {column.type.length} characters",
+                    code="invalid_parameter",
+                    details={"field": field, "max_length": column.type.length},
+                )
         query = sa.select(AuditEvent)
         if actor:
             query = query.where(AuditEvent.actor == actor)

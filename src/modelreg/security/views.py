@@ -20,7 +20,7 @@ from .services import SecurityService
 ADMIN = "admin"
 _PAGE_PARAMS = (
     Param("page_size", "Items per page, 1 to 1000 (default 100).",
-          {"type": "integer", "minimum": 1, "maximum": 1000}),
+          {"type": "integer", "minimum": 1, "maximum": 1000}, errors=(422,)),
     Param("page_token", "The next_page_token of the previous page."),
 )
 
