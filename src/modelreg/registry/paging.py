@@ -74,10 +74,11 @@ def parse_order(text: str | None, columns: dict[str, Any], tiebreak: Any, defaul
 def parse_page_size(value: str | None) -> int:
     """Parse ``page_size``: 1 to :data:`MAX_PAGE_SIZE`, default :data:`DEFAULT_PAGE_SIZE`.
 
-    400 when it is not an integer (ASCII digits, optionally negative), 422 when it is one
+    400 when it is not an integer (ASCII digits, optionally negative; ``page_size=`` is
+    none), 422 when it is one
     outside the range: a larger page is refused, never silently clamped.
     """
-    if value is None or value == "":
+    if value is None:
         return DEFAULT_PAGE_SIZE
     if not _INTEGER.fullmatch(value):
         raise BadRequest(

@@ -41,7 +41,7 @@ def _query(request: Request, name: str) -> str | None:
 
 
 def _page(request: Request) -> dict[str, str | None]:
-    return {"page_size": _query(request, "page_size"),
+    return {"page_size": request.GET.get("page_size"),
             "page_token": _query(request, "page_token")}
 
 
