@@ -205,6 +205,9 @@ class LiveServer:
             self._log = open(self.log_path, "wb")
             environ = {**os.environ, **self.environ, "MODELREG_INI": str(ini),
                        "MODELREG_SERVER_THREADS": str(self.threads)}
+            # Blobs go to the server's own directory unless the settings or the caller's
+            # environment name a place (removed with the directory when the server stops).
+            environ.setdefault("MODELREG_STORAGE_LOCAL_PATH", str(self.directory / "blobs"))
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and file
                 self.command(ini),
                 stdin=subprocess.DEVNULL,
