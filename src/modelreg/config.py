@@ -84,6 +84,7 @@ def configure(
     config.add_subscriber(refuse_undecodable_requests, NewRequest)
     config.add_subscriber(refuse_control_characters, ContextFound)
     config.include(".db")
+    config.include(".policy")  # a wrong modelreg.policy.* setting stops start-up here
     # The blob store is built at start-up: an unknown backend stops it here.
     config.include(".storage")
     config.include(".security")

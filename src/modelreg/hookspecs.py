@@ -132,6 +132,32 @@ def modelreg_validate_version(
 
 
 @hookspec
+def modelreg_validate_alias(
+    model: dict[str, Any], alias: str, version: dict[str, Any],
+    previous: dict[str, Any] | None, settings: dict[str, Any],
+) -> Iterable[Problem] | None:
+    """Check the version an alias is about to point at; report every problem found.
+
+    Called in the request's transaction, with the model's row locked, before the alias is
+    set or moved (never when it is deleted, nor when it already points at ``version``), and
+    again when a tag of the version an alias points at is set or deleted (``previous`` is
+    then that version as it was, ``version`` as it will be).  The version is always
+    ``ready`` (the core refuses others first).  If any implementation returns a problem the
+    request is refused with 422 and all problems are reported together (collect-all).  Who
+    may move an alias is decided by the security policy, not here.
+
+    :param model: the model, in the REST API's JSON shape.
+    :param alias: the alias's name.
+    :param version: the version it will point at, in the REST API's JSON shape (``number``,
+        ``status``, ``tags``, ``metadata``, ``lineage``, ``digest``).
+    :param previous: the version it pointed at before (same shape), or ``None`` when the
+        alias is being created.
+    :param settings: the application settings.
+    :returns: an iterable of :class:`modelreg.api.Problem` (empty or ``None`` when fine).
+    """
+
+
+@hookspec
 def modelreg_scan_file(
     model: dict[str, Any], version: dict[str, Any], file: dict[str, Any], opener: Any,
     settings: dict[str, Any],

@@ -409,6 +409,7 @@ _ERROR_TEXT = {
     404: "No such resource.",
     405: "Method not allowed.",
     409: "Conflicts with the current state.",
+    410: "Gone: the resource no longer holds its content (an archived version's files).",
     413: "Request body too large.",
     415: "Unsupported media type.",
     416: "Range not satisfiable.",

@@ -1,4 +1,5 @@
-"""``modelreg gc``: delete blobs no file references and stale upload sessions."""
+"""``modelreg gc``: apply retention, then delete blobs no file references and stale upload
+sessions."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import datetime as dt
 import click
 
 from ..db import get_engine, get_session_factory
-from ..files.gc import DEFAULT_GRACE, collect_garbage
+from ..files.gc import DEFAULT_GRACE, apply_retention_everywhere, collect_garbage
 from ..storage import get_blob_store
 from ..storage.errors import StorageError
 from . import ini_argument, load
@@ -19,16 +20,29 @@ from . import ini_argument, load
 @click.option("--grace", type=click.IntRange(min=0),
               default=int(DEFAULT_GRACE.total_seconds()), show_default=True,
               help="Seconds since a blob was last referenced before it may be deleted.")
-def gc(config_uri: str, dry_run: bool, grace: int) -> None:
-    """Delete unreferenced blobs and expired upload sessions (safe while serving)."""
+@click.option("--no-retention", is_flag=True,
+              help="Do not apply modelreg.policy.retention.* before collecting.")
+def gc(config_uri: str, dry_run: bool, grace: int, no_retention: bool) -> None:
+    """Apply retention (modelreg.policy.retention.*), then delete unreferenced blobs and
+    expired upload sessions (safe while serving)."""
     settings, pm = load(config_uri)
     store = get_blob_store(settings, pm.hook)
     engine = get_engine(settings)
+    done = {"archive": "archived", "delete": "deleted"}
     try:
+        if not no_retention:
+            factory = get_session_factory(engine)
+            for item in apply_retention_everywhere(factory, engine, pm.hook, settings,
+                                                   dry_run=dry_run):
+                action = f"would {item['action']}" if dry_run else done[item["action"]]
+                click.echo(f"retention: {action} version {item['version']} of "
+                           f"{item['model']}")
         report = collect_garbage(get_session_factory(engine), engine, store,
                                  grace=dt.timedelta(seconds=grace), dry_run=dry_run)
     except StorageError as exc:
         raise click.ClickException(f"the blob store failed: {exc}") from exc
+    except ValueError as exc:  # a wrong modelreg.policy.* setting
+        raise click.ClickException(f"invalid policy setting: {exc}") from exc
     finally:
         engine.dispose()
     verb = "would delete" if dry_run else "deleted"

@@ -19,6 +19,11 @@ it holds the row's lock and answers 503 instead of recording a file without cont
 
 Upload sessions that expired, or whose version was deleted, are aborted in the store (their
 temporary data freed) and deleted.
+
+Retention (:mod:`modelreg.policy`) archives a version by deleting its file rows (keeping
+their list on the version) or deletes it, so either way only references are dropped, as when
+a user deletes a version.  It runs before collection in ``modelreg gc``
+(:func:`apply_retention_everywhere`), so that one run frees what it archived or deleted.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ import transaction
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import get_tm_session, writer_engine
-from ..models import Blob, File, UploadSession, utcnow
+from ..models import Blob, File, UploadSession, Version, utcnow
+from ..policy import ARCHIVED, RETAINED_STATUSES, RETENTION_ACTOR, get_policy
 
 log = logging.getLogger(__name__)
 
@@ -143,3 +149,44 @@ def _collect_blobs(session_factory: sessionmaker[Session], engine: sa.Engine, st
             report.blobs.extend(found)
             more = len(blobs) == batch_size
             last = found[-1][0] if found else last
+
+
+def apply_retention_everywhere(
+    session_factory: sessionmaker[Session],
+    engine: sa.Engine,
+    hook: Any,
+    settings: dict[str, Any],
+    *,
+    dry_run: bool = False,
+) -> list[dict[str, Any]]:
+    """Apply retention (``modelreg.policy.retention.*``) to every model, one transaction per
+    model; nothing when retention is not configured.
+
+    :returns: ``{"model", "version", "action"}`` of every version archived or deleted (or,
+        in a dry run, that would be).
+    """
+    from ..registry.services import RegistryService
+
+    policy = get_policy(settings)
+    if not policy.retention:
+        return []
+    writer = writer_engine(engine)
+    # Only models with more candidates than they keep (an upper bound: aliased versions
+    # are left out later, under the model's lock), and, for delete, those with archived ones.
+    crowded = (
+        sa.select(Version.model_id)
+        .where(Version.status.in_(RETAINED_STATUSES))
+        .group_by(Version.model_id)
+        .having(sa.func.count() > policy.keep_last)
+    )
+    if policy.retention_action == "delete":
+        crowded = crowded.union(
+            sa.select(Version.model_id).where(Version.status == ARCHIVED).distinct())
+    with _batch(session_factory, writer) as db:
+        model_ids = sorted(db.scalars(crowded).all())
+    done: list[dict[str, Any]] = []
+    for model_id in model_ids:
+        with _batch(session_factory, writer) as db:
+            service = RegistryService(db, hook, settings, actor=RETENTION_ACTOR)
+            done += service.apply_retention(model_id, dry_run=dry_run)
+    return done

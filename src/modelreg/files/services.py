@@ -37,6 +37,7 @@ from ..db import get_tm_session
 from ..errors import ApiError, BadRequest, Conflict, NotFound
 from ..interfaces import MIN_CHUNK_SIZE
 from ..models import Blob, File, Model, UploadSession, Version, utcnow
+from ..policy import ARCHIVED
 from ..registry.names import DIGEST_PREFIX
 from ..registry.services import RegistryService, isotime
 from ..types import BlobInfo
@@ -224,10 +225,16 @@ class FileService:
         return version, list(files)
 
     def get_file(self, model_name: str, ref: str, path: str) -> tuple[Version, File]:
-        """A file of a version (by any ref), or 404."""
+        """A file of a version (by any ref), or 404 (410 for a file of an archived version)."""
         version = self.registry.get_version(model_name, ref)
         file = self._file(version.id, path)
         if file is None:
+            if version.status == ARCHIVED and any(
+                    f["path"] == path for f in version.archived_files or ()):
+                raise ApiError(
+                    f"version {version.number} of {version.model.name!r} is archived: its "
+                    "files are no longer kept", code="version_archived", status=410,
+                    details={"model": version.model.name, "version": version.number})
             raise file_not_found(version, path)
         return version, file
 

@@ -21,6 +21,7 @@ from ..db import add_streaming_view
 from ..errors import ApiError, BadRequest, PayloadTooLarge, Unprocessable
 from ..models import UploadSession, utcnow
 from ..openapi import Param, api_view, parse_body
+from ..policy import ARCHIVED, check_upload
 from ..registry.names import DIGEST_PREFIX
 from ..registry.services import RegistryService
 from ..security.access import Level
@@ -129,8 +130,10 @@ def list_files(request: Request) -> dict[str, Any]:
     """List the files of a version (by number, alias, ``latest`` or digest)."""
     version, files = request.file_service.list_files(
         request.matchdict["model"], request.matchdict["version"])
+    listed = ([file_json(f) for f in files] if version.status != ARCHIVED
+              else list(version.archived_files or ()))
     return {"model": version.model.name, "version": version.number,
-            "digest": version.digest, "files": [file_json(f) for f in files]}
+            "digest": version.digest, "files": listed}
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
@@ -197,7 +200,7 @@ def _content_disposition(path: str) -> str:
 
 
 @api_view("api.file", "GET", permission=READ, response_media=BINARY, also=(206,),
-          empty=(302, 304), errors=(416, 422, 503), tags=["files"])
+          empty=(302, 304), errors=(410, 416, 422, 503), tags=["files"])
 def download_file(request: Request) -> Response:
     """Download a file (``Range``, ``If-None-Match``); ``HEAD`` for its headers only."""
     _version, file = request.file_service.get_file(
@@ -261,13 +264,18 @@ def upload_file(request: Request) -> dict[str, Any]:
     _check_body_size(request, limit)
     expected = client_digest(request)
     model, ref, path = (request.matchdict[k] for k in ("model", "version", "path"))
-    request.file_service.draft(model, ref)  # 404/409/422 before reading the body
+    version = request.file_service.draft(model, ref)  # 404/409/422 before reading the body
+    # The size policy on the declared length first, before a byte is stored...
+    check_upload(request.dbsession, request.registry.settings, version, path,
+                 request.content_length)
     info = request.blob_store.put(request.body_file, expected_sha256=expected,
                                   max_size=limit)
     _record_blob(request, info)
     with write_transaction(request.registry) as db:
         service = _writing_services(request, db)
         version = service.draft(model, ref, lock=True)
+        # ...and on the stored size under the version's lock: a refusal records no file.
+        check_upload(db, request.registry.settings, version, path, info.size)
         file, outcome = service.add_file(version, path, info,
                                          media_type(request.headers.get("Content-Type")))
         body = file_json(file)
@@ -297,6 +305,11 @@ def open_upload(request: Request) -> dict[str, Any]:
     """Open a resumable upload session for one file of a draft."""
     body = parse_body(request, schemas.UploadCreate)
     sha256 = None if body.digest is None else parse_hex_digest(body.digest)
+    if body.size is not None:
+        version = request.file_service.draft(request.matchdict["model"],
+                                             request.matchdict["version"])
+        check_upload(request.dbsession, request.registry.settings, version, body.path,
+                     body.size)
     upload, version = request.file_service.open_upload(
         request.matchdict["model"], request.matchdict["version"], path=body.path,
         owner=request.authenticated_userid, size=body.size, sha256=sha256,
@@ -367,7 +380,8 @@ def _receive_chunk(request: Request, context: UploadContext) -> Any:
     if upload.size is not None and length < minimum and end != upload.size:
         raise Unprocessable(f"chunks other than the last must have at least {minimum} bytes",
                             code="chunk_too_small", details={"min_chunk_size": minimum})
-    request.file_service.draft(context.model, str(context.number))
+    version = request.file_service.draft(context.model, str(context.number))
+    check_upload(request.dbsession, settings, version, upload.path, end)
     state = request.blob_store.upload_chunk(upload.state, offset=start,
                                             stream=request.body_file, length=length)
     with write_transaction(request.registry) as db:
@@ -435,12 +449,18 @@ def complete_upload(request: Request) -> dict[str, Any]:
         _delete_upload(request, upload.public_id)
         raise
     _record_blob(request, info)
-    with write_transaction(request.registry) as db:
-        service = _writing_services(request, db)
-        version = service.draft(model, number, lock=True)
-        file, outcome = service.add_file(version, upload.path, info, upload.media_type)
-        _delete_upload_row(db, upload.public_id)
-        body = file_json(file)
+    try:
+        with write_transaction(request.registry) as db:
+            service = _writing_services(request, db)
+            version = service.draft(model, number, lock=True)
+            check_upload(db, request.registry.settings, version, upload.path, info.size)
+            file, outcome = service.add_file(version, upload.path, info, upload.media_type)
+            _delete_upload_row(db, upload.public_id)
+            body = file_json(file)
+    except Unprocessable as exc:
+        if exc.code == "validation_failed":  # the size policy refused the completed file:
+            _delete_upload(request, upload.public_id)  # the session's data is gone
+        raise
     request.response.location = request.route_url(
         "api.file", model=model, version=number, path=upload.path)
     if outcome == "created":

@@ -78,7 +78,7 @@ class Version(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(sa.ForeignKey("models.id", ondelete="CASCADE"))
     number: Mapped[int]
-    #: draft, validating, ready or rejected.
+    #: draft, validating, ready, rejected or archived (by retention: files no longer kept).
     status: Mapped[str] = mapped_column(sa.String(16), default="draft")
     description: Mapped[str] = mapped_column(sa.Text, default="")
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONDoc, default=dict)
@@ -87,6 +87,9 @@ class Version(Base):
     problems: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
     #: sha256 of the canonical manifest, set when the version becomes ready.
     digest: Mapped[str | None] = mapped_column(sa.String(71))
+    #: The files (as the API lists them) of a version that retention archived: its file
+    #: rows are gone, so that garbage collection frees their blobs.
+    archived_files: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     finalized_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)

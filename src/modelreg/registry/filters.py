@@ -61,7 +61,8 @@ field              operators                                       values
 =================  ==============================================  ==============================
 ``number``         ``= != < <= > >= IN``                           integers
 ``status``         ``= != IN``                                     ``draft``, ``validating``,
-                                                                   ``ready`` or ``rejected``
+                                                                   ``ready``, ``rejected`` or
+                                                                   ``archived``
 ``description``    ``= != LIKE GLOB``                              strings
 ``digest``         ``= != IN IS [NOT] NULL``                       strings
 ``created``,       ``= != < <= > >=``                              ISO-8601 timestamps
@@ -160,7 +161,7 @@ MAX_PATTERN_WILDCARDS = 10
 #: The escape character of every ``LIKE`` the filters emit.
 LIKE_ESCAPE = "\\"
 
-VERSION_STATUSES = ("draft", "validating", "ready", "rejected")
+VERSION_STATUSES = ("draft", "validating", "ready", "rejected", "archived")
 
 _INT_LIMIT = 2**63 - 1
 

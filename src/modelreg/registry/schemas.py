@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .names import ALIAS_MAX, MAX_NUMBER, MODEL_NAME_MAX, TAG_VALUE_MAX
 
 DESCRIPTION_MAX = 10_000
-Status = Literal["draft", "validating", "ready", "rejected"]
+Status = Literal["draft", "validating", "ready", "rejected", "archived"]
 
 
 class Body(BaseModel):

@@ -13,6 +13,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,7 +33,17 @@ from ..models import (
     VersionTag,
     utcnow,
 )
-from ..validation import validate_model, validate_version
+from ..policy import (
+    ARCHIVED,
+    RETENTION_JOB,
+    Policy,
+    check_new_version,
+    get_policy,
+    refusal,
+    retention_victims,
+    size_problems,
+)
+from ..validation import validate_alias, validate_model, validate_version
 from ..worker.queue import enqueue
 from ..worker.scanning import SCAN_JOB, has_scanners
 from . import filters, paging
@@ -147,6 +158,11 @@ class RegistryService:
         self.actor = actor
         self.client_addr = client_addr
         self.token_id = token_id
+
+    @cached_property
+    def policy(self) -> Policy:
+        """The policy settings (:mod:`modelreg.policy`)."""
+        return get_policy(self.settings)
 
     # --------------------------------------------------------------------- recording
 
@@ -484,6 +500,8 @@ class RegistryService:
         number = self.db.scalar(
             sa.select(models.c.next_version).where(models.c.id == model.id)
         ) - 1
+        # The update above locked the model's row: concurrent creators count one by one.
+        check_new_version(self.db, self.settings, model)
         now = utcnow()
         version = Version(
             model=model,
@@ -675,6 +693,10 @@ class RegistryService:
         model_json = self.model_json(version.model)
         version_json = {**self.version_json(version), "files": files}
         problems = validate_version(self.hook, model_json, version_json, self.settings)
+        # The size rules again: uploads are checked one by one, a limit may have been
+        # lowered since, and concurrent uploads of different files may add up.
+        problems += size_problems(self.db, self.policy, version, path=None, size=0,
+                                  phase="finalize")[0]
         now = utcnow()
         version.finalized_at = now
         if not problems and has_scanners(self.hook):
@@ -713,11 +735,13 @@ class RegistryService:
             version.digest = manifest_digest(files)
             self.record("version.finalized", "version", target, version.model.name,
                         after={"status": "ready", "digest": version.digest})
+            self.queue_retention(version.model)
 
     def set_version_tag(self, model_name: str, ref: str, key: str, value: str) -> Version:
         """Set a tag on a version (any state: tags annotate, they are not content)."""
         check_tag(key, value)
         version = self.get_version_for_write(model_name, ref)
+        self._check_alias_targets(version, {**self._tags(version), key: value})
         tag = self.db.get(VersionTag, (version.id, key))
         before = None if tag is None else {"value": tag.value}
         if tag is None:
@@ -740,11 +764,37 @@ class RegistryService:
                 code="tag_not_found",
                 details={"key": key},
             )
+        self._check_alias_targets(
+            version, {k: v for k, v in self._tags(version).items() if k != key})
         version.tags.remove(tag)
         version.updated_at = utcnow()
         self.record("version.tag_deleted", "version_tag",
                     f"{version.model.name}/{version.number}:{key}", version.model.name,
                     before={"value": tag.value})
+
+    @staticmethod
+    def _tags(version: Version) -> dict[str, str]:
+        return {tag.key: tag.value for tag in version.tags}
+
+    def _check_alias_targets(self, version: Version, tags: dict[str, str]) -> None:
+        """Refuse (422) new ``tags`` of a version that its aliases' rules would then refuse
+        (a protected alias's required tag, say).  Locks the model's row first, as moving an
+        alias does, so that no alias lands on the version meanwhile."""
+        self.db.execute(
+            sa.select(Model.id).where(Model.id == version.model_id).with_for_update())
+        self.db.expire(version, ["aliases"])
+        if not version.aliases:
+            return
+        model_json = self.model_json(version.model)
+        before = self.version_json(version)
+        after = {**before, "tags": tags}
+        problems = []
+        for alias in version.aliases:
+            problems += validate_alias(self.hook, model_json, alias.name, after, before,
+                                       self.settings)
+        if problems:
+            raise refusal(problems, f"the new tags of version {version.number} of "
+                                    f"{version.model.name!r}")
 
     # ----------------------------------------------------------------------- aliases
 
@@ -803,13 +853,18 @@ class RegistryService:
         alias = self.db.get(Alias, (model.id, name))
         created = alias is None
         previous = None if created else alias.version.number
+        if previous == number:
+            return alias, model, False
+        problems = validate_alias(
+            self.hook, self.model_json(model), name, self.version_json(version),
+            None if created else self.version_json(alias.version), self.settings)
+        if problems:
+            raise refusal(problems, f"alias {name!r} of {model.name!r}")
         now = utcnow()
         if created:
             alias = Alias(model_id=model.id, name=name, version=version, updated_at=now,
                           updated_by=self.actor)
             self.db.add(alias)
-        elif previous == number:
-            return alias, model, False
         else:
             alias.version = version
             alias.version_id = version.id
@@ -825,6 +880,8 @@ class RegistryService:
                     f"{model.name}@{name}", model.name,
                     before=None if created else {"version": previous},
                     after={"version": number})
+        if not created:
+            self.queue_retention(model)  # the version it left may now be past keep_last
         return alias, model, created
 
     def delete_alias(self, model_name: str, name: str) -> None:
@@ -838,6 +895,64 @@ class RegistryService:
         self._touch(model)
         self.record("alias.deleted", "alias", f"{model.name}@{name}", model.name,
                     before={"version": previous})
+        self.queue_retention(model)
+
+    # --------------------------------------------------------------------- retention
+
+    def queue_retention(self, model: Model) -> None:
+        """Queue a retention job for ``model`` in this transaction, if retention is on."""
+        if self.policy.retention:
+            enqueue(self.db, RETENTION_JOB, {"model_id": model.id})
+
+    def apply_retention(self, model_id: int, *, dry_run: bool = False) -> list[dict[str, Any]]:
+        """Archive or delete the versions of a model that retention no longer keeps
+        (:mod:`modelreg.policy`), each audited and written to the outbox.
+
+        The model's row is locked first, as moving an alias locks it, so no alias lands on
+        a version being archived or deleted.
+
+        :param dry_run: only report what would be done.
+        :returns: ``{"model", "version", "action"}`` of each version, oldest first.
+        """
+        model = self.db.scalar(
+            sa.select(Model).where(Model.id == model_id).with_for_update())
+        if model is None:
+            return []
+        action = self.policy.retention_action
+        done = []
+        for version in retention_victims(self.db, self.policy, model.id):
+            if version.status == ARCHIVED or action == "delete":
+                verb = "delete"
+            else:
+                verb = "archive"
+            done.append({"model": model.name, "version": version.number, "action": verb})
+            if dry_run:
+                continue
+            target = f"{model.name}/{version.number}"
+            before = {"number": version.number, "status": version.status}
+            if verb == "delete":
+                self.db.delete(version)
+                self.record("version.deleted", "version", target, model.name,
+                            before=before, after={"reason": "retention"})
+            else:
+                # The file rows go (their blobs become garbage unless another version holds
+                # them); the list stays on the version, as the API showed it.
+                version.archived_files = [
+                    {"path": f.path, "size": f.size, "sha256": f.sha256,
+                     "media_type": f.media_type, "created_at": isotime(f.created_at),
+                     "created_by": f.created_by}
+                    for f in self.db.scalars(
+                        sa.select(File).where(File.version_id == version.id)
+                        .order_by(File.path))
+                ]
+                self.db.execute(sa.delete(File).where(File.version_id == version.id))
+                version.status = ARCHIVED
+                version.updated_at = utcnow()
+                version.updated_by = self.actor
+                self.record("version.archived", "version", target, model.name,
+                            before=before, after={"status": ARCHIVED, "reason": "retention"})
+        self.db.flush()
+        return done
 
     def alias_history(
         self, model_name: str, name: str, *, page_size: str | None, page_token: str | None

@@ -12,9 +12,11 @@ from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
 
+from ..errors import Forbidden
 from ..openapi import Param, api_view, parse_body
+from ..policy import get_policy
 from ..security.http import client_address
-from ..security.policy import readable_models, require
+from ..security.policy import ModelContext, denial, readable_models, require
 from . import schemas
 from .services import RegistryService
 
@@ -237,6 +239,26 @@ def delete_version_tag(request: Request) -> Response:
 # ------------------------------------------------------------------------------ aliases
 
 
+def require_alias_admin(request: Request) -> None:
+    """Setting, moving or deleting a protected alias (``modelreg.policy.protected_aliases``)
+    needs ``admin`` on the model, as the security policy decides it: 401, 404 or 403
+    ``protected_alias`` otherwise."""
+    model, alias = request.matchdict["model"], request.matchdict["alias"]
+    if not get_policy(request.registry.settings).is_protected(alias):
+        return
+    if request.has_permission(ADMIN, ModelContext(model)):
+        return
+    error = denial(request, ADMIN, model)
+    if isinstance(error, Forbidden):
+        error = Forbidden(
+            f"alias {alias!r} is protected: only a caller with admin on the model may set, "
+            f"move or delete it ({error.message})",
+            code="protected_alias",
+            details={**error.details, "alias": alias, "reason": error.code},
+        )
+    raise error
+
+
 @api_view("api.aliases", "GET", permission=READ, response=schemas.AliasList,
           tags=["aliases"])
 def list_aliases(request: Request) -> dict[str, Any]:
@@ -255,8 +277,10 @@ def get_alias(request: Request) -> dict[str, Any]:
 @api_view("api.alias", "PUT", permission=WRITE, body=schemas.AliasSet,
           response=schemas.AliasOut, also=(201,), errors=(409, 413, 422), tags=["aliases"])
 def set_alias(request: Request) -> dict[str, Any]:
-    """Point an alias at a ready version (create or move it)."""
+    """Point an alias at a ready version (create or move it); a protected alias needs admin
+    on the model and a version carrying the tags it requires."""
     body = parse_body(request, schemas.AliasSet)
+    require_alias_admin(request)
     service = request.registry_service
     alias, model, created = service.set_alias(
         request.matchdict["model"], request.matchdict["alias"], body.version
@@ -268,7 +292,8 @@ def set_alias(request: Request) -> dict[str, Any]:
 
 @api_view("api.alias", "DELETE", permission=WRITE, status=204, tags=["aliases"])
 def delete_alias(request: Request) -> Response:
-    """Delete an alias."""
+    """Delete an alias (a protected one needs admin on the model)."""
+    require_alias_admin(request)
     request.registry_service.delete_alias(request.matchdict["model"], request.matchdict["alias"])
     return _no_content(request)
 

@@ -37,3 +37,12 @@ def validate_version(
     """Ask every ``modelreg_validate_version`` implementation; return all problems."""
     return _collect(hook.modelreg_validate_version(model=model, version=version,
                                                    settings=settings))
+
+
+def validate_alias(
+    hook: Any, model: dict[str, Any], alias: str, version: dict[str, Any],
+    previous: dict[str, Any] | None, settings: dict[str, Any],
+) -> list[Problem]:
+    """Ask every ``modelreg_validate_alias`` implementation; return all problems."""
+    return _collect(hook.modelreg_validate_alias(model=model, alias=alias, version=version,
+                                                 previous=previous, settings=settings))

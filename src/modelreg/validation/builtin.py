@@ -11,6 +11,12 @@ Settings (all optional, whitespace-separated lists):
 ``modelreg.policy.required_metadata``
     metadata keys a version must carry to be finalized (dots address nested keys:
     ``metrics.auc``).
+``modelreg.policy.protected_aliases``
+    the tags the version a protected alias points at must carry (``production:approved=true``;
+    the syntax and the rest of the protection are in :mod:`modelreg.policy`).
+
+The size, quota and retention rules need the database and are applied by the core itself
+(:mod:`modelreg.policy`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from functools import cache
 from typing import Any
 
 from ..api import Problem, hookimpl
+from ..policy import get_policy
 
 
 def _words(settings: dict[str, Any], key: str) -> list[str]:
@@ -76,3 +83,23 @@ def modelreg_validate_version(
             problems.append(Problem("missing_tag", f"versions must carry the tag {key!r}",
                                     f"tags.{key}"))
     return problems
+
+
+@hookimpl
+def modelreg_validate_alias(
+    alias: str, version: dict[str, Any], settings: dict[str, Any]
+) -> list[Problem]:
+    """The tags the target of a protected alias must carry, all missing ones together."""
+    requirements = get_policy(settings).protected_aliases.get(alias, ())
+    return [
+        Problem(
+            "protected_alias_tag",
+            f"alias {alias!r} is protected: it may only point at a version carrying the tag "
+            f"{str(requirement)!r}, which version {version['number']} "
+            + ("does not carry" if requirement.key not in version["tags"] else
+               f"carries with the value {version['tags'][requirement.key]!r}"),
+            f"tags.{requirement.key}",
+        )
+        for requirement in requirements
+        if not requirement.met_by(version["tags"])
+    ]

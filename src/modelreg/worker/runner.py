@@ -26,9 +26,10 @@ from sqlalchemy.orm import Session
 
 from ..db import get_engine, get_session_factory, get_tm_session, writer_engine
 from ..models import OutboxEvent, utcnow
+from ..policy import RETENTION_JOB
 from ..storage import get_blob_store
 from ..types import Event
-from . import queue, scanning
+from . import queue, retention, scanning
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class JobKind:
 #: The kinds of job the worker knows.
 JOB_KINDS: dict[str, JobKind] = {
     scanning.SCAN_JOB: JobKind(scanning.scan_version, scanning.give_up_scan),
+    RETENTION_JOB: JobKind(retention.run_retention, retention.give_up_retention),
 }
 
 
