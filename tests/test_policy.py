@@ -332,6 +332,25 @@ def test_a_protected_alias_points_only_at_a_version_with_its_tags(guarded):
     app.delete(f"{V}/3/tags/approved", headers=writer, status=204)
 
 
+def test_the_alias_hook_gets_plain_data(testapp, hook_recorder):
+    """``modelreg_validate_alias`` on creation, on a move (with the previous target), not
+    when nothing changes, and on a tag change of the target (as it is and as it will be)."""
+    create_model(testapp, M)
+    ready(testapp, b"one", stage="dev")
+    ready(testapp, b"two")
+    testapp.put_json(f"{A}/champion", {"version": 1}, status=201)
+    testapp.put_json(f"{A}/champion", {"version": 1}, status=200)
+    testapp.put_json(f"{A}/champion", {"version": 2}, status=200)
+    testapp.put_json(f"{V}/2/tags/stage", {"value": "prod"})
+    calls = hook_recorder.named("modelreg_validate_alias")
+    assert [(c["alias"], c["version"]["number"], c["previous"] and c["previous"]["number"])
+            for c in calls] == [("champion", 1, None), ("champion", 2, 1), ("champion", 2, 2)]
+    assert calls[0]["version"]["tags"] == {"stage": "dev"}
+    assert calls[0]["version"]["status"] == "ready"
+    assert calls[0]["model"]["name"] == M
+    assert (calls[2]["previous"]["tags"], calls[2]["version"]["tags"]) == ({}, {"stage": "prod"})
+
+
 # ----------------------------------------------------------------------------- retention
 
 

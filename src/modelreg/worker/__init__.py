@@ -1,4 +1,5 @@
-"""Background work (DESIGN §7): the job queue, scanning at finalize, event delivery.
+"""Background work (DESIGN §7): the job queue, scanning at finalize, retention
+(:mod:`.retention`), event delivery.
 
 Jobs and events live in the database; ``modelreg worker <ini>`` runs them
 (:class:`~modelreg.worker.runner.Worker`), and with ``modelreg.worker.embedded = true`` the
