@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import webtest
 from click.testing import CliRunner
 
 from files_support import file_url, rows, sha
@@ -231,6 +233,28 @@ def test_the_version_quota_refuses_a_new_version(make_policy_app):
     # The number was not used up.
     app.delete(f"{V}/2", status=204)
     assert create_version(app, M)["number"] == 3
+
+
+def test_the_version_quota_holds_under_concurrent_creators(make_policy_app):
+    """Eight creators at once, room for three: the counter's row lock makes them count one
+    by one, so exactly three versions exist, numbered 1 to 3."""
+    app = make_policy_app(**policy(quota__max_versions="3"))
+    create_model(app, M)
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def create() -> None:
+        client = webtest.TestApp(app.app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+        barrier.wait()
+        statuses.append(client.post_json(V, {}, expect_errors=True).status_int)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [201] * 3 + [422] * 5
+    assert sorted(r["number"] for r in rows(app, "versions")) == [1, 2, 3]
 
 
 def test_the_byte_quota_and_the_version_limit_are_reported_together(make_policy_app):
