@@ -48,6 +48,13 @@ applies them itself.  Every setting is optional; unset means "no limit".
     does (with ``delete``, archived versions are deleted as well).  Either way the change is
     audited (actor ``system:retention``) and written to the outbox.
 
+Every problem a request breaks is reported together, in one ``422 validation_failed`` with
+``details.problems`` (the shape of the validation hooks' problems) and the figures behind the
+size rules (``max_version_size`` and ``version_size``, ``max_model_bytes`` and
+``model_bytes``, ``max_model_versions`` and ``model_versions``).  422 rather than 413 for
+sizes: the body is one the server accepts; it is the version or the model that would break
+a rule, possibly several at once, and the answer must list them all.
+
 A wrong value stops start-up with a message that names the setting.
 """
 

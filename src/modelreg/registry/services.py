@@ -914,8 +914,8 @@ class RegistryService:
         :param dry_run: only report what would be done.
         :returns: ``{"model", "version", "action"}`` of each version, oldest first.
         """
-        model = self.db.scalar(
-            sa.select(Model).where(Model.id == model_id).with_for_update())
+        query = sa.select(Model).where(Model.id == model_id)
+        model = self.db.scalar(query if dry_run else query.with_for_update())
         if model is None:
             return []
         action = self.policy.retention_action
