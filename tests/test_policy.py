@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from files_support import file_url, rows, sha
 from helpers import API, create_model, create_version, error_code
-from modelreg.files.gc import collect_garbage
+from modelreg.files.gc import apply_retention_everywhere, collect_garbage
 from modelreg.policy import format_size, get_policy, parse_size
 from modelreg.testing import clear_database, make_app
 from modelreg.worker.runner import Worker
@@ -449,6 +449,9 @@ def test_gc_applies_retention_with_delete_and_frees_the_bytes(make_policy_app, t
         if key.startswith(("sqlalchemy.url", "modelreg.storage", "modelreg.policy"))))
     from modelreg_client.cli import main
 
+    result = CliRunner().invoke(main, ["gc", str(ini), "--no-retention", "--grace", "0"])
+    assert result.exit_code == 0, result.output
+    assert "retention" not in result.output and len(rows(app, "versions")) == 5
     result = CliRunner().invoke(main, ["gc", str(ini), "--dry-run", "--grace", "0"])
     assert result.exit_code == 0, result.output
     assert "retention: would delete version 2 of fraud-detector" in result.output
@@ -472,3 +475,20 @@ def test_gc_applies_retention_with_delete_and_frees_the_bytes(make_policy_app, t
     result = CliRunner().invoke(main, ["gc", str(ini), "--grace", "0"])
     assert "retention: deleted version 3 of fraud-detector" in result.output
     assert sorted(v["number"] for v in app.get(V).json["versions"]) == [1, 4, 5]
+
+
+def test_switching_from_archive_to_delete_deletes_the_archived(make_policy_app):
+    archiving = make_policy_app(**policy(retention__keep_last="1"))
+    create_model(archiving, M)
+    for data in (b"first", b"second"):
+        ready(archiving, data)
+    worker(archiving).run_once()
+    assert [v["status"] for v in archiving.get(V).json["versions"]] == ["ready", "archived"]
+    deleting = make_policy_app(**policy(retention__keep_last="1", retention__action="delete"))
+    registry = deleting.app.registry
+    done = apply_retention_everywhere(registry["dbsession_factory"], registry["db_engine"],
+                                      registry["modelreg.plugin_manager"].hook,
+                                      registry.settings)
+    assert done == [{"model": M, "version": 1, "action": "delete"}]
+    assert [v["number"] for v in deleting.get(V).json["versions"]] == [2]
+    assert [b for b, _ in gc(deleting).blobs] == [sha(b"first")]
