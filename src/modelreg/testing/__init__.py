@@ -11,9 +11,12 @@ What it offers:
 * :class:`TestDatabase` — a fresh, migrated database on SQLite, PostgreSQL or MariaDB that is
   dropped afterwards; :func:`clear_database` empties it between tests;
 * :class:`HookRecorder` — records the hook calls an app makes;
+* :class:`~modelreg.testing.server.LiveServer` (a real server process) and
+  :class:`~modelreg.testing.s3.S3Server` (moto's S3-compatible server, for ``modelreg-s3``);
 * fixtures ``modelreg_database`` (SQLite unless the project overrides it), ``modelreg_plugins``
   (override to add yours), ``modelreg_settings``, ``modelreg_app`` and ``testapp`` (a WebTest
-  app over a database emptied after each test), and ``hook_recorder``.
+  app over a database emptied after each test), ``hook_recorder``, and
+  ``modelreg_s3_server`` (one S3 server for the session).
 
 Database servers are found through ``MODELREG_TEST_POSTGRESQL_URL`` (default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/test``) and ``MODELREG_TEST_MARIADB_URL``
@@ -253,6 +256,19 @@ def testapp(modelreg_app: Any, modelreg_database: TestDatabase) -> Iterator[Any]
 
     yield webtest.TestApp(modelreg_app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
     clear_database(modelreg_app.registry["db_engine"])
+
+
+@pytest.fixture(scope="session")
+def modelreg_s3_server() -> Iterator[Any]:
+    """A running :class:`~modelreg.testing.s3.S3Server` with the bucket ``modelreg-test``;
+    ``.settings()`` gives app settings of a store under a fresh key prefix.  Without moto
+    (the ``test`` extra) it skips, or fails when ``CI=true``."""
+    from .s3 import S3Server, moto_installed
+
+    if not moto_installed():
+        unavailable("moto[server] is not installed (it comes with modelreg's test extra)")
+    with S3Server() as server:
+        yield server
 
 
 @pytest.fixture
