@@ -1,0 +1,402 @@
+"""Two Waitress processes, one PostgreSQL database, one S3-compatible server (issue 8, item 1).
+
+Nothing that matters lives in a process: two identical app processes on different ports serve
+one registry, and consecutive requests of one client land on either.  The processes are
+started as a deployment would start them (``pserve`` on an ini, plugins from entry points,
+the database migrated with every installed plugin's migrations), with ``modelreg.storage =
+s3`` on moto's server and the embedded worker running in both.  The tests drive them
+alternately and concurrently:
+
+* version numbers created from both, one at a time and all at once: distinct and gapless;
+* a resumable upload whose chunks alternate between the processes (each one's view of the
+  offset checked on the other), completed on a third request, then pulled through the other
+  process with the light client and checked by sha256;
+* alias moves racing from both: one creation, one consistent winner, a complete history;
+* failed authentications counted on one process throttle the client on the other.
+
+PostgreSQL is required: unreachable, the tests skip, or fail when ``CI=true`` (as do a
+missing moto or ``modelreg-s3``, which CI installs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import itertools
+import json
+import os
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+import sqlalchemy as sa
+
+from modelreg.migrations import upgrade
+from modelreg.plugins import get_plugin_manager
+from modelreg.testing import TestDatabase, make_app, unavailable
+from modelreg.testing.server import LiveServer
+from security_helpers import add_principal
+
+pytestmark = pytest.mark.server
+
+API = "/api/v1"
+TIMEOUT = 120.0
+MiB = 1024 * 1024
+#: Chunks of the resumable upload (the server's default minimum, and S3's part size).
+CHUNK = 8 * MiB
+MAX_FAILURES = 4
+BAD_TOKEN = "mr_0123456789abcdef_" + "x" * 43
+
+Answer = tuple[int, str]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[TestDatabase]:
+    """A PostgreSQL database migrated as ``modelreg db upgrade`` would (every installed
+    plugin's migrations too); dropped afterwards."""
+    try:
+        db = TestDatabase.create("postgresql")
+    except ConnectionError as exc:
+        unavailable(str(exc))
+    try:
+        upgrade({"sqlalchemy.url": db.url}, get_plugin_manager({}).hook)
+        yield db
+    finally:
+        db.drop()
+
+
+@pytest.fixture(scope="module")
+def settings(database: TestDatabase, modelreg_s3_server: Any) -> dict[str, str]:
+    """The ini settings both processes run with."""
+    backends = get_plugin_manager({}).hook.modelreg_storage_backends(settings={})
+    if "s3" not in {backend.name for found in backends for backend in found}:
+        unavailable("the modelreg-s3 plugin is not installed (python3 dev.py test installs it)")
+    return {
+        "sqlalchemy.url": database.url,
+        **modelreg_s3_server.settings(),
+        "retry.attempts": "3",
+        "modelreg.worker.embedded": "true",
+        "modelreg.worker.poll_interval": "0.2",
+        "modelreg.auth.max_failures": str(MAX_FAILURES),
+        "modelreg.auth.failure_window": "600",
+        "modelreg.auth.block_seconds": "600",
+    }
+
+
+@pytest.fixture(scope="module")
+def servers(settings: dict[str, str]) -> Iterator[tuple[LiveServer, LiveServer]]:
+    """Two Waitress processes with the same settings, on two ports."""
+    with LiveServer(settings, threads=8) as first, LiveServer(settings, threads=8) as second:
+        assert first.port != second.port
+        yield first, second
+
+
+@pytest.fixture
+def engine(database: TestDatabase) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(database.url)
+    yield engine
+    engine.dispose()
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class Client:
+    """One keep-alive connection to one of the servers."""
+
+    def __init__(self, server: LiveServer) -> None:
+        self.server = server
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
+
+    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+        """``(status, headers, body)`` of one request (JSON ``body`` or ``raw`` bytes); the
+        headers are looked up case-insensitively."""
+        headers = {"Accept": "application/json", **(headers or {})}
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        elif raw is not None:
+            headers.setdefault("Content-Type", "application/octet-stream")
+        self.conn.request(method, path, body=data, headers=headers)
+        response = self.conn.getresponse()
+        return response.status, response.headers, response.read()
+
+    def json(self, method: str, path: str, body: Any = None, *, status: int | tuple[int, ...]
+             = 200, raw: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
+        code, _, data = self.call(method, path, body, raw=raw, headers=headers)
+        text = data.decode("utf-8", "replace")
+        wanted = status if isinstance(status, tuple) else (status,)
+        assert code in wanted, f"{self.server.url}: {method} {path}: {code} {text}\n" \
+            f"--- its log ---\n{self.server.log_tail()}"
+        return json.loads(text) if text else None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def clients(servers: tuple[LiveServer, LiveServer]) -> tuple[Client, Client]:
+    return Client(servers[0]), Client(servers[1])
+
+
+def all_at_once(requests: list[tuple[LiveServer, str, str, Any]]) -> list[Answer]:
+    """Each request from its own thread and connection, released together by a barrier.
+
+    A client that fails (timeout, reset) answers with status 0 and the exception's text.
+    """
+    barrier = threading.Barrier(len(requests), timeout=TIMEOUT)
+    answers: list[Answer | None] = [None] * len(requests)
+
+    def run(index: int, server: LiveServer, method: str, path: str, body: Any) -> None:
+        client = Client(server)
+        try:
+            client.conn.connect()
+            barrier.wait()
+            code, _, data = client.call(method, path, body)
+            answers[index] = code, data.decode("utf-8", "replace")
+        except Exception as exc:  # reported through the answers, not the thread
+            answers[index] = (0, f"{type(exc).__name__}: {exc}")
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=run, args=(i, *request), name=f"client-{i}")
+               for i, request in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT * 2)
+    assert not any(thread.is_alive() for thread in threads), "clients hung"
+    return [answer if answer is not None else (0, "no answer") for answer in answers]
+
+
+def unexpected(answers: list[Answer], ok: tuple[int, ...],
+               servers: tuple[LiveServer, LiveServer]) -> str:
+    bad = [f"{code}: {text[:500]}" for code, text in answers if code not in ok]
+    logs = "".join(f"\n--- log of {server.url} ---\n{server.log_tail()}" for server in servers)
+    return f"{len(bad)} of {len(answers)} answers unexpected:\n" + "\n".join(bad) + logs
+
+
+def wait_until_ready(client: Client, path: str) -> dict[str, Any]:
+    """The version at ``path`` once no scanner runs on it (an embedded worker of either
+    process scans it when a scanner plugin is installed)."""
+    deadline = time.monotonic() + TIMEOUT
+    version = client.json("GET", path)
+    while version["status"] == "validating" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        version = client.json("GET", path)
+    assert version["status"] == "ready", version
+    return version
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def test_version_numbers_from_both_processes_are_distinct_and_gapless(servers, engine):
+    a, b = clients(servers)
+    try:
+        a.json("POST", f"{API}/models", {"name": "numbers"}, status=201)
+        path = f"{API}/models/numbers/versions"
+        alternating = [(a, b)[i % 2].json("POST", path, {}, status=201)["number"]
+                       for i in range(6)]
+        assert alternating == [1, 2, 3, 4, 5, 6]
+
+        answers = all_at_once([(servers[i % 2], "POST", path, {}) for i in range(24)])
+        assert all(code == 201 for code, _ in answers), unexpected(answers, (201,), servers)
+        numbers = sorted(json.loads(text)["number"] for _, text in answers)
+        assert numbers == list(range(7, 31))
+
+        for client in (a, b):  # both processes list the same 30 versions
+            listed = client.json("GET", f"{path}?page_size=100")
+            assert sorted(v["number"] for v in listed["versions"]) == list(range(1, 31))
+    finally:
+        a.close()
+        b.close()
+    with engine.connect() as conn:
+        next_version = conn.execute(
+            sa.text("SELECT next_version FROM models WHERE name = 'numbers'")).scalar_one()
+    assert next_version == 31
+
+
+def test_resumable_upload_alternates_between_processes_and_pulls_from_the_other(
+        servers, settings, engine, tmp_path):
+    from modelreg_client import Client as LightClient
+
+    a, b = clients(servers)
+    for client in (a, b):
+        ready = client.json("GET", "/readyz")
+        assert ready["checks"] == {"database": "ok", "storage": "ok"}, ready
+    content = os.urandom(2 * CHUNK + MiB + 12345)
+    config = b'{"layers": 12}\n'
+    base = f"{API}/models/weights/versions/1"
+    try:
+        a.json("POST", f"{API}/models", {"name": "weights"}, status=201)
+        b.json("POST", f"{API}/models/weights/versions", {}, status=201)
+        opened = a.json("POST", f"{base}/uploads",
+                        {"path": "model.bin", "size": len(content),
+                         "digest": f"sha256:{sha256(content)}"}, status=201)
+        session = opened["location"]
+        assert opened["offset"] == 0
+
+        # PATCH on A, then on B; each process sees the offset the other one stored.
+        pairs = ((a, b), (b, a))
+        for index, (sender, other) in enumerate(pairs):
+            start = index * CHUNK
+            chunk = content[start:start + CHUNK]
+            sent = sender.json("PATCH", session, raw=chunk, status=202,
+                               headers={"Content-Range": f"{start}-{start + len(chunk) - 1}"})
+            assert sent["offset"] == start + CHUNK
+            seen = other.json("GET", session)
+            assert (seen["offset"], seen["size"]) == (start + CHUNK, len(content)), seen
+            # A chunk sent again to the other process is out of order there too.
+            code, headers, data = other.call("PATCH", session, raw=chunk,
+                                             headers={"Content-Range":
+                                                      f"{start}-{start + len(chunk) - 1}"})
+            assert code == 416, data
+            assert json.loads(data)["error"]["details"]["offset"] == start + CHUNK
+            assert headers["Upload-Offset"] == str(start + CHUNK)
+
+        # A completes it with the last chunk as the body; the session is gone on both.
+        rest = content[2 * CHUNK:]
+        done = a.json("PUT", f"{session}?digest=sha256:{sha256(content)}", raw=rest,
+                      status=201)
+        assert (done["path"], done["sha256"], done["size"]) == (
+            "model.bin", sha256(content), len(content))
+        for client in (a, b):
+            code, _, data = client.call("GET", session)
+            assert code == 404 and json.loads(data)["error"]["code"] == "upload_not_found"
+
+        b.json("PUT", f"{base}/files/config.json", raw=config, status=201,
+               headers={"Content-Type": "application/json"})
+        finalized = a.json("POST", f"{base}/finalize", status=(200, 202))
+        assert finalized["number"] == 1
+        version = wait_until_ready(b, base)
+        files = {f["path"]: f for f in b.json("GET", f"{base}/files")["files"]}
+        assert {path: f["sha256"] for path, f in files.items()} == {
+            "model.bin": sha256(content), "config.json": sha256(config)}
+
+        # Plain downloads through both processes give the bytes pushed through the other.
+        for client in (a, b):
+            code, headers, data = client.call("GET", f"{base}/files/model.bin")
+            assert code == 200 and sha256(data) == sha256(content)
+            assert headers["ETag"] == f'"{sha256(content)}"'
+            code, _, data = client.call("GET", f"{base}/files/model.bin",
+                                        headers={"Range": f"bytes={CHUNK - 10}-{CHUNK + 9}"})
+            assert code == 206 and data == content[CHUNK - 10:CHUNK + 10]
+    finally:
+        a.close()
+        b.close()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM upload_sessions")).scalar_one() == 0
+
+    # The light client pulls through B what A and B received.
+    with LightClient(servers[1].url, timeout=60) as light:
+        pulled = light.pull("weights/1", tmp_path / "pulled")
+    assert (pulled.model, pulled.version, pulled.digest) == ("weights", 1, version["digest"])
+    assert sorted(pulled.downloaded_files) == ["config.json", "model.bin"]
+    assert sha256((tmp_path / "pulled" / "model.bin").read_bytes()) == sha256(content)
+    assert (tmp_path / "pulled" / "config.json").read_bytes() == config
+    # The bytes are in the S3 bucket, under the content keys of the processes' prefix.
+    assert stored_digests(settings) == {sha256(content), sha256(config)}
+
+
+def stored_digests(settings: dict[str, str]) -> set[str]:
+    """The digests of the blobs in the bucket (moto answers unsigned listings)."""
+    prefix = settings["modelreg.storage.s3.prefix"].strip("/") + "/sha256/"
+    query = urllib.parse.urlencode({"list-type": "2", "prefix": prefix})
+    url = (f"{settings['modelreg.storage.s3.endpoint_url']}/"
+           f"{settings['modelreg.storage.s3.bucket']}?{query}")
+    with urllib.request.urlopen(url, timeout=30) as response:
+        listing = ElementTree.fromstring(response.read())
+    keys = [element.text or "" for element in listing.iter()
+            if element.tag.endswith("}Key") or element.tag == "Key"]
+    return {key.rsplit("/", 1)[1] for key in keys}
+
+
+def test_alias_moves_racing_from_both_processes_leave_one_consistent_winner(servers):
+    a, b = clients(servers)
+    base = f"{API}/models/race"
+    try:
+        a.json("POST", f"{API}/models", {"name": "race"}, status=201)
+        for number in range(1, 5):  # created on one process, filled and finalized on the other
+            creator, other = (a, b) if number % 2 else (b, a)
+            creator.json("POST", f"{base}/versions", {}, status=201)
+            other.json("PUT", f"{base}/versions/{number}/files/model.bin",
+                       raw=f"weights {number}".encode(), status=201)
+            creator.json("POST", f"{base}/versions/{number}/finalize", status=(200, 202))
+        for number in range(1, 5):
+            wait_until_ready(a, f"{base}/versions/{number}")
+
+        moves = [(servers[i % 2], "PUT", f"{base}/aliases/champion", {"version": i % 4 + 1})
+                 for i in range(32)]
+        answers = all_at_once(moves)
+        assert all(code in (200, 201) for code, _ in answers), unexpected(
+            answers, (200, 201), servers)
+        assert sum(code == 201 for code, _ in answers) == 1, "the alias is created once"
+
+        alias = a.json("GET", f"{base}/aliases/champion")
+        assert b.json("GET", f"{base}/aliases/champion")["version"] == alias["version"]
+        history = b.json("GET", f"{base}/aliases/champion/history?page_size=100")
+        # Resolving through the alias gives the winner's bytes on both processes.
+        for client in (a, b):
+            code, _, data = client.call("GET", f"{base}/versions/champion/files/model.bin")
+            assert (code, data) == (200, f"weights {alias['version']}".encode())
+    finally:
+        a.close()
+        b.close()
+
+    moves = history["history"]  # newest first
+    assert history["next_page_token"] is None
+    assert 1 <= len(moves) <= 32
+    assert moves[0]["to_version"] == alias["version"], (alias, moves)
+    assert moves[-1]["from_version"] is None, moves
+    for newer, older in itertools.pairwise(moves):
+        assert newer["from_version"] == older["to_version"], moves
+        assert newer["from_version"] != newer["to_version"], moves
+
+
+def test_failed_authentications_on_one_process_throttle_the_client_on_the_other(
+        servers, database, engine):
+    """The counts live in the database (``auth_failures``): failures sent alternately to
+    both processes add up, and the block holds on both — for a valid token too."""
+    app = make_app({"sqlalchemy.url": database.url})
+    try:
+        token = add_principal(app, "alice", grants=[("*", "write")])
+    finally:
+        app.registry["db_engine"].dispose()
+    a, b = clients(servers)
+    bad = {"Authorization": f"Bearer {BAD_TOKEN}"}
+    good = {"Authorization": f"Bearer {token}"}
+    try:
+        assert b.json("GET", f"{API}/models", headers=good)["models"] is not None
+        for index in range(MAX_FAILURES):
+            client = (a, b)[index % 2]
+            code, _, data = client.call("GET", f"{API}/models", headers=bad)
+            assert code == 401, (client.server.url, data)
+        for client in (a, b):
+            for headers in (bad, good):
+                code, answer_headers, data = client.call("GET", f"{API}/models",
+                                                         headers=headers)
+                assert code == 429, (client.server.url, code, data)
+                assert json.loads(data)["error"]["code"] == "too_many_failures"
+                assert int(answer_headers["Retry-After"]) > 0
+            # Requests without credentials are not the failing client's guesses.
+            code, _, _ = client.call("GET", f"{API}/models")
+            assert code == 200
+    finally:
+        a.close()
+        b.close()
+        with engine.begin() as conn:  # unblock loopback for whatever runs next
+            conn.execute(sa.text("DELETE FROM auth_failures"))
