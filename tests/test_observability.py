@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +22,11 @@ from helpers import API, error_code
 from modelreg import main
 from modelreg.db import get_engine
 from modelreg.logs import JSONFormatter
-from modelreg.metrics import count_bytes, count_storage_error
+from modelreg.metrics import count_bytes, count_storage_error, metered
 from modelreg.servers import check_pool_size
 from modelreg.storage.errors import StorageError
 from modelreg.testing import clear_database, make_app
-from modelreg.testing.server import free_port
+from modelreg.testing.server import LiveServer, free_port
 from security_helpers import add_principal, bearer
 
 METRICS_TOKEN = "scrape-secret-0123456789abcdef"
@@ -92,7 +95,8 @@ def test_metrics_count_requests_by_route_and_status(build):
                   route="api.models", method="POST") == 2
     # Each mutation queued one event that no worker delivered yet.
     assert sample(text, "modelreg_outbox_pending") == 1
-    assert sample(text, "modelreg_transfer_bytes_total", direction="upload") == 0
+    assert sample(text, "modelreg_transfer_bytes_total", direction="upload",
+                  backend="local") == 0
 
 
 def test_byte_and_storage_error_counters(build):
@@ -105,12 +109,108 @@ def test_byte_and_storage_error_counters(build):
     with pytest.raises(ValueError, match="direction"):
         count_bytes("sideways", 1, registry)
     text = app.get("/metrics").text
-    assert sample(text, "modelreg_transfer_bytes_total", direction="upload") == 1000
-    assert sample(text, "modelreg_transfer_bytes_total", direction="download") == 15
+    assert sample(text, "modelreg_transfer_bytes_total", direction="upload",
+                  backend="local") == 1000
+    assert sample(text, "modelreg_transfer_bytes_total", direction="download",
+                  backend="local") == 15
     assert sample(text, "modelreg_blob_store_errors_total", error="StorageError") == 1
     # Outside a request and with metrics off, counting is a no-op.
     count_bytes("upload", 1)
     count_bytes("upload", 1, build().app.registry)
+
+
+def transferred(app: webtest.TestApp | str) -> dict[str, float | None]:
+    """The transfer counters of the local backend, scraped from a test app or a URL."""
+    if isinstance(app, str):
+        with urllib.request.urlopen(app + "/metrics", timeout=30) as response:
+            text = response.read().decode()
+    else:
+        text = app.get("/metrics").text
+    return {direction: sample(text, "modelreg_transfer_bytes_total", direction=direction,
+                              backend="local") for direction in ("upload", "download")}
+
+
+def test_file_bytes_are_counted_by_direction(build):
+    """Bodies of file uploads and upload chunks count as received, file bodies sent as
+    sent; headers-only answers (HEAD, 304, refusals before the body) count nothing."""
+    app = build(**{"modelreg.metrics.enabled": "true", "modelreg.metrics.public": "true",
+                   "modelreg.auth.anonymous": "write", "modelreg.upload.min_chunk_size": "4"})
+    base = f"{API}/models/bytes/versions/1"
+    app.post_json(f"{API}/models", {"name": "bytes"}, status=201)
+    app.post_json(f"{API}/models/bytes/versions", {}, status=201)
+    weights = b"0123456789" * 1000
+    app.put(f"{base}/files/model.bin", weights, status=201,
+            headers={"Content-Type": "application/octet-stream"})
+    assert transferred(app) == {"upload": 10_000, "download": 0}
+
+    session = app.post_json(f"{base}/uploads", {"path": "big.bin"}, status=201).json
+    app.patch(session["location"], b"abcdefgh", status=202,
+              headers={"Content-Type": "application/octet-stream"})
+    app.put(f"{session['location']}?digest=sha256:{hashlib.sha256(b'abcdefghij').hexdigest()}",
+            b"ij", status=201, headers={"Content-Type": "application/octet-stream"})
+    assert transferred(app) == {"upload": 10_010, "download": 0}
+
+    assert app.get(f"{base}/files/model.bin").body == weights
+    app.get(f"{base}/files/model.bin", headers={"Range": "bytes=100-199"}, status=206)
+    app.head(f"{base}/files/model.bin", status=200)
+    etag = f'"{hashlib.sha256(weights).hexdigest()}"'
+    app.get(f"{base}/files/model.bin", headers={"If-None-Match": etag}, status=304)
+    app.get(f"{base}/files/big.bin", status=200)
+    assert transferred(app) == {"upload": 10_010, "download": 10_110}
+
+
+def test_bytes_read_again_after_seeking_back_count_once(build):
+    app = build(**{"modelreg.metrics.enabled": "true", "modelreg.metrics.public": "true"})
+    stream = metered(io.BytesIO(bytes(100)), "download", app.app.registry)
+    assert len(stream.read(30)) == 30
+    assert stream.seek(10) == 10  # as Waitress does when the socket took only 10 bytes
+    assert len(stream.read(40)) == 40
+    assert stream.readinto(bytearray(20)) == 20
+    assert stream.tell() == 70
+    stream.close()
+    assert transferred(app) == {"upload": 0, "download": 70}
+    # With metrics off the stream is not wrapped at all.
+    plain = io.BytesIO()
+    assert metered(plain, "upload", build().app.registry) is plain
+
+
+@pytest.mark.server
+def test_file_bytes_are_counted_once_under_waitress(modelreg_database, tmp_path):
+    """Waitress sends local files through its ``wsgi.file_wrapper``, which seeks back and
+    forth and reads again what the socket did not take: each byte counts once, whole files
+    and ranges alike."""
+    settings = {"sqlalchemy.url": modelreg_database.url,
+                "modelreg.storage.local.path": str(tmp_path / "blobs"),
+                "modelreg.metrics.enabled": "true", "modelreg.metrics.public": "true"}
+    weights = bytes(range(256)) * 12_288  # 3 MiB: several blocks of the file wrapper
+    base = f"{API}/models/sent/versions/1"
+    try:
+        with LiveServer(settings, threads=2) as server:
+            def call(method: str, path: str, body: bytes | None = None,
+                     headers: dict[str, str] | None = None) -> bytes:
+                request = urllib.request.Request(server.url + path, data=body, method=method,
+                                                 headers=headers or {})
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return response.read()
+
+            call("POST", f"{API}/models", b'{"name": "sent"}',
+                 {"Content-Type": "application/json"})
+            call("POST", f"{API}/models/sent/versions", b"{}",
+                 {"Content-Type": "application/json"})
+            call("PUT", f"{base}/files/model.bin", weights,
+                 {"Content-Type": "application/octet-stream"})
+            assert call("GET", f"{base}/files/model.bin") == weights
+            part = call("GET", f"{base}/files/model.bin",
+                        headers={"Range": "bytes=1048576-2097151"})
+            assert part == weights[1048576:2097152]
+            assert transferred(server.url) == {"upload": len(weights),
+                                               "download": len(weights) + 1048576}
+    finally:
+        engine = get_engine({"sqlalchemy.url": modelreg_database.url})
+        try:
+            clear_database(engine)
+        finally:
+            engine.dispose()
 
 
 def test_metrics_need_the_scrape_token_or_a_global_admin(build):

@@ -6,9 +6,11 @@ Metrics:
     requests answered, by route name (``unmatched`` when no route matched).
 ``modelreg_http_request_duration_seconds{route, method}``
     a histogram of the time from the request's arrival in the app to its response.
-``modelreg_transfer_bytes_total{direction}``
-    file bytes received (``upload``) and sent (``download``), counted by the file API
-    through :func:`count_bytes`.
+``modelreg_transfer_bytes_total{direction, backend}``
+    file bytes received (``upload``: bodies of file uploads and of upload chunks) and sent
+    (``download``: file bodies, not redirects to the store), by storage backend (the
+    ``modelreg.storage`` setting).  The file API counts them as the bytes stream through
+    :func:`metered`; other code can add some with :func:`count_bytes`.
 ``modelreg_blob_store_errors_total{error}``
     failures of the blob store itself (unreachable, unwritable, full), by exception class:
     counted when such an error ends a request, or through :func:`count_storage_error`.
@@ -63,6 +65,7 @@ from pyramid.settings import asbool
 from pyramid.threadlocal import get_current_registry
 
 from .errors import ApiError
+from .storage import DEFAULT_BACKEND, STORAGE_SETTING
 from .storage.errors import (
     BlobNotFound,
     BlobTooLarge,
@@ -92,11 +95,14 @@ class Metrics:
 
     :param engine: the database, for the outbox gauge.
     :param multiprocess_dir: prometheus_client's multiprocess directory, or ``None``.
+    :param backend: the name of the storage backend, for the transfer counter's label.
     """
 
-    def __init__(self, engine: sa.Engine, multiprocess_dir: str | None = None) -> None:
+    def __init__(self, engine: sa.Engine, multiprocess_dir: str | None = None,
+                 backend: str = DEFAULT_BACKEND) -> None:
         self.engine = engine
         self.multiprocess_dir = multiprocess_dir
+        self.backend = backend
         # In multiprocess mode the values live in files and are collected from there at each
         # scrape; otherwise in this app's own registry (never the global one, so that
         # several apps in one process do not clash).
@@ -109,13 +115,14 @@ class Metrics:
             "modelreg_http_request_duration_seconds", "Time to answer a request, by route.",
             ["route", "method"], buckets=_BUCKETS, registry=own)
         self.transfer = Counter(
-            "modelreg_transfer_bytes", "File bytes received (upload) and sent (download).",
-            ["direction"], registry=own)
+            "modelreg_transfer_bytes",
+            "File bytes received (upload) and sent (download), by storage backend.",
+            ["direction", "backend"], registry=own)
         self.storage_errors = Counter(
             "modelreg_blob_store_errors", "Failures of the blob store, by exception class.",
             ["error"], registry=own)
         for direction in DIRECTIONS:
-            self.transfer.labels(direction)
+            self.transfer.labels(direction, backend)
         self.registry.register(_OutboxCollector(engine))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -174,7 +181,65 @@ def count_bytes(direction: str, n: int, registry: Any | None = None) -> None:
         raise ValueError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
     metrics = _metrics_of(registry)
     if metrics is not None and n > 0:
-        metrics.transfer.labels(direction).inc(n)
+        metrics.transfer.labels(direction, metrics.backend).inc(n)
+
+
+class MeteredStream:
+    """A readable stream that counts the bytes read from it into a transfer counter.
+
+    A byte is counted once, however often it is read: Waitress's ``wsgi.file_wrapper`` reads
+    a block, seeks back, and seeks forward past what the socket took, so the part of a block
+    that was not sent is read again; only reads past the furthest position reached so far
+    count.  Everything but ``read``,
+    ``readinto`` and ``seek`` goes to the wrapped stream unchanged.
+    """
+
+    def __init__(self, stream: Any, counter: Any) -> None:
+        self._stream = stream
+        self._counter = counter
+        try:
+            self._position = int(stream.tell())
+        except (AttributeError, OSError, ValueError):
+            self._position = 0
+        self._counted = self._position
+
+    def _advance(self, n: int) -> None:
+        self._position += n
+        if self._position > self._counted:
+            self._counter.inc(self._position - self._counted)
+            self._counted = self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read as the wrapped stream does; count what was new."""
+        data = self._stream.read(size)
+        self._advance(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into ``buffer`` as the wrapped stream does; count what was new."""
+        n = self._stream.readinto(buffer) or 0
+        self._advance(n)
+        return n
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Seek the wrapped stream (nothing is counted)."""
+        self._position = int(self._stream.seek(offset, whence))
+        return self._position
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def metered(stream: Any, direction: str, registry: Any | None = None) -> Any:
+    """``stream`` counting the bytes read from it as ``direction`` (``"upload"`` or
+    ``"download"``) transfer bytes: a :class:`MeteredStream`, or ``stream`` itself when
+    metrics are off.  ``registry`` as for :func:`count_bytes`."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
+    metrics = _metrics_of(registry)
+    if metrics is None:
+        return stream
+    return MeteredStream(stream, metrics.transfer.labels(direction, metrics.backend))
 
 
 def count_storage_error(error: BaseException, registry: Any | None = None) -> None:
@@ -264,7 +329,9 @@ def includeme(config: Configurator) -> None:
         raise RuntimeError(f"{TOKEN_SETTING} is too short: use at least "
                            f"{MIN_TOKEN_LENGTH} random characters")
     multiprocess_dir = os.environ.get(MULTIPROCESS_VARIABLE) or None
-    config.registry[REGISTRY_KEY] = Metrics(config.registry["db_engine"], multiprocess_dir)
+    backend = (settings.get(STORAGE_SETTING) or DEFAULT_BACKEND).strip()
+    config.registry[REGISTRY_KEY] = Metrics(config.registry["db_engine"], multiprocess_dir,
+                                            backend)
     config.add_tween("modelreg.metrics.metrics_tween_factory",
                      under="modelreg.logs.request_log_tween_factory")
     config.add_route("metrics", "/metrics")

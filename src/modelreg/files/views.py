@@ -19,6 +19,7 @@ from pyramid.response import FileIter, Response
 
 from ..db import add_streaming_view
 from ..errors import ApiError, BadRequest, PayloadTooLarge, Unprocessable
+from ..metrics import metered
 from ..models import UploadSession, utcnow
 from ..openapi import Param, api_view, parse_body
 from ..policy import ARCHIVED, check_upload
@@ -241,7 +242,7 @@ def download_file(request: Request) -> Response:
     if request.method == "HEAD":
         response.content_length = end - start
         return response
-    stream = store.open(file.sha256, start, end)
+    stream = metered(store.open(file.sha256, start, end), "download", request.registry)
     wrapper = request.environ.get("wsgi.file_wrapper")
     if wrapper is not None and store.file_path(file.sha256) is not None:
         response.app_iter = wrapper(_BoundedReads(stream), SEND_BLOCK)
@@ -268,8 +269,8 @@ def upload_file(request: Request) -> dict[str, Any]:
     # The size policy on the declared length first, before a byte is stored...
     check_upload(request.dbsession, request.registry.settings, version, path,
                  request.content_length)
-    info = request.blob_store.put(request.body_file, expected_sha256=expected,
-                                  max_size=limit)
+    info = request.blob_store.put(metered(request.body_file, "upload", request.registry),
+                                  expected_sha256=expected, max_size=limit)
     _record_blob(request, info)
     with write_transaction(request.registry) as db:
         service = _writing_services(request, db)
@@ -382,8 +383,9 @@ def _receive_chunk(request: Request, context: UploadContext) -> Any:
                             code="chunk_too_small", details={"min_chunk_size": minimum})
     version = request.file_service.draft(context.model, str(context.number))
     check_upload(request.dbsession, settings, version, upload.path, end)
-    state = request.blob_store.upload_chunk(upload.state, offset=start,
-                                            stream=request.body_file, length=length)
+    body = metered(request.body_file, "upload", request.registry)
+    state = request.blob_store.upload_chunk(upload.state, offset=start, stream=body,
+                                            length=length)
     with write_transaction(request.registry) as db:
         service = _writing_services(request, db)
         row = service.find_upload(upload.public_id)
