@@ -112,6 +112,9 @@ class FaultyBlobStore:
         return self.inner.iter_digests()
 
     def check(self):
+        fault = self._fault("check")
+        if fault is not None:
+            raise fault[0]
         return self.inner.check()
 
     def download_url(self, sha256, *, filename, expires=None):

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import urllib.request
@@ -16,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 import webtest
 
+from faulty_store import eio
+from faulty_store import plugin as faulty_plugin
 from helpers import API, error_code
 from modelreg import main
 from modelreg.db import get_engine
@@ -25,7 +29,7 @@ from modelreg.logs import JSONFormatter
 from modelreg.metrics import count_bytes, count_storage_error, metered
 from modelreg.servers import check_pool_size
 from modelreg.storage.errors import StorageError
-from modelreg.testing import clear_database, make_app
+from modelreg.testing import CORE_PLUGINS, clear_database, make_app
 from modelreg.testing.server import LiveServer, free_port
 from security_helpers import add_principal, bearer
 
@@ -331,6 +335,55 @@ def test_readyz_is_503_when_storage_is_not_usable(build, tmp_path, damage):
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["storage"].startswith("error: ")
     assert str(tmp_path) not in json.dumps(body)  # no paths to the client
+
+
+def test_readyz_is_503_when_the_store_check_fails_unexpectedly(modelreg_database, tmp_path,
+                                                               caplog):
+    """A plugin's store may raise something else than StorageError (a client library's own
+    error): the store is not ready all the same (503), never a 500."""
+    app = make_app({"sqlalchemy.url": modelreg_database.url, "modelreg.storage": "faulty",
+                    "modelreg.storage.faulty.path": str(tmp_path / "faulty")},
+                   [*CORE_PLUGINS, faulty_plugin])
+    try:
+        store = app.registry["modelreg.blob_store"]
+        test = webtest.TestApp(app)
+        store.fail("check", RuntimeError(f"connection pool of {tmp_path} is closed"))
+        with caplog.at_level(logging.WARNING, logger="modelreg.ops"):
+            body = test.get("/readyz", status=503).json
+        assert body == {"status": "unavailable",
+                        "checks": {"database": "ok", "storage": "error: RuntimeError"}}
+        assert str(tmp_path) not in json.dumps(body)
+        assert "failed unexpectedly" in caplog.text and "RuntimeError" in caplog.text
+        store.fail("check", eio())  # the expected kind, for comparison
+        assert test.get("/readyz", status=503).json["checks"]["storage"] == "error: StorageError"
+        assert test.get("/readyz", status=200).json["status"] == "ok"
+    finally:
+        app.registry["db_engine"].dispose()
+
+
+def test_readyz_is_503_when_the_driver_fails_unexpectedly(tmp_path):
+    """A driver error that is no DB-API error (SQLAlchemy passes those through unwrapped, as
+    a bug of a driver under load would be): the database is not ready, 503, not 500."""
+    app = make_app({"sqlalchemy.url": f"sqlite:///{tmp_path / 'registry.sqlite'}",
+                    "modelreg.storage.local.path": str(tmp_path / "blobs")})
+    engine = app.registry["db_engine"]
+    failing = []
+
+    def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
+        if failing:
+            raise struct.error("unpack requires a buffer of 4 bytes")
+
+    try:
+        sqlalchemy.event.listen(engine, "do_connect", connect)
+        test = webtest.TestApp(app)
+        assert test.get("/readyz").json["checks"]["database"] == "ok"
+        failing.append(True)
+        engine.dispose()  # the next check opens a new connection
+        body = test.get("/readyz", status=503).json
+        assert body == {"status": "unavailable",
+                        "checks": {"database": "error: error", "storage": "ok"}}
+    finally:
+        engine.dispose()
 
 
 # ------------------------------------------------------------------------- pool sizing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,25 +27,39 @@ def healthz(request: Request) -> dict[str, Any]:
     return {"status": "ok", "checks": {}}
 
 
+def _probe(what: str, probe: Callable[[], Any]) -> str:
+    """``"ok"``, or ``"error: <exception class>"`` when ``probe`` raises anything at all.
+
+    Expected failures (the database's, the blob store's) are logged in one line; anything
+    else (a driver's or a plugin's own exception) with its traceback.  Either way the
+    dependency is not ready: a probe never turns into a 500.  The message may name paths or
+    hosts: it goes to the log, never to the client.
+    """
+    try:
+        probe()
+    except (sa.exc.SQLAlchemyError, StorageError) as exc:
+        log.warning("readiness: the %s is unavailable: %s", what, exc)
+        return f"error: {type(exc).__name__}"
+    except Exception as exc:
+        log.warning("readiness: checking the %s failed unexpectedly", what, exc_info=True)
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+def _ping_database(request: Request) -> None:
+    with request.registry["db_engine"].connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+
 @api_view("readyz", "GET", permission=NO_PERMISSION_REQUIRED, response=Health,
           errors=(503,), tags=["ops"])
 def readyz(request: Request) -> dict[str, Any]:
-    """Readiness: the database can be reached and the blob store is usable."""
-    checks = {}
-    try:
-        with request.registry["db_engine"].connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        checks["database"] = "ok"
-    except sa.exc.SQLAlchemyError as exc:
-        log.warning("readiness: the database is unavailable: %s", exc)
-        checks["database"] = f"error: {type(exc).__name__}"
-    try:
-        request.registry[STORAGE_KEY].check()
-        checks["storage"] = "ok"
-    except StorageError as exc:
-        # The message may name paths or hosts: it goes to the log, not to the client.
-        log.warning("readiness: the blob store is unavailable: %s", exc)
-        checks["storage"] = f"error: {type(exc).__name__}"
+    """Readiness: the database can be reached and the blob store is usable (503 otherwise,
+    naming the failing check)."""
+    checks = {
+        "database": _probe("database", lambda: _ping_database(request)),
+        "storage": _probe("blob store", request.registry[STORAGE_KEY].check),
+    }
     ok = all(value == "ok" for value in checks.values())
     if not ok:
         request.response.status_code = 503
