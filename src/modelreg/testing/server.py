@@ -92,7 +92,8 @@ class LiveServer:
 
     Use it as a context manager: entering starts the server and waits until it answers
     ``GET /healthz`` with 200; leaving stops it and deletes its temporary directory (ini file
-    and log).
+    and log).  An exception that leaves the block carries the end of the log as a note, which
+    pytest prints with the failure.
 
     :param settings: the app settings (``[app:main]``), at least ``sqlalchemy.url``.
     :param threads: Waitress worker threads.
@@ -154,6 +155,11 @@ class LiveServer:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if exc is not None and self.process is not None:
+            # The log is deleted with the directory: a failure inside the block carries its
+            # end, so that the report says what the server saw.
+            exc.add_note(f"--- the end of the log of the server at {self.url} ---\n"
+                         f"{self.log_tail()}")
         self.stop()
 
     # ----------------------------------------------------------------------- lifecycle
