@@ -11,7 +11,9 @@ alternately and concurrently:
 * a resumable upload whose chunks alternate between the processes (each one's view of the
   offset checked on the other), completed on a third request, then pulled through the other
   process with the light client and checked by sha256;
-* alias moves racing from both: one creation, one consistent winner, a complete history;
+* alias moves racing from both: one creation, one consistent winner, a complete history
+  (the versions' scans, when a scanner is installed, claimed once each by the two embedded
+  workers sharing the job queue);
 * failed authentications counted on one process throttle the client on the other.
 
 PostgreSQL is required: unreachable, the tests skip, or fail when ``CI=true`` (as do a
@@ -325,19 +327,30 @@ def stored_digests(settings: dict[str, str]) -> set[str]:
     return {key.rsplit("/", 1)[1] for key in keys}
 
 
-def test_alias_moves_racing_from_both_processes_leave_one_consistent_winner(servers):
+def test_alias_moves_racing_from_both_processes_leave_one_consistent_winner(servers, engine):
     a, b = clients(servers)
     base = f"{API}/models/race"
     try:
         a.json("POST", f"{API}/models", {"name": "race"}, status=201)
+        scanned = 0
         for number in range(1, 5):  # created on one process, filled and finalized on the other
             creator, other = (a, b) if number % 2 else (b, a)
             creator.json("POST", f"{base}/versions", {}, status=201)
             other.json("PUT", f"{base}/versions/{number}/files/model.bin",
                        raw=f"weights {number}".encode(), status=201)
-            creator.json("POST", f"{base}/versions/{number}/finalize", status=(200, 202))
+            finalized = creator.json("POST", f"{base}/versions/{number}/finalize",
+                                     status=(200, 202))
+            scanned += finalized["status"] == "validating"
         for number in range(1, 5):
             wait_until_ready(a, f"{base}/versions/{number}")
+        # The embedded workers of both processes share the job queue: each scan (when a
+        # scanner is installed) was claimed once, by one of them.
+        with engine.connect() as conn:
+            jobs = conn.execute(sa.text(
+                "SELECT j.status, j.attempts FROM jobs j WHERE j.kind = 'scan_version' "
+                "AND j.created_at >= (SELECT created_at FROM models WHERE name = 'race')"
+            )).all()
+        assert [tuple(job) for job in jobs] == [("done", 1)] * scanned
 
         moves = [(servers[i % 2], "PUT", f"{base}/aliases/champion", {"version": i % 4 + 1})
                  for i in range(32)]
