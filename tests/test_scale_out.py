@@ -10,7 +10,8 @@ alternately and concurrently:
 * version numbers created from both, one at a time and all at once: distinct and gapless;
 * a resumable upload whose chunks alternate between the processes (each one's view of the
   offset checked on the other), completed on a third request, then pulled through the other
-  process with the light client and checked by sha256;
+  process with the light client and checked by sha256; each process's metrics count the
+  file bytes it received and sent, under the ``s3`` backend;
 * alias moves racing from both: one creation, one consistent winner, a complete history
   (the versions' scans, when a scanner is installed, claimed once each by the two embedded
   workers sharing the job queue);
@@ -27,6 +28,7 @@ import http.client
 import itertools
 import json
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -90,6 +92,8 @@ def settings(database: TestDatabase, modelreg_s3_server: Any) -> dict[str, str]:
         "modelreg.auth.max_failures": str(MAX_FAILURES),
         "modelreg.auth.failure_window": "600",
         "modelreg.auth.block_seconds": "600",
+        "modelreg.metrics.enabled": "true",
+        "modelreg.metrics.public": "true",
     }
 
 
@@ -312,6 +316,26 @@ def test_resumable_upload_alternates_between_processes_and_pulls_from_the_other(
     assert (tmp_path / "pulled" / "config.json").read_bytes() == config
     # The bytes are in the S3 bucket, under the content keys of the processes' prefix.
     assert stored_digests(settings) == {sha256(content), sha256(config)}
+    # Each process counted the file bytes it received and sent itself, by backend.  The chunk
+    # each one refused as out of order was never read.
+    assert transferred(servers[0]) == {"upload": CHUNK + len(rest),
+                                       "download": len(content) + 20}
+    assert transferred(servers[1]) == {"upload": CHUNK + len(config),
+                                       "download": 2 * len(content) + 20 + len(config)}
+
+
+def transferred(server: LiveServer) -> dict[str, float]:
+    """The process's ``modelreg_transfer_bytes_total`` of the S3 backend, by direction."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=30) as response:
+        text = response.read().decode()
+    found = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r'modelreg_transfer_bytes_total\{(.*)\} (\S+)', line)
+        if match:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+            assert labels["backend"] == "s3", line
+            found[labels["direction"]] = float(match.group(2))
+    return found
 
 
 def stored_digests(settings: dict[str, str]) -> set[str]:
