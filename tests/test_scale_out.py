@@ -18,7 +18,8 @@ alternately and concurrently:
 * failed authentications counted on one process throttle the client on the other.
 
 PostgreSQL is required: unreachable, the tests skip, or fail when ``CI=true`` (as do a
-missing moto or ``modelreg-s3``, which CI installs).
+missing moto or ``modelreg-s3``, which CI installs); ``MODELREG_TEST_BACKENDS`` without
+``postgresql`` skips them.
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ Answer = tuple[int, str]
 @pytest.fixture(scope="module")
 def database() -> Iterator[TestDatabase]:
     """A PostgreSQL database migrated as ``modelreg db upgrade`` would (every installed
-    plugin's migrations too); dropped afterwards."""
+    plugin's migrations too); dropped afterwards.  Skipped when ``MODELREG_TEST_BACKENDS``
+    leaves PostgreSQL out."""
+    wanted = os.environ.get("MODELREG_TEST_BACKENDS")  # as conftest.py reads it
+    if wanted and "postgresql" not in {name.strip() for name in wanted.split(",")}:
+        pytest.skip("PostgreSQL is not among MODELREG_TEST_BACKENDS")
     try:
         db = TestDatabase.create("postgresql")
     except ConnectionError as exc:
