@@ -8,7 +8,11 @@ which is the seam tests use.
 SQLite is made fit for a multi-threaded server here, in one place: WAL, a busy timeout,
 foreign keys, case-sensitive ``LIKE`` (as on the other databases), and transactions of writing
 requests opened with ``BEGIN IMMEDIATE`` so that they queue on the busy timeout instead of
-failing on their first write.
+failing on their first write.  MySQL and MariaDB run in ``READ COMMITTED``, as PostgreSQL
+does (unless ``sqlalchemy.isolation_level`` says otherwise): under InnoDB's default
+``REPEATABLE READ`` a plain read after taking a row lock sees the transaction's first snapshot,
+not what the transaction it waited for has just committed, and counts checked under that lock
+(a model's versions against its quota) would be stale.
 """
 
 from __future__ import annotations
@@ -125,6 +129,9 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True
+        if (url.get_backend_name() in ("mysql", "mariadb")
+                and not settings.get(prefix + "isolation_level")):
+            kwargs["isolation_level"] = "READ COMMITTED"
     engine = sa.engine_from_config(settings, prefix, **kwargs)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, int(settings.get("modelreg.sqlite.busy_timeout_ms", 30000)))
