@@ -145,6 +145,35 @@ def test_asgi_factory_needs_an_ini(monkeypatch):
         create_app()
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd (Linux)")
+def test_asgi_factory_turns_off_nagle_on_the_inherited_server_socket():
+    """uvicorn --workers hands each worker a socket bound with protocol 0, on which asyncio
+    leaves Nagle's algorithm on (every keep-alive response then waits ~40 ms for a delayed
+    ACK); the factory sets TCP_NODELAY on it, and the connections it accepts inherit it.
+    Connected sockets (the database's, a client's) are left alone."""
+    import socket
+
+    from modelreg.asgi import nodelay_on_server_sockets
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other_listener:
+        server.bind(("127.0.0.1", 0))  # bound as uvicorn's supervisor binds it: proto 0
+        other_listener.bind(("127.0.0.1", 0))
+        other_listener.listen()
+        with socket.create_connection(other_listener.getsockname()) as client:
+            peer, _ = other_listener.accept()
+            with peer:
+                assert nodelay_on_server_sockets() >= 2
+                assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        server.listen()
+        with socket.create_connection(server.getsockname()):
+            accepted, _ = server.accept()
+            with accepted:
+                assert accepted.proto == 0
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
 def _scrape(port: int) -> str:
     client = Client(port)
     try:
