@@ -119,6 +119,11 @@ CASES = [
     # files and upload sessions (the session of the world is writer's)
     Case("GET", "/api/v1/models/{model}/versions/{version}/files",
          path=MODEL + "/versions/1/files"),
+    # linking content by digest: everyone who may write the model may read the version
+    # holding it; content hidden from the caller is tested in test_files_links
+    Case("POST", "/api/v1/models/{model}/versions/{version}/files",
+         path=MODEL + "/versions/2/files",
+         body={"path": "linked.bin", "digest": "sha256:" + hashlib.sha256(b"weights").hexdigest()}),
     Case("GET", "/api/v1/models/{model}/versions/{version}/files/{path}",
          path=MODEL + "/versions/champion/files/model.bin"),
     Case("PUT", "/api/v1/models/{model}/versions/{version}/files/{path}",

@@ -30,6 +30,16 @@ class FileList(BaseModel):
     files: list[FileOut]
 
 
+class FileLink(Body):
+    """Body of ``POST …/versions/{n}/files``: add a file by the digest of content the
+    registry already holds (no bytes sent)."""
+
+    path: str = Field(max_length=PATH_LENGTH * 4)
+    digest: str = Field(max_length=100, description="sha256:<hex> of the content.")
+    size: int | None = Field(None, ge=0, description="The content's size, checked if given.")
+    media_type: str | None = Field(None, max_length=MEDIA_TYPE_LENGTH)
+
+
 class UploadCreate(Body):
     """Body of ``POST …/versions/{n}/uploads``: open a resumable upload of one file."""
 

@@ -10,6 +10,9 @@ The order is always the same, so that nothing half-written is ever visible:
    the blob's row again, checks the blob is still in the store (garbage collection may have
    taken it between 1 and 3: see :mod:`modelreg.files.gc`), and adds the file's row.
 
+Linking a blob the registry already holds (:meth:`FileService.link_file`, no bytes sent) is
+step 3 alone, with the blob's row locked and the caller's right to it checked inside.
+
 Views that stream a body (``PUT`` of a file, chunks of an upload) read through the request's
 session, which on those routes never writes (:func:`modelreg.db.add_streaming_view`), and
 write through :func:`write_transaction` once the bytes are stored.
@@ -190,6 +193,14 @@ def file_not_found(version: Version, path: str) -> NotFound:
     )
 
 
+def blob_not_found(sha256: str) -> NotFound:
+    """The answer for a digest the caller cannot link: unknown, or held only by versions it
+    may not read (the same answer, so that existence does not leak)."""
+    return NotFound(f"no content with digest {DIGEST_PREFIX}{sha256} is available to link; "
+                    "upload it", code="blob_not_found",
+                    details={"digest": DIGEST_PREFIX + sha256})
+
+
 def upload_not_found() -> NotFound:
     """The answer for an upload session that does not exist, expired, or is someone else's."""
     return NotFound("no such upload session (it may have expired or been completed)",
@@ -266,17 +277,20 @@ class FileService:
     # ------------------------------------------------------------------------ writing
 
     def add_file(
-        self, version: Version, path: str, info: BlobInfo, media: str
+        self, version: Version, path: str, info: BlobInfo, media: str, *,
+        verify_stored: bool = True,
     ) -> tuple[File, str]:
         """Give a locked draft the file ``path`` with the stored blob ``info``.
 
         :returns: the file and what happened: ``created``, ``unchanged`` (same bytes, the
             idempotent re-upload) or ``replaced``.
+        :param verify_stored: check that the store still holds the blob (``False`` when the
+            caller just did, in the same transaction).
         :raises ApiError: 503 if the blob vanished from the store meanwhile (collected as
             garbage between its upload and this transaction): the client uploads again.
         """
         touch_blob(self.db, info)
-        if not self.store.exists(info.sha256):
+        if verify_stored and not self.store.exists(info.sha256):
             raise ApiError("the uploaded content was removed before it could be recorded; "
                            "upload it again", code="blob_missing", status=503,
                            headers={"Retry-After": "1"})
@@ -301,6 +315,53 @@ class FileService:
         self.registry.record(f"file.{'added' if outcome == 'created' else 'replaced'}", "file",
                              target, version.model.name, before=before, after=after)
         return file, outcome
+
+    def link_file(
+        self, model_name: str, ref: str, path: str, sha256: str, *, media: str,
+        size: int | None = None, readable: Any | None = None,
+    ) -> tuple[File, str]:
+        """Give a draft the file ``path`` with content the registry already holds, by digest.
+
+        The content addressed registry's "cross-mount": no bytes are sent.  It succeeds only
+        when the blob is stored *and* some version the caller may read holds a file with that
+        content; otherwise the answer is :func:`blob_not_found`, the same whether the content
+        is unknown or only in models hidden from the caller, so that nobody learns what others
+        stored by guessing digests.
+
+        Garbage collection cannot take the blob between the check and the new file: the
+        blob's row is locked (``FOR UPDATE``; SQLite serializes writers instead) before the
+        check and touched before the file is added, so a collection that has not locked the
+        row yet skips it (it is locked, then fresh and referenced), and one that did has
+        deleted it by the time the lock is granted (the row is gone: 404).
+
+        :param readable: SQL restricting :class:`Model` rows to those the caller may read
+            (:func:`modelreg.security.policy.readable_models`), ``None`` for all.
+        :param size: the size the client expects; ``400 size_mismatch`` when the blob's
+            differs.  The file's size is always the blob's own.
+        :returns: the file and ``created``, ``unchanged`` or ``replaced`` (as :meth:`add_file`).
+        """
+        check_path(path)
+        version = self.draft(model_name, ref, lock=True)
+        blob = self.db.execute(
+            sa.select(Blob.sha256, Blob.size).where(Blob.sha256 == sha256).with_for_update()
+        ).first()
+        holders = (
+            sa.select(File.id)
+            .join(Version, Version.id == File.version_id)
+            .join(Model, Model.id == Version.model_id)
+            .where(File.sha256 == sha256)
+        )
+        if readable is not None:
+            holders = holders.where(readable)
+        if (blob is None or self.db.scalar(holders.limit(1)) is None
+                or not self.store.exists(sha256)):
+            raise blob_not_found(sha256)
+        if size is not None and size != blob.size:
+            raise BadRequest(
+                f"the content sha256:{sha256} has {blob.size} bytes, not {size}",
+                code="size_mismatch", details={"size": blob.size})
+        return self.add_file(version, path, BlobInfo(blob.sha256, blob.size), media,
+                             verify_stored=False)
 
     def delete_file(self, model_name: str, ref: str, path: str) -> None:
         """Delete a file of a draft (its blob stays until garbage collection)."""

@@ -26,7 +26,7 @@ from ..policy import ARCHIVED, check_upload
 from ..registry.names import DIGEST_PREFIX
 from ..registry.services import RegistryService
 from ..security.access import Level
-from ..security.policy import ModelContext, denial, get_policy, root_factory
+from ..security.policy import ModelContext, denial, get_policy, readable_models, root_factory
 from ..storage.errors import DigestMismatch
 from . import schemas
 from .paths import basename, check_path
@@ -135,6 +135,33 @@ def list_files(request: Request) -> dict[str, Any]:
               else list(version.archived_files or ()))
     return {"model": version.model.name, "version": version.number,
             "digest": version.digest, "files": listed}
+
+
+@api_view("api.files", "POST", permission=WRITE, body=schemas.FileLink,
+          response=schemas.FileOut, status=201, also=(200,), errors=(409, 503),
+          tags=["files"])
+def link_file(request: Request) -> dict[str, Any]:
+    """Add a file to a draft by the digest of content the registry already holds.
+
+    No bytes are sent: the content must be stored and held by some version the caller may
+    read, else ``404 blob_not_found`` (the same answer for unknown content and for content
+    only in models hidden from the caller) and the client uploads it.  ``201`` for a new
+    path, ``200`` when the path already had these bytes or had others (replaced).
+    """
+    body = parse_body(request, schemas.FileLink)
+    sha256 = parse_hex_digest(body.digest)
+    model, ref = request.matchdict["model"], request.matchdict["version"]
+    file, outcome = request.file_service.link_file(
+        model, ref, body.path, sha256, media=media_type(body.media_type), size=body.size,
+        readable=readable_models(request))
+    result = file_json(file)
+    if outcome == "created":
+        request.response.status_code = 201
+        request.response.location = request.route_url(
+            "api.file", model=model, version=ref, path=body.path)
+    else:
+        request.response.status_code = 200
+    return result
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
