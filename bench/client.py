@@ -190,6 +190,8 @@ def main() -> None:
             "modelreg.storage.local.path": str(work / "blobs"),
             "modelreg.auth.anonymous": "write",
             "modelreg.upload.max_put_size": str(max(raw_size, 256 * MiB) + MiB),
+            # Transfers only: without a worker, scanners would keep the version validating.
+            "modelreg.plugins.disabled": "scan webhooks",
         }
         with LiveServer(settings, threads=args.threads,
                         server_settings=SERVER_SETTINGS) as server:
