@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from modelreg.cli import db_session
 from modelreg.security.services import SecurityService
@@ -73,6 +74,8 @@ def start_registry(**extra: str) -> Iterator[Registry]:
             # scans (the installed modelreg-scan) run in the server, as in development.ini
             "modelreg.worker.embedded": "true",
             "modelreg.worker.poll_interval": "0.2",
+            # /metrics for the admin token: the file bytes the server received
+            "modelreg.metrics.enabled": "true",
             **extra,
         }
         with db_session(settings) as db:
@@ -101,6 +104,17 @@ def write_random(path: Path, size: int, block: int = 8 * MiB) -> str:
             digest.update(data)
             remaining -= len(data)
     return digest.hexdigest()
+
+
+def received_bytes(registry: Registry) -> float:
+    """File bytes the server has received so far (``modelreg_transfer_bytes_total``)."""
+    response = requests.get(f"{registry.url}/metrics", timeout=30,
+                            headers={"Authorization": f"Bearer {registry.token}"})
+    response.raise_for_status()
+    for line in response.text.splitlines():
+        if line.startswith('modelreg_transfer_bytes_total{direction="upload"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def tree(root: Path) -> dict[str, str]:

@@ -16,12 +16,13 @@ from client_support import (  # noqa: F401 - fixtures
     MiB,
     client,
     model_name,
+    received_bytes,
     registry,
     tree,
     write_random,
 )
 
-from modelreg_client import Client, IntegrityError, NotFound, Progress
+from modelreg_client import Client, IntegrityError, InvalidRequest, NotFound, Progress
 from modelreg_client.manifest import scan_directory, version_digest
 
 pytestmark = pytest.mark.server
@@ -78,8 +79,11 @@ def test_round_trip_of_nested_directory_with_a_200_mb_file(client, model_name, t
     assert pushed.version.status == "ready" and not pushed.existing
     assert pushed.digest == pushed.version.digest == local_digest
     assert pushed.version.tags == {"stage": "test"} and pushed.version.aliases == ["staging"]
-    assert sorted(pushed.uploaded_files) == sorted(expected)
-    assert pushed.uploaded_bytes == sum(p.stat().st_size for _, p in scan_directory(source))
+    # Files whose content another test pushed already are linked, not sent.
+    assert sorted(pushed.uploaded_files + pushed.linked_files) == sorted(expected)
+    assert "weights/model.bin" in pushed.uploaded_files
+    assert pushed.uploaded_bytes == sum((source / path).stat().st_size
+                                        for path in pushed.uploaded_files)
 
     destination = tmp_path / "elsewhere" / "copy"
     pulled = client.pull(f"{model_name}@staging", destination)
@@ -107,6 +111,72 @@ def test_second_push_of_the_same_directory_uploads_nothing(client, model_name, t
     assert second.version.number == first.version.number
     assert second.version.aliases == ["champion"]
     assert [v.number for v in client.list_versions(model_name)] == [first.version.number]
+
+
+def test_second_push_of_a_changed_directory_sends_only_the_changed_file(
+        client, registry, model_name, tmp_path):
+    source = tmp_path / "model"
+    small_tree(source)
+    write_random(source / "big.bin", MAX_PUT + 3 * MiB)  # through an upload session
+    first = client.push(source, model_name)
+    changed = "weights/shards/part-0001.bin"
+    size = 2 * MiB + 5
+    write_random(source / changed, size)
+
+    before = received_bytes(registry)
+    counting = Counting()
+    second = client.push(source, model_name, progress=counting)
+    assert received_bytes(registry) - before == size  # what the server saw arrive
+    assert second.version.number == first.version.number + 1 and not second.existing
+    assert second.uploaded_files == [changed]
+    assert second.uploaded_bytes == counting.total("upload") == size
+    assert sorted(second.linked_files) == sorted(
+        path for path, _ in scan_directory(source) if path != changed)
+    assert second.digest == second.version.digest
+    pulled = tmp_path / "pulled"
+    client.pull(f"{model_name}/{second.version.number}", pulled)
+    assert tree(pulled) == tree(source)
+
+
+def test_content_the_caller_may_not_read_is_uploaded_not_linked(
+        client, registry, model_name, tmp_path):
+    from modelreg.cli import db_session
+    from modelreg.security.services import SecurityService
+
+    source = tmp_path / "model"
+    source.mkdir()
+    write_random(source / "weights.bin", 3 * MiB)
+    client.push(source, model_name)  # the admin's model: the content is on the server
+    with db_session(registry.settings) as db:
+        security = SecurityService(db, actor="client-tests")
+        name = f"own-{model_name}"
+        security.create_principal(name)
+        security.create_grant(principal=name, pattern=f"{name}*", level="write")
+        _, token = security.create_token(name, scopes=["write"])
+    with Client(registry.url, token, state_dir=tmp_path / "state") as other:
+        before = received_bytes(registry)
+        pushed = other.push(source, f"{name}-copy")
+    assert pushed.linked_files == [] and pushed.uploaded_files == ["weights.bin"]
+    assert received_bytes(registry) - before == 3 * MiB
+
+
+def test_a_server_without_linking_gets_every_file_uploaded(client, model_name, tmp_path,
+                                                           monkeypatch):
+    source = tmp_path / "model"
+    small_tree(source)
+    client.push(source, model_name)
+    (source / "more.txt").write_text("a change")
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise InvalidRequest("method not allowed", code="method_not_allowed", status=405)
+
+    monkeypatch.setattr(client, "link_file", refuse)
+    pushed = client.push(source, model_name)
+    assert len(calls) == 1  # then the push stops asking
+    assert sorted(pushed.uploaded_files) == sorted(tree(source))
+    assert pushed.linked_files == []
 
 
 def test_interrupted_push_resumes_and_sends_only_what_is_missing(

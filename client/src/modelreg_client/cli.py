@@ -371,8 +371,9 @@ def _print_push(result: PushResult) -> None:
         click.echo(f"pushed {version.ref} ({version.status})")
     click.echo(f"  digest   {result.digest}")
     sent = len(result.uploaded_files)
+    there = len(result.skipped_files) + len(result.linked_files)
     click.echo(f"  files    {sent} uploaded ({_size(result.uploaded_bytes)} sent), "
-               f"{len(result.skipped_files)} already on the server")
+               f"{there} already on the server")
     if version.aliases:
         click.echo(f"  aliases  {', '.join(sorted(version.aliases))}")
     if version.status == "validating":

@@ -426,6 +426,26 @@ class Client:
         return FileEntry.from_json(self._json("PUT", self._file_path(model, number, path),
                                               data=data, params=params, headers=headers))
 
+    def link_file(
+        self, model: str, number: int, path: str, sha256: str, *, size: int | None = None,
+        media_type: str | None = None,
+    ) -> FileEntry:
+        """Give a draft the file ``path`` with content the server already holds, by its
+        digest: no bytes are sent.
+
+        :param sha256: the content's hex digest.
+        :param size: the content's size, checked by the server if given.
+        :raises NotFound: with code ``blob_not_found`` when the server does not hold the
+            content or holds it only in models the caller may not read: upload it instead.
+        """
+        body: dict[str, Any] = {"path": path, "digest": DIGEST_PREFIX + sha256}
+        if size is not None:
+            body["size"] = size
+        if media_type:
+            body["media_type"] = media_type
+        return FileEntry.from_json(
+            self._json("POST", self._version_path(model, number) + "/files", json=body))
+
     def delete_file(self, model: str, number: int, path: str) -> None:
         """Delete a file of a draft."""
         self.request("DELETE", self._file_path(model, number, path))
@@ -508,8 +528,11 @@ class Client:
 
         Files are hashed locally first.  If a ready version with the same content (and
         metadata) exists, nothing is uploaded: it is returned (tagged and aliased as asked).
-        An interrupted push resumes on the next call with the same arguments: files the draft
-        already holds are skipped and upload sessions continue from their offset.
+        Files whose content the server already holds (in any version the caller may read)
+        are added by digest without sending their bytes (:meth:`link_file`); only the others
+        are uploaded.  An interrupted push resumes on the next call with the same arguments:
+        files the draft already holds are skipped and upload sessions continue from their
+        offset.
 
         :param progress: a :class:`~modelreg_client.transfer.Progress` to report to.
         :raises VersionRejected: validation rejected the version (it holds the problems).

@@ -8,9 +8,11 @@
 3. otherwise creates the model if needed and a draft — or takes up the draft of an
    interrupted push of the same content, recorded in a small journal under the state
    directory — and skips the files the draft already holds;
-4. uploads the rest in parallel: a single ``PUT`` up to the server's limit, an upload session
+4. adds by digest every other file whose content the server already holds (in any version
+   the caller may read: ``POST …/files``), sending no bytes for it;
+5. uploads the rest in parallel: a single ``PUT`` up to the server's limit, an upload session
    in chunks above it (resumed from the server's offset after an interruption);
-5. finalizes, checks the server's digest against the local one, moves the alias.
+6. finalizes, checks the server's digest against the local one, moves the alias.
 
 :class:`Puller` (behind :meth:`Client.pull`) downloads each file to ``<name>.part``, resumes a
 partial file with ``Range``, verifies the sha256 and only then renames it into place.
@@ -216,6 +218,8 @@ class Pusher:
         self.progress = progress or Progress()
         self.pool = _Pool(client.parallel)
         self.sent = _Counter()
+        #: Whether the server can add files by digest (``False`` once it answered 405).
+        self._can_link = True
 
     # ------------------------------------------------------------------- hashing
 
@@ -272,6 +276,8 @@ class Pusher:
             self.client.delete_file(model, number, path)
         todo = [f for f in files if path_differs(remote.get(f.path), f)]
         skipped = [f.path for f in files if f not in todo]
+        linked = self._link_all(model, number, todo, journal)
+        todo = [f for f in todo if f.path not in linked]
         self._upload_all(model, number, todo, journal)
         version = self.client.finalize_version(model, number, wait=wait)
         journal.remove()
@@ -285,7 +291,7 @@ class Pusher:
             self._check_digest(version, digest)
             version = self._label(version, {}, alias)
         return PushResult(version, digest, False, [f.path for f in todo], skipped,
-                          self.sent.value, findings)
+                          self.sent.value, findings, sorted(linked))
 
     def _existing(self, model: str, digest: str, metadata: dict[str, Any] | None,
                   lineage: dict[str, Any] | None) -> Version | None:
@@ -347,6 +353,47 @@ class Pusher:
                 f"{digest} here: the files did not arrive as they are",
                 code="digest_mismatch",
                 details={"server": version.digest, "local": digest})
+
+    # ------------------------------------------------------------------- linking
+
+    def _link_all(self, model: str, number: int, files: list[LocalFile],
+                  journal: Journal) -> set[str]:
+        """Add by digest the files whose content the server holds; their paths."""
+        candidates = files
+        if not candidates or not self._can_link:
+            return set()
+
+        def one(file: LocalFile) -> str | None:
+            return file.path if self._link(model, number, file, journal) else None
+
+        # The first alone: a server without linking says so once, not once per thread.
+        first = one(candidates[0])
+        found = self.pool.run(one, candidates[1:]) if self._can_link else []
+        return {path for path in [first, *found] if path is not None}
+
+    def _link(self, model: str, number: int, file: LocalFile, journal: Journal) -> bool:
+        """Whether the server added ``file`` by its digest (else it must be uploaded)."""
+        if not self._can_link:
+            return False
+        try:
+            self.client.link_file(model, number, file.path, file.sha256, size=file.size)
+        except NotFound as exc:
+            if exc.code != "blob_not_found":
+                raise
+            return False
+        except InvalidRequest as exc:
+            if exc.status == 405:  # a server without linking: upload everything
+                self._can_link = False
+                return False
+            raise
+        except (NetworkError, ServerError):
+            return False  # the upload that follows retries
+        upload_id = journal.uploads.get(file.path)
+        if upload_id is not None:  # a session of an interrupted push is no longer needed
+            with contextlib.suppress(NotFound, NetworkError, ServerError):
+                self.client.abort_upload(upload_id)
+            journal.set_upload(file.path, None)
+        return True
 
     # ------------------------------------------------------------------- uploading
 

@@ -273,8 +273,10 @@ class PushResult(_Result):
     :ivar existing: ``True`` when a ready version with the same content already existed and
         nothing was uploaded.
     :ivar uploaded_files: paths whose bytes were sent.
-    :ivar skipped_files: paths the server already had.
+    :ivar skipped_files: paths the draft already held (an interrupted push taken up again).
     :ivar uploaded_bytes: bytes sent in this call (a resumed upload sends only the rest).
+    :ivar linked_files: paths whose content the server already held (in another version):
+        added by digest, no bytes sent.
     :ivar findings: what the server's scanners found in the files (empty without scanners).
     """
 
@@ -285,6 +287,7 @@ class PushResult(_Result):
     skipped_files: list[str]
     uploaded_bytes: int
     findings: list[Finding] = field(default_factory=list)
+    linked_files: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
