@@ -354,3 +354,54 @@ def test_scan_findings_come_with_the_rejection(client, model_name, tmp_path):
     assert caught.value.details["findings"][0]["severity"]
     assert client.list_findings(model_name, caught.value.version.number) == \
         caught.value.findings
+
+
+def test_a_body_cut_short_is_resumed_with_range_not_taken_as_corrupt(tmp_path):
+    """A server that closes the connection before ``Content-Length`` bytes: the download
+    is a network failure, the partial file is kept and the rest is fetched with ``Range``."""
+    import hashlib
+    import socket
+    import threading
+
+    from modelreg_client.transfer import Puller
+    from modelreg_client.types import FileEntry
+
+    data = os.urandom(3 * MiB + 7)
+    cut = MiB + 3
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[str] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                head = request.decode("latin-1")
+                seen.append(head)
+                ranged = "Range: bytes=" in head
+                start = int(head.split("Range: bytes=")[1].split("-")[0]) if ranged else 0
+                status = "206 Partial Content" if ranged else "200 OK"
+                extra = f"Content-Range: bytes {start}-{len(data) - 1}/{len(data)}\r\n" \
+                    if ranged else ""
+                conn.sendall(f"HTTP/1.1 {status}\r\nContent-Length: {len(data) - start}\r\n"
+                             f"{extra}Connection: close\r\n\r\n".encode())
+                conn.sendall(data[start:] if ranged else data[:cut])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with Client(url, retries=0) as client:
+            puller = Puller(client)
+            entry = FileEntry("w.bin", len(data), hashlib.sha256(data).hexdigest())
+            puller._download("m", 1, entry, tmp_path / "w.bin")
+    finally:
+        thread.join(10)
+        listener.close()
+    assert (tmp_path / "w.bin").read_bytes() == data
+    assert not (tmp_path / "w.bin.part").exists()
+    assert "Range" not in seen[0] and f"Range: bytes={cut}-" in seen[1]
+    assert all("Accept-Encoding: identity" in head for head in seen)
+    assert puller.received.value == len(data)

@@ -65,16 +65,17 @@ def hash_file(
     """
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as stream:
+    buffer = memoryview(bytearray(HASH_BLOCK))  # one buffer, reused: no allocation per block
+    with open(path, "rb", buffering=0) as stream:
         while limit is None or size < limit:
             want = HASH_BLOCK if limit is None else min(HASH_BLOCK, limit - size)
-            block = stream.read(want)
-            if not block:
+            n = stream.readinto(buffer[:want])
+            if not n:
                 break
-            digest.update(block)
-            size += len(block)
+            digest.update(buffer[:n])
+            size += n
             if progress is not None:
-                progress(len(block))
+                progress(n)
     return size, digest
 
 

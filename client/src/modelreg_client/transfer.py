@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -49,7 +50,6 @@ from .errors import (
 )
 from .manifest import (
     DIGEST_PREFIX,
-    HASH_BLOCK,
     FileRegion,
     LocalFile,
     check_remote_path,
@@ -73,6 +73,9 @@ DEFAULT_CHUNK_SIZE = 64 * MiB
 MIN_CHUNK_SIZE = 8 * MiB
 #: Suffix of files being downloaded; renamed away once verified.
 PART_SUFFIX = ".part"
+#: Bytes received at a time when downloading: one buffer per download, reused for every
+#: block so that the socket, the file and the hash all work on memory already in the cache.
+DOWNLOAD_BLOCK = 1024 * 1024
 #: Attempts at one file (or one chunk) after a network or server failure.
 TRANSFER_ATTEMPTS = 5
 T = TypeVar("T")
@@ -602,31 +605,70 @@ class Puller:
             if have and response.status_code != 206:
                 have, digest = 0, hashlib.sha256()  # the server sent the whole file
             self.progress.start("download", file.path, file.size, have)
-            with open(part, "r+b" if have else "wb") as out:
+            buffer = memoryview(bytearray(DOWNLOAD_BLOCK))
+            # Unbuffered: each block goes to the file in one write, from the same buffer
+            # the socket filled and the hash read (no copy in between).
+            with open(part, "r+b" if have else "wb", buffering=0) as out:
                 out.seek(have)
                 out.truncate()
                 written = have
                 try:
-                    # The pooled response's own reads: fewer copies than iter_content.
-                    for block in iter(lambda: response.raw.read(HASH_BLOCK,
-                                                                decode_content=True), b""):
+                    for n in _blocks(response, buffer):
                         self.pool.check()
-                        written += len(block)
+                        written += n
                         if written > file.size:
                             raise IntegrityError(
                                 f"{file.path}: the server sent more than its {file.size} "
                                 "bytes", code="corrupted_download")
-                        out.write(block)
+                        block = buffer[:n]
+                        _write_all(out, block)
                         digest.update(block)
-                        self.received.add(len(block))
-                        self.progress.advance("download", file.path, len(block))
+                        self.received.add(n)
+                        self.progress.advance("download", file.path, n)
                 except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
-                        ConnectionError, TimeoutError) as exc:
+                        http.client.HTTPException, ConnectionError, TimeoutError) as exc:
                     raise NetworkError(f"{file.path}: the download broke off: {exc}") from exc
                 finally:
                     if written == 0:  # nothing worth resuming from
                         part.unlink(missing_ok=True)
         return digest.hexdigest()
+
+
+def _blocks(response: requests.Response, buffer: memoryview) -> Iterator[int]:
+    """Read a streaming response's body into ``buffer`` block after block; yield each
+    block's length (the block is ``buffer[:n]``, valid until the next one is read).
+
+    A body without content coding is read straight from the socket into the buffer through
+    the standard library's response under urllib3's (one copy, no allocation per block), and
+    the connection goes back to the pool once the body is complete; anything else goes
+    through urllib3's decoding reads.
+
+    :raises http.client.IncompleteRead: the connection ended before ``Content-Length`` bytes.
+    """
+    raw = response.raw
+    fp = getattr(raw, "_fp", None)
+    coding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if isinstance(fp, http.client.HTTPResponse) and coding in ("", "identity"):
+        expected = response.headers.get("Content-Length")
+        got = 0
+        while n := fp.readinto(buffer):
+            got += n
+            yield n
+        if expected is not None and expected.isdigit() and got != int(expected):
+            raise http.client.IncompleteRead(b"", int(expected) - got)
+        if fp.isclosed():
+            raw.release_conn()  # the body is complete: the connection can serve again
+        return
+    size = len(buffer)
+    while block := raw.read(size, decode_content=True):
+        buffer[:len(block)] = block
+        yield len(block)
+
+
+def _write_all(out: Any, block: memoryview) -> None:
+    """Write all of ``block`` to an unbuffered file (a write may take only part of it)."""
+    while block:
+        block = block[out.write(block):]
 
 
 def _has_content(target: Path, file: FileEntry) -> bool:
