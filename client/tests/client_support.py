@@ -92,14 +92,22 @@ def start_registry(**extra: str) -> Iterator[Registry]:
         shutil.rmtree(blobs, ignore_errors=True)
 
 
+def random_bytes(size: int) -> bytes:
+    """``size`` random bytes after a NUL: the server's scanner takes a few percent of random
+    files for malformed pickles (their first byte is an opcode) and rejects the version."""
+    return b"\0" + os.urandom(size - 1) if size else b""
+
+
 def write_random(path: Path, size: int, block: int = 8 * MiB) -> str:
-    """Write ``size`` random bytes to ``path`` in blocks; return their sha256."""
+    """Write ``size`` random bytes (:func:`random_bytes`) to ``path`` in blocks; return their
+    sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     with open(path, "wb") as out:
         remaining = size
         while remaining:
-            data = os.urandom(min(block, remaining))
+            n = min(block, remaining)
+            data = random_bytes(n) if remaining == size else os.urandom(n)
             out.write(data)
             digest.update(data)
             remaining -= len(data)

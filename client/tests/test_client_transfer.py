@@ -16,6 +16,7 @@ from client_support import (  # noqa: F401 - fixtures
     MiB,
     client,
     model_name,
+    random_bytes,
     received_bytes,
     registry,
     tree,
@@ -244,7 +245,7 @@ def test_interrupted_pull_resumes_with_range(client, model_name, tmp_path):
 
 def test_partial_file_left_behind_is_completed_not_refetched(client, model_name, tmp_path):
     source = tmp_path / "model"
-    data = os.urandom(9 * MiB + 5)
+    data = random_bytes(9 * MiB + 5)
     source.mkdir()
     (source / "weights.bin").write_bytes(data)
     client.push(source, model_name)
@@ -259,7 +260,7 @@ def test_partial_file_left_behind_is_completed_not_refetched(client, model_name,
 def test_corrupted_blob_is_refused_and_leaves_no_file(client, registry, model_name, tmp_path):
     source = tmp_path / "model"
     small_tree(source)
-    data = os.urandom(2 * MiB)
+    data = random_bytes(2 * MiB)
     (source / "weights.bin").write_bytes(data)
     pushed = client.push(source, model_name)
     sha = next(f.sha256 for f in client.list_files(model_name, pushed.version.number).files

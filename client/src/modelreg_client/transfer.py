@@ -537,7 +537,8 @@ class Puller:
         def one(file: FileEntry) -> None:
             self._download(listing.model, number, file, targets[file.path])
 
-        self.pool.run(one, todo)
+        # The largest first, so that a big file does not start last and finish alone.
+        self.pool.run(one, sorted(todo, key=lambda f: -f.size))
         self.progress.end("download")
         return PullResult(listing.model, listing.version, listing.digest, str(destination),
                           listing.files, [f.path for f in todo], skipped,
