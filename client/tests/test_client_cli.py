@@ -131,6 +131,13 @@ def test_push_pull_and_the_metadata_commands(logged_in, tmp_path):
     assert json.loads(run("show", f"{model}/1", "--json").output)["tags"] == {
         "run": "42", "approved": "yes"}
 
+    # One file changed: only its bytes go; the other is added by digest.
+    (source / "config.json").write_text('{"layers": 3}')
+    changed = run("push", str(source), "--model", model)
+    assert changed.exit_code == 0, changed.output
+    assert f"pushed {model}/2" in changed.output
+    assert "1 uploaded (13 B sent), 1 already on the server" in changed.output
+
     # Deleting: refused without a terminal or --yes; a version with an alias is a conflict.
     refused = run("rm", f"{model}/1")
     assert refused.exit_code == 2 and "--yes" in refused.output
