@@ -27,6 +27,8 @@ from files_support import (  # noqa: F401 - fixtures
 )
 from helpers import API, create_model, create_version, error_code
 from modelreg.files.gc import collect_garbage
+from modelreg.testing import clear_database, make_app
+from openapi_checking import CheckedTestApp
 from security_helpers import add_principal, add_token, bearer, session
 
 M = "fraud-detector"
@@ -204,3 +206,27 @@ def test_content_only_in_hidden_models_answers_like_unknown_content(secure_app):
          status=201)
     assert secure_app.get(file_url("public-model", 1, "again.bin"),
                           headers=bearer(other)).body == b"secret weights"
+
+
+def test_a_link_is_held_to_the_size_policy_like_an_upload(modelreg_database, openapi_checker,
+                                                          tmp_path):
+    wsgi = make_app({"sqlalchemy.url": modelreg_database.url, "retry.attempts": "3",
+                     "modelreg.storage": "local",
+                     "modelreg.storage.local.path": str(tmp_path / "blobs"),
+                     "modelreg.policy.max_version_size": "1500"})
+    app = CheckedTestApp(wsgi, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+    app.checker = openapi_checker
+    try:
+        create_model(app, M)
+        create_version(app, M)
+        app.put(file_url(M, 1, "weights.bin"), WEIGHTS, content_type=OCTETS, status=201)
+        draft = create_version(app, M)["number"]
+        link(app, M, draft, "a.bin", WEIGHTS, status=201)
+        response = link(app, M, draft, "b.bin", WEIGHTS, status=422)  # 2 x 900 > 1500
+        assert error_code(response) == "validation_failed"
+        assert [p["code"] for p in response.json["error"]["details"]["problems"]] == [
+            "version_too_large"]
+        assert [f["path"] for f in app.get(files_url(M, draft)).json["files"]] == ["a.bin"]
+    finally:
+        clear_database(wsgi.registry["db_engine"])
+        wsgi.registry["db_engine"].dispose()

@@ -119,10 +119,9 @@ def received_bytes(registry: Registry) -> float:
     response = requests.get(f"{registry.url}/metrics", timeout=30,
                             headers={"Authorization": f"Bearer {registry.token}"})
     response.raise_for_status()
-    for line in response.text.splitlines():
-        if line.startswith('modelreg_transfer_bytes_total{direction="upload"}'):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in response.text.splitlines()
+               if line.startswith("modelreg_transfer_bytes_total{")
+               and 'direction="upload"' in line)
 
 
 def tree(root: Path) -> dict[str, str]:

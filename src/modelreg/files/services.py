@@ -40,7 +40,7 @@ from ..db import get_tm_session
 from ..errors import ApiError, BadRequest, Conflict, NotFound
 from ..interfaces import MIN_CHUNK_SIZE
 from ..models import Blob, File, Model, UploadSession, Version, utcnow
-from ..policy import ARCHIVED
+from ..policy import ARCHIVED, check_upload
 from ..registry.names import DIGEST_PREFIX
 from ..registry.services import RegistryService, isotime
 from ..types import BlobInfo
@@ -360,6 +360,8 @@ class FileService:
             raise BadRequest(
                 f"the content sha256:{sha256} has {blob.size} bytes, not {size}",
                 code="size_mismatch", details={"size": blob.size})
+        # The size policy as for an upload of the same bytes (under the version's lock).
+        check_upload(self.db, self.settings, version, path, blob.size)
         return self.add_file(version, path, BlobInfo(blob.sha256, blob.size), media,
                              verify_stored=False)
 
