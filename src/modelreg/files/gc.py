@@ -17,6 +17,12 @@ blob: its row is fresh (the grace period) or locked.  If collection wins the rac
 it holds the row's lock and answers 503 instead of recording a file without content
 (:meth:`~modelreg.files.services.FileService.add_file`).
 
+A file added by digest, without bytes (:meth:`~modelreg.files.services.FileService.link_file`),
+locks the blob's row (``FOR UPDATE``) before it checks that the blob exists and that a
+version the caller may read holds it, and touches the row before adding the file: collection
+either skips the locked row, or has deleted it by the time the lock is granted and the link
+answers 404 (the client then uploads the bytes).
+
 Upload sessions that expired, or whose version was deleted, are aborted in the store (their
 temporary data freed) and deleted.
 
