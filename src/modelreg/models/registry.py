@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .meta import TABLE_ARGS, Base, JSONDoc, Timestamp, utcnow
@@ -24,8 +25,14 @@ class Model(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     #: The name as the user gave it (a URL-safe slug).
     name: Mapped[str] = mapped_column(sa.String(NAME_LENGTH))
-    #: Case-folded NFKC form of the name: unique, so look-alike names cannot coexist.
-    normalized_name: Mapped[str] = mapped_column(sa.String(NAME_LENGTH), unique=True)
+    #: Case-folded NFKC form of the name: unique, so look-alike names cannot coexist.  Byte
+    #: order on every database (``COLLATE "C"`` on PostgreSQL, migration 0006), so that its
+    #: unique index answers both ``LIKE 'prefix%'`` and ``ORDER BY`` (keyset pages by name).
+    normalized_name: Mapped[str] = mapped_column(
+        sa.String(NAME_LENGTH).with_variant(
+            postgresql.VARCHAR(NAME_LENGTH, collation="C"), "postgresql"),
+        unique=True,
+    )
     description: Mapped[str] = mapped_column(sa.Text, default="")
     #: The number the next version of this model gets; only ever incremented.
     next_version: Mapped[int] = mapped_column(default=1)
@@ -43,13 +50,6 @@ class Model(Base):
     )
 
     __table_args__ = (
-        # Keyset pagination and prefix search; text_pattern_ops lets PostgreSQL answer
-        # LIKE 'prefix%' from the index whatever the database's collation.
-        sa.Index(
-            "ix_models_normalized_name_pattern",
-            "normalized_name",
-            postgresql_ops={"normalized_name": "text_pattern_ops"},
-        ),
         sa.Index("ix_models_created_at_id", "created_at", "id"),
         sa.Index("ix_models_updated_at_id", "updated_at", "id"),
         TABLE_ARGS,
@@ -147,6 +147,8 @@ class Alias(Base):
 
     __table_args__ = (
         sa.Index("ix_aliases_version_id", "version_id"),
+        # A page of models reads its aliases from this index alone (migration 0006).
+        sa.Index("ix_aliases_model_id_name_version_id", "model_id", "name", "version_id"),
         sa.Index("ix_aliases_name", "name"),
         TABLE_ARGS,
     )

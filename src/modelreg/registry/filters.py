@@ -88,8 +88,8 @@ Meaning
   metadata has no ``framework``.
 * ``name`` and ``model`` compare the normalized name (NFKC, trimmed, case-folded) with the
   value normalized the same way, so ``name = 'Fraud-Detector'`` finds ``fraud-detector``; this
-  applies to ``LIKE`` and ``GLOB`` patterns too.  ``<``/``>`` order names by the database's
-  string order.
+  applies to ``LIKE`` and ``GLOB`` patterns too.  ``<``/``>`` order names in byte order
+  (code-point order) on every database.
 * ``tag.<key> = 'v'`` is true when the item has the tag ``<key>`` with value ``v`` (``IN``,
   ``LIKE``, ``GLOB`` likewise); ``tag.<key> IS NOT NULL`` when it has the tag at all, whatever
   its value.  A key is everything after ``tag.``: letters, digits, ``_``, ``.`` and ``-``.
