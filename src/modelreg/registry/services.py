@@ -9,6 +9,7 @@ transaction as the change.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import uuid
@@ -18,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, contains_eager, selectinload
 
 from ..errors import Conflict, NotFound, Unprocessable
 from ..models import (
@@ -85,6 +86,113 @@ def model_document(
     }
 
 
+def version_document(
+    version: Any, *, model: str, metadata: Any, tags: dict[str, str], aliases: list[str]
+) -> dict[str, Any]:
+    """The API representation of a version from its row (an ORM object or a result row),
+    its model's name and its ``metadata`` document (``metadata_`` on the ORM object)."""
+    return {
+        "model": model,
+        "number": version.number,
+        "status": version.status,
+        "description": version.description,
+        "metadata": metadata,
+        "lineage": version.lineage,
+        "tags": tags,
+        "aliases": aliases,
+        "digest": version.digest,
+        "problems": version.problems,
+        "created_at": isotime(version.created_at),
+        "updated_at": isotime(version.updated_at),
+        "finalized_at": isotime(version.finalized_at),
+        "created_by": version.created_by,
+        "updated_by": version.updated_by,
+    }
+
+
+def version_not_found(model: str, ref: str) -> NotFound:
+    """The answer for a version ref that names no version of the model ``model``."""
+    return NotFound(
+        f"model {model!r} has no version {ref!r}",
+        code="version_not_found",
+        details={"model": model, "version": ref},
+    )
+
+
+def ref_kind(ref: str) -> tuple[str, Any]:
+    """What a version ref names, and the value to look it up by: ``("number", n)``,
+    ``("latest", None)``, ``("digest", ref)``, ``("alias", ref)``, or ``("none", None)`` for a
+    number beyond any that can exist."""
+    if is_number(ref):
+        number = parse_number(ref)
+        return ("number", number) if number is not None else ("none", None)
+    if ref == LATEST:
+        return "latest", None
+    if ref.startswith(DIGEST_PREFIX):
+        return "digest", ref
+    return "alias", ref
+
+
+def _resolve_ref(query: Any, kind: str, value: Any, model_id: Any) -> Any:
+    """``query`` (over ``Version``) narrowed to the version named by a ref of ``kind`` (see
+    :func:`ref_kind`) and ``value`` (a value or a bound parameter), of the model whose id is
+    ``model_id`` (a value or a column).  Take its first row."""
+    query = query.where(Version.model_id == model_id)
+    if kind == "number":
+        return query.where(Version.number == value)
+    if kind == "latest":
+        return query.where(Version.status == "ready").order_by(Version.number.desc())
+    if kind == "digest":
+        return query.where(Version.status == "ready", Version.digest == value).order_by(
+            Version.number
+        )
+    if kind == "alias":
+        return query.join(Alias, Alias.version_id == Version.id).where(
+            Alias.model_id == model_id, Alias.name == value
+        )
+    return query.where(sa.false())
+
+
+@functools.cache
+def _version_document_statement(kind: str) -> Any:
+    """The statement of :meth:`RegistryService.version_document` for refs of ``kind``, with
+    the parameters ``model`` (the normalized name) and ``value``.  Built once per kind:
+    constructing a statement of this size costs SQLAlchemy more CPU than running it."""
+    found = _resolve_ref(
+        sa.select(
+            Version.id, Model.name.label("model"), Version.number, Version.status,
+            Version.description, Version.metadata_.label("metadata"), Version.lineage,
+            Version.digest, Version.problems, Version.created_at, Version.updated_at,
+            Version.finalized_at, Version.created_by, Version.updated_by,
+        )
+        .join(Model, Model.id == Version.model_id)
+        .where(Model.normalized_name == sa.bindparam("model")),
+        kind,
+        sa.bindparam("value"),
+        Model.id,
+    ).limit(1).cte("found")
+    return with_children(found, [
+        sa.select(VersionTag.version_id, VersionTag.key, VersionTag.value, sa.null())
+        .join(found, found.c.id == VersionTag.version_id),
+        sa.select(Alias.version_id, Alias.name, sa.null(), sa.null())
+        .join(found, found.c.id == Alias.version_id),
+    ])
+
+
+@functools.cache
+def _alias_document_statement() -> Any:
+    """The statement of :meth:`RegistryService.alias_document` (parameters ``model``, the
+    normalized name, and ``alias``), built once."""
+    return (
+        sa.select(Model.name, Alias.name.label("alias"), Version.number, Alias.updated_at,
+                  Alias.updated_by)
+        .join(Alias, Alias.model_id == Model.id)
+        .join(Version, Version.id == Alias.version_id)
+        .where(Model.normalized_name == sa.bindparam("model"),
+               Alias.name == sa.bindparam("alias"))
+    )
+
+
 def manifest_digest(files: Iterable[dict[str, Any]]) -> str:
     """The version digest: sha256 of the canonical manifest (DESIGN §3).
 
@@ -131,6 +239,96 @@ def model_not_found(name: str) -> NotFound:
         f"model {name!r} does not exist", code="model_not_found", details={"model": name}
     )
 
+
+def with_children(parent: Any, children: Iterable[Any]) -> Any:
+    """One statement for a CTE of rows and the rows related to them (tags, aliases).
+
+    ``parent`` is a CTE whose first column is ``id``; each of ``children`` is a SELECT of
+    exactly four columns — the parent's id, a key, a string value, a number (``NULL``
+    where it has none) — that joins ``parent``.  The result is a ``UNION ALL`` of the
+    parent rows (``kind`` 0, with ``child_key``, ``child_value``, ``child_number`` NULL) and
+    each child's rows (``kind`` 1, 2, … in the order given, the parent's id in ``id``, the
+    other parent columns NULL): one round trip instead of one query per relation, and no
+    list of ids bound parameter by parameter.  Rows come in no particular order.
+    """
+    columns = list(parent.c)
+    # The first branch types the columns (PostgreSQL resolves a UNION's types pairwise, and
+    # two untyped NULLs would make text, which no integer then matches); the NULLs of the
+    # other branches take those types.
+    parts = [sa.select(sa.literal_column("0", sa.Integer()).label("kind"), *columns,
+                       sa.cast(sa.null(), sa.String()).label("child_key"),
+                       sa.cast(sa.null(), sa.String()).label("child_value"),
+                       sa.cast(sa.null(), sa.Integer()).label("child_number"))]
+    blanks = [sa.null()] * (len(columns) - 1)
+    for kind, child in enumerate(children, start=1):
+        owner, key, value, number = child.selected_columns
+        parts.append(child.with_only_columns(
+            sa.literal_column(str(kind), sa.Integer()), owner, *blanks, key, value, number,
+            maintain_column_froms=True,
+        ))
+    return sa.union_all(*parts)
+
+def _expire_unloaded(db: Session, owner: Any, collection: str) -> None:
+    """Forget ``owner.<collection>`` if it was loaded, so that it is read again (with a row
+    added behind its back) the next time it is used; nothing to do, and no query, if not."""
+    if collection not in sa.inspect(owner).unloaded:
+        db.expire(owner, [collection])
+
+#: The orders of model lists, by name.
+MODEL_ORDERS = {"name": Model.normalized_name, "created": Model.created_at,
+                "updated": Model.updated_at}
+
+
+@functools.lru_cache(maxsize=256)
+def _models_page_statement(
+    filter_text: str | None, order_name: str, descending: bool, after: bool,
+    visible: Any | None = None,
+) -> Any:
+    """The statement of a page of models, with the parameters ``page_limit`` and, when
+    ``after``, ``after_value`` and ``after_id`` (the page token's key).
+
+    One statement, plain rows: a page is read, rendered and forgotten.  The page (with each
+    model's latest version number) is a CTE, and its models' tags and aliases follow it in
+    the same result through UNION ALL (:func:`with_children`), so that a page costs one
+    round trip and binds no list of ids (100 ids bound one by one cost more CPU than the
+    query).  Kept per filter text and order when ``visible`` is ``None`` (callers who may
+    read every model): building and compiling a statement of this size costs SQLAlchemy
+    more CPU than running it.
+
+    :raises BadRequest: for an invalid filter.
+    """
+    order = paging.Order(order_name, MODEL_ORDERS[order_name], descending, Model.id)
+    latest = (
+        sa.select(sa.func.max(Version.number))
+        .where(Version.model_id == Model.id)
+        .scalar_subquery()
+    )
+    query = sa.select(
+        Model.id, Model.name, Model.normalized_name, Model.description,
+        Model.created_at, Model.updated_at, Model.created_by, Model.updated_by,
+        latest.label("latest_version"),
+    )
+    if filter_text:
+        query = query.where(filters.model_filter(filter_text))
+    if visible is not None:
+        query = query.where(visible)
+    if after:
+        query = query.where(order.after([
+            sa.bindparam("after_value", type_=order.column.type),
+            sa.bindparam("after_id", type_=sa.Integer()),
+        ]))
+    page = (
+        query.order_by(*order.clauses())
+        .limit(sa.bindparam("page_limit", type_=sa.Integer()))
+        .cte("page")
+    )
+    return with_children(page, [
+        sa.select(ModelTag.model_id, ModelTag.key, ModelTag.value, sa.null())
+        .join(page, page.c.id == ModelTag.model_id),
+        sa.select(Alias.model_id, Alias.name, sa.null(), Version.number)
+        .join(page, page.c.id == Alias.model_id)
+        .join(Version, Version.id == Alias.version_id),
+    ])
 
 class RegistryService:
     """Models, versions, tags and aliases, for one request (or one script transaction).
@@ -357,54 +555,33 @@ class RegistryService:
 
         :param visible: SQL limiting the models to those the caller may see (``None``: all).
         """
-        order = paging.parse_order(
-            order_by,
-            {"name": Model.normalized_name, "created": Model.created_at,
-             "updated": Model.updated_at},
-            Model.id,
-            default="name",
-        )
+        order = paging.parse_order(order_by, MODEL_ORDERS, Model.id, default="name")
         size = paging.parse_page_size(page_size)
         query_id = paging.fingerprint("models", filter_text, order.name, str(order.descending))
-        # Plain rows rather than ORM objects: a page is read, rendered and forgotten, and
-        # building 100 models with their tags and aliases as objects costs more than the
-        # queries themselves.  Three queries, whatever the page size.
-        latest = (
-            sa.select(sa.func.max(Version.number))
-            .where(Version.model_id == Model.id)
-            .scalar_subquery()
-        )
-        query = sa.select(
-            Model.id, Model.name, Model.normalized_name, Model.description,
-            Model.created_at, Model.updated_at, Model.created_by, Model.updated_by,
-            latest.label("latest_version"),
-        )
-        if filter_text:
-            query = query.where(filters.model_filter(filter_text))
-        if visible is not None:
-            query = query.where(visible)
         key = paging.decode_token(page_token, query_id, order)
+        build = _models_page_statement if visible is None else _models_page_statement.__wrapped__
+        statement = build(filter_text or None, order.name, order.descending, key is not None,
+                          visible)
+        params: dict[str, Any] = {"page_limit": size + 1}
         if key is not None:
-            query = query.where(order.after(key))
-        rows = self.db.execute(query.order_by(*order.clauses()).limit(size + 1)).all()
-        page, more = rows[:size], len(rows) > size
+            params["after_value"], params["after_id"] = key
+        rows = self.db.execute(statement, params).all()
+        page_rows = [row for row in rows if row.kind == 0]
+        # The CTE chose the rows in the database's order; a UNION ALL keeps no order, so the
+        # page is sorted again here, by the same key (normalized names are ASCII: code-point
+        # order is the byte order every backend uses for them, see migration 0006).
+        page_rows.sort(key=lambda row: (getattr(row, order.column.key), row.id),
+                       reverse=order.descending)
+        page, more = page_rows[:size], len(page_rows) > size
         tags: dict[int, dict[str, str]] = {row.id: {} for row in page}
         aliases: dict[int, dict[str, int]] = {row.id: {} for row in page}
-        if page:
-            ids = list(tags)
-            for model_id, tag_key, value in self.db.execute(
-                sa.select(ModelTag.model_id, ModelTag.key, ModelTag.value)
-                .where(ModelTag.model_id.in_(ids))
-                .order_by(ModelTag.model_id, ModelTag.key)
-            ):
-                tags[model_id][tag_key] = value
-            for model_id, alias, number in self.db.execute(
-                sa.select(Alias.model_id, Alias.name, Version.number)
-                .join(Version, Version.id == Alias.version_id)
-                .where(Alias.model_id.in_(ids))
-                .order_by(Alias.model_id, Alias.name)
-            ):
-                aliases[model_id][alias] = number
+        for row in sorted((row for row in rows if row.kind), key=lambda r: r.child_key):
+            if row.id not in tags:  # the extra row that only says "more"
+                continue
+            if row.kind == 1:
+                tags[row.id][row.child_key] = row.child_value
+            else:
+                aliases[row.id][row.child_key] = row.child_number
         token = None
         if more:
             last = page[-1]
@@ -422,7 +599,8 @@ class RegistryService:
         tag = self.db.get(ModelTag, (model.id, key))
         before = None if tag is None else {"value": tag.value}
         if tag is None:
-            model.tags.append(ModelTag(key=key, value=value))
+            self.db.add(ModelTag(model_id=model.id, key=key, value=value))  # as for versions
+            _expire_unloaded(self.db, model, "tags")
         else:
             tag.value = value
         self._touch(model)
@@ -446,23 +624,13 @@ class RegistryService:
 
     def version_json(self, version: Version) -> dict[str, Any]:
         """The API representation of ``version``."""
-        return {
-            "model": version.model.name,
-            "number": version.number,
-            "status": version.status,
-            "description": version.description,
-            "metadata": version.metadata_,
-            "lineage": version.lineage,
-            "tags": {tag.key: tag.value for tag in version.tags},
-            "aliases": [alias.name for alias in version.aliases],
-            "digest": version.digest,
-            "problems": version.problems,
-            "created_at": isotime(version.created_at),
-            "updated_at": isotime(version.updated_at),
-            "finalized_at": isotime(version.finalized_at),
-            "created_by": version.created_by,
-            "updated_by": version.updated_by,
-        }
+        return version_document(
+            version,
+            model=version.model.name,
+            metadata=version.metadata_,
+            tags={tag.key: tag.value for tag in version.tags},
+            aliases=[alias.name for alias in version.aliases],
+        )
 
     def create_version(
         self,
@@ -529,29 +697,44 @@ class RegistryService:
 
     def get_version(self, model_name: str, ref: str) -> Version:
         """Resolve ``ref`` of a model: a number, an alias, ``latest`` or ``sha256:<hex>``."""
-        model = self.get_model(model_name)
-        query = sa.select(Version).where(Version.model_id == model.id)
-        if is_number(ref):
-            number = parse_number(ref)
-            query = query.where(Version.number == number if number is not None else sa.false())
-        elif ref == LATEST:
-            query = query.where(Version.status == "ready").order_by(Version.number.desc())
-        elif ref.startswith(DIGEST_PREFIX):
-            query = query.where(Version.status == "ready", Version.digest == ref).order_by(
-                Version.number
-            )
-        else:
-            query = query.join(Alias, Alias.version_id == Version.id).where(
-                Alias.model_id == model.id, Alias.name == ref
-            )
+        # One statement: the version with its model (contains_eager fills Version.model from
+        # the join); the model is looked up on its own only to tell which 404 to answer.
+        query = _resolve_ref(
+            sa.select(Version)
+            .join(Model, Model.id == Version.model_id)
+            .where(Model.normalized_name == normalize_name(model_name))
+            .options(contains_eager(Version.model)),
+            *ref_kind(ref),
+            Model.id,
+        )
         version = self.db.scalars(query.limit(1)).first()
         if version is None:
-            raise NotFound(
-                f"model {model.name!r} has no version {ref!r}",
-                code="version_not_found",
-                details={"model": model.name, "version": ref},
-            )
+            raise version_not_found(self.get_model(model_name).name, ref)
         return version
+
+    def version_document(self, model_name: str, ref: str) -> dict[str, Any]:
+        """The API representation of the version ``ref`` of a model, for reading.
+
+        What :meth:`get_version` and :meth:`version_json` give, in one statement of plain
+        rows (the version with its model's name, its tags and its aliases) instead of four
+        queries building ORM objects: the read path of ``GET .../versions/{ref}``.
+        """
+        kind, value = ref_kind(ref)
+        rows = self.db.execute(
+            _version_document_statement(kind),
+            {"model": normalize_name(model_name), "value": value},
+        ).all()
+        version = next((row for row in rows if row.kind == 0), None)
+        if version is None:
+            raise version_not_found(self.get_model(model_name).name, ref)
+        children = sorted((row for row in rows if row.kind), key=lambda r: r.child_key)
+        return version_document(
+            version,
+            model=version.model,
+            metadata=version.metadata,
+            tags={row.child_key: row.child_value for row in children if row.kind == 1},
+            aliases=[row.child_key for row in children if row.kind == 2],
+        )
 
     def get_version_for_write(self, model_name: str, ref: str) -> Version:
         """The version a write request names by number."""
@@ -745,7 +928,10 @@ class RegistryService:
         tag = self.db.get(VersionTag, (version.id, key))
         before = None if tag is None else {"value": tag.value}
         if tag is None:
-            version.tags.append(VersionTag(key=key, value=value))
+            # Added to the session, not appended to version.tags: that would load the whole
+            # collection first, a query this request has no use for.
+            self.db.add(VersionTag(version_id=version.id, key=key, value=value))
+            _expire_unloaded(self.db, version, "tags")
         else:
             tag.value = value
         version.updated_at = utcnow()
@@ -822,6 +1008,28 @@ class RegistryService:
         """An alias of a model, or 404."""
         model = self.get_model(model_name)
         return self._get_alias(model, name), model
+
+    def alias_document(self, model_name: str, name: str) -> dict[str, Any]:
+        """The API representation of an alias of a model, or 404: :meth:`get_alias` and
+        :meth:`alias_json` in one query of plain columns (the read path of
+        ``GET .../aliases/{alias}``)."""
+        row = self.db.execute(
+            _alias_document_statement(), {"model": normalize_name(model_name), "alias": name}
+        ).first()
+        if row is None:
+            model = self.get_model(model_name)
+            raise NotFound(
+                f"model {model.name!r} has no alias {name!r}",
+                code="alias_not_found",
+                details={"model": model.name, "alias": name},
+            )
+        return {
+            "model": row.name,
+            "alias": row.alias,
+            "version": row.number,
+            "updated_at": isotime(row.updated_at),
+            "updated_by": row.updated_by,
+        }
 
     def list_aliases(self, model_name: str) -> list[dict[str, Any]]:
         """Every alias of a model."""

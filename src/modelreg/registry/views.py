@@ -171,9 +171,8 @@ def create_version(request: Request) -> dict[str, Any]:
           tags=["versions"])
 def get_version(request: Request) -> dict[str, Any]:
     """Get a version by number, alias, ``latest`` or ``sha256:<digest>``."""
-    service = request.registry_service
-    return service.version_json(
-        service.get_version(request.matchdict["model"], request.matchdict["version"])
+    return request.registry_service.version_document(
+        request.matchdict["model"], request.matchdict["version"]
     )
 
 
@@ -269,9 +268,9 @@ def list_aliases(request: Request) -> dict[str, Any]:
 @api_view("api.alias", "GET", permission=READ, response=schemas.AliasOut, tags=["aliases"])
 def get_alias(request: Request) -> dict[str, Any]:
     """Resolve an alias to its version."""
-    service = request.registry_service
-    alias, model = service.get_alias(request.matchdict["model"], request.matchdict["alias"])
-    return service.alias_json(alias, model)
+    return request.registry_service.alias_document(
+        request.matchdict["model"], request.matchdict["alias"]
+    )
 
 
 @api_view("api.alias", "PUT", permission=WRITE, body=schemas.AliasSet,

@@ -1,0 +1,114 @@
+"""A bounded number of SQL statements per request on the hot paths: a regression guard.
+
+Each read or write below must not grow its statement count by accident (a lazy load of a
+relationship, a per-row query in a listing).  Counted on the app's engine with SQLAlchemy's
+``before_cursor_execute`` event, leaving out transaction control (``BEGIN`` on SQLite, which
+the engine emits itself).  If a change needs more statements on purpose, raise the budget
+here and say why in the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event
+
+from helpers import API, create_model, ready_version
+
+M = f"{API}/models/fraud-detector"
+
+#: Statements per request, at most.
+BUDGETS = {
+    # One statement: the version, its model's name, its tags and aliases (UNION ALL).
+    "get version by number": 1,
+    "get version by alias": 1,
+    "get version latest": 1,
+    # One statement: the alias joined with its model and version.
+    "resolve alias": 1,
+    # One statement whatever the page size: the page, its tags and aliases.
+    "search a page": 1,
+    # The version (with its model), the tag, the upsert, the version's updated_at, the
+    # audit event and the outbox event.
+    "set version tag": 6,
+    # The model (locked), the tag, the upsert, the model's updated_at, audit, outbox.
+    "set model tag": 6,
+    # The model (locked), the version, the alias, the alias's update, the history row,
+    # the model's updated_at, audit, outbox.
+    "move alias": 8,
+}
+
+
+@contextmanager
+def counting(testapp) -> Iterator[list[str]]:
+    """The statements the engine of ``testapp``'s app runs inside the block (its writer
+    engine shares the events)."""
+    engine = testapp.app.registry["db_engine"]
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+@pytest.fixture
+def populated(testapp):
+    create_model(testapp, tags={"team": "risk", "tier": "gold"})
+    for _ in range(3):
+        ready_version(testapp)
+    testapp.put_json(f"{M}/versions/2/tags/stage", {"value": "prod"})
+    testapp.put_json(f"{M}/aliases/champion", {"version": 2}, status=201)
+    for i in range(5):
+        create_model(testapp, f"fraud-{i}", tags={"team": "risk"})
+    return testapp
+
+
+@pytest.mark.parametrize(("operation", "method", "path", "body"), [
+    ("get version by number", "get", f"{M}/versions/2", None),
+    ("get version by alias", "get", f"{M}/versions/champion", None),
+    ("get version latest", "get", f"{M}/versions/latest", None),
+    ("resolve alias", "get", f"{M}/aliases/champion", None),
+    ("search a page", "get", f"{API}/models?filter=tag.team+%3D+%27risk%27&page_size=3", None),
+    ("set version tag", "put_json", f"{M}/versions/2/tags/owner", {"value": "ana"}),
+    ("set model tag", "put_json", f"{M}/tags/owner", {"value": "ana"}),
+    ("move alias", "put_json", f"{M}/aliases/champion", {"version": 3}),
+])
+def test_statements_per_request(populated, operation, method, path, body):
+    app = populated
+    args = (path,) if body is None else (path, body)
+    with counting(app) as statements:
+        response = getattr(app, method)(*args, status=200)
+    assert len(statements) <= BUDGETS[operation], (operation, statements)
+    assert response.json
+
+
+def test_a_page_is_one_statement_whatever_its_size(populated):
+    app = populated
+    for size in (1, 4, 100):
+        with counting(app) as statements:
+            page = app.get(f"{API}/models", {"page_size": str(size)}).json
+        assert len(statements) == 1, statements
+        assert len(page["models"]) == min(size, 6)
+
+
+def test_a_page_renders_tags_aliases_and_latest(populated):
+    """What the one statement of a page must still give: tags and aliases in key order,
+    the latest version, the next page's token."""
+    app = populated
+    first = app.get(f"{API}/models", {"page_size": "1"}).json
+    assert [m["name"] for m in first["models"]] == ["fraud-0"]
+    assert first["next_page_token"]
+    everything = app.get(f"{API}/models", {"filter": "name = 'fraud-detector'"}).json
+    (model,) = everything["models"]
+    assert model["tags"] == {"team": "risk", "tier": "gold"}
+    assert list(model["tags"]) == ["team", "tier"]
+    assert model["aliases"] == {"champion": 2}
+    assert model["latest_version"] == 3
+    assert everything["next_page_token"] is None
