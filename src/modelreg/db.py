@@ -211,6 +211,16 @@ def get_tm_session(
     return dbsession
 
 
+def mark_changed(dbsession: Session) -> None:
+    """Tell the session's transaction manager that it wrote through a Core statement (which
+    zope.sqlalchemy does not see), so that the transaction commits rather than rolls back."""
+    events = dbsession.info.get(ZOPE_EVENTS_KEY)
+    if events is not None:
+        events.mark_changed(dbsession)
+    else:
+        zope.sqlalchemy.mark_changed(dbsession)
+
+
 def _dbsession(request: Request) -> Session:
     dbsession = request.environ.get("app.dbsession")
     if dbsession is None:
