@@ -29,14 +29,19 @@ BUDGETS = {
     "resolve alias": 1,
     # One statement whatever the page size: the page, its tags and aliases.
     "search a page": 1,
-    # The version (with its model), the tag, the upsert, the version's updated_at, the
-    # audit event and the outbox event.
-    "set version tag": 6,
-    # The model (locked), the tag, the upsert, the model's updated_at, audit, outbox.
+    # The version (with its model), the model locked (as moving an alias locks it), the
+    # version's aliases, the tag, the insert, the version's updated_at, the audit event and
+    # the outbox event...
+    "set version tag": 8,
+    # ...and when the version carries an alias, the documents its rules see
+    # (modelreg_validate_alias): the model's and the version's, one statement each.
+    "set tag of an aliased version": 10,
+    # The model (locked), the tag, the insert, the model's updated_at, audit, outbox.
     "set model tag": 6,
-    # The model (locked), the version, the alias, the alias's update, the history row,
-    # the model's updated_at, audit, outbox.
-    "move alias": 8,
+    # The model (locked), the version, the alias; the documents the alias's rules see (the
+    # model, the new and the previous version: one statement each); the history row, the
+    # model's updated_at, the alias's update, audit, outbox.
+    "move alias": 11,
 }
 
 
@@ -76,7 +81,9 @@ def populated(testapp):
     ("get version latest", "get", f"{M}/versions/latest", None),
     ("resolve alias", "get", f"{M}/aliases/champion", None),
     ("search a page", "get", f"{API}/models?filter=tag.team+%3D+%27risk%27&page_size=3", None),
-    ("set version tag", "put_json", f"{M}/versions/2/tags/owner", {"value": "ana"}),
+    ("set version tag", "put_json", f"{M}/versions/3/tags/owner", {"value": "ana"}),
+    ("set tag of an aliased version", "put_json", f"{M}/versions/2/tags/owner",
+     {"value": "ana"}),
     ("set model tag", "put_json", f"{M}/tags/owner", {"value": "ana"}),
     ("move alias", "put_json", f"{M}/aliases/champion", {"version": 3}),
 ])

@@ -26,7 +26,7 @@ class Model(Base):
     #: The name as the user gave it (a URL-safe slug).
     name: Mapped[str] = mapped_column(sa.String(NAME_LENGTH))
     #: Case-folded NFKC form of the name: unique, so look-alike names cannot coexist.  Byte
-    #: order on every database (``COLLATE "C"`` on PostgreSQL, migration 0006), so that its
+    #: order on every database (``COLLATE "C"`` on PostgreSQL, migration 0007), so that its
     #: unique index answers both ``LIKE 'prefix%'`` and ``ORDER BY`` (keyset pages by name).
     normalized_name: Mapped[str] = mapped_column(
         sa.String(NAME_LENGTH).with_variant(
@@ -147,7 +147,7 @@ class Alias(Base):
 
     __table_args__ = (
         sa.Index("ix_aliases_version_id", "version_id"),
-        # A page of models reads its aliases from this index alone (migration 0006).
+        # A page of models reads its aliases from this index alone (migration 0007).
         sa.Index("ix_aliases_model_id_name_version_id", "model_id", "name", "version_id"),
         sa.Index("ix_aliases_name", "name"),
         TABLE_ARGS,

@@ -14,7 +14,7 @@ import hashlib
 import json
 import operator
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import Any
 
@@ -151,6 +151,8 @@ def _resolve_ref(query: Any, kind: str, value: Any, model_id: Any) -> Any:
     query = query.where(Version.model_id == model_id)
     if kind == "number":
         return query.where(Version.number == value)
+    if kind == "id":  # not a ref: the version's row id, for documents of known versions
+        return query.where(Version.id == value)
     if kind == "latest":
         return query.where(Version.status == "ready").order_by(Version.number.desc())
     if kind == "digest":
@@ -336,16 +338,7 @@ def _models_page_statement(
     :raises BadRequest: for an invalid filter.
     """
     order = paging.Order(order_name, MODEL_ORDERS[order_name], descending, Model.id)
-    latest = (
-        sa.select(sa.func.max(Version.number))
-        .where(Version.model_id == Model.id)
-        .scalar_subquery()
-    )
-    query = sa.select(
-        Model.id, Model.name, Model.normalized_name, Model.description,
-        Model.created_at, Model.updated_at, Model.created_by, Model.updated_by,
-        latest.label("latest_version"),
-    )
+    query = _model_rows()
     if filter_text:
         query = query.where(filters.model_filter(filter_text))
     if visible is not None:
@@ -355,18 +348,71 @@ def _models_page_statement(
             sa.bindparam("after_value", type_=order.column.type),
             sa.bindparam("after_id", type_=sa.Integer()),
         ]))
-    page = (
+    return _with_tags_and_aliases(
         query.order_by(*order.clauses())
         .limit(sa.bindparam("page_limit", type_=sa.Integer()))
         .cte("page")
     )
-    return with_children(page, [
+
+
+def _model_rows() -> Any:
+    """The columns of model documents: a model's row with its latest version number."""
+    latest = (
+        sa.select(sa.func.max(Version.number))
+        .where(Version.model_id == Model.id)
+        .scalar_subquery()
+    )
+    return sa.select(
+        Model.id, Model.name, Model.normalized_name, Model.description,
+        Model.created_at, Model.updated_at, Model.created_by, Model.updated_by,
+        latest.label("latest_version"),
+    )
+
+
+def _with_tags_and_aliases(models: Any) -> Any:
+    """A CTE of :func:`_model_rows` with its models' tags and aliases (:func:`with_children`)."""
+    return with_children(models, [
         sa.select(ModelTag.model_id, ModelTag.key, ModelTag.value, sa.null())
-        .join(page, page.c.id == ModelTag.model_id),
+        .join(models, models.c.id == ModelTag.model_id),
         sa.select(Alias.model_id, Alias.name, sa.null(), Version.number)
-        .join(page, page.c.id == Alias.model_id)
+        .join(models, models.c.id == Alias.model_id)
         .join(Version, Version.id == Alias.version_id),
     ])
+
+
+@functools.cache
+def _model_document_statement() -> Any:
+    """One model's document (parameter ``id``) in one statement, built once."""
+    return _with_tags_and_aliases(_model_rows().where(Model.id == sa.bindparam("id")).cte("one"))
+
+
+def _model_documents(rows: Iterable[Any]) -> dict[int, dict[str, Any]]:
+    """The documents of the models in ``rows`` of :func:`_with_tags_and_aliases`, by id, in
+    the order their rows come.  By position, not by name: at 100 models and their tags a
+    page, attribute lookups by name are a measurable share of the request."""
+    documents: dict[int, dict[str, Any]] = {}
+    children = []
+    for row in rows:
+        if row[0]:
+            children.append(row)
+            continue
+        (_, model_id, name, _, description, created_at, updated_at, created_by, updated_by,
+         latest, *_) = row
+        documents[model_id] = model_document(
+            name=name, description=description, tags={}, aliases={}, latest=latest,
+            created_at=created_at, updated_at=updated_at, created_by=created_by,
+            updated_by=updated_by,
+        )
+    children.sort(key=operator.itemgetter(_CHILD_KEY_INDEX))
+    for kind, model_id, *_, key, value, number in children:
+        document = documents.get(model_id)
+        if document is None:  # a model left out of the page (the extra one that says "more")
+            continue
+        if kind == 1:
+            document["tags"][key] = value
+        else:
+            document["aliases"][key] = number
+    return documents
 
 #: The statements of :meth:`RegistryService.record` (Core: see there).
 _AUDIT_INSERT = AuditEvent.__table__.insert()
@@ -610,33 +656,14 @@ class RegistryService:
         if key is not None:
             params["after_value"], params["after_id"] = key
         rows = self.db.execute(statement, params).all()
-        # Rows by position (see _models_page_statement for the columns): at 100 models and
-        # their tags a page, attribute lookups by name are a measurable share of the request.
         page_rows = [row for row in rows if not row[0]]
         # The CTE chose the rows in the database's order; a UNION ALL keeps no order, so the
         # page is sorted again here, by the same key (normalized names are ASCII: code-point
-        # order is the byte order every backend uses for them, see migration 0006).
+        # order is the byte order every backend uses for them, see migration 0007).
         page_rows.sort(key=operator.itemgetter(_PAGE_ORDER_INDEX[order.name], 1),
                        reverse=order.descending)
         page, more = page_rows[:size], len(page_rows) > size
-        documents: dict[int, dict[str, Any]] = {}
-        for (_, model_id, name, _, description, created_at, updated_at, created_by,
-             updated_by, latest, *_) in page:
-            documents[model_id] = model_document(
-                name=name, description=description, tags={}, aliases={}, latest=latest,
-                created_at=created_at, updated_at=updated_at, created_by=created_by,
-                updated_by=updated_by,
-            )
-        for kind, model_id, *_, key, value, number in sorted(
-            (row for row in rows if row[0]), key=operator.itemgetter(_CHILD_KEY_INDEX)
-        ):
-            document = documents.get(model_id)
-            if document is None:  # the extra row that only says "more"
-                continue
-            if kind == 1:
-                document["tags"][key] = value
-            else:
-                document["aliases"][key] = number
+        documents = _model_documents([*page, *(row for row in rows if row[0])])
         token = None
         if more:
             last = page[-1]
@@ -766,14 +793,18 @@ class RegistryService:
         rows (the version with its model's name, its tags and its aliases) instead of four
         queries building ORM objects: the read path of ``GET .../versions/{ref}``.
         """
-        kind, value = ref_kind(ref)
+        document = self._version_document(normalize_name(model_name), *ref_kind(ref))
+        if document is None:
+            raise version_not_found(self.get_model(model_name).name, ref)
+        return document
+
+    def _version_document(self, normalized: str, kind: str, value: Any) -> dict[str, Any] | None:
         rows = self.db.execute(
-            _version_document_statement(kind),
-            {"model": normalize_name(model_name), "value": value},
+            _version_document_statement(kind), {"model": normalized, "value": value}
         ).all()
         version = next((row for row in rows if row.kind == 0), None)
         if version is None:
-            raise version_not_found(self.get_model(model_name).name, ref)
+            return None
         children = sorted((row for row in rows if row.kind), key=lambda r: r.child_key)
         return version_document(
             version,
@@ -782,6 +813,21 @@ class RegistryService:
             tags={row.child_key: row.child_value for row in children if row.kind == 1},
             aliases=[row.child_key for row in children if row.kind == 2],
         )
+
+    def version_document_of(self, version: Version) -> dict[str, Any]:
+        """What :meth:`version_json` gives for ``version``, read in one statement (pending
+        changes of the session are flushed first) instead of loading its tags and aliases
+        into the session."""
+        document = self._version_document(version.model.normalized_name, "id", version.id)
+        if document is None:  # a version of this session: flushed, so there
+            raise version_not_found(version.model.name, str(version.number))
+        return document
+
+    def model_document_of(self, model: Model) -> dict[str, Any]:
+        """What :meth:`model_json` gives for ``model``, read in one statement (pending
+        changes of the session are flushed first) instead of three."""
+        rows = self.db.execute(_model_document_statement(), {"id": model.id}).all()
+        return next(iter(_model_documents(rows).values()))
 
     def get_version_for_write(self, model_name: str, ref: str) -> Version:
         """The version a write request names by number."""
@@ -971,7 +1017,7 @@ class RegistryService:
         """Set a tag on a version (any state: tags annotate, they are not content)."""
         check_tag(key, value)
         version = self.get_version_for_write(model_name, ref)
-        self._check_alias_targets(version, {**self._tags(version), key: value})
+        self._check_alias_targets(version, lambda tags: {**tags, key: value})
         tag = self.db.get(VersionTag, (version.id, key))
         before = None if tag is None else {"value": tag.value}
         if tag is None:
@@ -998,29 +1044,28 @@ class RegistryService:
                 details={"key": key},
             )
         self._check_alias_targets(
-            version, {k: v for k, v in self._tags(version).items() if k != key})
+            version, lambda tags: {k: v for k, v in tags.items() if k != key})
         version.tags.remove(tag)
         version.updated_at = utcnow()
         self.record("version.tag_deleted", "version_tag",
                     f"{version.model.name}/{version.number}:{key}", version.model.name,
                     before={"value": tag.value})
 
-    @staticmethod
-    def _tags(version: Version) -> dict[str, str]:
-        return {tag.key: tag.value for tag in version.tags}
-
-    def _check_alias_targets(self, version: Version, tags: dict[str, str]) -> None:
-        """Refuse (422) new ``tags`` of a version that its aliases' rules would then refuse
-        (a protected alias's required tag, say).  Locks the model's row first, as moving an
-        alias does, so that no alias lands on the version meanwhile."""
+    def _check_alias_targets(
+        self, version: Version, change: Callable[[dict[str, str]], dict[str, str]]
+    ) -> None:
+        """Refuse (422) the tags ``change`` makes of a version's tags when its aliases' rules
+        would then refuse them (a protected alias's required tag, say).  Locks the model's
+        row first, as moving an alias does, so that no alias lands on the version meanwhile.
+        The documents the rules see are read only when the version has an alias."""
         self.db.execute(
             sa.select(Model.id).where(Model.id == version.model_id).with_for_update())
         self.db.expire(version, ["aliases"])
         if not version.aliases:
             return
-        model_json = self.model_json(version.model)
-        before = self.version_json(version)
-        after = {**before, "tags": tags}
+        model_json = self.model_document_of(version.model)
+        before = self.version_document_of(version)
+        after = {**before, "tags": change(before["tags"])}
         problems = []
         for alias in version.aliases:
             problems += validate_alias(self.hook, model_json, alias.name, after, before,
@@ -1111,8 +1156,8 @@ class RegistryService:
         if previous == number:
             return alias, model, False
         problems = validate_alias(
-            self.hook, self.model_json(model), name, self.version_json(version),
-            None if created else self.version_json(alias.version), self.settings)
+            self.hook, self.model_document_of(model), name, self.version_document_of(version),
+            None if created else self.version_document_of(alias.version), self.settings)
         if problems:
             raise refusal(problems, f"alias {name!r} of {model.name!r}")
         now = utcnow()

@@ -1,7 +1,7 @@
 """search indexes: model names in byte order on every database, a covering index of aliases
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-27 16:30:00.000000
 
 PostgreSQL compares ``models.normalized_name`` with the database's collation, and only a
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
