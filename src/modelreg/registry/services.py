@@ -304,11 +304,13 @@ def with_children(parent: Any, children: Iterable[Any]) -> Any:
         ))
     return sa.union_all(*parts)
 
+
 def _expire_unloaded(db: Session, owner: Any, collection: str) -> None:
     """Forget ``owner.<collection>`` if it was loaded, so that it is read again (with a row
     added behind its back) the next time it is used; nothing to do, and no query, if not."""
     if collection not in sa.inspect(owner).unloaded:
         db.expire(owner, [collection])
+
 
 #: The orders of model lists, by name.
 MODEL_ORDERS = {"name": Model.normalized_name, "created": Model.created_at,
@@ -414,9 +416,11 @@ def _model_documents(rows: Iterable[Any]) -> dict[int, dict[str, Any]]:
             document["aliases"][key] = number
     return documents
 
+
 #: The statements of :meth:`RegistryService.record` (Core: see there).
 _AUDIT_INSERT = AuditEvent.__table__.insert()
 _OUTBOX_INSERT = OutboxEvent.__table__.insert()
+
 
 class RegistryService:
     """Models, versions, tags and aliases, for one request (or one script transaction).
