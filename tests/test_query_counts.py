@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import event
 
 from helpers import API, create_model, ready_version
+from modelreg.db import get_engine
 
 M = f"{API}/models/fraud-detector"
 
@@ -119,3 +120,22 @@ def test_a_page_renders_tags_aliases_and_latest(populated):
     assert model["aliases"] == {"champion": 2}
     assert model["latest_version"] == 3
     assert everything["next_page_token"] is None
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    (None, "force_custom_plan"), ("", "auto"), ("force_generic_plan", "force_generic_plan"),
+])
+def test_postgresql_plans_with_the_parameters_values(modelreg_database, setting, expected):
+    """Statements that psycopg prepares are still planned with their values (a generic plan
+    of a search knows neither its LIKE prefix nor its LIMIT), unless the setting says so."""
+    if modelreg_database.backend != "postgresql":
+        pytest.skip("a PostgreSQL setting")
+    settings = {"sqlalchemy.url": modelreg_database.url}
+    if setting is not None:
+        settings["modelreg.postgresql.plan_cache_mode"] = setting
+    engine = get_engine(settings)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == expected
+    finally:
+        engine.dispose()

@@ -117,8 +117,24 @@ _CONNECT_FAILURES = ("connection refused", "could not connect", "connection fail
                      "the database system is", "terminating connection")
 
 
+#: PostgreSQL's ``plan_cache_mode`` for the app's connections (empty: the server's own).
+PLAN_CACHE_MODE_SETTING = "modelreg.postgresql.plan_cache_mode"
+#: psycopg prepares a statement on the server after five executions, and PostgreSQL then
+#: tries a generic plan, one made without the parameters' values: for a search, a plan that
+#: knows neither the ``LIKE`` prefix (so no index range) nor the ``LIMIT`` — 117 ms instead of
+#: 1 ms for the first page of 100,000 models, 7 ms instead of 1 for a prefix.  Planning each
+#: execution with its values costs a fraction of a millisecond; prepared statements still
+#: save the parsing.
+DEFAULT_PLAN_CACHE_MODE = "force_custom_plan"
+
+
 def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
-    """Build the engine from ``sqlalchemy.*`` settings, tuned for the database it talks to."""
+    """Build the engine from ``sqlalchemy.*`` settings, tuned for the database it talks to.
+
+    On PostgreSQL, connections plan every statement with its parameters' values
+    (``modelreg.postgresql.plan_cache_mode``, default ``force_custom_plan``, unless the URL
+    passes ``options`` itself).
+    """
     url = sa.engine.make_url(settings[prefix + "url"])
     kwargs: dict[str, Any] = {}
     if url.get_backend_name() == "sqlite":
@@ -132,6 +148,10 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
         if (url.get_backend_name() in ("mysql", "mariadb")
                 and not settings.get(prefix + "isolation_level")):
             kwargs["isolation_level"] = "READ COMMITTED"
+        plan_cache_mode = settings.get(PLAN_CACHE_MODE_SETTING, DEFAULT_PLAN_CACHE_MODE)
+        if (url.get_backend_name() == "postgresql" and plan_cache_mode
+                and "options" not in url.query):
+            kwargs["connect_args"] = {"options": f"-c plan_cache_mode={plan_cache_mode}"}
     engine = sa.engine_from_config(settings, prefix, **kwargs)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, int(settings.get("modelreg.sqlite.busy_timeout_ms", 30000)))
