@@ -137,14 +137,20 @@ class RssPeak:
         self._thread.join()
 
 
-def ensure_mlflow() -> Path:
-    """The ``mlflow`` executable of ``bench/.mlflow-venv``, created on first use."""
+def ensure_mlflow(database: str = "sqlite") -> Path:
+    """The ``mlflow`` executable of ``bench/.mlflow-venv``, created on first use (with
+    psycopg when MLflow's backend store is PostgreSQL)."""
     mlflow = VENV / "bin" / "mlflow"
     if not mlflow.exists():
         print(f"installing MLflow into {VENV} (first use) …", flush=True)
         subprocess.run([sys.executable if not shutil.which("python3") else "python3",
                         "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "mlflow"], check=True)
+    if database == "postgresql" and subprocess.run(
+            [str(VENV / "bin" / "python"), "-c", "import psycopg"],
+            capture_output=True).returncode != 0:
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "psycopg[binary]"],
+                       check=True)
     return mlflow
 
 
@@ -156,11 +162,14 @@ def mlflow_version() -> str:
 
 
 class MlflowServer:
-    """``mlflow server`` with a SQLite backend store and served artifacts."""
+    """``mlflow server`` with served artifacts and a SQLite backend store (or the
+    SQLAlchemy URL ``backend_store``)."""
 
-    def __init__(self, directory: Path, workers: int = MLFLOW_WORKERS) -> None:
+    def __init__(self, directory: Path, workers: int = MLFLOW_WORKERS,
+                 backend_store: str | None = None) -> None:
         self.directory = directory
         self.workers = workers
+        self.backend_store = backend_store or f"sqlite:///{directory / 'mlflow.db'}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -170,7 +179,7 @@ class MlflowServer:
         log = open(self.directory / "server.log", "wb")
         self.process = subprocess.Popen(
             [str(VENV / "bin" / "mlflow"), "server",
-             "--backend-store-uri", f"sqlite:///{self.directory / 'mlflow.db'}",
+             "--backend-store-uri", self.backend_store,
              "--serve-artifacts", "--artifacts-destination", str(self.directory / "artifacts"),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
              # On a loaded machine a worker takes more than uvicorn's default 5 s to import
@@ -605,6 +614,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=parse_size, default=64 * MiB,
                         help="modelreg upload-session chunk (64MiB)")
     parser.add_argument("--systems", default="mlflow,modelreg,modelreg-gunicorn")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="every system's metadata store: a SQLite file each, or a "
+                             "PostgreSQL database each on MODELREG_TEST_POSTGRESQL_URL's server")
     parser.add_argument("--workdir", default=None, help="where the temporary files go")
     parser.add_argument("--quick", action="store_true",
                         help="--models 300,1000 --seconds 2 --sizes 100MiB")
@@ -618,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     systems = args.systems.split(",")
 
     if "mlflow" in systems:
-        ensure_mlflow()
+        ensure_mlflow(args.database)
     info = machine()
     print(json.dumps(info), flush=True)
     work = Path(tempfile.mkdtemp(prefix="modelreg-compare-", dir=args.workdir))
@@ -632,13 +644,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for system in systems:
             if system == "mlflow":
-                server = MlflowServer(work / "mlflow")
+                store = None
+                if args.database == "postgresql":  # an empty database: MLflow migrates it
+                    mlflow_db = TestDatabase.create("postgresql", migrate=False)
+                    databases.append(mlflow_db)
+                    store = mlflow_db.url
+                server = MlflowServer(work / "mlflow", backend_store=store)
                 servers.append(server)  # stopped in any case, also if it fails to start
                 server.start()
                 adapters.append(Mlflow(server))
             else:
                 gunicorn = system == "modelreg-gunicorn"
-                database = TestDatabase.create("sqlite")  # every migration run
+                database = TestDatabase.create(args.database)  # every migration run
                 databases.append(database)
                 settings = modelreg_settings(work, system, database.url)
                 live = LiveServer(settings,
@@ -762,7 +779,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "command": " ".join(["bench/compare.py", *(argv if argv is not None
                                                         else sys.argv[1:])]),
-              "machine": info, "settings": {"seconds": args.seconds,
+              "machine": info, "database": args.database,
+              "settings": {"seconds": args.seconds,
                                             "max_requests": args.max_requests,
                                             "clients": client_counts, "models": steps,
                                             "chunk": args.chunk},
@@ -772,11 +790,16 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
-        day = dt.date.today().isoformat()
+        day = dt.date.today().isoformat() + ("" if args.database == "sqlite"
+                                             else f"-{args.database}")
         (RESULTS / f"compare-{day}.json").write_text(json.dumps(report, indent=1) + "\n")
         (RESULTS / f"compare-{day}.md").write_text(text)
         print(f"written: bench/results/compare-{day}.md and .json")
     return 0
+
+
+_DATABASES = {"sqlite": "SQLite for both (a file each)",
+              "postgresql": "PostgreSQL for both (a database each, one server)"}
 
 
 def _ratio(ours: float | None, theirs: float | None, lower_is_better: bool = False) -> str:
@@ -794,7 +817,8 @@ def markdown(report: dict[str, Any], systems: list[str]) -> str:
              f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
              f"Python {m['python']}; modelreg {m['modelreg']} (waitress {m['waitress']}, "
              f"gunicorn {m['gunicorn']}, SQLAlchemy {m['sqlalchemy']}); {m['mlflow']}. "
-             "SQLite for both, local artifact storage, loopback.", "",
+             f"{_DATABASES[report.get('database', 'sqlite')]}, local artifact storage, "
+             "loopback.", "",
              f"Command: `.venv/bin/python {report['command']}`", "",
              *([f"**Partial run**, stopped early: {report['partial']}", ""]
                if report.get("partial") else []),

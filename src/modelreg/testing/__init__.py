@@ -117,8 +117,10 @@ class TestDatabase:
     _engines: list[sa.Engine] = field(default_factory=list)
 
     @classmethod
-    def create(cls, backend: str, plugins: Iterable[Any] = CORE_PLUGINS) -> TestDatabase:
-        """Create an empty database on ``backend`` and run every migration on it.
+    def create(cls, backend: str, plugins: Iterable[Any] = CORE_PLUGINS, *,
+               migrate: bool = True) -> TestDatabase:
+        """Create an empty database on ``backend`` and run every migration on it (none with
+        ``migrate=False``: an empty database, e.g. for another program to fill).
 
         :raises ConnectionError: when the backend's server cannot be reached.
         """
@@ -145,8 +147,10 @@ class TestDatabase:
             url = admin_url.set(database=name).render_as_string(hide_password=False)
             db = cls(backend, url, _admin_url=admin_url.render_as_string(hide_password=False),
                      _name=name)
-        pm = get_plugin_manager({}, load_entrypoints=False, plugins=resolve_plugins(plugins))
-        upgrade({"sqlalchemy.url": db.url}, pm.hook)
+        if migrate:
+            pm = get_plugin_manager({}, load_entrypoints=False,
+                                    plugins=resolve_plugins(plugins))
+            upgrade({"sqlalchemy.url": db.url}, pm.hook)
         return db
 
     def engine(self) -> sa.Engine:
