@@ -15,6 +15,12 @@ alternately and concurrently:
 * alias moves racing from both: one creation, one consistent winner, a complete history
   (the versions' scans, when a scanner is installed, claimed once each by the two embedded
   workers sharing the job queue);
+* webhooks (the modelreg-webhooks plugin): a subscription made through one process, two
+  models mutated in parallel with each request on the other process than the last; a
+  receiver on 127.0.0.1 verifies every signature and gets every event once, in the order of
+  its model's outbox, although the embedded workers of both processes take events from the
+  same outbox; a delivery refused twice (503) is retried, delivered once accepted, holds
+  back its model's later events meanwhile, and its log reads the same through both;
 * failed authentications counted on one process throttle the client on the other.
 
 PostgreSQL is required: unreachable, the tests skip, or fail when ``CI=true`` (as do a
@@ -25,6 +31,7 @@ missing moto or ``modelreg-s3``, which CI installs); ``MODELREG_TEST_BACKENDS`` 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import http.client
 import itertools
 import json
@@ -35,6 +42,8 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from xml.etree import ElementTree
 
@@ -45,7 +54,7 @@ from modelreg.migrations import upgrade
 from modelreg.plugins import get_plugin_manager
 from modelreg.testing import TestDatabase, make_app, unavailable
 from modelreg.testing.server import LiveServer
-from security_helpers import add_principal
+from security_helpers import add_principal, bearer
 
 pytestmark = pytest.mark.server
 
@@ -99,6 +108,11 @@ def settings(database: TestDatabase, modelreg_s3_server: Any) -> dict[str, str]:
         "modelreg.auth.block_seconds": "600",
         "modelreg.metrics.enabled": "true",
         "modelreg.metrics.public": "true",
+        # Webhooks to a receiver on loopback, retried quickly.
+        "modelreg.webhooks.allow_private": "true",
+        "modelreg.webhooks.timeout": "5",
+        "modelreg.webhooks.backoff_base": "0.2",
+        "modelreg.worker.max_backoff": "2",
     }
 
 
@@ -407,6 +421,259 @@ def test_alias_moves_racing_from_both_processes_leave_one_consistent_winner(serv
     for newer, older in itertools.pairwise(moves):
         assert newer["from_version"] == older["to_version"], moves
         assert newer["from_version"] != newer["to_version"], moves
+
+
+# ----------------------------------------------------------------------------- webhooks
+
+
+class HookReceiver:
+    """A webhook receiver on 127.0.0.1 that checks every signature (as the plugin's README
+    tells receivers to) and records what it got, in order of arrival.
+
+    ``refuse`` maps an event type to how many times to answer its first deliveries with
+    ``503`` and ``Retry-After: 1`` before accepting it.
+    """
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.refuse: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
+        #: ``(event id, body, signature verified, status answered)`` in order of arrival.
+        self.received: list[tuple[str, dict[str, Any], bool, int]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = receiver.handle(self.headers, body)
+                self.send_response(status)
+                if status == 503:
+                    self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = False  # server_close() joins the handler threads
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, name="hook-receiver")
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def __enter__(self) -> HookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+    def handle(self, headers: Any, body: bytes) -> int:
+        """Record one request; the status to answer."""
+        event_id = headers.get("Webhook-Id", "")
+        timestamp = headers.get("Webhook-Timestamp", "")
+        message = f"{event_id}.{timestamp}.".encode() + body
+        expected = "v1=" + hmac.new(self.secret.encode(), message, hashlib.sha256).hexdigest()
+        verified = (hmac.compare_digest(expected, headers.get("Webhook-Signature", ""))
+                    and abs(time.time() - int(timestamp or 0)) < 300)
+        document = json.loads(body)
+        with self.lock:
+            kind = document.get("type", "")
+            status = 200 if verified else 401
+            if verified and self.refused.get(event_id, 0) < self.refuse.get(kind, 0):
+                self.refused[event_id] = self.refused.get(event_id, 0) + 1
+                status = 503
+            self.received.append((event_id, document, verified, status))
+        return status
+
+    def accepted(self, model: str) -> list[str]:
+        """The ids of ``model``'s events answered with 2xx, in order of arrival, every
+        redelivery (an id seen before) dropped."""
+        with self.lock:
+            ids = [event_id for event_id, body, _, status in self.received
+                   if body.get("model") == model and status < 300]
+        return list(dict.fromkeys(ids))
+
+    def arrivals(self, event_id: str) -> list[int]:
+        """The statuses answered to the deliveries of one event, in order."""
+        with self.lock:
+            return [status for got, _, _, status in self.received if got == event_id]
+
+
+@pytest.fixture(scope="module")
+def admin_token(database: TestDatabase) -> str:
+    """A token of a global admin (the webhook API is for global admins only)."""
+    app = make_app({"sqlalchemy.url": database.url})
+    try:
+        return add_principal(app, "hook-admin", admin=True)
+    finally:
+        app.registry["db_engine"].dispose()
+
+
+@contextmanager
+def subscription(client: Client, token: str) -> Iterator[tuple[int, HookReceiver]]:
+    """A receiver on loopback and a subscription to every event, created through
+    ``client``'s process; both gone afterwards (the subscription with its log)."""
+    secret = "scale-out-" + os.urandom(12).hex()
+    with HookReceiver(secret) as receiver:
+        sub = client.json("POST", f"{API}/webhooks", {"url": receiver.url, "secret": secret},
+                          status=201, headers=bearer(token))
+        assert "secret" not in sub
+        try:
+            yield sub["id"], receiver
+        finally:
+            client.json("DELETE", f"{API}/webhooks/{sub['id']}", status=204,
+                        headers=bearer(token))
+
+
+def mutate(clients: tuple[Client, Client], name: str) -> None:
+    """A scripted series of mutations of model ``name``, each request on the other process
+    than the one before."""
+    turn = itertools.cycle(clients)
+    m = f"{API}/models/{name}"
+
+    def call(method: str, path: str, body: Any = None, *, status: int | tuple[int, ...] = 200,
+             raw: bytes | None = None) -> Any:
+        return next(turn).json(method, path, body, status=status, raw=raw)
+
+    call("POST", f"{API}/models", {"name": name}, status=201)
+    for number in (1, 2):
+        call("POST", f"{m}/versions", {"description": f"v{number}"}, status=201)
+        call("PUT", f"{m}/versions/{number}/files/model.bin",
+             raw=f"{name} weights {number}".encode(), status=201)
+        call("POST", f"{m}/versions/{number}/finalize", status=(200, 202))
+        wait_until_ready(next(turn), f"{m}/versions/{number}")
+        call("PUT", f"{m}/aliases/champion", {"version": number}, status=(200, 201))
+        call("PUT", f"{m}/tags/round", {"value": str(number)})
+    call("PATCH", m, {"description": "moved twice"})
+    call("DELETE", f"{m}/tags/round", status=204)
+    call("DELETE", f"{m}/aliases/champion", status=204)
+    call("DELETE", m, status=204)
+
+
+def outbox_of(engine: sa.Engine, model: str) -> list[tuple[str, str, bool]]:
+    """``(event id, type, delivered)`` of the model's outbox events, in outbox order."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT event_id, type, delivered_at IS NOT NULL FROM outbox WHERE model = :m "
+            "ORDER BY id"), {"m": model}).all()
+    return [tuple(row) for row in rows]
+
+
+def wait_for_events(engine: sa.Engine, receiver: HookReceiver, models: list[str],
+                    timeout: float = TIMEOUT) -> dict[str, list[tuple[str, str, bool]]]:
+    """The outbox of each model once every event is delivered and the receiver accepted
+    each of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outboxes = {model: outbox_of(engine, model) for model in models}
+        done = all(
+            all(delivered for _, _, delivered in events)
+            and set(receiver.accepted(model)) >= {event_id for event_id, _, _ in events}
+            for model, events in outboxes.items())
+        if done:
+            return outboxes
+        assert time.monotonic() < deadline, (
+            f"events not delivered in {timeout:g} s: {outboxes}\nreceived: "
+            f"{receiver.received}")
+        time.sleep(0.1)
+
+
+def test_webhook_events_from_both_processes_arrive_once_each_in_order_per_model(
+        servers, engine, admin_token):
+    """Two models mutated in parallel, each request on the other process than the last: the
+    embedded workers of both processes hand the outbox to the plugin, which sends every
+    event once, signed, in the order of its model's outbox."""
+    a, b = clients(servers)
+    try:
+        with subscription(a, admin_token) as (sub, receiver):
+            failures: list[BaseException] = []
+
+            def second_model() -> None:
+                c, d = clients(servers)
+                try:
+                    mutate((d, c), "hooked-b")  # starts on B
+                except BaseException as exc:  # reported by the main thread
+                    failures.append(exc)
+                finally:
+                    c.close()
+                    d.close()
+
+            thread = threading.Thread(target=second_model, name="second-model")
+            thread.start()
+            try:
+                mutate((a, b), "hooked-a")  # starts on A
+            finally:
+                thread.join(TIMEOUT)
+            assert not thread.is_alive() and not failures, failures
+            outboxes = wait_for_events(engine, receiver, ["hooked-a", "hooked-b"])
+            time.sleep(1)  # room for a duplicate to show up
+
+            assert receiver.received and all(verified for _, _, verified, _ in receiver.received)
+            for model, events in outboxes.items():
+                types = [kind for _, kind, _ in events]
+                assert types[0] == "model.created" and types[-1] == "model.deleted", types
+                for kind in ("version.created", "version.finalized", "alias.set",
+                             "alias.moved", "model.tag_set", "model.updated",
+                             "model.tag_deleted", "alias.deleted"):
+                    assert kind in types, (kind, types)
+                # Every event, once, in the model's order; nothing was sent twice.
+                assert receiver.accepted(model) == [event_id for event_id, _, _ in events]
+                for event_id, kind, _ in events:
+                    assert receiver.arrivals(event_id) == [200], (kind, receiver.received)
+
+            # The delivery log says the same through either process.
+            logs = [client.json("GET", f"{API}/webhooks/{sub}/deliveries?limit=500",
+                                headers=bearer(admin_token)) for client in (a, b)]
+            assert logs[0] == logs[1]
+            mine = [d for d in logs[0]["deliveries"] if d["model"] in outboxes]
+            assert {d["event_id"] for d in mine} == {
+                event_id for events in outboxes.values() for event_id, _, _ in events}
+            assert all((d["status"], d["attempts"]) == ("delivered", 1) for d in mine), mine
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_refused_webhook_delivery_is_retried_by_either_process_and_logged_once(
+        servers, engine, admin_token):
+    """The receiver answers 503 (``Retry-After: 1``) twice to the finalization event: it is
+    retried, delivered once accepted, the model's later events wait for it, and the log of
+    its three attempts reads the same through both processes."""
+    a, b = clients(servers)
+    try:
+        with subscription(b, admin_token) as (sub, receiver):
+            receiver.refuse["version.finalized"] = 2
+            mutate((a, b), "hooked-refused")
+            outboxes = wait_for_events(engine, receiver, ["hooked-refused"])
+            events = outboxes["hooked-refused"]
+            assert receiver.accepted("hooked-refused") == [event_id for event_id, _, _ in events]
+            finalized = [event_id for event_id, kind, _ in events
+                         if kind == "version.finalized"]
+            assert len(finalized) == 2
+            for event_id in finalized:
+                assert receiver.arrivals(event_id) == [503, 503, 200]
+            for event_id, kind, _ in events:
+                if kind != "version.finalized":
+                    assert receiver.arrivals(event_id) == [200], (kind, receiver.received)
+
+            listed = a.json("GET", f"{API}/webhooks/{sub}/deliveries?limit=500",
+                            headers=bearer(admin_token))["deliveries"]
+            retried = [d for d in listed if d["event_id"] in finalized]
+            assert [(d["status"], d["attempts"], d["last_status_code"]) for d in retried] \
+                == [("delivered", 3, 200)] * 2
+            for delivery in retried:
+                seen = [client.json("GET", f"{API}/webhooks/{sub}/deliveries/{delivery['id']}",
+                                    headers=bearer(admin_token)) for client in (a, b)]
+                assert seen[0] == seen[1]
+                assert [t["status_code"] for t in seen[0]["attempt_log"]] == [503, 503, 200]
+                assert [t["retry_after"] for t in seen[0]["attempt_log"]] == [1, 1, None]
+    finally:
+        a.close()
+        b.close()
 
 
 def test_failed_authentications_on_one_process_throttle_the_client_on_the_other(
