@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -315,7 +319,9 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path):
     try:
         body = webtest.TestApp(app).get("/readyz", status=503).json
         assert body == {"status": "unavailable",
-                        "checks": {"database": "error: OperationalError", "storage": "ok"}}
+                        "checks": {"database": "error: OperationalError", "storage": "ok"},
+                        "error": {"code": "not_ready", "message": "not ready: database",
+                                  "details": {"checks": ["database"]}}}
         # Liveness does not depend on the database.
         assert webtest.TestApp(app).get("/healthz").json["status"] == "ok"
     finally:
@@ -350,8 +356,9 @@ def test_readyz_is_503_when_the_store_check_fails_unexpectedly(modelreg_database
         store.fail("check", RuntimeError(f"connection pool of {tmp_path} is closed"))
         with caplog.at_level(logging.WARNING, logger="modelreg.ops"):
             body = test.get("/readyz", status=503).json
-        assert body == {"status": "unavailable",
-                        "checks": {"database": "ok", "storage": "error: RuntimeError"}}
+        assert body["checks"] == {"database": "ok", "storage": "error: RuntimeError"}
+        assert body["error"]["code"] == "not_ready"
+        assert body["error"]["details"] == {"checks": ["storage"]}
         assert str(tmp_path) not in json.dumps(body)
         assert "failed unexpectedly" in caplog.text and "RuntimeError" in caplog.text
         store.fail("check", eio())  # the expected kind, for comparison
@@ -380,10 +387,167 @@ def test_readyz_is_503_when_the_driver_fails_unexpectedly(tmp_path):
         failing.append(True)
         engine.dispose()  # the next check opens a new connection
         body = test.get("/readyz", status=503).json
-        assert body == {"status": "unavailable",
-                        "checks": {"database": "error: error", "storage": "ok"}}
+        assert body["checks"] == {"database": "error: error", "storage": "ok"}
+        assert body["error"]["code"] == "not_ready"
     finally:
         engine.dispose()
+
+
+def readyz_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("modelreg-readyz-")]
+
+
+def test_readyz_answers_503_in_time_when_the_pool_is_saturated(build):
+    """Every connection of the pool held by other threads: ``/readyz`` names the database
+    check that timed out after ``modelreg.readyz.timeout`` (not the pool's 30 s
+    ``pool_timeout``), probes do not pile up threads, and it is ready once a connection is
+    free again."""
+    app = build(**{"sqlalchemy.pool_size": "2", "sqlalchemy.max_overflow": "0",
+                   "sqlalchemy.pool_timeout": "30", "modelreg.readyz.timeout": "1"})
+    engine = app.app.registry["db_engine"]
+    assert app.get("/readyz").json["checks"] == {"database": "ok", "storage": "ok"}
+    release = threading.Event()
+    held = threading.Barrier(3, timeout=30)
+
+    def hold() -> None:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+            held.wait()
+            release.wait(60)
+
+    holders = [threading.Thread(target=hold, name=f"holder-{i}") for i in range(2)]
+    for thread in holders:
+        thread.start()
+    try:
+        held.wait()
+        for _ in range(3):  # the load balancer keeps asking
+            started = time.monotonic()
+            response = app.get("/readyz", status=503)
+            elapsed = time.monotonic() - started
+            assert 0.9 <= elapsed < 2.5, elapsed
+            assert response.json["status"] == "unavailable"
+            assert response.json["checks"] == {"database": "timeout", "storage": "ok"}
+            assert response.json["error"] == {
+                "code": "readiness_timeout", "message": "no answer within 1 s from: database",
+                "details": {"checks": ["database"], "timeout": 1.0}}
+        # One database check waits for the pool, however many probes came.
+        assert [t.name for t in readyz_threads()].count("modelreg-readyz-database") == 1
+    finally:
+        release.set()
+        for thread in holders:
+            thread.join(30)
+    deadline = time.monotonic() + 10
+    while (response := app.get("/readyz", expect_errors=True)).status_code != 200:
+        assert time.monotonic() < deadline, response.json
+        time.sleep(0.1)
+    assert response.json == {"status": "ok", "checks": {"database": "ok", "storage": "ok"}}
+
+
+class FreezingProxy:
+    """A TCP proxy on 127.0.0.1 in front of a database server that can stop passing bytes
+    (a database that hangs, or a network that drops packets without resetting), and
+    start again."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.threads: list[threading.Thread] = []
+        self.closed = False
+        self._start(self._accept)
+
+    def _start(self, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True, name="proxy")
+        self.threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream, timeout=10)
+            server.settimeout(None)
+            self.sockets += [client, server]
+            self._start(self._pump, client, server)
+            self._start(self._pump, server, client)
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                self.flowing.wait()  # frozen: hold what came until it flows again
+                if self.closed:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.closed = True
+        self.flowing.set()
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (Linux)
+        self.listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self.threads:
+            thread.join(10)
+
+
+def test_readyz_answers_503_in_time_when_the_database_hangs(modelreg_database, tmp_path):
+    """The database server stops answering mid-connection (no reset, no refusal: the ping
+    hangs): ``/readyz`` says so within ``modelreg.readyz.timeout``; it is ready again once
+    the server answers."""
+    if modelreg_database.backend == "sqlite":
+        pytest.skip("an SQLite database has no connection that could hang")
+    url = sqlalchemy.engine.make_url(modelreg_database.url)
+    proxy = FreezingProxy(url.host or "127.0.0.1", url.port or 5432)
+    app = make_app({"sqlalchemy.url": url.set(host="127.0.0.1", port=proxy.port)
+                    .render_as_string(hide_password=False),
+                    "modelreg.storage.local.path": str(tmp_path / "blobs"),
+                    "modelreg.readyz.timeout": "1.5"})
+    test = webtest.TestApp(app)
+    try:
+        assert test.get("/readyz").json["checks"] == {"database": "ok", "storage": "ok"}
+        proxy.flowing.clear()
+        started = time.monotonic()
+        body = test.get("/readyz", status=503).json
+        assert 1.4 <= time.monotonic() - started < 3, time.monotonic() - started
+        assert body["checks"] == {"database": "timeout", "storage": "ok"}
+        assert body["error"]["code"] == "readiness_timeout"
+        assert body["error"]["details"]["checks"] == ["database"]
+        # Liveness does not depend on the database.
+        assert test.get("/healthz").json["status"] == "ok"
+        proxy.flowing.set()
+        deadline = time.monotonic() + 10
+        while (response := test.get("/readyz", expect_errors=True)).status_code != 200:
+            assert time.monotonic() < deadline, response.json
+            time.sleep(0.1)
+    finally:
+        proxy.close()
+        app.registry["db_engine"].dispose()
+    deadline = time.monotonic() + 10
+    while readyz_threads():  # the check in flight ended with its connection
+        assert time.monotonic() < deadline, readyz_threads()
+        time.sleep(0.05)
+
+
+def test_readyz_timeout_setting_is_checked_at_start_up(modelreg_database, tmp_path):
+    for wrong in ("0", "-1", "soon", "301"):
+        with pytest.raises(ValueError, match=r"modelreg\.readyz\.timeout"):
+            make_app({"sqlalchemy.url": modelreg_database.url,
+                      "modelreg.storage.local.path": str(tmp_path),
+                      "modelreg.readyz.timeout": wrong})
 
 
 # ------------------------------------------------------------------------- pool sizing
