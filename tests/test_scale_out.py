@@ -19,8 +19,10 @@ alternately and concurrently:
   models mutated in parallel with each request on the other process than the last; a
   receiver on 127.0.0.1 verifies every signature and gets every event once, in the order of
   its model's outbox, although the embedded workers of both processes take events from the
-  same outbox; a delivery refused twice (503) is retried, delivered once accepted, holds
-  back its model's later events meanwhile, and its log reads the same through both;
+  same outbox; the events of alias moves racing from both form one chain (each ``before``
+  the previous ``after``); a delivery refused twice (503) is retried, delivered once
+  accepted, holds back its model's later events meanwhile, and its log reads the same
+  through both;
 * failed authentications counted on one process throttle the client on the other.
 
 PostgreSQL is required: unreachable, the tests skip, or fail when ``CI=true`` (as do a
@@ -633,6 +635,47 @@ def test_webhook_events_from_both_processes_arrive_once_each_in_order_per_model(
             assert {d["event_id"] for d in mine} == {
                 event_id for events in outboxes.values() for event_id, _, _ in events}
             assert all((d["status"], d["attempts"]) == ("delivered", 1) for d in mine), mine
+    finally:
+        a.close()
+        b.close()
+
+
+def test_webhook_alias_events_of_moves_racing_from_both_processes_form_one_chain(
+        servers, engine, admin_token):
+    """Alias moves racing from both processes: the receiver gets their events in the order
+    the moves were made, so each event's ``before`` is the ``after`` of the one before it and
+    the last one names the alias's final version."""
+    a, b = clients(servers)
+    base = f"{API}/models/hooked-race"
+    try:
+        with subscription(a, admin_token) as (_, receiver):
+            a.json("POST", f"{API}/models", {"name": "hooked-race"}, status=201)
+            for number in (1, 2, 3):
+                creator, other = (a, b) if number % 2 else (b, a)
+                creator.json("POST", f"{base}/versions", {}, status=201)
+                other.json("PUT", f"{base}/versions/{number}/files/model.bin",
+                           raw=f"race {number}".encode(), status=201)
+                creator.json("POST", f"{base}/versions/{number}/finalize", status=(200, 202))
+            for number in (1, 2, 3):
+                wait_until_ready(a, f"{base}/versions/{number}")
+            moves = [(servers[i % 2], "PUT", f"{base}/aliases/champion",
+                      {"version": (i * 7) % 3 + 1}) for i in range(24)]
+            answers = all_at_once(moves)
+            assert all(code in (200, 201) for code, _ in answers), unexpected(
+                answers, (200, 201), servers)
+            final = b.json("GET", f"{base}/aliases/champion")["version"]
+            outboxes = wait_for_events(engine, receiver, ["hooked-race"])
+            events = outboxes["hooked-race"]
+            assert receiver.accepted("hooked-race") == [event_id for event_id, _, _ in events]
+            with receiver.lock:
+                bodies = {event_id: body for event_id, body, _, status in receiver.received
+                          if status < 300}
+            chain = [bodies[event_id]["data"] for event_id, kind, _ in events
+                     if kind in ("alias.set", "alias.moved")]
+            assert chain[0]["before"] is None, chain
+            for older, newer in itertools.pairwise(chain):
+                assert newer["before"] == older["after"], chain
+            assert chain[-1]["after"] == {"version": final}, chain
     finally:
         a.close()
         b.close()
