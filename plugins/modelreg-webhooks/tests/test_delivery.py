@@ -12,6 +12,9 @@ import time
 import urllib.request
 from typing import Any
 
+from modelreg_webhooks import delivery
+from modelreg_webhooks.config import WebhookSettings
+
 from conftest import SECRET, Deployment, Receiver
 
 W = "/api/v1/webhooks"
@@ -124,6 +127,34 @@ def test_retry_after_is_honoured(admin, receiver, deployment: Deployment):
     (entry,) = log(admin, sub)
     detail = admin.get(f"{W}/{sub}/deliveries/{entry['id']}").json
     assert detail["attempt_log"][0]["retry_after"] == 3
+
+
+def test_a_second_worker_with_an_older_list_of_due_deliveries_waits_for_retry_after(
+    admin, receiver, deployment: Deployment, webhooks_settings, plugin_engine
+):
+    """Two workers list the due deliveries at the same moment; one sends first and the
+    receiver answers 503 with ``Retry-After``.  The other, sending from its older list, must
+    not send again before the receiver asked (nor before the backoff)."""
+    receiver.script = [(503, {"Retry-After": "30"})]
+    sub = subscribe(admin, receiver, ["model.created"])
+    admin.post_json("/api/v1/models", {"name": f"listed-{next(_names)}"}, status=201)
+    deployment.worker_once()  # the first worker: one attempt, refused
+    assert [e.status for e in receiver.received] == [503]
+    (entry,) = log(admin, sub)
+    assert entry["status"] == "pending" and entry["next_attempt_at"] is not None
+    # The second worker listed it as due before the first one's attempt was recorded.
+    config = WebhookSettings.from_settings(webhooks_settings)
+    assert delivery.attempt(plugin_engine, config, entry["id"]) is False
+    assert [e.status for e in receiver.received] == [503]
+    (entry,) = log(admin, sub)
+    assert entry["attempts"] == 1
+    # Delivered on request; the worker then finds the event done (nothing held back for the
+    # next test: the worker's own backoff of the event is 1 s).
+    admin.post(f"{W}/{sub}/deliveries/{entry['id']}/redeliver", status=202)
+    receiver.wait(lambda: len(receiver.received) == 2)
+    time.sleep(1.2)
+    deployment.worker_once()
+    assert [e.status for e in receiver.received] == [503, 200]
 
 
 def test_a_receiver_that_never_recovers_fails_for_good(admin, receiver, deployment):

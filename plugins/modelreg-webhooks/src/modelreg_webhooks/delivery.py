@@ -277,9 +277,14 @@ def send(url: str, headers: dict[str, str], body: bytes, config: WebhookSettings
 def _claim(engine: sa.Engine, delivery_id: int, lease: float) -> Any | None:
     now = utcnow()
     with engine.begin() as conn:
+        # Due again, not only unlocked: the list of due deliveries may be older than another
+        # worker's failed attempt, which released the lock and set the next attempt (backoff,
+        # Retry-After) in the future.
         claimed = conn.execute(
             sa.update(deliveries)
             .where(deliveries.c.id == delivery_id, deliveries.c.status == PENDING,
+                   sa.or_(deliveries.c.next_attempt_at.is_(None),
+                          deliveries.c.next_attempt_at <= now),
                    sa.or_(deliveries.c.locked_until.is_(None),
                           deliveries.c.locked_until < now))
             .values(locked_until=now + dt.timedelta(seconds=lease))
@@ -297,7 +302,8 @@ def _claim(engine: sa.Engine, delivery_id: int, lease: float) -> Any | None:
 def attempt(engine: sa.Engine, config: WebhookSettings, delivery_id: int) -> bool:
     """Claim one pending delivery, send it, and record the attempt and the new state.
 
-    :returns: ``False`` when another worker holds it or it is no longer pending.
+    :returns: ``False`` when another worker holds it, it is no longer pending, or its next
+        attempt is not due yet.
     """
     row = _claim(engine, delivery_id, config.lease)
     if row is None:
