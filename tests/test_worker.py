@@ -335,6 +335,27 @@ def test_a_failed_delivery_is_retried_and_holds_back_later_events_of_its_model(
                             .where(OutboxEvent.__table__.c.delivered_at.is_(None))).scalar() == 0
 
 
+def test_a_worker_with_an_older_list_of_due_events_waits_for_the_backoff(
+    app, worker, scan_wsgi
+):
+    """Two workers list the due events at the same moment; the first hands one to the hook,
+    which fails.  The second, claiming from its older list, must not hand it again before
+    the backoff the first one set."""
+    engine = scan_wsgi.registry["db_engine"]
+    create_model(app, M)
+    with engine.connect() as conn:
+        first = conn.execute(sa.select(sa.func.min(OutboxEvent.__table__.c.id))).scalar()
+    RECORDER.fail_types.add("model.created")
+    assert worker.run_once() == 1
+    assert RECORDER.failures == 1
+    event, _ = make_worker(scan_wsgi)._claim_event(first)
+    assert event is None
+    RECORDER.fail_types.clear()
+    _make_due(engine)
+    worker.run_once()
+    assert delivered(M) == [("model.created", M)]
+
+
 def test_a_delivery_whose_worker_died_is_made_again(app, worker, scan_wsgi):
     engine = scan_wsgi.registry["db_engine"]
     create_model(app, M)

@@ -240,6 +240,10 @@ class Worker:
             claimed = db.execute(
                 sa.update(OutboxEvent)
                 .where(OutboxEvent.id == row_id, OutboxEvent.delivered_at.is_(None),
+                       # due, not only unlocked: the caller's list may be older than another
+                       # worker's failed delivery, which set the backoff and released it
+                       sa.or_(OutboxEvent.next_attempt_at.is_(None),
+                              OutboxEvent.next_attempt_at <= now),
                        sa.or_(OutboxEvent.locked_until.is_(None),
                               OutboxEvent.locked_until < now))
                 .values(locked_until=now + self.lease)
