@@ -442,6 +442,8 @@ class HookReceiver:
         self.refused: dict[str, int] = {}
         #: ``(event id, body, signature verified, status answered)`` in order of arrival.
         self.received: list[tuple[str, dict[str, Any], bool, int]] = []
+        #: When each event's deliveries arrived (``time.monotonic()``), in order.
+        self.times: dict[str, list[float]] = {}
         self.lock = threading.Lock()
         receiver = self
 
@@ -489,6 +491,7 @@ class HookReceiver:
                 self.refused[event_id] = self.refused.get(event_id, 0) + 1
                 status = 503
             self.received.append((event_id, document, verified, status))
+            self.times.setdefault(event_id, []).append(time.monotonic())
         return status
 
     def accepted(self, model: str) -> list[str]:
@@ -699,6 +702,10 @@ def test_a_refused_webhook_delivery_is_retried_by_either_process_and_logged_once
             assert len(finalized) == 2
             for event_id in finalized:
                 assert receiver.arrivals(event_id) == [503, 503, 200]
+                # Retry-After: 1 held, whichever process sent the next attempt.
+                gaps = [later - earlier for earlier, later
+                        in itertools.pairwise(receiver.times[event_id])]
+                assert min(gaps) >= 0.95, gaps
             for event_id, kind, _ in events:
                 if kind != "version.finalized":
                     assert receiver.arrivals(event_id) == [200], (kind, receiver.received)
