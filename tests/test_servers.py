@@ -163,7 +163,9 @@ def test_asgi_factory_turns_off_nagle_on_the_inherited_server_socket():
         with socket.create_connection(other_listener.getsockname()) as client:
             peer, _ = other_listener.accept()
             with peer:
+                open_fds = len(list(Path("/proc/self/fd").iterdir()))
                 assert nodelay_on_server_sockets() >= 2
+                assert len(list(Path("/proc/self/fd").iterdir())) == open_fds  # none leaked
                 assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
         assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         server.listen()

@@ -64,8 +64,13 @@ def nodelay_on_server_sockets() -> int:
     count = 0
     for entry in list(fds.iterdir()):
         try:
-            sock = socket.socket(fileno=os.dup(int(entry.name)))
-        except (ValueError, OSError):  # not a number, gone, or not a socket
+            fd = os.dup(int(entry.name))
+        except (ValueError, OSError):  # not a number, or gone
+            continue
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:  # not a socket
+            os.close(fd)
             continue
         with sock:
             try:
