@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import event
 
 from helpers import API, create_model, ready_version
@@ -122,40 +123,41 @@ def test_a_page_renders_tags_aliases_and_latest(populated):
     assert everything["next_page_token"] is None
 
 
-@pytest.mark.parametrize(("setting", "expected"), [
-    (None, "force_custom_plan"), ("", "auto"), ("force_generic_plan", "force_generic_plan"),
+@pytest.mark.parametrize(("parameter", "setting", "expected"), [
+    ("plan_cache_mode", None, "force_custom_plan"),
+    ("plan_cache_mode", "", None),
+    ("plan_cache_mode", "force_generic_plan", "force_generic_plan"),
+    ("max_parallel_workers_per_gather", None, "0"),
+    ("max_parallel_workers_per_gather", "", None),
+    ("max_parallel_workers_per_gather", "1", "1"),
 ])
-def test_postgresql_plans_with_the_parameters_values(modelreg_database, setting, expected):
+def test_postgresql_connections_are_set_for_short_statements(modelreg_database, parameter,
+                                                            setting, expected):
     """Statements that psycopg prepares are still planned with their values (a generic plan
-    of a search knows neither its LIKE prefix nor its LIMIT), unless the setting says so."""
+    of a search knows neither its LIKE prefix nor its LIMIT), and start no parallel worker (a
+    tag-filtered page of 100,000 models took 26 ms with one, 11 without), unless
+    ``modelreg.postgresql.<parameter>`` says otherwise (empty: the server's own value)."""
     if modelreg_database.backend != "postgresql":
         pytest.skip("a PostgreSQL setting")
+    if expected is None:  # the server's own value, as a plain connection sees it
+        plain = sa.create_engine(modelreg_database.url)
+        try:
+            with plain.connect() as conn:
+                expected = conn.exec_driver_sql(f"SHOW {parameter}").scalar()
+        finally:
+            plain.dispose()
     settings = {"sqlalchemy.url": modelreg_database.url}
     if setting is not None:
-        settings["modelreg.postgresql.plan_cache_mode"] = setting
+        settings[f"modelreg.postgresql.{parameter}"] = setting
     engine = get_engine(settings)
     try:
         with engine.connect() as conn:
-            assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == expected
+            assert conn.exec_driver_sql(f"SHOW {parameter}").scalar() == expected
     finally:
         engine.dispose()
 
 
-@pytest.mark.parametrize(("setting", "expected"), [(None, "0"), ("", "2"), ("1", "1")])
-def test_postgresql_connections_start_no_parallel_workers(modelreg_database, setting, expected):
-    """A page or a row is cheaper than starting a parallel worker (a tag-filtered page of
-    100,000 models took 26 ms with one, 11 without), unless the setting says otherwise (empty:
-    the server's default, 2)."""
-    if modelreg_database.backend != "postgresql":
-        pytest.skip("a PostgreSQL setting")
-    settings = {"sqlalchemy.url": modelreg_database.url}
-    if setting is not None:
-        settings["modelreg.postgresql.max_parallel_workers_per_gather"] = setting
-    engine = get_engine(settings)
-    try:
-        with engine.connect() as conn:
-            assert conn.exec_driver_sql(
-                "SHOW max_parallel_workers_per_gather").scalar() == expected
-            assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
-    finally:
-        engine.dispose()
+def test_a_postgresql_parameter_that_is_no_value_stops_start_up():
+    with pytest.raises(ValueError, match="max_parallel_workers_per_gather"):
+        get_engine({"sqlalchemy.url": "postgresql+psycopg://postgres@127.0.0.1/x",
+                    "modelreg.postgresql.max_parallel_workers_per_gather": "0 -c fsync=off"})
