@@ -18,6 +18,14 @@ the client's run, and the better of the two is the reference.  On a shared machi
 single transfer's rate varies several times over from one second to the next, ``--repeat N``
 pulls N times with a raw GET between each two, and compares the best of each.
 
+Each raw GET and each pull also records the CPU time (user + system) it cost this process and
+the server's, per MiB, and the run measures sha256 alone on this CPU.  A verified pull does at
+least what a raw GET does plus hashing every byte, so with client and server sharing the
+machine's cores a pull cannot move more than ``cores * 1000 / (raw GET client + sha256 + raw
+GET server)`` MiB/s, each term in ms of CPU per MiB (the raw GETs' least).  The output prints
+that ceiling beside the raw GET, so a pull's share of the raw rate can be read against the
+most this machine allows.
+
 Usage::
 
     .venv/bin/python bench/client.py                      # 2 GiB in 20 files
@@ -39,6 +47,7 @@ figures; it is not a test.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import json
 import mmap
@@ -148,6 +157,47 @@ def raw_get(port: int, path: str, target: Path) -> float:
     return seconds
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) that process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Cpu:
+    """CPU time of this process and of the server per MiB, for each measured block."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        #: Milliseconds of CPU per MiB, one triple per measured block: this process's user
+        #: and system time, the server's user + system time.
+        self.samples: list[tuple[float, float, float]] = []
+
+    def measure(self, nbytes: int, function: Any) -> Any:
+        """Run ``function()`` and record its CPU time (both processes) for ``nbytes``."""
+        before, server = os.times(), process_cpu(self.server_pid)
+        try:
+            return function()
+        finally:
+            after, per_mib = os.times(), 1000 / (nbytes / MiB)
+            self.samples.append(((after.user - before.user) * per_mib,
+                                 (after.system - before.system) * per_mib,
+                                 (process_cpu(self.server_pid) - server) * per_mib))
+
+    def least(self) -> tuple[float, float]:
+        """The fewest milliseconds of CPU per MiB of any sample: (client, server)."""
+        return (min(u + s for u, s, _ in self.samples), min(s for *_, s in self.samples))
+
+
+def sha256_cost(size: int = 256 * MiB) -> float:
+    """Milliseconds of CPU per MiB that hashlib's sha256 takes on this machine."""
+    block = os.urandom(BLOCK)
+    digest = hashlib.sha256()
+    start = time.process_time()
+    for _ in range(size // BLOCK):
+        digest.update(block)
+    return 1000 * (time.process_time() - start) / (size / MiB)
+
+
 def json_call(port: int, method: str, path: str, body: Any) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
@@ -161,8 +211,10 @@ def json_call(port: int, method: str, path: str, body: Any) -> None:
         conn.close()
 
 
-def measure_raw(server: LiveServer, work: Path, source: Path, round_: int) -> tuple[float, float]:
-    """Raw upload and download rates (MiB/s) of ``source`` through a fresh draft."""
+def measure_raw(server: LiveServer, work: Path, source: Path, round_: int,
+                cpu: Cpu) -> tuple[float, float]:
+    """Raw upload and download rates (MiB/s) of ``source`` through a fresh draft; the
+    download's CPU time goes to ``cpu``."""
     size = source.stat().st_size
     model = f"raw-{round_}"
     api = "/api/v1/models"
@@ -170,7 +222,7 @@ def measure_raw(server: LiveServer, work: Path, source: Path, round_: int) -> tu
     json_call(server.port, "POST", f"{api}/{model}/versions", {})
     path = RAW_PATH.format(round_)
     up = raw_put(server.port, path, source)
-    down = raw_get(server.port, path, work / "raw-download.bin")
+    down = cpu.measure(size, lambda: raw_get(server.port, path, work / "raw-download.bin"))
     return rate(size, up), rate(size, down)
 
 
@@ -221,9 +273,11 @@ def main() -> None:
             # Transfers only: without a worker, scanners would keep the version validating.
             "modelreg.plugins.disabled": "scan webhooks",
         }
+        sha256_ms = sha256_cost()
         with LiveServer(settings, threads=args.threads,
                         server_settings=SERVER_SETTINGS) as server:
-            raw = [measure_raw(server, work, raw_file, 1)]
+            raw_cpu, pull_cpu = Cpu(server.process.pid), Cpu(server.process.pid)
+            raw = [measure_raw(server, work, raw_file, 1, raw_cpu)]
             with Client(server.url, parallel=args.parallel, state_dir=work / "state") as client:
                 pushing = Phases()
                 start = time.perf_counter()
@@ -233,22 +287,28 @@ def main() -> None:
                 for attempt in range(args.repeat):
                     if attempt:  # the raw GET again between pulls, under the same load
                         shutil.rmtree(work / "pulled")
-                        seconds = raw_get(server.port, RAW_PATH.format(1),
-                                          work / "raw-download.bin")
+                        seconds = raw_cpu.measure(raw_size, lambda: raw_get(
+                            server.port, RAW_PATH.format(1), work / "raw-download.bin"))
                         raw_gets.append(rate(raw_size, seconds))
                     start = time.perf_counter()
-                    pulled = client.pull("bench/1", work / "pulled", progress=Phases())
+                    pulled = pull_cpu.measure(size, lambda: client.pull(
+                        "bench/1", work / "pulled", progress=Phases()))
                     pulls.append(time.perf_counter() - start)
                     assert pulled.downloaded_bytes == size
                 pull_seconds = min(pulls)
-            raw.append(measure_raw(server, work, raw_file, 2))
+            raw.append(measure_raw(server, work, raw_file, 2, raw_cpu))
         assert pushed.uploaded_bytes == size
         raw_up, raw_down = max(r[0] for r in raw), max([r[1] for r in raw] + raw_gets)
         upload = rate(size, pushing.seconds["upload"])
         download = rate(size, pull_seconds)
+        cores = os.cpu_count() or 1
+        raw_client_ms, raw_server_ms = raw_cpu.least()
+        best = pulls.index(pull_seconds)
+        pull_user_ms, pull_system_ms, pull_server_ms = pull_cpu.samples[best]
+        ceiling = cores * 1000 / (raw_client_ms + sha256_ms + raw_server_ms)
         print()
         print(f"model: {size / MiB:.0f} MiB in {args.files} files; client parallel="
-              f"{args.parallel}; Waitress threads={args.threads}; {os.cpu_count()} CPUs")
+              f"{args.parallel}; Waitress threads={args.threads}; {cores} CPUs")
         print(f"raw single-file PUT  {raw_size / MiB:6.0f} MiB: "
               + ", ".join(f"{r[0]:7.1f}" for r in raw) + " MiB/s")
         print(f"raw single-file GET  {raw_size / MiB:6.0f} MiB: "
@@ -265,6 +325,19 @@ def main() -> None:
               f"{100 * download / raw_down:.0f}% of raw GET ({pull_seconds:.1f} s)")
         print(f"push including local hashing   : {100 * rate(size, push_seconds) / raw_up:.0f}%"
               " of raw PUT")
+        print()
+        print("CPU per MiB (user + system)    :   client   server")
+        print(f"  raw GET (least of {len(raw_cpu.samples)})         : {raw_client_ms:6.2f}   "
+              f"{raw_server_ms:6.2f} ms")
+        print(f"  pull (the fastest)           : {pull_user_ms + pull_system_ms:6.2f}   "
+              f"{pull_server_ms:6.2f} ms (client user {pull_user_ms:.2f}, system "
+              f"{pull_system_ms:.2f}; every pull's client/server: " + ", ".join(
+                  f"{u + s:.2f}/{srv:.2f}" for u, s, srv in pull_cpu.samples) + ")")
+        print(f"  sha256 alone (hashlib)       : {sha256_ms:6.2f} ms")
+        print(f"ceiling of a verified pull on {cores} CPUs: {cores} x 1000 / (raw GET client + "
+              f"sha256 + raw GET server) = {ceiling:.0f} MiB/s = "
+              f"{100 * ceiling / raw_down:.0f}% of the best raw GET; the fastest pull reached "
+              f"{100 * download / ceiling:.0f}% of it")
     finally:
         database.drop()
         shutil.rmtree(work, ignore_errors=True)
