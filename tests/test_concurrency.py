@@ -8,17 +8,16 @@ show.
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from live_helpers import TIMEOUT, LiveClient, all_at_once, unexpected
 from modelreg.testing import TestDatabase, clear_database
 from modelreg.testing.server import LiveServer
 
@@ -26,9 +25,6 @@ pytestmark = pytest.mark.server
 
 API = "/api/v1"
 CLIENTS = 32
-TIMEOUT = 120.0
-
-Answer = tuple[int, str]
 
 
 @pytest.fixture(scope="module")
@@ -61,84 +57,13 @@ def engine(modelreg_database: TestDatabase) -> Iterator[sa.Engine]:
         engine.dispose()
 
 
-class Client:
-    """One keep-alive HTTP connection to the server, speaking JSON."""
-
-    def __init__(self, server: LiveServer) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
-
-    def request(self, method: str, path: str, body: Any = None) -> Answer:
-        headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        self.conn.request(method, path, body=data, headers=headers)
-        response = self.conn.getresponse()
-        return response.status, response.read().decode("utf-8", errors="replace")
-
-    def json(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
-        code, text = self.request(method, path, body)
-        assert code == status, f"{method} {path}: {code} {text}"
-        return json.loads(text)
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def all_at_once(
-    server: LiveServer, requests: list[tuple[str, str, Any]]
-) -> list[Answer]:
-    """Send each request from its own thread and connection, released together by a barrier.
-
-    Connections are opened before the barrier so that the requests really arrive together.
-    A client that fails (timeout, reset) answers with status 0 and the exception's text.
-    """
-    barrier = threading.Barrier(len(requests), timeout=TIMEOUT)
-    answers: list[Answer | None] = [None] * len(requests)
-
-    def run(index: int, method: str, path: str, body: Any) -> None:
-        client = Client(server)
-        try:
-            client.conn.connect()
-            barrier.wait()
-            answers[index] = client.request(method, path, body)
-        except Exception as exc:  # reported through the answers, not the thread
-            answers[index] = (0, f"{type(exc).__name__}: {exc}")
-        finally:
-            client.close()
-
-    threads = [
-        threading.Thread(target=run, args=(i, *request), name=f"client-{i}")
-        for i, request in enumerate(requests)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT * 2)
-    assert not any(thread.is_alive() for thread in threads), "clients hung"
-    return [answer if answer is not None else (0, "no answer") for answer in answers]
-
-
-def failures(answers: list[Answer], ok: Callable[[int], bool], server: LiveServer) -> str:
-    """The unexpected answers and the end of the server's log, for assertion messages."""
-    bad = [f"{code}: {text[:500]}" for code, text in answers if not ok(code)]
-    return (
-        f"{len(bad)} of {len(answers)} answers unexpected:\n" + "\n".join(bad)
-        + f"\n--- server log ---\n{server.log_tail()}"
-    )
-
-
 def test_concurrent_version_numbers_have_no_gaps_or_duplicates(live_server, engine):
-    client = Client(live_server)
+    client = LiveClient(live_server)
     try:
         client.json("POST", f"{API}/models", {"name": "race"}, status=201)
-        answers = all_at_once(
-            live_server, [("POST", f"{API}/models/race/versions", {})] * CLIENTS
-        )
-        assert all(code == 201 for code, _ in answers), failures(
-            answers, lambda code: code == 201, live_server
-        )
+        answers = all_at_once([(live_server, "POST", f"{API}/models/race/versions", {})]
+                              * CLIENTS)
+        assert all(code == 201 for code, _ in answers), unexpected(answers, (201,), live_server)
         numbers = sorted(json.loads(text)["number"] for _, text in answers)
         assert numbers == list(range(1, CLIENTS + 1))
 
@@ -156,7 +81,7 @@ def test_concurrent_version_numbers_have_no_gaps_or_duplicates(live_server, engi
 
 def test_concurrent_alias_moves_keep_a_consistent_history(live_server, engine):
     base = f"{API}/models/race"
-    client = Client(live_server)
+    client = LiveClient(live_server)
     try:
         client.json("POST", f"{API}/models", {"name": "race"}, status=201)
         for number in range(1, 5):
@@ -175,13 +100,10 @@ def test_concurrent_alias_moves_keep_a_consistent_history(live_server, engine):
                 ready = client.json("GET", f"{base}/versions/{number}")
             assert ready["status"] == "ready", ready
 
-        answers = all_at_once(
-            live_server,
-            [("PUT", f"{base}/aliases/champion", {"version": i % 4 + 1}) for i in range(CLIENTS)],
-        )
-        assert all(code in (200, 201) for code, _ in answers), failures(
-            answers, lambda code: code in (200, 201), live_server
-        )
+        answers = all_at_once([(live_server, "PUT", f"{base}/aliases/champion",
+                                {"version": i % 4 + 1}) for i in range(CLIENTS)])
+        assert all(code in (200, 201) for code, _ in answers), unexpected(
+            answers, (200, 201), live_server)
         assert sum(code == 201 for code, _ in answers) == 1, "the alias is created once"
 
         alias = client.json("GET", f"{base}/aliases/champion")

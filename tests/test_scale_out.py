@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import itertools
 import json
 import os
@@ -52,6 +51,7 @@ from xml.etree import ElementTree
 import pytest
 import sqlalchemy as sa
 
+from live_helpers import TIMEOUT, LiveClient, all_at_once, unexpected
 from modelreg.migrations import upgrade
 from modelreg.plugins import get_plugin_manager
 from modelreg.testing import TestDatabase, make_app, unavailable
@@ -61,14 +61,11 @@ from security_helpers import add_principal, bearer
 pytestmark = pytest.mark.server
 
 API = "/api/v1"
-TIMEOUT = 120.0
 MiB = 1024 * 1024
 #: Chunks of the resumable upload (the server's default minimum, and S3's part size).
 CHUNK = 8 * MiB
 MAX_FAILURES = 4
 BAD_TOKEN = "mr_0123456789abcdef_" + "x" * 43
-
-Answer = tuple[int, str]
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -136,83 +133,11 @@ def engine(database: TestDatabase) -> Iterator[sa.Engine]:
 # --------------------------------------------------------------------------- HTTP
 
 
-class Client:
-    """One keep-alive connection to one of the servers."""
-
-    def __init__(self, server: LiveServer) -> None:
-        self.server = server
-        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
-
-    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
-        """``(status, headers, body)`` of one request (JSON ``body`` or ``raw`` bytes); the
-        headers are looked up case-insensitively."""
-        headers = {"Accept": "application/json", **(headers or {})}
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        elif raw is not None:
-            headers.setdefault("Content-Type", "application/octet-stream")
-        self.conn.request(method, path, body=data, headers=headers)
-        response = self.conn.getresponse()
-        return response.status, response.headers, response.read()
-
-    def json(self, method: str, path: str, body: Any = None, *, status: int | tuple[int, ...]
-             = 200, raw: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
-        code, _, data = self.call(method, path, body, raw=raw, headers=headers)
-        text = data.decode("utf-8", "replace")
-        wanted = status if isinstance(status, tuple) else (status,)
-        assert code in wanted, f"{self.server.url}: {method} {path}: {code} {text}\n" \
-            f"--- its log ---\n{self.server.log_tail()}"
-        return json.loads(text) if text else None
-
-    def close(self) -> None:
-        self.conn.close()
+def clients(servers: tuple[LiveServer, LiveServer]) -> tuple[LiveClient, LiveClient]:
+    return LiveClient(servers[0]), LiveClient(servers[1])
 
 
-def clients(servers: tuple[LiveServer, LiveServer]) -> tuple[Client, Client]:
-    return Client(servers[0]), Client(servers[1])
-
-
-def all_at_once(requests: list[tuple[LiveServer, str, str, Any]]) -> list[Answer]:
-    """Each request from its own thread and connection, released together by a barrier.
-
-    A client that fails (timeout, reset) answers with status 0 and the exception's text.
-    """
-    barrier = threading.Barrier(len(requests), timeout=TIMEOUT)
-    answers: list[Answer | None] = [None] * len(requests)
-
-    def run(index: int, server: LiveServer, method: str, path: str, body: Any) -> None:
-        client = Client(server)
-        try:
-            client.conn.connect()
-            barrier.wait()
-            code, _, data = client.call(method, path, body)
-            answers[index] = code, data.decode("utf-8", "replace")
-        except Exception as exc:  # reported through the answers, not the thread
-            answers[index] = (0, f"{type(exc).__name__}: {exc}")
-        finally:
-            client.close()
-
-    threads = [threading.Thread(target=run, args=(i, *request), name=f"client-{i}")
-               for i, request in enumerate(requests)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT * 2)
-    assert not any(thread.is_alive() for thread in threads), "clients hung"
-    return [answer if answer is not None else (0, "no answer") for answer in answers]
-
-
-def unexpected(answers: list[Answer], ok: tuple[int, ...],
-               servers: tuple[LiveServer, LiveServer]) -> str:
-    bad = [f"{code}: {text[:500]}" for code, text in answers if code not in ok]
-    logs = "".join(f"\n--- log of {server.url} ---\n{server.log_tail()}" for server in servers)
-    return f"{len(bad)} of {len(answers)} answers unexpected:\n" + "\n".join(bad) + logs
-
-
-def wait_until_ready(client: Client, path: str) -> dict[str, Any]:
+def wait_until_ready(client: LiveClient, path: str) -> dict[str, Any]:
     """The version at ``path`` once no scanner runs on it (an embedded worker of either
     process scans it when a scanner plugin is installed)."""
     deadline = time.monotonic() + TIMEOUT
@@ -241,7 +166,7 @@ def test_version_numbers_from_both_processes_are_distinct_and_gapless(servers, e
         assert alternating == [1, 2, 3, 4, 5, 6]
 
         answers = all_at_once([(servers[i % 2], "POST", path, {}) for i in range(24)])
-        assert all(code == 201 for code, _ in answers), unexpected(answers, (201,), servers)
+        assert all(code == 201 for code, _ in answers), unexpected(answers, (201,), *servers)
         numbers = sorted(json.loads(text)["number"] for _, text in answers)
         assert numbers == list(range(7, 31))
 
@@ -401,7 +326,7 @@ def test_alias_moves_racing_from_both_processes_leave_one_consistent_winner(serv
                  for i in range(32)]
         answers = all_at_once(moves)
         assert all(code in (200, 201) for code, _ in answers), unexpected(
-            answers, (200, 201), servers)
+            answers, (200, 201), *servers)
         assert sum(code == 201 for code, _ in answers) == 1, "the alias is created once"
 
         alias = a.json("GET", f"{base}/aliases/champion")
@@ -519,7 +444,7 @@ def admin_token(database: TestDatabase) -> str:
 
 
 @contextmanager
-def subscription(client: Client, token: str) -> Iterator[tuple[int, HookReceiver]]:
+def subscription(client: LiveClient, token: str) -> Iterator[tuple[int, HookReceiver]]:
     """A receiver on loopback and a subscription to every event, created through
     ``client``'s process; both gone afterwards (the subscription with its log)."""
     secret = "scale-out-" + os.urandom(12).hex()
@@ -534,7 +459,7 @@ def subscription(client: Client, token: str) -> Iterator[tuple[int, HookReceiver
                         headers=bearer(token))
 
 
-def mutate(clients: tuple[Client, Client], name: str) -> None:
+def mutate(clients: tuple[LiveClient, LiveClient], name: str) -> None:
     """A scripted series of mutations of model ``name``, each request on the other process
     than the one before."""
     turn = itertools.cycle(clients)
@@ -665,7 +590,7 @@ def test_webhook_alias_events_of_moves_racing_from_both_processes_form_one_chain
                       {"version": (i * 7) % 3 + 1}) for i in range(24)]
             answers = all_at_once(moves)
             assert all(code in (200, 201) for code, _ in answers), unexpected(
-                answers, (200, 201), servers)
+            answers, (200, 201), *servers)
             final = b.json("GET", f"{base}/aliases/champion")["version"]
             outboxes = wait_for_events(engine, receiver, ["hooked-race"])
             events = outboxes["hooked-race"]
