@@ -63,6 +63,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from artifacts import SERVER_SETTINGS, parse_size, rate
+from compare import tree_usage
 
 from modelreg.testing import TestDatabase
 from modelreg.testing.server import LiveServer
@@ -157,12 +158,6 @@ def raw_get(port: int, path: str, target: Path) -> float:
     return seconds
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) that process ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Cpu:
     """CPU time of this process and of the server per MiB, for each measured block."""
 
@@ -174,14 +169,14 @@ class Cpu:
 
     def measure(self, nbytes: int, function: Any) -> Any:
         """Run ``function()`` and record its CPU time (both processes) for ``nbytes``."""
-        before, server = os.times(), process_cpu(self.server_pid)
+        before, server = os.times(), tree_usage(self.server_pid)[0]
         try:
             return function()
         finally:
             after, per_mib = os.times(), 1000 / (nbytes / MiB)
             self.samples.append(((after.user - before.user) * per_mib,
                                  (after.system - before.system) * per_mib,
-                                 (process_cpu(self.server_pid) - server) * per_mib))
+                                 (tree_usage(self.server_pid)[0] - server) * per_mib))
 
     def least(self) -> tuple[float, float]:
         """The fewest milliseconds of CPU per MiB of any sample: (client, server)."""
