@@ -358,10 +358,11 @@ def _models_page_statement(
 
 
 def _model_rows() -> Any:
-    """The columns of model documents: a model's row with its latest version number."""
+    """The columns of model documents: a model's row with its latest version number (the
+    newest ready version, what ``@latest`` resolves to)."""
     latest = (
         sa.select(sa.func.max(Version.number))
-        .where(Version.model_id == Model.id)
+        .where(Version.model_id == Model.id, Version.status == "ready")
         .scalar_subquery()
     )
     return sa.select(
@@ -512,8 +513,9 @@ class RegistryService:
         )
 
     def _latest_number(self, model: Model) -> int | None:
+        """The newest ready version's number: the one ``@latest`` resolves to."""
         return self.db.scalar(sa.select(sa.func.max(Version.number)).where(
-            Version.model_id == model.id))
+            Version.model_id == model.id, Version.status == "ready"))
 
     def get_model(self, name: str, *, lock: bool = False) -> Model:
         """The model called ``name`` (compared normalized), or 404.
