@@ -77,6 +77,22 @@ def test_login_checks_and_stores_url_and_token_privately(run, registry, env):
     assert run("ls").exit_code == 4
 
 
+def test_push_verbose_lists_what_the_ignore_rules_left_out(logged_in, tmp_path):
+    run = logged_in
+    model = f"ign-{tmp_path.name[-12:].lower().strip('_')}".replace("_", "-")
+    source = tmp_path / "model"
+    (source / ".git").mkdir(parents=True)
+    (source / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (source / "config.json").write_text('{"layers": 2}')
+    (source / "train.log").write_text("epoch 1\n")
+    result = run("push", str(source), "--model", model, "--exclude", "*.log", "--verbose")
+    assert result.exit_code == 0, result.output
+    assert "1 uploaded" in result.output and "2 left out" in result.output
+    assert "left out .git/" in result.output and "left out train.log" in result.output
+    listing = run("ls", f"{model}/1")
+    assert "config.json" in listing.output and "train.log" not in listing.output
+
+
 def test_push_pull_and_the_metadata_commands(logged_in, tmp_path):
     run = logged_in
     model = f"cli-{tmp_path.name[-12:].lower().strip('_')}".replace("_", "-")

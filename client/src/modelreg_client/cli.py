@@ -327,17 +327,29 @@ def login(ctx: click.Context, url: str, token_option: str | None) -> None:
 @click.option("--alias", help="Point this alias at the version once it is ready.")
 @click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Files uploaded at once.")
+@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
+              help="Leave out files matching this gitignore-style pattern; repeat for several.")
+@click.option("--include", "includes", multiple=True, metavar="PATTERN",
+              help="Push only files matching this gitignore-style pattern; repeat for several.")
+@click.option("--verbose", "-v", is_flag=True, help="List the files that were left out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @json_option
 @click.pass_context
 def push(ctx: click.Context, directory: Path, model: str, tags: tuple[str, ...],
          metadata_file: Any, description: str, alias: str | None, parallel: int,
+         excludes: tuple[str, ...], includes: tuple[str, ...], verbose: bool,
          quiet: bool, as_json: bool) -> None:
     """Push every file under DIRECTORY as a new version of a model.
+
+    Left out: .git/, __pycache__/, *.pyc, .DS_Store and editor swap files, the patterns of
+    DIRECTORY/.modelregignore (gitignore syntax; !pattern takes a file back) and --exclude;
+    with --include, every file that matches none of its patterns.
 
     Files are hashed locally and the version digest is checked against the server's.  Bytes
     the server already has for this content are not sent again: pushing the same directory
     twice uploads nothing, and an interrupted push resumes where it stopped when run again.
+    A version is never changed by a push: one that differs from an existing version in its
+    files, metadata, description or tags makes a new version.
     """
     tag_values = _pairs(tags, "--tag")
     metadata = None
@@ -353,27 +365,32 @@ def push(ctx: click.Context, directory: Path, model: str, tags: tuple[str, ...],
     progress = _progress(as_json, quiet)
     try:
         result = client.push(directory, model, tags=tag_values, metadata=metadata,
-                             description=description, alias=alias, progress=progress)
+                             description=description, alias=alias, progress=progress,
+                             exclude=excludes, include=includes)
     finally:
         if progress is not None:
             progress.close()
     if as_json:
         _echo_json(result.as_dict())
     else:
-        _print_push(result)
+        _print_push(result, verbose)
 
 
-def _print_push(result: PushResult) -> None:
+def _print_push(result: PushResult, verbose: bool = False) -> None:
     version = result.version
     if result.existing:
-        click.echo(f"{version.ref} already holds these files: nothing uploaded")
+        click.echo(f"{version.ref} is identical (files, metadata, description, tags): "
+                   "nothing uploaded")
     else:
         click.echo(f"pushed {version.ref} ({version.status})")
     click.echo(f"  digest   {result.digest}")
     sent = len(result.uploaded_files)
     there = len(result.skipped_files) + len(result.linked_files)
     click.echo(f"  files    {sent} uploaded ({_size(result.uploaded_bytes)} sent), "
-               f"{there} already on the server")
+               f"{there} already on the server, {len(result.excluded_files)} left out")
+    if verbose:
+        for path in result.excluded_files:
+            click.echo(f"  left out {path}")
     if version.aliases:
         click.echo(f"  aliases  {', '.join(sorted(version.aliases))}")
     if version.status == "validating":

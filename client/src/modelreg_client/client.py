@@ -14,7 +14,7 @@ server's ``code``, ``message``, ``details`` and HTTP ``status``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,7 +26,7 @@ from urllib3.util.retry import Retry
 from . import __version__
 from .config import DEFAULT_RETRIES
 from .errors import ModelregError, NetworkError, NotFound, ServerError, error_for_status
-from .manifest import DIGEST_PREFIX, FileRegion
+from .manifest import DIGEST_PREFIX, FileRegion, IgnoreRules
 from .transfer import DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, Puller, Pusher
 from .types import (
     Alias,
@@ -523,12 +523,22 @@ class Client:
         alias: str | None = None,
         progress: Any = None,
         wait: float = 600.0,
+        exclude: Iterable[str] = (),
+        include: Iterable[str] = (),
     ) -> PushResult:
         """Push every file under ``directory`` as a new version of ``model`` (created if
         missing), finalize it, check its digest, and point ``alias`` at it.
 
-        Files are hashed locally first.  If a ready version with the same content (and
-        metadata) exists, nothing is uploaded: it is returned (tagged and aliased as asked).
+        Files that the ignore rules leave out are not pushed: ``.git/``, ``__pycache__/``,
+        ``*.pyc``, ``.DS_Store`` and editor swap files by default, the patterns of the
+        directory's ``.modelregignore`` (gitignore syntax) and ``exclude``; with ``include``,
+        only files matching one of its patterns (see
+        :class:`~modelreg_client.manifest.IgnoreRules`).
+
+        Files are hashed locally first.  If a ready version identical to this push exists
+        (the same files, metadata, lineage, description, and the tags given already set),
+        nothing is uploaded and nothing about it changes: it is returned (aliased as asked).
+        A push that differs in any of these makes a new version.
         Files whose content the server already holds (in any version the caller may read)
         are added by digest without sending their bytes (:meth:`link_file`); only the others
         are uploaded.  An interrupted push resumes on the next call with the same arguments:
@@ -539,9 +549,10 @@ class Client:
         :raises VersionRejected: validation rejected the version (it holds the problems).
         :raises IntegrityError: the server's digest differs from the local one.
         """
+        rules = IgnoreRules(Path(directory), exclude=exclude, include=include)
         return Pusher(self, progress).push(
             Path(directory), model, tags=tags or {}, metadata=metadata, lineage=lineage,
-            description=description, alias=alias, wait=wait)
+            description=description, alias=alias, wait=wait, rules=rules)
 
     def pull(
         self, ref: str, destination: str | Path, *, progress: Any = None
