@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from . import __version__
@@ -47,6 +48,34 @@ __all__ = ["Client"]
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 #: Statuses that mean "try again later".
 RETRY_STATUSES = (429, 502, 503, 504)
+
+
+class _Retry(Retry):
+    """urllib3's retries, less those of a refused connection.
+
+    A refused connection means nothing listens at the address (a wrong port, a server that is
+    down): retrying with backoff only made the command fail seven seconds later.  Timeouts,
+    resets and the statuses of :data:`RETRY_STATUSES` are still retried.
+    """
+
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, _pool: Any = None,
+                  _stacktrace: Any = None) -> Retry:
+        if isinstance(error, NewConnectionError) and _refused(error):
+            raise MaxRetryError(_pool, url or "", error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether a connection error comes from a refused connection (nothing listening)."""
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "refused" in str(error).lower()
 
 
 def _segment(value: str | int) -> str:
@@ -94,7 +123,7 @@ class Client:
         self.max_put_size: int | None = None
         self.min_chunk_size: int | None = None
         self._session = requests.Session()
-        retry = Retry(
+        retry = _Retry(
             total=retries,
             connect=retries,
             read=retries,
@@ -167,8 +196,7 @@ class Client:
             raise self._error(response)
         return response
 
-    @staticmethod
-    def _error(response: requests.Response) -> ModelregError:
+    def _error(self, response: requests.Response) -> ModelregError:
         try:
             body = response.json()
             error = body["error"]
@@ -176,7 +204,16 @@ class Client:
             details = error.get("details") or {}
         except (ValueError, KeyError, TypeError, AttributeError):
             text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
-            code, message, details = None, f"HTTP {response.status_code} {text}".strip(), {}
+            status = response.status_code
+            if status < 500:
+                # Every answer of a modelreg registry below 500 carries its error envelope: a
+                # bare 404 comes from another server (a wrong URL or port, a proxy's page).
+                return ServerError(
+                    f"{self.url} does not answer as a modelreg registry: "
+                    f"{response.request.method} {response.url} got HTTP {status} without "
+                    f"modelreg's error body ({text or 'empty'}); check the URL",
+                    code="not_a_registry", status=status)
+            code, message, details = None, f"HTTP {status} {text}".strip(), {}
         finally:
             response.close()
         return error_for_status(response.status_code, code,
@@ -204,6 +241,11 @@ class Client:
             params["page_token"] = token
 
     # ----------------------------------------------------------------------- server
+
+    def whoami(self) -> dict[str, Any]:
+        """``GET /api/v1/whoami``: who the registry takes the caller for (``principal`` is
+        ``None`` when anonymous), with the token's scopes and the grants held."""
+        return self._json("GET", "whoami")
 
     def health(self) -> dict[str, Any]:
         """``GET /readyz``: the server's readiness (raises :class:`ServerError` if not ready)."""
