@@ -18,6 +18,7 @@ from ..policy import get_policy
 from ..security.http import client_address
 from ..security.policy import ModelContext, denial, readable_models, require
 from . import schemas
+from .names import check_alias
 from .services import RegistryService
 
 READ, WRITE, ADMIN = "read", "write", "admin"
@@ -192,12 +193,37 @@ def update_version(request: Request) -> dict[str, Any]:
     return service.version_json(version)
 
 
-@api_view("api.version", "DELETE", permission=WRITE, status=204, errors=(409, 422),
-          tags=["versions"])
+_DROP_ALIASES = Param(
+    "drop_aliases",
+    "Aliases that point at the version and are deleted with it, comma-separated (or the "
+    "parameter repeated), e.g. champion,staging.  Without them, deleting a version an alias "
+    "points at is 409 version_has_aliases.  A protected alias needs admin on the model.",
+    errors=(422,),
+)
+
+
+def drop_aliases(request: Request) -> list[str]:
+    """The alias names of ``?drop_aliases=`` (comma-separated, or repeated), each checked
+    (422 ``invalid_alias``), without duplicates."""
+    names: list[str] = []
+    for value in request.GET.getall("drop_aliases"):
+        for name in value.split(","):
+            name = name.strip()
+            if name and name not in names:
+                names.append(check_alias(name))
+    return names
+
+
+@api_view("api.version", "DELETE", permission=WRITE, status=204, errors=(403, 409, 422),
+          params=(_DROP_ALIASES,), tags=["versions"])
 def delete_version(request: Request) -> Response:
-    """Delete a version (its number is never reused)."""
+    """Delete a version (its number is never reused); the aliases pointing at it must be
+    named in ``drop_aliases`` (they are deleted with it, as ``DELETE`` of each would)."""
+    names = drop_aliases(request)
+    for name in names:
+        require_alias_admin(request, name)
     request.registry_service.delete_version(
-        request.matchdict["model"], request.matchdict["version"]
+        request.matchdict["model"], request.matchdict["version"], drop_aliases=names
     )
     return _no_content(request)
 
@@ -238,11 +264,15 @@ def delete_version_tag(request: Request) -> Response:
 # ------------------------------------------------------------------------------ aliases
 
 
-def require_alias_admin(request: Request) -> None:
+def require_alias_admin(request: Request, alias: str | None = None) -> None:
     """Setting, moving or deleting a protected alias (``modelreg.policy.protected_aliases``)
     needs ``admin`` on the model, as the security policy decides it: 401, 404 or 403
-    ``protected_alias`` otherwise."""
-    model, alias = request.matchdict["model"], request.matchdict["alias"]
+    ``protected_alias`` otherwise.
+
+    :param alias: the alias (default: the one the route names).
+    """
+    model = request.matchdict["model"]
+    alias = request.matchdict["alias"] if alias is None else alias
     if not get_policy(request.registry.settings).is_protected(alias):
         return
     if request.has_permission(ADMIN, ModelContext(model)):
