@@ -340,9 +340,19 @@ class Client:
         return Version.from_json(self._json("PATCH", self._version_path(model, number),
                                             json=body))
 
-    def delete_version(self, model: str, number: int) -> None:
-        """Delete a version (its number is never reused)."""
-        self.request("DELETE", self._version_path(model, number))
+    def delete_version(
+        self, model: str, number: int, *, drop_aliases: Iterable[str] = ()
+    ) -> None:
+        """Delete a version (its number is never reused).
+
+        While an alias points at it the server refuses (:class:`Conflict`, code
+        ``version_has_aliases``, the aliases in ``details["aliases"]``) unless
+        ``drop_aliases`` names every one: those are deleted with it, each recorded as an
+        alias deletion.
+        """
+        names = ",".join(drop_aliases)
+        self.request("DELETE", self._version_path(model, number),
+                     params={"drop_aliases": names} if names else None)
 
     def finalize_version(
         self, model: str, number: int, *, wait: float = 600.0
