@@ -10,6 +10,7 @@ checks hold.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -156,3 +157,71 @@ def test_a_version_deleted_while_an_alias_moves_to_it(live_server, client, model
     finally:
         engine.dispose()
     assert (deleted, aliases) == (0, ROUNDS * PAIRS)
+
+
+#: Writes to a version of ``racer`` (a draft, or ready for ``ready``), and their answer once
+#: another transaction that held the version's row has made it ``rejected``: a draft-only
+#: write sees the new status (409); the others run after it.
+HELD_WRITES = [
+    ("patch metadata", "draft", "PATCH", "", {"metadata": {"approved": "no"}},
+     409, "version_immutable"),
+    ("patch lineage", "draft", "PATCH", "", {"lineage": {"source": "x"}},
+     409, "version_immutable"),
+    ("patch description", "draft", "PATCH", "", {"description": "late"}, 200, None),
+    ("set tag", "draft", "PUT", "/tags/stage", {"value": "dev"}, 200, None),
+    ("delete tag", "draft", "DELETE", "/tags/team", None, 204, None),
+    ("finalize", "draft", "POST", "/finalize", None, 409, "version_not_draft"),
+    ("put file", "draft", "PUT", "/files/more.bin", b"more", 409, "version_immutable"),
+    ("delete file", "draft", "DELETE", "/files/model.bin", None, 409, "version_immutable"),
+    ("delete version", "draft", "DELETE", "", None, 204, None),
+    ("move alias onto it", "ready", "PUT", "alias", {"version": 1}, 409,
+     "version_not_ready"),
+]
+
+
+@pytest.mark.parametrize(("status", "method", "path", "body", "code", "error"),
+                         [case[1:] for case in HELD_WRITES],
+                         ids=[case[0] for case in HELD_WRITES])
+def test_a_write_waits_for_the_version_and_reads_its_status_again(
+        live_server, client, modelreg_database, status, method, path, body, code, error):
+    """Another transaction holds the version's row (as finalize does) and changes its status;
+    the write sent meanwhile waits for it, then answers as the new status says."""
+    from modelreg.db import get_engine, writer_engine
+    from modelreg.models import Model, Version
+
+    number = draft(client, {"approved": "yes"})
+    client.json("PUT", f"{M}/versions/{number}/tags/team", {"value": "risk"})
+    if status == "ready":
+        client.json("POST", f"{M}/versions/{number}/finalize")
+    target = f"{M}/aliases/champion" if path == "alias" else f"{M}/versions/{number}{path}"
+    engine = writer_engine(get_engine({"sqlalchemy.url": modelreg_database.url}))
+    answer: list[tuple[int, str]] = []
+    try:
+        with engine.connect() as conn, conn.begin():
+            row = conn.execute(
+                sa.select(Version.id).join(Model, Model.id == Version.model_id)
+                .where(Model.name == "racer", Version.number == number).with_for_update()
+            ).scalar_one()
+            conn.execute(sa.update(Version).where(Version.id == row).values(status="rejected"))
+
+            def send() -> None:
+                other = LiveClient(live_server)
+                try:
+                    raw = body if isinstance(body, bytes) else None
+                    status_code, _, data = other.call(
+                        method, target, None if raw is not None else body, raw=raw)
+                    answer.append((status_code, data.decode()))
+                finally:
+                    other.close()
+
+            thread = threading.Thread(target=send)
+            thread.start()
+            thread.join(0.3)
+            assert thread.is_alive(), f"{method} {target} did not wait: {answer}"
+        thread.join(30)
+    finally:
+        engine.dispose()
+    (got, text), = answer
+    assert got == code, text
+    if error is not None:
+        assert json.loads(text)["error"]["code"] == error, text
