@@ -313,16 +313,32 @@ class BarProgress(Progress):
         if task is not None:
             self._bars.remove_task(task)
 
+    def notice(self, message: str) -> None:
+        self._bars.console.print(f"note: {message}", markup=False, highlight=False)
+
     def close(self) -> None:
         """Take the bars off the terminal."""
         if self._bars.live.is_started:
             self._bars.stop()
 
 
-def _progress(as_json: bool, quiet: bool) -> BarProgress | None:
-    """Bars only for a person watching: stdout and stderr on a terminal, no --json."""
-    if as_json or quiet or not (sys.stdout.isatty() and sys.stderr.isatty()):
+class NoticeProgress(Progress):
+    """No bars (not on a terminal, or --json): notices still go to standard error."""
+
+    def notice(self, message: str) -> None:
+        click.echo(f"note: {message}", err=True)
+
+    def close(self) -> None:
+        """Nothing to take down."""
+
+
+def _progress(as_json: bool, quiet: bool) -> BarProgress | NoticeProgress | None:
+    """Bars only for a person watching: stdout and stderr on a terminal, no --json;
+    otherwise only notices, on standard error (none with --quiet)."""
+    if quiet:
         return None
+    if as_json or not (sys.stdout.isatty() and sys.stderr.isatty()):
+        return NoticeProgress()
     return BarProgress()
 
 

@@ -17,6 +17,7 @@ from ..openapi import Param, api_view, parse_body
 from ..policy import get_policy
 from ..security.http import client_address
 from ..security.policy import ModelContext, denial, readable_models, require
+from ..worker import queue
 from . import schemas
 from .names import check_alias
 from .services import RegistryService
@@ -228,15 +229,19 @@ def delete_version(request: Request) -> Response:
     return _no_content(request)
 
 
-@api_view("api.version_finalize", "POST", permission=WRITE, response=schemas.VersionOut,
+@api_view("api.version_finalize", "POST", permission=WRITE, response=schemas.FinalizeOut,
           also=(202,), errors=(409, 422), tags=["versions"])
 def finalize_version(request: Request) -> dict[str, Any]:
-    """Validate a draft and make it ready (immutable) or rejected (with its problems)."""
+    """Validate a draft and make it ready (immutable) or rejected (with its problems); 202
+    while scanners run (``validating``), with a ``notice`` when no worker runs them."""
     service = request.registry_service
     version = service.finalize_version(request.matchdict["model"], request.matchdict["version"])
+    document = service.version_json(version)
     if version.status == "validating":
         request.response.status_code = 202
-    return service.version_json(version)
+        stale = queue.stale_after(request.registry.settings)
+        document["notice"] = queue.no_worker_notice(request.dbsession, stale)
+    return document
 
 
 @api_view("api.version_tag", "PUT", permission=WRITE, body=schemas.TagSet,

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -85,6 +86,8 @@ class Worker:
         self.max_attempts = int(settings.get(MAX_ATTEMPTS_SETTING, 5))
         self.poll_interval = float(settings.get(POLL_SETTING, 2))
         self.max_backoff = float(settings.get(RETRY_CAP_SETTING, 3600))
+        #: A sign of life at least this often (``/readyz`` and finalize read it).
+        self.beat_interval = queue.stale_after(settings).total_seconds() / 4
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[Session]:
@@ -121,12 +124,26 @@ class Worker:
 
         A failure of the database or the blob store is logged and the loop goes on.
         """
+        last_beat: float | None = None
         while not stop.is_set():
             try:
+                if last_beat is None or time.monotonic() - last_beat >= self.beat_interval:
+                    self.beat()
+                    last_beat = time.monotonic()
                 self.run_once()
             except Exception:
                 log.exception("worker %s: a step failed; trying again shortly", self.id)
             stop.wait(self.poll_interval)
+        try:
+            with self.transaction(write=True) as db:
+                queue.forget(db, self.id)
+        except Exception:  # the row goes stale by itself
+            log.warning("worker %s: could not remove its row on the way out", self.id)
+
+    def beat(self) -> None:
+        """Show a sign of life (see :func:`modelreg.worker.queue.beat`)."""
+        with self.transaction(write=True) as db:
+            queue.beat(db, self.id)
 
     # ----------------------------------------------------------------------- jobs
 
@@ -151,6 +168,7 @@ class Worker:
         def heartbeat() -> None:
             with self.transaction(write=True) as db:
                 queue.renew(db, job_id, self.id, self.lease)
+                queue.beat(db, self.id)
 
         try:
             handler.run(self, payload, heartbeat)
