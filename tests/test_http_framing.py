@@ -95,6 +95,9 @@ def test_production_sets_waitress_limits_above_the_apps():
     assert "modelreg.api.max_json_body" in APP_BODY_LIMITS
     for key, limit in APP_BODY_LIMITS.items():
         assert limit < MAX_REQUEST_BODY, f"{key} is not below max_request_body_size"
+    # ...and no higher than the largest request a route takes: Waitress refuses a declared
+    # body over it from the header, where the app would only see it once spooled.
+    assert MAX_REQUEST_BODY == max(APP_BODY_LIMITS.values()) + 1
     assert 0 < int(SERVER_SETTINGS["channel_timeout"]) <= 300
     assert 8 * 1024 <= MAX_HEADER <= 256 * 1024
     assert SERVER_SETTINGS.get("expose_tracebacks", "false").lower() == "false"
@@ -301,6 +304,22 @@ def test_content_length_over_the_servers_limit_is_refused_unread(served, unchang
         answer = receive(sock)
     assert answer.status == 413 and answer.error_code() == "payload_too_large", answer
     assert answer.json()["error"]["details"] == {"max_request_body_size": MAX_REQUEST_BODY}
+
+
+@pytest.mark.parametrize("expect", [False, True])
+def test_an_upload_over_the_largest_request_is_refused_from_its_header(served, unchanged,
+                                                                        expect):
+    """A 300 MB PUT of a file, unauthenticated: the JSON 413 answers its header section alone
+    (with ``Expect: 100-continue``, no ``100 Continue`` before it), so no byte of the body is
+    sent, read or spooled."""
+    headers = {"Content-Length": "300000000", "Content-Type": "application/octet-stream"}
+    if expect:
+        headers["Expect"] = "100-continue"
+    with connect(served.port, timeout=5.0) as sock:
+        send(sock, request("PUT", f"{API}/models/m/versions/1/files/weights.bin",
+                           headers=headers))
+        answer = receive(sock)
+    assert answer.status == 413 and answer.error_code() == "payload_too_large", answer
 
 
 # --------------------------------------------------------------- Content-Length + chunked

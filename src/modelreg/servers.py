@@ -148,7 +148,9 @@ def _guard_classes() -> tuple[type, type]:
         * An HTTP/1.0 request with ``Transfer-Encoding`` (which Waitress frames by
           ``Content-Length``, RFC 9112 §6.1 says the framing is faulty): the same.
         * A body over ``max_request_body_size``: Waitress's ``413``, as modelreg's JSON
-          ``payload_too_large`` (declared lengths are refused from the header, unread).
+          ``payload_too_large``.  A declared length over it is refused from the header,
+          unread, also with ``Expect: 100-continue`` (to which Waitress would answer ``100
+          Continue`` first and then read the whole body before refusing it).
         """
 
         ambiguous = False
@@ -164,6 +166,10 @@ def _guard_classes() -> tuple[type, type]:
 
         def received(self, data: bytes) -> int:
             consumed = super().received(data)
+            if self.error is not None:
+                # Waitress would answer "100 Continue" to a request it has already refused
+                # from its header, and then read the whole body before the error.
+                self.expect_continue = False
             if self.ambiguous:
                 self.error = _json_error(
                     400, "Bad Request", "ambiguous_framing",
