@@ -352,3 +352,28 @@ def test_nginx_leaves_nothing_behind(stack):
     assert not directory.exists()
     with socket.socket() as probe:
         probe.bind((HOST, proxy.port))  # free again
+
+
+def test_failed_authentication_is_throttled_per_client_behind_it(stack):
+    """Throttling counts failures by the address Waitress takes from nginx's X-Forwarded-For:
+    the client that guessed tokens is blocked, another one behind the same nginx is not."""
+    guesser, bystander = "127.0.0.6", "127.0.0.7"
+    conn = http.client.HTTPConnection(HOST, stack.proxy.port, timeout=10,
+                                      source_address=(guesser, 0))
+    statuses = []
+    try:
+        for _ in range(11):  # production's default: blocked after 10 failures in 60 s
+            conn.request("GET", f"{API}/models",
+                         headers={"Authorization": "Bearer mr_0123456789abcdef_" + "x" * 43,
+                                  "X-Forwarded-For": bystander})
+            response = conn.getresponse()
+            response.read()
+            statuses.append(response.status)
+    finally:
+        conn.close()
+    assert statuses == [401] * 10 + [429], statuses
+    client = Client(stack, bystander)
+    try:
+        client.json("GET", f"{API}/models", status=200)
+    finally:
+        client.close()
