@@ -234,11 +234,11 @@ def test_a_wrong_host_is_closed_unanswered_and_unread(stack):
     assert stack.proxy.temp_files() == []
 
 
-@pytest.mark.parametrize("order", ["cl-first", "te-first"])
+@pytest.mark.parametrize("order", ["cl-first", "te-first", "http/1.0"])
 def test_content_length_with_transfer_encoding_is_refused_and_nothing_follows(stack, order):
-    """nginx refuses both framings at once (400) and closes: the request pipelined behind it
-    never reaches the registry."""
-    second_body = json.dumps({"name": f"smuggled-{order}"}).encode()
+    """nginx refuses both framings at once, and Transfer-Encoding in HTTP/1.0 (400), and
+    closes: the request pipelined behind it never reaches the registry."""
+    second_body = json.dumps({"name": f"smuggled-{order.replace('/', '')}"}).encode()
     second = head("POST", f"{API}/models", {"Authorization": f"Bearer {stack.token}",
                                              "Content-Type": "application/json",
                                              "Content-Length": str(len(second_body))})
@@ -248,6 +248,8 @@ def test_content_length_with_transfer_encoding_is_refused_and_nothing_follows(st
                {"Transfer-Encoding": "chunked", "Content-Length": str(len(body))})
     first = head("POST", f"{API}/models", {"Authorization": f"Bearer {stack.token}",
                                             "Content-Type": "application/json", **framing})
+    if order == "http/1.0":
+        first = first.replace(b"HTTP/1.1\r\n", b"HTTP/1.0\r\nConnection: keep-alive\r\n", 1)
     with connect(stack, TWO) as sock:
         sock.sendall(first + body + second + second_body)
         answer = receive(sock)
@@ -255,7 +257,7 @@ def test_content_length_with_transfer_encoding_is_refused_and_nothing_follows(st
         assert closed(sock)
     client = Client(stack, TWO)
     try:
-        client.json("GET", f"{API}/models/smuggled-{order}", status=404)
+        client.json("GET", f"{API}/models/smuggled-{order.replace('/', '')}", status=404)
     finally:
         client.close()
 
@@ -377,3 +379,17 @@ def test_failed_authentication_is_throttled_per_client_behind_it(stack):
         client.json("GET", f"{API}/models", status=200)
     finally:
         client.close()
+
+
+def test_expect_100_continue_within_the_limit_goes_through(stack):
+    """A client that waits for ``100 Continue`` gets it from nginx, sends its body, and the
+    registry answers (Waitress sees no Expect of its own)."""
+    body = json.dumps({"name": "expected"}).encode()
+    with connect(stack, TWO) as sock:
+        sock.sendall(head("POST", f"{API}/models", {
+            "Authorization": f"Bearer {stack.token}", "Content-Type": "application/json",
+            "Content-Length": str(len(body)), "Expect": "100-continue"}))
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = receive(sock)
+    assert answer.status == 201, answer
