@@ -8,6 +8,8 @@ shipped nginx configuration (``--nginx``), it measures:
 * **spool**: ``--connections`` clients with a wrong ``Host`` each send all but the last byte
   of a ``--body-mib`` MiB ``PUT``; the bytes the server process then holds in temporary
   files (unlinked files open in ``/proc/<pid>/fd``) and its RSS, and nginx's temporary files;
+* **memory**: ``connection_limit`` clients each send ``inbuf_overflow - 1`` bytes of a 200 MiB
+  body (the most Waitress keeps in memory before spooling) and stop: the server's RSS;
 * **oversized PUT**: one 300 MB ``PUT`` of a file, no token: how many body bytes the client
   sent before an answer came, the answer's status and the seconds it took;
 * **idle**: ``connection_limit + 5`` connections from one address that send nothing, then a
@@ -96,6 +98,25 @@ def spool(port: int, pid: int, proxy: NginxProxy | None, connections: int, size:
             sock.close()
 
 
+def memory(port: int, pid: int, connections: int, held: int) -> str:
+    """``connections`` clients each send ``held`` bytes of a 200 MiB body and stop."""
+    before = rss(pid)
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=30)
+             for _ in range(connections)]
+    try:
+        for sock in socks:
+            sock.sendall(b"PUT /api/v1/models/m/versions/1/files/x HTTP/1.1\r\n"
+                         b"Host: 127.0.0.1\r\nContent-Length: %d\r\n\r\n" % (200 * MiB))
+            sock.sendall(b"\0" * held)
+        time.sleep(2.0)
+        return (f"memory: {connections} connections x {held / MiB:.2f} MiB of body each: "
+                f"RSS {before / MiB:.0f} -> {rss(pid) / MiB:.0f} MiB, temporary files "
+                f"{spooled(pid) / MiB:.0f} MiB")
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def oversized(port: int) -> str:
     size = 300_000_000
     started = time.monotonic()
@@ -174,6 +195,9 @@ def main() -> None:
             print(spool(port, server.process.pid, proxy, args.connections,
                         args.body_mib * MiB), flush=True)
             print(oversized(port), flush=True)
+            limit = int(settings.get("connection_limit", "100"))
+            inbuf = int(settings.get("inbuf_overflow", str(512 * 1024)))
+            print(memory(port, server.process.pid, limit, inbuf - 1), flush=True)
             if not args.skip_idle:
                 print(idle(port, int(settings.get("connection_limit", "100")), args.idle_cap),
                       flush=True)
