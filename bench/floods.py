@@ -2,7 +2,8 @@
 
 Against the registry served by Waitress (SQLite, local storage, in a temporary directory)
 with the ``[server:main]`` of a ``production.ini`` — this clone's, or another given with
-``--ini`` (e.g. ``git show main:production.ini > /tmp/old.ini``) — alone or behind the
+``--ini`` (e.g. ``git show e88868e:production.ini > /tmp/old.ini``, the settings before
+the figures of docs/security.md) — alone or behind the
 shipped nginx configuration (``--nginx``), it measures:
 
 * **spool**: ``--connections`` clients with a wrong ``Host`` each send all but the last byte
