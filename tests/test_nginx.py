@@ -16,6 +16,7 @@ import configparser
 import hashlib
 import http.client
 import json
+import re
 import select
 import socket
 import time
@@ -393,3 +394,32 @@ def test_expect_100_continue_within_the_limit_goes_through(stack):
         sock.sendall(body)
         answer = receive(sock)
     assert answer.status == 201, answer
+
+
+def _nginx_size(value: str) -> int:
+    units = {"k": 1024, "m": MiB, "g": 1024 * MiB}
+    return int(value[:-1]) * units[value[-1].lower()] if value[-1].isalpha() else int(value)
+
+
+def test_the_configuration_follows_production_ini():
+    """The shipped file's body limits are production.ini's (1 MiB for JSON routes, the
+    single-request upload size for the upload routes), its upstream keep-alive ends before
+    Waitress's channel_timeout, and docs/security.md states the figures production.ini
+    sets."""
+    conf = (ROOT / "deploy" / "nginx" / "modelreg.conf").read_text()
+    sizes = [_nginx_size(v) for v in re.findall(r"client_max_body_size (\w+);", conf)]
+    parser = configparser.RawConfigParser()
+    parser.read(ROOT / "production.ini", encoding="utf-8")
+    app = dict(parser.items("app:main"))
+    assert sizes == [int(app["modelreg.api.max_json_body"])] + [
+        int(app["modelreg.upload.max_put_size"])] * 2
+    server = _production_server_settings()
+    keepalive = re.search(r"upstream modelreg \{[^}]*keepalive_timeout (\d+)s;", conf)
+    assert keepalive and int(keepalive.group(1)) < int(server["channel_timeout"])
+    assert f"limit_conn modelreg_conn {CONNECTIONS_PER_CLIENT};" in conf
+    doc = (ROOT / "docs" / "security.md").read_text()
+    limit, timeout = server["connection_limit"], server["channel_timeout"]
+    assert f"| connections | {limit} (`connection_limit`)" in doc
+    assert f"closed after `channel_timeout` ({timeout} s" in doc
+    body_mib = (int(server["max_request_body_size"]) - 1) // MiB
+    assert f"{limit} \N{MULTIPLICATION SIGN} {body_mib} MiB" in doc
