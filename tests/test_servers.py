@@ -264,21 +264,29 @@ def _hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"hello"]
 
 
-def test_the_framing_guard_is_on_for_waitress_3_0(monkeypatch):
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", "127.0.0.1:0 127.0.0.1:0"])
+def test_the_framing_guard_is_on_for_waitress_3_0(monkeypatch, listen):
+    """On every listening socket, one or several."""
     from waitress.channel import HTTPChannel
     from waitress.parser import HTTPRequestParser
+    from waitress.server import BaseWSGIServer
 
     from modelreg import servers
 
     monkeypatch.setattr(servers, "waitress_version", lambda: "3.0.2")
-    server = servers.create_server(_hello, listen="127.0.0.1:0", threads=1)
+    socket_map: dict[int, Any] = {}
+    server = servers.create_server(_hello, listen=listen, threads=1, map=socket_map)
+    listeners = [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]
     try:
-        assert issubclass(server.channel_class, HTTPChannel)
-        assert server.channel_class is not HTTPChannel
-        assert issubclass(server.channel_class.parser_class, HTTPRequestParser)
-        assert server.channel_class.parser_class.__name__ == "FramingGuardParser"
+        assert len(listeners) == len(listen.split())
+        for listener in listeners:
+            channel = listener.channel_class
+            assert issubclass(channel, HTTPChannel) and channel is not HTTPChannel
+            assert issubclass(channel.parser_class, HTTPRequestParser)
+            assert channel.parser_class.__name__ == "FramingGuardParser"
     finally:
-        server.close()
+        for listener in listeners:
+            listener.close()
         server.task_dispatcher.shutdown()
 
 

@@ -214,7 +214,9 @@ def create_server(app: Callable[..., Any], **settings: Any) -> Any:
     from waitress.server import create_server as waitress_create_server
 
     channel = framing_guard()
-    socket_map: dict[int, Any] = settings.pop("map", None) or {}
+    socket_map: dict[int, Any] | None = settings.pop("map", None)
+    if socket_map is None:
+        socket_map = {}
     server = waitress_create_server(app, map=socket_map, **settings)
     if channel is not None:
         for dispatcher in list(socket_map.values()):
