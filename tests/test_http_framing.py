@@ -322,6 +322,19 @@ def test_an_upload_over_the_largest_request_is_refused_from_its_header(served, u
     assert answer.status == 413 and answer.error_code() == "payload_too_large", answer
 
 
+def test_expect_100_continue_within_the_limit_is_continued(served, unchanged):
+    """A body the server will read gets ``100 Continue`` and is then judged by the app (here
+    a name no model may have, so nothing changes)."""
+    body = create_body("../etc")
+    with connect(served.port) as sock:
+        send(sock, request("POST", f"{API}/models", headers={
+            **json_headers(served, len(body)), "Expect": "100-continue"}))
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        send(sock, body)
+        answer = receive(sock)
+    assert answer.status == 422 and answer.error_code() == "invalid_name", answer
+
+
 # --------------------------------------------------------------- Content-Length + chunked
 
 
