@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pluggy
 
+from .auditing import audit_request, record_audit
 from .errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from .hookspecs import PROJECT_NAME
 from .interfaces import MIN_CHUNK_SIZE, IBlobStore, validate_sha256
@@ -53,6 +54,8 @@ __all__ = [
     "Unprocessable",
     "UploadNotFound",
     "add_api_view",
+    "audit_request",
     "hookimpl",
+    "record_audit",
     "validate_sha256",
 ]
