@@ -265,3 +265,10 @@ def test_module_and_qualified_name_match_separately(pattern, module, qualname, p
 def test_wrong_settings_stop_start_up_naming_the_setting(value):
     with pytest.raises(ValueError, match=r"modelreg\.scan\.allow\.x"):
         allow.from_settings({"modelreg.scan.allow.x": value})
+
+
+def test_a_setting_may_list_its_globals_on_continuation_lines():
+    (found,) = allow.from_settings({
+        "modelreg.scan.allow.risk": "risk-* : sklearn.pipeline:Pipeline\n    a.b:C"}).values()
+    assert (found.name, found.models, found.globals) == (
+        "risk", "risk-*", ("sklearn.pipeline:Pipeline", "a.b:C"))

@@ -139,7 +139,11 @@ def start(config: Configurator) -> None:
     settings = config.get_settings()
     allow.from_settings(settings)
     if "sqlalchemy.url" in settings:
-        engine = allow.get_engine(settings)
-        if allow.tables_exist(engine):
-            allow.sync_settings(engine, settings)
+        # a pool of its own only in processes that scan (apply()); here one connection
+        engine = sa.create_engine(settings["sqlalchemy.url"], poolclass=sa.pool.NullPool)
+        try:
+            if allow.tables_exist(engine):
+                allow.sync_settings(engine, settings)
+        finally:
+            engine.dispose()
     config.include("modelreg_scan.views")
