@@ -218,6 +218,13 @@ def test_wrong_requests_get_json_errors_and_change_nothing(admin):
     admin.post_json(A, {"name": "x", "models": "*", "globals": ["a:b"], "admin": True},
                     status=422)
     admin.post(A, "not json", headers={"Content-Type": "application/json"}, status=400)
+    admin.post(A, '{"name": "x", "models": "*", "globals": ["a:b"]}',
+               headers={"Content-Type": "text/plain"}, status=415)
+    for description in ("nul \u0000", "bell \u0007", "\ud800"):
+        error = admin.post_json(A, {"name": "x", "models": "*", "globals": ["a:b"],
+                                    "description": description}, status=422).json["error"]
+        assert error["code"] in ("invalid_body", "validation_failed")
+    admin.post(A, "[]", headers={"Content-Type": "application/json"}, status=400)
     name = unique("dup")
     admin.post_json(A, {"name": name, "models": "*", "globals": ["a:b"]}, status=201)
     assert admin.post_json(A, {"name": name, "models": "*", "globals": ["c:d"]},

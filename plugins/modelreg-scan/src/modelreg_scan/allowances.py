@@ -56,6 +56,7 @@ _MODELS = re.compile(r"[A-Za-z0-9._*?-]{1,200}")
 # parts may hold the wildcards * and ?.  fnmatch's [...] classes are not accepted.
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_*?-]+)*")
 _QUALNAME = re.compile(r"[A-Za-z0-9_*?<>]+(?:\.[A-Za-z0-9_*?<>]+)*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SETTING_VALUE = re.compile(r"\s*(\S+)\s+:\s+(.*)", re.DOTALL)
 
 
@@ -150,9 +151,11 @@ def problems_of(name: Any, models: Any, globals_: Any, description: Any) -> list
             except ValueError as exc:
                 problems.append({"field": f"globals/{index}", "code": "invalid_global",
                                  "message": str(exc)})
-    if not isinstance(description, str) or len(description) > 500:
+    if (not isinstance(description, str) or len(description) > 500
+            or _CONTROL.search(description)):
         problems.append({"field": "description", "code": "invalid_description",
-                         "message": "the description is text of at most 500 characters"})
+                         "message": "the description is text of at most 500 characters, "
+                                    "without control characters"})
     return problems
 
 

@@ -17,13 +17,14 @@ from sqlalchemy.exc import IntegrityError
 from zope.sqlalchemy import mark_changed
 
 from modelreg.api import (
+    JSON_BODY_ERRORS,
     ApiOperation,
-    BadRequest,
     Conflict,
     NotFound,
     Unprocessable,
     add_api_view,
     audit_request,
+    read_json_body,
 )
 
 from . import allowances as allow
@@ -53,12 +54,7 @@ def create_allowance(request: Request) -> dict[str, Any]:
     """POST /api/v1/scan/allowances: ``name``, ``models`` (a glob of model names),
     ``globals`` (``module:qualname`` patterns) and ``description``; audited as
     ``scan_allowance.created``."""
-    try:
-        body = request.json_body
-    except ValueError:
-        raise BadRequest("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
+    body = read_json_body(request)  # the API's rules: 413, 415, 400, NUL and surrogates 422
     unknown = set(body) - FIELDS
     if unknown:
         raise Unprocessable(f"unknown fields: {', '.join(sorted(unknown))}",
@@ -121,7 +117,7 @@ def includeme(config: Configurator) -> None:
     views: list[tuple[str, str, Any, dict[str, Any]]] = [
         ("scan.allowances", "GET", list_allowances, {}),
         ("scan.allowances", "POST", create_allowance,
-         {"status": 201, "errors": (400, 409, 422)}),
+         {"status": 201, "errors": (*JSON_BODY_ERRORS, 409)}),
         ("scan.allowance", "GET", get_allowance, {"errors": (404,)}),
         ("scan.allowance", "DELETE", delete_allowance, {"status": 204, "errors": (404, 409)}),
     ]
