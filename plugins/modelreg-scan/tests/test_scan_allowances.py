@@ -259,6 +259,12 @@ def test_only_global_admins_manage_allowances(app, admin):
     ("pkg.mod:*", "pkg.mod.os", "system", False),
     ("pkg.mod:Model", "pkg.mod", "Model.__reduce__", False),
     ("pkg.mod:Model.*", "pkg.mod", "Model.Inner", True),
+    ("pkg.mod:*", "pkg.mod", "os.system", False),     # protocol 4 getattr through pkg.mod
+    ("pkg.mod:Model.*", "pkg.mod", "Model.Inner.deep", False),
+    ("pkg.mod:Model.*", "pkg.mod", "Model.__init__", False),
+    ("pkg.mod:*.*", "pkg.mod", "Model.Inner", True),
+    ("pkg.mod:Model.__call__", "pkg.mod", "Model.__call__", True),
+    ("sklearn.*:*", "sklearn.linear_model._logistic", "LogisticRegression", True),
     ("os:system", "os", "system", True),
 ])
 def test_module_and_qualified_name_match_separately(pattern, module, qualname, permitted):

@@ -76,8 +76,27 @@ def parse_global(text: str) -> tuple[str, str]:
             f"{text!r} is not <module>:<qualified name> (e.g. "
             "sklearn.linear_model._logistic:LogisticRegression or sklearn.*:*); the module "
             "must start with a package named without wildcards; * and ? match any "
-            "characters (dots too) within the module or the name, never across the colon")
+            "characters of the module (dots too) and of one dotted part of the name")
     return module, qualname
+
+
+def qualname_matches(qualname: str, pattern: str) -> bool:
+    """Whether a qualified name matches a pattern part by dotted part: ``*`` and ``?``
+    never cross a dot, and never match a ``__dunder__`` part unless the pattern writes it
+    out.  An unpickler resolves ``a.b`` (protocol 4) by ``getattr`` from the module, so
+    ``pkg.mod:*`` must not reach ``os.system`` through an ``import os`` in ``pkg.mod``, nor
+    ``Model.__init__.__globals__``."""
+    names, patterns = qualname.split("."), pattern.split(".")
+    if len(names) != len(patterns):
+        return False
+    for name, part in zip(names, patterns, strict=True):
+        if name == part:
+            continue
+        if name.startswith("__") and name.endswith("__"):
+            return False
+        if not fnmatch.fnmatchcase(name, part):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -87,7 +106,9 @@ class Allowance:
     :ivar name: the allowance's name (``a-z``, ``0-9``, ``.``, ``_``, ``-``).
     :ivar models: a glob of model names (``fnmatch``, case-sensitive: ``fraud-*``).
     :ivar globals: ``module:qualname`` patterns; module and qualified name are matched
-        separately, so ``pkg.*:*`` never permits module ``os`` with name ``system``.
+        separately, so ``pkg.*:*`` never permits module ``os`` with name ``system``; in
+        the module ``*`` and ``?`` match dots too, in the qualified name they stay within
+        one dotted part (:func:`qualname_matches`).
     :ivar description: why it exists.
     :ivar source: ``settings`` or ``api``.
     """
@@ -108,7 +129,7 @@ class Allowance:
         for pattern in self.globals:
             module_pattern, qualname_pattern = parse_global(pattern)
             if (fnmatch.fnmatchcase(module, module_pattern)
-                    and fnmatch.fnmatchcase(qualname, qualname_pattern)):
+                    and qualname_matches(qualname, qualname_pattern)):
                 return pattern
         return None
 
