@@ -285,3 +285,11 @@ def test_a_setting_may_list_its_globals_on_continuation_lines():
         "modelreg.scan.allow.risk": "risk-* : sklearn.pipeline:Pipeline\n    a.b:C"}).values()
     assert (found.name, found.models, found.globals) == (
         "risk", "risk-*", ("sklearn.pipeline:Pipeline", "a.b:C"))
+
+
+def test_the_app_starts_while_the_database_is_down(tmp_path):
+    settings = {"sqlalchemy.url": "postgresql+psycopg://postgres@127.0.0.1:1/none",
+                "modelreg.storage.local.path": str(tmp_path),
+                "modelreg.scan.allow.risk": "risk-* : sklearn.pipeline:Pipeline"}
+    wsgi = make_app(settings, PLUGINS)  # the allowances are synced by the first scan
+    wsgi.registry["db_engine"].dispose()

@@ -7,13 +7,14 @@ changed only in the settings.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from zope.sqlalchemy import mark_changed
 
 from modelreg.api import (
@@ -29,6 +30,8 @@ from modelreg.api import (
 
 from . import allowances as allow
 from .tables import API, SETTINGS, allowances
+
+log = logging.getLogger(__name__)
 
 PERMISSION = "admin"
 FIELDS = {"name", "models", "globals", "description"}
@@ -140,6 +143,9 @@ def start(config: Configurator) -> None:
         try:
             if allow.tables_exist(engine):
                 allow.sync_settings(engine, settings)
+        except SQLAlchemyError:  # the database is down: the first scan syncs them
+            log.warning("modelreg-scan: allowances of the settings not synced at start-up",
+                        exc_info=True)
         finally:
             engine.dispose()
     config.include("modelreg_scan.views")
