@@ -12,8 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+import webtest
 
 from helpers import API, add_file, create_model, create_version
+from modelreg.api import hookimpl
+from modelreg.models import Job
 from modelreg.testing import CORE_PLUGINS, clear_database, make_app
 from modelreg.worker.runner import Worker
 from openapi_checking import CheckedTestApp
@@ -110,3 +114,42 @@ def test_a_version_over_the_file_limit_is_rejected_at_finalize_without_a_scan(
     assert jobs(bounded_wsgi.registry["db_engine"]) == []
     ok = draft(app, SMALL, {f"f{i}.bin": b"clean" for i in range(5)})
     app.post(f"{API}/models/{SMALL}/versions/{ok}/finalize", status=202)
+
+
+class Thief:
+    """A scanner that, on a file holding ``STEAL``, hands the running scan job to another
+    worker (as a lease that ran out and was claimed again would)."""
+
+    engine: Any = None
+
+    @hookimpl
+    def modelreg_scan_file(self, file: dict[str, Any], opener: Any) -> list[Any]:
+        with opener() as stream:
+            if b"STEAL" in stream.read() and self.engine is not None:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.update(Job.__table__)
+                                 .where(Job.__table__.c.status == "running")
+                                 .values(locked_by="another-worker"))
+        return []
+
+
+def test_a_batch_of_a_job_another_worker_took_over_stores_nothing_and_queues_nothing(
+        modelreg_database, tmp_path):
+    thief = Thief()
+    wsgi = make_app({"sqlalchemy.url": modelreg_database.url, "retry.attempts": "3",
+                     "modelreg.storage.local.path": str(tmp_path)},
+                    plugins=(*CORE_PLUGINS, Scanner(), thief))
+    engine = thief.engine = wsgi.registry["db_engine"]
+    try:
+        app = webtest.TestApp(wsgi, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+        number = draft(app, BIG, {"a.bin": b"WARN STEAL", "b.bin": b"clean"})
+        app.post(f"{API}/models/{BIG}/versions/{number}/finalize", status=202)
+        worker_of(wsgi, **{"modelreg.scan.batch_seconds": "0"}).run_job()
+        (job,) = jobs(engine)  # no second job for the rest of the version
+        assert (job.status, job.locked_by) == ("running", "another-worker")
+        assert app.get(f"{API}/models/{BIG}/versions/{number}/findings").json[
+            "findings"] == []
+        assert status(app, BIG, number) == "validating"
+    finally:
+        clear_database(engine)
+        engine.dispose()
