@@ -53,6 +53,7 @@ def framework_pickle(*globals_: tuple[str, str]) -> bytes:
     """What ``pickle.dumps`` writes for instances of classes at ``module:qualname``: stub
     classes in stub modules, removed again afterwards."""
     added: list[str] = []
+    replaced: list[tuple[Any, str, Any]] = []
     objects = []
     try:
         for module, qualname in globals_:
@@ -63,10 +64,17 @@ def framework_pickle(*globals_: tuple[str, str]) -> bytes:
                     sys.modules[name] = types.ModuleType(name)
                     added.append(name)
             cls = type(qualname, (), {"__module__": module, "__qualname__": qualname})
+            replaced.append((sys.modules[module], qualname,
+                             getattr(sys.modules[module], qualname, None)))
             setattr(sys.modules[module], qualname, cls)
             objects.append(cls())
         return pickle.dumps(objects, protocol=4)
     finally:
+        for owner, qualname, before in reversed(replaced):  # os.system is os.system again
+            if before is None:
+                delattr(owner, qualname)
+            else:
+                setattr(owner, qualname, before)
         for name in added:
             del sys.modules[name]
 
@@ -75,6 +83,7 @@ SKLEARN = framework_pickle((SK, "LogisticRegression"))
 CLOUDPICKLE = framework_pickle(("cloudpickle.cloudpickle", "_make_skeleton_class"),
                                (SK, "LogisticRegression"))
 SKLEARN_AND_OS = framework_pickle((SK, "LogisticRegression"), ("os", "system"))
+assert callable(os.system) and not isinstance(os.system, type)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
