@@ -48,7 +48,7 @@ from ..policy import (
 )
 from ..validation import validate_alias, validate_model, validate_version
 from ..worker.queue import enqueue
-from ..worker.scanning import SCAN_JOB, has_scanners
+from ..worker.scanning import SCAN_JOB, file_count_problems, has_scanners
 from . import filters, paging
 from .names import (
     DIGEST_PREFIX,
@@ -1075,6 +1075,8 @@ class RegistryService:
         # lowered since, and concurrent uploads of different files may add up.
         problems += size_problems(self.db, self.policy, version, path=None, size=0,
                                   phase="finalize")[0]
+        if has_scanners(self.hook):
+            problems += file_count_problems(self.settings, files)
         now = utcnow()
         version.finalized_at = now
         if not problems and has_scanners(self.hook):

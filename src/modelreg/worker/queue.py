@@ -67,12 +67,13 @@ def renew(dbsession: Session, job_id: int, worker_id: str, lease: dt.timedelta) 
     return result.rowcount == 1
 
 
-def finish(dbsession: Session, job_id: int, worker_id: str) -> None:
-    """Mark a job this worker holds as done."""
-    dbsession.execute(
+def finish(dbsession: Session, job_id: int, worker_id: str) -> bool:
+    """Mark a job this worker holds as done; ``False`` when it holds it no longer."""
+    result = dbsession.execute(
         sa.update(Job).where(Job.id == job_id, Job.locked_by == worker_id)
         .values(status="done", locked_by=None, locked_until=None, updated_at=utcnow())
     )
+    return result.rowcount == 1
 
 
 def retry_later(

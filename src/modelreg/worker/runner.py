@@ -59,6 +59,22 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[: queue.MAX_ERROR]
 
 
+class Heartbeat:
+    """The ``heartbeat`` a job's handler calls to renew its lease; it also names the job
+    (``job_id``), for a handler that queues its own continuation in the transaction that
+    finishes it (:mod:`.scanning`)."""
+
+    def __init__(self, worker: Worker, job_id: int) -> None:
+        self.worker = worker
+        self.job_id = job_id
+
+    def __call__(self) -> None:
+        """Extend the lease of the job, and show that the worker is alive."""
+        with self.worker.transaction(write=True) as db:
+            queue.renew(db, self.job_id, self.worker.id, self.worker.lease)
+            queue.beat(db, self.worker.id)
+
+
 class Worker:
     """Runs jobs and delivers events for one deployment.
 
@@ -165,11 +181,7 @@ class Worker:
             return True
         log.info("worker %s: running job %s (%s), attempt %s", self.id, job_id, kind, attempts)
 
-        def heartbeat() -> None:
-            with self.transaction(write=True) as db:
-                queue.renew(db, job_id, self.id, self.lease)
-                queue.beat(db, self.id)
-
+        heartbeat = Heartbeat(self, job_id)
         try:
             handler.run(self, payload, heartbeat)
         except Exception as exc:
