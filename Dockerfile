@@ -21,9 +21,12 @@ RUN python -m venv /opt/modelreg \
 
 # ---------------------------------------------------------------- run: no compiler, no sources
 FROM ${PYTHON_IMAGE}
+# MODELREG_LISTEN: egg:modelreg#waitress listens on every interface of the container instead
+# of production.ini's loopback address (src/modelreg/servers.py).
 ENV PATH=/opt/modelreg/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    MODELREG_LISTEN=*:6543
 # A user of its own: the registry never runs as root.
 RUN groupadd --system --gid 10001 modelreg \
  && useradd --system --uid 10001 --gid modelreg --home-dir /srv/modelreg --create-home modelreg
@@ -32,12 +35,8 @@ COPY --chown=modelreg:modelreg production.ini /srv/modelreg/production.ini
 COPY deploy/entrypoint.sh /usr/local/bin/modelreg-entrypoint
 USER 10001:10001
 WORKDIR /srv/modelreg
-# The image's production.ini is the repository's, but Waitress listens on every interface of
-# the container rather than on loopback (the build fails if that line ever changes); local
-# storage (modelreg.storage.local.path = %(here)s/var/blobs) lives on the volume.
-RUN sed -i 's/^listen = 127\.0\.0\.1:6543$/listen = *:6543/' production.ini \
- && grep -q '^listen = \*:6543$' production.ini \
- && mkdir -p /srv/modelreg/var
+# Local storage (modelreg.storage.local.path = %(here)s/var/blobs) lives on the volume.
+RUN mkdir -p /srv/modelreg/var
 VOLUME ["/srv/modelreg/var"]
 EXPOSE 6543
 # /readyz: 200 once the database and the blob store answer (docs/operations.md).

@@ -77,9 +77,10 @@ def test_the_image_runs_pserve_production_ini_as_a_non_root_user():
     # The command and the health check are the ones the deployment guide gives.
     guide = (ROOT / "docs" / "deployment.md").read_text()
     assert "pserve production.ini" in guide and "/readyz" in guide
-    # The image listens on the container's interfaces by rewriting exactly this line.
-    assert "listen = 127.0.0.1:6543" in (ROOT / "production.ini").read_text().splitlines()
-    assert any("listen = *:6543" in args for keyword, args in instructions() if keyword == "RUN")
+    # The repository's production.ini, served by modelreg's Waitress runner, which listens
+    # where MODELREG_LISTEN says: every interface of the container.
+    assert "use = egg:modelreg#waitress" in (ROOT / "production.ini").read_text()
+    assert "MODELREG_LISTEN=*:6543" in found["ENV"]
     # Multi-stage: the image that runs is not the one that compiled.
     assert sum(keyword == "FROM" for keyword, _ in instructions()) == 2
 

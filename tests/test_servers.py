@@ -12,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 
 from modelreg.testing import TestDatabase, clear_database
-from modelreg.testing.server import LiveServer
+from modelreg.testing.server import LiveServer, free_port
 
 pytestmark = pytest.mark.server
 
@@ -308,3 +311,41 @@ def test_the_framing_guard_stays_out_of_other_waitress_releases(monkeypatch, cap
         server.task_dispatcher.shutdown()
     assert any(f"Waitress {version} is not 3.0.x" in r.getMessage()
                and "deploy/nginx/modelreg.conf" in r.getMessage() for r in caplog.records)
+
+
+class _ListeningFromTheEnvironment(LiveServer):
+    """A server whose ini names one port and whose MODELREG_LISTEN names another (the one it
+    is waited for on)."""
+
+    def ini_text(self) -> str:
+        self.ini_port = free_port()
+        self.environ["MODELREG_LISTEN"] = f"127.0.0.1:{self.port}"
+        return super().ini_text().replace(f"listen = 127.0.0.1:{self.port}",
+                                          f"listen = 127.0.0.1:{self.ini_port}")
+
+
+@pytest.mark.server
+def test_modelreg_listen_replaces_the_ini_listen_address(server_settings):
+    """What `python3 dev.py serve --port` and the container image rely on."""
+    with _ListeningFromTheEnvironment(server_settings, threads=2) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().status == 200
+        connection.close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.ini_port), timeout=2).close()
+
+
+def test_dev_py_serve_says_when_its_port_is_taken():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, str(ROOT / "dev.py"), "serve", "--port",
+                               str(port)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"port {port} is taken" in done.stderr
+    assert f"python3 dev.py serve --port {port + 1}" in done.stderr
+    usage = subprocess.run([sys.executable, str(ROOT / "dev.py"), "serve", "--port", "x"],
+                           capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 1 and "usage: python3 dev.py serve [--port N]" in usage.stderr

@@ -225,11 +225,23 @@ def create_server(app: Callable[..., Any], **settings: Any) -> Any:
     return server
 
 
+#: Where to listen instead of ``[server:main]``'s ``listen`` (``host:port``, several separated
+#: by spaces): for ``python3 dev.py serve --port`` and the container image, which run the
+#: repository's ini files unchanged.
+LISTEN_VARIABLE = "MODELREG_LISTEN"
+
+
 def serve_paste(app: Callable[..., Any], global_conf: Mapping[str, Any],
                 **settings: Any) -> int:
     """The PasteDeploy server runner ``egg:modelreg#waitress``: ``[server:main]`` takes
-    Waitress's own settings."""
+    Waitress's own settings; ``MODELREG_LISTEN`` in the environment replaces ``listen``
+    (and ``host``/``port``)."""
     import waitress
 
+    listen = os.environ.get(LISTEN_VARIABLE, "").strip()
+    if listen:
+        for key in ("listen", "host", "port"):
+            settings.pop(key, None)
+        settings["listen"] = listen
     waitress.serve(app, _server=create_server, **settings)
     return 0
