@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import time
@@ -421,7 +422,7 @@ def test_forged_page_tokens_with_the_right_fingerprint_are_refused(world, snapsh
     principals = paging.fingerprint("principals")
     requests = []
     for key in ([{"a": 1}, 1], [[1], 1], ["a", 10**30], [None, None], [True, 1], ["a", "b"],
-                ["a", 1.5], ["a", {"t": "2026-01-01"}]):
+                ["a", 1.5], ["a", {"t": "2026-01-01"}], ["\ud800", 1], ["a\udfff", 1]):
         requests.append((repr(key), "GET", f"{API}/models?page_token={_forged(key, models)}",
                          None, None))
     for key in (["abc", 1], [{"t": "2026-01-01T00:00:00+05:00"}, 1], [{"t": "garbage"}, 1],
@@ -602,6 +603,62 @@ def test_numbers_out_of_range_are_refused(world, snapshot):
     for grant in ("9" * 30, "9" * 5000, "\u00b2", "-1"):
         response = world.send("GET", f"{API}/admin/grants/{quote(grant)}")
         assert response.status_int == 404, response.text
+    assert snapshot() == before
+
+
+def test_huge_range_positions_are_no_500(world, snapshot):
+    """``Range`` positions of thousands of digits (past Python's 4,300-digit ``int()`` limit)
+    mean what RFC 9110 says of any position past the end: a first position there is
+    unsatisfiable (``416``, JSON), a last one or a suffix is the rest of the file (``206``)."""
+    before = snapshot()
+    url = f"{API}/models/fraud-detector/versions/1/files/model.bin"
+    huge = "9" * 5000
+    response = world.send("GET", url, headers={"Range": f"bytes={huge}-"})
+    assert world.refusal(response) is None, response.text
+    assert (response.status_int, error_code(response)) == (416, "range_not_satisfiable")
+    response = world.send("GET", url, headers={"Range": f"bytes={huge}-{huge}1"})
+    assert (response.status_int, error_code(response)) == (416, "range_not_satisfiable")
+    for value in (f"bytes=0-{huge}", f"bytes=-{huge}", f"bytes=2-{'0' * 5000}9"):
+        response = world.send("GET", url, headers={"Range": value})
+        assert response.status_int == 206, (value[:20], response.text)
+        assert response.body == b"weights"[2 if value.startswith("bytes=2") else 0:]
+    assert snapshot() == before
+
+
+def test_huge_content_range_positions_are_400(world, snapshot):
+    before = snapshot()
+    opened = world.send("POST", f"{API}/models/fraud-detector/versions/2/uploads",
+                        json.dumps({"path": "chunked.bin"}).encode(), "application/json")
+    assert opened.status_int == 201, opened.text
+    location = opened.json["location"]
+    huge = "9" * 5000
+    try:
+        for value in (f"bytes 0-{huge}", f"bytes {huge}-{huge}9", f"{huge}-{huge}",
+                      f"0-{huge}", f"bytes {'0' * 5000}-{huge}"):
+            response = world.send("PATCH", location, b"abc", "application/octet-stream",
+                                  headers={"Content-Range": value})
+            assert world.refusal(response) is None, (value[:20], response.text)
+            assert (response.status_int, error_code(response)) == (
+                400, "invalid_content_range"), (value[:20], response.text)
+        assert world.send("GET", location).json["offset"] == 0
+    finally:
+        assert world.send("DELETE", location).status_int == 204
+    assert snapshot() == before
+
+
+def test_paths_that_are_not_utf8_are_400_and_logged(world, snapshot, caplog):
+    """An overlong ``/`` (``%c0%af``) and other bytes that are not UTF-8 in the path: ``400
+    invalid_encoding``, and the access log writes the line with the bytes as sent."""
+    caplog.set_level(logging.INFO, logger="modelreg.access")
+    before = snapshot()
+    for url in (f"{API}/models/%c0%af", f"{API}/%c0%af", "/%ff%fe?x=1",
+                f"{API}/models/fraud-detector/versions/1/files/a%c0%afb"):
+        caplog.clear()
+        response = world.send("GET", url)
+        assert (response.status_int, error_code(response)) == (400, "invalid_encoding"), url
+        (record,) = [r for r in caplog.records if r.name == "modelreg.access"]
+        assert record.status == 400
+        assert record.path.lower() == url.lower()
     assert snapshot() == before
 
 

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import quote
 
 from pyramid.config import Configurator
 from pyramid.request import Request
@@ -163,16 +164,29 @@ def request_log_tween_factory(
     return tween
 
 
+def logged_path(environ: dict[str, Any]) -> str:
+    """The request's path and query as the client sent them, percent-encoded, for logs.
+
+    Built from the raw WSGI strings (bytes as latin-1), never decoded as UTF-8: a path that is
+    not UTF-8 (``/%c0%af``, refused with 400) must still be logged, not crash the log line.
+    """
+    raw = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")
+    path = quote(raw, safe="/:@!$&'()*+,;=-._~")
+    query = environ.get("QUERY_STRING", "")
+    return f"{path}?{query}" if query else path
+
+
 def _log_access(request: Request, status: int, size: int | None, start: float) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
     duration_ms = round((time.perf_counter() - start) * 1000, 1)
     principal = _principal(request)
+    path = logged_path(request.environ)
     access_log.info(
         "%s %s %s %.1fms %s bytes %s",
-        request.method, request.path_qs, status, duration_ms,
+        request.method, path, status, duration_ms,
         "-" if size is None else size, principal or "-",
-        extra={"method": request.method, "path": request.path_qs, "status": status,
+        extra={"method": request.method, "path": path, "status": status,
                "duration_ms": duration_ms, "bytes": size, "principal": principal},
     )
 

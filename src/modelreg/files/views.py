@@ -52,6 +52,15 @@ BINARY = "application/octet-stream"
 SEND_BLOCK = 1024 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _CONTENT_RANGE = re.compile(r"(?:bytes )?(\d+)-(\d+)(?:/(\d+|\*))?")
+#: Byte positions past this are beyond any file (and than a signed 64-bit column holds).
+_HUGE = 2**63
+
+
+def _position(digits: str) -> int:
+    """The number ASCII ``digits`` write, or :data:`_HUGE` when it is larger: never ``int()``
+    of thousands of digits (Python refuses more than 4,300 with ``ValueError``)."""
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= 19 else _HUGE
 
 
 # --------------------------------------------------------------------------- contexts
@@ -176,16 +185,16 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None
     if first == "" and last == "":
         return None
     if first == "":
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             return False
         return max(size - suffix, 0), size
-    start = int(first)
-    if last != "" and int(last) < start:
+    start = _position(first)
+    if last != "" and _position(last) < start:
         return None
     if start >= size:
         return False
-    end = size if last == "" else min(int(last) + 1, size)
+    end = size if last == "" else min(_position(last) + 1, size)
     return start, end
 
 
@@ -372,10 +381,11 @@ def _chunk_bounds(request: Request, offset: int) -> tuple[int, int]:
     if header is None:
         return offset, length
     match = _CONTENT_RANGE.fullmatch(header.strip())
-    if match is None or int(match.group(2)) < int(match.group(1)):
+    start, last = (_HUGE, _HUGE) if match is None else (
+        _position(match.group(1)), _position(match.group(2)))
+    if last >= _HUGE or last < start:
         raise BadRequest("Content-Range must be '<first>-<last>' (byte positions, inclusive)",
                          code="invalid_content_range")
-    start, last = int(match.group(1)), int(match.group(2))
     if last - start + 1 != length:
         raise BadRequest(f"Content-Range covers {last - start + 1} bytes but the body has "
                          f"{length}", code="invalid_content_range")
