@@ -19,6 +19,7 @@ from pyramid.response import FileIter, Response
 
 from ..db import add_streaming_view
 from ..errors import ApiError, BadRequest, PayloadTooLarge, Unprocessable
+from ..logs import log_when_sent
 from ..metrics import metered
 from ..models import UploadSession, utcnow
 from ..openapi import Param, api_view, parse_body
@@ -279,6 +280,9 @@ def download_file(request: Request) -> Response:
         response.content_length = end - start
         return response
     stream = metered(store.open(file.sha256, start, end), "download", request.registry)
+    # The access log says what the client got once the body is sent (a 200 that failed
+    # mid-stream is no 200): see modelreg.logs.LoggedBody.
+    stream = log_when_sent(request, response, stream, end - start)
     wrapper = request.environ.get("wsgi.file_wrapper")
     if wrapper is not None and store.file_path(file.sha256) is not None:
         response.app_iter = wrapper(_BoundedReads(stream), SEND_BLOCK)
