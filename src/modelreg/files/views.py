@@ -306,6 +306,7 @@ def upload_file(request: Request) -> dict[str, Any]:
     expected = client_digest(request)
     model, ref, path = (request.matchdict[k] for k in ("model", "version", "path"))
     version = request.file_service.draft(model, ref)  # 404/409/422 before reading the body
+    request.file_service.check_new_file(version, path)  # and again under the lock
     # The size policy on the declared length first, before a byte is stored...
     check_upload(request.dbsession, request.registry.settings, version, path,
                  request.content_length)
@@ -501,8 +502,10 @@ def complete_upload(request: Request) -> dict[str, Any]:
             _delete_upload_row(db, upload.public_id)
             body = file_json(file)
     except Unprocessable as exc:
-        if exc.code == "validation_failed":  # the size policy refused the completed file:
-            _delete_upload(request, upload.public_id)  # the session's data is gone
+        # The size policy or the path rules (a file of the same name as a folder, ...)
+        # refused the completed file: the session's data is gone with it.
+        if exc.code in ("validation_failed", "invalid_path"):
+            _delete_upload(request, upload.public_id)
         raise
     request.response.location = request.route_url(
         "api.file", model=model, version=number, path=upload.path)
