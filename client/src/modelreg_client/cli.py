@@ -46,6 +46,7 @@ EXIT_CODES = {
     4: "permission denied, or missing/invalid token",
     5: "conflict or invalid request (also: a version rejected by validation)",
     6: "network or server failure, or bytes that failed verification",
+    7: "pull: a file's path cannot be written here (named in the message); nothing written",
 }
 
 
