@@ -185,6 +185,8 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None
     first, last = match.groups()
     if first == "" and last == "":
         return None
+    if any(_position(value) >= _HUGE for value in (first, last) if value):
+        return False  # no file is that large: an invalid range, refused (RFC 9110 §15.5.17)
     if first == "":
         suffix = _position(last)
         if suffix == 0 or size == 0:
