@@ -90,6 +90,7 @@ CASES = [
     Case("GET", "/healthz", on="public"),
     Case("GET", "/readyz", on="public"),
     Case("GET", "/api/v1/openapi.json", on="public"),
+    Case("GET", "/api/v1/whoami", on="public"),
     # models
     Case("GET", "/api/v1/models", on="registry"),
     Case("POST", "/api/v1/models", body={"name": "fraud-new"}, on="new"),
@@ -446,8 +447,9 @@ def test_anonymous_modes(modelreg_database, mode, read, write):
 
 # ------------------------------------------------------------------------ route inventory
 
-#: The only paths whose views may be public (NO_PERMISSION_REQUIRED).
-PUBLIC_PATHS = {"/healthz", "/readyz", "/api/v1/openapi.json"}
+#: The only paths whose views may be public (NO_PERMISSION_REQUIRED); whoami tells each caller
+#: only about itself.
+PUBLIC_PATHS = {"/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/whoami"}
 #: Views that are no API operation (so no case of the matrix above), with what guards them
 #: and the test that checks every caller.  ``/metrics`` (when ``modelreg.metrics.enabled``):
 #: a global admin's token, or the scrape token, a secret its own view predicate compares —

@@ -23,7 +23,21 @@ def test_numbers_count_up_and_are_never_reused(testapp):
     assert [create_version(testapp)["number"] for _ in range(3)] == [1, 2, 3]
     testapp.delete(f"{V}/3", status=204)
     assert create_version(testapp)["number"] == 4
-    assert testapp.get(f"{API}/models/fraud-detector").json["latest_version"] == 4
+    # Drafts are not "latest": that is the newest ready version, and there is none yet.
+    assert testapp.get(f"{API}/models/fraud-detector").json["latest_version"] is None
+
+
+def test_latest_is_the_newest_ready_version_everywhere(testapp):
+    create_model(testapp)
+    ready_version(testapp)
+    ready_version(testapp)
+    assert create_version(testapp)["number"] == 3  # a newer draft
+    model = testapp.get(f"{API}/models/fraud-detector").json
+    listed = testapp.get(f"{API}/models", {"filter": "name = 'fraud-detector'"}).json
+    latest = testapp.get(f"{V}/latest").json
+    assert model["latest_version"] == listed["models"][0]["latest_version"] == 2
+    assert latest["number"] == 2
+    assert testapp.get(f"{V}/3").json["status"] == "draft"
 
 
 def test_create_with_metadata_lineage_and_tags(testapp):

@@ -4,12 +4,15 @@ the test's temporary directory (``MODELREG_CONFIG``, ``MODELREG_STATE_DIR``), ne
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +78,22 @@ def test_login_checks_and_stores_url_and_token_privately(run, registry, env):
     # The environment overrides the file.
     env["MODELREG_TOKEN"] = "mr_from_the_environment"
     assert run("ls").exit_code == 4
+
+
+def test_push_verbose_lists_what_the_ignore_rules_left_out(logged_in, tmp_path):
+    run = logged_in
+    model = f"ign-{tmp_path.name[-12:].lower().strip('_')}".replace("_", "-")
+    source = tmp_path / "model"
+    (source / ".git").mkdir(parents=True)
+    (source / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (source / "config.json").write_text('{"layers": 2}')
+    (source / "train.log").write_text("epoch 1\n")
+    result = run("push", str(source), "--model", model, "--exclude", "*.log", "--verbose")
+    assert result.exit_code == 0, result.output
+    assert "1 uploaded" in result.output and "2 left out" in result.output
+    assert "left out .git/" in result.output and "left out train.log" in result.output
+    listing = run("ls", f"{model}/1")
+    assert "config.json" in listing.output and "train.log" not in listing.output
 
 
 def test_push_pull_and_the_metadata_commands(logged_in, tmp_path):
@@ -344,3 +363,89 @@ def test_paths_windows_cannot_write_are_named_before_a_pull(tmp_path):
     assert unwritable_path(["a/b", "a/c", "ab"], tmp_path) is None
     assert unwritable_path(["a", "a/b"], tmp_path)[0] == "a"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_json_errors_usage_errors_and_refused_connections(run, logged_in, registry, tmp_path):
+    missing = run("show", "no-such-model", "--json")
+    assert missing.exit_code == 3 and missing.stdout == ""
+    error = json.loads(missing.stderr)["error"]
+    assert error["code"] == "model_not_found" and error["exit_code"] == 3
+    assert "no-such-model" in error["message"]
+    usage = run("show", "a/b", "--json")
+    assert usage.exit_code == 2 and json.loads(usage.stderr)["error"]["code"] == "usage_error"
+    # A URL without a scheme is a usage error, for every command and for login.
+    for args in (("--url", "localhost:6543", "ls"), ("login", "localhost:6543", "--token", "")):
+        result = run(*args)
+        assert result.exit_code == 2 and "not a URL" in result.output, result.output
+    # Nothing listening: the answer comes at once, not after the retries' backoff.
+    started = time.monotonic()
+    refused = run("--url", f"http://127.0.0.1:{free_port()}", "ls")
+    assert refused.exit_code == 6 and "refused" in refused.output
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_server_that_is_not_a_registry_is_reported_as_such(run):
+    class NotARegistry(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404, "Not Found")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotARegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = run("--url", f"http://127.0.0.1:{server.server_port}", "show", "fraud")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 6, result.output
+    assert "does not answer as a modelreg registry" in result.output
+    assert "not_found" not in result.output
+
+
+def test_a_closed_pipe_ends_the_command_quietly(registry, env, tmp_path):
+    exe = Path(sys.executable).parent / "modelreg"
+    environ = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    environ.update(MODELREG_URL=registry.url, MODELREG_TOKEN=registry.token)
+    reader, writer = os.pipe()
+    os.close(reader)  # like `| head` that has already exited
+    try:
+        done = subprocess.run([str(exe), "ls"], stdout=writer, stderr=subprocess.PIPE,
+                              env=environ, timeout=60, check=False)
+    finally:
+        os.close(writer)
+    assert done.returncode == 141
+    assert done.stderr == b""
+
+
+def test_whoami_alias_history_lineage_headers_and_unknown_aliases(logged_in, tmp_path):
+    run = logged_in
+    me = run("whoami")
+    assert me.exit_code == 0 and me.output.startswith("ci at http://")
+    assert "(global admin)" in me.output and "scopes: admin" in me.output
+    assert json.loads(run("whoami", "--json").output)["is_admin"] is True
+    model = f"who-{tmp_path.name[-12:].lower().strip('_')}".replace("_", "-")
+    source = tmp_path / "model"
+    write_random(source / "w.bin", 100)
+    assert run("push", str(source), "--model", model, "--lineage", "run_id=run-6").exit_code == 0
+    write_random(source / "w.bin", 101)
+    pushed = run("push", str(source), "--model", model, "--lineage", "run_id=run-7",
+                 "--lineage", "parent_version=1", "--alias", "staging", "--json")
+    assert pushed.exit_code == 0, pushed.output
+    lineage = json.loads(pushed.output)["version"]["lineage"]
+    assert (lineage["run_id"], lineage["parent_version"]) == ("run-7", 1)
+    run("alias", "set", model, "champion", "2")
+    run("alias", "rm", model, "staging")
+    history = run("alias", "history", model, "staging")
+    assert history.exit_code == 0
+    lines = history.output.splitlines()
+    assert lines[0].split() == ["WHEN", "FROM", "TO", "BY"]
+    assert [line.split()[2:4] for line in lines[1:]] == [["2", "-"], ["-", "2"]]
+    assert run("ls").output.splitlines()[0].split() == ["MODEL", "LATEST", "ALIASES"]
+    assert run("ls", model).output.splitlines()[0].split()[:3] == ["VERSION", "STATUS",
+                                                                   "DIGEST"]
+    assert run("ls", f"{model}/2").output.splitlines()[0].split() == ["SIZE", "SHA256", "PATH"]
+    unknown = run("show", f"{model}@champoin")
+    assert unknown.exit_code == 3 and "its aliases: champion" in unknown.output

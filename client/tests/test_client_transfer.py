@@ -114,6 +114,58 @@ def test_second_push_of_the_same_directory_uploads_nothing(client, model_name, t
     assert [v.number for v in client.list_versions(model_name)] == [first.version.number]
 
 
+def test_a_push_never_rewrites_an_existing_versions_provenance(client, model_name, tmp_path):
+    source = tmp_path / "model"
+    small_tree(source)
+    first = client.push(source, model_name, tags={"run": "43"}, metadata={"auc": 0.9})
+    # The same files with another tag, other metadata or another description: new versions,
+    # each with the same digest; the first keeps what it was pushed with.
+    other_tag = client.push(source, model_name, tags={"run": "99"}, metadata={"auc": 0.9})
+    other_metadata = client.push(source, model_name, tags={"run": "43"},
+                                 metadata={"auc": 0.8})
+    other_text = client.push(source, model_name, tags={"run": "43"}, metadata={"auc": 0.9},
+                             description="retrained")
+    numbers = [r.version.number for r in (first, other_tag, other_metadata, other_text)]
+    assert numbers == sorted(set(numbers)) and not any(
+        r.existing for r in (other_tag, other_metadata, other_text))
+    assert {r.version.digest for r in (first, other_tag, other_metadata, other_text)} == {
+        first.digest}
+    assert client.get_version(model_name, first.version.number).tags == {"run": "43"}
+    assert client.get_version(model_name, other_tag.version.number).tags == {"run": "99"}
+    # Identical in everything: the first version again, untouched, nothing uploaded.
+    again = client.push(source, model_name, tags={"run": "43"}, metadata={"auc": 0.9},
+                        alias="champion")
+    assert again.existing and again.version.number == first.version.number
+    assert again.uploaded_bytes == 0
+    assert client.get_version(model_name, "champion").number == first.version.number
+
+
+def test_push_leaves_out_the_folders_junk_and_what_the_ignore_rules_name(
+        client, model_name, tmp_path):
+    source = tmp_path / "model"
+    small_tree(source)
+    junk = [".git/objects/pack/pack-1.pack", ".git/HEAD", "__pycache__/m.cpython-311.pyc",
+            "helpers.pyc", ".DS_Store", "docs/.notes.md.swp", "config/model.json~",
+            "logs/train.log", "logs/keep.log", "checkpoints/step-100.bin"]
+    for path in junk:
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        (source / path).write_bytes(b"not part of the model")
+    (source / ".modelregignore").write_text("# scratch\nlogs/*.log\n!logs/keep.log\n")
+    expected = {path for path in tree(source)
+                if path not in junk and path != ".modelregignore"} | {"logs/keep.log"}
+
+    pushed = client.push(source, model_name, exclude=["checkpoints/"])
+    remote = {f.path for f in client.list_files(model_name, pushed.version.number).files}
+    assert remote == expected
+    assert set(pushed.excluded_files) == {
+        ".git/", "__pycache__/", "helpers.pyc", ".DS_Store", "docs/.notes.md.swp",
+        "config/model.json~", "logs/train.log", "checkpoints/", ".modelregignore"}
+
+    only_json = client.push(source, model_name, include=["*.json"])
+    assert [f.path for f in client.list_files(model_name, only_json.version.number).files] \
+        == ["config/model.json"]
+
+
 def test_second_push_of_a_changed_directory_sends_only_the_changed_file(
         client, registry, model_name, tmp_path):
     source = tmp_path / "model"

@@ -14,19 +14,20 @@ server's ``code``, ``message``, ``details`` and HTTP ``status``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from . import __version__
 from .config import DEFAULT_RETRIES
 from .errors import ModelregError, NetworkError, NotFound, ServerError, error_for_status
-from .manifest import DIGEST_PREFIX, FileRegion
+from .manifest import DIGEST_PREFIX, FileRegion, IgnoreRules
 from .transfer import DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, Puller, Pusher
 from .types import (
     Alias,
@@ -47,6 +48,34 @@ __all__ = ["Client"]
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 #: Statuses that mean "try again later".
 RETRY_STATUSES = (429, 502, 503, 504)
+
+
+class _Retry(Retry):
+    """urllib3's retries, less those of a refused connection.
+
+    A refused connection means nothing listens at the address (a wrong port, a server that is
+    down): retrying with backoff only made the command fail seven seconds later.  Timeouts,
+    resets and the statuses of :data:`RETRY_STATUSES` are still retried.
+    """
+
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, _pool: Any = None,
+                  _stacktrace: Any = None) -> Retry:
+        if isinstance(error, NewConnectionError) and _refused(error):
+            raise MaxRetryError(_pool, url or "", error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether a connection error comes from a refused connection (nothing listening)."""
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "refused" in str(error).lower()
 
 
 def _segment(value: str | int) -> str:
@@ -94,7 +123,7 @@ class Client:
         self.max_put_size: int | None = None
         self.min_chunk_size: int | None = None
         self._session = requests.Session()
-        retry = Retry(
+        retry = _Retry(
             total=retries,
             connect=retries,
             read=retries,
@@ -167,8 +196,7 @@ class Client:
             raise self._error(response)
         return response
 
-    @staticmethod
-    def _error(response: requests.Response) -> ModelregError:
+    def _error(self, response: requests.Response) -> ModelregError:
         try:
             body = response.json()
             error = body["error"]
@@ -176,7 +204,16 @@ class Client:
             details = error.get("details") or {}
         except (ValueError, KeyError, TypeError, AttributeError):
             text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
-            code, message, details = None, f"HTTP {response.status_code} {text}".strip(), {}
+            status = response.status_code
+            if status < 500:
+                # Every answer of a modelreg registry below 500 carries its error envelope: a
+                # bare 404 comes from another server (a wrong URL or port, a proxy's page).
+                return ServerError(
+                    f"{self.url} does not answer as a modelreg registry: "
+                    f"{response.request.method} {response.url} got HTTP {status} without "
+                    f"modelreg's error body ({text or 'empty'}); check the URL",
+                    code="not_a_registry", status=status)
+            code, message, details = None, f"HTTP {status} {text}".strip(), {}
         finally:
             response.close()
         return error_for_status(response.status_code, code,
@@ -204,6 +241,11 @@ class Client:
             params["page_token"] = token
 
     # ----------------------------------------------------------------------- server
+
+    def whoami(self) -> dict[str, Any]:
+        """``GET /api/v1/whoami``: who the registry takes the caller for (``principal`` is
+        ``None`` when anonymous), with the token's scopes and the grants held."""
+        return self._json("GET", "whoami")
 
     def health(self) -> dict[str, Any]:
         """``GET /readyz``: the server's readiness (raises :class:`ServerError` if not ready)."""
@@ -523,12 +565,22 @@ class Client:
         alias: str | None = None,
         progress: Any = None,
         wait: float = 600.0,
+        exclude: Iterable[str] = (),
+        include: Iterable[str] = (),
     ) -> PushResult:
         """Push every file under ``directory`` as a new version of ``model`` (created if
         missing), finalize it, check its digest, and point ``alias`` at it.
 
-        Files are hashed locally first.  If a ready version with the same content (and
-        metadata) exists, nothing is uploaded: it is returned (tagged and aliased as asked).
+        Files that the ignore rules leave out are not pushed: ``.git/``, ``__pycache__/``,
+        ``*.pyc``, ``.DS_Store`` and editor swap files by default, the patterns of the
+        directory's ``.modelregignore`` (gitignore syntax) and ``exclude``; with ``include``,
+        only files matching one of its patterns (see
+        :class:`~modelreg_client.manifest.IgnoreRules`).
+
+        Files are hashed locally first.  If a ready version identical to this push exists
+        (the same files, metadata, lineage, description, and the tags given already set),
+        nothing is uploaded and nothing about it changes: it is returned (aliased as asked).
+        A push that differs in any of these makes a new version.
         Files whose content the server already holds (in any version the caller may read)
         are added by digest without sending their bytes (:meth:`link_file`); only the others
         are uploaded.  An interrupted push resumes on the next call with the same arguments:
@@ -539,9 +591,10 @@ class Client:
         :raises VersionRejected: validation rejected the version (it holds the problems).
         :raises IntegrityError: the server's digest differs from the local one.
         """
+        rules = IgnoreRules(Path(directory), exclude=exclude, include=include)
         return Pusher(self, progress).push(
             Path(directory), model, tags=tags or {}, metadata=metadata, lineage=lineage,
-            description=description, alias=alias, wait=wait)
+            description=description, alias=alias, wait=wait, rules=rules)
 
     def pull(
         self, ref: str, destination: str | Path, *, progress: Any = None

@@ -19,10 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pathspec
+
 __all__ = [
+    "DEFAULT_IGNORES",
     "DIGEST_PREFIX",
     "HASH_BLOCK",
+    "IGNORE_FILE",
     "FileRegion",
+    "IgnoreRules",
     "LocalFile",
     "check_remote_path",
     "hash_file",
@@ -32,6 +37,9 @@ __all__ = [
 ]
 
 DIGEST_PREFIX = "sha256:"
+#: The file, at the top of a pushed directory, whose gitignore-style patterns say what to
+#: leave out (:class:`IgnoreRules`).
+IGNORE_FILE = ".modelregignore"
 #: Bytes read at a time when hashing or copying a file.
 HASH_BLOCK = 1024 * 1024
 
@@ -228,10 +236,52 @@ def unwritable_path(paths: Iterable[str], root: Path, *,
     return None
 
 
-def scan_directory(directory: Path) -> list[tuple[str, Path]]:
+#: Left out of every push unless an ``!pattern`` in ``.modelregignore`` (or ``--include``)
+#: takes a file back: version control, Python caches, Finder's and editors' droppings.
+DEFAULT_IGNORES = (
+    ".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", "*.pyo", ".DS_Store", "Thumbs.db",
+    "*.swp", "*.swo", "*~", ".#*", "#*#", IGNORE_FILE,
+)
+
+
+class IgnoreRules:
+    """Which files of a directory a push leaves out, in gitignore syntax (pathspec).
+
+    The rules, later ones winning as in a ``.gitignore``: :data:`DEFAULT_IGNORES`, then the
+    directory's ``.modelregignore``, then ``exclude`` patterns.  When ``include`` patterns are
+    given, only files that match one of them and that no rule leaves out are kept (like the
+    Hugging Face Hub clients' ``allow_patterns`` and ``ignore_patterns``); a ``!pattern`` in
+    ``.modelregignore`` takes back a file the defaults leave out.
+    """
+
+    def __init__(self, directory: Path, *, exclude: Iterable[str] = (),
+                 include: Iterable[str] = (), defaults: bool = True) -> None:
+        lines = list(DEFAULT_IGNORES) if defaults else []
+        ignore_file = Path(directory) / IGNORE_FILE
+        if ignore_file.is_file():
+            lines += ignore_file.read_text(encoding="utf-8").splitlines()
+        lines += list(exclude)
+        self.exclude = pathspec.GitIgnoreSpec.from_lines(lines)
+        include = list(include)
+        self.include = pathspec.GitIgnoreSpec.from_lines(include) if include else None
+
+    def keeps(self, path: str) -> bool:
+        """Whether the file at relative POSIX ``path`` is pushed."""
+        if self.include is not None and not self.include.match_file(path):
+            return False
+        return not self.exclude.match_file(path)
+
+    def prunes(self, directory: str) -> bool:
+        """Whether the relative POSIX ``directory`` is left out whole (not walked at all)."""
+        return self.exclude.match_file(directory + "/")
+
+
+def scan_directory(directory: Path, rules: IgnoreRules | None = None,
+                   left_out: list[str] | None = None) -> list[tuple[str, Path]]:
     """Every regular file under ``directory`` as ``(relative POSIX path, location)``, sorted
-    by path.  Symbolic links to files are followed; links to directories are not (a link
-    cycle cannot loop).
+    by path, less those ``rules`` leave out (whose paths are appended to ``left_out``, a
+    directory left out whole as ``name/``).  Symbolic links to files are followed; links to
+    directories are not (a link cycle cannot loop).
 
     :raises ValueError: when ``directory`` is not a directory.
     """
@@ -239,12 +289,24 @@ def scan_directory(directory: Path) -> list[tuple[str, Path]]:
     if not directory.is_dir():
         raise ValueError(f"{directory} is not a directory")
     found: list[tuple[str, Path]] = []
+    skipped: list[str] = []
     for root, dirs, names in os.walk(directory):
+        here = Path(root).relative_to(directory).as_posix()
+        prefix = "" if here == "." else here + "/"
+        if rules is not None:
+            pruned = [d for d in dirs if rules.prunes(prefix + d)]
+            skipped += [prefix + d + "/" for d in pruned]
+            dirs[:] = [d for d in dirs if d not in pruned]
         dirs.sort()
         for name in names:
             location = Path(root) / name
             if location.is_file():
-                relative = location.relative_to(directory).as_posix()
-                found.append((relative, location))
+                relative = prefix + name
+                if rules is None or rules.keeps(relative):
+                    found.append((relative, location))
+                else:
+                    skipped.append(relative)
     found.sort(key=lambda item: item[0])
+    if left_out is not None:
+        left_out += sorted(skipped)
     return found

@@ -4,7 +4,8 @@
 
 1. hashes every file locally (sha256, streamed, in parallel) and computes the version digest
    (:func:`~modelreg_client.manifest.version_digest`);
-2. if a ready version with that digest (and the same metadata) exists, uploads nothing;
+2. if a ready version identical to the push exists (the same files, metadata, lineage,
+   description and tags: :meth:`Pusher._existing`), uploads nothing and changes nothing;
 3. otherwise creates the model if needed and a draft — or takes up the draft of an
    interrupted push of the same content, recorded in a small journal under the state
    directory — and skips the files the draft already holds;
@@ -52,6 +53,7 @@ from .errors import (
 from .manifest import (
     DIGEST_PREFIX,
     FileRegion,
+    IgnoreRules,
     LocalFile,
     check_remote_path,
     hash_file,
@@ -228,9 +230,11 @@ class Pusher:
 
     # ------------------------------------------------------------------- hashing
 
-    def hash_directory(self, directory: Path) -> list[LocalFile]:
-        """Every file under ``directory`` with its size and sha256."""
-        found = scan_directory(directory)
+    def hash_directory(self, directory: Path, rules: IgnoreRules | None = None,
+                       left_out: list[str] | None = None) -> list[LocalFile]:
+        """Every file under ``directory`` that ``rules`` keep, with its size and sha256 (the
+        paths left out are appended to ``left_out``)."""
+        found = scan_directory(directory, rules, left_out)
         sizes = {path: location.stat().st_size for path, location in found}
         self.progress.begin("hash", len(found), sum(sizes.values()))
 
@@ -255,19 +259,24 @@ class Pusher:
     def push(
         self, directory: Path, model: str, *, tags: dict[str, str],
         metadata: dict[str, Any] | None, lineage: dict[str, Any] | None, description: str,
-        alias: str | None, wait: float,
+        alias: str | None, wait: float, rules: IgnoreRules | None = None,
     ) -> PushResult:
         """Push ``directory`` as a version of ``model``; see :meth:`Client.push`."""
-        files = self.hash_directory(directory)
+        left_out: list[str] = []
+        files = self.hash_directory(directory, rules, left_out)
         if not files:
-            raise InvalidRequest(f"{directory} holds no files to push", code="empty_directory")
+            raise InvalidRequest(f"{directory} holds no files to push"
+                                 + (f" ({len(left_out)} left out by the ignore rules)"
+                                    if left_out else ""), code="empty_directory")
         digest = version_digest(files)
         every_path = [f.path for f in files]
-        existing = self._existing(model, digest, metadata, lineage)
+        existing = self._existing(model, digest, tags=tags, metadata=metadata,
+                                  lineage=lineage, description=description)
         if existing is not None:
-            version = self._label(existing, tags, alias)
+            version = self._label(existing, {}, alias)
             return PushResult(version, digest, True, [], every_path, 0,
-                              self.client.list_findings(model, version.number))
+                              self.client.list_findings(model, version.number),
+                              excluded_files=left_out)
         self._ensure_model(model)
         journal = Journal.for_push(
             self.client.state_dir or default_state_dir(),
@@ -296,22 +305,30 @@ class Pusher:
             self._check_digest(version, digest)
             version = self._label(version, {}, alias)
         return PushResult(version, digest, False, [f.path for f in todo], skipped,
-                          self.sent.value, findings, sorted(linked))
+                          self.sent.value, findings, sorted(linked), excluded_files=left_out)
 
-    def _existing(self, model: str, digest: str, metadata: dict[str, Any] | None,
-                  lineage: dict[str, Any] | None) -> Version | None:
-        """A ready version with this content (and metadata, if given), or ``None``."""
+    def _existing(self, model: str, digest: str, *, tags: dict[str, str],
+                  metadata: dict[str, Any] | None, lineage: dict[str, Any] | None,
+                  description: str) -> Version | None:
+        """The oldest ready version identical to this push, or ``None``.
+
+        Identical means the same files (the digest), metadata, lineage and description, and
+        every tag this push sets already set to the same value.  A push that differs in any
+        of them makes a new version: a version's provenance is never rewritten by a push.
+        """
+        statement = f"digest = '{digest}' AND status = 'ready'"
         try:
-            version = self.client.get_version(model, digest)
+            candidates = self.client.list_versions(model, statement, order_by="number asc")
+            for version in candidates:
+                if (version.digest == digest
+                        and version.metadata == (metadata or {})
+                        and _stated(version.lineage) == _stated(lineage or {})
+                        and version.description == description
+                        and all(version.tags.get(k) == v for k, v in tags.items())):
+                    return version
         except NotFound:
             return None
-        if version.status != "ready" or version.digest != digest:
-            return None
-        if metadata is not None and version.metadata != metadata:
-            return None
-        if lineage is not None and version.lineage != lineage:
-            return None
-        return version
+        return None
 
     def _ensure_model(self, model: str) -> None:
         try:
@@ -491,6 +508,11 @@ class Pusher:
                     raise
                 time.sleep(min(0.5 * 2 ** failures, 10))
                 offset = client.get_upload(session.id).offset
+
+
+def _stated(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields that hold a value (the server lists lineage fields never given as empty)."""
+    return {key: value for key, value in fields.items() if value not in (None, "", [], {})}
 
 
 def path_differs(remote: FileEntry | None, local: LocalFile) -> bool:

@@ -278,6 +278,8 @@ class PushResult(_Result):
     :ivar linked_files: paths whose content the server already held (in another version):
         added by digest, no bytes sent.
     :ivar findings: what the server's scanners found in the files (empty without scanners).
+    :ivar excluded_files: paths under the directory that the ignore rules left out (a
+        directory left out whole as ``name/``).
     """
 
     version: Version
@@ -288,6 +290,7 @@ class PushResult(_Result):
     uploaded_bytes: int
     findings: list[Finding] = field(default_factory=list)
     linked_files: list[str] = field(default_factory=list)
+    excluded_files: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,9 @@ class ModelOut(BaseModel):
     description: str
     tags: dict[str, str]
     aliases: dict[str, int] = Field(description="Alias name -> version number.")
-    latest_version: int | None = Field(description="Number of the newest version, if any.")
+    latest_version: int | None = Field(
+        description="Number of the newest ready version (what `@latest` resolves to), if any; "
+        "drafts and versions being validated are not counted.")
     created_at: dt.datetime
     updated_at: dt.datetime
     created_by: str | None

@@ -121,12 +121,26 @@ def version_document(
     }
 
 
-def version_not_found(model: str, ref: str) -> NotFound:
-    """The answer for a version ref that names no version of the model ``model``."""
+def version_not_found(model: str, ref: str, aliases: list[str] | None = None) -> NotFound:
+    """The answer for a version ref that names no version of the model ``model``; for a ref
+    that would be an alias, ``aliases`` are the ones the model has (told in the message and
+    in ``details.aliases``)."""
+    details: dict[str, Any] = {"model": model, "version": ref}
+    message = f"model {model!r} has no version {ref!r}"
+    if aliases is not None:
+        details["aliases"] = aliases
+        message += f" (no such alias; its aliases: {', '.join(aliases) or 'none'})"
+    return NotFound(message, code="version_not_found", details=details)
+
+
+def alias_not_found(model: str, name: str, aliases: list[str],
+                    suffix: str = "") -> NotFound:
+    """The answer for an alias the model ``model`` does not have, naming those it has."""
     return NotFound(
-        f"model {model!r} has no version {ref!r}",
-        code="version_not_found",
-        details={"model": model, "version": ref},
+        f"model {model!r} has no alias {name!r}{suffix} "
+        f"(its aliases: {', '.join(aliases) or 'none'})",
+        code="alias_not_found",
+        details={"model": model, "alias": name, "aliases": aliases},
     )
 
 
@@ -358,10 +372,11 @@ def _models_page_statement(
 
 
 def _model_rows() -> Any:
-    """The columns of model documents: a model's row with its latest version number."""
+    """The columns of model documents: a model's row with its latest version number (the
+    newest ready version, what ``@latest`` resolves to)."""
     latest = (
         sa.select(sa.func.max(Version.number))
-        .where(Version.model_id == Model.id)
+        .where(Version.model_id == Model.id, Version.status == "ready")
         .scalar_subquery()
     )
     return sa.select(
@@ -512,8 +527,9 @@ class RegistryService:
         )
 
     def _latest_number(self, model: Model) -> int | None:
+        """The newest ready version's number: the one ``@latest`` resolves to."""
         return self.db.scalar(sa.select(sa.func.max(Version.number)).where(
-            Version.model_id == model.id))
+            Version.model_id == model.id, Version.status == "ready"))
 
     def get_model(self, name: str, *, lock: bool = False) -> Model:
         """The model called ``name`` (compared normalized), or 404.
@@ -787,8 +803,20 @@ class RegistryService:
             _version_statement(kind), {"model": normalize_name(model_name), "value": value}
         ).first()
         if version is None:
-            raise version_not_found(self.get_model(model_name).name, ref)
+            raise self._ref_not_found(model_name, ref)
         return version
+
+    def _ref_not_found(self, model_name: str, ref: str) -> NotFound:
+        """The 404 for a ref of an existing model (or the model's own 404): a ref that would
+        be an alias names the aliases the model has."""
+        model = self.get_model(model_name)
+        if ref_kind(ref)[0] != "alias":
+            return version_not_found(model.name, ref)
+        return version_not_found(model.name, ref, self._alias_names(model))
+
+    def _alias_names(self, model: Model) -> list[str]:
+        return list(self.db.scalars(
+            sa.select(Alias.name).where(Alias.model_id == model.id).order_by(Alias.name)))
 
     def version_document(self, model_name: str, ref: str) -> dict[str, Any]:
         """The API representation of the version ``ref`` of a model, for reading.
@@ -799,7 +827,7 @@ class RegistryService:
         """
         document = self._version_document(normalize_name(model_name), *ref_kind(ref))
         if document is None:
-            raise version_not_found(self.get_model(model_name).name, ref)
+            raise self._ref_not_found(model_name, ref)
         return document
 
     def _version_document(self, normalized: str, kind: str, value: Any) -> dict[str, Any] | None:
@@ -1093,11 +1121,7 @@ class RegistryService:
     def _get_alias(self, model: Model, name: str) -> Alias:
         alias = self.db.get(Alias, (model.id, name))
         if alias is None:
-            raise NotFound(
-                f"model {model.name!r} has no alias {name!r}",
-                code="alias_not_found",
-                details={"model": model.name, "alias": name},
-            )
+            raise alias_not_found(model.name, name, self._alias_names(model))
         return alias
 
     def get_alias(self, model_name: str, name: str) -> tuple[Alias, Model]:
@@ -1114,11 +1138,7 @@ class RegistryService:
         ).first()
         if row is None:
             model = self.get_model(model_name)
-            raise NotFound(
-                f"model {model.name!r} has no alias {name!r}",
-                code="alias_not_found",
-                details={"model": model.name, "alias": name},
-            )
+            raise alias_not_found(model.name, name, self._alias_names(model))
         return {
             "model": row.name,
             "alias": row.alias,
@@ -1275,11 +1295,8 @@ class RegistryService:
         rows = self.db.scalars(query.order_by(*order.clauses()).limit(size + 1)).all()
         page, more = rows[:size], len(rows) > size
         if not page and key is None and self.db.get(Alias, (model.id, name)) is None:
-            raise NotFound(
-                f"model {model.name!r} has no alias {name!r} and never had",
-                code="alias_not_found",
-                details={"model": model.name, "alias": name},
-            )
+            raise alias_not_found(model.name, name, self._alias_names(model),
+                                  " and never had")
         token = paging.encode_token([page[-1].id, page[-1].id], query_id) if more else None
         moves = [
             {

@@ -4,7 +4,10 @@ A plugin like any third party's: registered through the ``modelreg`` entry-point
 (``storage-s3``) and written against :mod:`modelreg.api` only.  Select it with
 ``modelreg.storage = s3``.
 
-Settings (``modelreg.storage.s3.*``):
+Settings (``modelreg.storage.s3.*``; each one the ini leaves unset is read from the
+environment variable ``MODELREG_S3_<NAME>`` when that is set, e.g. ``MODELREG_S3_BUCKET`` or
+``MODELREG_S3_ENDPOINT_URL``, the way the core reads ``MODELREG_DATABASE_URL``; an ini value
+always wins):
 
 ``bucket`` (required)
     the bucket; it must exist.
@@ -50,11 +53,12 @@ import contextlib
 import hashlib
 import hmac
 import io
+import os
 import re
 import tempfile
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import boto3
@@ -80,6 +84,8 @@ __version__ = "0.1.0.dev0"
 
 #: The prefix of this backend's settings.
 SETTINGS_PREFIX = "modelreg.storage.s3."
+#: The prefix of the environment variables that fill settings the ini leaves unset.
+ENV_PREFIX = "MODELREG_S3_"
 MiB = 1024 * 1024
 #: Bytes read from a stream, or from S3, at a time.
 READ_SIZE = MiB
@@ -233,18 +239,21 @@ class S3BlobStore:
         return f"S3BlobStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> S3BlobStore:
-        """Build the store from ``modelreg.storage.s3.*`` settings.
+    def from_settings(cls, settings: dict[str, Any],
+                      environ: Mapping[str, str] | None = None) -> S3BlobStore:
+        """Build the store from its settings, ``MODELREG_S3_*`` for the ones left unset.
 
         :raises RuntimeError: for a missing bucket or an invalid value.
         """
 
         def get(name: str, default: str = "") -> str:
-            return str(settings.get(SETTINGS_PREFIX + name) or default).strip()
+            value = settings.get(SETTINGS_PREFIX + name) or environ.get(ENV_PREFIX + name.upper())
+            return str(value or default).strip()
 
+        environ = os.environ if environ is None else environ
         bucket = get("bucket")
         if not bucket:
-            raise RuntimeError(f"{SETTINGS_PREFIX}bucket is not set")
+            raise RuntimeError(f"{SETTINGS_PREFIX}bucket is not set (nor {ENV_PREFIX}BUCKET)")
         prefix = get("prefix").strip("/")
         checksum_modes = {}
         for name in ("request_checksum_calculation", "response_checksum_validation"):
@@ -283,7 +292,7 @@ class S3BlobStore:
         return cls(
             client, bucket, prefix=f"{prefix}/" if prefix else "",
             send_checksums=checksum_modes["request_checksum_calculation"] == "when_supported",
-            presigned_downloads=_as_bool(settings.get(SETTINGS_PREFIX + "presigned_downloads")),
+            presigned_downloads=_as_bool(get("presigned_downloads")),
             presign_expires=expires, part_size=part_size,
         )
 
