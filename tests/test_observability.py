@@ -336,11 +336,13 @@ def _access_line(caplog, path: str) -> logging.LogRecord:
 
 
 @pytest.mark.server
-def test_a_download_that_fails_mid_stream_is_not_logged_as_200(build, tmp_path, caplog):
+def test_a_download_that_fails_mid_stream_is_not_logged_as_200(build, backend, caplog):
     """Under a real Waitress, a blob truncated while it is sent: the client gets fewer bytes
     than ``Content-Length`` and a closed connection (never a hang), and the access-log line
     says 500 with the bytes read, not 200.  A client that hangs up early is logged 499; a
     whole download 200."""
+    if backend != "sqlite":
+        pytest.skip("streaming a blob involves no database: SQLite is enough")
     app = build(**{"modelreg.auth.anonymous": "write"})
     size = 32 * 1024 * 1024
     app.post_json(f"{API}/models", {"name": "big"}, status=201)
