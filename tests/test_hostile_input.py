@@ -12,11 +12,13 @@ they were before; the few tests that change something on purpose undo it.
   route added later is covered without touching this file) gets traversal in every form —
   ``..``, ``%2e%2e``, double-encoded ``%252e%252e``, encoded slashes, backslashes raw and
   ``%5c``, overlong UTF-8 for ``.`` — NUL and other control characters, CR LF, invalid UTF-8
-  and very long segments.  Each must answer a documented 4xx with the JSON error shape.
+  and very long segments.  Each must answer a documented 4xx with the JSON error shape; a path
+  that is not UTF-8 (``%c0%af``) is ``400 invalid_encoding`` and still gets its access-log line.
 * **Query parameters** of every operation: invalid UTF-8 and NUL are ``400``; a huge value is
   a 4xx, quickly; ``page_size`` is refused (``422``), never clamped, when out of range, and
-  ``400`` when not an integer; forged page tokens are ``400``; pathological filters (deep
-  parentheses, many wildcards, 100,000 characters) are ``400 invalid_filter``, quickly.
+  ``400`` when not an integer; forged page tokens (a lone surrogate in one too) are ``400``;
+  pathological filters (deep parentheses, many wildcards, 100,000 characters) are ``400
+  invalid_filter``, quickly.
 * **JSON bodies** of every operation that takes one: too large is ``413``; not UTF-8, not an
   object, a key twice, ``NaN``, out-of-range numbers, truncated, or nested deeper than 32
   levels (100,000 levels too) is ``400 invalid_json``; another media type than JSON is
@@ -25,7 +27,8 @@ they were before; the few tests that change something on purpose undo it.
   ligatures, the Kelvin sign), by surrounding or non-breaking spaces are the same name (``409
   model_exists`` against an existing model); Cyrillic look-alikes, zero-width characters and
   other non-ASCII names are ``422 invalid_name``.
-* **Headers**: a 100 KB token is ``401``; a 100 KB unknown header changes nothing.
+* **Headers**: a 100 KB token is ``401``; a 100 KB unknown header changes nothing; ``Range``
+  and ``Content-Range`` positions of thousands of digits are ``416`` and ``400``.
 
 Framing, slow clients and Waitress's own limits are tested on a real server in
 ``test_http_framing.py``.
