@@ -328,6 +328,19 @@ def test_only_an_admin_may_set_move_or_delete_a_protected_alias(guarded):
         (2, None, "owner"), (1, 2, "owner"), (None, 1, "owner")]
 
 
+def test_dropping_a_protected_alias_with_its_version_needs_an_admin(guarded):
+    app, t = guarded, guarded.tokens
+    app.put_json(f"{A}/staging", {"version": 1}, headers=t["admin"], status=201)
+    response = app.delete(f"{V}/1?drop_aliases=staging", headers=t["writer"], status=403)
+    assert error_code(response) == "protected_alias"
+    assert response.json["error"]["details"]["alias"] == "staging"
+    app.get(f"{V}/1", headers=t["writer"], status=200)
+    app.delete(f"{V}/1?drop_aliases=staging", headers=t["admin"], status=204)
+    history = app.get(f"{A}/staging/history", headers=t["writer"]).json["history"]
+    assert [(h["from_version"], h["to_version"], h["actor"]) for h in history] == [
+        (1, None, "owner"), (None, 1, "owner")]
+
+
 def test_a_protected_alias_points_only_at_a_version_with_its_tags(guarded):
     app, admin = guarded, guarded.tokens["admin"]
     response = app.put_json(f"{A}/production", {"version": 1}, headers=admin, status=422)

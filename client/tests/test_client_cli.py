@@ -162,6 +162,11 @@ def test_push_pull_and_the_metadata_commands(logged_in, tmp_path):
     assert refused.exit_code == 2 and "--yes" in refused.output
     conflict = run("rm", f"{model}/1", "--yes")
     assert conflict.exit_code == 5 and "version_has_aliases" in conflict.output
+    assert run("rm", model, "--drop-alias", "staging", "--yes").exit_code == 2
+    dropped = run("rm", f"{model}/1", "--drop-alias", "staging", "--yes")
+    assert dropped.exit_code == 0, dropped.output
+    assert f"deleted version {model}/1 and its alias(es) staging" in dropped.output
+    assert json.loads(run("alias", "ls", model, "--json").output) == []
     assert run("rm", model, "--yes").exit_code == 0
     gone = run("show", model)
     assert gone.exit_code == 3 and "Error:" in gone.output and "model_not_found" in gone.output

@@ -314,16 +314,32 @@ class BarProgress(Progress):
         if task is not None:
             self._bars.remove_task(task)
 
+    def notice(self, message: str) -> None:
+        self._bars.console.print(f"note: {message}", markup=False, highlight=False)
+
     def close(self) -> None:
         """Take the bars off the terminal."""
         if self._bars.live.is_started:
             self._bars.stop()
 
 
-def _progress(as_json: bool, quiet: bool) -> BarProgress | None:
-    """Bars only for a person watching: stdout and stderr on a terminal, no --json."""
-    if as_json or quiet or not (sys.stdout.isatty() and sys.stderr.isatty()):
+class NoticeProgress(Progress):
+    """No bars (not on a terminal, or --json): notices still go to standard error."""
+
+    def notice(self, message: str) -> None:
+        click.echo(f"note: {message}", err=True)
+
+    def close(self) -> None:
+        """Nothing to take down."""
+
+
+def _progress(as_json: bool, quiet: bool) -> BarProgress | NoticeProgress | None:
+    """Bars only for a person watching: stdout and stderr on a terminal, no --json;
+    otherwise only notices, on standard error (none with --quiet)."""
+    if quiet:
         return None
+    if as_json or not (sys.stdout.isatty() and sys.stderr.isatty()):
+        return NoticeProgress()
     return BarProgress()
 
 
@@ -797,16 +813,23 @@ def tag_rm(ctx: click.Context, ref: str, keys: tuple[str, ...]) -> None:
 @client_command(main)
 @click.argument("ref")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--drop-alias", "drop_aliases", multiple=True, metavar="ALIAS",
+              help="Delete this alias with the version (repeat for several); a version an "
+                   "alias points at is not deleted otherwise.")
 @click.pass_context
-def rm(ctx: click.Context, ref: str, yes: bool) -> None:
+def rm(ctx: click.Context, ref: str, yes: bool, drop_aliases: tuple[str, ...]) -> None:
     """Delete a model with all its versions (REF = MODEL) or one version (REF = MODEL/3).
 
     Asks for confirmation unless --yes is given; without a terminal to ask on, --yes is
-    required.
+    required.  A version an alias points at is deleted only with --drop-alias naming each
+    of its aliases.
     """
     parsed = _ref(ref)
     if parsed.version is not None and not parsed.is_number:
         raise click.BadParameter("delete a version by its number: MODEL/3", param_hint="REF")
+    if drop_aliases and parsed.version is None:
+        raise click.BadParameter("--drop-alias is for deleting a version: MODEL/3",
+                                 param_hint="--drop-alias")
     client = _client(ctx)
     if parsed.version is None:
         model = client.get_model(parsed.model)
@@ -814,6 +837,9 @@ def rm(ctx: click.Context, ref: str, yes: bool) -> None:
     else:
         version = client.get_version(parsed.model, parsed.version)
         what = f"version {version.ref}"
+        dropping = [name for name in drop_aliases if name in version.aliases]
+        if dropping:
+            what += f" and its alias(es) {', '.join(dropping)}"
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError(f"refusing to delete {what} without --yes "
@@ -822,6 +848,6 @@ def rm(ctx: click.Context, ref: str, yes: bool) -> None:
     if parsed.version is None:
         client.delete_model(parsed.model)
     else:
-        client.delete_version(parsed.model, int(parsed.version))
+        client.delete_version(parsed.model, int(parsed.version), drop_aliases=drop_aliases)
     click.echo(f"deleted {what}")
 

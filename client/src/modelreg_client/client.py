@@ -14,7 +14,7 @@ server's ``code``, ``message``, ``details`` and HTTP ``status``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -340,24 +340,48 @@ class Client:
         return Version.from_json(self._json("PATCH", self._version_path(model, number),
                                             json=body))
 
-    def delete_version(self, model: str, number: int) -> None:
-        """Delete a version (its number is never reused)."""
-        self.request("DELETE", self._version_path(model, number))
+    def delete_version(
+        self, model: str, number: int, *, drop_aliases: Iterable[str] = ()
+    ) -> None:
+        """Delete a version (its number is never reused).
+
+        While an alias points at it the server refuses (:class:`Conflict`, code
+        ``version_has_aliases``, the aliases in ``details["aliases"]``) unless
+        ``drop_aliases`` names every one: those are deleted with it, each recorded as an
+        alias deletion.
+        """
+        names = ",".join(drop_aliases)
+        self.request("DELETE", self._version_path(model, number),
+                     params={"drop_aliases": names} if names else None)
 
     def finalize_version(
-        self, model: str, number: int, *, wait: float = 600.0
+        self, model: str, number: int, *, wait: float = 600.0,
+        on_notice: Callable[[str], None] | None = None,
     ) -> Version:
         """Finalize a draft; while scanners run (``validating``), poll up to ``wait``
         seconds for the outcome.  Returns the version: ``ready``, ``rejected``, or still
-        ``validating`` if the wait ran out."""
-        version = Version.from_json(
-            self._json("POST", self._version_path(model, number) + "/finalize"))
-        deadline = time.monotonic() + wait
+        ``validating`` if the wait ran out.
+
+        :param on_notice: called with what the person waiting should know: the server's
+            notice that no worker runs its scans (the version would stay validating), and
+            once a minute while the wait goes on.
+        """
+        body = self._json("POST", self._version_path(model, number) + "/finalize")
+        version = Version.from_json(body)
+        notify = on_notice or (lambda message: None)
+        if version.status == "validating" and body.get("notice"):
+            notify(f"{model}/{number}: {body['notice']}")
+        started = time.monotonic()
+        deadline, told = started + wait, started
         delay = 0.2
         while version.status == "validating" and time.monotonic() < deadline:
             time.sleep(delay)
             delay = min(delay * 1.5, 5.0)
             version = self.get_version(model, number)
+            if version.status == "validating" and time.monotonic() - told >= 60:
+                told = time.monotonic()
+                notify(f"{model}/{number} is still validating after "
+                       f"{int(told - started)} s (waiting up to {int(wait)} s)")
         return version
 
     def list_findings(self, model: str, ref: str | int) -> list[Finding]:

@@ -109,6 +109,10 @@ class Progress:
     def end(self, kind: str) -> None:
         """The phase is over."""
 
+    def notice(self, message: str) -> None:
+        """Something the person waiting should know, e.g. that the server has no worker to
+        validate the version (called from the calling thread)."""
+
 
 class _Cancelled(Exception):
     """Raised in workers once another worker failed: stop quietly."""
@@ -293,7 +297,8 @@ class Pusher:
         linked = self._link_all(model, number, todo, journal)
         todo = [f for f in todo if f.path not in linked]
         self._upload_all(model, number, todo, journal)
-        version = self.client.finalize_version(model, number, wait=wait)
+        version = self.client.finalize_version(model, number, wait=wait,
+                                               on_notice=self.progress.notice)
         journal.remove()
         findings = [] if version.status == "validating" else \
             self.client.list_findings(model, number)

@@ -257,21 +257,19 @@ class FileService:
     def draft(self, model_name: str, ref: str, *, lock: bool = False) -> Version:
         """The draft a write request names by number; 409 if it is not a draft.
 
-        :param lock: lock the version's row until the transaction ends (finalize locks it
-            too, so that no file is added to a version being finalized).
+        :param lock: lock the version's row until the transaction ends and check its status
+            under the lock (:meth:`RegistryService.lock_version`, which finalize takes too,
+            so that no file is added to a version being finalized); without it, the check
+            before a body is read, which a write repeats under the lock.
         """
-        version = self.registry.get_version_for_write(model_name, ref)
+        refusal = ("version_immutable", "its files cannot change")
         if lock:
-            self.db.execute(
-                sa.select(Version.id).where(Version.id == version.id).with_for_update()
-            )
-            self.db.refresh(version)
+            return self.registry.lock_version(model_name, ref, draft=refusal)
+        version = self.registry.get_version_for_write(model_name, ref)
         if version.status != "draft":
-            raise Conflict(
-                f"version {version.number} is {version.status}: its files cannot change",
-                code="version_immutable",
-                details={"status": version.status},
-            )
+            code, message = refusal
+            raise Conflict(f"version {version.number} is {version.status}: {message}",
+                           code=code, details={"status": version.status})
         return version
 
     # ------------------------------------------------------------------------ writing

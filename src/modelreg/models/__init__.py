@@ -2,7 +2,7 @@
 
 from .events import AuditEvent, OutboxEvent
 from .files import Blob, File, UploadSession
-from .jobs import Job, ScanFinding
+from .jobs import Job, ScanFinding, WorkerBeat
 from .meta import Base, parse_timestamp, utcnow
 from .registry import Alias, AliasHistory, Model, ModelTag, Version, VersionTag
 from .security import ApiToken, AuthFailure, Grant, Group, GroupMember, Principal
@@ -28,6 +28,7 @@ __all__ = [
     "UploadSession",
     "Version",
     "VersionTag",
+    "WorkerBeat",
     "parse_timestamp",
     "utcnow",
 ]

@@ -138,6 +138,15 @@ class VersionOut(BaseModel):
     updated_by: str | None
 
 
+class FinalizeOut(VersionOut):
+    """The answer of finalize: the version, and while it is ``validating`` (202) a notice
+    when no worker has been seen to run its scan."""
+
+    notice: str | None = Field(
+        None, description="Why the version may stay validating: no worker has been seen "
+        "recently (modelreg.worker.stale_after), with what to do about it.")
+
+
 class VersionList(BaseModel):
     """A page of versions."""
 
@@ -206,6 +215,9 @@ class Health(BaseModel):
 
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(
+        default_factory=list, description="What an operator should know that does not make the "
+        "process unready, e.g. jobs waiting with no worker seen to run them; absent when none.")
 
 
 class OpenAPIDocument(BaseModel):

@@ -35,6 +35,10 @@ Settings (all optional):
     ``ignore`` (default: no findings), ``warn`` or ``reject`` files of no known format.
 ``modelreg.scan.allow_globals``
     extra imports pickles may make, as ``module.name`` or ``module.*``.
+``modelreg.scan.allow.<name>``
+    an allowance: ``<model glob> : <module>:<qualname> ...``, globals the pickles of the
+    matching models may import, audited (:mod:`modelreg_scan.allowances`; also over the
+    admin API of :mod:`modelreg_scan.views`).
 
 This module imports nothing, so that the scan subprocess starts quickly.
 """
