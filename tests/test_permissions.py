@@ -372,6 +372,28 @@ def test_rename_needs_admin_on_the_old_and_the_new_name(secure_app):
                           headers=bearer(writer), status=403)
 
 
+def test_a_case_variant_of_the_name_is_a_rename_too(secure_app):
+    wsgi = secure_app.app
+    admin = add_principal(wsgi, "owner", grants=[("team-*", "admin")])
+    _create(secure_app, admin, "team-solo")
+    writer = add_principal(wsgi, "writer", grants=[("team-*", "write")])
+    # The URL names the model in another case, and the body repeats that case: still a rename.
+    for url_name, new_name in (("team-solo", "Team-Solo"), ("Team-Solo", "Team-Solo"),
+                               ("TEAM-SOLO", "team-SOLO")):
+        response = secure_app.patch_json(f"{API}/models/{url_name}", {"name": new_name},
+                                         headers=bearer(writer), status=403)
+        assert error_code(response) == "forbidden"
+    assert secure_app.get(f"{API}/models/team-solo", headers=bearer(writer)).json["name"] \
+        == "team-solo"
+    # Repeating the stored name in another URL case is no rename: write suffices.
+    secure_app.patch_json(f"{API}/models/TEAM-SOLO", {"name": "team-solo",
+                                                      "description": "same"},
+                          headers=bearer(writer), status=200)
+    body = secure_app.patch_json(f"{API}/models/team-solo", {"name": "Team-Solo"},
+                                 headers=bearer(admin)).json
+    assert body["name"] == "Team-Solo"
+
+
 def test_token_scopes_cap_the_principal(secure_app):
     wsgi = secure_app.app
     add_principal(wsgi, "root", admin=True)

@@ -278,6 +278,98 @@ def test_login_replaces_a_broken_config_file(run, registry, env):
     assert run("ls").exit_code == 0
 
 
+def _give_files(registry, model: str, number: int, paths: list[str]) -> None:
+    """Add files with ``paths`` to a stored version straight in the server's database, as
+    an older server could have stored them (the registry refuses such paths today), and
+    update the version's digest to match (the content is an existing file's)."""
+    import sqlalchemy as sa
+
+    from modelreg_client.manifest import version_digest
+
+    engine = sa.create_engine(registry.settings["sqlalchemy.url"])
+    try:
+        with engine.begin() as conn:
+            version_id = conn.scalar(sa.text(
+                "SELECT v.id FROM versions v JOIN models m ON m.id = v.model_id "
+                "WHERE m.name = :m AND v.number = :n"), {"m": model, "n": number})
+            size, sha256 = conn.execute(sa.text(
+                "SELECT size, sha256 FROM files WHERE version_id = :v"),
+                {"v": version_id}).first()
+            for path in paths:
+                conn.execute(sa.text(
+                    "INSERT INTO files (version_id, path, size, sha256, media_type, "
+                    "created_at) VALUES (:v, :p, :s, :h, 'application/octet-stream', "
+                    "CURRENT_TIMESTAMP)"), {"v": version_id, "p": path, "s": size,
+                                            "h": sha256})
+            files = conn.execute(sa.text(
+                "SELECT path, size, sha256 FROM files WHERE version_id = :v"),
+                {"v": version_id}).mappings().all()
+            conn.execute(sa.text("UPDATE versions SET digest = :d WHERE id = :v"),
+                         {"d": version_digest([dict(f) for f in files]), "v": version_id})
+    finally:
+        engine.dispose()
+
+
+def test_pull_names_the_path_it_cannot_write_before_writing_anything(logged_in, registry,
+                                                                     tmp_path):
+    run = logged_in
+    source = tmp_path / "model"
+    (source / "x").mkdir(parents=True)
+    (source / "x" / "weights.bin").write_bytes(b"weights")
+    model = "odd-paths"
+    for number, extra in ((1, ["w", "w/inner.bin"]), (2, ["\u00e9" * 128]),
+                          (3, ["Model.bin", "model.bin"])):
+        if number > 1:
+            (source / f"v{number}").write_text(str(number))  # a new version each time
+        assert run("push", str(source), "--model", model).exit_code == 0
+        _give_files(registry, model, number, extra)
+
+    destination = tmp_path / "pulled"
+    result = run("pull", f"{model}/1", str(destination))
+    assert result.exit_code == 7, result.output
+    assert result.output.strip() == (
+        f"Error: cannot write 'w' into {destination}: it is a file, but 'w/inner.bin' needs "
+        "a folder of that name; nothing was written")
+    assert not destination.exists()
+
+    result = run("pull", f"{model}/2", str(destination))
+    assert result.exit_code == 7, result.output
+    assert "Error: cannot write '" + "\u00e9" * 128 + "'" in result.output
+    assert "a name is longer than 255 bytes" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not destination.exists()
+
+    # Something in the way locally: a file where the version needs a folder.
+    destination.mkdir()
+    (destination / "x").write_text("mine")
+    result = run("pull", f"{model}/1", str(destination), "--json")
+    assert result.exit_code == 7 and "a file" in result.output
+    assert [p.name for p in destination.iterdir()] == ["x"]
+    assert (destination / "x").read_text() == "mine"
+
+    # Names differing only in case are two files on this (case-sensitive) filesystem.
+    (destination / "x").unlink()
+    result = run("pull", f"{model}/3", str(destination))
+    assert result.exit_code == 0, result.output
+    assert (destination / "Model.bin").read_bytes() == (destination / "model.bin").read_bytes()
+    assert [p.name for p in destination.iterdir() if p.name.startswith(".")] == []
+    assert "7  pull: a file's path cannot be written here" in run("--help").output
+
+
+def test_paths_windows_cannot_write_are_named_before_a_pull(tmp_path):
+    from modelreg_client.manifest import unwritable_path
+
+    for path, reason in [("con.txt", "device name"), ("dir/NUL", "device name"),
+                         ("com1", "device name"), ("a:b", "does not allow"),
+                         ("what?", "does not allow"), ("dir./x", "ending in a dot"),
+                         ("a ", "ending in a dot or a space")]:
+        found = unwritable_path(["fine.bin", path], tmp_path, windows=True)
+        assert found is not None and found[0] == path and reason in found[1], (path, found)
+        assert unwritable_path(["fine.bin", path], tmp_path, windows=False) is None
+    assert unwritable_path(["a/b", "a/c", "ab"], tmp_path) is None
+    assert unwritable_path(["a", "a/b"], tmp_path)[0] == "a"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_json_errors_usage_errors_and_refused_connections(run, logged_in, registry, tmp_path):
     missing = run("show", "no-such-model", "--json")
     assert missing.exit_code == 3 and missing.stdout == ""

@@ -25,6 +25,7 @@ from .errors import (
     PermissionDenied,
     ServerError,
     Unauthorized,
+    UnwritablePath,
     VersionRejected,
 )
 from .refs import Ref, parse_ref
@@ -65,6 +66,7 @@ __all__ = [
     "Ref",
     "ServerError",
     "Unauthorized",
+    "UnwritablePath",
     "Upload",
     "Version",
     "VersionRejected",

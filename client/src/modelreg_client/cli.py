@@ -48,6 +48,7 @@ EXIT_CODES = {
     4: "permission denied, or missing/invalid token",
     5: "conflict or invalid request (also: a version rejected by validation)",
     6: "network or server failure, or bytes that failed verification",
+    7: "pull: a file's path cannot be written here (named in the message); nothing written",
     130: "interrupted (Ctrl-C): run the same command again to resume a push or pull",
     141: "standard output was closed early (`| head`): the rest was not printed",
 }

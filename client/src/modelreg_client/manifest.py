@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,6 +32,7 @@ __all__ = [
     "check_remote_path",
     "hash_file",
     "scan_directory",
+    "unwritable_path",
     "version_digest",
 ]
 
@@ -137,6 +141,99 @@ def check_remote_path(path: str) -> PurePosixPath:
     if parts[0].endswith(":"):  # a Windows drive
         raise ValueError(f"refusing unsafe file path {path!r}")
     return PurePosixPath(path)
+
+
+#: Names Windows reserves for devices in every folder, with any extension, in any case.
+_WINDOWS_DEVICES = frozenset(
+    ["con", "prn", "aux", "nul", "conin$", "conout$"]
+    + [f"{device}{n}" for device in ("com", "lpt") for n in "0123456789\u00b9\u00b2\u00b3"])
+_WINDOWS_CHARACTERS = frozenset(':*?"<>|')
+
+
+def _fold(name: str) -> str:
+    """Canonical caseless form: names equal in it are one name on a case-insensitive or
+    normalising filesystem."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", name).casefold())
+
+
+def _name_max(root: Path) -> int:
+    """The longest file name (bytes) the filesystem of ``root`` (or its nearest existing
+    parent) takes."""
+    for folder in (root, *root.parents):
+        if folder.exists():
+            try:
+                return int(os.pathconf(folder, "PC_NAME_MAX"))
+            except (AttributeError, OSError, ValueError):
+                break
+    return 255
+
+
+def _same_name_here(root: Path, first: str, second: str) -> bool:
+    """Whether the filesystem under ``root`` takes ``first`` and ``second`` for one name:
+    asked of the filesystem itself, in a scratch folder removed at once."""
+    root.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".modelreg-names-", dir=root))
+    try:
+        (scratch / first).touch()
+        return (scratch / second).exists()
+    except OSError:
+        return True  # it cannot even hold one of them: treat as a clash
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def unwritable_path(paths: Iterable[str], root: Path, *,
+                    windows: bool | None = None) -> tuple[str, str] | None:
+    """The first of the (already safe) ``paths`` that a pull cannot write under ``root``, with
+    the reason, or ``None`` when every one can be written.  Nothing is written (but a scratch
+    folder, removed at once, when two names differ only in case or Unicode form).
+
+    Refused: a name longer than the filesystem takes; a file that another path needs as a
+    folder (``x`` and ``x/y``); two names the filesystem takes for one (``A`` and ``a`` when
+    it is case-insensitive, ``é`` in NFC and NFD when it normalises); on Windows (or with
+    ``windows=True``) device names (``con``, ``nul.txt``, ``com1``), the characters
+    ``: * ? " < > |`` and names ending in a dot or a space; a file or folder already in the
+    way under ``root``.
+    """
+    windows = os.name == "nt" if windows is None else windows
+    paths = sorted(paths)
+    name_max = _name_max(root)
+    files = set(paths)
+    folders: dict[str, str] = {}  # folder path -> a file path under it
+    for path in paths:
+        parts = path.split("/")
+        for segment in parts:
+            if len(os.fsencode(segment)) > name_max:
+                return path, f"a name is longer than {name_max} bytes"
+            if windows:
+                if _WINDOWS_CHARACTERS.intersection(segment):
+                    return path, "Windows does not allow : * ? \" < > | in names"
+                if segment[-1] in ". ":
+                    return path, "Windows does not allow names ending in a dot or a space"
+                if segment.split(".", 1)[0].rstrip(" ").lower() in _WINDOWS_DEVICES:
+                    return path, f"{segment!r} is a device name on Windows"
+        for i in range(1, len(parts)):
+            folders.setdefault("/".join(parts[:i]), path)
+    for folder, inside in folders.items():
+        if folder in files:
+            return folder, f"it is a file, but {inside!r} needs a folder of that name"
+    # Names equal once case-folded or normalised, among the entries of each folder.
+    seen: dict[tuple[str, str], str] = {}
+    for entry in sorted(files | set(folders)):
+        parent, _, name = entry.rpartition("/")
+        key = (parent, _fold(name))
+        other = seen.setdefault(key, entry)
+        if other != entry and _same_name_here(root, other.rpartition("/")[2], name):
+            return entry, f"this filesystem takes it for {other!r} (names differing only in " \
+                "case or Unicode form)"
+    for path in paths:
+        target = root.joinpath(*path.split("/"))
+        if target.is_dir() and not target.is_symlink():
+            return path, f"a folder {target} is in the way"
+        for parent in list(target.parents)[: path.count("/")]:
+            if parent.exists() and not parent.is_dir():
+                return path, f"a file {parent} is in the way of its folder"
+    return None
 
 
 #: Left out of every push unless an ``!pattern`` in ``.modelregignore`` (or ``--include``)

@@ -47,6 +47,7 @@ from .errors import (
     NetworkError,
     NotFound,
     ServerError,
+    UnwritablePath,
     VersionRejected,
 )
 from .manifest import (
@@ -57,6 +58,7 @@ from .manifest import (
     check_remote_path,
     hash_file,
     scan_directory,
+    unwritable_path,
     version_digest,
 )
 from .refs import parse_ref
@@ -552,9 +554,17 @@ class Puller:
             raise IntegrityError(
                 f"the file list of {listing.model}/{listing.version} does not match its "
                 f"digest {listing.digest}", code="digest_mismatch")
-        destination.mkdir(parents=True, exist_ok=True)
         root = destination.resolve()
         targets = {f.path: self._target(root, f.path) for f in listing.files}
+        # Every path checked before anything is written: no pull stops half-way on a name
+        # this system cannot hold.
+        problem = unwritable_path(targets, root)
+        if problem is not None:
+            path, reason = problem
+            raise UnwritablePath(f"cannot write {path!r} into {destination}: {reason}; "
+                                 "nothing was written", details={"path": path,
+                                                                 "reason": reason})
+        destination.mkdir(parents=True, exist_ok=True)
         todo = [f for f in listing.files if not _has_content(targets[f.path], f)]
         skipped = [f.path for f in listing.files if f not in todo]
         self.progress.begin("download", len(todo), sum(f.size for f in todo))

@@ -44,7 +44,7 @@ from ..policy import ARCHIVED, check_upload
 from ..registry.names import DIGEST_PREFIX
 from ..registry.services import RegistryService, isotime
 from ..types import BlobInfo
-from .paths import check_path
+from .paths import check_new_path, conflict
 
 MiB = 1024 * 1024
 #: Settings and their defaults.
@@ -296,6 +296,8 @@ class FileService:
         target = f"{version.model.name}/{version.number}:{path}"
         if file is not None and file.sha256 == info.sha256:
             return file, "unchanged"
+        if file is None:  # a new path: checked against the others under the version's lock
+            self.check_new_file(version, path)
         after = {"sha256": info.sha256, "size": info.size}
         if file is None:
             file = File(version_id=version.id, path=path, size=info.size, sha256=info.sha256,
@@ -313,6 +315,21 @@ class FileService:
         self.registry.record(f"file.{'added' if outcome == 'created' else 'replaced'}", "file",
                              target, version.model.name, before=before, after=after)
         return file, outcome
+
+    def check_new_file(self, version: Version, path: str) -> None:
+        """422 (``invalid_path``) unless a new file of ``version`` may be called ``path``:
+        :func:`.paths.check_new_path`, and no clash with the version's other files
+        (:func:`.paths.conflict`: ``x`` and ``x/y``, ``A`` and ``a``).
+
+        :meth:`add_file` runs it under the version's lock, so that two requests adding ``x``
+        and ``x/y`` at once cannot both succeed; callers may run it earlier too, to refuse
+        before any byte is sent.
+        """
+        check_new_path(path)
+        others = self.db.scalars(sa.select(File.path).where(File.version_id == version.id))
+        error = conflict(path, others)
+        if error is not None:
+            raise error
 
     def link_file(
         self, model_name: str, ref: str, path: str, sha256: str, *, media: str,
@@ -338,7 +355,7 @@ class FileService:
             differs.  The file's size is always the blob's own.
         :returns: the file and ``created``, ``unchanged`` or ``replaced`` (as :meth:`add_file`).
         """
-        check_path(path)
+        check_new_path(path)
         version = self.draft(model_name, ref, lock=True)
         blob = self.db.execute(
             sa.select(Blob.sha256, Blob.size).where(Blob.sha256 == sha256).with_for_update()
@@ -384,8 +401,10 @@ class FileService:
         size: int | None, sha256: str | None, media: str,
     ) -> tuple[UploadSession, Version]:
         """Open a resumable upload of ``path`` into a draft."""
-        check_path(path)
+        check_new_path(path)
         version = self.draft(model_name, ref)
+        # Early, before any byte is sent; completing checks again under the version's lock.
+        self.check_new_file(version, path)
         now = utcnow()
         ttl = session_ttl(self.settings)
         state = self.store.begin_upload()

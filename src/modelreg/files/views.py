@@ -19,6 +19,7 @@ from pyramid.response import FileIter, Response
 
 from ..db import add_streaming_view
 from ..errors import ApiError, BadRequest, PayloadTooLarge, Unprocessable
+from ..logs import log_when_sent
 from ..metrics import metered
 from ..models import UploadSession, utcnow
 from ..openapi import Param, api_view, parse_body
@@ -52,6 +53,15 @@ BINARY = "application/octet-stream"
 SEND_BLOCK = 1024 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _CONTENT_RANGE = re.compile(r"(?:bytes )?(\d+)-(\d+)(?:/(\d+|\*))?")
+#: Byte positions past this are beyond any file (and than a signed 64-bit column holds).
+_HUGE = 2**63
+
+
+def _position(digits: str) -> int:
+    """The number ASCII ``digits`` write, or :data:`_HUGE` when it is larger: never ``int()``
+    of thousands of digits (Python refuses more than 4,300 with ``ValueError``)."""
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= 19 else _HUGE
 
 
 # --------------------------------------------------------------------------- contexts
@@ -175,17 +185,19 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None
     first, last = match.groups()
     if first == "" and last == "":
         return None
+    if any(_position(value) >= _HUGE for value in (first, last) if value):
+        return False  # no file is that large: an invalid range, refused (RFC 9110 §15.5.17)
     if first == "":
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             return False
         return max(size - suffix, 0), size
-    start = int(first)
-    if last != "" and int(last) < start:
+    start = _position(first)
+    if last != "" and _position(last) < start:
         return None
     if start >= size:
         return False
-    end = size if last == "" else min(int(last) + 1, size)
+    end = size if last == "" else min(_position(last) + 1, size)
     return start, end
 
 
@@ -270,6 +282,9 @@ def download_file(request: Request) -> Response:
         response.content_length = end - start
         return response
     stream = metered(store.open(file.sha256, start, end), "download", request.registry)
+    # The access log says what the client got once the body is sent (a 200 that failed
+    # mid-stream is no 200): see modelreg.logs.LoggedBody.
+    stream = log_when_sent(request, response, stream, end - start)
     wrapper = request.environ.get("wsgi.file_wrapper")
     if wrapper is not None and store.file_path(file.sha256) is not None:
         response.app_iter = wrapper(_BoundedReads(stream), SEND_BLOCK)
@@ -293,6 +308,7 @@ def upload_file(request: Request) -> dict[str, Any]:
     expected = client_digest(request)
     model, ref, path = (request.matchdict[k] for k in ("model", "version", "path"))
     version = request.file_service.draft(model, ref)  # 404/409/422 before reading the body
+    request.file_service.check_new_file(version, path)  # and again under the lock
     # The size policy on the declared length first, before a byte is stored...
     check_upload(request.dbsession, request.registry.settings, version, path,
                  request.content_length)
@@ -372,10 +388,11 @@ def _chunk_bounds(request: Request, offset: int) -> tuple[int, int]:
     if header is None:
         return offset, length
     match = _CONTENT_RANGE.fullmatch(header.strip())
-    if match is None or int(match.group(2)) < int(match.group(1)):
+    start, last = (_HUGE, _HUGE) if match is None else (
+        _position(match.group(1)), _position(match.group(2)))
+    if last >= _HUGE or last < start:
         raise BadRequest("Content-Range must be '<first>-<last>' (byte positions, inclusive)",
                          code="invalid_content_range")
-    start, last = int(match.group(1)), int(match.group(2))
     if last - start + 1 != length:
         raise BadRequest(f"Content-Range covers {last - start + 1} bytes but the body has "
                          f"{length}", code="invalid_content_range")
@@ -487,8 +504,10 @@ def complete_upload(request: Request) -> dict[str, Any]:
             _delete_upload_row(db, upload.public_id)
             body = file_json(file)
     except Unprocessable as exc:
-        if exc.code == "validation_failed":  # the size policy refused the completed file:
-            _delete_upload(request, upload.public_id)  # the session's data is gone
+        # The size policy or the path rules (a file of the same name as a folder, ...)
+        # refused the completed file: the session's data is gone with it.
+        if exc.code in ("validation_failed", "invalid_path"):
+            _delete_upload(request, upload.public_id)
         raise
     request.response.location = request.route_url(
         "api.file", model=model, version=number, path=upload.path)

@@ -95,11 +95,13 @@ def get_model(request: Request) -> dict[str, Any]:
 def update_model(request: Request) -> dict[str, Any]:
     """Rename a model (needs admin on the old and the new name) or change its description."""
     body = parse_body(request, schemas.ModelUpdate)
-    if body.name is not None and body.name != request.matchdict["model"]:
+    service = request.registry_service
+    # Compared with the stored name, not the URL's: ``/models/Fraud`` finds ``fraud`` too, and
+    # renaming it to ``Fraud`` (a case variant) is a rename all the same.
+    if body.name is not None and body.name != service.get_model(request.matchdict["model"]).name:
         # Grants follow names: a rename moves the model out of some grants and into others.
         require(request, ADMIN, request.matchdict["model"])
         require(request, ADMIN, body.name)
-    service = request.registry_service
     model = service.update_model(
         request.matchdict["model"], new_name=body.name, description=body.description
     )
