@@ -12,7 +12,7 @@ import pluggy
 
 from .errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from .hookspecs import PROJECT_NAME
-from .interfaces import MIN_CHUNK_SIZE, IBlobStore, validate_sha256
+from .interfaces import MAX_PARTS, MIN_CHUNK_SIZE, IBlobStore, validate_sha256
 from .openapi import Operation as ApiOperation
 from .openapi import Param as ApiParam
 from .openapi import add_api_view
@@ -30,6 +30,7 @@ from .types import BackendDescription, BlobInfo, Event, Finding, Problem
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
+    "MAX_PARTS",
     "MIN_CHUNK_SIZE",
     "PROJECT_NAME",
     "ApiError",
