@@ -45,9 +45,9 @@ an upload (each an object of its own, named by its number and digest, so that a 
 sender of a number never changes the bytes of the first; completion reads them in order to
 verify the digest, then assembles them into the blob's key with a multipart upload whose
 parts are server-side copies, ``UploadPartCopy``).  A blob is copied to its content key
-only after its digest was verified, so a content key always holds exactly the bytes its name promises.  Configure a
-lifecycle rule that aborts incomplete multipart uploads and expires ``<prefix>tmp/`` after a
-few days: processes that die mid-write leave their temporary data there.
+only after its digest was verified, so a content key always holds exactly the bytes its name
+promises.  Configure a lifecycle rule that aborts incomplete multipart uploads and expires
+``<prefix>tmp/`` after a few days: processes that die mid-write leave their temporary data there.
 """
 
 from __future__ import annotations
