@@ -439,6 +439,10 @@ def upload_json(
         "min_chunk_size": min_chunk_size(settings),
         "max_chunk_size": max_put_size(settings),
         "location": request.route_path("api.upload", upload=upload.public_id),
+        "part_size": upload.part_size,
+        "parts_count": (None if upload.part_size is None or upload.size is None
+                        else -(-upload.size // upload.part_size)),
+        "parts": [],
     }
 
 
