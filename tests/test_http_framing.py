@@ -85,14 +85,15 @@ MAX_HEADER = int(SERVER_SETTINGS["max_request_header_size"])
 
 def test_production_sets_waitress_limits_above_the_apps():
     """The settings the tests run with: Waitress's limits explicit in production.ini, its
-    body limit above the app's (so that clients get the app's JSON 413), and stalled clients
-    cut off after a bounded time."""
+    body limit the largest body the app accepts (modelreg.limits), and stalled clients cut
+    off after a bounded time."""
     for key in ("channel_timeout", "max_request_header_size", "max_request_body_size",
                 "connection_limit", "threads"):
         assert key in SERVER_SETTINGS, f"production.ini sets no {key} in [server:main]"
     assert "modelreg.api.max_json_body" in APP_BODY_LIMITS
     for key, limit in APP_BODY_LIMITS.items():
         assert limit < MAX_REQUEST_BODY, f"{key} is not below max_request_body_size"
+    assert max(APP_BODY_LIMITS.values()) + 1 == MAX_REQUEST_BODY  # refused from that size
     assert 0 < int(SERVER_SETTINGS["channel_timeout"]) <= 300
     assert 8 * 1024 <= MAX_HEADER <= 256 * 1024
     assert SERVER_SETTINGS.get("expose_tracebacks", "false").lower() == "false"
