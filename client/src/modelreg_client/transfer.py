@@ -534,7 +534,6 @@ class Pusher:
                 time.sleep(min(0.5 * 2 ** failures, 10))
                 offset = client.get_upload(session.id).offset
 
-
     def _send_parts(self, file: LocalFile, session: Any, journal: Journal) -> None:
         """Send the parts the session lacks, ``parallel`` at once, then complete; if the
         server finds the whole digest wrong, send again the parts whose digest differs from
