@@ -139,7 +139,7 @@ class Client:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self.parallel + 4,
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=2 * self.parallel + 4,
                               max_retries=retry)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)

@@ -227,6 +227,8 @@ class Pusher:
         self.client = client
         self.progress = progress or Progress()
         self.pool = _Pool(client.parallel)
+        #: Parts in flight across every file: at most ``parallel`` at once.
+        self.part_slots = threading.Semaphore(client.parallel)
         self.sent = _Counter()
         #: Whether the server can add files by digest (``False`` once it answered 405).
         self._can_link = True
@@ -598,8 +600,10 @@ class Pusher:
                 if failed.is_set():
                     raise _Cancelled
                 try:
-                    client.upload_part(session.id, number,
-                                       FileRegion(file.source, start, length, guarded), digest)
+                    with self.part_slots:
+                        client.upload_part(session.id, number,
+                                           FileRegion(file.source, start, length, guarded),
+                                           digest)
                     return
                 except Conflict as exc:
                     # Another request of ours still sends it (a retry after a lost answer).
