@@ -6,10 +6,12 @@ parts; the limits on sessions."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import os
 
 import pytest
+import sqlalchemy as sa
 
 from files_support import (  # noqa: F401 - fixtures
     MAX_PUT,
@@ -24,6 +26,7 @@ from files_support import (  # noqa: F401 - fixtures
     sha,
 )
 from helpers import API, create_model, create_version, error_code
+from modelreg.files.gc import collect_garbage
 
 M = "fraud-detector"
 OCTETS = "application/octet-stream"
@@ -208,3 +211,30 @@ def test_open_sessions_per_principal_are_limited(files_app, files_wsgi, draft, m
                                                                      "upload_sessions")]:
         files_app.delete(location, status=204)
     assert local_leftovers(files_app) == leftovers
+
+
+def tmp_objects(app) -> list[str]:
+    """Keys under the S3 store's ``tmp/`` (``[]`` on other backends)."""
+    store = app.app.registry["modelreg.blob_store"]
+    if app.app.storage_backend != "s3":
+        return []
+    listed = store.client.list_objects_v2(Bucket=store.bucket, Prefix=f"{store.prefix}tmp/")
+    return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+def test_garbage_collection_frees_the_parts_of_expired_sessions(files_app, draft, part_size):
+    leftovers, objects = local_leftovers(files_app), tmp_objects(files_app)
+    data = os.urandom(part_size + 3)
+    location = open_parts(files_app, draft, len(data), part_size).json["location"]
+    put_part(files_app, location, 1, data[:part_size])
+    put_part(files_app, location, 2, data[part_size:])
+    registry = files_app.app.registry
+    with registry["db_engine"].begin() as conn:
+        conn.execute(sa.text("UPDATE upload_sessions SET expires_at = :t"),
+                     {"t": dt.datetime(2000, 1, 1)})
+    report = collect_garbage(registry["dbsession_factory"], registry["db_engine"],
+                             registry["modelreg.blob_store"])
+    assert report.uploads == [location.rsplit("/", 1)[1]]
+    assert rows(files_app, "upload_sessions") == [] and rows(files_app, "upload_parts") == []
+    assert local_leftovers(files_app) == leftovers
+    assert tmp_objects(files_app) == objects  # no part objects left on S3
