@@ -110,7 +110,7 @@ def test_a_short_part_only_as_the_declared_last(files_app, draft, part_size):
 
 def test_each_part_needs_its_digest_and_a_wrong_one_stores_nothing(files_app, draft,
                                                                     part_size):
-    leftovers = local_leftovers(files_app)
+    leftovers, objects = local_leftovers(files_app), tmp_objects(files_app)
     data = os.urandom(part_size)
     location = open_parts(files_app, draft, len(data), part_size).json["location"]
     response = files_app.put(f"{location}/parts/1", data, content_type=OCTETS, status=400)
@@ -119,9 +119,13 @@ def test_each_part_needs_its_digest_and_a_wrong_one_stores_nothing(files_app, dr
     assert error_code(response) == "digest_mismatch"
     assert rows(files_app, "upload_parts") == []
     assert files_app.get(location).json["parts"] == []
+    assert tmp_objects(files_app) == objects  # nothing of the refused part on S3
     put_part(files_app, location, 1, data)
+    assert len(tmp_objects(files_app)) == len(objects) + int(
+        files_app.app.storage_backend == "s3")
     files_app.delete(location, status=204)
     assert local_leftovers(files_app) == leftovers
+    assert tmp_objects(files_app) == objects
 
 
 def test_a_part_is_stored_once_and_freed_to_be_sent_again(files_app, draft, part_size):
