@@ -187,12 +187,12 @@ def test_one_way_of_sending_per_session(files_app, draft, part_size):
     assert error_code(response) == "upload_mode"
 
 
-@pytest.mark.parametrize("body", [{"part_size": 1}, {"part_size": MAX_PUT + 1},
-                                  {"size": None}, {"size": 10 ** 15}])
-def test_invalid_part_sizes(files_app, draft, part_size, body):
-    response = open_parts(files_app, draft, **{"size": 10, "part_size": part_size, **body},
-                          status=400)
-    assert error_code(response) == "invalid_part_size"
+def test_invalid_part_sizes(files_app, draft, part_size):
+    for body in ({"part_size": 1}, {"part_size": MAX_PUT + 1}, {"size": None},
+                 {"size": 10 ** 15}):
+        response = open_parts(files_app, draft, **{"size": 10, "part_size": part_size,
+                                                   **body}, status=400)
+        assert error_code(response) == "invalid_part_size", body
     assert rows(files_app, "upload_sessions") == []
 
 
