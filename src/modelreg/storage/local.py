@@ -542,6 +542,8 @@ class LocalBlobStore:
                 os.replace(tmp, target)
         except BaseException:
             _unlink_quietly(tmp)
+            if not self._upload_path(state).exists():  # aborted meanwhile: no empty folder
+                self._remove_parts(state)
             raise
         return {"number": number, "size": length, "sha256": sha256}
 
