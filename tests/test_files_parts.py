@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import io
 import os
+import threading
 
 import pytest
 import sqlalchemy as sa
@@ -26,7 +28,9 @@ from files_support import (  # noqa: F401 - fixtures
     sha,
 )
 from helpers import API, create_model, create_version, error_code
+from modelreg.errors import ApiError
 from modelreg.files.gc import collect_garbage
+from modelreg.files.uploads import UploadService
 
 M = "fraud-detector"
 OCTETS = "application/octet-stream"
@@ -242,3 +246,30 @@ def test_garbage_collection_frees_the_parts_of_expired_sessions(files_app, draft
     assert rows(files_app, "upload_sessions") == [] and rows(files_app, "upload_parts") == []
     assert local_leftovers(files_app) == leftovers
     assert tmp_objects(files_app) == objects  # no part objects left on S3
+
+
+def test_the_upload_service_from_python(files_app, draft, part_size):
+    """What the MLflow and Hugging Face front-ends call: no view, no request."""
+    registry = files_app.app.registry
+    service = UploadService(registry, registry["modelreg.blob_store"],
+                            registry["modelreg.plugin_manager"].hook, actor="front-end")
+    data = os.urandom(part_size + 9)
+    opened = service.open(M, str(draft), path="py.bin", owner=None, size=len(data),
+                          part_size=part_size)
+    upload_id = opened.upload.public_id
+    pieces = {1: data[:part_size], 2: data[part_size:]}
+    threads = [threading.Thread(target=service.put_part, args=(
+        upload_id, n, io.BytesIO(piece), len(piece)), kwargs={"sha256": sha(piece)})
+        for n, piece in pieces.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [p["number"] for p in service.status(upload_id).parts] == [1, 2]
+    with pytest.raises(ApiError) as refused:
+        service.complete(upload_id, sha(b"other"))
+    assert refused.value.code == "digest_mismatch"
+    assert len(refused.value.details["parts"]) == 2
+    file, outcome = service.complete(upload_id, sha(data))
+    assert outcome == "created" and file["created_by"] == "front-end"
+    assert files_app.get(file_url(M, draft, "py.bin")).body == data
