@@ -87,8 +87,8 @@ MAX_HEADER = int(SERVER_SETTINGS["max_request_header_size"])
 
 def test_production_sets_waitress_limits_above_the_apps():
     """The settings the tests run with: Waitress's limits explicit in production.ini, its
-    body limit above the app's (so that clients get the app's JSON 413), and stalled clients
-    cut off after a bounded time."""
+    body limit the largest body the app accepts (modelreg.limits), and stalled clients cut
+    off after a bounded time."""
     for key in ("channel_timeout", "max_request_header_size", "max_request_body_size",
                 "connection_limit", "threads"):
         assert key in SERVER_SETTINGS, f"production.ini sets no {key} in [server:main]"

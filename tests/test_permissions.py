@@ -19,6 +19,7 @@ body (creating, renaming) and the admin API → 403.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,8 @@ from pyramid.testing import DummyRequest
 from helpers import API, error_code
 from modelreg.config import configure
 from modelreg.errors import ApiError
-from modelreg.files.services import FileService
+from modelreg.files.uploads import UploadService
+from modelreg.interfaces import MIN_CHUNK_SIZE
 from modelreg.metrics import MetricsTokenPredicate
 from modelreg.testing import clear_database, make_app
 from security_helpers import (
@@ -42,7 +44,6 @@ from security_helpers import (
     bearer,
     delete_models,
     public_id,
-    registry_service,
     security_service,
     seed_model,
 )
@@ -140,6 +141,11 @@ CASES = [
          path="/api/v1/uploads/{upload}?digest=sha256:" + hashlib.sha256(b"").hexdigest(),
          on="upload"),
     Case("DELETE", "/api/v1/uploads/{upload}", path="/api/v1/uploads/{upload}", on="upload"),
+    Case("PUT", "/api/v1/uploads/{upload}/parts/{number}",
+         path="/api/v1/uploads/{parts_upload}/parts/1?digest=sha256:"
+         + hashlib.sha256(b"a chunk").hexdigest(), body=b"a chunk", on="upload"),
+    Case("DELETE", "/api/v1/uploads/{upload}/parts/{number}",
+         path="/api/v1/uploads/{parts_upload}/parts/1", on="upload"),
     # aliases
     Case("GET", "/api/v1/models/{model}/aliases", path=MODEL + "/aliases"),
     Case("GET", "/api/v1/models/{model}/aliases/{alias}", path=MODEL + "/aliases/champion"),
@@ -228,17 +234,23 @@ def world(secure_app) -> dict[str, Any]:
         grant_id = grant.id
     seed_model(wsgi)
     return {"tokens": tokens, "victim_token": public_id(victim), "victim_grant": grant_id,
-            "upload": open_upload(wsgi)}
+            "upload": open_upload(wsgi), "parts_upload": open_upload(wsgi, parts=True)}
 
 
-def open_upload(wsgi_app: Any) -> str:
-    """An upload session of ``writer`` for ``big.bin`` of draft 2; its public id."""
-    with registry_service(wsgi_app) as registry:
-        registry.actor = "writer"
-        upload, _ = FileService(registry, wsgi_app.registry["modelreg.blob_store"]).open_upload(
-            "fraud-detector", "2", path="big.bin", owner="writer", size=None, sha256=None,
-            media="application/octet-stream")
-        return upload.public_id
+def open_upload(wsgi_app: Any, *, parts: bool = False) -> str:
+    """An upload session of ``writer`` for ``big.bin`` of draft 2 (in sequential chunks, or
+    in numbered parts holding its part 1, ``a chunk``); its public id."""
+    registry = wsgi_app.registry
+    service = UploadService(registry, registry["modelreg.blob_store"],
+                            registry["modelreg.plugin_manager"].hook, actor="writer")
+    if not parts:
+        return service.open("fraud-detector", "2", path="big.bin", owner="writer"
+                            ).upload.public_id
+    upload_id = service.open("fraud-detector", "2", path="parts.bin", owner="writer", size=7,
+                             part_size=MIN_CHUNK_SIZE).upload.public_id
+    service.put_part(upload_id, 1, io.BytesIO(b"a chunk"), 7,
+                     sha256=hashlib.sha256(b"a chunk").hexdigest())
+    return upload_id
 
 
 def _send(app, case: Case, url: str, token: str | None) -> webtest.TestResponse:
@@ -282,6 +294,7 @@ def test_permission_matrix(secure_app, world, case, openapi_checker):
                 delete_models(secure_app.app)  # the next allowed role finds the same world
                 seed_model(secure_app.app)
                 world["upload"] = open_upload(secure_app.app)
+                world["parts_upload"] = open_upload(secure_app.app, parts=True)
         elif got != want:
             wrong.append(f"{role}: expected {want}, got {got} {response.text[:200]}")
         elif want == 404:

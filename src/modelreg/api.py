@@ -13,7 +13,7 @@ import pluggy
 from .auditing import audit_request, record_audit
 from .errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from .hookspecs import PROJECT_NAME
-from .interfaces import MIN_CHUNK_SIZE, IBlobStore, validate_sha256
+from .interfaces import MAX_PARTS, MIN_CHUNK_SIZE, IBlobStore, validate_sha256
 from .openapi import BODY_ERRORS as JSON_BODY_ERRORS
 from .openapi import Operation as ApiOperation
 from .openapi import Param as ApiParam
@@ -34,6 +34,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
     "JSON_BODY_ERRORS",
+    "MAX_PARTS",
     "MIN_CHUNK_SIZE",
     "PROJECT_NAME",
     "ApiError",

@@ -409,7 +409,7 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
 @click.option("--description", default="", help="The version's description.")
 @click.option("--alias", help="Point this alias at the version once it is ready.")
 @click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Files uploaded at once.")
+              help="Files uploaded at once, and parts of one large file at once.")
 @click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
               help="Leave out files matching this gitignore-style pattern; repeat for several.")
 @click.option("--include", "includes", multiple=True, metavar="PATTERN",

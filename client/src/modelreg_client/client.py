@@ -13,6 +13,7 @@ server's ``code``, ``message``, ``details`` and HTTP ``status``.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ from .types import (
     FileList,
     Finding,
     Model,
+    Part,
     PullResult,
     PushResult,
     Upload,
@@ -137,7 +139,7 @@ class Client:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self.parallel + 4,
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=2 * self.parallel + 4,
                               max_retries=retry)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -522,11 +524,19 @@ class Client:
     def open_upload(
         self, model: str, number: int, path: str, *, size: int | None = None,
         sha256: str | None = None, media_type: str | None = None,
+        part_size: int | None = None,
     ) -> Upload:
-        """Open a resumable upload session for one file of a draft."""
+        """Open a resumable upload session for one file of a draft.
+
+        :param part_size: send numbered parts of this size (:meth:`upload_part`, in any
+            order, in parallel); needs ``size``.  Without it, sequential chunks
+            (:meth:`upload_chunk`).
+        """
         body: dict[str, Any] = {"path": path}
         if size is not None:
             body["size"] = size
+        if part_size is not None:
+            body["part_size"] = part_size
         if sha256:
             body["digest"] = DIGEST_PREFIX + sha256
         if media_type:
@@ -553,6 +563,25 @@ class Client:
                    "Content-Range": f"bytes {offset}-{offset + length - 1}"}
         return Upload.from_json(self._json("PATCH", f"uploads/{_segment(upload_id)}",
                                            data=data, headers=headers))
+
+    def upload_part(self, upload_id: str, number: int, data: bytes | FileRegion,
+                    sha256: str) -> Part:
+        """Send part ``number`` (1-based) of a session in numbered parts, with its digest.
+
+        The same bytes again answer the part as held; other bytes for a number the session
+        holds raise :class:`Conflict` (``part_exists``: :meth:`delete_part` first), as does a
+        number another request is sending (``part_in_progress``).
+        """
+        digest = base64.b64encode(bytes.fromhex(sha256)).decode()
+        headers = {"Content-Type": "application/octet-stream",
+                   "Content-Digest": f"sha-256=:{digest}:"}
+        return Part.from_json(self._json(
+            "PUT", f"uploads/{_segment(upload_id)}/parts/{int(number)}", data=data,
+            headers=headers))
+
+    def delete_part(self, upload_id: str, number: int) -> None:
+        """Free a part a session holds, so that it can be sent again."""
+        self.request("DELETE", f"uploads/{_segment(upload_id)}/parts/{int(number)}")
 
     def complete_upload(
         self, upload_id: str, sha256: str, data: bytes | FileRegion | None = None,

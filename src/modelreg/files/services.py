@@ -25,7 +25,6 @@ import binascii
 import datetime as dt
 import hmac
 import re
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -395,32 +394,7 @@ class FileService:
                              before={"sha256": file.sha256, "size": file.size})
 
     # ---------------------------------------------------------------- upload sessions
-
-    def open_upload(
-        self, model_name: str, ref: str, *, path: str, owner: str | None,
-        size: int | None, sha256: str | None, media: str,
-    ) -> tuple[UploadSession, Version]:
-        """Open a resumable upload of ``path`` into a draft."""
-        check_new_path(path)
-        version = self.draft(model_name, ref)
-        # Early, before any byte is sent; completing checks again under the version's lock.
-        self.check_new_file(version, path)
-        now = utcnow()
-        ttl = session_ttl(self.settings)
-        state = self.store.begin_upload()
-        try:
-            upload = UploadSession(
-                public_id=secrets.token_hex(16), version_id=version.id, path=path,
-                media_type=media, owner=owner, state=state, offset=0, size=size,
-                sha256=sha256, expires_at=now + dt.timedelta(seconds=ttl), created_at=now,
-                updated_at=now,
-            )
-            self.db.add(upload)
-            self.db.flush()
-        except BaseException:
-            self.store.abort_upload(state)
-            raise
-        return upload, version
+    # Opening, receiving and completing them: :class:`.uploads.UploadService`.
 
     def find_upload(self, public_id: str) -> tuple[UploadSession, str, int] | None:
         """An open, unexpired upload session with its model's name and version number.
@@ -458,6 +432,10 @@ def upload_json(
         "min_chunk_size": min_chunk_size(settings),
         "max_chunk_size": max_put_size(settings),
         "location": request.route_path("api.upload", upload=upload.public_id),
+        "part_size": upload.part_size,
+        "parts_count": (None if upload.part_size is None or upload.size is None
+                        else -(-upload.size // upload.part_size)),
+        "parts": [],
     }
 
 

@@ -1,7 +1,7 @@
 """The core's tables.  Import from here; the submodules group them by domain."""
 
 from .events import AuditEvent, OutboxEvent
-from .files import Blob, File, UploadSession
+from .files import Blob, File, UploadPart, UploadSession
 from .jobs import Job, ScanFinding, WorkerBeat
 from .meta import Base, parse_timestamp, utcnow
 from .registry import Alias, AliasHistory, Model, ModelTag, Version, VersionTag
@@ -25,6 +25,7 @@ __all__ = [
     "OutboxEvent",
     "Principal",
     "ScanFinding",
+    "UploadPart",
     "UploadSession",
     "Version",
     "VersionTag",
