@@ -17,10 +17,13 @@ not what the transaction it waited for has just committed, and counts checked un
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import transaction as zope_transaction
 import zope.sqlalchemy
 from pyramid.config import Configurator
 from pyramid.interfaces import IRoutesMapper
@@ -255,6 +258,23 @@ def get_tm_session(
     else:  # a factory not made by get_session_factory
         zope.sqlalchemy.register(dbsession, transaction_manager=transaction_manager)
     return dbsession
+
+
+@contextmanager
+def transaction(registry: Any, *, write: bool = True) -> Iterator[Session]:
+    """The one way to run a unit of work outside a request's own transaction: a session in a
+    transaction of its own (its own ``transaction.TransactionManager``), committed when the
+    block ends and aborted when it raises.  Nothing commits by hand.
+
+    :param registry: the app's registry (``request.registry``, ``config.registry``), holding
+        the engines and the session factory that :func:`includeme` built.
+    :param write: bind to the writing engine (on SQLite its transactions begin with
+        ``BEGIN IMMEDIATE``, :func:`writer_engine`); ``False`` to only read.
+    """
+    tm = zope_transaction.TransactionManager(explicit=True)
+    with tm:
+        yield get_tm_session(registry["dbsession_factory"], tm,
+                             registry["db_writer_engine"] if write else registry["db_engine"])
 
 
 def mark_changed(dbsession: Session) -> None:

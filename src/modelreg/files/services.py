@@ -30,12 +30,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-import transaction
 from pyramid.request import Request
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..db import get_tm_session
+from ..db import transaction as db_transaction
 from ..errors import ApiError, BadRequest, Conflict, NotFound
 from ..interfaces import MIN_CHUNK_SIZE
 from ..models import Blob, File, Model, UploadSession, Version, utcnow
@@ -166,9 +165,8 @@ def write_transaction(registry: Any) -> Iterator[Session]:
     For streaming views, whose request session only reads; the transaction manager commits
     or aborts, nothing commits by hand.
     """
-    tm = transaction.TransactionManager(explicit=True)
-    with tm:
-        yield get_tm_session(registry["dbsession_factory"], tm, registry["db_writer_engine"])
+    with db_transaction(registry) as dbsession:
+        yield dbsession
 
 
 def file_json(file: File) -> dict[str, Any]:
