@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from client_support import (  # noqa: F401 - fixtures
     MiB,
     registry,
+    start_registry,
     tree,
     write_random,
 )
@@ -454,3 +455,18 @@ def test_whoami_alias_history_lineage_headers_and_unknown_aliases(logged_in, tmp
     assert run("ls", f"{model}/2").output.splitlines()[0].split() == ["SIZE", "SHA256", "PATH"]
     unknown = run("show", f"{model}@champoin")
     assert unknown.exit_code == 3 and "its aliases: champion" in unknown.output
+
+
+def test_push_says_when_no_worker_runs_the_scan(env, tmp_path):
+    """Without a terminal, the push still says why it waits instead of printing nothing."""
+    with start_registry(**{"modelreg.worker.embedded": "false",
+                           "modelreg.worker.stale_after": "1"}) as registry:
+        source = tmp_path / "model"
+        write_random(source / "w.bin", 100)
+        result = CliRunner().invoke(main, [
+            "--url", registry.url, "--token", registry.token, "push", str(source),
+            "--model", "unscanned", "--wait", "1"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "note: unscanned/1: no worker has run yet" in result.stderr
+    assert "modelreg worker" in result.stderr
+    assert "(validating)" in result.stdout and "still validating" in result.stdout

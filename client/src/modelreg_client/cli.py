@@ -414,6 +414,9 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
               help="Leave out files matching this gitignore-style pattern; repeat for several.")
 @click.option("--include", "includes", multiple=True, metavar="PATTERN",
               help="Push only files matching this gitignore-style pattern; repeat for several.")
+@click.option("--wait", type=click.FloatRange(0), default=600, show_default=True,
+              metavar="SECONDS", help="How long to wait for the server's scanners to make "
+              "the version ready.")
 @click.option("--verbose", "-v", is_flag=True, help="List the files that were left out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @json_option
@@ -421,7 +424,7 @@ def whoami(ctx: click.Context, as_json: bool) -> None:
 def push(ctx: click.Context, directory: Path, model: str, tags: tuple[str, ...],
          metadata_file: Any, lineage: tuple[str, ...], description: str, alias: str | None,
          parallel: int,
-         excludes: tuple[str, ...], includes: tuple[str, ...], verbose: bool,
+         excludes: tuple[str, ...], includes: tuple[str, ...], wait: float, verbose: bool,
          quiet: bool, as_json: bool) -> None:
     """Push every file under DIRECTORY as a new version of a model.
 
@@ -451,7 +454,7 @@ def push(ctx: click.Context, directory: Path, model: str, tags: tuple[str, ...],
     try:
         result = client.push(directory, model, tags=tag_values, metadata=metadata,
                              lineage=lineage_values, description=description, alias=alias,
-                             progress=progress,
+                             progress=progress, wait=wait,
                              exclude=excludes, include=includes)
     finally:
         if progress is not None:
