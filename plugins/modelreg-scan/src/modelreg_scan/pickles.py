@@ -340,6 +340,9 @@ def scan_if_pickle(
     in_member = f" of member {member}" if member else ""
     findings: list[dict[str, Any]] = []
     reported: set[tuple[str, str]] = set()
+    python = runs["python"]
+    joblib_read = (recorder.joblib_array is not None and not python.error
+                   and not python.limit)
     for found in sorted(imports, key=lambda i: (i.engine != "python", i.offset or 0)):
         key = (found.module, found.name)
         if key in reported:
@@ -347,6 +350,12 @@ def scan_if_pickle(
         reported.add(key)
         risk = _risk(found, allowed)
         if risk is None:
+            continue
+        if (joblib_read and found.engine == "c" and risk != CRITICAL
+                and found.position > recorder.joblib_array):
+            # The C unpickler reading joblib's array bytes as opcodes: no loader does
+            # (joblib.load reads them as arrays, pickle.load of such a file is no way to
+            # load it); only a dangerous import there is still reported.
             continue
         kind = "dangerous" if risk == CRITICAL else "unknown"
         at = (f" at byte {found.offset}" if found.offset is not None
@@ -363,7 +372,6 @@ def scan_if_pickle(
             f"the pickle imports a global through the extension registry (code {code}) "
             f"at byte {offset}{in_member}", ERROR, risk=HIGH, offset=offset,
             opcode="EXT", **where))
-    python = runs["python"]
     for run in runs.values():
         if run.limit:
             findings.append(finding(

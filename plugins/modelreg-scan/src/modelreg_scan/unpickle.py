@@ -61,6 +61,7 @@ class Import(NamedTuple):
     offset: int | None
     opcode: str | None
     engine: str
+    position: int
 
 
 class Reader:
@@ -220,19 +221,30 @@ class Recorder:
         self.imports: list[Import] = []
         self.extensions: list[tuple[int, int | None]] = []
         self.persistent: list[Any] = []
+        #: where the Python engine met the first array joblib writes between the opcodes
+        self.joblib_array: int | None = None
         self._classes: dict[tuple[str, str], type] = {}
 
     def global_(self, module: str, name: str, proto: int | None, offset: int | None,
-                opcode: str | None, engine: str) -> type:
+                opcode: str | None, engine: str, position: int) -> type:
         mapped = effective(module, name, proto)
         raw = (module, name) if mapped != (module, name) else None
-        self.imports.append(Import(*mapped, raw, offset, opcode, engine))
+        self.imports.append(Import(*mapped, raw, offset, opcode, engine, position))
         if mapped not in self._classes:
             self._classes[mapped] = stub_class(*mapped)
         return self._classes[mapped]
 
 
 # ---------------------------------------------------------------------------- C engine
+
+
+class _Unpeekable:
+    """A :class:`Reader` without ``peek``."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.read = reader.read
+        self.readline = reader.readline
+        self.readinto = reader.readinto
 
 
 class CEngine(_pickle.Unpickler):
@@ -242,12 +254,14 @@ class CEngine(_pickle.Unpickler):
     def __init__(self, reader: Reader, recorder: Recorder) -> None:
         # utf-8 with surrogateescape: a STRING argument decodes as torch.load decodes it and
         # never stops the reading early (a loader whose encoding refuses it stops there).
-        super().__init__(reader, encoding="utf-8", errors="surrogateescape")
+        # No peek(): the C unpickler then reads no further ahead than the current frame.
+        super().__init__(_Unpeekable(reader), encoding="utf-8", errors="surrogateescape")
         self._reader = reader
         self._recorder = recorder
 
     def find_class(self, module: str, name: str) -> Any:
-        return self._recorder.global_(module, name, None, None, None, "c")
+        return self._recorder.global_(module, name, None, None, None, "c",
+                                      self._reader.position)
 
     def persistent_load(self, pid: Any) -> Any:
         self._recorder.persistent.append(pid)
@@ -340,7 +354,7 @@ class PyEngine(pickle._Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         return self._recorder.global_(module, name, self.proto, self._opcode_offset,
-                                      self._opcode, "python")
+                                      self._opcode, "python", self._reader.position)
 
     def persistent_load(self, pid: Any) -> Any:
         self._recorder.persistent.append(pid)
@@ -434,6 +448,8 @@ class PyEngine(pickle._Unpickler):
         padding-length byte, that much padding, then count x itemsize raw bytes."""
         if self._reader.position < self._frame_end:
             raise ScannerLimit("a joblib array inside a pickle frame")
+        if self._recorder.joblib_array is None:
+            self._recorder.joblib_array = self._reader.position
         state = _state_dict(wrapper)
         shape = state.get("shape")
         if not isinstance(shape, tuple) or not all(
