@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from .config import ScanConfig
 from .numpyfiles import is_npy, scan_npy
-from .pickles import SNIFF_SIZE, scan_if_pickle
+from .pickles import SNIFF_SIZE, TORCH_TAR_MEMBERS, scan_if_pickle
 from .report import ERROR, finding
 from .safetensors import looks_like_safetensors
 
@@ -36,8 +36,6 @@ BOMB_FLOOR = 1 << 20
 CHUNK = 1 << 20
 
 _PICKLE_NAMES = (".pkl", ".pickle")
-#: Raw tensor storages in a PyTorch zip: ``archive/data/0`` -- never pickles.
-_STORAGE = re.compile(r"(^|/)data/[^/]+$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 class _ZlibFile(io.RawIOBase):
@@ -189,16 +187,18 @@ Nested = Callable[[str], list[dict[str, Any]]]
 
 
 def _scan_member(opener: Callable[[], IO[bytes]], name: str, size: int,
-                 config: ScanConfig, nested: Nested | None) -> list[dict]:
-    if _STORAGE.search(name) and not name.lower().endswith(_PICKLE_NAMES):
-        return []  # raw tensor bytes, never unpickled
+                 config: ScanConfig, nested: Nested | None, storage: bool = False,
+                 layout: str | None = None) -> list[dict]:
     with opener() as stream:
         head = stream.read(SNIFF_SIZE)
-    if is_npy(head):
+    if is_npy(head):  # np.load reads any member of a zip that starts so
         with opener() as stream:
             return scan_npy(stream, size, allowed=config.allow_globals, member=name)
+    if storage:
+        return []  # raw tensor bytes of a torch checkpoint: torch.load never unpickles them
     with opener() as stream:
-        found = scan_if_pickle(stream, allowed=config.allow_globals, member=name, size=size)
+        found = scan_if_pickle(stream, allowed=config.allow_globals, member=name, size=size,
+                               layout=layout)
     if found is not None:
         return found
     if nested is None or not (is_zip(head) or is_tar(head) or compression_of(head)
@@ -259,12 +259,18 @@ def scan_zip(path: str, size: int, config: ScanConfig,
         findings += _bomb(config, total, size, "the archive")
         if any(f["code"] in ("archive_bomb", "archive_too_large") for f in findings):
             return findings  # never decompress a bomb
+        # torch checkpoints: <root>/data.pkl and the raw storages <root>/data/<key>
+        roots = {info.filename[: -len("data.pkl")] for info in infos
+                 if info.filename == "data.pkl" or info.filename.endswith("/data.pkl")}
         for info in infos:
             if info.is_dir() or info.flag_bits & 1 or info.filename.endswith("/"):
                 continue
+            root, _, key = info.filename.rpartition("data/")
+            storage = (root in roots and bool(key) and "/" not in key
+                       and not key.lower().endswith(_PICKLE_NAMES))
             try:
                 findings += _scan_member(lambda info=info: archive.open(info), info.filename,
-                                         info.file_size, config, nested)
+                                         info.file_size, config, nested, storage)
             except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError,
                     RuntimeError) as exc:
                 findings.append(finding("archive_malformed",
@@ -317,9 +323,11 @@ def scan_tar(path: str, config: ScanConfig,
                     findings += _bomb(config, total, 0, "the archive")
                     return findings
                 if member.isfile():
+                    # torch.save's oldest layout: pickles and raw data interleaved
+                    layout = member.name if member.name in TORCH_TAR_MEMBERS else None
                     findings += _scan_member(
                         lambda member=member: archive.extractfile(member),  # type: ignore[return-value]
-                        member.name, member.size, config, nested)
+                        member.name, member.size, config, nested, layout=layout)
     except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib_errors()) as exc:
         findings.append(finding("archive_malformed", f"the tar archive cannot be read: {exc}"))
     return findings

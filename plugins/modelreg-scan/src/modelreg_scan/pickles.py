@@ -209,13 +209,28 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_all(engine: str, reader: Reader, recorder: Recorder) -> _Run:
+def _read_all(engine: str, reader: Reader, recorder: Recorder,
+              layout: str | None = None) -> _Run:
     """Read pickles from ``reader`` with ``engine`` until the stream ends, or until what
     follows a complete pickle is no pickle (it breaks before importing anything that could
     exist, without a ``PROTO`` header: a loader reading on would stop there too).  Legacy
     ``torch.save`` files are followed: after the fifth pickle come the raw storages, read as
-    torch reads them."""
+    torch reads them; so are the ``storages`` and ``tensors`` members of its oldest, tar
+    layout (``layout``)."""
     run = _Run()
+    if layout in TORCH_TAR_MEMBERS:
+        try:
+            run.storages = _torch_tar_member(engine, reader, recorder, layout, run)
+        except ScannerLimit as exc:
+            run.limit, run.error_offset = str(exc), reader.position
+            return run
+        except _NotTorch:
+            pass  # its first pickle is no count: the rest is read as any file's
+        except Exception as exc:  # whatever stops the unpickler stops torch.load
+            run.error, run.error_offset = _message(exc), reader.position
+            return run
+        if run.storages:
+            return run
     legacy = False
     storages: list[Any] = []
     while True:
@@ -258,6 +273,53 @@ def _read_all(engine: str, reader: Reader, recorder: Recorder) -> _Run:
             run.storages = _torch_storages(reader, storages, value)
             if run.storages:
                 return run
+
+
+class _NotTorch(Exception):
+    """The stream does not start as torch's tar layout says."""
+
+
+#: The members of torch.save's oldest layout (a tar) whose pickles are interleaved with raw
+#: data: torch/serialization.py, ``legacy_load``.
+TORCH_TAR_MEMBERS = frozenset({"storages", "tensors"})
+
+
+def _torch_tar_member(engine: str, reader: Reader, recorder: Recorder, layout: str,
+                      run: _Run) -> str | None:
+    """Read the ``storages`` or ``tensors`` member of a tar-layout torch checkpoint as
+    torch's ``legacy_load`` does: a pickled count, then per item a pickled tuple followed
+    by raw bytes (a storage: its element count and elements; a tensor: ndim as 4 bytes, 4
+    ignored bytes, sizes and strides as 8 bytes each, the storage offset), and for
+    storages a last pickle of views.  Why it cannot, or ``None``."""
+    def one() -> Any:
+        value = ENGINES[engine](reader, recorder).load()
+        run.complete += 1
+        return value
+
+    count = one()
+    if type(count) is not int:
+        raise _NotTorch
+    for _ in range(count):
+        item = one()
+        if not isinstance(item, tuple) or len(item) != 3:
+            return f"a {layout} entry that is no (key, ..., type) triple"
+        if layout == "storages":
+            size = _element_size(item[2])
+            raw = reader.read(8)
+            if size is None or len(raw) < 8:
+                return f"a storage of a type or size torch does not write: {item!r:.100}"
+            numel = int.from_bytes(raw, "little", signed=True)
+            if numel < 0 or reader.skip(numel * size) < numel * size:
+                return f"storage {item[0]!r:.50} is cut short"
+        else:
+            raw = reader.read(8)
+            ndim = int.from_bytes(raw[:4], "little", signed=True) if len(raw) == 8 else -1
+            need = 16 * ndim + 8
+            if ndim < 0 or reader.skip(need) < need:
+                return f"tensor {item[0]!r:.50} is cut short"
+    if layout == "storages":
+        one()  # the storage views
+    return None
 
 
 def _element_size(storage_type: Any) -> int | None:
@@ -303,6 +365,7 @@ def _torch_storages(reader: Reader, persistent: list[Any], keys: Any) -> str | N
 def scan_if_pickle(
     stream: IO[bytes], *, allowed: Iterable[str] = (), member: str | None = None,
     size: int | None = None, base: int = 0, required: bool = False,
+    layout: str | None = None,
 ) -> list[dict[str, Any]] | None:
     """Findings for ``stream`` read as pickles, or ``None`` when it is no pickle.
 
@@ -321,6 +384,8 @@ def scan_if_pickle(
     :param base: the offset of the stream's position in the file, for the offsets reported.
     :param required: a loader will unpickle this stream (an object ``.npy`` array): a
         stream that is no pickle fails closed too.
+    :param layout: ``storages`` or ``tensors`` for those members of a tar: torch's oldest
+        layout interleaves their pickles with raw data.
     """
     allowed = tuple(allowed)
     start = stream.tell()
@@ -331,7 +396,7 @@ def scan_if_pickle(
         stream.seek(start)
         reader = Reader(stream, base, size)
         header = is_pickle_header(reader.peek(2))
-        runs[engine] = _read_all(engine, reader, recorder)
+        runs[engine] = _read_all(engine, reader, recorder, layout)
     imports = recorder.imports
     if not (header or required or any(run.complete for run in runs.values())
             or any(could_be_module(found.module) for found in imports)):
@@ -351,11 +416,11 @@ def scan_if_pickle(
         risk = _risk(found, allowed)
         if risk is None:
             continue
-        if (joblib_read and found.engine == "c" and risk != CRITICAL
-                and found.position > recorder.joblib_array):
-            # The C unpickler reading joblib's array bytes as opcodes: no loader does
-            # (joblib.load reads them as arrays, pickle.load of such a file is no way to
-            # load it); only a dangerous import there is still reported.
+        if joblib_read and found.engine == "c" and risk != CRITICAL:
+            # The C unpickler reading joblib's array bytes as opcodes (the engines read alike
+            # up to the first array): no loader does -- joblib.load reads them as arrays,
+            # pickle.load of such a file is no way to load it.  Only a dangerous import
+            # there is still reported.
             continue
         kind = "dangerous" if risk == CRITICAL else "unknown"
         at = (f" at byte {found.offset}" if found.offset is not None

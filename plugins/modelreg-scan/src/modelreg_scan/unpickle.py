@@ -131,6 +131,12 @@ class Reader:
         self.position += len(line)
         return line
 
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` back in front of what is read next."""
+        if data:
+            self._pending = data + self._pending
+            self.position -= len(data)
+
     def peek(self, size: int = 1) -> bytes:
         if len(self._pending) < size:
             self._pending += self._stream.read(size - len(self._pending))
@@ -238,15 +244,6 @@ class Recorder:
 # ---------------------------------------------------------------------------- C engine
 
 
-class _Unpeekable:
-    """A :class:`Reader` without ``peek``."""
-
-    def __init__(self, reader: Reader) -> None:
-        self.read = reader.read
-        self.readline = reader.readline
-        self.readinto = reader.readinto
-
-
 class CEngine(_pickle.Unpickler):
     """CPython's C unpickler with ``find_class`` and ``persistent_load`` that never import
     or call."""
@@ -254,8 +251,7 @@ class CEngine(_pickle.Unpickler):
     def __init__(self, reader: Reader, recorder: Recorder) -> None:
         # utf-8 with surrogateescape: a STRING argument decodes as torch.load decodes it and
         # never stops the reading early (a loader whose encoding refuses it stops there).
-        # No peek(): the C unpickler then reads no further ahead than the current frame.
-        super().__init__(_Unpeekable(reader), encoding="utf-8", errors="surrogateescape")
+        super().__init__(reader, encoding="utf-8", errors="surrogateescape")
         self._reader = reader
         self._recorder = recorder
 
@@ -338,6 +334,62 @@ def c_index(line: bytes) -> int:
         return int(line[:-1])
 
 
+class _Buffered:
+    """Reads a :class:`Reader` a piece ahead, for the pure-Python unpickler's many small
+    reads; :meth:`give_back` returns what was not used (before joblib reads the stream
+    itself, and when a pickle ends)."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self._buffer = b""
+        self._used = 0
+
+    def position(self) -> int:
+        return self.reader.position - (len(self._buffer) - self._used)
+
+    def remaining(self) -> int | None:
+        remaining = self.reader.remaining()
+        return None if remaining is None else remaining + len(self._buffer) - self._used
+
+    def read(self, size: int) -> bytes:
+        end = self._used + size
+        if end <= len(self._buffer):
+            data = self._buffer[self._used:end]
+            self._used = end
+            return data
+        data = self._buffer[self._used:]
+        self._buffer, self._used = b"", 0
+        missing = size - len(data)
+        if missing >= _AHEAD:
+            return data + self.reader.read(missing)
+        self._buffer = self.reader.read(_AHEAD)
+        self._used = min(missing, len(self._buffer))
+        return data + self._buffer[:self._used]
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def readline(self) -> bytes:
+        newline = self._buffer.find(b"\n", self._used)
+        if newline >= 0:
+            line = self._buffer[self._used:newline + 1]
+            self._used = newline + 1
+            return line
+        self.give_back()
+        return self.reader.readline()
+
+    def give_back(self) -> None:
+        self.reader.unread(self._buffer[self._used:])
+        self._buffer, self._used = b"", 0
+
+
+#: How far the pure-Python engine reads ahead.
+_AHEAD = 1 << 16
+
+
 class PyEngine(pickle._Unpickler):
     """The pure-Python unpickler (joblib's), reading joblib's inline arrays, with
     ``find_class`` and ``persistent_load`` that never import or call."""
@@ -345,16 +397,23 @@ class PyEngine(pickle._Unpickler):
     dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, reader: Reader, recorder: Recorder) -> None:
-        super().__init__(reader, encoding="utf-8", errors="surrogateescape")
+        self._buffered = _Buffered(reader)
+        super().__init__(self._buffered, encoding="utf-8", errors="surrogateescape")
         self._reader = reader
         self._recorder = recorder
         self._opcode_offset: int | None = None
         self._opcode: str | None = None
         self._frame_end = 0
 
+    def load(self) -> Any:
+        try:
+            return super().load()
+        finally:
+            self._buffered.give_back()  # the next pickle, or torch's raw data, starts here
+
     def find_class(self, module: str, name: str) -> Any:
         return self._recorder.global_(module, name, self.proto, self._opcode_offset,
-                                      self._opcode, "python", self._reader.position)
+                                      self._opcode, "python", self._buffered.position())
 
     def persistent_load(self, pid: Any) -> Any:
         self._recorder.persistent.append(pid)
@@ -363,7 +422,7 @@ class PyEngine(pickle._Unpickler):
     # -- imports, with the offset of their opcode
 
     def _at(self, opcode: str, handler: Callable[[PyEngine], None]) -> None:
-        self._opcode_offset = self._reader.position - 1
+        self._opcode_offset = self._buffered.position() - 1
         self._opcode = opcode
         try:
             handler(self)
@@ -383,7 +442,7 @@ class PyEngine(pickle._Unpickler):
         self._at("STACK_GLOBAL", pickle._Unpickler.load_stack_global)
 
     def get_extension(self, code: int) -> None:
-        self._recorder.extensions.append((code, self._reader.position))
+        self._recorder.extensions.append((code, self._buffered.position()))
         raise ValueError(f"unregistered extension code {code}")
 
     # -- where the C unpickler is more lenient
@@ -415,17 +474,18 @@ class PyEngine(pickle._Unpickler):
         # Frames are a hint to the C unpickler: it checks that the bytes are there and
         # reads on across the frame's end.  Reads never cross into a frame here.
         (size,) = struct.unpack("<Q", self.read(8))
-        remaining = self._reader.remaining()
+        remaining = self._buffered.remaining()
         if remaining is None:
+            self._buffered.give_back()
             if len(self._reader.peek(size)) < size:
                 raise pickle.UnpicklingError("pickle data was truncated")
         elif size > remaining:
             raise pickle.UnpicklingError("pickle data was truncated")
-        self._frame_end = self._reader.position + size
+        self._frame_end = self._buffered.position() + size
 
     def load_bytearray8(self) -> None:
         (size,) = struct.unpack("<Q", self.read(8))
-        remaining = self._reader.remaining()
+        remaining = self._buffered.remaining()
         if remaining is not None and size > remaining:
             raise pickle.UnpicklingError("pickle data was truncated")
         data = self.read(size)
@@ -446,6 +506,7 @@ class PyEngine(pickle._Unpickler):
         """Read the array joblib writes after a ``NumpyArrayWrapper``, as its
         ``read_array`` does: an object array is a pickle; any other is an optional
         padding-length byte, that much padding, then count x itemsize raw bytes."""
+        self._buffered.give_back()  # joblib reads the file itself, past what was read ahead
         if self._reader.position < self._frame_end:
             raise ScannerLimit("a joblib array inside a pickle frame")
         if self._recorder.joblib_array is None:
