@@ -61,7 +61,6 @@ class Import(NamedTuple):
     offset: int | None
     opcode: str | None
     engine: str
-    position: int
 
 
 class Reader:
@@ -232,10 +231,10 @@ class Recorder:
         self._classes: dict[tuple[str, str], type] = {}
 
     def global_(self, module: str, name: str, proto: int | None, offset: int | None,
-                opcode: str | None, engine: str, position: int) -> type:
+                opcode: str | None, engine: str) -> type:
         mapped = effective(module, name, proto)
         raw = (module, name) if mapped != (module, name) else None
-        self.imports.append(Import(*mapped, raw, offset, opcode, engine, position))
+        self.imports.append(Import(*mapped, raw, offset, opcode, engine))
         if mapped not in self._classes:
             self._classes[mapped] = stub_class(*mapped)
         return self._classes[mapped]
@@ -256,8 +255,7 @@ class CEngine(_pickle.Unpickler):
         self._recorder = recorder
 
     def find_class(self, module: str, name: str) -> Any:
-        return self._recorder.global_(module, name, None, None, None, "c",
-                                      self._reader.position)
+        return self._recorder.global_(module, name, None, None, None, "c")
 
     def persistent_load(self, pid: Any) -> Any:
         self._recorder.persistent.append(pid)
@@ -413,7 +411,7 @@ class PyEngine(pickle._Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         return self._recorder.global_(module, name, self.proto, self._opcode_offset,
-                                      self._opcode, "python", self._buffered.position())
+                                      self._opcode, "python")
 
     def persistent_load(self, pid: Any) -> Any:
         self._recorder.persistent.append(pid)
