@@ -154,9 +154,23 @@ def bypasses(markers: str, package_root: str) -> dict[str, tuple[str, bytes, set
                            + b"'\nios\nsystem\n.", system)
     samples["in-zip.zip"] = ("zip", _zip({"weights.bin": pickle.dumps(
         Touch(m("in-zip")), protocol=5)}), system)
+    samples["joblib-decoy.pkl"] = ("pickles", joblib_decoy(b"cevilpkg\nrun\n)R0"),
+                                   {("evilpkg", "run")})
     samples["several-legacy.pkl"] = ("pickles", s.clean_pickle(2) + s.clean_pickle(2)
                                      + v0_system(m("several-legacy")) + b"\x00raw", system)
     return samples
+
+
+def joblib_decoy(raw: bytes) -> bytes:
+    """A joblib file of one uint8 array whose bytes are ``raw``: joblib.load reads them as
+    the array, pickle.load as opcodes."""
+    from joblib.numpy_pickle import NumpyArrayWrapper
+
+    wrapper = NumpyArrayWrapper(np.ndarray, (len(raw),), "C", np.dtype("u1"),
+                                numpy_array_alignment_bytes=None)
+    data = pickle.dumps([wrapper], protocol=2)
+    assert data.endswith(b"ba.")
+    return data[:-2] + raw + data[-2:]
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -223,6 +237,10 @@ def test_bypasses_run_code_in_real_loaders_and_are_rejected_at_finalize(app, tmp
     package = tmp_path / "packages" / "pkg"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("import os  # an ordinary module importing os\n")
+    # a module installed where the file is loaded, whose function does something
+    (tmp_path / "packages" / "evilpkg").mkdir()
+    (tmp_path / "packages" / "evilpkg" / "__init__.py").write_text(
+        f"def run():\n    open({str(markers / 'joblib-decoy')!r}, 'w').close()\n")
     # what a legacy checkpoint's main pickle imports, so that the loader reads on to the
     # fifth pickle as torch.load does (torch itself is not installed)
     (tmp_path / "packages" / "torch").mkdir()
@@ -274,6 +292,8 @@ def harmless() -> dict[str, bytes]:
     np.savez_compressed(buffer, w=weights, f=np.asfortranarray(np.eye(3)))
     files["compressed.npz"] = buffer.getvalue()
     state = {"coef": weights, "intercept": np.float64(0.5), "bias": np.ones(6),
+             # scikit-learn keeps column names so: an object array, a nested pickle
+             "feature_names_in_": np.array(["age", "income", "zip"], dtype=object),
              "order": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
              "labels": np.array(["cat", "dog"]), "counts": np.arange(3, dtype=np.int16),
              "names": ["a", "b"], "meta": {"version": 1}}

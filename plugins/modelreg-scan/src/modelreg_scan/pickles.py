@@ -408,6 +408,9 @@ def scan_if_pickle(
     python = runs["python"]
     joblib_read = (recorder.joblib_array is not None and not python.error
                    and not python.limit)
+    legit = [i for i in imports if i.engine == "python" and _risk(i, allowed) is None]
+    legit_names = {i.name.split(".")[0] for i in legit}
+    legit_modules = {i.module for i in legit}
     for found in sorted(imports, key=lambda i: (i.engine != "python", i.offset or 0)):
         key = (found.module, found.name)
         if key in reported:
@@ -416,11 +419,15 @@ def scan_if_pickle(
         risk = _risk(found, allowed)
         if risk is None:
             continue
-        if joblib_read and found.engine == "c" and risk != CRITICAL:
-            # The C unpickler reading joblib's array bytes as opcodes (the engines read alike
-            # up to the first array): no loader does -- joblib.load reads them as arrays,
-            # pickle.load of such a file is no way to load it.  Only a dangerous import
-            # there is still reported.
+        if (joblib_read and found.engine == "c" and risk != CRITICAL
+                and key not in {(i.module, i.name) for i in imports if i.engine == "python"}
+                and (found.module.split(".")[0] in legit_names
+                     or (found.module in legit_modules and found.name in legit_names))):
+            # pickle.load reading a joblib file runs into its arrays, whose nested pickles'
+            # memo indices then name the outer pickle's strings: ("NumpyArrayWrapper",
+            # "dtype").  Such a recombination of the names of allowed imports, a module
+            # named like a class, is no module a package ships, and joblib.load never reads
+            # it; anything else pickle.load would import there is still reported.
             continue
         kind = "dangerous" if risk == CRITICAL else "unknown"
         at = (f" at byte {found.offset}" if found.offset is not None
