@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
@@ -408,8 +409,9 @@ def scan_if_pickle(
     python = runs["python"]
     joblib_read = (recorder.joblib_array is not None and not python.error
                    and not python.limit)
-    legit = [i for i in imports if i.engine == "python" and _risk(i, allowed) is None]
-    legit_names = {i.name.split(".")[0] for i in legit}
+    # the built-in allow-list's globals this file imports (not the operator's)
+    legit = [i for i in imports if i.engine == "python" and (i.module, i.name) in _SAFE]
+    legit_names = {i.name.split(".")[0] for i in legit} - set(sys.stdlib_module_names)
     legit_modules = {i.module for i in legit}
     for found in sorted(imports, key=lambda i: (i.engine != "python", i.offset or 0)):
         key = (found.module, found.name)
@@ -425,9 +427,10 @@ def scan_if_pickle(
                      or (found.module in legit_modules and found.name in legit_names))):
             # pickle.load reading a joblib file runs into its arrays, whose nested pickles'
             # memo indices then name the outer pickle's strings: ("NumpyArrayWrapper",
-            # "dtype").  Such a recombination of the names of allowed imports, a module
-            # named like a class, is no module a package ships, and joblib.load never reads
-            # it; anything else pickle.load would import there is still reported.
+            # "dtype").  Such a recombination of the names of built-in allowed imports (a
+            # module named like one of their classes, or one of their modules with another's
+            # name) is nothing a package ships, and joblib.load never reads it; anything
+            # else pickle.load would import there is still reported.
             continue
         kind = "dangerous" if risk == CRITICAL else "unknown"
         at = (f" at byte {found.offset}" if found.offset is not None
