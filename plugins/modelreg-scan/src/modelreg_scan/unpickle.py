@@ -110,9 +110,9 @@ class Reader:
         return done
 
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[:len(data)] = data
+        with memoryview(buffer) as whole, whole.cast("B") as view:
+            data = self.read(len(view))
+            view[:len(data)] = data
         return len(data)
 
     def readline(self, limit: int = -1) -> bytes:
@@ -365,9 +365,9 @@ class _Buffered:
         return data + self._buffer[:self._used]
 
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[:len(data)] = data
+        with memoryview(buffer) as whole, whole.cast("B") as view:
+            data = self.read(len(view))
+            view[:len(data)] = data
         return len(data)
 
     def readline(self) -> bytes:
