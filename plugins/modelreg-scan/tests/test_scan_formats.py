@@ -152,3 +152,15 @@ def test_an_old_joblib_zfile_is_decompressed_and_scanned(scan):
     result = scan(b"ZF" + length + zlib.compress(EVIL))
     assert s.codes(result) == ["pickle_dangerous_import"]
     assert result["findings"][0]["details"]["compression"] == "joblib-zfile"
+
+
+def test_a_zstd_file_the_scanner_cannot_open_fails_closed(scan):
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        data = b"\x28\xb5\x2f\xfd" + bytes(32)  # pandas.read_pickle reads .zst pickles
+        result = scan(data)
+        assert s.codes(result) == ["archive_malformed"]
+        assert "zstandard" in result["findings"][0]["message"]
+    else:
+        pytest.skip("zstandard is installed: zstd files are read")

@@ -101,6 +101,16 @@ def _open_lz4(path: str, mode: str = "rb") -> IO[bytes]:
     return lz4.frame.open(path, "rb")
 
 
+def _open_zstd(path: str, mode: str = "rb") -> IO[bytes]:
+    # pandas.read_pickle reads .zst pickles; the standard library has no zstd before 3.14
+    try:
+        import zstandard
+    except ImportError as exc:
+        raise OSError("zstandard is not installed where the scanner runs: zstd files cannot "
+                      "be read (pip install zstandard)") from exc
+    return zstandard.open(path, "rb")
+
+
 #: joblib's old zlib files: "ZF" and this many bytes of header.
 ZFILE_HEADER = 2 + len(hex(2**64))
 
@@ -111,6 +121,7 @@ COMPRESSED: dict[bytes, tuple[str, Callable[..., IO[bytes]]]] = {
     b"BZh": ("bzip2", bz2.open),
     b"\xfd7zXZ\x00": ("xz", lzma.open),
     b"\x04\x22\x4d\x18": ("lz4", _open_lz4),
+    b"\x28\xb5\x2f\xfd": ("zstd", _open_zstd),
     b"\x5d\x00": ("lzma", _open_lzma),
     b"ZF": ("joblib-zfile", _open_zfile),
     b"\x78": ("zlib", _open_zlib),
