@@ -242,6 +242,7 @@ def _read_all(engine: str, reader: Reader, recorder: Recorder,
                 run.error, run.error_offset = "EOFError: empty stream", start
             return run
         imports, persistent = len(recorder.imports), len(recorder.persistent)
+        plausible = recorder.plausible
         try:
             value = ENGINES[engine](reader, recorder).load()
         except ScannerLimit as exc:
@@ -258,9 +259,8 @@ def _read_all(engine: str, reader: Reader, recorder: Recorder,
             run.error, run.error_offset = _message(exc), reader.position
             return run
         except Exception as exc:  # whatever stops the unpickler stops a loader
-            if run.complete and not is_pickle_header(head) and not any(
-                    could_be_module(found.module) for found in recorder.imports[imports:]):
-                del recorder.imports[imports:]  # trailing data, whose "imports" cannot run
+            if run.complete and not is_pickle_header(head) and recorder.plausible == plausible:
+                recorder.forget(imports)  # trailing data, whose "imports" cannot run
                 return run
             run.error, run.error_offset = _message(exc), reader.position
             return run
@@ -390,7 +390,7 @@ def scan_if_pickle(
     """
     allowed = tuple(allowed)
     start = stream.tell()
-    recorder = Recorder()
+    recorder = Recorder(could_be_module)
     runs: dict[str, _Run] = {}
     header = False
     for engine in ("python", "c"):
@@ -399,8 +399,8 @@ def scan_if_pickle(
         header = is_pickle_header(reader.peek(2))
         runs[engine] = _read_all(engine, reader, recorder, layout)
     imports = recorder.imports
-    if not (header or required or any(run.complete for run in runs.values())
-            or any(could_be_module(found.module) for found in imports)):
+    if not (header or required or recorder.plausible
+            or any(run.complete for run in runs.values())):
         return None
     where = {"member": member} if member else {}
     in_member = f" of member {member}" if member else ""
@@ -413,6 +413,7 @@ def scan_if_pickle(
     legit = [i for i in imports if i.engine == "python" and (i.module, i.name) in _SAFE]
     legit_names = {i.name.split(".")[0] for i in legit} - set(sys.stdlib_module_names)
     legit_modules = {i.module for i in legit}
+    python_keys = {(i.module, i.name) for i in imports if i.engine == "python"}
     for found in sorted(imports, key=lambda i: (i.engine != "python", i.offset or 0)):
         key = (found.module, found.name)
         if key in reported:
@@ -422,7 +423,7 @@ def scan_if_pickle(
         if risk is None:
             continue
         if (joblib_read and found.engine == "c" and risk != CRITICAL
-                and key not in {(i.module, i.name) for i in imports if i.engine == "python"}
+                and key not in python_keys
                 and (found.module.split(".")[0] in legit_names
                      or (found.module in legit_modules and found.name in legit_names))):
             # pickle.load reading a joblib file runs into its arrays, whose nested pickles'

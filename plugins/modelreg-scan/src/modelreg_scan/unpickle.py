@@ -220,24 +220,42 @@ def effective(module: str, name: str, proto: int | None) -> tuple[str, str]:
 
 
 class Recorder:
-    """What the engines saw: imports, extension codes and persistent ids, in order."""
+    """What the engines saw: each import once (its first occurrence per engine), extension
+    codes and persistent ids, in order.
 
-    def __init__(self) -> None:
+    :param plausible: whether a module name could be imported; :attr:`plausible` counts
+        every such ``find_class`` call, repeated ones too.
+    """
+
+    def __init__(self, plausible: Callable[[str], bool] = bool) -> None:
         self.imports: list[Import] = []
         self.extensions: list[tuple[int, int | None]] = []
         self.persistent: list[Any] = []
+        self.plausible = 0
         #: where the Python engine met the first array joblib writes between the opcodes
         self.joblib_array: int | None = None
+        self._is_plausible = plausible
+        self._seen: set[tuple[Any, ...]] = set()
         self._classes: dict[tuple[str, str], type] = {}
 
     def global_(self, module: str, name: str, proto: int | None, offset: int | None,
                 opcode: str | None, engine: str) -> type:
         mapped = effective(module, name, proto)
         raw = (module, name) if mapped != (module, name) else None
-        self.imports.append(Import(*mapped, raw, offset, opcode, engine))
+        if self._is_plausible(mapped[0]):
+            self.plausible += 1
+        if (mapped, raw, engine) not in self._seen:
+            self._seen.add((mapped, raw, engine))
+            self.imports.append(Import(*mapped, raw, offset, opcode, engine))
         if mapped not in self._classes:
             self._classes[mapped] = stub_class(*mapped)
         return self._classes[mapped]
+
+    def forget(self, since: int) -> None:
+        """Drop the imports recorded after the first ``since``."""
+        for found in self.imports[since:]:
+            self._seen.discard(((found.module, found.name), found.raw, found.engine))
+        del self.imports[since:]
 
 
 # ---------------------------------------------------------------------------- C engine
