@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Set up and run modelreg from a clone, with nothing but Python.
 
-    python3 dev.py serve   # create .venv, install, migrate SQLite, pserve development.ini
-    python3 dev.py test    # create .venv, install with test extras, run the whole suite
+    python3 dev.py serve [--port N]  # create .venv, install, migrate SQLite, pserve development.ini
+    python3 dev.py test              # create .venv, install with test extras, run the whole suite
 
 Extra arguments after ``test`` go to pytest.  The virtual environment is ``.venv`` next to
 this file; it is (re)installed when a ``setup.cfg`` changed since the last install.  Only the
@@ -11,8 +11,10 @@ standard library is used here, so this runs on any Python >= 3.11, on Linux, mac
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import venv
@@ -24,9 +26,13 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 
 
-def run(*args: str | Path) -> None:
+#: The port development.ini listens on.
+DEFAULT_PORT = 6543
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
     """Run a command from the clone's root; stop with its exit code if it fails."""
-    code = subprocess.call([str(a) for a in args], cwd=HERE)  # noqa: S603 - our own tools
+    code = subprocess.call([str(a) for a in args], cwd=HERE, env=env)  # noqa: S603 - ours
     if code:
         sys.exit(code)
 
@@ -63,13 +69,41 @@ def ensure_environment(extras: str) -> None:
     stamp.write_text(digest.hexdigest())
 
 
-def serve() -> None:
-    """Install, bring the SQLite database to the newest schema and serve on :6543."""
+def port_argument(args: list[str]) -> int:
+    """The port of ``serve [--port N]``; exits with the usage on anything else."""
+    if not args:
+        return DEFAULT_PORT
+    if len(args) == 2 and args[0] == "--port" and args[1].isdigit() \
+            and 0 < int(args[1]) < 65536:
+        return int(args[1])
+    sys.exit("usage: python3 dev.py serve [--port N]")
+
+
+def check_port_free(port: int) -> None:
+    """Stop with a clear message when something already listens on ``localhost:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            sys.exit(f"port {port} is taken: another registry (or another program) listens "
+                     f"there. Stop it, or serve on another port: "
+                     f"python3 dev.py serve --port {port + 1}")
+
+
+def serve(args: list[str]) -> None:
+    """Install, bring the SQLite database to the newest schema and serve on :6543 (or the
+    port of ``--port``)."""
+    port = port_argument(args)
+    check_port_free(port)
     ensure_environment("")
     run(BIN / "modelreg", "db", "upgrade", "development.ini")
-    print("serving the registry at http://localhost:6543 (Ctrl-C stops it)", flush=True)
+    print(f"serving the registry at http://localhost:{port} (Ctrl-C stops it)", flush=True)
+    # egg:modelreg#waitress listens where MODELREG_LISTEN says, instead of the ini's listen.
+    env = {**os.environ, "MODELREG_LISTEN": f"localhost:{port}"}
     try:
-        run(PYTHON, "-m", "pyramid.scripts.pserve", "development.ini")
+        run(PYTHON, "-m", "pyramid.scripts.pserve", "development.ini", env=env)
     except KeyboardInterrupt:
         pass
 
@@ -85,7 +119,7 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ("serve", "test"):
         sys.exit(__doc__)
     if sys.argv[1] == "serve":
-        serve()
+        serve(sys.argv[2:])
     else:
         test(sys.argv[2:])
 

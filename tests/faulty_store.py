@@ -90,6 +90,28 @@ class FaultyBlobStore:
             raise fault[0]
         return self.inner.complete_upload(state, expected_sha256=expected_sha256)
 
+    def upload_part(self, state, *, number, stream, length, expected_sha256=None):
+        fault = self._fault("upload_part")
+        if fault is None:
+            return self.inner.upload_part(state, number=number, stream=stream, length=length,
+                                          expected_sha256=expected_sha256)
+        error, after = fault
+        try:
+            self.inner.upload_part(state, number=number, stream=_FailingStream(stream, after),
+                                   length=length, expected_sha256=expected_sha256)
+        except _Fault:
+            raise error from None
+        raise error
+
+    def delete_part(self, state, part):
+        return self.inner.delete_part(state, part)
+
+    def complete_parts(self, state, parts, *, expected_sha256):
+        fault = self._fault("complete_parts")
+        if fault is not None:
+            raise fault[0]
+        return self.inner.complete_parts(state, parts, expected_sha256=expected_sha256)
+
     def open(self, sha256, start=0, end=None):
         fault = self._fault("open")
         if fault is not None:

@@ -31,6 +31,23 @@ def test_set_move_resolve_delete_with_history(testapp):
         (2, None), (1, 2), (None, 1)]
 
 
+def test_an_unknown_alias_is_answered_with_the_aliases_that_exist(testapp):
+    create_model(testapp)
+    ready_version(testapp)
+    testapp.put_json(f"{A}/staging", {"version": 1}, status=201)
+    testapp.put_json(f"{A}/champion", {"version": 1}, status=201)
+    for path, code in [(f"{API}/models/fraud-detector/versions/champoin", "version_not_found"),
+                       (f"{A}/champoin", "alias_not_found"),
+                       (f"{A}/champoin/history", "alias_not_found")]:
+        error = testapp.get(path, status=404).json["error"]
+        assert error["code"] == code
+        assert error["details"]["aliases"] == ["champion", "staging"]
+        assert "champion, staging" in error["message"]
+    # A number or a digest is no alias: nothing to list.
+    error = testapp.get(f"{API}/models/fraud-detector/versions/7", status=404).json["error"]
+    assert "aliases" not in error["details"]
+
+
 def test_history_pages(testapp):
     create_model(testapp)
     for _ in range(3):

@@ -17,6 +17,14 @@ def ini_settings(name: str) -> dict:
     return dict(plaster.get_settings(str(ROOT / name), "app:main"))
 
 
+def close(app) -> None:
+    """Stop the app's embedded worker (production.ini starts one) and its connections."""
+    embedded = app.registry.get("modelreg.worker")
+    if embedded is not None:
+        embedded.stop()
+    app.registry["db_engine"].dispose()
+
+
 def test_environment_fills_unset_settings_only():
     settings = {"sqlalchemy.url": "sqlite:///explicit.sqlite"}
     apply_environment(settings, {"MODELREG_DATABASE_URL": "postgresql://elsewhere/db"})
@@ -45,8 +53,9 @@ def test_production_ini_starts_with_the_database_from_the_environment(
     try:
         assert webtest.TestApp(app).get("/readyz").json["checks"] == {"database": "ok",
                                                                   "storage": "ok"}
+        assert app.registry["modelreg.worker"] is not None  # jobs run without another process
     finally:
-        app.registry["db_engine"].dispose()
+        close(app)
 
 
 def test_production_ini_keeps_tracebacks_off_and_sets_limits():
@@ -90,7 +99,7 @@ def test_production_ini_never_allows_anonymous_writes(monkeypatch, modelreg_data
         test.post_json("/api/v1/models", {"name": "planted"}, status=401)
         test.get("/api/v1/models", status=401)
     finally:
-        app.registry["db_engine"].dispose()
+        close(app)
     # Editing the ini (or any setting) to open it stops start-up.
     with pytest.raises(RuntimeError, match="refusing to start"):
         configure({**settings, "modelreg.auth.anonymous": "write"})
@@ -106,7 +115,7 @@ def test_production_ini_never_allows_anonymous_writes(monkeypatch, modelreg_data
         test.get("/api/v1/models", status=200)
         test.post_json("/api/v1/models", {"name": "planted"}, status=401)
     finally:
-        app.registry["db_engine"].dispose()
+        close(app)
 
 
 def test_anonymous_access_is_off_unless_configured(modelreg_database, monkeypatch):
@@ -115,4 +124,4 @@ def test_anonymous_access_is_off_unless_configured(modelreg_database, monkeypatc
     try:
         webtest.TestApp(app).get("/api/v1/models", status=401)
     finally:
-        app.registry["db_engine"].dispose()
+        close(app)

@@ -115,16 +115,16 @@ def test_chunk_fault_keeps_the_offset_and_the_chunk_can_be_sent_again(app, store
     location = app.post_json(f"{API}/models/{M}/versions/{draft}/uploads",
                              {"path": "big.bin"}, status=201).json["location"]
     app.patch(location, data[:64 * KiB], content_type=OCTETS, status=202)
-    store.fail("upload_chunk", StorageFull("full"), after=10)
+    store.fail("upload_part", StorageFull("full"), after=10)
     response = app.patch(location, data[64 * KiB:], content_type=OCTETS,
                          headers={"Content-Range": f"{64 * KiB}-{len(data) - 1}"}, status=507)
     assert error_code(response) == "insufficient_storage"
     assert app.get(location).json["offset"] == 64 * KiB
-    store.fail("upload_chunk", eio(), after=50)
+    store.fail("upload_part", eio(), after=50)
     app.patch(location, data[64 * KiB:], content_type=OCTETS, status=503)
     assert app.get(location).json["offset"] == 64 * KiB
     app.patch(location, data[64 * KiB:], content_type=OCTETS, status=202)
-    store.fail("complete_upload", eio())
+    store.fail("complete_parts", eio())
     response = app.put(f"{location}?digest=sha256:{sha(data)}", b"", content_type=OCTETS,
                        status=503)
     assert error_code(response) == "storage_unavailable"

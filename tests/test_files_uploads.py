@@ -132,7 +132,7 @@ def test_announced_size_and_digest(files_app, draft, chunk):
     assert files_app.get(file_url(M, draft, "big/model.bin")).body == data
 
 
-def test_wrong_digest_at_completion_leaves_nothing(files_app, draft, chunk):
+def test_wrong_digest_at_completion_keeps_the_session_and_its_parts(files_app, draft, chunk):
     before, leftovers = blob_digests(files_app), local_leftovers(files_app)
     data = os.urandom(chunk + 7)
     location = open_upload(files_app, draft).json["location"]
@@ -140,11 +140,18 @@ def test_wrong_digest_at_completion_leaves_nothing(files_app, draft, chunk):
     patch(files_app, location, data[chunk:], chunk)
     response = complete(files_app, location, sha(b"not it"), status=400)
     assert error_code(response) == "digest_mismatch"
-    assert response.json["error"]["details"]["actual"] == f"sha256:{sha(data)}"
-    files_app.get(location, status=404)
-    assert rows(files_app, "files") == [] and rows(files_app, "upload_sessions") == []
-    assert rows(files_app, "blobs") == []
+    details = response.json["error"]["details"]
+    assert details["actual"] == f"sha256:{sha(data)}" and details["size"] == len(data)
+    held = [{"number": 1, "start": 0, "size": chunk, "digest": f"sha256:{sha(data[:chunk])}"},
+            {"number": 2, "start": chunk, "size": 7, "digest": f"sha256:{sha(data[chunk:])}"}]
+    assert details["parts"] == held
+    # Nothing was stored as a blob or a file; the session and its bytes are kept...
+    assert rows(files_app, "files") == [] and rows(files_app, "blobs") == []
     assert blob_digests(files_app) == before
+    assert files_app.get(location).json["parts"] == held
+    # ...so that the right digest completes it without sending a byte again.
+    complete(files_app, location, sha(data))
+    assert files_app.get(file_url(M, draft, "big/model.bin")).body == data
     assert local_leftovers(files_app) == leftovers
 
 

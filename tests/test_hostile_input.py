@@ -12,11 +12,13 @@ they were before; the few tests that change something on purpose undo it.
   route added later is covered without touching this file) gets traversal in every form —
   ``..``, ``%2e%2e``, double-encoded ``%252e%252e``, encoded slashes, backslashes raw and
   ``%5c``, overlong UTF-8 for ``.`` — NUL and other control characters, CR LF, invalid UTF-8
-  and very long segments.  Each must answer a documented 4xx with the JSON error shape.
+  and very long segments.  Each must answer a documented 4xx with the JSON error shape; a path
+  that is not UTF-8 (``%c0%af``) is ``400 invalid_encoding`` and still gets its access-log line.
 * **Query parameters** of every operation: invalid UTF-8 and NUL are ``400``; a huge value is
   a 4xx, quickly; ``page_size`` is refused (``422``), never clamped, when out of range, and
-  ``400`` when not an integer; forged page tokens are ``400``; pathological filters (deep
-  parentheses, many wildcards, 100,000 characters) are ``400 invalid_filter``, quickly.
+  ``400`` when not an integer; forged page tokens (a lone surrogate in one too) are ``400``;
+  pathological filters (deep parentheses, many wildcards, 100,000 characters) are ``400
+  invalid_filter``, quickly.
 * **JSON bodies** of every operation that takes one: too large is ``413``; not UTF-8, not an
   object, a key twice, ``NaN``, out-of-range numbers, truncated, or nested deeper than 32
   levels (100,000 levels too) is ``400 invalid_json``; another media type than JSON is
@@ -25,7 +27,8 @@ they were before; the few tests that change something on purpose undo it.
   ligatures, the Kelvin sign), by surrounding or non-breaking spaces are the same name (``409
   model_exists`` against an existing model); Cyrillic look-alikes, zero-width characters and
   other non-ASCII names are ``422 invalid_name``.
-* **Headers**: a 100 KB token is ``401``; a 100 KB unknown header changes nothing.
+* **Headers**: a 100 KB token is ``401``; a 100 KB unknown header changes nothing; ``Range``
+  and ``Content-Range`` positions of thousands of digits are ``416`` and ``400``.
 
 Framing, slow clients and Waitress's own limits are tested on a real server in
 ``test_http_framing.py``.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import time
@@ -421,7 +425,7 @@ def test_forged_page_tokens_with_the_right_fingerprint_are_refused(world, snapsh
     principals = paging.fingerprint("principals")
     requests = []
     for key in ([{"a": 1}, 1], [[1], 1], ["a", 10**30], [None, None], [True, 1], ["a", "b"],
-                ["a", 1.5], ["a", {"t": "2026-01-01"}]):
+                ["a", 1.5], ["a", {"t": "2026-01-01"}], ["\ud800", 1], ["a\udfff", 1]):
         requests.append((repr(key), "GET", f"{API}/models?page_token={_forged(key, models)}",
                          None, None))
     for key in (["abc", 1], [{"t": "2026-01-01T00:00:00+05:00"}, 1], [{"t": "garbage"}, 1],
@@ -602,6 +606,62 @@ def test_numbers_out_of_range_are_refused(world, snapshot):
     for grant in ("9" * 30, "9" * 5000, "\u00b2", "-1"):
         response = world.send("GET", f"{API}/admin/grants/{quote(grant)}")
         assert response.status_int == 404, response.text
+    assert snapshot() == before
+
+
+def test_huge_range_positions_are_416(world, snapshot):
+    """``Range`` positions of thousands of digits (past Python's 4,300-digit ``int()`` limit)
+    or past 2⁶³ name no byte of any file: ``416`` in JSON.  Leading zeros do not count."""
+    before = snapshot()
+    url = f"{API}/models/fraud-detector/versions/1/files/model.bin"
+    huge = "9" * 5000
+    for value in (f"bytes={huge}-", f"bytes={huge}-{huge}1", f"bytes=0-{huge}",
+                  f"bytes=-{huge}", f"bytes=0-{2**63}"):
+        response = world.send("GET", url, headers={"Range": value})
+        assert world.refusal(response) is None, (value[:20], response.text)
+        assert (response.status_int, error_code(response)) == (416, "range_not_satisfiable")
+        assert response.headers["Content-Range"] == f"bytes */{len(b'weights')}"
+    for value in (f"bytes=2-{'0' * 5000}9", f"bytes=0-{2**63 - 1}", "bytes=-100"):
+        response = world.send("GET", url, headers={"Range": value})
+        assert response.status_int == 206, (value[:20], response.text)
+        assert response.body == b"weights"[2 if value.startswith("bytes=2") else 0:]
+    assert snapshot() == before
+
+
+def test_huge_content_range_positions_are_400(world, snapshot):
+    before = snapshot()
+    opened = world.send("POST", f"{API}/models/fraud-detector/versions/2/uploads",
+                        json.dumps({"path": "chunked.bin"}).encode(), "application/json")
+    assert opened.status_int == 201, opened.text
+    location = opened.json["location"]
+    huge = "9" * 5000
+    try:
+        for value in (f"bytes 0-{huge}", f"bytes {huge}-{huge}9", f"{huge}-{huge}",
+                      f"0-{huge}", f"bytes {'0' * 5000}-{huge}"):
+            response = world.send("PATCH", location, b"abc", "application/octet-stream",
+                                  headers={"Content-Range": value})
+            assert world.refusal(response) is None, (value[:20], response.text)
+            assert (response.status_int, error_code(response)) == (
+                400, "invalid_content_range"), (value[:20], response.text)
+        assert world.send("GET", location).json["offset"] == 0
+    finally:
+        assert world.send("DELETE", location).status_int == 204
+    assert snapshot() == before
+
+
+def test_paths_that_are_not_utf8_are_400_and_logged(world, snapshot, caplog):
+    """An overlong ``/`` (``%c0%af``) and other bytes that are not UTF-8 in the path: ``400
+    invalid_encoding``, and the access log writes the line with the bytes as sent."""
+    caplog.set_level(logging.INFO, logger="modelreg.access")
+    before = snapshot()
+    for url in (f"{API}/models/%c0%af", f"{API}/%c0%af", "/%ff%fe?x=1",
+                f"{API}/models/fraud-detector/versions/1/files/a%c0%afb"):
+        caplog.clear()
+        response = world.send("GET", url)
+        assert (response.status_int, error_code(response)) == (400, "invalid_encoding"), url
+        (record,) = [r for r in caplog.records if r.name == "modelreg.access"]
+        assert record.status == 400
+        assert record.path.lower() == url.lower()
     assert snapshot() == before
 
 

@@ -13,11 +13,13 @@ error for the rest), that the database is as it was, and that the server still s
 What Waitress does, as these tests pin it down (Waitress >= 3.0.2):
 
 * two ``Content-Length`` headers (even equal ones), a negative or signed one: ``400``;
-* ``Content-Length`` with ``Transfer-Encoding: chunked``: the chunked framing wins, as RFC
-  9112 §6.3 allows, and the ``Content-Length`` is ignored.  Waitress keeps the connection
-  open afterwards, where RFC 9112 says a server must close it: behind a reverse proxy that
-  frames by ``Content-Length`` that would allow request smuggling, so the proxy in front of
-  production must refuse such requests (nginx and HAProxy do);
+* ``Content-Length`` with ``Transfer-Encoding: chunked``: Waitress 3.0.2 alone frames it as
+  chunked, hides the ``Transfer-Encoding`` from the app and keeps the connection open, where
+  RFC 9112 §6.1 says a server must close it (request smuggling behind a proxy that frames by
+  ``Content-Length``).  modelreg's Waitress (``egg:modelreg#waitress``,
+  :class:`modelreg.servers.FramingGuardParser`) answers a JSON ``400 ambiguous_framing``
+  and closes the connection; requests pipelined behind it are never processed.  So is
+  ``Transfer-Encoding`` in an HTTP/1.0 request;
 * chunk sizes that are not hexadecimal (``zz``, ``-5``, ``0x5``) or chunks not ended by CR
   LF: ``400``; a huge chunk size is read until ``max_request_body_size``, and a client that
   stops sending is cut off after ``channel_timeout``;
@@ -26,7 +28,7 @@ What Waitress does, as these tests pin it down (Waitress >= 3.0.2):
   ``431``;
 * a body over the app's ``modelreg.api.max_json_body``, with or without ``Content-Length``:
   the app's JSON ``413``; a declared ``Content-Length`` over ``max_request_body_size``:
-  Waitress's ``413`` before any byte of the body is read;
+  a JSON ``413 payload_too_large`` before any byte of the body is read;
 * slow clients are read by Waitress's event loop, not by the worker threads: twice as many
   clients dribbling their headers a byte at a time as there are threads do not delay a
   normal request on another connection.
@@ -85,14 +87,17 @@ MAX_HEADER = int(SERVER_SETTINGS["max_request_header_size"])
 
 def test_production_sets_waitress_limits_above_the_apps():
     """The settings the tests run with: Waitress's limits explicit in production.ini, its
-    body limit above the app's (so that clients get the app's JSON 413), and stalled clients
-    cut off after a bounded time."""
+    body limit the largest body the app accepts (modelreg.limits), and stalled clients cut
+    off after a bounded time."""
     for key in ("channel_timeout", "max_request_header_size", "max_request_body_size",
                 "connection_limit", "threads"):
         assert key in SERVER_SETTINGS, f"production.ini sets no {key} in [server:main]"
     assert "modelreg.api.max_json_body" in APP_BODY_LIMITS
     for key, limit in APP_BODY_LIMITS.items():
         assert limit < MAX_REQUEST_BODY, f"{key} is not below max_request_body_size"
+    # ...and no higher than the largest request a route takes: Waitress refuses a declared
+    # body over it from the header, where the app would only see it once spooled.
+    assert MAX_REQUEST_BODY == max(APP_BODY_LIMITS.values()) + 1
     assert 0 < int(SERVER_SETTINGS["channel_timeout"]) <= 300
     assert 8 * 1024 <= MAX_HEADER <= 256 * 1024
     assert SERVER_SETTINGS.get("expose_tracebacks", "false").lower() == "false"
@@ -291,21 +296,51 @@ def test_invalid_content_length_is_400_or_413(served, unchanged, length):
 
 
 def test_content_length_over_the_servers_limit_is_refused_unread(served, unchanged):
-    """Waitress refuses a declared body over max_request_body_size before reading it."""
+    """A declared body over max_request_body_size is refused from its header, before a byte
+    of it is sent, with modelreg's JSON error."""
     with connect(served.port) as sock:
         send(sock, request("POST", f"{API}/models",
                            headers=json_headers(served, MAX_REQUEST_BODY + 1)))
         answer = receive(sock)
-    assert answer.status == 413, answer
+    assert answer.status == 413 and answer.error_code() == "payload_too_large", answer
+    assert answer.json()["error"]["details"] == {"max_request_body_size": MAX_REQUEST_BODY}
+
+
+@pytest.mark.parametrize("expect", [False, True])
+def test_an_upload_over_the_largest_request_is_refused_from_its_header(served, unchanged,
+                                                                        expect):
+    """A 300 MB PUT of a file, unauthenticated: the JSON 413 answers its header section alone
+    (with ``Expect: 100-continue``, no ``100 Continue`` before it), so no byte of the body is
+    sent, read or spooled."""
+    headers = {"Content-Length": "300000000", "Content-Type": "application/octet-stream"}
+    if expect:
+        headers["Expect"] = "100-continue"
+    with connect(served.port, timeout=5.0) as sock:
+        send(sock, request("PUT", f"{API}/models/m/versions/1/files/weights.bin",
+                           headers=headers))
+        answer = receive(sock)
+    assert answer.status == 413 and answer.error_code() == "payload_too_large", answer
+
+
+def test_expect_100_continue_within_the_limit_is_continued(served, unchanged):
+    """A body the server will read gets ``100 Continue`` and is then judged by the app (here
+    a name no model may have, so nothing changes)."""
+    body = create_body("../etc")
+    with connect(served.port) as sock:
+        send(sock, request("POST", f"{API}/models", headers={
+            **json_headers(served, len(body)), "Expect": "100-continue"}))
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        send(sock, body)
+        answer = receive(sock)
+    assert answer.status == 422 and answer.error_code() == "invalid_name", answer
 
 
 # --------------------------------------------------------------- Content-Length + chunked
 
 
-def test_content_length_with_chunked_uses_the_chunked_framing(served, unchanged):
-    """Transfer-Encoding overrides Content-Length (RFC 9112 §6.3): the body is the chunked
-    one, never the first Content-Length bytes.  The request is refused (no token), so nothing
-    changes whichever framing a server chose; the answer shows which one it was."""
+def test_content_length_with_chunked_is_refused_and_the_connection_closed(served, unchanged):
+    """Both framings at once: a JSON 400 and the connection closed (RFC 9112 §6.1).  The
+    request is refused (no token), so nothing changes whichever framing a server chose."""
     body = chunked(b'{"name": ', b'"te-wins"}')
     data = request("POST", f"{API}/models", body=body,
                    headers={"Content-Type": "application/json", "Content-Length": "5",
@@ -313,23 +348,49 @@ def test_content_length_with_chunked_uses_the_chunked_framing(served, unchanged)
     with connect(served.port) as sock:
         send(sock, data)
         answer = receive(sock)
-    if answer.status == 400 and "json" not in answer.headers.get("content-type", ""):
-        return  # a server that refuses the combination outright is right too
-    assert answer.status == 401 and answer.error_code() == "unauthorized", answer
+        assert answer.status == 400 and answer.error_code() == "ambiguous_framing", answer
+        assert answer.headers.get("connection") == "close"
+        assert _closed(sock), "the server kept the connection open"
 
 
-def test_content_length_with_chunked_never_reads_past_the_chunks(served, unchanged):
-    """With an admin's token and a Content-Length shorter than the chunked body: the whole
-    chunked body is the request's (had the server read 5 bytes, it would answer 400
-    invalid_json); it is a name no model may have, so nothing is created."""
-    body = chunked(b'{"name": "../', b'etc"}')
-    data = request("POST", f"{API}/models", body=body,
-                   headers={**json_headers(served), "Content-Length": "5",
-                            "Transfer-Encoding": "chunked"})
-    answer = exchange(served.port, data)
-    if answer.status == 400 and "json" not in answer.headers.get("content-type", ""):
-        return
-    assert answer.status == 422 and answer.error_code() == "invalid_name", answer
+def _smuggling(served: Served, head: bytes, name: str) -> bytes:
+    """``head`` (a request line and headers saying both Content-Length and chunked), a chunked
+    body, and a second, valid request to create the model ``name`` pipelined behind it; the
+    Content-Length covers the whole chunked body, as a front end framing by it would see."""
+    second = request("POST", f"{API}/models", body=create_body(name),
+                     headers=json_headers(served, len(create_body(name))))
+    body = chunked(create_body(name + "-first"))
+    return head.replace(b"{length}", str(len(body)).encode()) + body + second
+
+
+@pytest.mark.parametrize("order", ["cl-first", "te-first", "http/1.0"])
+def test_a_request_pipelined_behind_ambiguous_framing_is_never_processed(served, unchanged,
+                                                                          order):
+    """A request with both Content-Length and Transfer-Encoding (or Transfer-Encoding in
+    HTTP/1.0), followed on the same connection by a second request that would create a
+    model: the first is answered 400 and the connection closed; the second never runs (no
+    model, and no second answer).  Plain Waitress 3.0.2 creates it."""
+    auth = f"Authorization: Bearer {served.token}\r\nContent-Type: application/json\r\n"
+    framing = {"cl-first": "Content-Length: {length}\r\nTransfer-Encoding: chunked\r\n",
+               "te-first": "Transfer-Encoding: chunked\r\nContent-Length: {length}\r\n",
+               "http/1.0": "Transfer-Encoding: chunked\r\nContent-Length: {length}\r\n"
+                           "Connection: keep-alive\r\n"}[order]
+    version = "HTTP/1.0" if order == "http/1.0" else "HTTP/1.1"
+    head = (f"POST {API}/models {version}\r\nHost: 127.0.0.1\r\n{auth}{framing}\r\n"
+            ).encode()
+    name = f"smuggled-{order.replace('/', '').replace('.', '')}"
+    with connect(served.port) as sock:
+        send(sock, _smuggling(served, head, name))
+        answer = receive(sock)
+        assert answer.status == 400 and answer.error_code() == "ambiguous_framing", answer
+        assert answer.headers.get("connection") == "close"
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+        assert rest == b"", f"a second answer came on the connection: {rest[:200]!r}"
+    answer = exchange(served.port, request("GET", f"{API}/models/{name}",
+                                           headers=bearer(served)))
+    assert answer.status == 404, answer
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "gzip, chunked", "chunked, gzip", "identity",

@@ -296,6 +296,129 @@ def test_access_log_names_the_principal(build, caplog):
     assert "alice" in record.getMessage()
 
 
+@contextlib.contextmanager
+def _waitress(app: Any) -> Iterator[int]:
+    """A real Waitress serving ``app`` in this process (so that caplog sees its log); the
+    port."""
+    import waitress
+
+    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield server.effective_port
+    finally:
+        server.task_dispatcher.shutdown()
+        server.close()
+        thread.join(10)
+
+
+def _start_download(port: int, path: str) -> tuple[socket.socket, bytes]:
+    """Send a GET; return the socket and what was read: the headers and some of the body."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+    received = b""
+    while b"\r\n\r\n" not in received or len(received) < 65536:
+        chunk = sock.recv(65536)
+        assert chunk, received[:300]
+        received += chunk
+    return sock, received
+
+
+def _access_line(caplog, path: str) -> logging.LogRecord:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = [r for r in _access_records(caplog) if r.path == path]
+        if found:
+            return found[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"no access-log line for {path}")
+
+
+@pytest.mark.server
+def test_a_download_that_fails_mid_stream_is_not_logged_as_200(build, backend, caplog):
+    """Under a real Waitress, a blob truncated while it is sent: the client gets fewer bytes
+    than ``Content-Length`` and a closed connection (never a hang), and the access-log line
+    says 500 with the bytes read, not 200.  A client that hangs up early is logged 499; a
+    whole download 200."""
+    if backend != "sqlite":
+        pytest.skip("streaming a blob involves no database: SQLite is enough")
+    app = build(**{"modelreg.auth.anonymous": "write"})
+    size = 32 * 1024 * 1024
+    app.post_json(f"{API}/models", {"name": "big"}, status=201)
+    app.post_json(f"{API}/models/big/versions", {}, status=201)
+    content = bytes(range(256)) * (size // 256)
+    app.put(f"{API}/models/big/versions/1/files/w.bin", content,
+            content_type="application/octet-stream", status=201)
+    blob = Path(app.app.registry["modelreg.blob_store"].file_path(
+        hashlib.sha256(content).hexdigest()))
+    original = blob.read_bytes()
+    url = f"{API}/models/big/versions/1/files/w.bin"
+    caplog.set_level(logging.INFO, logger="modelreg.access")
+    with _waitress(app.app) as port:
+        sock, received = _start_download(port, url)
+        blob.chmod(0o644)
+        with blob.open("r+b") as file:  # the store's file shrinks under the download
+            file.truncate(1024 * 1024)
+        with sock:
+            while chunk := sock.recv(1 << 20):
+                received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and f"Content-Length: {size}".encode() in head
+        assert len(body) < size
+        record = _access_line(caplog, url)
+        assert record.status == 500 and record.bytes < size, record.getMessage()
+        assert re.fullmatch(r"[0-9a-f]{32}", record.request_id)
+
+        blob.write_bytes(original)
+        caplog.clear()
+        sock, received = _start_download(port, url)
+        sock.close()  # the client goes away
+        record = _access_line(caplog, url)
+        assert record.status == 499 and record.bytes < size, record.getMessage()
+
+        caplog.clear()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{url}", timeout=60) as response:
+            assert response.read() == content
+        record = _access_line(caplog, url)
+        assert (record.status, record.bytes) == (200, size), record.getMessage()
+
+
+def test_a_stream_that_raises_part_way_is_logged_500(build, caplog):
+    """A blob store whose stream raises after some bytes (a network store failing): the
+    line says 500, not the 206 the response started with."""
+    app = build(**{"modelreg.auth.anonymous": "write"})
+    app.post_json(f"{API}/models", {"name": "flaky"}, status=201)
+    app.post_json(f"{API}/models/flaky/versions", {}, status=201)
+    app.put(f"{API}/models/flaky/versions/1/files/w.bin", b"x" * 3_000_000,
+            content_type="application/octet-stream", status=201)
+    store = app.app.registry["modelreg.blob_store"]
+    opened = store.open
+
+    class Failing(io.RawIOBase):
+        def __init__(self, stream: Any) -> None:
+            self.stream, self.reads = stream, 0
+
+        def read(self, size: int | None = -1) -> bytes:
+            self.reads += 1
+            if self.reads > 1:
+                raise StorageError("the store went away")
+            return self.stream.read(size)
+
+        def close(self) -> None:
+            self.stream.close()
+
+    caplog.set_level(logging.INFO, logger="modelreg.access")
+    url = f"{API}/models/flaky/versions/1/files/w.bin"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "open", lambda *a, **k: Failing(opened(*a, **k)))
+        patch.setattr(store, "file_path", lambda sha256: None)
+        with pytest.raises(StorageError):
+            app.get(url, headers={"Range": "bytes=1-"})
+    record = _access_line(caplog, url)
+    assert record.status == 500 and record.bytes == 1024 * 1024, record.getMessage()
+
+
 def test_json_formatter_writes_exceptions_and_extras():
     logger = logging.getLogger("modelreg.tests.json")
     try:

@@ -19,6 +19,7 @@ body (creating, renaming) and the admin API → 403.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,8 @@ from pyramid.testing import DummyRequest
 from helpers import API, error_code
 from modelreg.config import configure
 from modelreg.errors import ApiError
-from modelreg.files.services import FileService
+from modelreg.files.uploads import UploadService
+from modelreg.interfaces import MIN_CHUNK_SIZE
 from modelreg.metrics import MetricsTokenPredicate
 from modelreg.testing import clear_database, make_app
 from security_helpers import (
@@ -42,7 +44,6 @@ from security_helpers import (
     bearer,
     delete_models,
     public_id,
-    registry_service,
     security_service,
     seed_model,
 )
@@ -90,6 +91,7 @@ CASES = [
     Case("GET", "/healthz", on="public"),
     Case("GET", "/readyz", on="public"),
     Case("GET", "/api/v1/openapi.json", on="public"),
+    Case("GET", "/api/v1/whoami", on="public"),
     # models
     Case("GET", "/api/v1/models", on="registry"),
     Case("POST", "/api/v1/models", body={"name": "fraud-new"}, on="new"),
@@ -139,6 +141,11 @@ CASES = [
          path="/api/v1/uploads/{upload}?digest=sha256:" + hashlib.sha256(b"").hexdigest(),
          on="upload"),
     Case("DELETE", "/api/v1/uploads/{upload}", path="/api/v1/uploads/{upload}", on="upload"),
+    Case("PUT", "/api/v1/uploads/{upload}/parts/{number}",
+         path="/api/v1/uploads/{parts_upload}/parts/1?digest=sha256:"
+         + hashlib.sha256(b"a chunk").hexdigest(), body=b"a chunk", on="upload"),
+    Case("DELETE", "/api/v1/uploads/{upload}/parts/{number}",
+         path="/api/v1/uploads/{parts_upload}/parts/1", on="upload"),
     # aliases
     Case("GET", "/api/v1/models/{model}/aliases", path=MODEL + "/aliases"),
     Case("GET", "/api/v1/models/{model}/aliases/{alias}", path=MODEL + "/aliases/champion"),
@@ -227,17 +234,23 @@ def world(secure_app) -> dict[str, Any]:
         grant_id = grant.id
     seed_model(wsgi)
     return {"tokens": tokens, "victim_token": public_id(victim), "victim_grant": grant_id,
-            "upload": open_upload(wsgi)}
+            "upload": open_upload(wsgi), "parts_upload": open_upload(wsgi, parts=True)}
 
 
-def open_upload(wsgi_app: Any) -> str:
-    """An upload session of ``writer`` for ``big.bin`` of draft 2; its public id."""
-    with registry_service(wsgi_app) as registry:
-        registry.actor = "writer"
-        upload, _ = FileService(registry, wsgi_app.registry["modelreg.blob_store"]).open_upload(
-            "fraud-detector", "2", path="big.bin", owner="writer", size=None, sha256=None,
-            media="application/octet-stream")
-        return upload.public_id
+def open_upload(wsgi_app: Any, *, parts: bool = False) -> str:
+    """An upload session of ``writer`` for ``big.bin`` of draft 2 (in sequential chunks, or
+    in numbered parts holding its part 1, ``a chunk``); its public id."""
+    registry = wsgi_app.registry
+    service = UploadService(registry, registry["modelreg.blob_store"],
+                            registry["modelreg.plugin_manager"].hook, actor="writer")
+    if not parts:
+        return service.open("fraud-detector", "2", path="big.bin", owner="writer"
+                            ).upload.public_id
+    upload_id = service.open("fraud-detector", "2", path="parts.bin", owner="writer", size=7,
+                             part_size=MIN_CHUNK_SIZE).upload.public_id
+    service.put_part(upload_id, 1, io.BytesIO(b"a chunk"), 7,
+                     sha256=hashlib.sha256(b"a chunk").hexdigest())
+    return upload_id
 
 
 def _send(app, case: Case, url: str, token: str | None) -> webtest.TestResponse:
@@ -281,6 +294,7 @@ def test_permission_matrix(secure_app, world, case, openapi_checker):
                 delete_models(secure_app.app)  # the next allowed role finds the same world
                 seed_model(secure_app.app)
                 world["upload"] = open_upload(secure_app.app)
+                world["parts_upload"] = open_upload(secure_app.app, parts=True)
         elif got != want:
             wrong.append(f"{role}: expected {want}, got {got} {response.text[:200]}")
         elif want == 404:
@@ -371,6 +385,28 @@ def test_rename_needs_admin_on_the_old_and_the_new_name(secure_app):
                           headers=bearer(writer), status=403)
 
 
+def test_a_case_variant_of_the_name_is_a_rename_too(secure_app):
+    wsgi = secure_app.app
+    admin = add_principal(wsgi, "owner", grants=[("team-*", "admin")])
+    _create(secure_app, admin, "team-solo")
+    writer = add_principal(wsgi, "writer", grants=[("team-*", "write")])
+    # The URL names the model in another case, and the body repeats that case: still a rename.
+    for url_name, new_name in (("team-solo", "Team-Solo"), ("Team-Solo", "Team-Solo"),
+                               ("TEAM-SOLO", "team-SOLO")):
+        response = secure_app.patch_json(f"{API}/models/{url_name}", {"name": new_name},
+                                         headers=bearer(writer), status=403)
+        assert error_code(response) == "forbidden"
+    assert secure_app.get(f"{API}/models/team-solo", headers=bearer(writer)).json["name"] \
+        == "team-solo"
+    # Repeating the stored name in another URL case is no rename: write suffices.
+    secure_app.patch_json(f"{API}/models/TEAM-SOLO", {"name": "team-solo",
+                                                      "description": "same"},
+                          headers=bearer(writer), status=200)
+    body = secure_app.patch_json(f"{API}/models/team-solo", {"name": "Team-Solo"},
+                                 headers=bearer(admin)).json
+    assert body["name"] == "Team-Solo"
+
+
 def test_token_scopes_cap_the_principal(secure_app):
     wsgi = secure_app.app
     add_principal(wsgi, "root", admin=True)
@@ -424,8 +460,9 @@ def test_anonymous_modes(modelreg_database, mode, read, write):
 
 # ------------------------------------------------------------------------ route inventory
 
-#: The only paths whose views may be public (NO_PERMISSION_REQUIRED).
-PUBLIC_PATHS = {"/healthz", "/readyz", "/api/v1/openapi.json"}
+#: The only paths whose views may be public (NO_PERMISSION_REQUIRED); whoami tells each caller
+#: only about itself.
+PUBLIC_PATHS = {"/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/whoami"}
 #: Views that are no API operation (so no case of the matrix above), with what guards them
 #: and the test that checks every caller.  ``/metrics`` (when ``modelreg.metrics.enabled``):
 #: a global admin's token, or the scrape token, a secret its own view predicate compares —

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -181,23 +182,49 @@ def test_an_upload_over_the_version_limit_is_refused_before_it_is_stored(make_po
     assert app.get(upload["location"]).json["offset"] == 0
 
 
-def test_the_limit_is_checked_again_once_the_bytes_are_stored(make_policy_app):
-    """Two uploads that each fit but not together: the second to complete is refused after
-    its bytes are stored, and no file is recorded (its blob is garbage)."""
-    app = make_policy_app(**policy(max_version_size="100"))
+def test_bytes_in_open_sessions_count_towards_the_limits(make_policy_app):
+    """Bytes parked in upload sessions count: a session's received bytes (or its declared
+    size) leave no room for what would go over the limit together with them."""
+    app = make_policy_app(**policy(max_version_size="100", quota__max_bytes="150"))
     create_model(app, M)
     number = create_version(app, M)["number"]
     upload = app.post_json(f"{V}/{number}/uploads", {"path": "big.bin"}, status=201).json
     app.patch(upload["location"], b"x" * 60, content_type=OCTETS, status=202)
-    put(app, number, "other.bin", b"y" * 50, status=201)
-    response = app.put(f"{upload['location']}?digest=sha256:{sha(b'x' * 60)}", b"",
-                       status=422)
+    response = put(app, number, "other.bin", b"y" * 50, status=422)
     assert problems(response) == ["version_too_large"]
     assert response.json["error"]["details"]["version_size"] == 110
-    assert sorted(f["path"] for f in rows(app, "files")) == ["other.bin"]
-    assert sha(b"x" * 60) in blob_files(app)
-    assert sha(b"x" * 60) in [b for b, _ in gc(app).blobs]
-    assert sha(b"x" * 60) not in blob_files(app)
+    response = app.post_json(f"{V}/{number}/uploads", {"path": "c.bin", "size": 41},
+                             status=422)
+    assert problems(response) == ["version_too_large"]
+    # A second draft of the model: the first one's session counts for the model's quota.
+    second = create_version(app, M)["number"]
+    response = app.post_json(f"{V}/{second}/uploads", {"path": "d.bin", "size": 91},
+                             status=422)
+    assert problems(response) == ["quota_max_bytes"]
+    assert response.json["error"]["details"]["model_bytes"] == 151
+    # Aborting the session gives its bytes back.
+    app.delete(upload["location"], status=204)
+    put(app, number, "other.bin", b"y" * 100, status=201)
+
+
+def test_content_refused_at_completion_is_deleted_at_once(make_policy_app, tmp_path):
+    """A limit lowered while a session held bytes: completion is refused, and the session
+    and its bytes are gone at once, not at the next garbage collection."""
+    loose = make_policy_app()
+    create_model(loose, M)
+    number = create_version(loose, M)["number"]
+    upload = loose.post_json(f"{V}/{number}/uploads", {"path": "big.bin"}, status=201).json
+    loose.patch(upload["location"], b"x" * 60, content_type=OCTETS, status=202)
+    assert os.listdir(tmp_path / "blobs" / "uploads") != []
+    strict = make_policy_app(**policy(max_version_size="50"))
+    response = strict.put(f"{upload['location']}?digest=sha256:{sha(b'x' * 60)}", b"",
+                          status=422)
+    assert problems(response) == ["version_too_large"]
+    assert rows(strict, "files") == [] and rows(strict, "upload_sessions") == []
+    assert rows(strict, "upload_parts") == [] and rows(strict, "blobs") == []
+    assert sha(b"x" * 60) not in blob_files(strict)
+    assert os.listdir(tmp_path / "blobs" / "uploads") == []
+    assert os.listdir(tmp_path / "blobs" / "tmp") == []
 
 
 def test_finalize_rejects_a_version_over_the_limit_with_every_problem(make_policy_app):
@@ -326,6 +353,19 @@ def test_only_an_admin_may_set_move_or_delete_a_protected_alias(guarded):
     history = app.get(f"{A}/staging/history", headers=t["writer"]).json["history"]
     assert [(h["from_version"], h["to_version"], h["actor"]) for h in history] == [
         (2, None, "owner"), (1, 2, "owner"), (None, 1, "owner")]
+
+
+def test_dropping_a_protected_alias_with_its_version_needs_an_admin(guarded):
+    app, t = guarded, guarded.tokens
+    app.put_json(f"{A}/staging", {"version": 1}, headers=t["admin"], status=201)
+    response = app.delete(f"{V}/1?drop_aliases=staging", headers=t["writer"], status=403)
+    assert error_code(response) == "protected_alias"
+    assert response.json["error"]["details"]["alias"] == "staging"
+    app.get(f"{V}/1", headers=t["writer"], status=200)
+    app.delete(f"{V}/1?drop_aliases=staging", headers=t["admin"], status=204)
+    history = app.get(f"{A}/staging/history", headers=t["writer"]).json["history"]
+    assert [(h["from_version"], h["to_version"], h["actor"]) for h in history] == [
+        (1, None, "owner"), (None, 1, "owner")]
 
 
 def test_a_protected_alias_points_only_at_a_version_with_its_tags(guarded):

@@ -12,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 
 from modelreg.testing import TestDatabase, clear_database
-from modelreg.testing.server import LiveServer
+from modelreg.testing.server import LiveServer, free_port
 
 pytestmark = pytest.mark.server
 
@@ -241,3 +244,108 @@ def test_metrics_add_up_across_gunicorn_workers(server_settings, tmp_path):
             assert _counted(_scrape(live.port)) - before == clients * each
     workers = {path.stem.rsplit("_", 1)[1] for path in directory.glob("counter_*.db")}
     assert len(workers) == 2, workers
+
+
+# ------------------------------------------------------------- modelreg's Waitress
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("ini", ["production.ini", "development.ini"])
+def test_the_shipped_ini_files_serve_with_modelregs_waitress(ini):
+    """Their [server:main] is modelreg's Waitress runner, with the framing guard."""
+    import configparser
+
+    parser = configparser.RawConfigParser()
+    parser.read(ROOT / ini, encoding="utf-8")
+    assert parser.get("server:main", "use") == "egg:modelreg#waitress"
+
+
+def _hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", "127.0.0.1:0 127.0.0.1:0"])
+def test_the_framing_guard_is_on_for_waitress_3_0(monkeypatch, listen):
+    """On every listening socket, one or several."""
+    from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser
+    from waitress.server import BaseWSGIServer
+
+    from modelreg import servers
+
+    monkeypatch.setattr(servers, "waitress_version", lambda: "3.0.2")
+    socket_map: dict[int, Any] = {}
+    server = servers.create_server(_hello, listen=listen, threads=1, map=socket_map)
+    listeners = [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]
+    try:
+        assert len(listeners) == len(listen.split())
+        for listener in listeners:
+            channel = listener.channel_class
+            assert issubclass(channel, HTTPChannel) and channel is not HTTPChannel
+            assert issubclass(channel.parser_class, HTTPRequestParser)
+            assert channel.parser_class.__name__ == "FramingGuardParser"
+    finally:
+        for listener in listeners:
+            listener.close()
+        server.task_dispatcher.shutdown()
+
+
+@pytest.mark.parametrize("version", ["3.1.0", "2.1.4", "4.0"])
+def test_the_framing_guard_stays_out_of_other_waitress_releases(monkeypatch, caplog, version):
+    """The parser subclass is written against Waitress 3.0.x's internals: on another release
+    the stock Waitress serves, and the log says the guard is off and what to do."""
+    from waitress.channel import HTTPChannel
+
+    from modelreg import servers
+
+    monkeypatch.setattr(servers, "waitress_version", lambda: version)
+    with caplog.at_level("WARNING", logger="modelreg.servers"):
+        server = servers.create_server(_hello, listen="127.0.0.1:0", threads=1)
+    try:
+        assert server.channel_class is HTTPChannel
+    finally:
+        server.close()
+        server.task_dispatcher.shutdown()
+    assert any(f"Waitress {version} is not 3.0.x" in r.getMessage()
+               and "deploy/nginx/modelreg.conf" in r.getMessage() for r in caplog.records)
+
+
+class _ListeningFromTheEnvironment(LiveServer):
+    """A server whose ini names one port and whose MODELREG_LISTEN names another (the one it
+    is waited for on)."""
+
+    def ini_text(self) -> str:
+        self.ini_port = free_port()
+        self.environ["MODELREG_LISTEN"] = f"127.0.0.1:{self.port}"
+        return super().ini_text().replace(f"listen = 127.0.0.1:{self.port}",
+                                          f"listen = 127.0.0.1:{self.ini_port}")
+
+
+@pytest.mark.server
+def test_modelreg_listen_replaces_the_ini_listen_address(server_settings):
+    """What `python3 dev.py serve --port` and the container image rely on."""
+    with _ListeningFromTheEnvironment(server_settings, threads=2) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().status == 200
+        connection.close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.ini_port), timeout=2).close()
+
+
+def test_dev_py_serve_says_when_its_port_is_taken():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, str(ROOT / "dev.py"), "serve", "--port",
+                               str(port)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"port {port} is taken" in done.stderr
+    assert f"python3 dev.py serve --port {port + 1}" in done.stderr
+    usage = subprocess.run([sys.executable, str(ROOT / "dev.py"), "serve", "--port", "x"],
+                           capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 1 and "usage: python3 dev.py serve [--port N]" in usage.stderr

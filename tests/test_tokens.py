@@ -335,3 +335,22 @@ def test_admin_api_grants(secure_app, admin):
     response = secure_app.delete(f"{ADMIN}/grants/{grant['id']}", headers=bearer(admin),
                                  status=404)
     assert error_code(response) == "grant_not_found"
+
+
+# ------------------------------------------------------------------------------ whoami
+
+
+def test_whoami_tells_the_caller_who_it_is(secure_app, admin):
+    token = add_principal(secure_app.app, "ana", grants=[("fraud-*", "write")],
+                          scopes=["write:fraud-*"])
+    me = secure_app.get(f"{API}/whoami", headers=bearer(token)).json
+    assert me == {"principal": "ana", "is_admin": False, "token": public_id(token),
+                  "scopes": ["write:fraud-*"], "grants": [{"pattern": "fraud-*",
+                                                           "level": "write"}],
+                  "anonymous": "none"}
+    root = secure_app.get(f"{API}/whoami", headers=bearer(admin)).json
+    assert root["principal"] == "root" and root["is_admin"] is True
+    nobody = secure_app.get(f"{API}/whoami").json
+    assert nobody == {"principal": None, "is_admin": False, "token": None, "scopes": None,
+                      "grants": [], "anonymous": "none"}
+    _refused(secure_app, token + "x", "invalid_token", f"{API}/whoami")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import sqlalchemy as sa
 
@@ -23,7 +24,21 @@ def test_numbers_count_up_and_are_never_reused(testapp):
     assert [create_version(testapp)["number"] for _ in range(3)] == [1, 2, 3]
     testapp.delete(f"{V}/3", status=204)
     assert create_version(testapp)["number"] == 4
-    assert testapp.get(f"{API}/models/fraud-detector").json["latest_version"] == 4
+    # Drafts are not "latest": that is the newest ready version, and there is none yet.
+    assert testapp.get(f"{API}/models/fraud-detector").json["latest_version"] is None
+
+
+def test_latest_is_the_newest_ready_version_everywhere(testapp):
+    create_model(testapp)
+    ready_version(testapp)
+    ready_version(testapp)
+    assert create_version(testapp)["number"] == 3  # a newer draft
+    model = testapp.get(f"{API}/models/fraud-detector").json
+    listed = testapp.get(f"{API}/models", {"filter": "name = 'fraud-detector'"}).json
+    latest = testapp.get(f"{V}/latest").json
+    assert model["latest_version"] == listed["models"][0]["latest_version"] == 2
+    assert latest["number"] == 2
+    assert testapp.get(f"{V}/3").json["status"] == "draft"
 
 
 def test_create_with_metadata_lineage_and_tags(testapp):
@@ -116,6 +131,49 @@ def test_delete_version_with_alias_conflicts(testapp):
     testapp.delete(f"{API}/models/fraud-detector/aliases/champion", status=204)
     testapp.delete(f"{V}/1", status=204)
     testapp.get(f"{V}/1", status=404)
+
+
+def test_delete_version_dropping_the_aliases_it_names(testapp):
+    aliases = f"{API}/models/fraud-detector/aliases"
+    create_model(testapp)
+    ready_version(testapp)
+    ready_version(testapp)
+    for name, number in (("champion", 1), ("staging", 1), ("canary", 2)):
+        testapp.put_json(f"{aliases}/{name}", {"version": number}, status=201)
+    # Naming some of them is not enough: the answer names every alias and those kept.
+    response = testapp.delete(f"{V}/1?drop_aliases=champion,canary", status=409)
+    assert error_code(response) == "version_has_aliases"
+    assert response.json["error"]["details"] == {
+        "model": "fraud-detector", "version": 1, "aliases": ["champion", "staging"],
+        "not_dropped": ["staging"]}
+    assert error_code(testapp.delete(f"{V}/1?drop_aliases=Champion", status=422)) == \
+        "invalid_alias"
+    testapp.get(f"{V}/1", status=200)
+    # Named (comma-separated or repeated): both go with the version; canary points elsewhere
+    # and stays.
+    testapp.delete(f"{V}/1?drop_aliases=champion,canary&drop_aliases=staging", status=204)
+    testapp.get(f"{V}/1", status=404)
+    assert testapp.get(f"{API}/models/fraud-detector").json["aliases"] == {"canary": 2}
+    for name in ("champion", "staging"):
+        testapp.get(f"{aliases}/{name}", status=404)
+        history = testapp.get(f"{aliases}/{name}/history").json["history"]
+        assert [(h["from_version"], h["to_version"]) for h in history] == [(1, None), (None, 1)]
+    engine = testapp.app.registry["db_engine"]
+    with engine.connect() as conn:
+        audit = conn.execute(sa.text(
+            "SELECT action, target FROM audit_events WHERE action IN "
+            "('alias.deleted', 'version.deleted') ORDER BY id")).all()
+        outbox = conn.execute(sa.text(
+            "SELECT type, payload FROM outbox WHERE type IN "
+            "('alias.deleted', 'version.deleted') ORDER BY id")).all()
+    assert [tuple(row) for row in audit] == [
+        ("alias.deleted", "fraud-detector@champion"), ("alias.deleted", "fraud-detector@staging"),
+        ("version.deleted", "fraud-detector/1")]
+    assert [row.type for row in outbox] == ["alias.deleted", "alias.deleted", "version.deleted"]
+    payload = outbox[0].payload
+    payload = json.loads(payload) if isinstance(payload, str) else payload
+    assert payload["target"] == "fraud-detector@champion"
+    assert payload["before"] == {"version": 1}
 
 
 def test_version_tags(testapp):

@@ -399,3 +399,63 @@ def test_the_embedded_worker_scans_in_the_app_and_stops_cleanly(modelreg_databas
         clear_database(app.registry["db_engine"])
         app.registry["db_engine"].dispose()
     assert not any(t.name == "modelreg-worker" for t in threading.enumerate())
+
+
+def test_finalize_and_readyz_say_when_no_worker_runs_the_jobs(modelreg_database, tmp_path,
+                                                              openapi_checker):
+    wsgi = make_app({
+        "sqlalchemy.url": modelreg_database.url,
+        "modelreg.storage.local.path": str(tmp_path / "blobs"),
+        "modelreg.worker.stale_after": "0.5",
+    }, plugins=(*CORE_PLUGINS, Scanner()))
+    app = CheckedTestApp(wsgi, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+    app.checker = openapi_checker
+    engine = wsgi.registry["db_engine"]
+    try:
+        assert "warnings" not in app.get("/readyz").json  # nothing waits
+        number = draft_with(app, {"model.bin": b"clean"})
+        answer = finalize(app, number)
+        assert answer["status"] == "validating"
+        assert "no worker has run yet" in answer["notice"]
+        assert "modelreg worker" in answer["notice"]
+        time.sleep(0.6)
+        ready = app.get("/readyz", status=200).json  # informs, never takes the process out
+        assert ready["status"] == "ok"
+        [warning] = ready["warnings"]
+        assert warning.startswith("1 job(s) have waited over 0.5 s")
+        assert "no worker has run yet" in warning
+
+        worker = make_worker(wsgi, **{"modelreg.worker.stale_after": "0.5"})
+        worker.beat()  # a worker shows up: the queue is served again
+        assert "warnings" not in app.get("/readyz").json
+        second = finalize(app, draft_with(app, {"other.bin": b"clean"}))
+        assert second["notice"] is None
+        worker.run_once()
+        assert version(app, number)["status"] == "ready"
+        time.sleep(0.6)  # the worker is gone again, but nothing waits
+        assert "warnings" not in app.get("/readyz").json
+    finally:
+        clear_database(engine)
+        engine.dispose()
+
+
+def test_a_polling_worker_shows_a_sign_of_life_and_removes_it_when_stopped(scan_wsgi):
+    worker = make_worker(scan_wsgi, **{"modelreg.worker.poll_interval": "0.05"})
+    engine = scan_wsgi.registry["db_engine"]
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT id FROM workers")).scalars().all()
+            if rows:
+                break
+            time.sleep(0.05)
+        assert rows == [worker.id]
+    finally:
+        stop.set()
+        thread.join(10)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM workers")).scalar() == 0

@@ -75,6 +75,22 @@ def test_models_versions_tags_and_aliases(client, model_name):
         client.get_model(model_name)
 
 
+def test_deleting_a_version_drops_only_the_aliases_named(client, model_name):
+    client.create_model(model_name)
+    version = ready_version(client, model_name)
+    client.set_alias(model_name, "champion", version.number)
+    client.set_alias(model_name, "staging", version.number)
+    with pytest.raises(Conflict) as caught:
+        client.delete_version(model_name, version.number, drop_aliases=["champion"])
+    assert caught.value.code == "version_has_aliases"
+    assert caught.value.details["aliases"] == ["champion", "staging"]
+    client.delete_version(model_name, version.number, drop_aliases=["champion", "staging"])
+    assert client.list_aliases(model_name) == []
+    moves = list(client.alias_history(model_name, "staging"))
+    assert [(m.from_version, m.to_version) for m in moves] == [
+        (version.number, None), (None, version.number)]
+
+
 def test_search_pages_through_every_result(client, model_name):
     names = [f"{model_name}-{i:02d}" for i in range(7)]
     for name in names:

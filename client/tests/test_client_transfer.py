@@ -6,8 +6,10 @@ through upload sessions in 32 MiB chunks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,19 @@ class Counting(Progress):
 
     def total(self, kind: str) -> int:
         return sum(n for (k, _), n in self.bytes.items() if k == kind)
+
+
+class Threads(Counting):
+    """Counts bytes, and the threads that sent parts of files."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+
+    def advance(self, kind: str, path: str, nbytes: int) -> None:
+        super().advance(kind, path, nbytes)
+        if threading.current_thread().name.startswith("modelreg-part"):
+            self.threads.add(threading.current_thread().name)
 
 
 def small_tree(root: Path) -> dict[str, str]:
@@ -112,6 +127,58 @@ def test_second_push_of_the_same_directory_uploads_nothing(client, model_name, t
     assert second.version.number == first.version.number
     assert second.version.aliases == ["champion"]
     assert [v.number for v in client.list_versions(model_name)] == [first.version.number]
+
+
+def test_a_push_never_rewrites_an_existing_versions_provenance(client, model_name, tmp_path):
+    source = tmp_path / "model"
+    small_tree(source)
+    first = client.push(source, model_name, tags={"run": "43"}, metadata={"auc": 0.9})
+    # The same files with another tag, other metadata or another description: new versions,
+    # each with the same digest; the first keeps what it was pushed with.
+    other_tag = client.push(source, model_name, tags={"run": "99"}, metadata={"auc": 0.9})
+    other_metadata = client.push(source, model_name, tags={"run": "43"},
+                                 metadata={"auc": 0.8})
+    other_text = client.push(source, model_name, tags={"run": "43"}, metadata={"auc": 0.9},
+                             description="retrained")
+    numbers = [r.version.number for r in (first, other_tag, other_metadata, other_text)]
+    assert numbers == sorted(set(numbers)) and not any(
+        r.existing for r in (other_tag, other_metadata, other_text))
+    assert {r.version.digest for r in (first, other_tag, other_metadata, other_text)} == {
+        first.digest}
+    assert client.get_version(model_name, first.version.number).tags == {"run": "43"}
+    assert client.get_version(model_name, other_tag.version.number).tags == {"run": "99"}
+    # Identical in everything: the first version again, untouched, nothing uploaded.
+    again = client.push(source, model_name, tags={"run": "43"}, metadata={"auc": 0.9},
+                        alias="champion")
+    assert again.existing and again.version.number == first.version.number
+    assert again.uploaded_bytes == 0
+    assert client.get_version(model_name, "champion").number == first.version.number
+
+
+def test_push_leaves_out_the_folders_junk_and_what_the_ignore_rules_name(
+        client, model_name, tmp_path):
+    source = tmp_path / "model"
+    small_tree(source)
+    junk = [".git/objects/pack/pack-1.pack", ".git/HEAD", "__pycache__/m.cpython-311.pyc",
+            "helpers.pyc", ".DS_Store", "docs/.notes.md.swp", "config/model.json~",
+            "logs/train.log", "logs/keep.log", "checkpoints/step-100.bin"]
+    for path in junk:
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        (source / path).write_bytes(b"not part of the model")
+    (source / ".modelregignore").write_text("# scratch\nlogs/*.log\n!logs/keep.log\n")
+    expected = {path for path in tree(source)
+                if path not in junk and path != ".modelregignore"} | {"logs/keep.log"}
+
+    pushed = client.push(source, model_name, exclude=["checkpoints/"])
+    remote = {f.path for f in client.list_files(model_name, pushed.version.number).files}
+    assert remote == expected
+    assert set(pushed.excluded_files) == {
+        ".git/", "__pycache__/", "helpers.pyc", ".DS_Store", "docs/.notes.md.swp",
+        "config/model.json~", "logs/train.log", "checkpoints/", ".modelregignore"}
+
+    only_json = client.push(source, model_name, include=["*.json"])
+    assert [f.path for f in client.list_files(model_name, only_json.version.number).files] \
+        == ["config/model.json"]
 
 
 def test_second_push_of_a_changed_directory_sends_only_the_changed_file(
@@ -188,14 +255,18 @@ def test_interrupted_push_resumes_and_sends_only_what_is_missing(
     write_random(source / "big.bin", size)
     total = sum(p.stat().st_size for _, p in scan_directory(source))
 
+    client.parallel = 1  # one part at a time: the first two are complete when it stops
     with pytest.raises(Stop):
         client.push(source, model_name, progress=Counting("big.bin", 2 * MAX_PUT + MiB))
-    # The draft holds what arrived: two whole chunks of big.bin, maybe some small files.
+    client.parallel = 4
+    # The draft holds what arrived: two whole parts of big.bin, maybe some small files.
     draft = next(client.list_versions(model_name))
     assert draft.status == "draft"
     journal = next((Path(client.state_dir) / "pushes").glob("*.json"))
     upload_id = json.loads(journal.read_text())["uploads"]["big.bin"]
-    assert client.get_upload(upload_id).offset == 2 * MAX_PUT
+    held = client.get_upload(upload_id)
+    assert held.offset == 2 * MAX_PUT and held.part_size == MAX_PUT
+    assert [part.number for part in held.parts] == [1, 2]
     already = sum(f.size for f in client.list_files(model_name, draft.number).files)
 
     counting = Counting()
@@ -209,6 +280,36 @@ def test_interrupted_push_resumes_and_sends_only_what_is_missing(
         client.get_upload(upload_id)
     pulled = tmp_path / "pulled"
     client.pull(f"{model_name}/{draft.number}", pulled)
+    assert tree(pulled) == tree(source)
+
+
+def test_large_files_go_in_parallel_parts_and_a_wrong_part_is_sent_again(
+        client, registry, model_name, tmp_path):
+    """Parts of one file go ``parallel`` at once.  When the server refuses the completion
+    for a wrong digest, the client compares the server's parts with the local file and sends
+    again only the part that differs."""
+    source = tmp_path / "model"
+    size = 3 * MAX_PUT + 123
+    write_random(source / "big.bin", size)
+    client.parallel = 1
+    with pytest.raises(Stop):
+        client.push(source, model_name, progress=Counting("big.bin", MAX_PUT + MiB))
+    journal = next((Path(client.state_dir) / "pushes").glob("*.json"))
+    upload_id = json.loads(journal.read_text())["uploads"]["big.bin"]
+    assert [p.number for p in client.get_upload(upload_id).parts] == [1]
+    # Part 1 on the server now holds other bytes (with their own, correct, digest).
+    client.delete_part(upload_id, 1)
+    other = random_bytes(MAX_PUT)
+    client.upload_part(upload_id, 1, other, hashlib.sha256(other).hexdigest())
+    client.parallel = 3
+    counting = Threads()
+    pushed = client.push(source, model_name, progress=counting)
+    assert pushed.version.status == "ready"
+    assert len(counting.threads) == 3, counting.threads  # three parts at once
+    # Parts 2 to 4 once, then part 1 again: nothing else twice.
+    assert counting.bytes[("upload", "big.bin")] == size
+    pulled = tmp_path / "pulled"
+    client.pull(f"{model_name}/{pushed.version.number}", pulled)
     assert tree(pulled) == tree(source)
 
 

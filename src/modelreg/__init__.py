@@ -14,9 +14,11 @@ __version__ = "0.1.0.dev0"
 def main(global_config: dict[str, Any], **settings: Any) -> Any:
     """Build the WSGI application from ini settings."""
     from .config import configure
+    from .limits import check_server_body_limit
     from .servers import check_pool_size, server_threads
 
     app = configure(settings).make_wsgi_app()
     check_pool_size(app.registry["db_engine"], app.registry.settings,
                     server_threads(global_config))
+    check_server_body_limit(app.registry.settings, global_config)
     return app

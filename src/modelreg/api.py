@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import pluggy
 
+from .auditing import audit_request, record_audit
 from .errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
 from .hookspecs import PROJECT_NAME
-from .interfaces import MIN_CHUNK_SIZE, IBlobStore, validate_sha256
+from .interfaces import MAX_PARTS, MIN_CHUNK_SIZE, IBlobStore, validate_sha256
+from .openapi import BODY_ERRORS as JSON_BODY_ERRORS
 from .openapi import Operation as ApiOperation
 from .openapi import Param as ApiParam
 from .openapi import add_api_view
+from .openapi import read_json_object as read_json_body
 from .storage.errors import (
     BlobNotFound,
     BlobTooLarge,
@@ -30,6 +33,8 @@ from .types import BackendDescription, BlobInfo, Event, Finding, Problem
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
+    "JSON_BODY_ERRORS",
+    "MAX_PARTS",
     "MIN_CHUNK_SIZE",
     "PROJECT_NAME",
     "ApiError",
@@ -53,6 +58,9 @@ __all__ = [
     "Unprocessable",
     "UploadNotFound",
     "add_api_view",
+    "audit_request",
     "hookimpl",
+    "read_json_body",
+    "record_audit",
     "validate_sha256",
 ]

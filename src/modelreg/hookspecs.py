@@ -165,7 +165,9 @@ def modelreg_scan_file(
     """Inspect one file of a finalized version (EXPERIMENTAL: the worker calls it).
 
     Called by the background worker, outside any request, in its own thread or process.  An
-    exception raised here fails closed: the version is rejected.
+    exception raised here fails closed: the version is rejected.  A version's files may be
+    scanned over several runs of its job (``modelreg.scan.batch_seconds``), in different
+    workers, and a file again after a worker died.
 
     :param model: the model, in the REST API's JSON shape.
     :param version: the version, in the REST API's JSON shape.

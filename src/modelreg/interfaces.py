@@ -20,6 +20,8 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 #: The smallest chunk of a resumable upload other than the last (S3's minimum part is 5 MiB).
 MIN_CHUNK_SIZE = 8 * 1024 * 1024
+#: The most parts one upload may have (S3's limit), numbered 1 to ``MAX_PARTS``.
+MAX_PARTS = 10_000
 
 
 def validate_sha256(value: object) -> str:
@@ -212,3 +214,46 @@ class IBlobStore(Interface):
         Idempotent: aborting an aborted, completed or unknown upload does nothing.
         """
 
+    def upload_part(state, *, number, stream, length, expected_sha256=None):
+        """Store part ``number`` of an upload: exactly ``length`` bytes read from ``stream``.
+
+        Numbered parts may arrive in any order, in parallel, in several processes; the
+        core claims a part's number (a row in its database, under the upload's lock) before
+        it calls this, so two calls for one number of one upload only happen when the first
+        caller died or gave up.  A part is kept under its number *and* its digest: storing
+        a number again never changes the bytes an earlier call stored under another digest,
+        and the same bytes again are harmless.  Parts are not checked for size here (the
+        core enforces :data:`MIN_CHUNK_SIZE` for every part but the last).
+
+        :param state: the state :meth:`begin_upload` returned (never changed by parts).
+        :param number: the part's number, 1 to :data:`MAX_PARTS`.
+        :param expected_sha256: the part's digest as the client promised it, or ``None``.
+        :returns: the part's description, a JSON-serialisable dict with at least
+            ``number``, ``size`` and ``sha256`` (lowercase hex), plus whatever the backend
+            needs to find the part again; the core stores it and hands it back to
+            :meth:`complete_parts` and :meth:`delete_part`.
+        :raises DigestMismatch: if ``expected_sha256`` is given and differs; nothing kept.
+        :raises ValueError: if ``stream`` ends before ``length`` bytes (nothing kept), or
+            ``number`` is out of range.
+        :raises UploadNotFound: if the upload was aborted, completed or cleaned up.
+        :raises StorageFull: when the store ran out of space; nothing kept.
+        """
+
+    def delete_part(state, part):
+        """Free the data of one part (``part`` as :meth:`upload_part` described it).
+
+        Idempotent; other parts of the upload are untouched.
+        """
+
+    def complete_parts(state, parts, *, expected_sha256):
+        """Assemble ``parts`` in the order given, verify the digest, store the blob.
+
+        :param parts: the descriptions :meth:`upload_part` returned, in file order.
+        :param expected_sha256: the digest of the whole content, as the client promised.
+        :returns: the stored :class:`BlobInfo`.  On success the upload's temporary data
+            and parts are gone (dedupe: one copy of the blob).
+        :raises DigestMismatch: if the content's digest differs; nothing is stored and the
+            upload keeps every part, so that the caller may replace some and complete again.
+        :raises UploadNotFound: if the upload or one of the parts is gone.
+        :raises ValueError: if ``expected_sha256`` is not a digest.
+        """

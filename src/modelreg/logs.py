@@ -8,9 +8,12 @@ log-record factory installed at start-up, so that any formatter can show it
 (``%(request_id)s``).  Retries of a request (pyramid_retry) keep its id.
 
 After each request the app writes one line to the ``modelreg.access`` logger (INFO): method,
-path, status, duration, response bytes and principal.  The records carry these as attributes
-(``method``, ``path``, ``status``, ``duration_ms``, ``bytes``, ``principal``), which
-:class:`JSONFormatter` writes as fields.
+path, status, duration, response bytes and principal.  The path is written as sent
+(percent-encoded), even when it is not UTF-8.  A file download is logged once its body is
+sent, with the status the client got: ``500`` when the blob failed (or shrank) mid-stream,
+``499`` when the client went away before the end (:class:`LoggedBody`).  The records carry
+these as attributes (``method``, ``path``, ``status``, ``duration_ms``, ``bytes``,
+``principal``), which :class:`JSONFormatter` writes as fields.
 
 Text formats show the id with ``%(request_id)s`` through :class:`TextFormatter` (``class =
 modelreg.logs.TextFormatter`` in a ``[formatter_*]`` section).  JSON logs are a choice of the
@@ -38,6 +41,7 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import quote
 
 from pyramid.config import Configurator
 from pyramid.request import Request
@@ -128,6 +132,103 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+#: Where :func:`log_when_sent` leaves the body whose close writes the access-log line.
+BODY_KEY = "modelreg.access.body"
+#: The status logged for a body the client stopped reading before its end (nginx's code for
+#: "client closed request"): the client went away, the server did not fail.
+CLIENT_CLOSED = 499
+
+
+class BodyEndedEarly(OSError):
+    """A response body's stream ended before the length its response announced: the blob
+    shrank (was truncated) while it was being sent."""
+
+
+class LoggedBody:
+    """A response body's stream whose access-log line is written when it is closed.
+
+    The status sent at the start of a streamed response (``200``, ``206``) is not what the
+    client got when the stream then fails: the line says ``500`` when a read raised or the
+    stream ended before ``length`` bytes (which raises :class:`BodyEndedEarly`, so that the
+    server closes the connection rather than wait for bytes that never come), ``499`` when
+    the server stopped sending before the end without an error (the client went away), else
+    the response's status; ``bytes`` is how far the stream was read.
+
+    Made by :func:`log_when_sent`; the WSGI server closes it after sending, in whatever
+    thread, and the line carries the request's id all the same.
+    """
+
+    def __init__(self, stream: Any, length: int) -> None:
+        self._stream = stream
+        try:
+            self._start = int(stream.tell())
+        except (AttributeError, OSError, ValueError):
+            self._start = 0
+        self._position = self._furthest = self._start
+        self._end = self._start + length
+        self._failed = False
+        self._closed = False
+        self._line: Callable[[int, int], None] | None = None
+        self._status = 0
+        self.response: Response | None = None
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read as the wrapped stream does; raise :class:`BodyEndedEarly` at an early end."""
+        try:
+            data = self._stream.read(size)
+        except BaseException:
+            self._failed = True
+            raise
+        self._advance(len(data))
+        if not data and size != 0 and self._position < self._end:
+            self._failed = True
+            raise BodyEndedEarly(f"the stream ended {self._end - self._position} bytes early")
+        return data
+
+    def _advance(self, n: int) -> None:
+        self._position += n
+        self._furthest = max(self._furthest, self._position)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Seek the wrapped stream."""
+        self._position = int(self._stream.seek(offset, whence))
+        return self._position
+
+    def tell(self) -> int:
+        """The wrapped stream's position."""
+        return self._position
+
+    def arm(self, status: int, line: Callable[[int, int], None]) -> None:
+        """Write the line with ``line(status, bytes)`` once closed (see the class)."""
+        self._status, self._line = status, line
+
+    def close(self) -> None:
+        """Close the wrapped stream; write the access-log line (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._stream.close()
+        finally:
+            if self._line is not None:
+                status = (500 if self._failed else
+                          CLIENT_CLOSED if self._furthest < self._end else self._status)
+                self._line(status, self._furthest - self._start)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def log_when_sent(request: Request, response: Response, stream: Any, length: int) -> Any:
+    """``stream`` (``length`` bytes, the body of ``response``) as a :class:`LoggedBody`: the
+    access-log line of the request is written when the server has sent it and closes it,
+    with the status the client got, rather than when the view returns."""
+    body = LoggedBody(stream, length)
+    body.response = response
+    request.environ[BODY_KEY] = body
+    return body
+
+
 def _principal(request: Request) -> str | None:
     """The caller's name if the request identified one (never authenticates by itself)."""
     from .security.policy import get_policy
@@ -155,7 +256,14 @@ def request_log_tween_factory(
                     _log_access(request, 500, None, start)
                 raise
             response.headers[HEADER] = request_id
-            _log_access(request, response.status_int, response.content_length, start)
+            body = request.environ.pop(BODY_KEY, None)
+            if body is not None and body.response is response:
+                # A streamed body: the line is written once it is sent (see LoggedBody).
+                principal = _principal(request)
+                body.arm(response.status_int, lambda status, size: _log_access(
+                    request, status, size, start, principal=principal, request_id=request_id))
+            else:
+                _log_access(request, response.status_int, response.content_length, start)
             return response
         finally:
             _current.reset(token)
@@ -163,18 +271,42 @@ def request_log_tween_factory(
     return tween
 
 
-def _log_access(request: Request, status: int, size: int | None, start: float) -> None:
+def logged_path(environ: dict[str, Any]) -> str:
+    """The request's path and query as the client sent them, percent-encoded, for logs.
+
+    Built from the raw WSGI strings (bytes as latin-1), never decoded as UTF-8: a path that is
+    not UTF-8 (``/%c0%af``, refused with 400) must still be logged, not crash the log line.
+    """
+    raw = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")).encode("latin-1")
+    path = quote(raw, safe="/:@!$&'()*+,;=-._~")
+    query = environ.get("QUERY_STRING", "")
+    return f"{path}?{query}" if query else path
+
+
+_UNKNOWN: Any = object()
+
+
+def _log_access(request: Request, status: int, size: int | None, start: float, *,
+                principal: str | None = _UNKNOWN, request_id: str | None = None) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
     duration_ms = round((time.perf_counter() - start) * 1000, 1)
-    principal = _principal(request)
-    access_log.info(
-        "%s %s %s %.1fms %s bytes %s",
-        request.method, request.path_qs, status, duration_ms,
-        "-" if size is None else size, principal or "-",
-        extra={"method": request.method, "path": request.path_qs, "status": status,
-               "duration_ms": duration_ms, "bytes": size, "principal": principal},
-    )
+    if principal is _UNKNOWN:
+        principal = _principal(request)
+    path = logged_path(request.environ)
+    # A body closed in the server's own thread: the line still carries the request's id.
+    token = _current.set(request_id) if request_id is not None else None
+    try:
+        access_log.info(
+            "%s %s %s %.1fms %s bytes %s",
+            request.method, path, status, duration_ms,
+            "-" if size is None else size, principal or "-",
+            extra={"method": request.method, "path": path, "status": status,
+                   "duration_ms": duration_ms, "bytes": size, "principal": principal},
+        )
+    finally:
+        if token is not None:
+            _current.reset(token)
 
 
 def includeme(config: Configurator) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import venusian
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.json_schema import models_json_schema
 from pyramid.config import Configurator
 from pyramid.events import ContextFound, NewRequest
@@ -232,6 +232,18 @@ def parse_body(request: Request, schema: type[BodyT]) -> BodyT:
             code="invalid_body",
             details={"problems": problems},
         ) from exc
+
+
+class _AnyObject(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+def read_json_object(request: Request) -> dict[str, Any]:
+    """The JSON object of ``request``'s body, read with the API's rules (those of
+    :func:`parse_body`: 413, 415, 400 and 422 for NUL characters and unpaired surrogates),
+    for a view that checks the fields itself (a plugin's: ``modelreg.api.read_json_body``).
+    An empty body is ``{}``."""
+    return dict(parse_body(request, _AnyObject).model_extra or {})
 
 
 def _check_json_media_type(request: Request) -> None:

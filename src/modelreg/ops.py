@@ -13,12 +13,14 @@ from pyramid.config import Configurator
 from pyramid.interfaces import IRoutesMapper
 from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
+from sqlalchemy.orm import Session
 
 from . import __version__
 from .openapi import api_view, openapi_document
 from .registry.schemas import Health, OpenAPIDocument
 from .storage import REGISTRY_KEY as STORAGE_KEY
 from .storage.errors import StorageError
+from .worker import queue
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,24 @@ class ReadinessChecks:
         return results
 
 
+#: Checks that only inform: a ``warning: …`` answer goes to the body's ``warnings``, and no
+#: answer of theirs is a reason for 503 (a load balancer must not take every app process out
+#: because no worker runs the jobs).
+ADVISORY_CHECKS = frozenset({"worker"})
+
+
+def worker_check(engine: sa.Engine, stale: Any) -> str:
+    """``"ok"``, or ``"warning: …"`` when jobs have waited with no worker seen to run them
+    (:func:`modelreg.worker.queue.waiting_without_worker`); never raises."""
+    try:
+        with Session(engine) as db:
+            problem = queue.waiting_without_worker(db, stale)
+    except Exception as exc:  # the database check reports an unreachable database
+        log.warning("readiness: the worker check failed: %s", exc)
+        return f"unknown: {type(exc).__name__}"
+    return "ok" if problem is None else f"warning: {problem}"
+
+
 def readiness_timeout(settings: dict[str, Any]) -> float:
     """``modelreg.readyz.timeout`` in seconds (default 2); a wrong value stops start-up."""
     raw = settings.get(READYZ_TIMEOUT_SETTING, DEFAULT_READYZ_TIMEOUT)
@@ -155,11 +175,13 @@ def _readiness_checks(request: Request) -> ReadinessChecks:
     checks = registry.get(CHECKS_KEY)
     if checks is None:
         timeout = readiness_timeout(registry.settings)
+        stale = queue.stale_after(registry.settings)
         engine = registry["db_engine"]
         store = registry[STORAGE_KEY]
         checks = ReadinessChecks({
             "database": lambda: _probe("database", lambda: ping_database(engine, timeout)),
             "storage": lambda: _probe("blob store", store.check),
+            "worker": lambda: worker_check(engine, stale),
         }, timeout)
         # Two first probes at once: one set of checks wins (setdefault is atomic).
         checks = registry.setdefault(CHECKS_KEY, checks)
@@ -170,12 +192,16 @@ def _readiness_checks(request: Request) -> ReadinessChecks:
           errors=(503,), tags=["ops"])
 def readyz(request: Request) -> dict[str, Any]:
     """Readiness: the database can be reached and the blob store is usable, each within
-    ``modelreg.readyz.timeout`` (503 otherwise, naming the failing checks)."""
+    ``modelreg.readyz.timeout`` (503 otherwise, naming the failing checks).  The ``worker``
+    check only informs: ``warnings`` says when jobs wait and no worker has been seen."""
     readiness = _readiness_checks(request)
     checks = readiness.run()
+    advice = [checks.pop(name) for name in ADVISORY_CHECKS if name in checks]
+    warnings = [value.removeprefix("warning: ") for value in advice
+                if value.startswith("warning: ")]
     failing = sorted(name for name, value in checks.items() if value != "ok")
     if not failing:
-        return {"status": "ok", "checks": checks}
+        return {"status": "ok", "checks": checks, **({"warnings": warnings} if warnings else {})}
     request.response.status_code = 503
     slow = [name for name in failing if checks[name] == "timeout"]
     if slow:
@@ -204,7 +230,8 @@ def openapi_json(request: Request) -> dict[str, Any]:
 
 def includeme(config: Configurator) -> None:
     """Routes of the operational endpoints."""
-    readiness_timeout(config.get_settings())  # a wrong setting stops start-up
+    readiness_timeout(config.get_settings())  # wrong settings stop start-up
+    queue.stale_after(config.get_settings())
     config.add_route("healthz", "/healthz")
     config.add_route("readyz", "/readyz")
     config.add_route("openapi", "/api/v1/openapi.json")

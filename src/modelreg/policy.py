@@ -9,7 +9,9 @@ applies them itself.  Every setting is optional; unset means "no limit".
 ``modelreg.policy.max_version_size`` (bytes; suffixes ``KB MB GB TB`` = powers of 1000,
 ``KiB MiB GiB TiB`` = powers of 1024, e.g. ``10GiB``)
     the most bytes the files of one version may add up to.  An upload that would take a
-    draft over it is refused with ``422 validation_failed`` (problem ``version_too_large``):
+    draft over it is refused with ``422 validation_failed`` (problem ``version_too_large``),
+    counting the bytes the draft's open upload sessions hold (their declared size, or what
+    they received so far):
     before its body is read when ``Content-Length`` (or an upload session's declared
     ``size``, or a chunk's end) already says so, and again once the bytes are stored,
     under the version's lock, before the file is recorded, so a refused upload leaves no
@@ -70,7 +72,7 @@ from pyramid.config import Configurator
 from sqlalchemy.orm import Session
 
 from .errors import Unprocessable
-from .models import Alias, File, Version
+from .models import Alias, File, UploadPart, UploadSession, Version, utcnow
 from .registry.names import check_alias, check_tag
 from .types import Problem
 
@@ -266,6 +268,32 @@ def model_versions(db: Session, model_id: int) -> int:
     ))
 
 
+def _held_by_sessions(exclude_upload: int | None) -> Any:
+    """Bytes each open upload session holds or will hold: its declared size, or else what
+    its parts (received, and being received) add up to."""
+    parts = (sa.select(sa.func.coalesce(sa.func.sum(UploadPart.size), 0))
+             .where(UploadPart.upload_id == UploadSession.id).scalar_subquery())
+    held = sa.func.coalesce(UploadSession.size, parts)
+    query = sa.select(held.label("held")).where(UploadSession.expires_at > utcnow())
+    if exclude_upload is not None:
+        query = query.where(UploadSession.id != exclude_upload)
+    return query
+
+
+def session_bytes(db: Session, *, version_id: int | None = None, model_id: int | None = None,
+                  exclude_upload: int | None = None) -> int:
+    """Bytes held by the open upload sessions of a version (or of a model's versions that
+    are not archived), leaving out the session ``exclude_upload``."""
+    query = _held_by_sessions(exclude_upload)
+    if version_id is not None:
+        query = query.where(UploadSession.version_id == version_id)
+    if model_id is not None:
+        query = query.join(Version, Version.id == UploadSession.version_id).where(
+            Version.model_id == model_id, Version.status != ARCHIVED)
+    held = query.subquery()
+    return int(db.scalar(sa.select(sa.func.coalesce(sa.func.sum(held.c.held), 0))))
+
+
 def refusal(problems: list[Problem], subject: str, **details: Any) -> Unprocessable:
     """The one ``422 validation_failed`` that reports every problem of a request."""
     return Unprocessable(
@@ -277,12 +305,16 @@ def refusal(problems: list[Problem], subject: str, **details: Any) -> Unprocessa
 
 def size_problems(
     db: Session, policy: Policy, version: Version, *, path: str | None, size: int,
-    phase: str = "upload",
+    phase: str = "upload", upload_id: int | None = None,
 ) -> tuple[list[Problem], dict[str, Any]]:
     """The size rules an upload of ``size`` bytes to ``path`` of a draft would break (or,
     with ``path=None``, that the version as it is breaks), and the figures behind them.
 
+    An upload counts what the open upload sessions of the version (and of the model) hold
+    besides the files, so that bytes parked in sessions cannot exceed a limit.
+
     :param phase: ``upload`` (the message speaks of the upload) or ``finalize``.
+    :param upload_id: the session the upload belongs to (its own bytes are ``size``).
     :returns: the problems, and details naming each limit and the size it was compared to.
     """
     problems: list[Problem] = []
@@ -291,6 +323,8 @@ def size_problems(
     verb = "the upload would make" if phase == "upload" else "the files make"
     if policy.max_version_size is not None:
         total = version_bytes(db, version.id, excluding=path) + (size if path else 0)
+        if path:
+            total += session_bytes(db, version_id=version.id, exclude_upload=upload_id)
         details.update(max_version_size=policy.max_version_size, version_size=total)
         if total > policy.max_version_size:
             problems.append(Problem(
@@ -302,6 +336,8 @@ def size_problems(
     if policy.max_bytes is not None:
         excluding = (version.id, path) if path else None
         total = model_bytes(db, version.model_id, excluding=excluding) + (size if path else 0)
+        if path:
+            total += session_bytes(db, model_id=version.model_id, exclude_upload=upload_id)
         details.update(max_model_bytes=policy.max_bytes, model_bytes=total)
         if total > policy.max_bytes:
             problems.append(Problem(
@@ -315,13 +351,17 @@ def size_problems(
 
 
 def check_upload(db: Session, settings: dict[str, Any], version: Version, path: str,
-                 size: int | None) -> None:
+                 size: int | None, *, upload_id: int | None = None) -> None:
     """Refuse (422, every problem together) an upload of ``size`` bytes to ``path`` of a
-    draft that would break a size rule; nothing to check when ``size`` is unknown."""
+    draft that would break a size rule; nothing to check when ``size`` is unknown.
+
+    :param upload_id: the upload session the bytes belong to, if any (its own bytes are
+        ``size``; every other open session's are counted too)."""
     policy = get_policy(settings)
     if size is None or (policy.max_version_size is None and policy.max_bytes is None):
         return
-    problems, details = size_problems(db, policy, version, path=path, size=size)
+    problems, details = size_problems(db, policy, version, path=path, size=size,
+                                      upload_id=upload_id)
     if problems:
         raise refusal(problems, f"the upload of {path!r}", **details)
 

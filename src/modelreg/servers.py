@@ -14,14 +14,20 @@ the server how many threads it has, so it is told:
 
 When both the threads and the pool (``sqlalchemy.pool_size`` + ``sqlalchemy.max_overflow``)
 are known, start-up warns if the pool is the smaller.
+
+It also holds the Waitress that modelreg's ini files serve with (``use = egg:modelreg#waitress``,
+:func:`serve_paste`): Waitress itself, with a request parser that closes what Waitress 3.0.x
+leaves open (:class:`FramingGuardParser`).
 """
 
 from __future__ import annotations
 
 import configparser
+import importlib.metadata
+import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -95,3 +101,147 @@ def check_pool_size(engine: Engine, settings: Mapping[str, Any], threads: int | 
     )
     log.warning(message)
     return message
+
+
+# ----------------------------------------------------------------------- Waitress's framing
+
+#: The Waitress releases whose parser :class:`FramingGuardParser` is written against.
+GUARDED_WAITRESS = "3.0."
+
+
+def waitress_version() -> str:
+    """The installed Waitress's version."""
+    return importlib.metadata.version("waitress")
+
+
+def _json_error(status: int, reason: str, code: str, message: str,
+                details: dict[str, Any] | None = None) -> Any:
+    """A Waitress error whose body is modelreg's JSON error rather than plain text."""
+    from waitress.utilities import Error
+
+    class JSONError(Error):
+        def to_response(self, ident: str | None = None) -> tuple[str, list, bytes]:
+            body = {"error": {"code": code, "message": message, "details": details or {}}}
+            return (f"{status} {reason}", [("Content-Type", "application/json")],
+                    json.dumps(body).encode())
+
+    JSONError.code = status
+    JSONError.reason = reason
+    return JSONError(message)
+
+
+def _guard_classes() -> tuple[type, type]:
+    """The parser and channel classes, built against Waitress 3.0.x."""
+    from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser, ParsingError
+    from waitress.utilities import RequestEntityTooLarge
+
+    class FramingGuardParser(HTTPRequestParser):
+        """Waitress 3.0.x's request parser, refusing what it lets through.
+
+        * A request with both ``Content-Length`` and ``Transfer-Encoding``: Waitress 3.0.2
+          reads it as chunked, drops ``Transfer-Encoding`` from what the app sees, and goes
+          on to the next request on the connection, where RFC 9112 §6.1 says the connection
+          must be closed (a front end that framed it by ``Content-Length`` would see another
+          request in its body).  It is answered ``400 ambiguous_framing`` and the connection
+          closed; nothing after its header section is parsed.
+        * An HTTP/1.0 request with ``Transfer-Encoding`` (which Waitress frames by
+          ``Content-Length``, RFC 9112 §6.1 says the framing is faulty): the same.
+        * A body over ``max_request_body_size``: Waitress's ``413``, as modelreg's JSON
+          ``payload_too_large``.  A declared length over it is refused from the header,
+          unread, also with ``Expect: 100-continue`` (to which Waitress would answer ``100
+          Continue`` first and then read the whole body before refusing it).
+        """
+
+        ambiguous = False
+
+        def parse_header(self, header_plus: bytes) -> None:
+            super().parse_header(header_plus)
+            if self.chunked and "CONTENT_LENGTH" in self.headers:
+                self.ambiguous = True
+            elif self.version != "1.1" and "TRANSFER_ENCODING" in self.headers:
+                self.ambiguous = True
+            if self.ambiguous:
+                raise ParsingError("Content-Length with Transfer-Encoding")
+
+        def received(self, data: bytes) -> int:
+            consumed = super().received(data)
+            if self.error is not None:
+                # Waitress would answer "100 Continue" to a request it has already refused
+                # from its header, and then read the whole body before the error.
+                self.expect_continue = False
+            if self.ambiguous:
+                self.error = _json_error(
+                    400, "Bad Request", "ambiguous_framing",
+                    "a request may not carry both Content-Length and Transfer-Encoding, nor "
+                    "Transfer-Encoding in HTTP/1.0; the connection is closed")
+                self.connection_close = True
+                # An HTTP/1.0 "Connection: keep-alive" would make Waitress add "Keep-Alive"
+                # to the answer's "Connection: close".
+                self.headers.pop("CONNECTION", None)
+                return len(data)  # what follows on the connection is never parsed
+            if isinstance(self.error, RequestEntityTooLarge):
+                limit = self.adj.max_request_body_size
+                self.error = _json_error(
+                    413, "Request Entity Too Large", "payload_too_large",
+                    f"the request body is over the server's limit of {limit} bytes",
+                    {"max_request_body_size": limit})
+            return consumed
+
+    class FramingGuardChannel(HTTPChannel):
+        parser_class = FramingGuardParser
+
+    return FramingGuardParser, FramingGuardChannel
+
+
+def framing_guard() -> type | None:
+    """The channel class that closes ambiguous framing, or ``None`` (with a warning in the log)
+    when the installed Waitress is not a 3.0.x release the guard was written against."""
+    version = waitress_version()
+    if not version.startswith(GUARDED_WAITRESS):
+        log.warning(
+            "Waitress %s is not %sx: modelreg's guard against requests with both "
+            "Content-Length and Transfer-Encoding is off; run behind a proxy that refuses "
+            "them (deploy/nginx/modelreg.conf does)", version, GUARDED_WAITRESS)
+        return None
+    return _guard_classes()[1]
+
+
+def create_server(app: Callable[..., Any], **settings: Any) -> Any:
+    """Waitress's ``create_server`` with modelreg's channel (:func:`framing_guard`) on every
+    listening socket."""
+    from waitress.server import BaseWSGIServer
+    from waitress.server import create_server as waitress_create_server
+
+    channel = framing_guard()
+    socket_map: dict[int, Any] | None = settings.pop("map", None)
+    if socket_map is None:
+        socket_map = {}
+    server = waitress_create_server(app, map=socket_map, **settings)
+    if channel is not None:
+        for dispatcher in list(socket_map.values()):
+            if isinstance(dispatcher, BaseWSGIServer):
+                dispatcher.channel_class = channel
+    return server
+
+
+#: Where to listen instead of ``[server:main]``'s ``listen`` (``host:port``, several separated
+#: by spaces): for ``python3 dev.py serve --port`` and the container image, which run the
+#: repository's ini files unchanged.
+LISTEN_VARIABLE = "MODELREG_LISTEN"
+
+
+def serve_paste(app: Callable[..., Any], global_conf: Mapping[str, Any],
+                **settings: Any) -> int:
+    """The PasteDeploy server runner ``egg:modelreg#waitress``: ``[server:main]`` takes
+    Waitress's own settings; ``MODELREG_LISTEN`` in the environment replaces ``listen``
+    (and ``host``/``port``)."""
+    import waitress
+
+    listen = os.environ.get(LISTEN_VARIABLE, "").strip()
+    if listen:
+        for key in ("listen", "host", "port"):
+            settings.pop(key, None)
+        settings["listen"] = listen
+    waitress.serve(app, _server=create_server, **settings)
+    return 0

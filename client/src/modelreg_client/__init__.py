@@ -25,6 +25,7 @@ from .errors import (
     PermissionDenied,
     ServerError,
     Unauthorized,
+    UnwritablePath,
     VersionRejected,
 )
 from .refs import Ref, parse_ref
@@ -36,6 +37,7 @@ from .types import (
     FileList,
     Finding,
     Model,
+    Part,
     Problem,
     PullResult,
     PushResult,
@@ -57,6 +59,7 @@ __all__ = [
     "ModelregError",
     "NetworkError",
     "NotFound",
+    "Part",
     "PermissionDenied",
     "Problem",
     "Progress",
@@ -65,6 +68,7 @@ __all__ = [
     "Ref",
     "ServerError",
     "Unauthorized",
+    "UnwritablePath",
     "Upload",
     "Version",
     "VersionRejected",

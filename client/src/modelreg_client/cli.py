@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -46,6 +48,9 @@ EXIT_CODES = {
     4: "permission denied, or missing/invalid token",
     5: "conflict or invalid request (also: a version rejected by validation)",
     6: "network or server failure, or bytes that failed verification",
+    7: "pull: a file's path cannot be written here (named in the message); nothing written",
+    130: "interrupted (Ctrl-C): run the same command again to resume a push or pull",
+    141: "standard output was closed early (`| head`): the rest was not printed",
 }
 
 
@@ -118,6 +123,7 @@ def _client(ctx: click.Context) -> Client:
     if not url:
         raise click.UsageError(
             "no registry configured: run `modelreg login URL`, or set MODELREG_URL")
+    _check_url(url, "--url" if options.get("url") else "MODELREG_URL")
     client = Client(url, token, retries=settings.retries)
     ctx.call_on_close(client.close)
     return client
@@ -130,17 +136,40 @@ def client_command(group: click.Group, name: str | None = None, **kwargs: Any) -
     def decorate(function: Callable) -> click.Command:
         @functools.wraps(function)
         def run(*args: Any, **params: Any) -> Any:
+            as_json = bool(params.get("as_json"))
             try:
                 return function(*args, **params)
             except ModelregError as exc:
-                _fail(_describe(exc), exc.exit_code)
+                _fail(exc.message if as_json else _describe(exc), exc.exit_code, as_json,
+                      exc.code or "error", exc.details)
             except KeyboardInterrupt:
-                _fail("interrupted; run the same command again to resume", 130)
+                _fail("interrupted; run the same command again to resume", 130, as_json,
+                      "interrupted")
+            except BrokenPipeError:
+                _closed_pipe()
+            except click.ClickException as exc:
+                if not as_json:
+                    raise
+                _fail(exc.format_message(), exc.exit_code, as_json, "usage_error")
             except (OSError, ValueError) as exc:
-                _fail(str(exc), 1)
+                _fail(str(exc), 1, as_json, "local_error")
         return group.command(name, **kwargs)(run)
 
     return decorate
+
+
+def _closed_pipe() -> None:
+    """Standard output was closed (``modelreg ls | head``): stop quietly, status 141.
+
+    What is still buffered would fail again when Python flushes it at exit, so standard output
+    is pointed at the null device first.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (a test runner's buffer)
+        pass
+    click.get_current_context().exit(141)
 
 
 def _describe(exc: ModelregError) -> str:
@@ -161,9 +190,27 @@ def _describe(exc: ModelregError) -> str:
     return message
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"Error: {message}", err=True)
-    click.get_current_context().exit(code)
+def _fail(message: str, exit_code: int, as_json: bool = False, code: str = "error",
+          details: Any = None) -> None:
+    """Report an error on standard error (as one JSON object with ``--json``) and exit."""
+    if as_json:
+        error = {"code": code, "message": message,
+                 "details": details if isinstance(details, dict) else {},
+                 "exit_code": exit_code}
+        click.echo(json.dumps({"error": error}, ensure_ascii=False), err=True)
+    else:
+        click.echo(f"Error: {message}", err=True)
+    click.get_current_context().exit(exit_code)
+
+
+def _check_url(url: str, hint: str) -> str:
+    """``url`` if it is an http(s) URL with a host; a usage error (exit 2) otherwise."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise click.BadParameter(
+            f"{url!r} is not a URL: give the scheme and host, e.g. http://localhost:6543",
+            param_hint=hint)
+    return url
 
 
 def _ref(text: str) -> Ref:
@@ -267,16 +314,32 @@ class BarProgress(Progress):
         if task is not None:
             self._bars.remove_task(task)
 
+    def notice(self, message: str) -> None:
+        self._bars.console.print(f"note: {message}", markup=False, highlight=False)
+
     def close(self) -> None:
         """Take the bars off the terminal."""
         if self._bars.live.is_started:
             self._bars.stop()
 
 
-def _progress(as_json: bool, quiet: bool) -> BarProgress | None:
-    """Bars only for a person watching: stdout and stderr on a terminal, no --json."""
-    if as_json or quiet or not (sys.stdout.isatty() and sys.stderr.isatty()):
+class NoticeProgress(Progress):
+    """No bars (not on a terminal, or --json): notices still go to standard error."""
+
+    def notice(self, message: str) -> None:
+        click.echo(f"note: {message}", err=True)
+
+    def close(self) -> None:
+        """Nothing to take down."""
+
+
+def _progress(as_json: bool, quiet: bool) -> BarProgress | NoticeProgress | None:
+    """Bars only for a person watching: stdout and stderr on a terminal, no --json;
+    otherwise only notices, on standard error (none with --quiet)."""
+    if quiet:
         return None
+    if as_json or not (sys.stdout.isatty() and sys.stderr.isatty()):
+        return NoticeProgress()
     return BarProgress()
 
 
@@ -295,9 +358,7 @@ def login(ctx: click.Context, url: str, token_option: str | None) -> None:
     They go to ~/.config/modelreg/config.toml (or $XDG_CONFIG_HOME/modelreg/config.toml, or
     $MODELREG_CONFIG), readable by you only.  MODELREG_URL and MODELREG_TOKEN override them.
     """
-    if "://" not in url:
-        raise click.BadParameter("the URL must start with http:// or https://",
-                                 param_hint="URL")
+    _check_url(url, "URL")
     token = token_option
     if token is None:
         token = click.prompt("API token (empty for anonymous access)", hide_input=True,
@@ -312,6 +373,25 @@ def login(ctx: click.Context, url: str, token_option: str | None) -> None:
     click.echo(f"Logged in to {url} {who}; settings stored in {path}")
 
 
+@client_command(main)
+@json_option
+@click.pass_context
+def whoami(ctx: click.Context, as_json: bool) -> None:
+    """Show who the registry takes you for: principal, token scopes and grants."""
+    client = _client(ctx)
+    me = client.whoami()
+    if as_json:
+        _echo_json({"url": client.url, **me})
+        return
+    who = me["principal"] or "anonymous"
+    click.echo(f"{who} at {client.url}" + (" (global admin)" if me["is_admin"] else ""))
+    if me["token"]:
+        click.echo(f"token     {me['token']}  scopes: {', '.join(me['scopes'] or []) or '-'}")
+    for grant in me["grants"]:
+        click.echo(f"grant     {grant['level']} on {grant['pattern']}")
+    click.echo(f"anonymous {me['anonymous']}")
+
+
 # ---------------------------------------------------------------------- push / pull
 
 
@@ -323,23 +403,40 @@ def login(ctx: click.Context, url: str, token_option: str | None) -> None:
               help="A tag of the new version; repeat for several.")
 @click.option("--metadata", "metadata_file", type=click.File("r", encoding="utf-8"),
               help="A JSON file with the version's metadata (framework, metrics, …).")
+@click.option("--lineage", "lineage", multiple=True, metavar="KEY=VALUE",
+              help="A lineage field of the new version (run_id, source_commit, "
+                   "parent_version, …); repeat for several.")
 @click.option("--description", default="", help="The version's description.")
 @click.option("--alias", help="Point this alias at the version once it is ready.")
 @click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Files uploaded at once.")
+              help="Files uploaded at once, and parts of one large file at once.")
+@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
+              help="Leave out files matching this gitignore-style pattern; repeat for several.")
+@click.option("--include", "includes", multiple=True, metavar="PATTERN",
+              help="Push only files matching this gitignore-style pattern; repeat for several.")
+@click.option("--verbose", "-v", is_flag=True, help="List the files that were left out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @json_option
 @click.pass_context
 def push(ctx: click.Context, directory: Path, model: str, tags: tuple[str, ...],
-         metadata_file: Any, description: str, alias: str | None, parallel: int,
+         metadata_file: Any, lineage: tuple[str, ...], description: str, alias: str | None,
+         parallel: int,
+         excludes: tuple[str, ...], includes: tuple[str, ...], verbose: bool,
          quiet: bool, as_json: bool) -> None:
     """Push every file under DIRECTORY as a new version of a model.
+
+    Left out: .git/, __pycache__/, *.pyc, .DS_Store and editor swap files, the patterns of
+    DIRECTORY/.modelregignore (gitignore syntax; !pattern takes a file back) and --exclude;
+    with --include, every file that matches none of its patterns.
 
     Files are hashed locally and the version digest is checked against the server's.  Bytes
     the server already has for this content are not sent again: pushing the same directory
     twice uploads nothing, and an interrupted push resumes where it stopped when run again.
+    A version is never changed by a push: one that differs from an existing version in its
+    files, metadata, description or tags makes a new version.
     """
     tag_values = _pairs(tags, "--tag")
+    lineage_values: dict[str, Any] | None = _lineage(_pairs(lineage, "--lineage")) or None
     metadata = None
     if metadata_file is not None:
         try:
@@ -353,27 +450,48 @@ def push(ctx: click.Context, directory: Path, model: str, tags: tuple[str, ...],
     progress = _progress(as_json, quiet)
     try:
         result = client.push(directory, model, tags=tag_values, metadata=metadata,
-                             description=description, alias=alias, progress=progress)
+                             lineage=lineage_values, description=description, alias=alias,
+                             progress=progress,
+                             exclude=excludes, include=includes)
     finally:
         if progress is not None:
             progress.close()
     if as_json:
         _echo_json(result.as_dict())
     else:
-        _print_push(result)
+        _print_push(result, verbose)
 
 
-def _print_push(result: PushResult) -> None:
+def _lineage(pairs: dict[str, str]) -> dict[str, Any]:
+    """Lineage fields from ``--lineage KEY=VALUE``: ``parent_version`` is a number,
+    ``dataset_digests`` a comma-separated list; the rest are text."""
+    fields: dict[str, Any] = dict(pairs)
+    if "parent_version" in fields:
+        try:
+            fields["parent_version"] = int(fields["parent_version"])
+        except ValueError as exc:
+            raise click.BadParameter("parent_version must be a version number",
+                                     param_hint="--lineage") from exc
+    if "dataset_digests" in fields:
+        fields["dataset_digests"] = [d for d in fields["dataset_digests"].split(",") if d]
+    return fields
+
+
+def _print_push(result: PushResult, verbose: bool = False) -> None:
     version = result.version
     if result.existing:
-        click.echo(f"{version.ref} already holds these files: nothing uploaded")
+        click.echo(f"{version.ref} is identical (files, metadata, description, tags): "
+                   "nothing uploaded")
     else:
         click.echo(f"pushed {version.ref} ({version.status})")
     click.echo(f"  digest   {result.digest}")
     sent = len(result.uploaded_files)
     there = len(result.skipped_files) + len(result.linked_files)
     click.echo(f"  files    {sent} uploaded ({_size(result.uploaded_bytes)} sent), "
-               f"{there} already on the server")
+               f"{there} already on the server, {len(result.excluded_files)} left out")
+    if verbose:
+        for path in result.excluded_files:
+            click.echo(f"  left out {path}")
     if version.aliases:
         click.echo(f"  aliases  {', '.join(sorted(version.aliases))}")
     if version.status == "validating":
@@ -438,17 +556,22 @@ def _print_pull(result: PullResult) -> None:
 # ----------------------------------------------------------------------- reading
 
 
+#: Header rows of the listings of ``ls`` and ``search``.
+MODEL_HEADER = f"{'MODEL':<32} {'LATEST':<6} ALIASES"
+VERSION_HEADER = f"{'VERSION':>7}  {'STATUS':<10} {'DIGEST':<19}  {'CREATED':<16}  ALIASES"
+
+
 def _model_line(model: Model) -> str:
     aliases = ", ".join(f"{a}→{n}" for a, n in sorted(model.aliases.items()))
     latest = "-" if model.latest_version is None else str(model.latest_version)
-    return f"{model.name:<32} latest {latest:<5} {aliases}"
+    return f"{model.name:<32} {latest:<6} {aliases}"
 
 
 def _version_line(version: Version) -> str:
     digest = (version.digest or "")[:19]
     created = version.created_at.strftime("%Y-%m-%d %H:%M") if version.created_at else ""
     aliases = ", ".join(version.aliases)
-    return f"{version.number:>5}  {version.status:<10} {digest:<19}  {created}  {aliases}"
+    return f"{version.number:>7}  {version.status:<10} {digest:<19}  {created:<16}  {aliases}"
 
 
 @client_command(main, "ls")
@@ -463,7 +586,9 @@ def ls(ctx: click.Context, ref: str | None, as_json: bool) -> None:
         models = list(client.list_models())
         if as_json:
             _echo_json([m.as_dict() for m in models])
-        for model in [] if as_json else models:
+            return
+        click.echo(MODEL_HEADER)
+        for model in models:
             click.echo(_model_line(model))
         return
     parsed = _ref(ref)
@@ -471,13 +596,16 @@ def ls(ctx: click.Context, ref: str | None, as_json: bool) -> None:
         versions = list(client.list_versions(parsed.model))
         if as_json:
             _echo_json([v.as_dict() for v in versions])
-        for version in [] if as_json else versions:
+            return
+        click.echo(VERSION_HEADER)
+        for version in versions:
             click.echo(_version_line(version))
         return
     listing = client.list_files(parsed.model, parsed.version)
     if as_json:
         _echo_json(listing.as_dict())
         return
+    click.echo(f"{'SIZE':>14}  {'SHA256':<12}  PATH")
     for file in listing.files:
         click.echo(f"{file.size:>14,}  {file.sha256[:12]}  {file.path}")
 
@@ -545,13 +673,17 @@ def search(ctx: click.Context, filter_text: str, model: str | None, order_by: st
         models = list(client.list_models(filter_text, order_by=order_by))
         if as_json:
             _echo_json([m.as_dict() for m in models])
-        for found in [] if as_json else models:
+            return
+        click.echo(MODEL_HEADER)
+        for found in models:
             click.echo(_model_line(found))
         return
     versions = list(client.list_versions(model, filter_text, order_by=order_by))
     if as_json:
         _echo_json([v.as_dict() for v in versions])
-    for version in [] if as_json else versions:
+        return
+    click.echo(VERSION_HEADER)
+    for version in versions:
         click.echo(_version_line(version))
 
 
@@ -600,6 +732,26 @@ def alias_ls(ctx: click.Context, model: str, as_json: bool) -> None:
         return
     for item in aliases:
         click.echo(f"{item.alias:<24} → {item.version}   by {item.updated_by or '-'}")
+
+
+@client_command(alias, "history")
+@click.argument("model")
+@click.argument("name", metavar="ALIAS")
+@json_option
+@click.pass_context
+def alias_history(ctx: click.Context, model: str, name: str, as_json: bool) -> None:
+    """Show every move of ALIAS of MODEL, newest first: from which version to which, who
+    moved it and when."""
+    moves = list(_client(ctx).alias_history(model, name))
+    if as_json:
+        _echo_json([m.as_dict() for m in moves])
+        return
+    click.echo(f"{'WHEN':<20} {'FROM':>5}  {'TO':>5}  BY")
+    for move in moves:
+        when = move.at.strftime("%Y-%m-%d %H:%M:%S") if move.at else "-"
+        before = "-" if move.from_version is None else str(move.from_version)
+        after = "-" if move.to_version is None else str(move.to_version)
+        click.echo(f"{when:<20} {before:>5}  {after:>5}  {move.actor or '-'}")
 
 
 # -------------------------------------------------------------------------- tags
@@ -661,16 +813,23 @@ def tag_rm(ctx: click.Context, ref: str, keys: tuple[str, ...]) -> None:
 @client_command(main)
 @click.argument("ref")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--drop-alias", "drop_aliases", multiple=True, metavar="ALIAS",
+              help="Delete this alias with the version (repeat for several); a version an "
+                   "alias points at is not deleted otherwise.")
 @click.pass_context
-def rm(ctx: click.Context, ref: str, yes: bool) -> None:
+def rm(ctx: click.Context, ref: str, yes: bool, drop_aliases: tuple[str, ...]) -> None:
     """Delete a model with all its versions (REF = MODEL) or one version (REF = MODEL/3).
 
     Asks for confirmation unless --yes is given; without a terminal to ask on, --yes is
-    required.
+    required.  A version an alias points at is deleted only with --drop-alias naming each
+    of its aliases.
     """
     parsed = _ref(ref)
     if parsed.version is not None and not parsed.is_number:
         raise click.BadParameter("delete a version by its number: MODEL/3", param_hint="REF")
+    if drop_aliases and parsed.version is None:
+        raise click.BadParameter("--drop-alias is for deleting a version: MODEL/3",
+                                 param_hint="--drop-alias")
     client = _client(ctx)
     if parsed.version is None:
         model = client.get_model(parsed.model)
@@ -678,6 +837,9 @@ def rm(ctx: click.Context, ref: str, yes: bool) -> None:
     else:
         version = client.get_version(parsed.model, parsed.version)
         what = f"version {version.ref}"
+        dropping = [name for name in drop_aliases if name in version.aliases]
+        if dropping:
+            what += f" and its alias(es) {', '.join(dropping)}"
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError(f"refusing to delete {what} without --yes "
@@ -686,6 +848,6 @@ def rm(ctx: click.Context, ref: str, yes: bool) -> None:
     if parsed.version is None:
         client.delete_model(parsed.model)
     else:
-        client.delete_version(parsed.model, int(parsed.version))
+        client.delete_version(parsed.model, int(parsed.version), drop_aliases=drop_aliases)
     click.echo(f"deleted {what}")
 

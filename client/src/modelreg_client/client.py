@@ -13,20 +13,22 @@ server's ``code``, ``message``, ``details`` and HTTP ``status``.
 
 from __future__ import annotations
 
+import base64
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from . import __version__
 from .config import DEFAULT_RETRIES
 from .errors import ModelregError, NetworkError, NotFound, ServerError, error_for_status
-from .manifest import DIGEST_PREFIX, FileRegion
+from .manifest import DIGEST_PREFIX, FileRegion, IgnoreRules
 from .transfer import DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, Puller, Pusher
 from .types import (
     Alias,
@@ -35,6 +37,7 @@ from .types import (
     FileList,
     Finding,
     Model,
+    Part,
     PullResult,
     PushResult,
     Upload,
@@ -47,6 +50,34 @@ __all__ = ["Client"]
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 #: Statuses that mean "try again later".
 RETRY_STATUSES = (429, 502, 503, 504)
+
+
+class _Retry(Retry):
+    """urllib3's retries, less those of a refused connection.
+
+    A refused connection means nothing listens at the address (a wrong port, a server that is
+    down): retrying with backoff only made the command fail seven seconds later.  Timeouts,
+    resets and the statuses of :data:`RETRY_STATUSES` are still retried.
+    """
+
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None,
+                  error: Exception | None = None, _pool: Any = None,
+                  _stacktrace: Any = None) -> Retry:
+        if isinstance(error, NewConnectionError) and _refused(error):
+            raise MaxRetryError(_pool, url or "", error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether a connection error comes from a refused connection (nothing listening)."""
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "refused" in str(error).lower()
 
 
 def _segment(value: str | int) -> str:
@@ -94,7 +125,7 @@ class Client:
         self.max_put_size: int | None = None
         self.min_chunk_size: int | None = None
         self._session = requests.Session()
-        retry = Retry(
+        retry = _Retry(
             total=retries,
             connect=retries,
             read=retries,
@@ -108,7 +139,7 @@ class Client:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=self.parallel + 4,
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=2 * self.parallel + 4,
                               max_retries=retry)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -167,8 +198,7 @@ class Client:
             raise self._error(response)
         return response
 
-    @staticmethod
-    def _error(response: requests.Response) -> ModelregError:
+    def _error(self, response: requests.Response) -> ModelregError:
         try:
             body = response.json()
             error = body["error"]
@@ -176,7 +206,16 @@ class Client:
             details = error.get("details") or {}
         except (ValueError, KeyError, TypeError, AttributeError):
             text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
-            code, message, details = None, f"HTTP {response.status_code} {text}".strip(), {}
+            status = response.status_code
+            if status < 500:
+                # Every answer of a modelreg registry below 500 carries its error envelope: a
+                # bare 404 comes from another server (a wrong URL or port, a proxy's page).
+                return ServerError(
+                    f"{self.url} does not answer as a modelreg registry: "
+                    f"{response.request.method} {response.url} got HTTP {status} without "
+                    f"modelreg's error body ({text or 'empty'}); check the URL",
+                    code="not_a_registry", status=status)
+            code, message, details = None, f"HTTP {status} {text}".strip(), {}
         finally:
             response.close()
         return error_for_status(response.status_code, code,
@@ -204,6 +243,11 @@ class Client:
             params["page_token"] = token
 
     # ----------------------------------------------------------------------- server
+
+    def whoami(self) -> dict[str, Any]:
+        """``GET /api/v1/whoami``: who the registry takes the caller for (``principal`` is
+        ``None`` when anonymous), with the token's scopes and the grants held."""
+        return self._json("GET", "whoami")
 
     def health(self) -> dict[str, Any]:
         """``GET /readyz``: the server's readiness (raises :class:`ServerError` if not ready)."""
@@ -298,24 +342,48 @@ class Client:
         return Version.from_json(self._json("PATCH", self._version_path(model, number),
                                             json=body))
 
-    def delete_version(self, model: str, number: int) -> None:
-        """Delete a version (its number is never reused)."""
-        self.request("DELETE", self._version_path(model, number))
+    def delete_version(
+        self, model: str, number: int, *, drop_aliases: Iterable[str] = ()
+    ) -> None:
+        """Delete a version (its number is never reused).
+
+        While an alias points at it the server refuses (:class:`Conflict`, code
+        ``version_has_aliases``, the aliases in ``details["aliases"]``) unless
+        ``drop_aliases`` names every one: those are deleted with it, each recorded as an
+        alias deletion.
+        """
+        names = ",".join(drop_aliases)
+        self.request("DELETE", self._version_path(model, number),
+                     params={"drop_aliases": names} if names else None)
 
     def finalize_version(
-        self, model: str, number: int, *, wait: float = 600.0
+        self, model: str, number: int, *, wait: float = 600.0,
+        on_notice: Callable[[str], None] | None = None,
     ) -> Version:
         """Finalize a draft; while scanners run (``validating``), poll up to ``wait``
         seconds for the outcome.  Returns the version: ``ready``, ``rejected``, or still
-        ``validating`` if the wait ran out."""
-        version = Version.from_json(
-            self._json("POST", self._version_path(model, number) + "/finalize"))
-        deadline = time.monotonic() + wait
+        ``validating`` if the wait ran out.
+
+        :param on_notice: called with what the person waiting should know: the server's
+            notice that no worker runs its scans (the version would stay validating), and
+            once a minute while the wait goes on.
+        """
+        body = self._json("POST", self._version_path(model, number) + "/finalize")
+        version = Version.from_json(body)
+        notify = on_notice or (lambda message: None)
+        if version.status == "validating" and body.get("notice"):
+            notify(f"{model}/{number}: {body['notice']}")
+        started = time.monotonic()
+        deadline, told = started + wait, started
         delay = 0.2
         while version.status == "validating" and time.monotonic() < deadline:
             time.sleep(delay)
             delay = min(delay * 1.5, 5.0)
             version = self.get_version(model, number)
+            if version.status == "validating" and time.monotonic() - told >= 60:
+                told = time.monotonic()
+                notify(f"{model}/{number} is still validating after "
+                       f"{int(told - started)} s (waiting up to {int(wait)} s)")
         return version
 
     def list_findings(self, model: str, ref: str | int) -> list[Finding]:
@@ -456,11 +524,19 @@ class Client:
     def open_upload(
         self, model: str, number: int, path: str, *, size: int | None = None,
         sha256: str | None = None, media_type: str | None = None,
+        part_size: int | None = None,
     ) -> Upload:
-        """Open a resumable upload session for one file of a draft."""
+        """Open a resumable upload session for one file of a draft.
+
+        :param part_size: send numbered parts of this size (:meth:`upload_part`, in any
+            order, in parallel); needs ``size``.  Without it, sequential chunks
+            (:meth:`upload_chunk`).
+        """
         body: dict[str, Any] = {"path": path}
         if size is not None:
             body["size"] = size
+        if part_size is not None:
+            body["part_size"] = part_size
         if sha256:
             body["digest"] = DIGEST_PREFIX + sha256
         if media_type:
@@ -487,6 +563,25 @@ class Client:
                    "Content-Range": f"bytes {offset}-{offset + length - 1}"}
         return Upload.from_json(self._json("PATCH", f"uploads/{_segment(upload_id)}",
                                            data=data, headers=headers))
+
+    def upload_part(self, upload_id: str, number: int, data: bytes | FileRegion,
+                    sha256: str) -> Part:
+        """Send part ``number`` (1-based) of a session in numbered parts, with its digest.
+
+        The same bytes again answer the part as held; other bytes for a number the session
+        holds raise :class:`Conflict` (``part_exists``: :meth:`delete_part` first), as does a
+        number another request is sending (``part_in_progress``).
+        """
+        digest = base64.b64encode(bytes.fromhex(sha256)).decode()
+        headers = {"Content-Type": "application/octet-stream",
+                   "Content-Digest": f"sha-256=:{digest}:"}
+        return Part.from_json(self._json(
+            "PUT", f"uploads/{_segment(upload_id)}/parts/{int(number)}", data=data,
+            headers=headers))
+
+    def delete_part(self, upload_id: str, number: int) -> None:
+        """Free a part a session holds, so that it can be sent again."""
+        self.request("DELETE", f"uploads/{_segment(upload_id)}/parts/{int(number)}")
 
     def complete_upload(
         self, upload_id: str, sha256: str, data: bytes | FileRegion | None = None,
@@ -523,12 +618,22 @@ class Client:
         alias: str | None = None,
         progress: Any = None,
         wait: float = 600.0,
+        exclude: Iterable[str] = (),
+        include: Iterable[str] = (),
     ) -> PushResult:
         """Push every file under ``directory`` as a new version of ``model`` (created if
         missing), finalize it, check its digest, and point ``alias`` at it.
 
-        Files are hashed locally first.  If a ready version with the same content (and
-        metadata) exists, nothing is uploaded: it is returned (tagged and aliased as asked).
+        Files that the ignore rules leave out are not pushed: ``.git/``, ``__pycache__/``,
+        ``*.pyc``, ``.DS_Store`` and editor swap files by default, the patterns of the
+        directory's ``.modelregignore`` (gitignore syntax) and ``exclude``; with ``include``,
+        only files matching one of its patterns (see
+        :class:`~modelreg_client.manifest.IgnoreRules`).
+
+        Files are hashed locally first.  If a ready version identical to this push exists
+        (the same files, metadata, lineage, description, and the tags given already set),
+        nothing is uploaded and nothing about it changes: it is returned (aliased as asked).
+        A push that differs in any of these makes a new version.
         Files whose content the server already holds (in any version the caller may read)
         are added by digest without sending their bytes (:meth:`link_file`); only the others
         are uploaded.  An interrupted push resumes on the next call with the same arguments:
@@ -539,9 +644,10 @@ class Client:
         :raises VersionRejected: validation rejected the version (it holds the problems).
         :raises IntegrityError: the server's digest differs from the local one.
         """
+        rules = IgnoreRules(Path(directory), exclude=exclude, include=include)
         return Pusher(self, progress).push(
             Path(directory), model, tags=tags or {}, metadata=metadata, lineage=lineage,
-            description=description, alias=alias, wait=wait)
+            description=description, alias=alias, wait=wait, rules=rules)
 
     def pull(
         self, ref: str, destination: str | Path, *, progress: Any = None

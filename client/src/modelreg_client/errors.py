@@ -27,6 +27,7 @@ __all__ = [
     "PermissionDenied",
     "ServerError",
     "Unauthorized",
+    "UnwritablePath",
     "VersionRejected",
     "error_for_status",
 ]
@@ -133,6 +134,16 @@ class IntegrityError(ModelregError):
 
     exit_code = 6
     default_code = "integrity_error"
+
+
+class UnwritablePath(ModelregError):
+    """A file of a version cannot be written under the destination of a pull: its path is
+    not a valid name on this system, or names the same file or folder as another path there
+    (``x`` and ``x/y``; ``A`` and ``a`` on a case-insensitive filesystem).  Checked for every
+    file before anything is written; ``details`` has ``path`` and ``reason``."""
+
+    exit_code = 7
+    default_code = "unwritable_path"
 
 
 def error_for_status(

@@ -4,14 +4,18 @@
 
 1. hashes every file locally (sha256, streamed, in parallel) and computes the version digest
    (:func:`~modelreg_client.manifest.version_digest`);
-2. if a ready version with that digest (and the same metadata) exists, uploads nothing;
+2. if a ready version identical to the push exists (the same files, metadata, lineage,
+   description and tags: :meth:`Pusher._existing`), uploads nothing and changes nothing;
 3. otherwise creates the model if needed and a draft — or takes up the draft of an
    interrupted push of the same content, recorded in a small journal under the state
    directory — and skips the files the draft already holds;
 4. adds by digest every other file whose content the server already holds (in any version
    the caller may read: ``POST …/files``), sending no bytes for it;
 5. uploads the rest in parallel: a single ``PUT`` up to the server's limit, an upload session
-   in chunks above it (resumed from the server's offset after an interruption);
+   in numbered parts above it, ``parallel`` parts of a file at once, each with its sha256
+   (after an interruption only the parts the server lacks are sent; if the server refuses
+   the completion for a wrong digest, only the parts whose digest differs from the local
+   file's are sent again); servers without numbered parts get sequential chunks;
 6. finalizes, checks the server's digest against the local one, moves the alias.
 
 :class:`Puller` (behind :meth:`Client.pull`) downloads each file to ``<name>.part``, resumes a
@@ -46,15 +50,18 @@ from .errors import (
     NetworkError,
     NotFound,
     ServerError,
+    UnwritablePath,
     VersionRejected,
 )
 from .manifest import (
     DIGEST_PREFIX,
     FileRegion,
+    IgnoreRules,
     LocalFile,
     check_remote_path,
     hash_file,
     scan_directory,
+    unwritable_path,
     version_digest,
 )
 from .refs import parse_ref
@@ -71,6 +78,8 @@ DEFAULT_CHUNK_SIZE = 64 * MiB
 #: DESIGN §5's floor for chunks (S3 needs 5 MiB parts); files up to this size go in one
 #: ``PUT`` before the server has said its limit.
 MIN_CHUNK_SIZE = 8 * MiB
+#: The most numbered parts of one upload session (the server's limit, S3's).
+MAX_PARTS = 10_000
 #: Suffix of files being downloaded; renamed away once verified.
 PART_SUFFIX = ".part"
 #: Bytes received at a time when downloading: one buffer per download, reused for every
@@ -104,6 +113,10 @@ class Progress:
 
     def end(self, kind: str) -> None:
         """The phase is over."""
+
+    def notice(self, message: str) -> None:
+        """Something the person waiting should know, e.g. that the server has no worker to
+        validate the version (called from the calling thread)."""
 
 
 class _Cancelled(Exception):
@@ -220,15 +233,19 @@ class Pusher:
         self.client = client
         self.progress = progress or Progress()
         self.pool = _Pool(client.parallel)
+        #: Parts in flight across every file: at most ``parallel`` at once.
+        self.part_slots = threading.Semaphore(client.parallel)
         self.sent = _Counter()
         #: Whether the server can add files by digest (``False`` once it answered 405).
         self._can_link = True
 
     # ------------------------------------------------------------------- hashing
 
-    def hash_directory(self, directory: Path) -> list[LocalFile]:
-        """Every file under ``directory`` with its size and sha256."""
-        found = scan_directory(directory)
+    def hash_directory(self, directory: Path, rules: IgnoreRules | None = None,
+                       left_out: list[str] | None = None) -> list[LocalFile]:
+        """Every file under ``directory`` that ``rules`` keep, with its size and sha256 (the
+        paths left out are appended to ``left_out``)."""
+        found = scan_directory(directory, rules, left_out)
         sizes = {path: location.stat().st_size for path, location in found}
         self.progress.begin("hash", len(found), sum(sizes.values()))
 
@@ -253,19 +270,24 @@ class Pusher:
     def push(
         self, directory: Path, model: str, *, tags: dict[str, str],
         metadata: dict[str, Any] | None, lineage: dict[str, Any] | None, description: str,
-        alias: str | None, wait: float,
+        alias: str | None, wait: float, rules: IgnoreRules | None = None,
     ) -> PushResult:
         """Push ``directory`` as a version of ``model``; see :meth:`Client.push`."""
-        files = self.hash_directory(directory)
+        left_out: list[str] = []
+        files = self.hash_directory(directory, rules, left_out)
         if not files:
-            raise InvalidRequest(f"{directory} holds no files to push", code="empty_directory")
+            raise InvalidRequest(f"{directory} holds no files to push"
+                                 + (f" ({len(left_out)} left out by the ignore rules)"
+                                    if left_out else ""), code="empty_directory")
         digest = version_digest(files)
         every_path = [f.path for f in files]
-        existing = self._existing(model, digest, metadata, lineage)
+        existing = self._existing(model, digest, tags=tags, metadata=metadata,
+                                  lineage=lineage, description=description)
         if existing is not None:
-            version = self._label(existing, tags, alias)
+            version = self._label(existing, {}, alias)
             return PushResult(version, digest, True, [], every_path, 0,
-                              self.client.list_findings(model, version.number))
+                              self.client.list_findings(model, version.number),
+                              excluded_files=left_out)
         self._ensure_model(model)
         journal = Journal.for_push(
             self.client.state_dir or default_state_dir(),
@@ -282,7 +304,8 @@ class Pusher:
         linked = self._link_all(model, number, todo, journal)
         todo = [f for f in todo if f.path not in linked]
         self._upload_all(model, number, todo, journal)
-        version = self.client.finalize_version(model, number, wait=wait)
+        version = self.client.finalize_version(model, number, wait=wait,
+                                               on_notice=self.progress.notice)
         journal.remove()
         findings = [] if version.status == "validating" else \
             self.client.list_findings(model, number)
@@ -294,22 +317,30 @@ class Pusher:
             self._check_digest(version, digest)
             version = self._label(version, {}, alias)
         return PushResult(version, digest, False, [f.path for f in todo], skipped,
-                          self.sent.value, findings, sorted(linked))
+                          self.sent.value, findings, sorted(linked), excluded_files=left_out)
 
-    def _existing(self, model: str, digest: str, metadata: dict[str, Any] | None,
-                  lineage: dict[str, Any] | None) -> Version | None:
-        """A ready version with this content (and metadata, if given), or ``None``."""
+    def _existing(self, model: str, digest: str, *, tags: dict[str, str],
+                  metadata: dict[str, Any] | None, lineage: dict[str, Any] | None,
+                  description: str) -> Version | None:
+        """The oldest ready version identical to this push, or ``None``.
+
+        Identical means the same files (the digest), metadata, lineage and description, and
+        every tag this push sets already set to the same value.  A push that differs in any
+        of them makes a new version: a version's provenance is never rewritten by a push.
+        """
+        statement = f"digest = '{digest}' AND status = 'ready'"
         try:
-            version = self.client.get_version(model, digest)
+            candidates = self.client.list_versions(model, statement, order_by="number asc")
+            for version in candidates:
+                if (version.digest == digest
+                        and version.metadata == (metadata or {})
+                        and _stated(version.lineage) == _stated(lineage or {})
+                        and version.description == description
+                        and all(version.tags.get(k) == v for k, v in tags.items())):
+                    return version
         except NotFound:
             return None
-        if version.status != "ready" or version.digest != digest:
-            return None
-        if metadata is not None and version.metadata != metadata:
-            return None
-        if lineage is not None and version.lineage != lineage:
-            return None
-        return version
+        return None
 
     def _ensure_model(self, model: str) -> None:
         try:
@@ -420,15 +451,34 @@ class Pusher:
         self.progress.end("upload")
 
     def _session_for(self, model: str, number: int, file: LocalFile, journal: Journal) -> Any:
-        """The file's upload session: the journal's (if still open) or a new one."""
+        """The file's upload session: the journal's (if still open) or a new one, in
+        numbered parts where the server offers them."""
         upload_id = journal.uploads.get(file.path)
         if upload_id is not None:
             try:
                 return self.client.get_upload(upload_id)
             except NotFound:
                 journal.set_upload(file.path, None)
-        upload = self.client.open_upload(model, number, file.path, size=file.size,
-                                         sha256=file.sha256)
+        client = self.client
+        part_size = max(client.chunk_size, client.min_chunk_size or MIN_CHUNK_SIZE,
+                        -(-file.size // MAX_PARTS))
+        if client.max_put_size:
+            part_size = min(part_size, client.max_put_size)
+        try:
+            upload = client.open_upload(model, number, file.path, size=file.size,
+                                        sha256=file.sha256, part_size=part_size)
+        except InvalidRequest as exc:
+            if exc.code == "invalid_part_size" and "max_part_size" in exc.details:
+                part_size = min(max(part_size, exc.details["min_part_size"]),
+                                exc.details["max_part_size"])
+                upload = client.open_upload(model, number, file.path, size=file.size,
+                                            sha256=file.sha256, part_size=part_size)
+            elif exc.status in (400, 422) and exc.code in ("invalid_body", "invalid_request",
+                                                           "validation_error"):
+                upload = client.open_upload(model, number, file.path, size=file.size,
+                                            sha256=file.sha256)  # no numbered parts
+            else:
+                raise
         journal.set_upload(file.path, upload.id)
         return upload
 
@@ -443,7 +493,10 @@ class Pusher:
         else:
             if session is None:
                 session = self._session_for(model, number, file, journal)
-            self._send_chunks(file, session, journal)
+            if session.part_size:
+                self._send_parts(file, session, journal)
+            else:
+                self._send_chunks(file, session, journal)
         self.progress.finish("upload", file.path)
 
     def _on_block(self, path: str) -> Callable[[int], None]:
@@ -490,6 +543,99 @@ class Pusher:
                 time.sleep(min(0.5 * 2 ** failures, 10))
                 offset = client.get_upload(session.id).offset
 
+    def _send_parts(self, file: LocalFile, session: Any, journal: Journal) -> None:
+        """Send the parts the session lacks, ``parallel`` at once, then complete; if the
+        server finds the whole digest wrong, send again the parts whose digest differs from
+        the local file's (the others stay on the server) and complete once more."""
+        client = self.client
+        size, count = session.part_size, -(-file.size // session.part_size)
+        held = {part.number: part.sha256 for part in session.parts}
+        self.progress.start("upload", file.path, file.size,
+                            sum(min(size, file.size - (n - 1) * size) for n in held))
+        todo = [n for n in range(1, count + 1) if n not in held]
+        for round_ in range(2):
+            self._send_part_numbers(file, session, todo)
+            try:
+                client.complete_upload(session.id, file.sha256)
+            except InvalidRequest as exc:
+                if exc.code != "digest_mismatch" or "parts" not in exc.details or round_:
+                    raise
+                # What the server holds differs from the file: compare part by part.
+                stored = {p["number"]: (p.get("digest") or "").removeprefix(DIGEST_PREFIX)
+                          for p in exc.details["parts"]}
+                todo = [n for n in range(1, count + 1)
+                        if stored.get(n) != self._part_digest(file, size, n)]
+                if not todo:
+                    raise IntegrityError(
+                        f"{file.path}: the server holds exactly the local parts, yet their "
+                        f"sha256 is not the file's (did the file change during the push?)",
+                        code="digest_mismatch") from exc
+                for n in todo:
+                    if n in stored:
+                        client.delete_part(session.id, n)
+                continue
+            journal.set_upload(file.path, None)
+            return
+
+    @staticmethod
+    def _part_digest(file: LocalFile, size: int, number: int) -> str:
+        start = (number - 1) * size
+        digest = hashlib.sha256()
+        for block in FileRegion(file.source, start, min(size, file.size - start)):
+            digest.update(block)
+        return digest.hexdigest()
+
+    def _send_part_numbers(self, file: LocalFile, session: Any, numbers: list[int]) -> None:
+        """Send the parts ``numbers`` of ``file`` on up to ``parallel`` threads; the first
+        failure stops the others."""
+        if not numbers:
+            return
+        client, size = self.client, session.part_size
+        failed = threading.Event()
+        on_block = self._on_block(file.path)
+
+        def guarded(n: int) -> None:
+            if failed.is_set():
+                raise _Cancelled
+            on_block(n)
+
+        def send(number: int) -> None:
+            start = (number - 1) * size
+            length = min(size, file.size - start)
+            digest = self._part_digest(file, size, number)
+            for attempt in _attempts():
+                if failed.is_set():
+                    raise _Cancelled
+                try:
+                    with self.part_slots:
+                        client.upload_part(session.id, number,
+                                           FileRegion(file.source, start, length, guarded),
+                                           digest)
+                    return
+                except Conflict as exc:
+                    # Another request of ours still sends it (a retry after a lost answer).
+                    if exc.code != "part_in_progress" or attempt == TRANSFER_ATTEMPTS:
+                        raise
+                except (NetworkError, ServerError):
+                    if attempt == TRANSFER_ATTEMPTS:
+                        raise
+                time.sleep(min(0.5 * 2 ** attempt, 10))
+
+        workers = max(1, min(client.parallel, len(numbers)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="modelreg-part") as executor:
+            futures = [executor.submit(send, n) for n in numbers]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            if any(f.exception() is not None for f in done):
+                failed.set()
+                wait(futures)
+                errors = [f.exception() for f in futures if f.exception() is not None]
+                raise next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
+
+
+def _stated(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields that hold a value (the server lists lineage fields never given as empty)."""
+    return {key: value for key, value in fields.items() if value not in (None, "", [], {})}
+
 
 def path_differs(remote: FileEntry | None, local: LocalFile) -> bool:
     """Whether the draft lacks ``local`` (no such path, or other bytes there)."""
@@ -525,9 +671,17 @@ class Puller:
             raise IntegrityError(
                 f"the file list of {listing.model}/{listing.version} does not match its "
                 f"digest {listing.digest}", code="digest_mismatch")
-        destination.mkdir(parents=True, exist_ok=True)
         root = destination.resolve()
         targets = {f.path: self._target(root, f.path) for f in listing.files}
+        # Every path checked before anything is written: no pull stops half-way on a name
+        # this system cannot hold.
+        problem = unwritable_path(targets, root)
+        if problem is not None:
+            path, reason = problem
+            raise UnwritablePath(f"cannot write {path!r} into {destination}: {reason}; "
+                                 "nothing was written", details={"path": path,
+                                                                 "reason": reason})
+        destination.mkdir(parents=True, exist_ok=True)
         todo = [f for f in listing.files if not _has_content(targets[f.path], f)]
         skipped = [f.path for f in listing.files if f not in todo]
         self.progress.begin("download", len(todo), sum(f.size for f in todo))

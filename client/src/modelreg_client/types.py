@@ -221,8 +221,26 @@ class FileList(_Result):
 
 
 @dataclass(frozen=True)
+class Part(_Result):
+    """A numbered part an upload session holds (``sha256``: lowercase hex)."""
+
+    number: int
+    start: int
+    size: int
+    sha256: str | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Part:
+        """Build from the server's JSON."""
+        digest = data.get("digest")
+        return cls(data["number"], data.get("start", 0), data["size"],
+                   digest.removeprefix("sha256:") if digest else None)
+
+
+@dataclass(frozen=True)
 class Upload(_Result):
-    """A resumable upload session: ``offset`` is where the next chunk starts."""
+    """A resumable upload session: ``offset`` is where the next chunk starts; with
+    ``part_size``, the file goes in numbered parts and ``parts`` are those received."""
 
     id: str
     model: str
@@ -235,13 +253,17 @@ class Upload(_Result):
     min_chunk_size: int
     max_chunk_size: int
     location: str
+    part_size: int | None = None
+    parts: tuple[Part, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Upload:
-        """Build from the server's JSON."""
+        """Build from the server's JSON (servers before numbered parts send no parts)."""
         return cls(data["id"], data["model"], data["version"], data["path"], data["offset"],
                    data.get("size"), data.get("digest"), _time(data.get("expires_at")),
-                   data["min_chunk_size"], data["max_chunk_size"], data["location"])
+                   data["min_chunk_size"], data["max_chunk_size"], data["location"],
+                   data.get("part_size"),
+                   tuple(Part.from_json(p) for p in data.get("parts") or ()))
 
 
 @dataclass(frozen=True)
@@ -278,6 +300,8 @@ class PushResult(_Result):
     :ivar linked_files: paths whose content the server already held (in another version):
         added by digest, no bytes sent.
     :ivar findings: what the server's scanners found in the files (empty without scanners).
+    :ivar excluded_files: paths under the directory that the ignore rules left out (a
+        directory left out whole as ``name/``).
     """
 
     version: Version
@@ -288,6 +312,7 @@ class PushResult(_Result):
     uploaded_bytes: int
     findings: list[Finding] = field(default_factory=list)
     linked_files: list[str] = field(default_factory=list)
+    excluded_files: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -250,3 +250,21 @@ def test_a_missing_bucket_fails_the_check(s3_settings):
     store = create_store({**s3_settings, "modelreg.storage.s3.bucket": "no-such-bucket"})
     with pytest.raises(StorageError):
         store.check()
+
+
+def test_settings_left_unset_come_from_the_environment(s3_settings):
+    prefix = "modelreg.storage.s3."
+    from_ini = {key: value for key, value in s3_settings.items()
+                if key not in (prefix + "bucket", prefix + "endpoint_url", prefix + "prefix")}
+    environ = {"MODELREG_S3_BUCKET": s3_settings[prefix + "bucket"],
+               "MODELREG_S3_ENDPOINT_URL": s3_settings[prefix + "endpoint_url"],
+               "MODELREG_S3_PREFIX": "from-env"}
+    store = S3BlobStore.from_settings(from_ini, environ)
+    assert (store.bucket, store.prefix) == (s3_settings[prefix + "bucket"], "from-env/")
+    info = store.put(io.BytesIO(b"through the environment's settings"))
+    assert store.open(info.sha256).read() == b"through the environment's settings"
+    # A value in the ini wins over the environment.
+    store = S3BlobStore.from_settings({**from_ini, prefix + "prefix": "from-ini"}, environ)
+    assert store.prefix == "from-ini/"
+    with pytest.raises(RuntimeError, match="nor MODELREG_S3_BUCKET"):
+        S3BlobStore.from_settings(from_ini, {})

@@ -72,6 +72,11 @@ def strict_admin(webhooks_settings: dict[str, Any], webhooks_plugins, admin):
     "http://172.16.5.4/", "http://169.254.169.254/latest/meta-data", "http://[::1]/",
     "http://[fe80::1]/", "http://[::ffff:127.0.0.1]/", "http://0.0.0.0/", "http://224.0.0.1/",
     "http://240.0.0.1/", "https://100.64.0.1/",
+    # IPv6 addresses that carry a loopback, private or link-local IPv4 address, site-local
+    "http://[2002:7f00:1::1]/", "http://[2002:a00:1::]/", "http://[2002:a9fe:a9fe::1]/",
+    "http://[::127.0.0.1]/", "http://[::ffff:0:7f00:1]/", "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[2001:0:7f00:1::1]/", "http://[fec0::1]/", "http://[fed0::1]/",
+    "http://[64:ff9b:1::808:808]/",
 ])
 def test_private_targets_are_refused_without_the_setting(strict_admin, url):
     answer = strict_admin.post_json(W, {"url": url}, status=422).json

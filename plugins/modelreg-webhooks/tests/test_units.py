@@ -66,6 +66,36 @@ def test_a_private_address_is_refused_again_at_delivery():
     assert not outcome.ok
 
 
+@pytest.mark.parametrize(("address", "refused"), [
+    ("2002:7f00:1::1", True),  # 6to4 of 127.0.0.1
+    ("2002:c0a8:101::1", True),  # 6to4 of 192.168.1.1
+    ("2002:a9fe:a9fe::", True),  # 6to4 of the cloud metadata address
+    ("2002:808:808::1", False),  # 6to4 of a public address
+    ("::ffff:127.0.0.1", True),  # IPv4-mapped
+    ("::ffff:8.8.8.8", False),
+    ("::ffff:0:a00:1", True),  # IPv4-translated (RFC 2765)
+    ("::ffff:0:808:808", False),
+    ("::127.0.0.1", True),  # IPv4-compatible
+    ("::8.8.8.8", True),  # IPv4-compatible, deprecated: refused whatever it carries
+    ("64:ff9b::7f00:1", True),  # NAT64 of 127.0.0.1
+    ("64:ff9b::808:808", False),  # NAT64 of a public address (DNS64 answers so)
+    ("64:ff9b:1::808:808", True),  # local-use NAT64 (RFC 8215)
+    ("2001:0:7f00:1::1", True),  # Teredo through a loopback server
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", True),  # Teredo
+    ("fec0::1", True),  # site-local
+    ("feff:ffff::1", True),
+    ("2606:4700:4700::1111", False),
+])
+def test_ipv6_forms_of_private_ipv4_and_site_local_are_refused(address, refused):
+    url = f"http://[{address}]:8080/hook"
+    if refused:
+        with pytest.raises(targets.TargetRefused, match="allow_private"):
+            targets.resolve(url, allow_private=False)
+    else:
+        assert targets.resolve(url, allow_private=False).address == address
+    assert targets.resolve(url, allow_private=True).address == address
+
+
 def test_the_connection_goes_to_the_checked_address():
     target = targets.resolve("http://localhost:8080/a?b=1", allow_private=True)
     assert target.address in ("127.0.0.1", "::1")

@@ -3,13 +3,18 @@
 Settings:
 
 ``modelreg.upload.max_put_size`` (default 256 MiB)
-    the largest body of a single ``PUT`` of a file, and of one chunk of an upload session;
-    keep it below Waitress's ``max_request_body_size`` so that larger bodies get a JSON 413.
+    the largest body of a single ``PUT`` of a file, and of one chunk or part of an upload
+    session; Waitress's ``max_request_body_size`` is one more than the largest body
+    (:mod:`modelreg.limits`).
 ``modelreg.upload.min_chunk_size`` (default 8 MiB)
-    the smallest chunk of an upload session other than the last (S3 needs 5 MiB).
+    the smallest chunk or part of an upload session other than the last (S3 needs 5 MiB).
 ``modelreg.upload.session_ttl`` (seconds, default a day)
     how long an upload session stays open after its last chunk; ``modelreg gc`` aborts
     expired ones.
+``modelreg.upload.max_open_sessions`` (default 32)
+    the most upload sessions one principal holds open at once (:mod:`.uploads`).
+``modelreg.upload.claim_timeout`` (seconds, default 900)
+    how long a part stays claimed by a sender that may have died.
 """
 
 from __future__ import annotations

@@ -48,6 +48,18 @@ class UploadCreate(Body):
     digest: str | None = Field(None, max_length=100,
                                description="sha256:<hex> of the whole file, if known.")
     media_type: str | None = Field(None, max_length=MEDIA_TYPE_LENGTH)
+    part_size: int | None = Field(
+        None, ge=1, description="Send numbered parts of this size (every part but the "
+        "last); needs size.  Without it, the file is sent in sequential chunks (PATCH).")
+
+
+class PartOut(BaseModel):
+    """A part an upload session holds."""
+
+    number: int = Field(description="1-based; part n starts at (n-1) * part_size.")
+    start: int = Field(description="Where the part starts in the file.")
+    size: int
+    digest: str | None = Field(description="sha256:<hex> of the part.")
 
 
 class UploadOut(BaseModel):
@@ -64,3 +76,7 @@ class UploadOut(BaseModel):
     min_chunk_size: int = Field(description="Smallest chunk other than the last.")
     max_chunk_size: int
     location: str = Field(description="Where to send chunks (PATCH) and the digest (PUT).")
+    part_size: int | None = Field(description="The size of every numbered part but the "
+                                  "last, or null for sequential chunks.")
+    parts_count: int | None = Field(description="How many numbered parts the file has.")
+    parts: list[PartOut] = Field(description="The parts received so far, in order.")

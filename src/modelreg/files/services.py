@@ -25,7 +25,6 @@ import binascii
 import datetime as dt
 import hmac
 import re
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,7 +43,7 @@ from ..policy import ARCHIVED, check_upload
 from ..registry.names import DIGEST_PREFIX
 from ..registry.services import RegistryService, isotime
 from ..types import BlobInfo
-from .paths import check_path
+from .paths import check_new_path, conflict
 
 MiB = 1024 * 1024
 #: Settings and their defaults.
@@ -257,21 +256,19 @@ class FileService:
     def draft(self, model_name: str, ref: str, *, lock: bool = False) -> Version:
         """The draft a write request names by number; 409 if it is not a draft.
 
-        :param lock: lock the version's row until the transaction ends (finalize locks it
-            too, so that no file is added to a version being finalized).
+        :param lock: lock the version's row until the transaction ends and check its status
+            under the lock (:meth:`RegistryService.lock_version`, which finalize takes too,
+            so that no file is added to a version being finalized); without it, the check
+            before a body is read, which a write repeats under the lock.
         """
-        version = self.registry.get_version_for_write(model_name, ref)
+        refusal = ("version_immutable", "its files cannot change")
         if lock:
-            self.db.execute(
-                sa.select(Version.id).where(Version.id == version.id).with_for_update()
-            )
-            self.db.refresh(version)
+            return self.registry.lock_version(model_name, ref, draft=refusal)
+        version = self.registry.get_version_for_write(model_name, ref)
         if version.status != "draft":
-            raise Conflict(
-                f"version {version.number} is {version.status}: its files cannot change",
-                code="version_immutable",
-                details={"status": version.status},
-            )
+            code, message = refusal
+            raise Conflict(f"version {version.number} is {version.status}: {message}",
+                           code=code, details={"status": version.status})
         return version
 
     # ------------------------------------------------------------------------ writing
@@ -298,6 +295,8 @@ class FileService:
         target = f"{version.model.name}/{version.number}:{path}"
         if file is not None and file.sha256 == info.sha256:
             return file, "unchanged"
+        if file is None:  # a new path: checked against the others under the version's lock
+            self.check_new_file(version, path)
         after = {"sha256": info.sha256, "size": info.size}
         if file is None:
             file = File(version_id=version.id, path=path, size=info.size, sha256=info.sha256,
@@ -315,6 +314,21 @@ class FileService:
         self.registry.record(f"file.{'added' if outcome == 'created' else 'replaced'}", "file",
                              target, version.model.name, before=before, after=after)
         return file, outcome
+
+    def check_new_file(self, version: Version, path: str) -> None:
+        """422 (``invalid_path``) unless a new file of ``version`` may be called ``path``:
+        :func:`.paths.check_new_path`, and no clash with the version's other files
+        (:func:`.paths.conflict`: ``x`` and ``x/y``, ``A`` and ``a``).
+
+        :meth:`add_file` runs it under the version's lock, so that two requests adding ``x``
+        and ``x/y`` at once cannot both succeed; callers may run it earlier too, to refuse
+        before any byte is sent.
+        """
+        check_new_path(path)
+        others = self.db.scalars(sa.select(File.path).where(File.version_id == version.id))
+        error = conflict(path, others)
+        if error is not None:
+            raise error
 
     def link_file(
         self, model_name: str, ref: str, path: str, sha256: str, *, media: str,
@@ -340,7 +354,7 @@ class FileService:
             differs.  The file's size is always the blob's own.
         :returns: the file and ``created``, ``unchanged`` or ``replaced`` (as :meth:`add_file`).
         """
-        check_path(path)
+        check_new_path(path)
         version = self.draft(model_name, ref, lock=True)
         blob = self.db.execute(
             sa.select(Blob.sha256, Blob.size).where(Blob.sha256 == sha256).with_for_update()
@@ -380,30 +394,7 @@ class FileService:
                              before={"sha256": file.sha256, "size": file.size})
 
     # ---------------------------------------------------------------- upload sessions
-
-    def open_upload(
-        self, model_name: str, ref: str, *, path: str, owner: str | None,
-        size: int | None, sha256: str | None, media: str,
-    ) -> tuple[UploadSession, Version]:
-        """Open a resumable upload of ``path`` into a draft."""
-        check_path(path)
-        version = self.draft(model_name, ref)
-        now = utcnow()
-        ttl = session_ttl(self.settings)
-        state = self.store.begin_upload()
-        try:
-            upload = UploadSession(
-                public_id=secrets.token_hex(16), version_id=version.id, path=path,
-                media_type=media, owner=owner, state=state, offset=0, size=size,
-                sha256=sha256, expires_at=now + dt.timedelta(seconds=ttl), created_at=now,
-                updated_at=now,
-            )
-            self.db.add(upload)
-            self.db.flush()
-        except BaseException:
-            self.store.abort_upload(state)
-            raise
-        return upload, version
+    # Opening, receiving and completing them: :class:`.uploads.UploadService`.
 
     def find_upload(self, public_id: str) -> tuple[UploadSession, str, int] | None:
         """An open, unexpired upload session with its model's name and version number.
@@ -441,6 +432,10 @@ def upload_json(
         "min_chunk_size": min_chunk_size(settings),
         "max_chunk_size": max_put_size(settings),
         "location": request.route_path("api.upload", upload=upload.public_id),
+        "part_size": upload.part_size,
+        "parts_count": (None if upload.part_size is None or upload.size is None
+                        else -(-upload.size // upload.part_size)),
+        "parts": [],
     }
 
 

@@ -7,27 +7,25 @@ request's session only reads) and write through :func:`.services.write_transacti
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any
 from urllib.parse import quote
 
-import sqlalchemy as sa
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import FileIter, Response
 
 from ..db import add_streaming_view
-from ..errors import ApiError, BadRequest, PayloadTooLarge, Unprocessable
+from ..errors import ApiError, BadRequest, PayloadTooLarge
+from ..interfaces import MAX_PARTS
+from ..logs import log_when_sent
 from ..metrics import metered
-from ..models import UploadSession, utcnow
 from ..openapi import Param, api_view, parse_body
 from ..policy import ARCHIVED, check_upload
 from ..registry.names import DIGEST_PREFIX
 from ..registry.services import RegistryService
 from ..security.access import Level
 from ..security.policy import ModelContext, denial, get_policy, readable_models, root_factory
-from ..storage.errors import DigestMismatch
 from . import schemas
 from .paths import basename, check_path
 from .services import (
@@ -36,15 +34,14 @@ from .services import (
     file_json,
     max_put_size,
     media_type,
-    min_chunk_size,
     parse_hex_digest,
     same_digest,
-    session_ttl,
     touch_blob,
     upload_json,
     upload_not_found,
     write_transaction,
 )
+from .uploads import UploadService, UploadSnapshot
 
 READ, WRITE = "read", "write"
 BINARY = "application/octet-stream"
@@ -52,6 +49,15 @@ BINARY = "application/octet-stream"
 SEND_BLOCK = 1024 * 1024
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _CONTENT_RANGE = re.compile(r"(?:bytes )?(\d+)-(\d+)(?:/(\d+|\*))?")
+#: Byte positions past this are beyond any file (and than a signed 64-bit column holds).
+_HUGE = 2**63
+
+
+def _position(digits: str) -> int:
+    """The number ASCII ``digits`` write, or :data:`_HUGE` when it is larger: never ``int()``
+    of thousands of digits (Python refuses more than 4,300 with ``ValueError``)."""
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= 19 else _HUGE
 
 
 # --------------------------------------------------------------------------- contexts
@@ -175,17 +181,19 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None
     first, last = match.groups()
     if first == "" and last == "":
         return None
+    if any(_position(value) >= _HUGE for value in (first, last) if value):
+        return False  # no file is that large: an invalid range, refused (RFC 9110 §15.5.17)
     if first == "":
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             return False
         return max(size - suffix, 0), size
-    start = int(first)
-    if last != "" and int(last) < start:
+    start = _position(first)
+    if last != "" and _position(last) < start:
         return None
     if start >= size:
         return False
-    end = size if last == "" else min(int(last) + 1, size)
+    end = size if last == "" else min(_position(last) + 1, size)
     return start, end
 
 
@@ -270,6 +278,9 @@ def download_file(request: Request) -> Response:
         response.content_length = end - start
         return response
     stream = metered(store.open(file.sha256, start, end), "download", request.registry)
+    # The access log says what the client got once the body is sent (a 200 that failed
+    # mid-stream is no 200): see modelreg.logs.LoggedBody.
+    stream = log_when_sent(request, response, stream, end - start)
     wrapper = request.environ.get("wsgi.file_wrapper")
     if wrapper is not None and store.file_path(file.sha256) is not None:
         response.app_iter = wrapper(_BoundedReads(stream), SEND_BLOCK)
@@ -293,6 +304,7 @@ def upload_file(request: Request) -> dict[str, Any]:
     expected = client_digest(request)
     model, ref, path = (request.matchdict[k] for k in ("model", "version", "path"))
     version = request.file_service.draft(model, ref)  # 404/409/422 before reading the body
+    request.file_service.check_new_file(version, path)  # and again under the lock
     # The size policy on the declared length first, before a byte is stored...
     check_upload(request.dbsession, request.registry.settings, version, path,
                  request.content_length)
@@ -326,125 +338,149 @@ def delete_file(request: Request) -> Response:
 # ---------------------------------------------------------------------- upload sessions
 
 
+def upload_service(request: Request) -> UploadService:
+    """The request's :class:`~.uploads.UploadService` (``request.upload_service``)."""
+    reading: RegistryService = request.registry_service
+    return UploadService(request.registry, request.blob_store, reading.hook,
+                         actor=reading.actor, client_addr=reading.client_addr,
+                         token_id=reading.token_id)
+
+
+def _session_json(request: Request, snapshot: UploadSnapshot) -> dict[str, Any]:
+    body = upload_json(request, snapshot.upload, snapshot.model, snapshot.number)
+    body["parts"] = snapshot.parts
+    _upload_headers(request, snapshot.upload.public_id, snapshot.upload.offset)
+    return body
+
+
 @api_view("api.uploads", "POST", permission=WRITE, body=schemas.UploadCreate,
           response=schemas.UploadOut, status=201, errors=(409, 413, 422, 503, 507),
           tags=["files"])
 def open_upload(request: Request) -> dict[str, Any]:
-    """Open a resumable upload session for one file of a draft."""
+    """Open a resumable upload session for one file of a draft.
+
+    With ``size`` and ``part_size`` the file is sent in numbered parts (``PUT
+    …/parts/{n}``, in any order, in parallel); without ``part_size``, in sequential chunks
+    (``PATCH``).  The declared ``size`` counts towards the size rules at once; ``409
+    too_many_uploads`` past ``modelreg.upload.max_open_sessions`` open sessions.
+    """
     body = parse_body(request, schemas.UploadCreate)
     sha256 = None if body.digest is None else parse_hex_digest(body.digest)
-    if body.size is not None:
-        version = request.file_service.draft(request.matchdict["model"],
-                                             request.matchdict["version"])
-        check_upload(request.dbsession, request.registry.settings, version, body.path,
-                     body.size)
-    upload, version = request.file_service.open_upload(
+    snapshot = request.upload_service.open(
         request.matchdict["model"], request.matchdict["version"], path=body.path,
         owner=request.authenticated_userid, size=body.size, sha256=sha256,
-        media=media_type(body.media_type),
-    )
-    result = upload_json(request, upload, version.model.name, version.number)
+        media=media_type(body.media_type), part_size=body.part_size)
+    result = _session_json(request, snapshot)
     request.response.status_code = 201
-    request.response.location = request.route_url("api.upload", upload=upload.public_id)
     return result
 
 
-def _upload_headers(request: Request, offset: int) -> None:
+def _upload_headers(request: Request, public_id: str, offset: int) -> None:
     request.response.headers["Upload-Offset"] = str(offset)
-    request.response.location = request.route_url(
-        "api.upload", upload=request.matchdict["upload"])
+    request.response.location = request.route_url("api.upload", upload=public_id)
 
 
 @api_view("api.upload", "GET", permission=READ, response=schemas.UploadOut, tags=["files"])
 def get_upload(request: Request) -> dict[str, Any]:
-    """The state of an upload session: how many bytes it holds (where to resume)."""
+    """The state of an upload session: the bytes and the parts it holds (where to resume)."""
     context: UploadContext = request.context
-    _upload_headers(request, context.upload.offset)
-    return upload_json(request, context.upload, context.model, context.number)
+    return _session_json(request, request.upload_service.status(context.upload.public_id))
 
 
-def _chunk_bounds(request: Request, offset: int) -> tuple[int, int]:
-    """``(start, length)`` of the chunk a ``PATCH`` (or a completing ``PUT``) carries."""
+def _chunk_bounds(request: Request) -> tuple[int | None, int]:
+    """``(start, length)`` of the chunk a ``PATCH`` (or a completing ``PUT``) carries;
+    ``start`` is ``None`` without a ``Content-Range``."""
     length = request.content_length
     if length is None:
         raise ApiError("a chunk needs a Content-Length", code="length_required", status=411)
     header = request.headers.get("Content-Range")
     if header is None:
-        return offset, length
+        return None, length
     match = _CONTENT_RANGE.fullmatch(header.strip())
-    if match is None or int(match.group(2)) < int(match.group(1)):
+    start, last = (_HUGE, _HUGE) if match is None else (
+        _position(match.group(1)), _position(match.group(2)))
+    if last >= _HUGE or last < start:
         raise BadRequest("Content-Range must be '<first>-<last>' (byte positions, inclusive)",
                          code="invalid_content_range")
-    start, last = int(match.group(1)), int(match.group(2))
     if last - start + 1 != length:
         raise BadRequest(f"Content-Range covers {last - start + 1} bytes but the body has "
                          f"{length}", code="invalid_content_range")
     return start, length
 
 
-def _out_of_order(request: Request, offset: int, message: str) -> ApiError:
-    return ApiError(message, code="chunk_out_of_order", status=416,
-                    details={"offset": offset},
-                    headers={"Upload-Offset": str(offset), "Range": f"0-{max(offset - 1, 0)}"})
-
-
-def _receive_chunk(request: Request, context: UploadContext) -> Any:
-    """Store the request's body as the session's next chunk; return the updated session."""
-    settings = request.registry.settings
-    upload = context.upload
-    limit = max_put_size(settings)
-    _check_body_size(request, limit)
-    start, length = _chunk_bounds(request, upload.offset)
-    if start != upload.offset:
-        raise _out_of_order(request, upload.offset,
-                            f"the next chunk must start at byte {upload.offset}, not {start}")
-    if length == 0:
-        return upload
-    end = start + length
-    if upload.size is not None and end > upload.size:
-        raise _out_of_order(request, upload.offset,
-                            f"the chunk ends past the file's announced size ({upload.size})")
-    minimum = min_chunk_size(settings)
-    if upload.size is not None and length < minimum and end != upload.size:
-        raise Unprocessable(f"chunks other than the last must have at least {minimum} bytes",
-                            code="chunk_too_small", details={"min_chunk_size": minimum})
-    version = request.file_service.draft(context.model, str(context.number))
-    check_upload(request.dbsession, settings, version, upload.path, end)
+def _receive_chunk(request: Request, context: UploadContext) -> UploadSnapshot:
+    """Store the request's body as the session's next chunk."""
+    _check_body_size(request, max_put_size(request.registry.settings))
+    start, length = _chunk_bounds(request)
     body = metered(request.body_file, "upload", request.registry)
-    state = request.blob_store.upload_chunk(upload.state, offset=start, stream=body,
-                                            length=length)
-    with write_transaction(request.registry) as db:
-        service = _writing_services(request, db)
-        row = service.find_upload(upload.public_id)
-        if row is None:
-            raise upload_not_found()
-        current = row[0]
-        service.db.refresh(current, with_for_update=True)
-        if current.offset != start:
-            raise _out_of_order(request, current.offset,
-                                f"another chunk was received meanwhile: the next one must "
-                                f"start at byte {current.offset}")
-        current.state = state
-        current.offset = end
-        if current.size is None and length < minimum:
-            current.size = end  # a short chunk is the last: the size is now known
-        current.updated_at = utcnow()
-        current.expires_at = current.updated_at + dt.timedelta(seconds=session_ttl(settings))
-        service.db.flush()
-        db.expunge(current)
-    return current
+    return request.upload_service.append(context.upload.public_id, start, body, length)
 
 
 @api_view("api.upload", "PATCH", permission=WRITE, body_media=BINARY,
           response=schemas.UploadOut, status=202, errors=(409, 411, 413, 416, 422, 503, 507),
           tags=["files"])
 def upload_chunk(request: Request) -> dict[str, Any]:
-    """Send the next chunk: ``Content-Range: <first>-<last>`` must start at the offset."""
+    """Send the next chunk: ``Content-Range: <first>-<last>`` must start at the offset.
+
+    A chunk is claimed under the session's lock before its body is read: a second chunk
+    at the same offset is refused (``416 chunk_out_of_order``) and never stored.
+    """
     context: UploadContext = request.context
-    upload = _receive_chunk(request, context)
-    _upload_headers(request, upload.offset)
+    snapshot = _receive_chunk(request, context)
     request.response.status_code = 202
-    return upload_json(request, upload, context.model, context.number)
+    return _session_json(request, snapshot)
+
+
+def _part_number(request: Request) -> int:
+    text = request.matchdict["number"]
+    if not text.isascii() or not text.isdigit() or len(text) > 5 or int(text) < 1:
+        raise ApiError(f"parts are numbered 1 to {MAX_PARTS}", code="part_out_of_range",
+                       status=416, details={"max_parts": MAX_PARTS})
+    return int(text)
+
+
+@api_view("api.upload_part", "PUT", permission=WRITE, body_media=BINARY,
+          response=schemas.PartOut, status=201, also=(200,),
+          params=(Param("digest", "sha256:<hex> of the part (or a Content-Digest or "
+                        "Digest header); required."),),
+          errors=(409, 411, 413, 416, 422, 503, 507), tags=["files"])
+def put_part(request: Request) -> dict[str, Any]:
+    """Send part ``n`` (1-based) of a session opened with ``part_size``.
+
+    Part ``n`` holds the bytes from ``(n-1) * part_size``; every part but the last has
+    exactly ``part_size`` bytes.  Parts may be sent in any order and in parallel.  201 once
+    stored; 200 when the part already holds these bytes (nothing read); ``409 part_exists``
+    when it holds others (``DELETE`` it first), ``409 part_in_progress`` while another
+    request sends it: its number is claimed before a byte is written, so a second sender
+    never overwrites it.
+    """
+    context: UploadContext = request.context
+    number = _part_number(request)
+    _check_body_size(request, max_put_size(request.registry.settings))
+    length = request.content_length
+    if length is None:
+        raise ApiError("a part needs a Content-Length", code="length_required", status=411)
+    sha256 = client_digest(request)
+    if sha256 is None:
+        raise BadRequest("a part needs its digest: ?digest=sha256:<hex>, or a "
+                         "Content-Digest: sha-256=:<base64>: header", code="digest_required")
+    body = metered(request.body_file, "upload", request.registry)
+    part, stored = request.upload_service.put_part(context.upload.public_id, number, body,
+                                                   length, sha256=sha256)
+    request.response.status_code = 201 if stored else 200
+    request.response.location = request.route_url(
+        "api.upload_part", upload=context.upload.public_id, number=number)
+    return part
+
+
+@api_view("api.upload_part", "DELETE", permission=WRITE, status=204, errors=(409, 416),
+          tags=["files"])
+def delete_part(request: Request) -> Response:
+    """Free a received part, so that its number can be sent again (for instance after a
+    completion refused for a wrong digest showed that this part differs)."""
+    context: UploadContext = request.context
+    request.upload_service.delete_part(context.upload.public_id, _part_number(request))
+    return Response(status=204)
 
 
 @api_view("api.upload", "PUT", permission=WRITE, body_media=BINARY,
@@ -453,7 +489,12 @@ def upload_chunk(request: Request) -> dict[str, Any]:
           errors=(409, 411, 413, 416, 422, 503, 507), tags=["files"])
 def complete_upload(request: Request) -> dict[str, Any]:
     """Complete an upload with the whole file's digest (``?digest=sha256:<hex>``); an
-    optional body is its last chunk.  Creates or replaces the file."""
+    optional body is its last chunk (sequential uploads only).  Creates or replaces the file.
+
+    A wrong digest keeps the session and its parts: ``400 digest_mismatch`` lists them
+    (number, start, size, digest) so that the client sends again only those that differ.
+    Content the size rules refuse (``422``) is deleted at once, with the session.
+    """
     context: UploadContext = request.context
     expected = client_digest(request)
     if expected is None:
@@ -465,66 +506,40 @@ def complete_upload(request: Request) -> dict[str, Any]:
                          "opened", code="digest_mismatch",
                          details={"expected": DIGEST_PREFIX + upload.sha256})
     if request.content_length:
-        upload = _receive_chunk(request, context)
-    if upload.size is not None and upload.offset != upload.size:
-        raise Unprocessable(f"the upload holds {upload.offset} of its announced "
-                            f"{upload.size} bytes", code="upload_incomplete",
-                            details={"offset": upload.offset, "size": upload.size})
-    model, number = context.model, str(context.number)
-    request.file_service.draft(model, number)
-    try:
-        info = request.blob_store.complete_upload(upload.state, expected_sha256=expected)
-    except DigestMismatch:  # the upload is over and its data gone: forget the session
-        _delete_upload(request, upload.public_id)
-        raise
-    _record_blob(request, info)
-    try:
-        with write_transaction(request.registry) as db:
-            service = _writing_services(request, db)
-            version = service.draft(model, number, lock=True)
-            check_upload(db, request.registry.settings, version, upload.path, info.size)
-            file, outcome = service.add_file(version, upload.path, info, upload.media_type)
-            _delete_upload_row(db, upload.public_id)
-            body = file_json(file)
-    except Unprocessable as exc:
-        if exc.code == "validation_failed":  # the size policy refused the completed file:
-            _delete_upload(request, upload.public_id)  # the session's data is gone
-        raise
+        _receive_chunk(request, context)
+    body, outcome = request.upload_service.complete(upload.public_id, expected)
     request.response.location = request.route_url(
-        "api.file", model=model, version=number, path=upload.path)
+        "api.file", model=context.model, version=str(context.number), path=body["path"])
     if outcome == "created":
         request.response.status_code = 201
     return body
 
 
-def _delete_upload_row(db: Any, public_id: str) -> None:
-    db.execute(sa.delete(UploadSession).where(UploadSession.public_id == public_id))
-
-
-def _delete_upload(request: Request, public_id: str) -> None:
-    with write_transaction(request.registry) as db:
-        _delete_upload_row(db, public_id)
-
-
-@api_view("api.upload", "DELETE", permission=WRITE, status=204, tags=["files"])
+@api_view("api.upload", "DELETE", permission=WRITE, status=204, errors=(409,),
+          tags=["files"])
 def abort_upload(request: Request) -> Response:
     """Abort an upload session and free what it received."""
     context: UploadContext = request.context
-    request.blob_store.abort_upload(context.upload.state)
-    _delete_upload_row(request.dbsession, context.upload.public_id)
+    request.upload_service.abort(context.upload.public_id)
     return Response(status=204)
 
 
 def includeme(config: Configurator) -> None:
     """Routes of the file API, its streaming views, ``request.file_service``."""
     config.add_request_method(file_service, "file_service", reify=True)
+    config.add_request_method(upload_service, "upload_service", reify=True)
     prefix = "/api/v1/models/{model}/versions/{version}"
     config.add_route("api.files", prefix + "/files")
     # Any characters, newlines included, so that every bad path reaches check_path (422).
     config.add_route("api.file", prefix + r"/files/{path:[\s\S]*}", factory=file_context)
     config.add_route("api.uploads", prefix + "/uploads")
     config.add_route("api.upload", "/api/v1/uploads/{upload}", factory=upload_context)
-    for route, method in (("api.file", "PUT"), ("api.upload", "PATCH"),
-                          ("api.upload", "PUT")):
+    config.add_route("api.upload_part", "/api/v1/uploads/{upload}/parts/{number}",
+                     factory=upload_context)
+    # Views that write through the upload service's own short transactions.
+    for route, method in (("api.file", "PUT"), ("api.uploads", "POST"),
+                          ("api.upload", "PATCH"), ("api.upload", "PUT"),
+                          ("api.upload", "DELETE"), ("api.upload_part", "PUT"),
+                          ("api.upload_part", "DELETE")):
         add_streaming_view(config, route, method)
     config.scan(".views")

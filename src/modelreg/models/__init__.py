@@ -1,8 +1,8 @@
 """The core's tables.  Import from here; the submodules group them by domain."""
 
 from .events import AuditEvent, OutboxEvent
-from .files import Blob, File, UploadSession
-from .jobs import Job, ScanFinding
+from .files import Blob, File, UploadPart, UploadSession
+from .jobs import Job, ScanFinding, WorkerBeat
 from .meta import Base, parse_timestamp, utcnow
 from .registry import Alias, AliasHistory, Model, ModelTag, Version, VersionTag
 from .security import ApiToken, AuthFailure, Grant, Group, GroupMember, Principal
@@ -25,9 +25,11 @@ __all__ = [
     "OutboxEvent",
     "Principal",
     "ScanFinding",
+    "UploadPart",
     "UploadSession",
     "Version",
     "VersionTag",
+    "WorkerBeat",
     "parse_timestamp",
     "utcnow",
 ]

@@ -78,8 +78,14 @@ class UploadSession(Base):
     owner: Mapped[str | None] = mapped_column(sa.String(ACTOR_LENGTH))
     #: The blob store's own state of the upload (opaque JSON).
     state: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
-    #: Bytes received so far.
+    #: Bytes received so far (the sum of the received parts).
     offset: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    #: The size of every part but the last, for uploads in numbered parts (``PUT
+    #: …/parts/{n}``); ``NULL`` for uploads in sequential chunks (``PATCH``).
+    part_size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    #: Set while a completion assembles the parts (no part may change meanwhile); a
+    #: completion that died is forgotten once this time has passed.
+    completing_until: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     #: The size and digest the client announced, if it did.
     size: Mapped[int | None] = mapped_column(sa.BigInteger)
     sha256: Mapped[str | None] = mapped_column(sa.String(SHA256_HEX_LENGTH))
@@ -90,5 +96,39 @@ class UploadSession(Base):
     __table_args__ = (
         sa.Index("ix_upload_sessions_expires_at", "expires_at"),
         sa.Index("ix_upload_sessions_version_id", "version_id"),
+        sa.Index("ix_upload_sessions_owner", "owner"),
+        TABLE_ARGS,
+    )
+
+
+class UploadPart(Base):
+    """A part of an upload session, claimed before its bytes are written.
+
+    The row is inserted (its number claimed) in a transaction that holds the session's
+    row lock; a second sender of the number finds it and is refused, so its bytes are never
+    written.  ``claimed_until`` is set while the bytes are being received (a sender that
+    died frees the number once it has passed) and ``NULL`` once they are stored.
+    """
+
+    __tablename__ = "upload_parts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    upload_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("upload_sessions.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(sa.Integer)
+    #: Where the part starts in the file, and its length.
+    start: Mapped[int] = mapped_column(sa.BigInteger)
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    #: The part's digest once received (``NULL`` while it is being received).
+    sha256: Mapped[str | None] = mapped_column(sa.String(SHA256_HEX_LENGTH))
+    #: The blob store's description of the stored part (opaque JSON).
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
+    #: A random token naming the request that claimed the part.
+    claim: Mapped[str] = mapped_column(sa.String(UPLOAD_ID_LENGTH))
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+    __table_args__ = (
+        sa.UniqueConstraint("upload_id", "number", name="uq_upload_parts_upload_id_number"),
         TABLE_ARGS,
     )

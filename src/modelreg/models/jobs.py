@@ -59,3 +59,16 @@ class ScanFinding(Base):
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
     __table_args__ = (sa.Index("ix_findings_version_id", "version_id"), TABLE_ARGS)
+
+
+class WorkerBeat(Base):
+    """A worker's last sign of life, so that ``/readyz`` and finalize can tell when jobs wait
+    with no worker running (one row per worker process, refreshed while it polls)."""
+
+    __tablename__ = "workers"
+    __table_args__ = (sa.Index("ix_workers_seen_at", "seen_at"), TABLE_ARGS)
+
+    id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    seen_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+

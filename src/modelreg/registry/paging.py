@@ -154,7 +154,11 @@ def _check_value(value: Any, column: Any) -> None:
         raise ValueError(f"a {type(value).__name__} where a {expected.__name__} belongs")
     if isinstance(value, int) and abs(value) > _INT_LIMIT:
         raise ValueError("integer out of range")
-    if isinstance(value, str) and (len(value) > _MAX_TOKEN_STRING or "\x00" in value):
-        raise ValueError("string too long")
+    if isinstance(value, str):
+        if len(value) > _MAX_TOKEN_STRING or "\x00" in value:
+            raise ValueError("string too long")
+        # JSON's "\ud800" decodes to a lone surrogate, which no database driver can send:
+        # UnicodeEncodeError is a ValueError.
+        value.encode("utf-8")
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         raise ValueError("timestamps are naive UTC")

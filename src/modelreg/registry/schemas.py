@@ -94,7 +94,9 @@ class ModelOut(BaseModel):
     description: str
     tags: dict[str, str]
     aliases: dict[str, int] = Field(description="Alias name -> version number.")
-    latest_version: int | None = Field(description="Number of the newest version, if any.")
+    latest_version: int | None = Field(
+        description="Number of the newest ready version (what `@latest` resolves to), if any; "
+        "drafts and versions being validated are not counted.")
     created_at: dt.datetime
     updated_at: dt.datetime
     created_by: str | None
@@ -134,6 +136,15 @@ class VersionOut(BaseModel):
     finalized_at: dt.datetime | None
     created_by: str | None
     updated_by: str | None
+
+
+class FinalizeOut(VersionOut):
+    """The answer of finalize: the version, and while it is ``validating`` (202) a notice
+    when no worker has been seen to run its scan."""
+
+    notice: str | None = Field(
+        None, description="Why the version may stay validating: no worker has been seen "
+        "recently (modelreg.worker.stale_after), with what to do about it.")
 
 
 class VersionList(BaseModel):
@@ -204,6 +215,9 @@ class Health(BaseModel):
 
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(
+        default_factory=list, description="What an operator should know that does not make the "
+        "process unready, e.g. jobs waiting with no worker seen to run them; absent when none.")
 
 
 class OpenAPIDocument(BaseModel):

@@ -48,7 +48,7 @@ from ..policy import (
 )
 from ..validation import validate_alias, validate_model, validate_version
 from ..worker.queue import enqueue
-from ..worker.scanning import SCAN_JOB, has_scanners
+from ..worker.scanning import SCAN_JOB, file_count_problems, has_scanners
 from . import filters, paging
 from .names import (
     DIGEST_PREFIX,
@@ -121,12 +121,26 @@ def version_document(
     }
 
 
-def version_not_found(model: str, ref: str) -> NotFound:
-    """The answer for a version ref that names no version of the model ``model``."""
+def version_not_found(model: str, ref: str, aliases: list[str] | None = None) -> NotFound:
+    """The answer for a version ref that names no version of the model ``model``; for a ref
+    that would be an alias, ``aliases`` are the ones the model has (told in the message and
+    in ``details.aliases``)."""
+    details: dict[str, Any] = {"model": model, "version": ref}
+    message = f"model {model!r} has no version {ref!r}"
+    if aliases is not None:
+        details["aliases"] = aliases
+        message += f" (no such alias; its aliases: {', '.join(aliases) or 'none'})"
+    return NotFound(message, code="version_not_found", details=details)
+
+
+def alias_not_found(model: str, name: str, aliases: list[str],
+                    suffix: str = "") -> NotFound:
+    """The answer for an alias the model ``model`` does not have, naming those it has."""
     return NotFound(
-        f"model {model!r} has no version {ref!r}",
-        code="version_not_found",
-        details={"model": model, "version": ref},
+        f"model {model!r} has no alias {name!r}{suffix} "
+        f"(its aliases: {', '.join(aliases) or 'none'})",
+        code="alias_not_found",
+        details={"model": model, "alias": name, "aliases": aliases},
     )
 
 
@@ -358,10 +372,11 @@ def _models_page_statement(
 
 
 def _model_rows() -> Any:
-    """The columns of model documents: a model's row with its latest version number."""
+    """The columns of model documents: a model's row with its latest version number (the
+    newest ready version, what ``@latest`` resolves to)."""
     latest = (
         sa.select(sa.func.max(Version.number))
-        .where(Version.model_id == Model.id)
+        .where(Version.model_id == Model.id, Version.status == "ready")
         .scalar_subquery()
     )
     return sa.select(
@@ -512,8 +527,9 @@ class RegistryService:
         )
 
     def _latest_number(self, model: Model) -> int | None:
+        """The newest ready version's number: the one ``@latest`` resolves to."""
         return self.db.scalar(sa.select(sa.func.max(Version.number)).where(
-            Version.model_id == model.id))
+            Version.model_id == model.id, Version.status == "ready"))
 
     def get_model(self, name: str, *, lock: bool = False) -> Model:
         """The model called ``name`` (compared normalized), or 404.
@@ -787,8 +803,20 @@ class RegistryService:
             _version_statement(kind), {"model": normalize_name(model_name), "value": value}
         ).first()
         if version is None:
-            raise version_not_found(self.get_model(model_name).name, ref)
+            raise self._ref_not_found(model_name, ref)
         return version
+
+    def _ref_not_found(self, model_name: str, ref: str) -> NotFound:
+        """The 404 for a ref of an existing model (or the model's own 404): a ref that would
+        be an alias names the aliases the model has."""
+        model = self.get_model(model_name)
+        if ref_kind(ref)[0] != "alias":
+            return version_not_found(model.name, ref)
+        return version_not_found(model.name, ref, self._alias_names(model))
+
+    def _alias_names(self, model: Model) -> list[str]:
+        return list(self.db.scalars(
+            sa.select(Alias.name).where(Alias.model_id == model.id).order_by(Alias.name)))
 
     def version_document(self, model_name: str, ref: str) -> dict[str, Any]:
         """The API representation of the version ``ref`` of a model, for reading.
@@ -799,7 +827,7 @@ class RegistryService:
         """
         document = self._version_document(normalize_name(model_name), *ref_kind(ref))
         if document is None:
-            raise version_not_found(self.get_model(model_name).name, ref)
+            raise self._ref_not_found(model_name, ref)
         return document
 
     def _version_document(self, normalized: str, kind: str, value: Any) -> dict[str, Any] | None:
@@ -834,9 +862,55 @@ class RegistryService:
         return next(iter(_model_documents(rows).values()))
 
     def get_version_for_write(self, model_name: str, ref: str) -> Version:
-        """The version a write request names by number."""
+        """The version a write request names by number, unlocked: for checks before a body
+        is read (the write itself goes through :meth:`lock_version`)."""
         version_number(ref)
         return self.get_version(model_name, ref)
+
+    def lock_version(
+        self, model_name: str, ref: str, *, lock_model: bool = False,
+        draft: tuple[str, str] | None = None,
+    ) -> Version:
+        """The version a write request names by number, its row locked until the
+        transaction ends and read again under the lock: the one way every write to a
+        version (its description, metadata, lineage, tags, files, finalize, deletion, an
+        alias moved onto it) reaches its row.
+
+        Finalizing holds the same lock while validation reads the version, so a write either
+        lands before (and validation sees it) or after (and sees the finalized status: a
+        draft-only write is then refused).  ``SELECT … FOR UPDATE`` on PostgreSQL and
+        MariaDB; SQLite ignores it, and its writing transactions begin with ``BEGIN
+        IMMEDIATE`` (:mod:`modelreg.db`), which serializes them whole.
+
+        :param lock_model: lock the model's row first, as moving or deleting an alias does
+            (:meth:`set_alias`): for writes that read or change the version's aliases.  The
+            order is always model, then version, so the two kinds of writers never deadlock.
+        :param draft: ``(code, message)``: unless the version is a draft (read under the
+            lock), ``409 code`` with ``"version N is <status>: <message>"``.
+        :raises NotFound: if the version does not exist, or was deleted meanwhile.
+        """
+        number = version_number(ref)
+        if lock_model:
+            model = self.get_model(model_name, lock=True)
+            model_id, name = model.id, model.name
+        else:
+            found = self.get_version(model_name, ref)
+            model_id, name = found.model_id, found.model.name
+        # populate_existing: the row as it is now (under the lock), not as first read.
+        version = self.db.scalars(
+            sa.select(Version).where(Version.model_id == model_id, Version.number == number)
+            .with_for_update().execution_options(populate_existing=True)
+        ).first()
+        if version is None:
+            raise version_not_found(name, ref)
+        if draft is not None and version.status != "draft":
+            code, message = draft
+            raise Conflict(
+                f"version {version.number} is {version.status}: {message}",
+                code=code,
+                details={"status": version.status},
+            )
+        return version
 
     def list_versions(
         self,
@@ -888,14 +962,10 @@ class RegistryService:
         lineage: dict[str, Any] | None = None,
     ) -> Version:
         """Change a version's description (any state) or metadata and lineage (drafts only)."""
-        version = self.get_version_for_write(model_name, ref)
-        if (metadata is not None or lineage is not None) and version.status != "draft":
-            raise Conflict(
-                f"version {version.number} is {version.status}: only a draft's metadata and "
-                "lineage can change",
-                code="version_immutable",
-                details={"status": version.status},
-            )
+        drafts_only = metadata is not None or lineage is not None
+        version = self.lock_version(model_name, ref, draft=(
+            "version_immutable", "only a draft's metadata and lineage can change",
+        ) if drafts_only else None)
         before = {"description": version.description}
         if description is not None:
             version.description = description
@@ -918,21 +988,55 @@ class RegistryService:
                     version.model.name, before=before, after=after)
         return version
 
-    def delete_version(self, model_name: str, ref: str) -> None:
-        """Delete a version; 409 while an alias points at it.  Its number is never reused."""
-        version = self.get_version_for_write(model_name, ref)
-        if version.aliases:
-            names = [a.name for a in version.aliases]
+    def delete_version(
+        self, model_name: str, ref: str, *, drop_aliases: Iterable[str] = ()
+    ) -> list[str]:
+        """Delete a version; its number is never reused.
+
+        While an alias points at the version the answer is ``409 version_has_aliases``
+        (naming them), unless ``drop_aliases`` names every one of them: those are then
+        deleted first, each recorded as :meth:`delete_alias` records it (history, audit,
+        outbox).  Names in ``drop_aliases`` that do not point at this version are left
+        alone.  The model's row is locked first, then the version's, in the order moving an
+        alias takes them (:meth:`set_alias`): no alias lands on a version being deleted.
+
+        :returns: the aliases dropped, sorted.
+        """
+        version = self.lock_version(model_name, ref, lock_model=True)
+        model = version.model
+        aliases = self.db.scalars(
+            sa.select(Alias).where(Alias.version_id == version.id).order_by(Alias.name)
+        ).all()
+        allowed = set(drop_aliases)
+        kept = [alias.name for alias in aliases if alias.name not in allowed]
+        if kept:
+            names = [alias.name for alias in aliases]
             raise Conflict(
                 f"version {version.number} is still the target of alias(es) "
-                f"{', '.join(names)}: move or delete them first",
+                f"{', '.join(names)}: move or delete them first, or name them in "
+                "drop_aliases",
                 code="version_has_aliases",
-                details={"aliases": names},
+                details={"model": model.name, "version": version.number, "aliases": names,
+                         "not_dropped": kept},
             )
-        model_name = version.model.name
+        now = utcnow()
+        for alias in aliases:
+            self.db.delete(alias)
+            self.db.add(AliasHistory(model_id=model.id, alias=alias.name,
+                                     from_version=version.number, to_version=None,
+                                     actor=self.actor, at=now))
+            self.record("alias.deleted", "alias", f"{model.name}@{alias.name}", model.name,
+                        before={"version": version.number},
+                        after={"reason": "version_deleted"})
+        if aliases:
+            self._touch(model)
+            self.db.flush()
+            _expire_unloaded(self.db, model, "aliases")
+            self.queue_retention(model)
         self.db.delete(version)
-        self.record("version.deleted", "version", f"{model_name}/{version.number}", model_name,
+        self.record("version.deleted", "version", f"{model.name}/{version.number}", model.name,
                     before={"number": version.number, "status": version.status})
+        return [alias.name for alias in aliases]
 
     def files_json(self, version: Version) -> list[dict[str, Any]]:
         """The files of ``version`` as validators and scanners see them, sorted by path."""
@@ -951,17 +1055,11 @@ class RegistryService:
         the version becomes ``validating`` instead and a scan job is queued in the same
         transaction; the worker concludes it (:mod:`modelreg.worker.scanning`).
         """
-        version = self.get_version_for_write(model_name, ref)
-        # Lock the version's row: adding a file locks it too, so no file lands in a version
-        # whose manifest is being computed.
-        self.db.execute(sa.select(Version.id).where(Version.id == version.id).with_for_update())
-        self.db.refresh(version)
-        if version.status != "draft":
-            raise Conflict(
-                f"version {version.number} is {version.status}, not a draft",
-                code="version_not_draft",
-                details={"status": version.status},
-            )
+        # The version's row stays locked while validation reads it: every other write to a
+        # version takes the same lock (lock_version), so no file, metadata or tag changes
+        # under the validators, and a draft-only write that waited sees the new status.
+        version = self.lock_version(model_name, ref,
+                                    draft=("version_not_draft", "only a draft is finalized"))
         files = self.files_json(version)
         if not files:
             raise Unprocessable(
@@ -977,6 +1075,8 @@ class RegistryService:
         # lowered since, and concurrent uploads of different files may add up.
         problems += size_problems(self.db, self.policy, version, path=None, size=0,
                                   phase="finalize")[0]
+        if has_scanners(self.hook):
+            problems += file_count_problems(self.settings, files)
         now = utcnow()
         version.finalized_at = now
         if not problems and has_scanners(self.hook):
@@ -1020,7 +1120,7 @@ class RegistryService:
     def set_version_tag(self, model_name: str, ref: str, key: str, value: str) -> Version:
         """Set a tag on a version (any state: tags annotate, they are not content)."""
         check_tag(key, value)
-        version = self.get_version_for_write(model_name, ref)
+        version = self.lock_version(model_name, ref, lock_model=True)
         self._check_alias_targets(version, lambda tags: {**tags, key: value})
         tag = self.db.get(VersionTag, (version.id, key))
         before = None if tag is None else {"value": tag.value}
@@ -1039,7 +1139,7 @@ class RegistryService:
 
     def delete_version_tag(self, model_name: str, ref: str, key: str) -> None:
         """Delete a tag of a version; 404 if it has no such tag."""
-        version = self.get_version_for_write(model_name, ref)
+        version = self.lock_version(model_name, ref, lock_model=True)
         tag = self.db.get(VersionTag, (version.id, key))
         if tag is None:
             raise NotFound(
@@ -1059,11 +1159,10 @@ class RegistryService:
         self, version: Version, change: Callable[[dict[str, str]], dict[str, str]]
     ) -> None:
         """Refuse (422) the tags ``change`` makes of a version's tags when its aliases' rules
-        would then refuse them (a protected alias's required tag, say).  Locks the model's
-        row first, as moving an alias does, so that no alias lands on the version meanwhile.
-        The documents the rules see are read only when the version has an alias."""
-        self.db.execute(
-            sa.select(Model.id).where(Model.id == version.model_id).with_for_update())
+        would then refuse them (a protected alias's required tag, say).  The caller locked
+        the model's row (:meth:`lock_version` with ``lock_model``), as moving an alias does,
+        so that no alias lands on the version meanwhile.  The documents the rules see are
+        read only when the version has an alias."""
         self.db.expire(version, ["aliases"])
         if not version.aliases:
             return
@@ -1093,11 +1192,7 @@ class RegistryService:
     def _get_alias(self, model: Model, name: str) -> Alias:
         alias = self.db.get(Alias, (model.id, name))
         if alias is None:
-            raise NotFound(
-                f"model {model.name!r} has no alias {name!r}",
-                code="alias_not_found",
-                details={"model": model.name, "alias": name},
-            )
+            raise alias_not_found(model.name, name, self._alias_names(model))
         return alias
 
     def get_alias(self, model_name: str, name: str) -> tuple[Alias, Model]:
@@ -1114,11 +1209,7 @@ class RegistryService:
         ).first()
         if row is None:
             model = self.get_model(model_name)
-            raise NotFound(
-                f"model {model.name!r} has no alias {name!r}",
-                code="alias_not_found",
-                details={"model": model.name, "alias": name},
-            )
+            raise alias_not_found(model.name, name, self._alias_names(model))
         return {
             "model": row.name,
             "alias": row.alias,
@@ -1141,7 +1232,12 @@ class RegistryService:
         """
         check_alias(name)
         model = self.get_model(model_name, lock=True)
-        version = self._find_version(model, number)
+        # The version's row too (after the model's, the order lock_version takes them): a
+        # version being finalized or deleted is waited for, and then read as it is.
+        version = self.db.scalars(
+            sa.select(Version).where(Version.model_id == model.id, Version.number == number)
+            .with_for_update().execution_options(populate_existing=True)
+        ).first()
         if version is None:
             raise NotFound(
                 f"model {model.name!r} has no version {number}",
@@ -1275,11 +1371,8 @@ class RegistryService:
         rows = self.db.scalars(query.order_by(*order.clauses()).limit(size + 1)).all()
         page, more = rows[:size], len(rows) > size
         if not page and key is None and self.db.get(Alias, (model.id, name)) is None:
-            raise NotFound(
-                f"model {model.name!r} has no alias {name!r} and never had",
-                code="alias_not_found",
-                details={"model": model.name, "alias": name},
-            )
+            raise alias_not_found(model.name, name, self._alias_names(model),
+                                  " and never had")
         token = paging.encode_token([page[-1].id, page[-1].id], query_id) if more else None
         moves = [
             {

@@ -17,7 +17,9 @@ from ..openapi import Param, api_view, parse_body
 from ..policy import get_policy
 from ..security.http import client_address
 from ..security.policy import ModelContext, denial, readable_models, require
+from ..worker import queue
 from . import schemas
+from .names import check_alias
 from .services import RegistryService
 
 READ, WRITE, ADMIN = "read", "write", "admin"
@@ -93,11 +95,13 @@ def get_model(request: Request) -> dict[str, Any]:
 def update_model(request: Request) -> dict[str, Any]:
     """Rename a model (needs admin on the old and the new name) or change its description."""
     body = parse_body(request, schemas.ModelUpdate)
-    if body.name is not None and body.name != request.matchdict["model"]:
+    service = request.registry_service
+    # Compared with the stored name, not the URL's: ``/models/Fraud`` finds ``fraud`` too, and
+    # renaming it to ``Fraud`` (a case variant) is a rename all the same.
+    if body.name is not None and body.name != service.get_model(request.matchdict["model"]).name:
         # Grants follow names: a rename moves the model out of some grants and into others.
         require(request, ADMIN, request.matchdict["model"])
         require(request, ADMIN, body.name)
-    service = request.registry_service
     model = service.update_model(
         request.matchdict["model"], new_name=body.name, description=body.description
     )
@@ -192,25 +196,54 @@ def update_version(request: Request) -> dict[str, Any]:
     return service.version_json(version)
 
 
-@api_view("api.version", "DELETE", permission=WRITE, status=204, errors=(409, 422),
-          tags=["versions"])
+_DROP_ALIASES = Param(
+    "drop_aliases",
+    "Aliases that point at the version and are deleted with it, comma-separated (or the "
+    "parameter repeated), e.g. champion,staging.  Without them, deleting a version an alias "
+    "points at is 409 version_has_aliases.  A protected alias needs admin on the model.",
+    errors=(422,),
+)
+
+
+def drop_aliases(request: Request) -> list[str]:
+    """The alias names of ``?drop_aliases=`` (comma-separated, or repeated), each checked
+    (422 ``invalid_alias``), without duplicates."""
+    names: list[str] = []
+    for value in request.GET.getall("drop_aliases"):
+        for name in value.split(","):
+            name = name.strip()
+            if name and name not in names:
+                names.append(check_alias(name))
+    return names
+
+
+@api_view("api.version", "DELETE", permission=WRITE, status=204, errors=(403, 409, 422),
+          params=(_DROP_ALIASES,), tags=["versions"])
 def delete_version(request: Request) -> Response:
-    """Delete a version (its number is never reused)."""
+    """Delete a version (its number is never reused); the aliases pointing at it must be
+    named in ``drop_aliases`` (they are deleted with it, as ``DELETE`` of each would)."""
+    names = drop_aliases(request)
+    for name in names:
+        require_alias_admin(request, name)
     request.registry_service.delete_version(
-        request.matchdict["model"], request.matchdict["version"]
+        request.matchdict["model"], request.matchdict["version"], drop_aliases=names
     )
     return _no_content(request)
 
 
-@api_view("api.version_finalize", "POST", permission=WRITE, response=schemas.VersionOut,
+@api_view("api.version_finalize", "POST", permission=WRITE, response=schemas.FinalizeOut,
           also=(202,), errors=(409, 422), tags=["versions"])
 def finalize_version(request: Request) -> dict[str, Any]:
-    """Validate a draft and make it ready (immutable) or rejected (with its problems)."""
+    """Validate a draft and make it ready (immutable) or rejected (with its problems); 202
+    while scanners run (``validating``), with a ``notice`` when no worker runs them."""
     service = request.registry_service
     version = service.finalize_version(request.matchdict["model"], request.matchdict["version"])
+    document = service.version_json(version)
     if version.status == "validating":
         request.response.status_code = 202
-    return service.version_json(version)
+        stale = queue.stale_after(request.registry.settings)
+        document["notice"] = queue.no_worker_notice(request.dbsession, stale)
+    return document
 
 
 @api_view("api.version_tag", "PUT", permission=WRITE, body=schemas.TagSet,
@@ -238,11 +271,15 @@ def delete_version_tag(request: Request) -> Response:
 # ------------------------------------------------------------------------------ aliases
 
 
-def require_alias_admin(request: Request) -> None:
+def require_alias_admin(request: Request, alias: str | None = None) -> None:
     """Setting, moving or deleting a protected alias (``modelreg.policy.protected_aliases``)
     needs ``admin`` on the model, as the security policy decides it: 401, 404 or 403
-    ``protected_alias`` otherwise."""
-    model, alias = request.matchdict["model"], request.matchdict["alias"]
+    ``protected_alias`` otherwise.
+
+    :param alias: the alias (default: the one the route names).
+    """
+    model = request.matchdict["model"]
+    alias = request.matchdict["alias"] if alias is None else alias
     if not get_policy(request.registry.settings).is_protected(alias):
         return
     if request.has_permission(ADMIN, ModelContext(model)):

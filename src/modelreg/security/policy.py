@@ -258,6 +258,14 @@ def require(
         raise denial(request, permission, model, hide_model=hide_model)
 
 
+def caller_access(request: Request) -> Access:
+    """What the caller of ``request`` may do (its identity is ``None`` when anonymous).
+
+    :raises ApiError: 401 for credentials that are refused (unknown, expired, revoked).
+    """
+    return get_policy(request).access(request)
+
+
 def readable_models(request: Request) -> Any | None:
     """SQL limiting a query of :class:`~modelreg.models.Model` to the models the caller may
     read, or ``None`` when it may read them all."""

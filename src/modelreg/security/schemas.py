@@ -167,3 +167,25 @@ class AuditList(BaseModel):
 
     events: list[AuditEventOut]
     next_page_token: str | None
+
+
+class GrantHeld(BaseModel):
+    """A grant the caller holds, directly or through a group."""
+
+    pattern: str
+    level: LevelName
+
+
+class WhoAmI(BaseModel):
+    """Who the caller is, as the registry sees the request's credentials."""
+
+    principal: str | None = Field(description="The principal's name; null when anonymous.")
+    is_admin: bool = Field(description="A global admin may do everything.")
+    token: str | None = Field(description="The public id of the token used, if any.")
+    scopes: list[str] | None = Field(
+        description="The token's scopes (read, write or admin, optionally ':<pattern>'); null "
+        "when the identity came from a plugin rather than a token.")
+    grants: list[GrantHeld] = Field(description="Grants held, directly or through groups.")
+    anonymous: Literal["none", "read", "write"] = Field(
+        description="What anyone may do without credentials (modelreg.auth.anonymous).")
+

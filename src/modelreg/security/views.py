@@ -11,10 +11,12 @@ from typing import Any
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
+from pyramid.security import NO_PERMISSION_REQUIRED
 
 from ..openapi import Param, api_view, parse_body
 from . import schemas
 from .http import client_address
+from .policy import caller_access
 from .services import SecurityService
 
 ADMIN = "admin"
@@ -263,6 +265,27 @@ def list_audit(request: Request) -> dict[str, Any]:
     return {"events": [service.audit_json(e) for e in rows], "next_page_token": token}
 
 
+# ------------------------------------------------------------------------------ whoami
+
+
+@api_view("api.whoami", "GET", permission=NO_PERMISSION_REQUIRED, response=schemas.WhoAmI,
+          errors=(401, 429), tags=["security"])
+def whoami(request: Request) -> dict[str, Any]:
+    """Who the caller is: principal, token, scopes and grants (anonymous callers too)."""
+    access = caller_access(request)
+    identity = access.identity
+    return {
+        "principal": identity.name if identity else None,
+        "is_admin": bool(identity and identity.is_admin),
+        "token": identity.token_id if identity else None,
+        "scopes": None if identity is None or identity.scopes is None
+        else [str(scope) for scope in identity.scopes],
+        "grants": [{"pattern": pattern, "level": level.label}
+                   for pattern, level in (identity.grants if identity else ())],
+        "anonymous": access.anonymous.label,
+    }
+
+
 def includeme(config: Configurator) -> None:
     """Routes of the admin API and the audit log, and ``request.security_service``."""
     config.add_request_method(security_service, "security_service", reify=True)
@@ -278,4 +301,5 @@ def includeme(config: Configurator) -> None:
     config.add_route("api.admin.grants", admin + "/grants")
     config.add_route("api.admin.grant", admin + "/grants/{grant}")
     config.add_route("api.audit", "/api/v1/audit")
+    config.add_route("api.whoami", "/api/v1/whoami")
     config.scan(".views")

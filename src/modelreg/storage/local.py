@@ -19,6 +19,7 @@ Layout under the root::
 
     blobs/sha256/ab/cd/abcd...   each blob, named by its digest
     uploads/<id>                 the data of a resumable upload so far
+    uploads/<id>.parts/<n>-<sha> part ``n`` of an upload, named by its digest too
     tmp/put-*                    a blob being written by ``put``
 
 A new blob's digest is known only once all of it has been read, so ``put`` writes to
@@ -44,6 +45,7 @@ import io
 import os
 import re
 import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +54,7 @@ from typing import Any, BinaryIO
 from zope.interface import implementer
 
 from ..api import (
+    MAX_PARTS,
     BackendDescription,
     BlobInfo,
     BlobNotFound,
@@ -75,6 +78,7 @@ _O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 _HEX2 = re.compile(r"[0-9a-f]{2}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+_PART_NAME = re.compile(r"([1-9][0-9]{0,4})-([0-9a-f]{64})")
 
 
 @contextlib.contextmanager
@@ -473,6 +477,120 @@ class LocalBlobStore:
         path = self._upload_path(state)
         with _fs_errors("aborting an upload"), contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+        self._remove_parts(state)
+
+    # ------------------------------------------------------------------- numbered parts
+
+    def _parts_dir(self, state: Any) -> Path:
+        path = self._upload_path(state)
+        return self._contained(path.with_name(path.name + ".parts"), self._uploads)
+
+    def _part_path(self, state: Any, number: Any, sha256: Any) -> Path:
+        if not isinstance(number, int) or not 1 <= number <= MAX_PARTS:
+            raise ValueError(f"a part number is 1 to {MAX_PARTS}, not {number!r}")
+        validate_sha256(sha256)
+        directory = self._parts_dir(state)
+        return self._contained(directory / f"{number}-{sha256}", directory)
+
+    def _remove_parts(self, state: Any) -> None:
+        directory = self._parts_dir(state)
+        with _fs_errors("freeing the parts of an upload"), \
+                contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(directory)
+
+    def upload_part(
+        self, state: dict[str, Any], *, number: int, stream: BinaryIO, length: int,
+        expected_sha256: str | None = None,
+    ) -> dict[str, Any]:
+        if expected_sha256 is not None:
+            validate_sha256(expected_sha256)
+        self._part_path(state, number, "0" * 64)  # validates the number and the state
+        if length < 0:
+            raise ValueError(f"negative part length {length}")
+        if not self._upload_path(state).exists():
+            raise UploadNotFound("the upload was aborted, completed or cleaned up")
+        with _fs_errors("receiving a part"):
+            self._parts_dir(state).mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix="part-", dir=self._contained(self._tmp, self.root))
+        try:
+            digest = hashlib.sha256()
+            remaining = length
+            try:
+                while remaining:
+                    piece = stream.read(min(CHUNK_SIZE, remaining))
+                    if not piece:
+                        raise ValueError(f"the part ended after {length - remaining} of its "
+                                         f"{length} bytes")
+                    if len(piece) > min(CHUNK_SIZE, remaining):
+                        raise ValueError("the stream returned more bytes than asked for")
+                    remaining -= len(piece)
+                    digest.update(piece)
+                    with _fs_errors("receiving a part"):
+                        _write_all(fd, piece)
+                with _fs_errors("receiving a part"):
+                    os.fsync(fd)
+            finally:
+                with _fs_errors("receiving a part"):
+                    os.close(fd)
+            sha256 = digest.hexdigest()
+            if expected_sha256 is not None and not hmac.compare_digest(sha256, expected_sha256):
+                raise DigestMismatch(expected_sha256, sha256)
+            target = self._part_path(state, number, sha256)
+            with _fs_errors("receiving a part"):
+                if not self._upload_path(state).exists():  # aborted meanwhile
+                    raise UploadNotFound("the upload was aborted, completed or cleaned up")
+                os.replace(tmp, target)
+        except BaseException:
+            _unlink_quietly(tmp)
+            if not self._upload_path(state).exists():  # aborted meanwhile: no empty folder
+                self._remove_parts(state)
+            raise
+        return {"number": number, "size": length, "sha256": sha256}
+
+    def delete_part(self, state: dict[str, Any], part: dict[str, Any]) -> None:
+        path = self._part_path(state, part.get("number"), part.get("sha256"))
+        _unlink_quietly(path)
+
+    def complete_parts(
+        self, state: dict[str, Any], parts: list[dict[str, Any]], *, expected_sha256: str
+    ) -> BlobInfo:
+        validate_sha256(expected_sha256)
+        if not self._upload_path(state).exists():
+            raise UploadNotFound("the upload was aborted, completed or cleaned up")
+        paths = [self._part_path(state, part.get("number"), part.get("sha256"))
+                 for part in parts]
+        with _fs_errors("completing an upload"):
+            fd, tmp = tempfile.mkstemp(prefix="put-", dir=self._contained(self._tmp, self.root))
+        try:
+            digest = hashlib.sha256()
+            size = 0
+            try:
+                for path in paths:
+                    with _fs_errors("completing an upload"):
+                        try:
+                            part = open(path, "rb")
+                        except FileNotFoundError:
+                            raise UploadNotFound(f"part {path.name} of the upload is gone") \
+                                from None
+                        with part:
+                            while block := part.read(CHUNK_SIZE):
+                                digest.update(block)
+                                size += len(block)
+                                _write_all(fd, block)
+                with _fs_errors("completing an upload"):
+                    os.fsync(fd)
+            finally:
+                with _fs_errors("completing an upload"):
+                    os.close(fd)
+            sha256 = digest.hexdigest()
+            if not hmac.compare_digest(sha256, expected_sha256):
+                raise DigestMismatch(expected_sha256, sha256)  # the parts stay
+            self._install(tmp, sha256, size)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        self.abort_upload(state)
+        return BlobInfo(sha256, size)
 
 
 def create_store(settings: dict[str, Any]) -> LocalBlobStore:

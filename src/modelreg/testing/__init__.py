@@ -11,6 +11,8 @@ What it offers:
 * :class:`TestDatabase` — a fresh, migrated database on SQLite, PostgreSQL or MariaDB that is
   dropped afterwards; :func:`clear_database` empties it between tests;
 * :class:`HookRecorder` — records the hook calls an app makes;
+* :func:`run_worker` — the background worker's due jobs and events of an app, run once in
+  the test's thread (scans at finalize, event delivery);
 * :class:`~modelreg.testing.server.LiveServer` (a real server process) and
   :class:`~modelreg.testing.s3.S3Server` (moto's S3-compatible server, for ``modelreg-s3``);
 * fixtures ``modelreg_database`` (SQLite unless the project overrides it), ``modelreg_plugins``
@@ -85,6 +87,27 @@ def make_plugin_manager(
     """
     return get_plugin_manager(settings or {}, load_entrypoints=False,
                               plugins=resolve_plugins(plugins))
+
+
+def run_worker(app: Any, settings: dict[str, Any] | None = None, *, jobs: int | None = None
+               ) -> int:
+    """Run the background worker of an app made by :func:`make_app` in this thread, on the
+    app's database, blob store and plugins: every due job and event until none is left
+    (``modelreg worker --once``), or only the next ``jobs`` jobs.
+
+    :param settings: settings to add to the app's for this run
+        (e.g. ``{"modelreg.scan.batch_seconds": "0"}``).
+    :returns: how many jobs and deliveries were attempted.
+    """
+    from ..worker.runner import Worker
+
+    registry = app.registry
+    worker = Worker({**registry.settings, **(settings or {})},
+                    registry["modelreg.plugin_manager"], engine=registry["db_engine"],
+                    store=registry["modelreg.blob_store"])
+    if jobs is None:
+        return worker.run_once()
+    return sum(1 for _ in range(jobs) if worker.run_job())
 
 
 def in_ci() -> bool:

@@ -454,3 +454,100 @@ class BlobStoreContract:
             blob_store.complete_upload(state, expected_sha256="../../etc/passwd")
         blob_store.abort_upload(state)
         self.assert_no_leftovers(blob_store)
+
+    # ------------------------------------------------------------------ numbered parts
+
+    def test_parts_in_any_order_from_several_threads(self, blob_store):
+        """Parts arrive out of order and in parallel (each with its state from JSON, as
+        from another process); completion assembles them in the order given."""
+        stream = GeneratedStream(2 * 5 * MiB + 123, seed=11)
+        content = stream.slice(0, stream.size)
+        bounds = [(1, 0, 5 * MiB), (2, 5 * MiB, 10 * MiB), (3, 10 * MiB, stream.size)]
+        state = roundtrip(blob_store.begin_upload())
+        before = set(blob_store.iter_digests())
+        found: dict[int, Any] = {}
+        errors: list[BaseException] = []
+
+        def send(number: int, start: int, end: int) -> None:
+            try:
+                piece = content[start:end]
+                found[number] = roundtrip(blob_store.upload_part(
+                    roundtrip(state), number=number, stream=io.BytesIO(piece),
+                    length=len(piece), expected_sha256=sha256_hex(piece)))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=send, args=bound) for bound in reversed(bounds)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        for number, start, end in bounds:
+            assert found[number]["number"] == number
+            assert found[number]["size"] == end - start
+            assert found[number]["sha256"] == sha256_hex(content[start:end])
+        assert set(blob_store.iter_digests()) == before
+        info = blob_store.complete_parts(state, [found[1], found[2], found[3]],
+                                         expected_sha256=stream.sha256)
+        assert info == BlobInfo(stream.sha256, stream.size)
+        assert read_all(blob_store.open(info.sha256)) == content
+        self.assert_no_leftovers(blob_store)
+
+    def test_part_with_a_wrong_digest_keeps_nothing(self, blob_store):
+        state = roundtrip(blob_store.begin_upload())
+        with pytest.raises(DigestMismatch) as caught:
+            blob_store.upload_part(state, number=1, stream=io.BytesIO(b"abc"), length=3,
+                                   expected_sha256=sha256_hex(b"abd"))
+        assert caught.value.actual == sha256_hex(b"abc")
+        with pytest.raises(ValueError):
+            blob_store.upload_part(state, number=1, stream=io.BytesIO(b"ab"), length=3)
+        with pytest.raises(ValueError):
+            blob_store.upload_part(state, number=0, stream=io.BytesIO(b"ab"), length=2)
+        blob_store.abort_upload(state)
+        self.assert_no_leftovers(blob_store)
+
+    def test_a_part_stored_again_with_other_bytes_keeps_the_first(self, blob_store):
+        """Two senders of one number: the part each described stays as it was sent."""
+        state = roundtrip(blob_store.begin_upload())
+        first = roundtrip(blob_store.upload_part(state, number=1, stream=io.BytesIO(b"first"),
+                                                 length=5))
+        second = roundtrip(blob_store.upload_part(state, number=1,
+                                                  stream=io.BytesIO(b"other"), length=5))
+        info = blob_store.complete_parts(state, [first], expected_sha256=sha256_hex(b"first"))
+        assert read_all(blob_store.open(info.sha256)) == b"first"
+        blob_store.delete_part(state, second)
+        blob_store.abort_upload(state)
+        self.assert_no_leftovers(blob_store)
+
+    def test_complete_parts_with_a_wrong_digest_keeps_the_parts(self, blob_store):
+        before = set(blob_store.iter_digests())
+        data = [b"a" * (5 * MiB), b"tail"]
+        state = roundtrip(blob_store.begin_upload())
+        parts = [roundtrip(blob_store.upload_part(state, number=n, stream=io.BytesIO(d),
+                                                  length=len(d)))
+                 for n, d in enumerate(data, start=1)]
+        wrong = sha256_hex(b"a" * (5 * MiB) + b"tale")
+        with pytest.raises(DigestMismatch) as caught:
+            blob_store.complete_parts(state, parts, expected_sha256=wrong)
+        assert caught.value.actual == sha256_hex(b"".join(data))
+        assert set(blob_store.iter_digests()) == before
+        # The second part is replaced; the first is still there.
+        blob_store.delete_part(state, parts[1])
+        parts[1] = roundtrip(blob_store.upload_part(state, number=2,
+                                                    stream=io.BytesIO(b"tale"), length=4))
+        info = blob_store.complete_parts(state, parts, expected_sha256=wrong)
+        assert info.sha256 == wrong and info.size == 5 * MiB + 4
+        self.assert_no_leftovers(blob_store)
+
+    def test_abort_frees_the_parts(self, blob_store):
+        state = roundtrip(blob_store.begin_upload())
+        part = blob_store.upload_part(state, number=1, stream=io.BytesIO(b"x" * 100),
+                                      length=100)
+        blob_store.abort_upload(state)
+        self.assert_no_leftovers(blob_store)
+        with pytest.raises(UploadNotFound):
+            blob_store.upload_part(state, number=2, stream=io.BytesIO(b"y"), length=1)
+        with pytest.raises(UploadNotFound):
+            blob_store.complete_parts(state, [part], expected_sha256=sha256_hex(b"x" * 100))
+        self.assert_no_leftovers(blob_store)

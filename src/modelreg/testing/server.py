@@ -1,7 +1,8 @@
 """A real server running the registry in a subprocess, for tests and benchmarks.
 
 :class:`LiveServer` writes a throw-away ini file (``[app:main] use = egg:modelreg`` with the
-given settings, ``[server:main] use = egg:waitress#main`` on a free local port), starts
+given settings, ``[server:main] use = egg:modelreg#waitress`` (Waitress,
+see :func:`modelreg.servers.serve_paste`) on a free local port), starts
 ``pserve`` on it exactly as a deployment would (so plugins come from entry points), waits
 until ``/healthz`` answers, and stops the process and removes its files on exit::
 
@@ -174,7 +175,7 @@ class LiveServer:
     def ini_text(self) -> str:
         """The ini file the server runs with."""
         server = {
-            "use": "egg:waitress#main",
+            "use": "egg:modelreg#waitress",
             "listen": f"127.0.0.1:{self.port}",
             "threads": str(self.threads),
             **self.server_settings,

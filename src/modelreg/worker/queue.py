@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..models import Job, utcnow
+from ..models import Job, WorkerBeat, utcnow
 
 #: Longest error text kept on a job or an outbox row.
 MAX_ERROR = 4000
@@ -67,12 +67,13 @@ def renew(dbsession: Session, job_id: int, worker_id: str, lease: dt.timedelta) 
     return result.rowcount == 1
 
 
-def finish(dbsession: Session, job_id: int, worker_id: str) -> None:
-    """Mark a job this worker holds as done."""
-    dbsession.execute(
+def finish(dbsession: Session, job_id: int, worker_id: str) -> bool:
+    """Mark a job this worker holds as done; ``False`` when it holds it no longer."""
+    result = dbsession.execute(
         sa.update(Job).where(Job.id == job_id, Job.locked_by == worker_id)
         .values(status="done", locked_by=None, locked_until=None, updated_at=utcnow())
     )
+    return result.rowcount == 1
 
 
 def retry_later(
@@ -94,3 +95,84 @@ def backoff(attempts: int, base: float = 2.0, cap: float = 3600.0) -> dt.timedel
     """The delay before the next attempt after ``attempts`` failed ones (exponential,
     capped)."""
     return dt.timedelta(seconds=min(cap, base ** max(0, attempts - 1)))
+
+
+# ----------------------------------------------------------------------------- liveness
+
+#: Seconds without a sign of life after which a worker counts as gone (setting
+#: ``modelreg.worker.stale_after``): ``/readyz`` and finalize then say that jobs wait.
+STALE_SETTING = "modelreg.worker.stale_after"
+DEFAULT_STALE_AFTER = 60.0
+#: Rows of workers not seen for this long are deleted when a worker starts.
+FORGET_AFTER = dt.timedelta(days=1)
+
+
+def stale_after(settings: dict[str, Any]) -> dt.timedelta:
+    """``modelreg.worker.stale_after`` (default 60 s); a wrong value stops start-up."""
+    raw = settings.get(STALE_SETTING, DEFAULT_STALE_AFTER)
+    try:
+        seconds = float(raw)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if seconds <= 0:
+        raise ValueError(f"{STALE_SETTING} must be a positive number of seconds, not {raw!r}")
+    return dt.timedelta(seconds=seconds)
+
+
+def beat(dbsession: Session, worker_id: str) -> None:
+    """Record that ``worker_id`` is alive, in the caller's writing transaction (a worker
+    calls it as it polls); its first beat also forgets workers gone for a day."""
+    now = utcnow()
+    seen = dbsession.execute(
+        sa.update(WorkerBeat).where(WorkerBeat.id == worker_id).values(seen_at=now)
+    ).rowcount
+    if not seen:
+        dbsession.execute(sa.delete(WorkerBeat).where(WorkerBeat.seen_at < now - FORGET_AFTER))
+        dbsession.add(WorkerBeat(id=worker_id, started_at=now, seen_at=now))
+
+
+def forget(dbsession: Session, worker_id: str) -> None:
+    """Remove the row of a worker that stops cleanly."""
+    dbsession.execute(sa.delete(WorkerBeat).where(WorkerBeat.id == worker_id))
+
+
+def last_seen(dbsession: Session) -> dt.datetime | None:
+    """When any worker last showed a sign of life, or ``None`` if none ever did."""
+    return dbsession.scalar(sa.select(sa.func.max(WorkerBeat.seen_at)))
+
+
+def _ago(moment: dt.datetime | None, now: dt.datetime) -> str:
+    if moment is None:
+        return "no worker has run yet"
+    return f"no worker has been seen for {int((now - moment).total_seconds())} s"
+
+
+#: What an operator does about jobs that no worker runs.
+NO_WORKER_HINT = ("run `modelreg worker <ini>`, or set modelreg.worker.embedded = true "
+                  "(docs/operations.md)")
+
+
+def waiting_without_worker(dbsession: Session, stale: dt.timedelta) -> str | None:
+    """For ``/readyz``: a sentence when due jobs have waited longer than ``stale`` and no
+    worker was seen within it; ``None`` when the queue is served (or empty)."""
+    now = utcnow()
+    due = sa.and_(Job.status == "queued", Job.run_after <= now - stale)
+    count = dbsession.scalar(sa.select(sa.func.count()).select_from(Job).where(due))
+    if not count:
+        return None
+    seen = last_seen(dbsession)
+    if seen is not None and seen >= now - stale:
+        return None
+    return (f"{count} job(s) have waited over {stale.total_seconds():g} s and "
+            f"{_ago(seen, now)}: {NO_WORKER_HINT}")
+
+
+def no_worker_notice(dbsession: Session, stale: dt.timedelta) -> str | None:
+    """For a request that just queued a job (finalize): a sentence when no worker was seen
+    within ``stale``, so that the job may wait for good; ``None`` otherwise."""
+    now = utcnow()
+    seen = last_seen(dbsession)
+    if seen is not None and seen >= now - stale:
+        return None
+    return f"{_ago(seen, now)}, so this version stays validating until one runs: " \
+        f"{NO_WORKER_HINT}"

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,6 +59,22 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[: queue.MAX_ERROR]
 
 
+class Heartbeat:
+    """The ``heartbeat`` a job's handler calls to renew its lease; it also names the job
+    (``job_id``), for a handler that queues its own continuation in the transaction that
+    finishes it (:mod:`.scanning`)."""
+
+    def __init__(self, worker: Worker, job_id: int) -> None:
+        self.worker = worker
+        self.job_id = job_id
+
+    def __call__(self) -> None:
+        """Extend the lease of the job, and show that the worker is alive."""
+        with self.worker.transaction(write=True) as db:
+            queue.renew(db, self.job_id, self.worker.id, self.worker.lease)
+            queue.beat(db, self.worker.id)
+
+
 class Worker:
     """Runs jobs and delivers events for one deployment.
 
@@ -85,6 +102,8 @@ class Worker:
         self.max_attempts = int(settings.get(MAX_ATTEMPTS_SETTING, 5))
         self.poll_interval = float(settings.get(POLL_SETTING, 2))
         self.max_backoff = float(settings.get(RETRY_CAP_SETTING, 3600))
+        #: A sign of life at least this often (``/readyz`` and finalize read it).
+        self.beat_interval = queue.stale_after(settings).total_seconds() / 4
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[Session]:
@@ -121,12 +140,26 @@ class Worker:
 
         A failure of the database or the blob store is logged and the loop goes on.
         """
+        last_beat: float | None = None
         while not stop.is_set():
             try:
+                if last_beat is None or time.monotonic() - last_beat >= self.beat_interval:
+                    self.beat()
+                    last_beat = time.monotonic()
                 self.run_once()
             except Exception:
                 log.exception("worker %s: a step failed; trying again shortly", self.id)
             stop.wait(self.poll_interval)
+        try:
+            with self.transaction(write=True) as db:
+                queue.forget(db, self.id)
+        except Exception:  # the row goes stale by itself
+            log.warning("worker %s: could not remove its row on the way out", self.id)
+
+    def beat(self) -> None:
+        """Show a sign of life (see :func:`modelreg.worker.queue.beat`)."""
+        with self.transaction(write=True) as db:
+            queue.beat(db, self.id)
 
     # ----------------------------------------------------------------------- jobs
 
@@ -148,10 +181,7 @@ class Worker:
             return True
         log.info("worker %s: running job %s (%s), attempt %s", self.id, job_id, kind, attempts)
 
-        def heartbeat() -> None:
-            with self.transaction(write=True) as db:
-                queue.renew(db, job_id, self.id, self.lease)
-
+        heartbeat = Heartbeat(self, job_id)
         try:
             handler.run(self, payload, heartbeat)
         except Exception as exc:

@@ -12,12 +12,21 @@ Settings:
 
 ``modelreg.scan.reject`` (default ``error``)
     the severities that reject a version; findings of other severities are kept and shown.
+``modelreg.scan.max_files`` (default 10000)
+    the most files a version may have when scanners are installed: finalize rejects a
+    version with more (problem ``too_many_files``) before any scan is queued.
+``modelreg.scan.batch_seconds`` (default 30)
+    how long one run of a scan job may go on before it stops after the file in progress,
+    stores what it found and queues the rest of the version as a new job behind every job
+    already waiting: a version of many files cannot hold the queue (at least one file is
+    scanned per run; the per-file limit is the scanner's own, e.g. ``modelreg.scan.timeout``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
@@ -25,6 +34,8 @@ import sqlalchemy as sa
 
 from ..models import ScanFinding, Version, utcnow
 from ..storage.errors import StorageError
+from ..types import Problem
+from . import queue
 
 if TYPE_CHECKING:
     from .runner import Worker
@@ -38,6 +49,12 @@ REJECT_SETTING = "modelreg.scan.reject"
 DEFAULT_REJECT = "error"
 #: The actor the audit log records for what the worker concludes.
 WORKER_ACTOR = "system:worker"
+#: The per-version file limit, and its default.
+MAX_FILES_SETTING = "modelreg.scan.max_files"
+DEFAULT_MAX_FILES = 10_000
+#: How long one run of a scan job may go on before it yields, and its default (seconds).
+BATCH_SETTING = "modelreg.scan.batch_seconds"
+DEFAULT_BATCH_SECONDS = 30.0
 
 
 def has_scanners(hook: Any) -> bool:
@@ -49,6 +66,30 @@ def reject_severities(settings: dict[str, Any]) -> set[str]:
     """The finding severities that reject a version (``modelreg.scan.reject``)."""
     value = settings.get(REJECT_SETTING)
     return set((DEFAULT_REJECT if value is None else str(value)).replace(",", " ").lower().split())
+
+
+def max_files(settings: dict[str, Any]) -> int:
+    """The most files a version to be scanned may have (``modelreg.scan.max_files``)."""
+    value = settings.get(MAX_FILES_SETTING)
+    return DEFAULT_MAX_FILES if value in (None, "") else int(value)
+
+
+def batch_seconds(settings: dict[str, Any]) -> float:
+    """How long one run of a scan job may go on (``modelreg.scan.batch_seconds``)."""
+    value = settings.get(BATCH_SETTING)
+    return DEFAULT_BATCH_SECONDS if value in (None, "") else float(value)
+
+
+def file_count_problems(settings: dict[str, Any], files: list[Any]) -> list[Problem]:
+    """The ``too_many_files`` problem of a version with more files than
+    ``modelreg.scan.max_files``; checked at finalize when scanners are installed."""
+    limit = max_files(settings)
+    if len(files) <= limit:
+        return []
+    return [Problem("too_many_files",
+                    f"the version has {len(files)} files; at most {limit} can be scanned "
+                    f"({MAX_FILES_SETTING}): pack small files into an archive or split the "
+                    "version", None)]
 
 
 def finding_json(row: ScanFinding) -> dict[str, Any]:
@@ -71,7 +112,13 @@ def _opener(worker: Worker, sha256: str) -> Callable[[], IO[bytes]]:
 
 
 def scan_version(worker: Worker, payload: dict[str, Any], heartbeat: Callable[[], None]) -> None:
-    """Run every scanner on every file of a ``validating`` version and conclude it.
+    """Run every scanner on the files of a ``validating`` version and conclude it.
+
+    The files are scanned in path order from ``payload["next"]`` (0 at first).  Once a run
+    has taken ``modelreg.scan.batch_seconds``, it stores the findings so far and queues the
+    remaining files as a new ``scan_version`` job (``next``, and the ``failures`` so far), in
+    the transaction that marks this job done; that job is claimed after every job queued
+    before it, so other versions' scans and other jobs are served in between.
 
     A scanner's exception becomes a ``scanner_failed`` problem (fail closed); a blob-store
     failure propagates so that the job is tried again later.
@@ -79,6 +126,8 @@ def scan_version(worker: Worker, payload: dict[str, Any], heartbeat: Callable[[]
     from ..registry.services import RegistryService
 
     version_id = payload["version_id"]
+    start = int(payload.get("next", 0))
+    failures: list[dict[str, Any]] = list(payload.get("failures", ()))
     with worker.transaction() as db:
         version = db.get(Version, version_id)
         if version is None or version.status != "validating":
@@ -87,43 +136,93 @@ def scan_version(worker: Worker, payload: dict[str, Any], heartbeat: Callable[[]
         model_json = service.model_json(version.model)
         files = service.files_json(version)
         version_json = {**service.version_json(version), "files": files}
+    too_many = file_count_problems(worker.settings, files)  # the limit may have been lowered
+    if too_many:
+        conclude_scan(worker, version_id, [], [p.as_json() for p in too_many], first=start == 0)
+        return
+    budget = batch_seconds(worker.settings)
+    began = time.monotonic()
     findings: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
-    for file in files:
-        for impl in worker.hook.modelreg_scan_file.get_hookimpls():
-            arguments = {"model": model_json, "version": version_json, "file": dict(file),
-                         "opener": _opener(worker, file["sha256"]),
-                         "settings": worker.settings}
-            try:
-                result = impl.function(*(arguments[name] for name in impl.argnames))
-            except StorageError:
-                raise
-            except Exception as exc:
-                log.exception("scanner %s failed on %s of version id %s", impl.plugin_name,
-                              file["path"], version_id)
-                failures.append({
-                    "code": "scanner_failed",
-                    "message": f"{file['path']}: scanner {impl.plugin_name} failed "
-                               f"({type(exc).__name__}: {exc}); the version is rejected",
-                    "field": f"files/{file['path']}",
-                })
-                continue
-            for finding in result or ():
-                findings.append({
-                    "path": finding.path or file["path"], "scanner": impl.plugin_name,
-                    "severity": str(finding.severity).lower()[:16], "code": finding.code[:64],
-                    "message": finding.message, "details": _plain(finding.details),
-                })
-            heartbeat()
-    conclude_scan(worker, version_id, findings, failures)
+    index = start
+    while index < len(files):
+        file = files[index]
+        index += 1
+        _scan_file(worker, model_json, version_json, file, version_id, findings, failures)
+        heartbeat()
+        if time.monotonic() - began >= budget:
+            break
+    if index < len(files):
+        _store_batch(worker, version_id, findings, start == 0, heartbeat,
+                     {"version_id": version_id, "next": index, "failures": failures})
+        return
+    conclude_scan(worker, version_id, findings, failures, first=start == 0)
+
+
+def _scan_file(worker: Worker, model_json: dict[str, Any], version_json: dict[str, Any],
+               file: dict[str, Any], version_id: int, findings: list[dict[str, Any]],
+               failures: list[dict[str, Any]]) -> None:
+    """Run every scanner on one file, adding to ``findings`` and ``failures``."""
+    for impl in worker.hook.modelreg_scan_file.get_hookimpls():
+        arguments = {"model": model_json, "version": version_json, "file": dict(file),
+                     "opener": _opener(worker, file["sha256"]),
+                     "settings": worker.settings}
+        try:
+            result = impl.function(*(arguments[name] for name in impl.argnames))
+        except StorageError:
+            raise
+        except Exception as exc:
+            log.exception("scanner %s failed on %s of version id %s", impl.plugin_name,
+                          file["path"], version_id)
+            failures.append({
+                "code": "scanner_failed",
+                "message": f"{file['path']}: scanner {impl.plugin_name} failed "
+                           f"({type(exc).__name__}: {exc}); the version is rejected",
+                "field": f"files/{file['path']}",
+            })
+            continue
+        for finding in result or ():
+            findings.append({
+                "path": finding.path or file["path"], "scanner": impl.plugin_name,
+                "severity": str(finding.severity).lower()[:16], "code": finding.code[:64],
+                "message": finding.message, "details": _plain(finding.details),
+            })
+
+
+class JobLost(RuntimeError):
+    """The job's lease passed to another worker while this one ran it: what it did is
+    rolled back, the other worker does it again."""
+
+
+def _store_batch(worker: Worker, version_id: int, findings: list[dict[str, Any]],
+                 first: bool, heartbeat: Any, following: dict[str, Any]) -> None:
+    """Store a batch's findings, mark the running job done and queue ``following``, in one
+    transaction: a worker that dies before it commits leaves the batch to be scanned again,
+    and never two jobs for the rest of the version."""
+    with worker.transaction(write=True) as db:
+        locked = db.execute(
+            sa.select(Version.id).where(Version.id == version_id).with_for_update()
+        ).first()
+        version = db.get(Version, version_id) if locked else None
+        if version is None or version.status != "validating":
+            return
+        if first:
+            db.execute(sa.delete(ScanFinding).where(ScanFinding.version_id == version_id))
+        now = utcnow()
+        db.add_all(ScanFinding(version_id=version_id, created_at=now, **f) for f in findings)
+        job_id = getattr(heartbeat, "job_id", None)
+        if job_id is not None and not queue.finish(db, job_id, worker.id):
+            raise JobLost(f"job {job_id} is no longer held by worker {worker.id}")
+        queue.enqueue(db, SCAN_JOB, following)
 
 
 def conclude_scan(
     worker: Worker, version_id: int, findings: list[dict[str, Any]],
-    failures: list[dict[str, Any]],
+    failures: list[dict[str, Any]], *, first: bool = True,
 ) -> None:
-    """Store the findings of a scan and make the version ``ready`` or ``rejected``, in one
-    transaction; nothing happens if the version is no longer ``validating``."""
+    """Store the findings of a scan (the last batch's, when ``first`` is false: earlier
+    batches stored theirs) and make the version ``ready`` or ``rejected`` by every finding
+    stored for it, in one transaction; nothing happens if the version is no longer
+    ``validating``."""
     from ..registry.services import RegistryService
 
     rejecting = reject_severities(worker.settings)
@@ -134,13 +233,16 @@ def conclude_scan(
         version = db.get(Version, version_id) if locked else None
         if version is None or version.status != "validating":
             return
-        db.execute(sa.delete(ScanFinding).where(ScanFinding.version_id == version_id))
+        if first:
+            db.execute(sa.delete(ScanFinding).where(ScanFinding.version_id == version_id))
         now = utcnow()
         db.add_all(ScanFinding(version_id=version_id, created_at=now, **f) for f in findings)
+        db.flush()
+        stored = db.scalars(sa.select(ScanFinding).where(ScanFinding.version_id == version_id)
+                            .order_by(ScanFinding.id)).all()
         problems = list(failures) + [
-            {"code": f["code"], "message": f"{f['path']}: {f['message']}",
-             "field": f"files/{f['path']}"}
-            for f in findings if f["severity"] in rejecting
+            {"code": f.code, "message": f"{f.path}: {f.message}", "field": f"files/{f.path}"}
+            for f in stored if f.severity in rejecting
         ]
         service = RegistryService(db, worker.hook, worker.settings, actor=WORKER_ACTOR)
         service.conclude_finalize(version, service.files_json(version), problems)
@@ -148,8 +250,8 @@ def conclude_scan(
 
 def give_up_scan(worker: Worker, payload: dict[str, Any], error: str) -> None:
     """Reject the version of a scan job that failed too often (fail closed)."""
-    conclude_scan(worker, payload["version_id"], [], [{
+    conclude_scan(worker, payload["version_id"], [], [*payload.get("failures", ()), {
         "code": "scan_failed",
         "message": f"the scan could not be completed ({error}); the version is rejected",
         "field": None,
-    }])
+    }], first=not payload.get("next"))

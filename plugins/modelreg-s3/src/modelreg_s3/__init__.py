@@ -4,7 +4,10 @@ A plugin like any third party's: registered through the ``modelreg`` entry-point
 (``storage-s3``) and written against :mod:`modelreg.api` only.  Select it with
 ``modelreg.storage = s3``.
 
-Settings (``modelreg.storage.s3.*``):
+Settings (``modelreg.storage.s3.*``; each one the ini leaves unset is read from the
+environment variable ``MODELREG_S3_<NAME>`` when that is set, e.g. ``MODELREG_S3_BUCKET`` or
+``MODELREG_S3_ENDPOINT_URL``, the way the core reads ``MODELREG_DATABASE_URL``; an ini value
+always wins):
 
 ``bucket`` (required)
     the bucket; it must exist.
@@ -37,10 +40,14 @@ Settings (``modelreg.storage.s3.*``):
     holds one part in memory.
 
 Keys: ``<prefix>sha256/ab/cd/<hex>`` for blobs, ``<prefix>tmp/<uuid>`` for content that is
-being written or verified.  A blob is copied to its content key only after its digest was
-verified, so a content key always holds exactly the bytes its name promises.  Configure a
-lifecycle rule that aborts incomplete multipart uploads and expires ``<prefix>tmp/`` after a
-few days: processes that die mid-write leave their temporary data there.
+being written or verified, ``<prefix>tmp/<uuid>.parts/<n>-<hex>`` for the numbered parts of
+an upload (each an object of its own, named by its number and digest, so that a second
+sender of a number never changes the bytes of the first; completion reads them in order to
+verify the digest, then assembles them into the blob's key with a multipart upload whose
+parts are server-side copies, ``UploadPartCopy``).  A blob is copied to its content key
+only after its digest was verified, so a content key always holds exactly the bytes its name
+promises.  Configure a lifecycle rule that aborts incomplete multipart uploads and expires
+``<prefix>tmp/`` after a few days: processes that die mid-write leave their temporary data there.
 """
 
 from __future__ import annotations
@@ -50,11 +57,12 @@ import contextlib
 import hashlib
 import hmac
 import io
+import os
 import re
 import tempfile
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import boto3
@@ -80,6 +88,8 @@ __version__ = "0.1.0.dev0"
 
 #: The prefix of this backend's settings.
 SETTINGS_PREFIX = "modelreg.storage.s3."
+#: The prefix of the environment variables that fill settings the ini leaves unset.
+ENV_PREFIX = "MODELREG_S3_"
 MiB = 1024 * 1024
 #: Bytes read from a stream, or from S3, at a time.
 READ_SIZE = MiB
@@ -233,18 +243,21 @@ class S3BlobStore:
         return f"S3BlobStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any]) -> S3BlobStore:
-        """Build the store from ``modelreg.storage.s3.*`` settings.
+    def from_settings(cls, settings: dict[str, Any],
+                      environ: Mapping[str, str] | None = None) -> S3BlobStore:
+        """Build the store from its settings, ``MODELREG_S3_*`` for the ones left unset.
 
         :raises RuntimeError: for a missing bucket or an invalid value.
         """
 
         def get(name: str, default: str = "") -> str:
-            return str(settings.get(SETTINGS_PREFIX + name) or default).strip()
+            value = settings.get(SETTINGS_PREFIX + name) or environ.get(ENV_PREFIX + name.upper())
+            return str(value or default).strip()
 
+        environ = os.environ if environ is None else environ
         bucket = get("bucket")
         if not bucket:
-            raise RuntimeError(f"{SETTINGS_PREFIX}bucket is not set")
+            raise RuntimeError(f"{SETTINGS_PREFIX}bucket is not set (nor {ENV_PREFIX}BUCKET)")
         prefix = get("prefix").strip("/")
         checksum_modes = {}
         for name in ("request_checksum_calculation", "response_checksum_validation"):
@@ -283,7 +296,7 @@ class S3BlobStore:
         return cls(
             client, bucket, prefix=f"{prefix}/" if prefix else "",
             send_checksums=checksum_modes["request_checksum_calculation"] == "when_supported",
-            presigned_downloads=_as_bool(settings.get(SETTINGS_PREFIX + "presigned_downloads")),
+            presigned_downloads=_as_bool(get("presigned_downloads")),
             presign_expires=expires, part_size=part_size,
         )
 
@@ -620,6 +633,7 @@ class S3BlobStore:
 
     def abort_upload(self, state: dict[str, Any]) -> None:
         state = self._state(state)
+        self._delete_parts(state)
         try:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=state["key"],
                                                UploadId=state["upload_id"])
@@ -633,6 +647,147 @@ class S3BlobStore:
         # A completed but not yet verified upload leaves its object behind.
         with _s3_errors("aborting an upload"):
             self.client.delete_object(Bucket=self.bucket, Key=state["key"])
+
+
+    # ------------------------------------------------------------------- numbered parts
+
+    def _part_key(self, state: dict[str, Any], number: Any, sha256: Any) -> str:
+        if not isinstance(number, int) or not 1 <= number <= MAX_PARTS:
+            raise ValueError(f"a part number is 1 to {MAX_PARTS}, not {number!r}")
+        validate_sha256(sha256)
+        return f"{state['key']}.parts/{number}-{sha256}"
+
+    def _delete_parts(self, state: dict[str, Any]) -> None:
+        prefix = f"{state['key']}.parts/"
+        with _s3_errors("freeing the parts of an upload"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+                if keys:
+                    self.client.delete_objects(Bucket=self.bucket,
+                                               Delete={"Objects": keys, "Quiet": True})
+
+    def upload_part(
+        self, state: dict[str, Any], *, number: int, stream: BinaryIO, length: int,
+        expected_sha256: str | None = None,
+    ) -> dict[str, Any]:
+        state = self._state(state)
+        if expected_sha256 is not None:
+            validate_sha256(expected_sha256)
+        self._part_key(state, number, "0" * 64)
+        if length < 0:
+            raise ValueError(f"negative part length {length}")
+        if self._upload_gone(state["key"], state["upload_id"]):
+            raise UploadNotFound("the upload was aborted, completed or cleaned up")
+        # Spooled to a local temporary file: the checksum is sent before the bytes.
+        with tempfile.TemporaryFile() as spool:
+            digest = hashlib.sha256()
+            remaining = length
+            while remaining:
+                piece = stream.read(min(READ_SIZE, remaining))
+                if not piece:
+                    raise ValueError(f"the part ended after {length - remaining} of its "
+                                     f"{length} bytes")
+                if len(piece) > min(READ_SIZE, remaining):
+                    raise ValueError("the stream returned more bytes than asked for")
+                remaining -= len(piece)
+                digest.update(piece)
+                spool.write(piece)
+            sha256 = digest.hexdigest()
+            if expected_sha256 is not None and not hmac.compare_digest(sha256, expected_sha256):
+                raise DigestMismatch(expected_sha256, sha256)
+            spool.seek(0)
+            key = self._part_key(state, number, sha256)
+            extra = ({"ChecksumSHA256": base64.b64encode(digest.digest()).decode()}
+                     if self.send_checksums else {})
+            with _s3_errors("storing a part"):
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=spool,
+                                       ContentLength=length, **extra)
+        if self._upload_gone(state["key"], state["upload_id"]):  # aborted meanwhile
+            self._delete_quietly(key)
+            raise UploadNotFound("the upload was aborted, completed or cleaned up")
+        return {"number": number, "size": length, "sha256": sha256}
+
+    def delete_part(self, state: dict[str, Any], part: dict[str, Any]) -> None:
+        state = self._state(state)
+        key = self._part_key(state, part.get("number"), part.get("sha256"))
+        with _s3_errors("deleting a part"):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def complete_parts(
+        self, state: dict[str, Any], parts: list[dict[str, Any]], *, expected_sha256: str
+    ) -> BlobInfo:
+        validate_sha256(expected_sha256)
+        state = self._state(state)
+        keys = [self._part_key(state, part.get("number"), part.get("sha256"))
+                for part in parts]
+        if self._upload_gone(state["key"], state["upload_id"]):
+            raise UploadNotFound("the upload was aborted, completed or cleaned up")
+        # The parts may have been received by other processes: read them again, in order.
+        digest = hashlib.sha256()
+        sizes = []
+        for key in keys:
+            try:
+                body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            except ClientError as exc:
+                if _code(exc) in _NOT_FOUND or _status(exc) == 404:
+                    raise UploadNotFound(f"a part of the upload is gone: {key}") from exc
+                with _s3_errors("verifying an upload"):
+                    raise
+            except BotoCoreError:
+                with _s3_errors("verifying an upload"):
+                    raise
+            size = 0
+            with _s3_errors("verifying an upload"), contextlib.closing(body):
+                for piece in body.iter_chunks(READ_SIZE):
+                    digest.update(piece)
+                    size += len(piece)
+            sizes.append(size)
+        sha256 = digest.hexdigest()
+        self._check(expected_sha256, sha256)  # a mismatch keeps every part
+        total = sum(sizes)
+        target = self._key(sha256)
+        if self._head(target) is None:
+            self._assemble(target, keys, sizes)
+        self.abort_upload(state)
+        return BlobInfo(sha256, total)
+
+    def _assemble(self, target: str, keys: list[str], sizes: list[int]) -> None:
+        """Copy the part objects ``keys``, in order, into the object ``target``."""
+        extra = {"ChecksumAlgorithm": "SHA256"} if self.send_checksums else {}
+        with _s3_errors("storing a blob"):
+            if len(keys) <= 1:
+                if not keys:
+                    self._put_object(target, b"")
+                    return
+                self.client.copy_object(Bucket=self.bucket, Key=target,
+                                        CopySource={"Bucket": self.bucket, "Key": keys[0]},
+                                        **extra)
+                return
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=target, **extra)["UploadId"]
+            try:
+                done = []
+                for number, (key, size) in enumerate(zip(keys, sizes, strict=True), start=1):
+                    args = {"CopySource": {"Bucket": self.bucket, "Key": key}}
+                    if size:
+                        args["CopySourceRange"] = f"bytes=0-{size - 1}"
+                    result = self.client.upload_part_copy(
+                        Bucket=self.bucket, Key=target, UploadId=upload_id, PartNumber=number,
+                        **args)["CopyPartResult"]
+                    part = {"PartNumber": number, "ETag": result["ETag"]}
+                    if "ChecksumSHA256" in result:
+                        part["ChecksumSHA256"] = result["ChecksumSHA256"]
+                    done.append(part)
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=target, UploadId=upload_id,
+                    MultipartUpload={"Parts": done})
+            except BaseException:
+                with contextlib.suppress(ClientError, BotoCoreError):
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=target,
+                                                       UploadId=upload_id)
+                raise
 
 
 def create_store(settings: dict[str, Any]) -> S3BlobStore:

@@ -40,6 +40,10 @@ Settings (all optional):
     extra imports pickles may make, as ``module.name``, ``module:qualified.name`` or
     ``module.*`` (one plain attribute of that module; see
     :func:`modelreg_scan.pickles.is_allowed`).
+``modelreg.scan.allow.<name>``
+    an allowance: ``<model glob> : <module>:<qualname> ...``, globals the pickles of the
+    matching models may import, audited (:mod:`modelreg_scan.allowances`; also over the
+    admin API of :mod:`modelreg_scan.views`).
 
 This module imports nothing, so that the scan subprocess starts quickly.
 """

@@ -7,6 +7,7 @@ from typing import IO, Any
 
 from modelreg.api import Finding, hookimpl
 
+from . import allowances
 from .config import ScanConfig
 from .sandbox import ScanFailed, scan_in_subprocess
 
@@ -14,11 +15,30 @@ __all__ = ["ScanFailed", "modelreg_scan_file"]
 
 
 @hookimpl
+def modelreg_migration_locations() -> str:
+    """The Alembic branch ``modelreg_scan``: the table of allowances."""
+    return "modelreg_scan:migrations"
+
+
+@hookimpl
+def modelreg_pyramid_configure(config: Any) -> None:
+    """The admin API of allowances under ``/api/v1/scan/allowances``; the allowances of the
+    settings are checked (a wrong one stops start-up) and synced to the table."""
+    from . import views
+
+    views.start(config)
+
+
+@hookimpl
 def modelreg_scan_file(
-    file: dict[str, Any], opener: Callable[[], IO[bytes]], settings: dict[str, Any]
+    model: dict[str, Any], version: dict[str, Any], file: dict[str, Any],
+    opener: Callable[[], IO[bytes]], settings: dict[str, Any],
 ) -> list[Finding] | None:
     """Scan one file in a subprocess limited by ``modelreg.scan.timeout`` and
     ``modelreg.scan.max_memory``.
+
+    Imports that an allowance permits for ``model`` come back as ``info`` findings
+    ``pickle_import_allowed`` (:func:`modelreg_scan.allowances.apply`).
 
     :returns: the findings (an empty list for a clean file), or ``None`` when no scanner
         recognises the file's format (unless ``modelreg.scan.unknown`` says otherwise).
@@ -29,9 +49,11 @@ def modelreg_scan_file(
     result = scan_in_subprocess(opener, file["path"], config)
     if not result["formats"]:
         return None
-    return [
+    findings = [
         Finding(code=item["code"], message=item["message"], severity=item["severity"],
                 path=file["path"], details={**item.get("details", {}),
                                             "formats": result["formats"]})
         for item in result["findings"]
     ]
+    # the imports an operator's allowance permits for this model (audited): allowances.py
+    return allowances.apply(model, version, file, findings, settings)
