@@ -169,6 +169,9 @@ def test_a_line_opcode_over_binary_data_reads_a_bounded_line(scan, monkeypatch):
     monkeypatch.setattr(unpickle, "MAX_LINE", 1024)
     data = b"P" + bytes(1 << 20)  # PERSID, then a megabyte without a newline
     assert scan(data) == {"formats": [], "findings": []}
+    # a longer line that does end: pickle.load reads it whole and goes on to os.system
+    data = b"S'" + b"A" * (256 << 10) + b"'\n0" + s.call_v0("os", "system", "id")
+    assert s.codes(scan(data)) == ["pickle_unsupported"]
 
 
 def test_binary_data_whose_imports_cannot_run_is_no_pickle(scan):

@@ -400,7 +400,7 @@ def scan_if_pickle(
         runs[engine] = _read_all(engine, reader, recorder, layout)
     imports = recorder.imports
     if not (header or required or recorder.plausible
-            or any(run.complete for run in runs.values())):
+            or any(run.complete or run.limit for run in runs.values())):
         return None
     where = {"member": member} if member else {}
     in_member = f" of member {member}" if member else ""

@@ -128,6 +128,14 @@ class Reader:
             line, self._pending = self._pending, b""
         line += self._stream.readline(max(MAX_LINE - len(line), 1))
         self.position += len(line)
+        if len(line) >= MAX_LINE and not line.endswith(b"\n"):
+            # A loader reads the whole line.  If it ends before the stream does, the loader
+            # reads on after it and the scanner cannot follow; if not, the loader stops at
+            # the end of the stream, as the scanner does.
+            while piece := self._stream.readline(READ_PIECE):
+                self.position += len(piece)
+                if piece.endswith(b"\n"):
+                    raise ScannerLimit(f"a line argument longer than {MAX_LINE} bytes")
         return line
 
     def unread(self, data: bytes) -> None:
