@@ -4,11 +4,14 @@ The plugin (entry point ``scan`` in the ``modelreg`` group, module
 :mod:`modelreg_scan.plugin`) implements ``modelreg_scan_file``.  Files are recognised by their
 bytes, never by their extension:
 
-* **pickles** (plain pickles of every protocol, legacy ``torch.save`` files, joblib files
-  without inline arrays, and the ``data.pkl`` inside PyTorch zip checkpoints): every file is
-  read as an unpickler would read it, without unpickling anything, and every import is
-  checked against an allow-list; a file that would break before importing anything is no
-  pickle (it cannot run code), one that starts with ``PROTO`` and breaks fails closed;
+* **pickles** (plain pickles of every protocol, every pickle of a file in turn, legacy
+  ``torch.save`` files with their raw storages, joblib files with their inline arrays and
+  every joblib compressor, NumPy object arrays in ``.npy``/``.npz``, and the pickles inside
+  PyTorch zip checkpoints): read with CPython's own unpicklers (:mod:`.unpickle`) whose
+  ``find_class`` records and returns stubs, so nothing is imported or called, and every
+  import is checked against an allow-list; a file that would break before importing
+  anything is no pickle (it cannot run code), one that starts with ``PROTO`` and breaks
+  fails closed;
 * **safetensors**: header length, JSON, dtypes, shapes and offsets; a summary of a valid file
   (tensor and parameter counts, dtypes) comes back as an ``info`` finding;
 * **archives** (zip, tar, tar.gz/bz2/xz): links, device files, absolute or ``..`` members,
@@ -34,7 +37,9 @@ Settings (all optional):
 ``modelreg.scan.unknown``
     ``ignore`` (default: no findings), ``warn`` or ``reject`` files of no known format.
 ``modelreg.scan.allow_globals``
-    extra imports pickles may make, as ``module.name`` or ``module.*``.
+    extra imports pickles may make, as ``module.name``, ``module:qualified.name`` or
+    ``module.*`` (one plain attribute of that module; see
+    :func:`modelreg_scan.pickles.is_allowed`).
 ``modelreg.scan.allow.<name>``
     an allowance: ``<model glob> : <module>:<qualname> ...``, globals the pickles of the
     matching models may import, audited (:mod:`modelreg_scan.allowances`; also over the

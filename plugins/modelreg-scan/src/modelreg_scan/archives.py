@@ -1,15 +1,18 @@
-"""Zip and tar archives (plain, gzip, bzip2, xz): member paths, links, device files,
-decompression bombs, and the pickles inside.
+"""Zip and tar archives (plain, gzip, bzip2, xz) and the compressed files joblib writes
+(zlib, gzip, bzip2, lzma, xz, lz4, and its old ``ZF`` zlib files): member paths, links,
+device files, decompression bombs, and the pickles inside.
 
 PyTorch's checkpoints (``torch.save`` since 1.6, usually ``.pt``, ``.pth``, ``.bin`` or
 ``.ckpt``) are zip files holding ``<name>/data.pkl`` and raw tensor storages under
-``<name>/data/``: their pickles are scanned like any other.
+``<name>/data/``: their pickles are scanned like any other.  NumPy's ``.npz`` files are zips
+of ``.npy`` files, read as :mod:`.numpyfiles` reads them.
 """
 
 from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import os
 import re
@@ -22,7 +25,8 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .config import ScanConfig
-from .pickles import SNIFF_SIZE, scan_if_pickle
+from .numpyfiles import is_npy, scan_npy
+from .pickles import SNIFF_SIZE, TORCH_TAR_MEMBERS, scan_if_pickle
 from .report import ERROR, finding
 from .safetensors import looks_like_safetensors
 
@@ -32,21 +36,107 @@ BOMB_FLOOR = 1 << 20
 CHUNK = 1 << 20
 
 _PICKLE_NAMES = (".pkl", ".pickle")
-#: Raw tensor storages in a PyTorch zip: ``archive/data/0`` -- never pickles.
-_STORAGE = re.compile(r"(^|/)data/[^/]+$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
-COMPRESSED = {
+class _ZlibFile(io.RawIOBase):
+    """A zlib stream (joblib's ``zlib`` compressor, and its old ``ZF`` files from
+    ``skip`` bytes on), decompressed as it is read."""
+
+    def __init__(self, path: str, skip: int = 0) -> None:
+        import zlib
+
+        self._file = open(path, "rb")  # closed by close()
+        self._file.seek(skip)
+        self._inflate = zlib.decompressobj()
+        self._ready = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._ready:
+            if self._inflate.unconsumed_tail:
+                data = self._inflate.unconsumed_tail
+            elif self._inflate.eof:
+                return 0
+            else:
+                data = self._file.read(CHUNK)
+                if not data:
+                    raise EOFError("the compressed stream ends before its end marker")
+            self._ready = self._inflate.decompress(data, CHUNK)
+        size = min(len(buffer), len(self._ready))
+        buffer[:size] = self._ready[:size]
+        self._ready = self._ready[size:]
+        return size
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _open_zlib(path: str, mode: str = "rb") -> IO[bytes]:
+    return io.BufferedReader(_ZlibFile(path))
+
+
+def _open_zfile(path: str, mode: str = "rb") -> IO[bytes]:
+    # joblib < 0.10: "ZF", the length in hex padded to 19 bytes, maybe a space, zlib data
+    # (read_zfile in joblib's numpy_pickle_compat.py)
+    with open(path, "rb") as raw:
+        header = raw.read(ZFILE_HEADER + 1)
+    int(header[2:ZFILE_HEADER], 16)  # joblib fails here on anything else
+    skip = ZFILE_HEADER + (header[ZFILE_HEADER:] == b" ")
+    return io.BufferedReader(_ZlibFile(path, skip))
+
+
+def _open_lzma(path: str, mode: str = "rb") -> IO[bytes]:
+    return lzma.open(path, "rb", format=lzma.FORMAT_ALONE)
+
+
+def _open_lz4(path: str, mode: str = "rb") -> IO[bytes]:
+    try:
+        import lz4.frame
+    except ImportError as exc:
+        raise OSError("lz4 is not installed where the scanner runs: lz4 files cannot be "
+                      "read (pip install lz4)") from exc
+    return lz4.frame.open(path, "rb")
+
+
+def _open_zstd(path: str, mode: str = "rb") -> IO[bytes]:
+    # pandas.read_pickle reads .zst pickles; the standard library has no zstd before 3.14
+    try:
+        import zstandard
+    except ImportError as exc:
+        raise OSError("zstandard is not installed where the scanner runs: zstd files cannot "
+                      "be read (pip install zstandard)") from exc
+    return zstandard.open(path, "rb")
+
+
+#: joblib's old zlib files: "ZF" and this many bytes of header.
+ZFILE_HEADER = 2 + len(hex(2**64))
+
+#: Magic prefix -> (name, opener).  joblib picks its decompressor by these prefixes
+#: (``_detect_compressor`` in joblib's numpy_pickle_utils.py), so they are read the same.
+COMPRESSED: dict[bytes, tuple[str, Callable[..., IO[bytes]]]] = {
     b"\x1f\x8b": ("gzip", gzip.open),
     b"BZh": ("bzip2", bz2.open),
     b"\xfd7zXZ\x00": ("xz", lzma.open),
+    b"\x04\x22\x4d\x18": ("lz4", _open_lz4),
+    b"\x28\xb5\x2f\xfd": ("zstd", _open_zstd),
+    b"\x5d\x00": ("lzma", _open_lzma),
+    b"ZF": ("joblib-zfile", _open_zfile),
+    b"\x78": ("zlib", _open_zlib),
 }
+#: Formats whose prefix random data has often: a stream that does not decompress is
+#: data, not a broken compressed file (joblib fails on it before unpickling anything).
+WEAK = frozenset({"lzma", "joblib-zfile", "zlib"})
 
 
 def compression_of(head: bytes) -> tuple[str, Callable[..., IO[bytes]]] | None:
     """The compression format ``head`` starts with, and the function that opens it."""
     for magic, kind in COMPRESSED.items():
         if head.startswith(magic):
+            if kind[0] == "zlib" and (len(head) < 2 or (head[0] << 8 | head[1]) % 31):
+                return None  # no zlib header (its check bits)
             return kind
     return None
 
@@ -108,15 +198,20 @@ Nested = Callable[[str], list[dict[str, Any]]]
 
 
 def _scan_member(opener: Callable[[], IO[bytes]], name: str, size: int,
-                 config: ScanConfig, nested: Nested | None) -> list[dict]:
-    if _STORAGE.search(name) and not name.lower().endswith(_PICKLE_NAMES):
-        return []  # raw tensor bytes, never unpickled
-    with opener() as stream:
-        found = scan_if_pickle(stream, allowed=config.allow_globals, member=name)
-    if found is not None:
-        return found
+                 config: ScanConfig, nested: Nested | None, storage: bool = False,
+                 layout: str | None = None) -> list[dict]:
     with opener() as stream:
         head = stream.read(SNIFF_SIZE)
+    if is_npy(head):  # np.load reads any member of a zip that starts so
+        with opener() as stream:
+            return scan_npy(stream, size, allowed=config.allow_globals, member=name)
+    if storage:
+        return []  # raw tensor bytes of a torch checkpoint: torch.load never unpickles them
+    with opener() as stream:
+        found = scan_if_pickle(stream, allowed=config.allow_globals, member=name, size=size,
+                               layout=layout)
+    if found is not None:
+        return found
     if nested is None or not (is_zip(head) or is_tar(head) or compression_of(head)
                               or looks_like_safetensors(head)):
         return []
@@ -175,12 +270,18 @@ def scan_zip(path: str, size: int, config: ScanConfig,
         findings += _bomb(config, total, size, "the archive")
         if any(f["code"] in ("archive_bomb", "archive_too_large") for f in findings):
             return findings  # never decompress a bomb
+        # torch checkpoints: <root>/data.pkl and the raw storages <root>/data/<key>
+        roots = {info.filename[: -len("data.pkl")] for info in infos
+                 if info.filename == "data.pkl" or info.filename.endswith("/data.pkl")}
         for info in infos:
             if info.is_dir() or info.flag_bits & 1 or info.filename.endswith("/"):
                 continue
+            root, _, key = info.filename.rpartition("data/")
+            storage = (root in roots and bool(key) and "/" not in key
+                       and not key.lower().endswith(_PICKLE_NAMES))
             try:
                 findings += _scan_member(lambda info=info: archive.open(info), info.filename,
-                                         info.file_size, config, nested)
+                                         info.file_size, config, nested, storage)
             except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError,
                     RuntimeError) as exc:
                 findings.append(finding("archive_malformed",
@@ -233,9 +334,11 @@ def scan_tar(path: str, config: ScanConfig,
                     findings += _bomb(config, total, 0, "the archive")
                     return findings
                 if member.isfile():
+                    # torch.save's oldest layout: pickles and raw data interleaved
+                    layout = member.name if member.name in TORCH_TAR_MEMBERS else None
                     findings += _scan_member(
                         lambda member=member: archive.extractfile(member),  # type: ignore[return-value]
-                        member.name, member.size, config, nested)
+                        member.name, member.size, config, nested, layout=layout)
     except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, zlib_errors()) as exc:
         findings.append(finding("archive_malformed", f"the tar archive cannot be read: {exc}"))
     return findings

@@ -46,8 +46,9 @@ class ScanConfig:
     :ivar max_header: largest allowed safetensors header (``modelreg.scan.max_header``).
     :ivar unknown: what to do with a file of no known format: ``ignore`` (no findings),
         ``warn`` or ``reject`` (``modelreg.scan.unknown``).
-    :ivar allow_globals: extra ``module.name`` (or ``module.*``) imports a pickle may make
-        (``modelreg.scan.allow_globals``).
+    :ivar allow_globals: extra ``module.name``, ``module:qualified.name`` or ``module.*``
+        imports a pickle may make (``modelreg.scan.allow_globals``; see
+        :func:`modelreg_scan.pickles.is_allowed`).
     """
 
     timeout: float = 60.0

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import archives
 from .config import ScanConfig
+from .numpyfiles import is_npy, scan_npy
 from .pickles import SNIFF_SIZE, scan_if_pickle
 from .report import ERROR, WARNING, finding
 from .safetensors import looks_like_safetensors, scan_safetensors
@@ -51,6 +52,8 @@ def detect(path: str, head: bytes) -> list[str]:
     formats = []
     if looks_like_safetensors(head):
         formats.append("safetensors")
+    if is_npy(head):
+        formats.append("npy")
     if archives.is_zip(head) or (not formats and zipfile.is_zipfile(path)):
         formats.append("zip")
     if archives.is_tar(head):
@@ -68,7 +71,7 @@ def scan_path(path: str, config: ScanConfig, depth: int = 0) -> ScanResult:
         head = stream.read(SNIFF_SIZE)
     result = ScanResult(formats=detect(path, head))
     with open(path, "rb") as stream:
-        found = scan_if_pickle(stream, allowed=config.allow_globals)
+        found = scan_if_pickle(stream, allowed=config.allow_globals, size=size)
     if found is not None and "safetensors" in result.formats and all(
             f["code"] == "pickle_malformed" for f in found):
         # The 8-byte length of a safetensors file can start like a PROTO opcode; it is
@@ -84,18 +87,25 @@ def scan_path(path: str, config: ScanConfig, depth: int = 0) -> ScanResult:
                             f"archives are nested more than {MAX_DEPTH} deep")]
         return scan_path(inner, config, depth + 1).findings
 
-    for kind in result.formats:
+    for kind in list(result.formats):
         if kind == "pickle":
             continue
         if kind == "safetensors":
             with open(path, "rb") as stream:
                 result.findings += scan_safetensors(stream, size, config.max_header)
+        elif kind == "npy":
+            with open(path, "rb") as stream:
+                result.findings += scan_npy(stream, size, allowed=config.allow_globals)
         elif kind == "zip":
             result.findings += archives.scan_zip(path, size, config, nested)
         elif kind == "tar":
             result.findings += archives.scan_tar(path, config, nested)
         else:
-            result.findings += _scan_compressed(path, head, size, config, depth, nested)
+            found = _scan_compressed(path, head, size, config, depth, nested)
+            if found is None:
+                result.formats.remove(kind)  # a weak prefix over data that is no such stream
+            else:
+                result.findings += found
     if not result.formats and config.unknown != "ignore":
         result.formats.append("unknown")
         result.findings.append(finding(
@@ -105,17 +115,23 @@ def scan_path(path: str, config: ScanConfig, depth: int = 0) -> ScanResult:
 
 
 def _scan_compressed(path: str, head: bytes, size: int, config: ScanConfig, depth: int,
-                     nested: archives.Nested) -> list[dict[str, Any]]:
+                     nested: archives.Nested) -> list[dict[str, Any]] | None:
+    """Findings for a compressed file, or ``None`` when its prefix is a weak one
+    (:data:`archives.WEAK`) over bytes that do not decompress into anything."""
     compression = archives.compression_of(head)
     assert compression is not None
     name, open_compressed = compression
+    weak = name in archives.WEAK
+    broken: Exception | None = None
     try:
         _, inner_head, bombs = archives.measure(path, open_compressed, size, config)
-    except (OSError, EOFError, ValueError, archives.zlib_errors()) as exc:
-        return [finding("archive_malformed", f"the {name} stream cannot be read: {exc}")]
+    except Exception as exc:  # every decompressor has errors of its own
+        if not weak:
+            return [finding("archive_malformed", f"the {name} stream cannot be read: {exc}")]
+        bombs, inner_head, broken = [], b"", exc
     if bombs:
         return bombs
-    if archives.is_tar(inner_head):
+    if archives.is_tar(inner_head) and name in ("gzip", "bzip2", "xz"):
         return archives.scan_tar(path, config, nested)
     if depth >= MAX_DEPTH:
         return [finding("archive_too_deep",
@@ -123,9 +139,23 @@ def _scan_compressed(path: str, head: bytes, size: int, config: ScanConfig, dept
     directory = tempfile.mkdtemp(prefix="modelreg-scan-")
     try:
         inner = os.path.join(directory, "inner")
-        with open_compressed(path, "rb") as source, open(inner, "wb") as target:
-            shutil.copyfileobj(source, target, archives.CHUNK)
-        found = scan_path(inner, config, depth + 1).findings
-        return [{**f, "details": {**f["details"], "compression": name}} for f in found]
+        copied = 0
+        try:
+            with open_compressed(path, "rb") as source, open(inner, "wb") as target:
+                # what decompresses before an error is what a loader reads before it
+                while chunk := source.read(archives.CHUNK):
+                    target.write(chunk)
+                    copied += len(chunk)
+        except Exception as exc:  # every decompressor has errors of its own
+            if not weak:
+                raise
+            broken = exc
+        if weak and broken is not None and not copied:
+            return None
+        scanned = scan_path(inner, config, depth + 1)
+        if weak and broken is not None and not scanned.formats:
+            return None
+        return [{**f, "details": {**f["details"], "compression": name}}
+                for f in scanned.findings]
     finally:
         shutil.rmtree(directory, ignore_errors=True)
