@@ -33,13 +33,16 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str | None]:
-    """Environment of a run: config and state under tmp_path, no server from outside."""
+    """Environment of a run: config, state and cache under tmp_path, no server from
+    outside."""
     return {
         "MODELREG_CONFIG": str(tmp_path / "config" / "config.toml"),
         "MODELREG_STATE_DIR": str(tmp_path / "state"),
         "MODELREG_URL": None,
         "MODELREG_TOKEN": None,
         "MODELREG_RETRIES": "1",
+        "MODELREG_CACHE": str(tmp_path / "cache"),
+        "MODELREG_OFFLINE": None,
     }
 
 

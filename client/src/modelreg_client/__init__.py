@@ -14,6 +14,7 @@ admin subcommands through the ``modelreg.cli`` entry-point group.
 
 __version__ = "0.1.0.dev0"
 
+from .cache import Cache
 from .client import Client  # after __version__, which the client sends
 from .errors import (
     Conflict,
@@ -21,6 +22,7 @@ from .errors import (
     InvalidRequest,
     ModelregError,
     NetworkError,
+    NotCached,
     NotFound,
     PermissionDenied,
     ServerError,
@@ -48,6 +50,7 @@ from .types import (
 __all__ = [
     "Alias",
     "AliasMove",
+    "Cache",
     "Client",
     "Conflict",
     "FileEntry",
@@ -58,6 +61,7 @@ __all__ = [
     "Model",
     "ModelregError",
     "NetworkError",
+    "NotCached",
     "NotFound",
     "Part",
     "PermissionDenied",

@@ -15,6 +15,7 @@ A built-in command wins over an entry point of the same name.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -28,11 +29,13 @@ from typing import Any
 import click
 
 from . import __version__
+from .cache import Cache
 from .client import Client
-from .config import load_settings, retries_setting, save_settings
-from .errors import ModelregError, Unauthorized
+from .config import cache_dir as default_cache_dir
+from .config import load_settings, offline_setting, retries_setting, save_settings
+from .errors import ModelregError, NotFound, Unauthorized
 from .refs import Ref, parse_ref
-from .transfer import Progress
+from .transfer import Progress, Puller
 from .types import Finding, Model, PullResult, PushResult, Version
 
 __all__ = ["CLI_ENTRYPOINT_GROUP", "EXIT_CODES", "EntryPointGroup", "main"]
@@ -516,31 +519,101 @@ def _print_findings(version: Version, findings: list[Finding]) -> None:
                        f"{finding.message} ({finding.scanner})")
 
 
+def _cache_options(function: Callable) -> Callable:
+    """``--cache-dir``, ``--offline`` and ``--refresh``: where the cache is, and whether
+    the server is asked."""
+    function = click.option(
+        "--refresh", is_flag=True,
+        help="Require the server's answer: fail rather than fall back to what the cache "
+             "recorded when the server cannot be reached.")(function)
+    function = click.option(
+        "--offline", is_flag=True, default=None,
+        help="Never ask the server: a ref resolves to what it last resolved to in the "
+             "cache, and only cached files are found (also: MODELREG_OFFLINE=1).")(function)
+    return click.option(
+        "--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+        help="The local cache (default: $MODELREG_CACHE, else ~/.cache/modelreg).")(function)
+
+
+def _cache_client(ctx: click.Context, cache_dir: Path | None, offline: bool | None,
+                  refresh: bool) -> tuple[Client, bool]:
+    """A client whose cache is ``--cache-dir`` (when given), and whether to stay offline."""
+    offline = offline_setting() if offline is None else offline
+    if offline and refresh:
+        raise click.UsageError("--offline and --refresh exclude each other")
+    client = _client(ctx)
+    if cache_dir is not None:
+        client.cache = Cache(cache_dir, client.url)
+    return client, offline
+
+
 @client_command(main)
 @click.argument("ref")
-@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("arguments", nargs=-1, metavar="[DEST] [PATH]...")
+@click.option("--dest", "-o", "dest_option", type=click.Path(file_okay=False, path_type=Path),
+              help="The destination directory (when its name is also a path of the version).")
+@click.option("--include", "includes", multiple=True, metavar="PATTERN",
+              help="Pull only files matching this gitignore-style pattern; repeat for several.")
+@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
+              help="Leave out files matching this gitignore-style pattern; repeat for several.")
+@click.option("--no-cache", is_flag=True,
+              help="Download straight into DEST, without the local cache.")
+@_cache_options
 @click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Files downloaded at once.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @json_option
 @click.pass_context
-def pull(ctx: click.Context, ref: str, destination: Path, parallel: int, quiet: bool,
-         as_json: bool) -> None:
+def pull(ctx: click.Context, ref: str, arguments: tuple[str, ...], dest_option: Path | None,
+         includes: tuple[str, ...], excludes: tuple[str, ...], no_cache: bool,
+         cache_dir: Path | None, offline: bool | None, refresh: bool, parallel: int,
+         quiet: bool, as_json: bool) -> None:
     """Download the version REF (MODEL/3, MODEL@ALIAS, MODEL@sha256:…, MODEL for the
-    latest) into DESTINATION.
+    latest) into DEST, or only the files and folders PATH… of it.
+
+    Files go through the local cache shared by every pull on this machine (--cache-dir,
+    $MODELREG_CACHE, else ~/.cache/modelreg): a file is downloaded once, whatever the
+    versions and destinations that hold it.  DEST gets copies (yours to edit); without DEST
+    the files stay in the cache and the command prints where (`modelreg path REF` prints
+    only that).  An argument that names a file or folder of the version is a PATH; the other
+    one is DEST (or give DEST with --dest).
 
     Every file's sha256 is verified before it takes its name; an interrupted pull resumes
-    its partial files when run again.
+    its partial files when run again.  The server is asked what REF names each time; when it
+    cannot be reached, an alias resolves to what it last pointed at (--refresh forbids that,
+    --offline or MODELREG_OFFLINE=1 never asks).
     """
-    _ref(ref)
-    client = _client(ctx)
+    parsed = _ref(ref)
+    client, offline = _cache_client(ctx, cache_dir, offline, refresh)
     client.parallel = parallel
+    if no_cache and offline:
+        raise click.UsageError("--offline needs the cache: drop --no-cache")
     progress = _progress(as_json, quiet)
     try:
-        result = client.pull(ref, destination, progress=progress)
+        listing, from_cache = Puller(client, progress).resolve(
+            str(parsed), cache=None if no_cache else client.cache, offline=offline,
+            refresh=refresh)
+        known = {f.path for f in listing.files}
+        known |= {"/".join(p.split("/")[:i]) for p in list(known)
+                  for i in range(1, p.count("/") + 1)}
+        paths = [a for a in arguments if a.strip("/") in known]
+        others = [a for a in arguments if a.strip("/") not in known]
+        if dest_option is not None:
+            others.insert(0, "")
+        if len(others) > 1:
+            raise NotFound(f"{listing.model}/{listing.version} has no file or folder "
+                           f"{others[1]!r} (only one argument is the destination)",
+                           code="file_not_found", details={"path": others[1]})
+        destination = dest_option or (Path(others[0]) if others else None)
+        if no_cache and destination is None:
+            raise click.UsageError("--no-cache needs a destination (DEST or --dest)")
+        result = client.pull(listing, destination, progress=progress, include=includes,
+                             exclude=excludes, paths=paths, cache=not no_cache,
+                             offline=offline)
     finally:
         if progress is not None:
             progress.close()
+    result = dataclasses.replace(result, resolved_offline=from_cache)
     if as_json:
         _echo_json(result.as_dict())
     else:
@@ -548,12 +621,116 @@ def pull(ctx: click.Context, ref: str, destination: Path, parallel: int, quiet: 
 
 
 def _print_pull(result: PullResult) -> None:
-    click.echo(f"pulled {result.model}/{result.version} into {result.destination}")
+    where = result.destination if result.destination != result.cache_path else \
+        f"the cache: {result.destination}"
+    click.echo(f"pulled {result.model}/{result.version} into {where}")
     if result.digest:
         click.echo(f"  digest   {result.digest}")
     click.echo(f"  files    {len(result.downloaded_files)} downloaded "
                f"({_size(result.downloaded_bytes)}), {len(result.skipped_files)} already "
                "there, all verified")
+    if result.resolved_offline:
+        click.echo("  offline  resolved from the cache, without the server")
+
+
+@client_command(main)
+@click.argument("ref")
+@click.option("--include", "includes", multiple=True, metavar="PATTERN",
+              help="Only files matching this gitignore-style pattern; repeat for several.")
+@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
+              help="Leave out files matching this gitignore-style pattern; repeat for several.")
+@_cache_options
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.pass_context
+def path(ctx: click.Context, ref: str, includes: tuple[str, ...], excludes: tuple[str, ...],
+         cache_dir: Path | None, offline: bool | None, refresh: bool, quiet: bool) -> None:
+    """Print the directory of version REF in the local cache, pulling its files first if
+    they are not there: `python train.py --model "$(modelreg path fraud-detector@champion)"`.
+
+    The files there are links into the cache (copies where links are refused): read them,
+    do not edit them.  Progress goes to standard error.
+    """
+    parsed = _ref(ref)
+    client, offline = _cache_client(ctx, cache_dir, offline, refresh)
+    progress = None if quiet else NoticeProgress()
+    click.echo(client.path(str(parsed), include=includes, exclude=excludes, offline=offline,
+                           refresh=refresh, progress=progress))
+
+
+@main.group()
+def cache() -> None:
+    """The local cache of pulled files: list it, remove versions, prune blobs."""
+
+
+def _local_cache(ctx: click.Context, cache_dir: Path | None, need_server: bool) -> Cache:
+    """The cache at ``--cache-dir`` (or the default), for the configured server if any."""
+    options = ctx.find_root().obj or {}
+    try:
+        url = options.get("url") or load_settings().url
+    except ValueError:
+        url = None
+    if need_server and not url:
+        raise click.UsageError(
+            "no registry configured: run `modelreg login URL`, or set MODELREG_URL")
+    return Cache(cache_dir if cache_dir is not None else default_cache_dir(),
+                 url or "http://localhost")
+
+
+_cache_dir_option = click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+    help="The local cache (default: $MODELREG_CACHE, else ~/.cache/modelreg).")
+
+
+@client_command(cache, "ls")
+@_cache_dir_option
+@json_option
+@click.pass_context
+def cache_ls(ctx: click.Context, cache_dir: Path | None, as_json: bool) -> None:
+    """List the cached versions of every server: the refs that last resolved to each, how
+    many of its files are cached, their size, and the directory."""
+    versions = _local_cache(ctx, cache_dir, False).versions(every_server=True)
+    if as_json:
+        _echo_json([v.as_dict() for v in versions])
+        return
+    click.echo(f"{'VERSION':<40} {'REFS':<20} {'FILES':>9} {'SIZE':>10}  PATH")
+    for v in versions:
+        click.echo(f"{v.model + '/' + str(v.version):<40} {','.join(v.refs) or '-':<20} "
+                   f"{f'{v.files}/{v.total_files}':>9} {_size(v.size):>10}  {v.path}")
+
+
+@client_command(cache, "rm")
+@click.argument("ref")
+@_cache_dir_option
+@click.pass_context
+def cache_rm(ctx: click.Context, ref: str, cache_dir: Path | None) -> None:
+    """Remove version REF of the configured server from the cache (its blobs go at the next
+    `modelreg cache prune`); the server is not asked."""
+    parsed = _ref(ref)
+    local = _local_cache(ctx, cache_dir, True)
+    listing = local.lookup(parsed.model, parsed.version or "latest")
+    local.forget(listing.model, listing.version)
+    click.echo(f"removed {listing.model}/{listing.version} from the cache")
+
+
+@client_command(cache, "prune")
+@click.option("--all", "everything", is_flag=True,
+              help="Remove every cached version too, so every blob.")
+@_cache_dir_option
+@json_option
+@click.pass_context
+def cache_prune(ctx: click.Context, everything: bool, cache_dir: Path | None,
+                as_json: bool) -> None:
+    """Remove the cached files no cached version refers to (of every server), and what
+    interrupted work left behind; with --all, everything."""
+    result = _local_cache(ctx, cache_dir, False).prune(everything=everything,
+                                                       every_server=True)
+    if as_json:
+        _echo_json(result.as_dict())
+        return
+    if result.removed_versions:
+        click.echo(f"removed {len(result.removed_versions)} cached version(s)")
+    click.echo(f"removed {len(result.removed_blobs)} file(s), freed "
+               f"{_size(result.freed_bytes)}")
 
 
 # ----------------------------------------------------------------------- reading

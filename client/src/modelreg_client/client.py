@@ -26,7 +26,9 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 from urllib3.util.retry import Retry
 
 from . import __version__
-from .config import DEFAULT_RETRIES
+from .cache import Cache, PathFilter
+from .config import DEFAULT_RETRIES, offline_setting
+from .config import cache_dir as default_cache_dir
 from .errors import ModelregError, NetworkError, NotFound, ServerError, error_for_status
 from .manifest import DIGEST_PREFIX, FileRegion, IgnoreRules
 from .transfer import DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, Puller, Pusher
@@ -96,6 +98,9 @@ class Client:
     :param chunk_size: preferred chunk size of upload sessions (bounded by the server's).
     :param state_dir: where :meth:`push` keeps what it needs to resume after an interruption
         (default: :func:`modelreg_client.config.state_dir`).
+    :param cache_dir: the root of the local cache of pulled files, shared by every client on
+        the machine (default: :func:`modelreg_client.config.cache_dir`, i.e.
+        ``$MODELREG_CACHE`` or ``~/.cache/modelreg``).
 
     Use it as a context manager, or call :meth:`close`, to release its connections.
     """
@@ -111,6 +116,7 @@ class Client:
         parallel: int = 4,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         state_dir: str | Path | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         if not url or "://" not in url:
             raise ValueError(f"the server URL must start with http:// or https://, not {url!r}")
@@ -121,6 +127,9 @@ class Client:
         self.parallel = max(1, parallel)
         self.chunk_size = max(MIN_CHUNK_SIZE, chunk_size)
         self.state_dir = None if state_dir is None else Path(state_dir)
+        #: The local cache of this server's files (:mod:`modelreg_client.cache`).
+        self.cache = Cache(default_cache_dir() if cache_dir is None else Path(cache_dir),
+                           self.url)
         #: The server's single-PUT limit once learned from an upload session.
         self.max_put_size: int | None = None
         self.min_chunk_size: int | None = None
@@ -650,19 +659,71 @@ class Client:
             description=description, alias=alias, wait=wait, rules=rules)
 
     def pull(
-        self, ref: str, destination: str | Path, *, progress: Any = None
+        self, ref: str | FileList, destination: str | Path | None = None, *,
+        progress: Any = None, include: Iterable[str] = (), exclude: Iterable[str] = (),
+        paths: Iterable[str] = (), cache: bool | None = None, offline: bool | None = None,
+        refresh: bool = False,
     ) -> PullResult:
-        """Download every file of a version (``model/3``, ``model@alias``,
+        """Download the files of a version (``model/3``, ``model@alias``,
         ``model@sha256:…``, ``model`` for the latest) into ``destination``.
 
         Files download in parallel to ``<name>.part``, resume with ``Range`` when a partial
         file is there, and are renamed into place only once their sha256 is verified; files
         already present with the right content are left alone.
 
+        :param paths: only these files, or folders with everything under them.
+        :param include: only files matching one of these gitignore-style patterns.
+        :param exclude: not the files matching one of these patterns.
+        :param cache: go through the local cache (:attr:`cache`): each file is downloaded
+            once for every version and destination that holds it, and ``destination`` gets
+            copies of the cached files.  The default: only when no ``destination`` is given
+            (then the files stay in the cache, at ``result.cache_path``).
+        :param offline: never ask the server: the ref resolves to what it last resolved to
+            in the cache, and only cached files are found (default: ``MODELREG_OFFLINE``).
+            Online, a server that cannot be reached makes a cached ref resolve the same way.
+        :param refresh: require the server's answer: no fallback to the cache.
         :raises IntegrityError: a file's bytes do not match its sha256 (no final file is
             written for it).
+        :raises UnwritablePath: a path cannot be written (nothing was written).
+        :raises NotCached: offline, and the cache lacks the ref or a file.
         """
-        return Puller(self, progress).pull(ref, Path(destination))
+        offline = offline_setting() if offline is None else offline
+        use_cache = destination is None if cache is None else cache
+        if offline and refresh:
+            raise ValueError("offline and refresh exclude each other")
+        if not use_cache:
+            if destination is None or offline:
+                raise ValueError("a pull without the cache needs a destination and the server")
+        select = PathFilter(include=include, exclude=exclude, paths=paths)
+        return Puller(self, progress).pull(
+            ref, None if destination is None else Path(destination),
+            cache=self.cache if use_cache else None, select=select, offline=offline,
+            refresh=refresh)
+
+    def resolve(self, ref: str, *, offline: bool | None = None,
+                refresh: bool = False) -> FileList:
+        """The version ``ref`` names and its files, recorded in the cache; offline (or
+        when the server cannot be reached, unless ``refresh``) what the cache recorded."""
+        offline = offline_setting() if offline is None else offline
+        return Puller(self).resolve(ref, cache=self.cache, offline=offline,
+                                    refresh=refresh)[0]
+
+    def path(
+        self, ref: str, *, include: Iterable[str] = (), exclude: Iterable[str] = (),
+        paths: Iterable[str] = (), offline: bool | None = None, refresh: bool = False,
+        progress: Any = None,
+    ) -> Path:
+        """The directory of version ``ref`` in the local cache, its (selected) files pulled
+        first if they are not there yet — for code that loads a model from a folder::
+
+            model = AutoModel.from_pretrained(client.path("fraud-detector@champion"))
+
+        The files there are links into the cache (or copies where links are refused): read
+        them, do not edit them.  Parameters as for :meth:`pull`.
+        """
+        result = self.pull(ref, None, progress=progress, include=include, exclude=exclude,
+                           paths=paths, cache=True, offline=offline, refresh=refresh)
+        return Path(result.cache_path or result.destination)
 
 
 def _reason(exc: Exception) -> str:

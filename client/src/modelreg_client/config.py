@@ -7,6 +7,10 @@
   sets how often idempotent requests are retried (default 4, with exponential backoff).
 * Push state (upload sessions to resume after an interruption) lives in
   ``$MODELREG_STATE_DIR``, else ``$XDG_STATE_HOME/modelreg`` (``~/.local/state/modelreg``).
+* The cache of pulled files (:mod:`modelreg_client.cache`) lives in ``$MODELREG_CACHE``, else
+  ``$XDG_CACHE_HOME/modelreg`` (``~/.cache/modelreg``); ``MODELREG_OFFLINE=1`` makes pulls
+  use only the cache, never asking the server (like the Hugging Face Hub's
+  ``HF_HUB_OFFLINE``).
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Settings", "config_path", "load_settings", "retries_setting", "save_settings",
-           "state_dir"]
+__all__ = ["Settings", "cache_dir", "config_path", "load_settings", "offline_setting",
+           "retries_setting", "save_settings", "state_dir"]
 
 CONFIG_ENV = "MODELREG_CONFIG"
 URL_ENV = "MODELREG_URL"
 TOKEN_ENV = "MODELREG_TOKEN"  # noqa: S105 - the variable's name, not a secret
 STATE_ENV = "MODELREG_STATE_DIR"
 RETRIES_ENV = "MODELREG_RETRIES"
+CACHE_ENV = "MODELREG_CACHE"
+OFFLINE_ENV = "MODELREG_OFFLINE"
 DEFAULT_RETRIES = 4
 
 
@@ -65,6 +71,21 @@ def state_dir(environ: Mapping[str, str] | None = None) -> Path:
     if explicit:
         return Path(explicit)
     return _home_dir("XDG_STATE_HOME", ".local/state", environ) / "modelreg"
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The root of the cache of pulled files (it need not exist)."""
+    environ = os.environ if environ is None else environ
+    explicit = environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    return _home_dir("XDG_CACHE_HOME", ".cache", environ) / "modelreg"
+
+
+def offline_setting(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``MODELREG_OFFLINE`` asks for the cache only (``1``, ``true``, ``yes``, ``on``)."""
+    environ = os.environ if environ is None else environ
+    return environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _read_file(path: Path) -> dict[str, str]:

@@ -23,6 +23,7 @@ __all__ = [
     "InvalidRequest",
     "ModelregError",
     "NetworkError",
+    "NotCached",
     "NotFound",
     "PermissionDenied",
     "ServerError",
@@ -144,6 +145,13 @@ class UnwritablePath(ModelregError):
 
     exit_code = 7
     default_code = "unwritable_path"
+
+
+class NotCached(NotFound):
+    """Offline (``--offline``, ``MODELREG_OFFLINE=1``, or the server unreachable), and the
+    cache lacks what was asked: a ref it never resolved, or files it never downloaded."""
+
+    default_code = "not_cached"
 
 
 def error_for_status(

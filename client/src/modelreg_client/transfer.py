@@ -19,7 +19,9 @@
 6. finalizes, checks the server's digest against the local one, moves the alias.
 
 :class:`Puller` (behind :meth:`Client.pull`) downloads each file to ``<name>.part``, resumes a
-partial file with ``Range``, verifies the sha256 and only then renames it into place.
+partial file with ``Range``, verifies the sha256 and only then renames it into place.  Through
+the local cache (:mod:`modelreg_client.cache`) the file downloaded is the blob, under its
+lock, once for every version and destination; a destination then gets copies.
 
 Progress goes to a :class:`Progress` (the command line's draws bars); its methods are called
 from the worker threads and may raise to abort the transfer.
@@ -32,6 +34,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -42,12 +45,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import requests
 import urllib3
 
+from .cache import Cache, PathFilter
 from .config import state_dir as default_state_dir
 from .errors import (
     Conflict,
     IntegrityError,
     InvalidRequest,
     NetworkError,
+    NotCached,
     NotFound,
     ServerError,
     UnwritablePath,
@@ -65,7 +70,7 @@ from .manifest import (
     version_digest,
 )
 from .refs import parse_ref
-from .types import FileEntry, PullResult, PushResult, Version
+from .types import FileEntry, FileList, PullResult, PushResult, Version
 
 if TYPE_CHECKING:
     from .client import Client
@@ -663,27 +668,63 @@ class Puller:
         self.pool = _Pool(client.parallel)
         self.received = _Counter()
 
-    def pull(self, ref: str, destination: Path) -> PullResult:
-        """Download the version ``ref`` into ``destination``; see :meth:`Client.pull`."""
+    def resolve(self, ref: str, *, cache: Cache | None = None, offline: bool = False,
+                refresh: bool = False) -> tuple[FileList, bool]:
+        """The version ``ref`` names and its files, and whether they came from the cache
+        rather than the server.
+
+        With a ``cache``: ``offline`` never asks the server (the ref resolves to what it last
+        resolved to); otherwise the server is asked, the answer recorded, and if the server
+        cannot be reached the cached answer is used (with a notice) unless ``refresh``.
+        """
         parsed = parse_ref(ref)
-        listing = self.client.list_files(parsed.model, parsed.version or "latest")
-        if listing.digest is not None and version_digest(listing.files) != listing.digest:
-            raise IntegrityError(
-                f"the file list of {listing.model}/{listing.version} does not match its "
-                f"digest {listing.digest}", code="digest_mismatch")
-        root = destination.resolve()
-        targets = {f.path: self._target(root, f.path) for f in listing.files}
+        version_ref = parsed.version or "latest"
+        if cache is not None and offline:
+            return _checked(cache.lookup(parsed.model, version_ref)), True
+        try:
+            listing = _checked(self.client.list_files(parsed.model, version_ref))
+        except NetworkError as exc:
+            if cache is None or refresh:
+                raise
+            try:
+                listing = _checked(cache.lookup(parsed.model, version_ref))
+            except NotCached:
+                raise exc from None
+            self.progress.notice(
+                f"{exc.message}; using {listing.model}/{listing.version} from the cache, "
+                f"what {parsed} resolved to when last asked (--refresh to require the server)")
+            return listing, True
+        if cache is not None:
+            cache.remember(listing, version_ref)
+        return listing, False
+
+    def pull(self, ref: str | FileList, destination: Path | None, *, cache: Cache | None = None,
+             select: PathFilter | None = None, offline: bool = False,
+             refresh: bool = False) -> PullResult:
+        """Download the version ``ref`` (or an already resolved listing) into
+        ``destination``, through ``cache`` when given; see :meth:`Client.pull`."""
+        if isinstance(ref, FileList):
+            listing, from_cache = ref, False
+        else:
+            listing, from_cache = self.resolve(ref, cache=cache, offline=offline,
+                                               refresh=refresh)
+        files = (select or PathFilter()).select(listing)
+        root = None if destination is None else destination.resolve()
+        targets = {} if root is None else {f.path: self._target(root, f.path) for f in files}
         # Every path checked before anything is written: no pull stops half-way on a name
         # this system cannot hold.
-        problem = unwritable_path(targets, root)
-        if problem is not None:
-            path, reason = problem
-            raise UnwritablePath(f"cannot write {path!r} into {destination}: {reason}; "
-                                 "nothing was written", details={"path": path,
-                                                                 "reason": reason})
+        if root is not None:
+            _check_writable(targets, root, str(destination))
+        if cache is not None:
+            tree = cache.tree(listing.model, listing.version).resolve()
+            _check_writable({f.path: self._target(tree, f.path) for f in files}, tree,
+                            f"the cache ({tree})")
+            return self._pull_cached(listing, files, cache, destination, targets, from_cache,
+                                     offline)
+        assert root is not None and destination is not None
         destination.mkdir(parents=True, exist_ok=True)
-        todo = [f for f in listing.files if not _has_content(targets[f.path], f)]
-        skipped = [f.path for f in listing.files if f not in todo]
+        todo = [f for f in files if not _has_content(targets[f.path], f)]
+        skipped = [f.path for f in files if f not in todo]
         self.progress.begin("download", len(todo), sum(f.size for f in todo))
         # Pin the number: an alias could move while the files download.
         number = listing.version
@@ -695,8 +736,58 @@ class Puller:
         self.pool.run(one, sorted(todo, key=lambda f: -f.size))
         self.progress.end("download")
         return PullResult(listing.model, listing.version, listing.digest, str(destination),
-                          listing.files, [f.path for f in todo], skipped,
-                          self.received.value)
+                          files, [f.path for f in todo], skipped, self.received.value)
+
+    def _pull_cached(self, listing: FileList, files: list[FileEntry], cache: Cache,
+                     destination: Path | None, targets: dict[str, Path], from_cache: bool,
+                     offline: bool) -> PullResult:
+        """Fetch the blobs the cache lacks (each under its lock), link them into the
+        version's tree, then copy the files into ``destination`` if one was given."""
+        tree = cache.tree(listing.model, listing.version).resolve()
+        cache.remember(listing, None)
+        entries = {f.path: self._target(tree, f.path) for f in files}
+        todo = [f for f in files if not cache.holds(entries[f.path], f)]
+        fetch = {f.sha256: f for f in todo if not cache.blob(f.sha256).is_file()}
+        if offline and fetch:
+            missing = sorted(f.path for f in todo if f.sha256 in fetch)
+            raise NotCached(
+                f"offline, and the cache lacks {len(missing)} file(s) of "
+                f"{listing.model}/{listing.version}: {', '.join(missing[:5])}"
+                + (" …" if len(missing) > 5 else ""), details={"paths": missing})
+        self.progress.begin("download", len(fetch), sum(f.size for f in fetch.values()))
+        downloaded: list[str] = []
+        record = threading.Lock()
+
+        def one(file: FileEntry) -> None:
+            with cache.lock(file.sha256):
+                blob = cache.blob(file.sha256)
+                if not (blob.is_file() and blob.stat().st_size == file.size):
+                    self._download(listing.model, listing.version, file, blob)
+                    with record:
+                        downloaded.append(file.path)
+                cache.place(file, entries[file.path])
+
+        self.pool.run(one, sorted(todo, key=lambda f: -f.size))
+        self.progress.end("download")
+        skipped = [f.path for f in files if f not in todo]
+        if destination is not None:
+            destination.mkdir(parents=True, exist_ok=True)
+            skipped = []
+            for file in files:
+                target = targets[file.path]
+                if _has_content(target, file):
+                    skipped.append(file.path)
+                    continue
+                # A copy, not a link: the files of a destination are the user's to edit,
+                # and an edit must not reach the cache (the Hub's local_dir copies too).
+                target.parent.mkdir(parents=True, exist_ok=True)
+                temporary = target.with_name(target.name + PART_SUFFIX)
+                shutil.copyfile(cache.blob(file.sha256), temporary)
+                os.replace(temporary, target)
+        return PullResult(listing.model, listing.version, listing.digest,
+                          str(destination if destination is not None else tree), files,
+                          sorted(downloaded), sorted(skipped), self.received.value,
+                          cache_path=str(tree), resolved_offline=from_cache)
 
     @staticmethod
     def _target(root: Path, path: str) -> Path:
@@ -787,6 +878,24 @@ class Puller:
                     if written == 0:  # nothing worth resuming from
                         part.unlink(missing_ok=True)
         return digest.hexdigest()
+
+
+def _checked(listing: FileList) -> FileList:
+    """``listing``, once its files are found to match its digest."""
+    if listing.digest is not None and version_digest(listing.files) != listing.digest:
+        raise IntegrityError(
+            f"the file list of {listing.model}/{listing.version} does not match its "
+            f"digest {listing.digest}", code="digest_mismatch")
+    return listing
+
+
+def _check_writable(targets: dict[str, Path], root: Path, where: str) -> None:
+    """Refuse (nothing written) when a path cannot be written under ``root``."""
+    problem = unwritable_path(targets, root)
+    if problem is not None:
+        path, reason = problem
+        raise UnwritablePath(f"cannot write {path!r} into {where}: {reason}; "
+                             "nothing was written", details={"path": path, "reason": reason})
 
 
 def _blocks(response: requests.Response, buffer: memoryview) -> Iterator[int]:

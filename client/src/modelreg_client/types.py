@@ -322,6 +322,10 @@ class PullResult(_Result):
     :ivar downloaded_files: paths fetched (in full or the rest of a partial file).
     :ivar skipped_files: paths already present locally with the right content.
     :ivar downloaded_bytes: bytes received in this call.
+    :ivar cache_path: the version's directory in the local cache (``None`` for a pull that
+        bypassed the cache); ``destination`` is the same directory when none was given.
+    :ivar resolved_offline: the ref was resolved from the cache, not by the server (offline,
+        or the server could not be reached).
     """
 
     model: str
@@ -332,3 +336,5 @@ class PullResult(_Result):
     downloaded_files: list[str]
     skipped_files: list[str]
     downloaded_bytes: int
+    cache_path: str | None = None
+    resolved_offline: bool = False
