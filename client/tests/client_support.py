@@ -114,14 +114,20 @@ def write_random(path: Path, size: int, block: int = 8 * MiB) -> str:
     return digest.hexdigest()
 
 
-def received_bytes(registry: Registry) -> float:
-    """File bytes the server has received so far (``modelreg_transfer_bytes_total``)."""
+def received_bytes(registry: Registry, direction: str = "upload") -> float:
+    """File bytes the server has received so far (``modelreg_transfer_bytes_total``), or
+    sent with ``direction="download"``."""
     response = requests.get(f"{registry.url}/metrics", timeout=30,
                             headers={"Authorization": f"Bearer {registry.token}"})
     response.raise_for_status()
     return sum(float(line.rsplit(" ", 1)[1]) for line in response.text.splitlines()
                if line.startswith("modelreg_transfer_bytes_total{")
-               and 'direction="upload"' in line)
+               and f'direction="{direction}"' in line)
+
+
+def sent_bytes(registry: Registry) -> float:
+    """File bytes the server has sent so far (downloads)."""
+    return received_bytes(registry, "download")
 
 
 def tree(root: Path) -> dict[str, str]:
