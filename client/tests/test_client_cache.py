@@ -132,7 +132,7 @@ def test_concurrent_pulls_download_each_file_once(cached, registry, model_name, 
     assert not list((tmp_path / "cache").rglob("*.part"))
 
 
-def test_a_cached_alias_resolves_offline_to_what_it_last_pointed_at(tmp_path):
+def test_a_cached_alias_resolves_offline_to_what_it_last_pointed_at(tmp_path, monkeypatch):
     source = tmp_path / "model"
     make_model(source)
     cache_dir = tmp_path / "cache"
@@ -160,6 +160,10 @@ def test_a_cached_alias_resolves_offline_to_what_it_last_pointed_at(tmp_path):
         assert client.path("offline-model@prod", offline=True).name == "1"
         with pytest.raises(NetworkError):
             client.path("offline-model@prod", refresh=True)
+        monkeypatch.setenv("MODELREG_OFFLINE", "1")  # a plain pull then uses the cache
+        assert client.pull("offline-model@prod", tmp_path / "env").resolved_offline
+        assert tree(tmp_path / "env") == tree(tmp_path / "out")
+        monkeypatch.delenv("MODELREG_OFFLINE")
         with pytest.raises(NotCached):
             client.path("offline-model@staging", offline=True)
         with pytest.raises(NetworkError):  # never resolved: the server's failure is said

@@ -33,7 +33,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,12 @@ class Cache:
 
     def __repr__(self) -> str:
         return f"Cache({str(self.root)!r}, {self.url!r})"
+
+    def _at(self, server: Path) -> Cache:
+        """The cache of another server's directory under the same root."""
+        other = Cache(self.root, self.url)
+        other.directory = server
+        return other
 
     # -------------------------------------------------------------------- places
 
@@ -352,8 +358,7 @@ class Cache:
         servers = sorted(p for p in self.root.iterdir() if p.is_dir()) \
             if every_server and self.root.is_dir() else [self.directory]
         for server in servers:
-            cache = Cache.__new__(Cache)
-            cache.root, cache.url, cache.directory = self.root, self.url, server
+            cache = self._at(server)
             if everything:
                 for version in cache.versions():
                     cache.forget(version.model, version.version)
@@ -391,10 +396,3 @@ def _make(mode: str, source: Path, target: Path) -> None:
         os.link(source, target)
     else:
         shutil.copyfile(source, target)
-
-
-def iter_blobs(cache: Cache) -> Iterator[Path]:
-    """Every blob of the server's part of the cache."""
-    for path in (cache.directory / "blobs").glob("*/*"):
-        if _SHA256.match(path.name):
-            yield path

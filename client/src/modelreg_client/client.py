@@ -677,7 +677,10 @@ class Client:
         :param cache: go through the local cache (:attr:`cache`): each file is downloaded
             once for every version and destination that holds it, and ``destination`` gets
             copies of the cached files.  The default: only when no ``destination`` is given
-            (then the files stay in the cache, at ``result.cache_path``).
+            (then the files stay in the cache, at ``result.cache_path``) or offline; a pull
+            into a destination without the cache downloads straight into it, as the Hub's
+            ``local_dir`` downloads do.  The ``modelreg pull`` command uses the cache unless
+            told ``--no-cache``.
         :param offline: never ask the server: the ref resolves to what it last resolved to
             in the cache, and only cached files are found (default: ``MODELREG_OFFLINE``).
             Online, a server that cannot be reached makes a cached ref resolve the same way.
@@ -688,12 +691,11 @@ class Client:
         :raises NotCached: offline, and the cache lacks the ref or a file.
         """
         offline = offline_setting() if offline is None else offline
-        use_cache = destination is None if cache is None else cache
+        use_cache = (destination is None or offline) if cache is None else cache
         if offline and refresh:
             raise ValueError("offline and refresh exclude each other")
-        if not use_cache:
-            if destination is None or offline:
-                raise ValueError("a pull without the cache needs a destination and the server")
+        if not use_cache and (destination is None or offline):
+            raise ValueError("a pull without the cache needs a destination and the server")
         select = PathFilter(include=include, exclude=exclude, paths=paths)
         return Puller(self, progress).pull(
             ref, None if destination is None else Path(destination),
