@@ -349,8 +349,8 @@ class Cache:
         return referenced
 
     def prune(self, *, everything: bool = False, every_server: bool = False) -> PruneResult:
-        """Remove the blobs no cached version refers to, and leftovers of interrupted work;
-        with ``everything``, every cached version first (so every blob).  Blobs are removed
+        """Remove the blobs no cached version refers to; with ``everything``, every cached
+        version first (so every blob) and what interrupted downloads left behind.  Blobs are removed
         under their lock, after checking again that no pull has linked them meanwhile."""
         removed: list[str] = []
         versions: list[str] = []
@@ -363,7 +363,8 @@ class Cache:
                 for version in cache.versions():
                     cache.forget(version.model, version.version)
                     versions.append(f"{version.model}/{version.version}")
-            shutil.rmtree(server / "tmp", ignore_errors=True)
+            if everything:  # scratch folders of link probes (a running pull may own one)
+                shutil.rmtree(server / "tmp", ignore_errors=True)
             referenced = cache._referenced(server)
             candidates = sorted(
                 (p.name, p) for p in (server / "blobs").glob("*/*")

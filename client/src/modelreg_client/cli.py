@@ -720,8 +720,8 @@ def cache_rm(ctx: click.Context, ref: str, cache_dir: Path | None) -> None:
 @click.pass_context
 def cache_prune(ctx: click.Context, everything: bool, cache_dir: Path | None,
                 as_json: bool) -> None:
-    """Remove the cached files no cached version refers to (of every server), and what
-    interrupted work left behind; with --all, everything."""
+    """Remove the cached files no cached version refers to (of every server); with --all,
+    every cached version and file, and the partial files of interrupted pulls."""
     result = _local_cache(ctx, cache_dir, False).prune(everything=everything,
                                                        every_server=True)
     if as_json:
