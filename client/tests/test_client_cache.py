@@ -322,3 +322,34 @@ def test_links_are_symbolic_where_allowed_and_unwritable_paths_write_nothing(
     with pytest.raises(UnwritablePath):
         cached.pull(f"{model_name}/{number}", destination, cache=True)
     assert [p.name for p in destination.iterdir()] == ["tokenizer"]
+
+
+def test_threads_pulling_overlapping_versions_share_each_download(
+        cached, registry, model_name, tmp_path):
+    import threading
+
+    source = tmp_path / "model"
+    for i in range(4):
+        write_random(source / f"shard-{i}.bin", MiB + i)
+    first = cached.push(source, model_name).version.number
+    write_random(source / "extra.bin", MiB + 9)
+    second = cached.push(source, model_name).version.number
+    distinct = sum(MiB + i for i in range(4)) + MiB + 9
+    before = sent_bytes(registry)
+    failures: list[BaseException] = []
+
+    def pull(number: int) -> None:
+        try:
+            with Client(registry.url, registry.token, cache_dir=tmp_path / "cache") as own:
+                own.path(f"{model_name}/{number}")
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=pull, args=(n,)) for n in (first, second, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures
+    assert sent_bytes(registry) - before == distinct
+    assert tree(cached.path(f"{model_name}/{second}", offline=True)) == tree(source)
