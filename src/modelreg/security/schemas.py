@@ -186,6 +186,6 @@ class WhoAmI(BaseModel):
         description="The token's scopes (read, write or admin, optionally ':<pattern>'); null "
         "when the identity came from a plugin rather than a token.")
     grants: list[GrantHeld] = Field(description="Grants held, directly or through groups.")
-    anonymous: Literal["none", "read", "write"] = Field(
+    anonymous: Literal["none", "read", "write", "admin"] = Field(
         description="What anyone may do without credentials (modelreg.auth.anonymous).")
 
