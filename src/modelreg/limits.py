@@ -17,7 +17,6 @@ limit disagrees with the app's (:func:`check_server_body_limit`).
 
 from __future__ import annotations
 
-import configparser
 import logging
 import os
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from typing import Any
 
 from .files.services import max_put_size
 from .openapi import DEFAULT_MAX_JSON_BODY, MAX_JSON_BODY_SETTING
+from .servers import ini_waitress_setting
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +57,8 @@ def ini_server_body_limit(ini_path: str | os.PathLike[str] | None,
                           section: str = "server:main") -> int | None:
     """Waitress's ``max_request_body_size`` in ``ini_path``; ``None`` when the server
     section is not Waitress's (or the file cannot be read)."""
-    if not ini_path:
-        return None
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        parser.read(ini_path, encoding="utf-8")
-    except (OSError, configparser.Error):
-        return None
-    if not parser.has_section(section) or "waitress" not in parser[section].get("use", ""):
-        return None
-    try:
-        return int(parser[section].get("max_request_body_size", WAITRESS_DEFAULT_MAX_BODY))
-    except ValueError:
-        return None
+    return ini_waitress_setting(ini_path, "max_request_body_size", WAITRESS_DEFAULT_MAX_BODY,
+                                section)
 
 
 def check_server_body_limit(settings: Mapping[str, Any],

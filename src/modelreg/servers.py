@@ -40,9 +40,11 @@ THREADS_VARIABLE = "MODELREG_SERVER_THREADS"
 DEFAULT_MAX_OVERFLOW = 10
 
 
-def ini_server_threads(ini_path: str | os.PathLike[str] | None, section: str = "server:main"
-                       ) -> int | None:
-    """Waitress's ``threads`` from the ``[server:main]`` section of ``ini_path``, if any."""
+def ini_waitress_setting(ini_path: str | os.PathLike[str] | None, name: str, default: int,
+                         section: str = "server:main") -> int | None:
+    """The whole-number setting ``name`` of the Waitress section ``section`` of ``ini_path``
+    (``default``, Waitress's own, when unset); ``None`` when the file cannot be read, has no
+    such section, or its server is not Waitress."""
     if not ini_path:
         return None
     parser = configparser.ConfigParser(interpolation=None)
@@ -50,15 +52,18 @@ def ini_server_threads(ini_path: str | os.PathLike[str] | None, section: str = "
         parser.read(ini_path, encoding="utf-8")
     except (OSError, configparser.Error):
         return None
-    if not parser.has_section(section):
-        return None
-    server = parser[section]
-    if "waitress" not in server.get("use", ""):
+    if not parser.has_section(section) or "waitress" not in parser[section].get("use", ""):
         return None
     try:
-        return int(server.get("threads", "4"))  # Waitress's default is 4
+        return int(parser[section].get(name, str(default)))
     except ValueError:
         return None
+
+
+def ini_server_threads(ini_path: str | os.PathLike[str] | None, section: str = "server:main"
+                       ) -> int | None:
+    """Waitress's ``threads`` from the ``[server:main]`` section of ``ini_path``, if any."""
+    return ini_waitress_setting(ini_path, "threads", 4, section)  # Waitress's default is 4
 
 
 def server_threads(
