@@ -53,8 +53,8 @@ import webtest
 
 from document_helpers import load_document, operations
 from helpers import API, error_code
+from modelreg import paging
 from modelreg.openapi import DEFAULT_MAX_JSON_BODY, MAX_JSON_DEPTH
-from modelreg.registry import paging
 from modelreg.registry.filters import MAX_PATTERN_WILDCARDS
 from modelreg.testing import clear_database
 from security_helpers import (

@@ -11,6 +11,7 @@ from pyramid.config import Configurator
 from pyramid.events import ContextFound, NewRequest
 from pyramid.renderers import JSON
 
+from . import keys
 from .openapi import (
     add_method_not_allowed_views,
     refuse_control_characters,
@@ -73,7 +74,7 @@ def configure(
     log_plugins(pm)
 
     config = Configurator(settings=settings)
-    config.registry["modelreg.plugin_manager"] = pm
+    config.registry[keys.PLUGIN_MANAGER] = pm
     config.add_renderer("json", JSON(separators=(",", ":")))
     # Order matters: errors first (every later failure renders as JSON), then the database
     # and its transaction management, then security (the policy, the default permission that

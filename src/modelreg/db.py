@@ -32,6 +32,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import keys
+
 #: Execution option set on the engine that writing requests use.
 WRITER_OPTION = "modelreg_writer"
 #: Bodies up to this size are kept in memory so that their requests can be retried.
@@ -40,7 +42,7 @@ MAX_RETRIED_BODY = 1024 * 1024
 #: HTTP methods whose requests only read.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Where the (route name, method) pairs of streaming views are kept in the registry.
-STREAMING_KEY = "modelreg.db.streaming"
+STREAMING_KEY = keys.DB_STREAMING
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
@@ -273,8 +275,8 @@ def transaction(registry: Any, *, write: bool = True) -> Iterator[Session]:
     """
     tm = zope_transaction.TransactionManager(explicit=True)
     with tm:
-        yield get_tm_session(registry["dbsession_factory"], tm,
-                             registry["db_writer_engine"] if write else registry["db_engine"])
+        yield get_tm_session(registry[keys.DB_SESSION_FACTORY], tm,
+                             registry[keys.DB_WRITER_ENGINE] if write else registry[keys.DB_ENGINE])
 
 
 def mark_changed(dbsession: Session) -> None:
@@ -293,9 +295,9 @@ def _dbsession(request: Request) -> Session:
         registry = request.registry
         writes = request.method not in READ_METHODS and not is_streaming(request)
         dbsession = get_tm_session(
-            registry["dbsession_factory"],
+            registry[keys.DB_SESSION_FACTORY],
             request.tm,
-            registry["db_writer_engine"] if writes else registry["db_engine"],
+            registry[keys.DB_WRITER_ENGINE] if writes else registry[keys.DB_ENGINE],
         )
     return dbsession
 
@@ -358,7 +360,7 @@ def includeme(config: Configurator) -> None:
     settings.setdefault("retry.activate_hook", retry_activate_hook)
     config.include("pyramid_retry")
     engine = get_engine(settings)
-    config.registry["dbsession_factory"] = get_session_factory(engine)
-    config.registry["db_engine"] = engine
-    config.registry["db_writer_engine"] = writer_engine(engine)
+    config.registry[keys.DB_SESSION_FACTORY] = get_session_factory(engine)
+    config.registry[keys.DB_ENGINE] = engine
+    config.registry[keys.DB_WRITER_ENGINE] = writer_engine(engine)
     config.add_request_method(_dbsession, "dbsession", reify=True)

@@ -49,6 +49,8 @@ from pyramid.response import Response
 from pyramid.tweens import INGRESS
 from pyramid_retry import is_error_retryable
 
+from . import keys
+
 access_log = logging.getLogger("modelreg.access")
 
 HEADER = "X-Request-ID"
@@ -231,12 +233,10 @@ def log_when_sent(request: Request, response: Response, stream: Any, length: int
 
 def _principal(request: Request) -> str | None:
     """The caller's name if the request identified one (never authenticates by itself)."""
-    from .security.policy import get_policy
-
-    try:
-        return get_policy(request).known_identity_name(request)
-    except KeyError:  # no security policy in this registry
+    policy = request.registry.get(keys.SECURITY_POLICY)
+    if policy is None:  # no security policy in this registry
         return None
+    return policy.known_identity_name(request)
 
 
 def request_log_tween_factory(

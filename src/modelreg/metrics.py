@@ -64,6 +64,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.settings import asbool
 from pyramid.threadlocal import get_current_registry
 
+from . import keys
 from .errors import ApiError
 from .storage import DEFAULT_BACKEND, STORAGE_SETTING
 from .storage.errors import (
@@ -81,7 +82,7 @@ TOKEN_SETTING = "modelreg.metrics.token"  # noqa: S105 - a setting's name
 PUBLIC_SETTING = "modelreg.metrics.public"
 MIN_TOKEN_LENGTH = 16
 #: Where the app's :class:`Metrics` live in the Pyramid registry.
-REGISTRY_KEY = "modelreg.metrics"
+REGISTRY_KEY = keys.METRICS
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 DIRECTIONS = ("upload", "download")
 #: Errors of the client's making (a wrong digest, a missing blob): not the store failing.
@@ -330,7 +331,7 @@ def includeme(config: Configurator) -> None:
                            f"{MIN_TOKEN_LENGTH} random characters")
     multiprocess_dir = os.environ.get(MULTIPROCESS_VARIABLE) or None
     backend = (settings.get(STORAGE_SETTING) or DEFAULT_BACKEND).strip()
-    config.registry[REGISTRY_KEY] = Metrics(config.registry["db_engine"], multiprocess_dir,
+    config.registry[REGISTRY_KEY] = Metrics(config.registry[keys.DB_ENGINE], multiprocess_dir,
                                             backend)
     config.add_tween("modelreg.metrics.metrics_tween_factory",
                      under="modelreg.logs.request_log_tween_factory")

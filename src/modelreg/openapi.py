@@ -22,12 +22,13 @@ from pyramid.events import ContextFound, NewRequest
 from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
 
+from . import keys
 from .errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unprocessable
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-OPERATIONS_KEY = "modelreg.openapi.operations"
+OPERATIONS_KEY = keys.OPENAPI_OPERATIONS
 MAX_JSON_BODY_SETTING = "modelreg.api.max_json_body"
 DEFAULT_MAX_JSON_BODY = 1024 * 1024
 #: Deepest nesting of objects and arrays accepted in a JSON request body.
@@ -35,6 +36,26 @@ MAX_JSON_DEPTH = 32
 #: Statuses every operation with a JSON request body may answer: too large, not JSON,
 #: a value breaking a rule.
 BODY_ERRORS = (413, 415, 422)
+
+
+class Body(BaseModel):
+    """Base of request bodies: unknown fields are refused, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong."""
+
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorOut(BaseModel):
+    """Every error response has this shape."""
+
+    error: ErrorDetail
 
 
 @dataclass(frozen=True)
@@ -449,24 +470,18 @@ _BINARY = {"type": "string", "format": "binary"}
 
 def _anonymous_allowed(registry: Any, permission: str, pattern: str) -> bool:
     """Whether callers without credentials may use an operation of that permission on a
-    route of that pattern, as the registry's security policy decides."""
-    from .security.access import GRANTABLE, Access
-    from .security.policy import POLICY_KEY
-
-    policy = registry.get(POLICY_KEY)
-    required = GRANTABLE.get(permission)
-    if policy is None or required is None:
+    route of that pattern, as the registry's security policy decides (its
+    ``allows_anonymously``; no policy lets nobody in)."""
+    policy = registry.get(keys.SECURITY_POLICY)
+    if policy is None:
         return False
-    model = "any-model" if "{model}" in pattern else None
-    return Access(None, policy.anonymous).allows(required, model)
+    return policy.allows_anonymously(permission, model_scoped="{model}" in pattern)
 
 
 def openapi_document(
     registry: Any, route_patterns: dict[str, str], title: str, version: str
 ) -> dict[str, Any]:
     """Build the OpenAPI 3.1 document of every declared operation."""
-    from .registry.schemas import ErrorOut
-
     ops = operations(registry)
     models = {ErrorOut}
     for op in ops:

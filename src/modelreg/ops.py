@@ -15,7 +15,7 @@ from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
 from sqlalchemy.orm import Session
 
-from . import __version__
+from . import __version__, keys
 from .openapi import api_view, openapi_document
 from .registry.schemas import Health, OpenAPIDocument
 from .storage import REGISTRY_KEY as STORAGE_KEY
@@ -35,7 +35,7 @@ def healthz(request: Request) -> dict[str, Any]:
 READYZ_TIMEOUT_SETTING = "modelreg.readyz.timeout"
 DEFAULT_READYZ_TIMEOUT = 2.0
 #: Where the process keeps its :class:`ReadinessChecks` (in the Pyramid registry).
-CHECKS_KEY = "modelreg.readyz.checks"
+CHECKS_KEY = keys.READYZ_CHECKS
 
 
 def _probe(what: str, probe: Callable[[], Any]) -> str:
@@ -176,7 +176,7 @@ def _readiness_checks(request: Request) -> ReadinessChecks:
     if checks is None:
         timeout = readiness_timeout(registry.settings)
         stale = queue.stale_after(registry.settings)
-        engine = registry["db_engine"]
+        engine = registry[keys.DB_ENGINE]
         store = registry[STORAGE_KEY]
         checks = ReadinessChecks({
             "database": lambda: _probe("database", lambda: ping_database(engine, timeout)),
@@ -219,12 +219,12 @@ def readyz(request: Request) -> dict[str, Any]:
 def openapi_json(request: Request) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the API (built once per process)."""
     registry = request.registry
-    document = registry.get("modelreg.openapi.document")
+    document = registry.get(keys.OPENAPI_DOCUMENT)
     if document is None:
         mapper = registry.getUtility(IRoutesMapper)
         patterns = {route.name: route.pattern for route in mapper.get_routes()}
         document = openapi_document(registry, patterns, "modelreg", __version__)
-        registry["modelreg.openapi.document"] = document
+        registry[keys.OPENAPI_DOCUMENT] = document
     return document
 
 

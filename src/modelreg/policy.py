@@ -73,7 +73,7 @@ from sqlalchemy.orm import Session
 
 from .errors import Unprocessable
 from .models import Alias, File, UploadPart, UploadSession, Version, utcnow
-from .registry.names import check_alias, check_tag
+from .names import check_alias, check_tag
 from .types import Problem
 
 PREFIX = "modelreg.policy."

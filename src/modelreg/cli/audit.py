@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..registry.paging import MAX_PAGE_SIZE
+from ..paging import MAX_PAGE_SIZE
 from ..security.services import SecurityService
 from . import cli_actor, db_session, ini_argument, load
 

@@ -38,8 +38,8 @@ from ..db import transaction as db_transaction
 from ..errors import ApiError, BadRequest, Conflict, NotFound
 from ..interfaces import MIN_CHUNK_SIZE
 from ..models import Blob, File, Model, UploadSession, Version, utcnow
+from ..names import DIGEST_PREFIX
 from ..policy import ARCHIVED, check_upload
-from ..registry.names import DIGEST_PREFIX
 from ..registry.services import RegistryService, isotime
 from ..types import BlobInfo
 from .paths import check_new_path, conflict

@@ -51,8 +51,8 @@ from sqlalchemy.orm import Session
 from ..errors import ApiError, BadRequest, Conflict, Unprocessable
 from ..interfaces import MAX_PARTS
 from ..models import Blob, File, Model, UploadPart, UploadSession, Version, utcnow
+from ..names import DIGEST_PREFIX
 from ..policy import check_upload
-from ..registry.names import DIGEST_PREFIX
 from ..registry.services import RegistryService
 from ..storage.errors import DigestMismatch
 from ..types import BlobInfo

@@ -20,9 +20,9 @@ from ..errors import ApiError, BadRequest, PayloadTooLarge
 from ..interfaces import MAX_PARTS
 from ..logs import log_when_sent
 from ..metrics import metered
+from ..names import DIGEST_PREFIX
 from ..openapi import Param, api_view, parse_body
 from ..policy import ARCHIVED, check_upload
-from ..registry.names import DIGEST_PREFIX
 from ..registry.services import RegistryService
 from ..security.access import Level
 from ..security.policy import ModelContext, denial, get_policy, readable_models, root_factory

@@ -3,7 +3,7 @@
 from .events import AuditEvent, OutboxEvent
 from .files import Blob, File, UploadPart, UploadSession
 from .jobs import Job, ScanFinding, WorkerBeat
-from .meta import Base, parse_timestamp, utcnow
+from .meta import Base, isotime, parse_timestamp, utcnow
 from .registry import Alias, AliasHistory, Model, ModelTag, Version, VersionTag
 from .security import ApiToken, AuthFailure, Grant, Group, GroupMember, Principal
 
@@ -30,6 +30,7 @@ __all__ = [
     "Version",
     "VersionTag",
     "WorkerBeat",
+    "isotime",
     "parse_timestamp",
     "utcnow",
 ]

@@ -35,6 +35,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def isotime(value: dt.datetime | None) -> str | None:
+    """Render a stored (naive UTC) timestamp as ISO 8601 with a ``Z``."""
+    return None if value is None else value.isoformat(timespec="microseconds") + "Z"
+
+
 _TIMESTAMP = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:[Zz]|[+-][0-9]{2}:?[0-9]{2})?)?"

@@ -130,7 +130,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import BadRequest
 from ..models import Alias, Model, ModelTag, Version, VersionTag, parse_timestamp
-from .names import normalize_name
+from ..names import LIKE_ESCAPE, glob_to_like, normalize_name
 
 __all__ = [
     "MAX_FILTER_DEPTH",
@@ -159,8 +159,6 @@ MAX_FILTER_TERMS = 100
 MAX_PATTERN_WILDCARDS = 10
 
 #: The escape character of every ``LIKE`` the filters emit.
-LIKE_ESCAPE = "\\"
-
 VERSION_STATUSES = ("draft", "validating", "ready", "rejected", "archived")
 
 _INT_LIMIT = 2**63 - 1
@@ -565,25 +563,6 @@ def _parse(text: str) -> Node:
 
 
 # --- patterns and values -------------------------------------------------------------------
-
-
-def glob_to_like(pattern: str) -> str:
-    """Translate a shell pattern into a ``LIKE`` pattern whose escape character is ``\\``.
-
-    ``*`` becomes ``%``, ``?`` becomes ``_``; ``%``, ``_`` and ``\\`` are escaped so they match
-    themselves; every other character is literal.
-    """
-    out: list[str] = []
-    for char in pattern:
-        if char == "*":
-            out.append("%")
-        elif char == "?":
-            out.append("_")
-        elif char in ("%", "_", LIKE_ESCAPE):
-            out.append(LIKE_ESCAPE + char)
-        else:
-            out.append(char)
-    return "".join(out)
 
 
 def _check_like_pattern(pattern: str, position: int) -> None:

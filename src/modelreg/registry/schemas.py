@@ -12,16 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .names import ALIAS_MAX, MAX_NUMBER, MODEL_NAME_MAX, TAG_VALUE_MAX
+from ..names import ALIAS_MAX, MAX_NUMBER, MODEL_NAME_MAX, TAG_VALUE_MAX
+from ..openapi import Body
 
 DESCRIPTION_MAX = 10_000
 Status = Literal["draft", "validating", "ready", "rejected", "archived"]
-
-
-class Body(BaseModel):
-    """Base of request bodies: unknown fields are refused, so typos do not pass silently."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 # ----------------------------------------------------------------------------- requests
@@ -194,20 +189,6 @@ class TagOut(BaseModel):
 
     key: str
     value: str
-
-
-class ErrorDetail(BaseModel):
-    """What went wrong."""
-
-    code: str
-    message: str
-    details: dict[str, Any]
-
-
-class ErrorOut(BaseModel):
-    """Every error response has this shape."""
-
-    error: ErrorDetail
 
 
 class Health(BaseModel):

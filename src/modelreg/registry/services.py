@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, contains_eager, selectinload
 
+from .. import paging
 from ..db import mark_changed
 from ..errors import Conflict, NotFound, Unprocessable
 from ..models import (
@@ -34,7 +35,19 @@ from ..models import (
     OutboxEvent,
     Version,
     VersionTag,
+    isotime,
     utcnow,
+)
+from ..names import (
+    DIGEST_PREFIX,
+    LATEST,
+    check_alias,
+    check_model_name,
+    check_tag,
+    has_control,
+    is_number,
+    normalize_name,
+    parse_number,
 )
 from ..policy import (
     ARCHIVED,
@@ -49,26 +62,11 @@ from ..policy import (
 from ..validation import validate_alias, validate_model, validate_version
 from ..worker.queue import enqueue
 from ..worker.scanning import SCAN_JOB, file_count_problems, has_scanners
-from . import filters, paging
-from .names import (
-    DIGEST_PREFIX,
-    LATEST,
-    check_alias,
-    check_model_name,
-    check_tag,
-    has_control,
-    is_number,
-    normalize_name,
-    parse_number,
-)
+from . import filters
+from .errors import model_not_found
 
 #: Largest serialised size of a version's ``metadata`` or ``lineage``.
 MAX_DOCUMENT_BYTES = 64 * 1024
-
-
-def isotime(value: dt.datetime | None) -> str | None:
-    """Render a stored (naive UTC) timestamp as ISO 8601 with a ``Z``."""
-    return None if value is None else value.isoformat(timespec="microseconds") + "Z"
 
 
 def model_document(
@@ -281,13 +279,6 @@ def version_number(ref: str) -> int | None:
             details={"field": "version"},
         )
     return parse_number(ref)
-
-
-def model_not_found(name: str) -> NotFound:
-    """The answer for a model that does not exist, or that the caller may not know of."""
-    return NotFound(
-        f"model {name!r} does not exist", code="model_not_found", details={"model": name}
-    )
 
 
 def with_children(parent: Any, children: Iterable[Any]) -> Any:

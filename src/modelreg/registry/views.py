@@ -12,14 +12,15 @@ from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
 
+from .. import keys
 from ..errors import Forbidden
+from ..names import check_alias
 from ..openapi import Param, api_view, parse_body
 from ..policy import get_policy
 from ..security.http import client_address
 from ..security.policy import ModelContext, denial, readable_models, require
 from ..worker import queue
 from . import schemas
-from .names import check_alias
 from .services import RegistryService
 
 READ, WRITE, ADMIN = "read", "write", "admin"
@@ -37,7 +38,7 @@ def registry_service(request: Request) -> RegistryService:
     """The request's :class:`RegistryService` (``request.registry_service``)."""
     return RegistryService(
         request.dbsession,
-        request.registry["modelreg.plugin_manager"].hook,
+        request.registry[keys.PLUGIN_MANAGER].hook,
         request.registry.settings,
         actor=request.authenticated_userid,
         client_addr=client_address(request),

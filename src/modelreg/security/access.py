@@ -8,7 +8,7 @@ The rule, in one place (:class:`Access`): a caller's level on a model is
 * capped, when the caller used a token, by the highest level of the token's scopes that match
   the model's name (a token scoped ``read`` never writes, whatever its principal may do).
 
-Names are compared normalized (:func:`modelreg.registry.names.normalize_name`), so grants
+Names are compared normalized (:func:`modelreg.names.normalize_name`), so grants
 follow a model whatever case it is written in; patterns are exact names or globs in which
 ``*`` matches any run of characters and ``?`` exactly one.
 """
@@ -26,8 +26,7 @@ import sqlalchemy as sa
 
 from ..errors import Unprocessable
 from ..models.registry import NAME_LENGTH
-from ..registry.filters import LIKE_ESCAPE, glob_to_like
-from ..registry.names import normalize_name
+from ..names import LIKE_ESCAPE, glob_to_like, normalize_name
 
 
 class Level(enum.IntEnum):

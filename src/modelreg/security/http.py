@@ -36,11 +36,12 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.tweens import INGRESS
 
+from .. import keys
 from ..errors import BadRequest, error_response
 
 ALLOWED_HOSTS_SETTING = "modelreg.allowed_hosts"
 #: Where the parsed allow-list is kept in the registry (``None``: any host).
-ALLOWED_HOSTS_KEY = "modelreg.allowed_hosts"
+ALLOWED_HOSTS_KEY = keys.ALLOWED_HOSTS
 #: Longest client address recorded (the audit log's and the throttle's column).
 CLIENT_MAX = 64
 

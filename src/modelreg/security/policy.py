@@ -28,9 +28,10 @@ from pyramid.request import Request, RequestLocalCache
 from pyramid.response import Response
 from pyramid.security import Allowed, Denied
 
+from .. import keys
 from ..errors import ApiError, Forbidden, Unauthorized, error_response
 from ..models import ApiToken, Model, utcnow
-from ..registry.services import model_not_found
+from ..registry.errors import model_not_found
 from .access import GRANTABLE, Access, Identity, Level
 from .throttle import Throttle
 from .tokens import TOKEN_PREFIX, authenticate_token, identity_for_name
@@ -42,7 +43,7 @@ DENIED = "modelreg.denied"
 #: ``last_used_at`` is written at most this often per token (it costs a write transaction).
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 #: Where the policy is kept in the registry.
-POLICY_KEY = "modelreg.security_policy"
+POLICY_KEY = keys.SECURITY_POLICY
 
 
 class ModelContext:
@@ -89,6 +90,14 @@ class SecurityPolicy:
 
     # ------------------------------------------------------------------ identification
 
+    def allows_anonymously(self, permission: str, *, model_scoped: bool) -> bool:
+        """Whether a caller without credentials holds ``permission`` (on any model, when
+        ``model_scoped``); the OpenAPI document marks such operations."""
+        required = GRANTABLE.get(permission)
+        if required is None:
+            return False
+        return Access(None, self.anonymous).allows(required, "any-model" if model_scoped else None)
+
     def identity(self, request: Request) -> Identity | None:
         """The caller, found once per request; ``None`` if anonymous.
 
@@ -126,7 +135,7 @@ class SecurityPolicy:
                 identity, token = authenticate_token(request.dbsession, credentials, utcnow())
                 self._note_use(request, token)
                 return identity
-        hook = request.registry["modelreg.plugin_manager"].hook
+        hook = request.registry[keys.PLUGIN_MANAGER].hook
         name = hook.modelreg_authenticate(request=request)
         if name is not None:
             if header is None:
@@ -152,7 +161,7 @@ class SecurityPolicy:
         token_id = token.id
 
         def stamp(request: Request) -> None:
-            engine = request.registry["db_writer_engine"]
+            engine = request.registry[keys.DB_WRITER_ENGINE]
             try:
                 with engine.begin() as conn:
                     conn.execute(

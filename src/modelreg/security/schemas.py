@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from ..models.registry import NAME_LENGTH
-from ..registry.schemas import Body
+from ..openapi import Body
 from .services import MAX_TOKEN_DAYS, PRINCIPAL_NAME_MAX
 
 LevelName = Literal["read", "write", "admin"]

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .. import paging
 from ..errors import BadRequest, Conflict, NotFound, Unprocessable
 from ..models import (
     ApiToken,
@@ -24,12 +25,11 @@ from ..models import (
     Group,
     GroupMember,
     Principal,
+    isotime,
     parse_timestamp,
     utcnow,
 )
-from ..registry import paging
-from ..registry.names import parse_number
-from ..registry.services import isotime
+from ..names import parse_number
 from .access import Level, format_scopes, normalize_pattern, parse_scopes
 from .tokens import new_token
 

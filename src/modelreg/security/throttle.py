@@ -30,6 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 from pyramid.request import Request
 
+from .. import keys
 from ..errors import TooManyRequests
 from ..models import AuthFailure, utcnow
 from .http import client_address
@@ -122,7 +123,7 @@ class Throttle:
         at = utcnow()
 
         def record(request: Request) -> None:
-            self.record_failure(request.registry["db_writer_engine"], client, at)
+            self.record_failure(request.registry[keys.DB_WRITER_ENGINE], client, at)
 
         request.add_finished_callback(record)
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
+from .. import keys
 from ..interfaces import IBlobStore
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 STORAGE_SETTING = "modelreg.storage"
 DEFAULT_BACKEND = "local"
 #: Where the built store lives in the Pyramid registry.
-REGISTRY_KEY = "modelreg.blob_store"
+REGISTRY_KEY = keys.BLOB_STORE
 
 
 def backend_descriptions(settings: dict[str, Any], hook: Any) -> dict[str, BackendDescription]:
@@ -89,10 +90,10 @@ def _blob_store(request: Request) -> IBlobStore:
 def includeme(config: Configurator) -> None:
     """Build the configured blob store and make it ``request.blob_store``.
 
-    Needs ``config.registry["modelreg.plugin_manager"]``.  The store is also registered as
+    Needs ``config.registry[keys.PLUGIN_MANAGER]``.  The store is also registered as
     the utility providing :class:`~modelreg.interfaces.IBlobStore`.
     """
-    pm = config.registry["modelreg.plugin_manager"]
+    pm = config.registry[keys.PLUGIN_MANAGER]
     store = get_blob_store(config.get_settings(), pm.hook)
     config.registry[REGISTRY_KEY] = store
     config.registry.registerUtility(store, IBlobStore)

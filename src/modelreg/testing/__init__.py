@@ -41,6 +41,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from .. import keys
 from ..config import configure
 from ..migrations import upgrade
 from ..plugins import get_plugin_manager
@@ -103,8 +104,8 @@ def run_worker(app: Any, settings: dict[str, Any] | None = None, *, jobs: int | 
 
     registry = app.registry
     worker = Worker({**registry.settings, **(settings or {})},
-                    registry["modelreg.plugin_manager"], engine=registry["db_engine"],
-                    store=registry["modelreg.blob_store"])
+                    registry[keys.PLUGIN_MANAGER], engine=registry[keys.DB_ENGINE],
+                    store=registry[keys.BLOB_STORE])
     if jobs is None:
         return worker.run_once()
     return sum(1 for _ in range(jobs) if worker.run_job())
@@ -273,7 +274,7 @@ def modelreg_app(
     """The WSGI app over the session's database; its connections are closed afterwards."""
     app = make_app(modelreg_settings, modelreg_plugins)
     yield app
-    app.registry["db_engine"].dispose()
+    app.registry[keys.DB_ENGINE].dispose()
 
 
 @pytest.fixture
@@ -282,7 +283,7 @@ def testapp(modelreg_app: Any, modelreg_database: TestDatabase) -> Iterator[Any]
     import webtest
 
     yield webtest.TestApp(modelreg_app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
-    clear_database(modelreg_app.registry["db_engine"])
+    clear_database(modelreg_app.registry[keys.DB_ENGINE])
 
 
 @pytest.fixture(scope="session")
@@ -301,6 +302,6 @@ def modelreg_s3_server() -> Iterator[Any]:
 @pytest.fixture
 def hook_recorder(modelreg_app: Any) -> Iterator[HookRecorder]:
     """Records the hook calls the test app makes during the test."""
-    recorder = HookRecorder(modelreg_app.registry["modelreg.plugin_manager"])
+    recorder = HookRecorder(modelreg_app.registry[keys.PLUGIN_MANAGER])
     yield recorder
     recorder.close()

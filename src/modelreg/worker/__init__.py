@@ -31,11 +31,13 @@ import logging
 from pyramid.config import Configurator
 from pyramid.settings import asbool
 
+from .. import keys
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_SETTING = "modelreg.worker.embedded"
 #: Where the embedded worker, if any, is kept in the registry.
-REGISTRY_KEY = "modelreg.worker"
+REGISTRY_KEY = keys.EMBEDDED_WORKER
 
 
 def includeme(config: Configurator) -> None:
@@ -49,8 +51,8 @@ def includeme(config: Configurator) -> None:
     from .runner import EmbeddedWorker, Worker
 
     registry = config.registry
-    worker = Worker(settings, registry["modelreg.plugin_manager"],
-                    store=registry["modelreg.blob_store"])
+    worker = Worker(settings, registry[keys.PLUGIN_MANAGER],
+                    store=registry[keys.BLOB_STORE])
     embedded = EmbeddedWorker(worker)
     registry[REGISTRY_KEY] = embedded
     atexit.register(embedded.stop)

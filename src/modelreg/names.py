@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from ..errors import Unprocessable
+from .errors import Unprocessable
 
 MODEL_NAME_MAX = 128
 ALIAS_MAX = 64
@@ -119,3 +119,26 @@ def check_tag(key: str, value: str | None = None) -> None:
             code="invalid_tag",
             details={"field": f"tags.{key}", "key": key},
         )
+
+
+#: The escape character of the ``LIKE`` patterns built from shell patterns.
+LIKE_ESCAPE = "\\"
+
+
+def glob_to_like(pattern: str) -> str:
+    """Translate a shell pattern into a ``LIKE`` pattern whose escape character is ``\\``.
+
+    ``*`` becomes ``%``, ``?`` becomes ``_``; ``%``, ``_`` and ``\\`` are escaped so they match
+    themselves; every other character is literal.
+    """
+    out: list[str] = []
+    for char in pattern:
+        if char == "*":
+            out.append("%")
+        elif char == "?":
+            out.append("_")
+        elif char in ("%", "_", LIKE_ESCAPE):
+            out.append(LIKE_ESCAPE + char)
+        else:
+            out.append(char)
+    return "".join(out)

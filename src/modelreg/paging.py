@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import BadRequest, Unprocessable
+from .errors import BadRequest, Unprocessable
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
