@@ -98,8 +98,7 @@ def doc(value: Any) -> Any:
 
 def worker(app) -> Worker:
     registry = app.app.registry
-    return Worker(dict(registry.settings), registry["modelreg.plugin_manager"],
-                  engine=registry["db_engine"], store=registry["modelreg.blob_store"])
+    return Worker.from_registry(registry)
 
 
 def gc(app, **kwargs):

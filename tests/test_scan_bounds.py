@@ -48,8 +48,7 @@ def app(bounded_wsgi, openapi_checker) -> Iterator[CheckedTestApp]:
 
 def worker_of(wsgi: Any, **settings: str) -> Worker:
     registry = wsgi.registry
-    return Worker({**registry.settings, **settings}, registry["modelreg.plugin_manager"],
-                  engine=registry["db_engine"], store=registry["modelreg.blob_store"])
+    return Worker.from_registry(registry, settings)
 
 
 def draft(app, model: str, files: dict[str, bytes]) -> int:

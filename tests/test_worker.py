@@ -18,11 +18,11 @@ import pytest
 import sqlalchemy as sa
 
 from helpers import API, add_file, create_model, create_version
+from modelreg import jobs as queue
 from modelreg.api import Finding, StorageError, hookimpl
 from modelreg.models import Job, OutboxEvent, utcnow
 from modelreg.registry.services import manifest_digest
 from modelreg.testing import CORE_PLUGINS, clear_database, make_app
-from modelreg.worker import queue
 from modelreg.worker.runner import Worker
 from openapi_checking import CheckedTestApp
 
@@ -94,8 +94,7 @@ def app(scan_wsgi, openapi_checker) -> Iterator[CheckedTestApp]:
 
 def make_worker(scan_wsgi: Any, **settings: str) -> Worker:
     registry = scan_wsgi.registry
-    return Worker({**registry.settings, **settings}, registry["modelreg.plugin_manager"],
-                  engine=registry["db_engine"], store=registry["modelreg.blob_store"])
+    return Worker.from_registry(registry, settings)
 
 
 @pytest.fixture

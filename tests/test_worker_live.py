@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from modelreg.api import hookimpl
-from modelreg.testing import CORE_PLUGINS, TestDatabase, clear_database, make_plugin_manager
+from modelreg.testing import CORE_PLUGINS, TestDatabase, clear_database, make_app
 from modelreg.testing.server import LiveServer
 from modelreg.worker.runner import Worker
 
@@ -170,12 +170,12 @@ def test_a_scanner_that_fails_rejects_and_events_reach_on_event_in_order(
     api, live, database
 ):
     recorder = Recorder()
-    pm = make_plugin_manager([*CORE_PLUGINS, "modelreg_scan.plugin", recorder])
     settings = {"sqlalchemy.url": database.url, "retry.attempts": "3",
                 "modelreg.storage.local.path": live.settings["modelreg.storage.local.path"]}
     # the real scanner's subprocess cannot finish in a millisecond: it fails, closed
-    crashing = Worker({**settings, "modelreg.scan.timeout": "0.001"}, pm)
-    worker = Worker(settings, pm)
+    registry = make_app(settings, [*CORE_PLUGINS, "modelreg_scan.plugin", recorder]).registry
+    crashing = Worker.from_registry(registry, {"modelreg.scan.timeout": "0.001"})
+    worker = Worker.from_registry(registry)
     try:
         failing = api.upload_and_finalize({"model.safetensors": clean_safetensors()})
         crashing.run_once()
@@ -207,3 +207,4 @@ def test_a_scanner_that_fails_rejects_and_events_reach_on_event_in_order(
     finally:
         crashing.close()
         worker.close()
+        registry["db_engine"].dispose()

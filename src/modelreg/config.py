@@ -85,6 +85,7 @@ def configure(
     config.add_subscriber(refuse_undecodable_requests, NewRequest)
     config.add_subscriber(refuse_control_characters, ContextFound)
     config.include(".db")
+    config.include(".jobs")  # config.add_job_kind
     config.include(".policy")  # a wrong modelreg.policy.* setting stops start-up here
     # The blob store is built at start-up: an unknown backend stops it here.
     config.include(".storage")
@@ -93,7 +94,9 @@ def configure(
     config.include(".metrics")  # /metrics, when modelreg.metrics.enabled
     config.include(".registry.views")
     config.include(".files")
-    config.include(".worker")  # the findings API; the embedded worker thread, if enabled
+    config.include(".registry.retention")  # its job kind
+    config.include(".scanning")  # the findings API; the scan job kind
+    config.include(".worker")  # the embedded worker thread, if enabled
     pm.hook.modelreg_pyramid_configure(config=config)
     add_method_not_allowed_views(config)
     config.commit()

@@ -15,12 +15,11 @@ from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
 from sqlalchemy.orm import Session
 
-from . import __version__, keys
+from . import __version__, jobs, keys
 from .openapi import api_view, openapi_document
 from .registry.schemas import Health, OpenAPIDocument
 from .storage import REGISTRY_KEY as STORAGE_KEY
 from .storage.errors import StorageError
-from .worker import queue
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +146,10 @@ ADVISORY_CHECKS = frozenset({"worker"})
 
 def worker_check(engine: sa.Engine, stale: Any) -> str:
     """``"ok"``, or ``"warning: …"`` when jobs have waited with no worker seen to run them
-    (:func:`modelreg.worker.queue.waiting_without_worker`); never raises."""
+    (:func:`modelreg.jobs.waiting_without_worker`); never raises."""
     try:
         with Session(engine) as db:
-            problem = queue.waiting_without_worker(db, stale)
+            problem = jobs.waiting_without_worker(db, stale)
     except Exception as exc:  # the database check reports an unreachable database
         log.warning("readiness: the worker check failed: %s", exc)
         return f"unknown: {type(exc).__name__}"
@@ -175,7 +174,7 @@ def _readiness_checks(request: Request) -> ReadinessChecks:
     checks = registry.get(CHECKS_KEY)
     if checks is None:
         timeout = readiness_timeout(registry.settings)
-        stale = queue.stale_after(registry.settings)
+        stale = jobs.stale_after(registry.settings)
         engine = registry[keys.DB_ENGINE]
         store = registry[STORAGE_KEY]
         checks = ReadinessChecks({
@@ -231,7 +230,7 @@ def openapi_json(request: Request) -> dict[str, Any]:
 def includeme(config: Configurator) -> None:
     """Routes of the operational endpoints."""
     readiness_timeout(config.get_settings())  # wrong settings stop start-up
-    queue.stale_after(config.get_settings())
+    jobs.stale_after(config.get_settings())
     config.add_route("healthz", "/healthz")
     config.add_route("readyz", "/readyz")
     config.add_route("openapi", "/api/v1/openapi.json")

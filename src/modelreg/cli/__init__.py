@@ -5,6 +5,7 @@ Each takes the ini file of the deployment, as ``pserve`` does.
 
 from __future__ import annotations
 
+import atexit
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,10 +16,12 @@ import plaster
 import transaction
 from sqlalchemy.orm import Session
 
-from ..config import apply_environment
+from .. import keys
+from ..config import apply_environment, configure
 from ..db import get_engine, get_session_factory, get_tm_session, writer_engine
 from ..errors import ApiError
 from ..plugins import get_plugin_manager
+from ..worker import EMBEDDED_SETTING
 
 ini_argument = click.argument(
     "config_uri", metavar="INI", type=click.Path(exists=True, dir_okay=False)
@@ -38,6 +41,17 @@ def load(config_uri: str) -> tuple[dict[str, Any], Any]:
     """Settings and plugin manager of the deployment described by ``config_uri``."""
     settings = load_settings(config_uri)
     return settings, get_plugin_manager(settings)
+
+
+def assemble(config_uri: str) -> Any:
+    """The Pyramid registry of the deployment, assembled by
+    :func:`modelreg.config.configure` as the web app's is (plugins, blob store, job kinds,
+    start-up checks), without an embedded worker thread.  Its engine is disposed at exit."""
+    settings = load_settings(config_uri)
+    settings[EMBEDDED_SETTING] = "false"
+    registry = configure(settings).registry
+    atexit.register(registry[keys.DB_ENGINE].dispose)
+    return registry
 
 
 def cli_actor() -> str:

@@ -8,7 +8,7 @@ import threading
 import click
 
 from ..worker.runner import Worker
-from . import ini_argument, load
+from . import assemble, ini_argument
 
 
 @click.command()
@@ -17,8 +17,8 @@ from . import ini_argument, load
               help="Run every due job and deliver every due event, then exit.")
 def worker(config_uri: str, once: bool) -> None:
     """Run the background worker of the deployment until interrupted (Ctrl-C, SIGTERM)."""
-    settings, pm = load(config_uri)
-    runner = Worker(settings, pm)
+    registry = assemble(config_uri)
+    runner = Worker.from_registry(registry)
     try:
         if once:
             count = runner.run_once()

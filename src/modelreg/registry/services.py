@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, contains_eager, selectinload
 from .. import paging
 from ..db import mark_changed
 from ..errors import Conflict, NotFound, Unprocessable
+from ..jobs import enqueue
 from ..models import (
     Alias,
     AliasHistory,
@@ -59,9 +60,8 @@ from ..policy import (
     retention_victims,
     size_problems,
 )
+from ..scanning import SCAN_JOB, file_count_problems, has_scanners
 from ..validation import validate_alias, validate_model, validate_version
-from ..worker.queue import enqueue
-from ..worker.scanning import SCAN_JOB, file_count_problems, has_scanners
 from . import filters
 from .errors import model_not_found
 
@@ -1044,7 +1044,7 @@ class RegistryService:
         version is immutable: its digest (over the manifest of its files) never changes.
         When a plugin implements ``modelreg_scan_file`` and the validators found nothing,
         the version becomes ``validating`` instead and a scan job is queued in the same
-        transaction; the worker concludes it (:mod:`modelreg.worker.scanning`).
+        transaction; the worker concludes it (:mod:`modelreg.scanning.jobs`).
         """
         # The version's row stays locked while validation reads it: every other write to a
         # version takes the same lock (lock_version), so no file, metadata or tag changes

@@ -12,14 +12,13 @@ from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
 
-from .. import keys
+from .. import jobs, keys
 from ..errors import Forbidden
 from ..names import check_alias
 from ..openapi import Param, api_view, parse_body
 from ..policy import get_policy
 from ..security.http import client_address
 from ..security.policy import ModelContext, denial, readable_models, require
-from ..worker import queue
 from . import schemas
 from .services import RegistryService
 
@@ -242,8 +241,8 @@ def finalize_version(request: Request) -> dict[str, Any]:
     document = service.version_json(version)
     if version.status == "validating":
         request.response.status_code = 202
-        stale = queue.stale_after(request.registry.settings)
-        document["notice"] = queue.no_worker_notice(request.dbsession, stale)
+        stale = jobs.stale_after(request.registry.settings)
+        document["notice"] = jobs.no_worker_notice(request.dbsession, stale)
     return document
 
 

@@ -45,6 +45,7 @@ from .. import keys
 from ..config import configure
 from ..migrations import upgrade
 from ..plugins import get_plugin_manager
+from ..worker.runner import Worker
 from .contracts import BlobStoreContract as BlobStoreContract
 
 #: The core's own plugins: what the ``modelreg`` entry points of the core distribution load.
@@ -100,12 +101,7 @@ def run_worker(app: Any, settings: dict[str, Any] | None = None, *, jobs: int | 
         (e.g. ``{"modelreg.scan.batch_seconds": "0"}``).
     :returns: how many jobs and deliveries were attempted.
     """
-    from ..worker.runner import Worker
-
-    registry = app.registry
-    worker = Worker({**registry.settings, **(settings or {})},
-                    registry[keys.PLUGIN_MANAGER], engine=registry[keys.DB_ENGINE],
-                    store=registry[keys.BLOB_STORE])
+    worker = Worker.from_registry(app.registry, settings)
     if jobs is None:
         return worker.run_once()
     return sum(1 for _ in range(jobs) if worker.run_job())

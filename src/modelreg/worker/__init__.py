@@ -1,5 +1,6 @@
-"""Background work (DESIGN §7): the job queue, scanning at finalize, retention
-(:mod:`.retention`), event delivery.
+"""The job runner: runs the queued jobs of every kind registered with
+``config.add_job_kind`` (:mod:`modelreg.jobs`; scanning and retention register theirs) and
+delivers events.  It imports no domain code (docs/architecture.md).
 
 Jobs and events live in the database; ``modelreg worker <ini>`` runs them
 (:class:`~modelreg.worker.runner.Worker`), and with ``modelreg.worker.embedded = true`` the
@@ -27,11 +28,14 @@ from __future__ import annotations
 
 import atexit
 import logging
+from typing import Any
 
 from pyramid.config import Configurator
+from pyramid.interfaces import PHASE3_CONFIG
 from pyramid.settings import asbool
 
 from .. import keys
+from .runner import EmbeddedWorker, Worker
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +45,16 @@ REGISTRY_KEY = keys.EMBEDDED_WORKER
 
 
 def includeme(config: Configurator) -> None:
-    """The findings API; and the embedded worker thread when ``modelreg.worker.embedded``."""
-    config.add_route("api.version_findings",
-                     "/api/v1/models/{model}/versions/{version}/findings")
-    config.scan(".views")
+    """The embedded worker thread, when ``modelreg.worker.embedded``: started once the
+    configuration is committed, so that it knows every job kind."""
     settings = config.get_settings()
     if not asbool(settings.get(EMBEDDED_SETTING, False)):
         return
-    from .runner import EmbeddedWorker, Worker
+    config.action(None, _start_embedded, args=(config.registry,), order=PHASE3_CONFIG + 10)
 
-    registry = config.registry
-    worker = Worker(settings, registry[keys.PLUGIN_MANAGER],
-                    store=registry[keys.BLOB_STORE])
-    embedded = EmbeddedWorker(worker)
+
+def _start_embedded(registry: Any) -> None:
+    embedded = EmbeddedWorker(Worker.from_registry(registry, own_engine=True))
     registry[REGISTRY_KEY] = embedded
     atexit.register(embedded.stop)
     embedded.start()

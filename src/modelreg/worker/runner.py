@@ -15,9 +15,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,12 +24,13 @@ import transaction
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from .. import jobs as queue
+from .. import keys
 from ..db import get_engine, get_session_factory, get_tm_session, writer_engine
+from ..jobs import JobKind
 from ..models import OutboxEvent, utcnow
-from ..policy import RETENTION_JOB
 from ..storage import get_blob_store
 from ..types import Event
-from . import queue, retention, scanning
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +40,6 @@ POLL_SETTING = "modelreg.worker.poll_interval"
 RETRY_CAP_SETTING = "modelreg.worker.max_backoff"
 
 
-@dataclass(frozen=True)
-class JobKind:
-    """How to run a kind of job, and what to do when it failed too often."""
-
-    run: Callable[[Worker, dict[str, Any], Callable[[], None]], None]
-    give_up: Callable[[Worker, dict[str, Any], str], None]
-
-
-#: The kinds of job the worker knows.
-JOB_KINDS: dict[str, JobKind] = {
-    scanning.SCAN_JOB: JobKind(scanning.scan_version, scanning.give_up_scan),
-    RETENTION_JOB: JobKind(retention.run_retention, retention.give_up_retention),
-}
-
-
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[: queue.MAX_ERROR]
 
@@ -62,7 +47,7 @@ def _error_text(exc: BaseException) -> str:
 class Heartbeat:
     """The ``heartbeat`` a job's handler calls to renew its lease; it also names the job
     (``job_id``), for a handler that queues its own continuation in the transaction that
-    finishes it (:mod:`.scanning`)."""
+    finishes it (:mod:`modelreg.scanning.jobs`)."""
 
     def __init__(self, worker: Worker, job_id: int) -> None:
         self.worker = worker
@@ -83,13 +68,17 @@ class Worker:
     :param engine: the database engine (built from the settings, and disposed by
         :meth:`close`, when not given).
     :param store: the blob store (built from the settings when not given).
+    :param job_kinds: the kinds of job it runs (:func:`modelreg.jobs.job_kinds` of the
+        app's registry); a job of another kind fails for good.  :meth:`from_registry` builds
+        a worker from an assembled app.
     """
 
     def __init__(
         self, settings: dict[str, Any], pm: Any, *, engine: Engine | None = None,
-        store: Any | None = None,
+        store: Any | None = None, job_kinds: Mapping[str, JobKind] | None = None,
     ) -> None:
         self.settings = settings
+        self.job_kinds = dict(job_kinds or {})
         self.pm = pm
         self.hook = pm.hook
         self._own_engine = engine is None
@@ -104,6 +93,20 @@ class Worker:
         self.max_backoff = float(settings.get(RETRY_CAP_SETTING, 3600))
         #: A sign of life at least this often (``/readyz`` and finalize read it).
         self.beat_interval = queue.stale_after(settings).total_seconds() / 4
+
+    @classmethod
+    def from_registry(
+        cls, registry: Any, settings: dict[str, Any] | None = None, *, own_engine: bool = False
+    ) -> Worker:
+        """A worker of an app assembled by :func:`modelreg.config.configure`: its plugins,
+        blob store and job kinds, and its engine unless ``own_engine`` (a thread or process
+        of its own builds one from the settings).
+
+        :param settings: settings to add to the app's (e.g. for one run in a test).
+        """
+        return cls({**registry.settings, **(settings or {})}, registry[keys.PLUGIN_MANAGER],
+                   engine=None if own_engine else registry[keys.DB_ENGINE],
+                   store=registry[keys.BLOB_STORE], job_kinds=queue.job_kinds(registry))
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[Session]:
@@ -171,7 +174,7 @@ class Worker:
                 return False
             job_id, kind, payload = job.id, job.kind, dict(job.payload)
             attempts, last_error = job.attempts, job.last_error
-        handler = JOB_KINDS.get(kind)
+        handler = self.job_kinds.get(kind)
         if handler is None:
             self._job_failed(job_id, f"unknown job kind {kind!r}", attempts, give_up=True)
             return True

@@ -1,26 +1,5 @@
-"""Scanning at finalize: the ``scan_version`` job the worker runs (DESIGN §7).
-
-When a plugin implements ``modelreg_scan_file``, finalize queues a ``scan_version`` job for a
-version that passed the cheap validators and leaves it ``validating``.  The job runs every
-scanner on every file, stores the findings per file and concludes the version through
-:meth:`~modelreg.registry.services.RegistryService.conclude_finalize`: ``rejected`` when a
-finding's severity is one that ``modelreg.scan.reject`` names, or when a scanner raised
-(fail closed); ``ready`` otherwise.  A job that fails ``modelreg.worker.max_attempts`` times
-(the blob store down, the worker killed) rejects the version too: never ``ready`` unscanned.
-
-Settings:
-
-``modelreg.scan.reject`` (default ``error``)
-    the severities that reject a version; findings of other severities are kept and shown.
-``modelreg.scan.max_files`` (default 10000)
-    the most files a version may have when scanners are installed: finalize rejects a
-    version with more (problem ``too_many_files``) before any scan is queued.
-``modelreg.scan.batch_seconds`` (default 30)
-    how long one run of a scan job may go on before it stops after the file in progress,
-    stores what it found and queues the rest of the version as a new job behind every job
-    already waiting: a version of many files cannot hold the queue (at least one file is
-    scanned per run; the per-file limit is the scanner's own, e.g. ``modelreg.scan.timeout``).
-"""
+"""The ``scan_version`` job: run every scanner on a version's files, then conclude it
+(the rules and settings are in :mod:`modelreg.scanning`)."""
 
 from __future__ import annotations
 
@@ -31,71 +10,24 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from pyramid.config import Configurator
 
+from .. import jobs as queue
 from ..models import ScanFinding, Version, utcnow
+from ..registry.services import RegistryService
 from ..storage.errors import StorageError
-from ..types import Problem
-from . import queue
+from . import (
+    SCAN_JOB,
+    WORKER_ACTOR,
+    batch_seconds,
+    file_count_problems,
+    reject_severities,
+)
 
 if TYPE_CHECKING:
-    from .runner import Worker
+    from ..worker.runner import Worker
 
 log = logging.getLogger(__name__)
-
-#: The kind of the job finalize queues.
-SCAN_JOB = "scan_version"
-#: The setting naming the severities that reject, and its default.
-REJECT_SETTING = "modelreg.scan.reject"
-DEFAULT_REJECT = "error"
-#: The actor the audit log records for what the worker concludes.
-WORKER_ACTOR = "system:worker"
-#: The per-version file limit, and its default.
-MAX_FILES_SETTING = "modelreg.scan.max_files"
-DEFAULT_MAX_FILES = 10_000
-#: How long one run of a scan job may go on before it yields, and its default (seconds).
-BATCH_SETTING = "modelreg.scan.batch_seconds"
-DEFAULT_BATCH_SECONDS = 30.0
-
-
-def has_scanners(hook: Any) -> bool:
-    """Whether any registered plugin implements ``modelreg_scan_file``."""
-    return bool(hook.modelreg_scan_file.get_hookimpls())
-
-
-def reject_severities(settings: dict[str, Any]) -> set[str]:
-    """The finding severities that reject a version (``modelreg.scan.reject``)."""
-    value = settings.get(REJECT_SETTING)
-    return set((DEFAULT_REJECT if value is None else str(value)).replace(",", " ").lower().split())
-
-
-def max_files(settings: dict[str, Any]) -> int:
-    """The most files a version to be scanned may have (``modelreg.scan.max_files``)."""
-    value = settings.get(MAX_FILES_SETTING)
-    return DEFAULT_MAX_FILES if value in (None, "") else int(value)
-
-
-def batch_seconds(settings: dict[str, Any]) -> float:
-    """How long one run of a scan job may go on (``modelreg.scan.batch_seconds``)."""
-    value = settings.get(BATCH_SETTING)
-    return DEFAULT_BATCH_SECONDS if value in (None, "") else float(value)
-
-
-def file_count_problems(settings: dict[str, Any], files: list[Any]) -> list[Problem]:
-    """The ``too_many_files`` problem of a version with more files than
-    ``modelreg.scan.max_files``; checked at finalize when scanners are installed."""
-    limit = max_files(settings)
-    if len(files) <= limit:
-        return []
-    return [Problem("too_many_files",
-                    f"the version has {len(files)} files; at most {limit} can be scanned "
-                    f"({MAX_FILES_SETTING}): pack small files into an archive or split the "
-                    "version", None)]
-
-
-def finding_json(row: ScanFinding) -> dict[str, Any]:
-    """The API representation of a stored finding."""
-    return {"path": row.path, "scanner": row.scanner, "severity": row.severity,
-            "code": row.code, "message": row.message, "details": row.details}
 
 
 def _plain(details: Any) -> dict[str, Any]:
@@ -123,8 +55,6 @@ def scan_version(worker: Worker, payload: dict[str, Any], heartbeat: Callable[[]
     A scanner's exception becomes a ``scanner_failed`` problem (fail closed); a blob-store
     failure propagates so that the job is tried again later.
     """
-    from ..registry.services import RegistryService
-
     version_id = payload["version_id"]
     start = int(payload.get("next", 0))
     failures: list[dict[str, Any]] = list(payload.get("failures", ()))
@@ -223,8 +153,6 @@ def conclude_scan(
     batches stored theirs) and make the version ``ready`` or ``rejected`` by every finding
     stored for it, in one transaction; nothing happens if the version is no longer
     ``validating``."""
-    from ..registry.services import RegistryService
-
     rejecting = reject_severities(worker.settings)
     with worker.transaction(write=True) as db:
         locked = db.execute(
@@ -255,3 +183,8 @@ def give_up_scan(worker: Worker, payload: dict[str, Any], error: str) -> None:
         "message": f"the scan could not be completed ({error}); the version is rejected",
         "field": None,
     }], first=not payload.get("next"))
+
+
+def includeme(config: Configurator) -> None:
+    """Register the ``scan_version`` job kind."""
+    config.add_job_kind(SCAN_JOB, scan_version, give_up_scan)

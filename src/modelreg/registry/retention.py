@@ -14,18 +14,19 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..policy import RETENTION_ACTOR
+from pyramid.config import Configurator
+
+from ..policy import RETENTION_ACTOR, RETENTION_JOB
+from .services import RegistryService
 
 if TYPE_CHECKING:
-    from .runner import Worker
+    from ..worker.runner import Worker
 
 log = logging.getLogger(__name__)
 
 
 def run_retention(worker: Worker, payload: dict[str, Any], heartbeat: Callable[[], None]) -> None:
     """Apply retention to the model of the job (nothing if it was deleted meanwhile)."""
-    from ..registry.services import RegistryService
-
     with worker.transaction(write=True) as db:
         service = RegistryService(db, worker.hook, worker.settings, actor=RETENTION_ACTOR)
         for item in service.apply_retention(int(payload["model_id"])):
@@ -36,3 +37,8 @@ def run_retention(worker: Worker, payload: dict[str, Any], heartbeat: Callable[[
 def give_up_retention(worker: Worker, payload: dict[str, Any], error: str) -> None:
     """Nothing to undo: the next job of the model, or ``modelreg gc``, applies it again."""
     log.error("retention of model id %s failed for good: %s", payload.get("model_id"), error)
+
+
+def includeme(config: Configurator) -> None:
+    """Register the retention job kind."""
+    config.add_job_kind(RETENTION_JOB, run_retention, give_up_retention)

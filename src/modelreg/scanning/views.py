@@ -10,7 +10,7 @@ from pyramid.request import Request
 
 from ..models import ScanFinding
 from ..openapi import api_view
-from .scanning import finding_json
+from . import finding_json
 
 READ = "read"
 

@@ -1,4 +1,11 @@
-"""The job queue in the database: enqueue in the caller's transaction, claim under a lease.
+"""Jobs: the queue in the database, and the kinds of job the worker knows.
+
+A feature registers each kind it queues at configure time with ``config.add_job_kind(kind,
+run, give_up)``; the worker (:mod:`modelreg.worker.runner`) finds the handlers in the
+registry (:func:`job_kinds`), so the domain enqueues by kind name and neither side imports
+the other (docs/architecture.md).
+
+The queue: enqueue in the caller's transaction, claim under a lease.
 
 A claim is a short writing transaction of its own: the oldest due job is selected with
 ``FOR UPDATE SKIP LOCKED`` (PostgreSQL, MariaDB ≥ 10.6), so concurrent workers take
@@ -11,15 +18,55 @@ time, and SQLAlchemy renders no ``FOR UPDATE`` there.  A claimed job is ``runnin
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from pyramid.config import Configurator
 from sqlalchemy.orm import Session
 
-from ..models import Job, WorkerBeat, utcnow
+from . import keys
+from .models import Job, WorkerBeat, utcnow
 
 #: Longest error text kept on a job or an outbox row.
 MAX_ERROR = 4000
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """How to run a kind of job, and what to do when it failed too often.
+
+    ``run(worker, payload, heartbeat)`` does the work (``heartbeat()`` renews the lease);
+    ``give_up(worker, payload, error)`` concludes a job that failed for good.  ``worker`` is
+    the :class:`~modelreg.worker.runner.Worker` running it (its ``transaction()``, ``hook``,
+    ``settings``, ``store`` and ``id``).
+    """
+
+    run: Callable[[Any, dict[str, Any], Callable[[], None]], None]
+    give_up: Callable[[Any, dict[str, Any], str], None]
+
+
+def add_job_kind(
+    config: Configurator, kind: str, run: Callable[..., None], give_up: Callable[..., None]
+) -> None:
+    """The ``config.add_job_kind(kind, run, give_up)`` directive: teach the worker a kind of
+    job.  A kind registered twice is a configuration error."""
+    kinds = config.registry.setdefault(keys.JOB_KINDS, {})
+    if kind in kinds:
+        raise ValueError(f"job kind {kind!r} is registered twice")
+    kinds[kind] = JobKind(run, give_up)
+
+
+def job_kinds(registry: Any) -> Mapping[str, JobKind]:
+    """The kinds of job registered in a Pyramid registry (empty when none)."""
+    return dict(registry.get(keys.JOB_KINDS, {}))
+
+
+def includeme(config: Configurator) -> None:
+    """Add the ``add_job_kind`` directive."""
+    config.add_directive("add_job_kind", add_job_kind)
+    config.registry.setdefault(keys.JOB_KINDS, {})
 
 
 def enqueue(dbsession: Session, kind: str, payload: dict[str, Any]) -> Job:
