@@ -96,8 +96,13 @@ def configure(
     config.include(".files")
     config.include(".registry.retention")  # its job kind
     config.include(".scanning")  # the findings API; the scan job kind
-    config.include(".worker")  # the embedded worker thread, if enabled
     pm.hook.modelreg_pyramid_configure(config=config)
     add_method_not_allowed_views(config)
+    config.commit()
+    # Plugins' start-up checks, in every process that assembles the app (hookspecs.py).
+    pm.hook.modelreg_startup(settings=config.registry.settings, registry=config.registry)
+    # Last: the embedded worker thread, if enabled, once every job kind is registered and
+    # the start-up checks passed.
+    config.include(".worker")
     config.commit()
     return config

@@ -49,6 +49,25 @@ def modelreg_pyramid_configure(config: Configurator) -> None:
 
 
 @hookspec
+def modelreg_startup(settings: dict[str, Any], registry: Any) -> None:
+    """Check a plugin's settings and surroundings once the app is assembled, and stop
+    start-up when they are wrong.
+
+    Called once in every process that assembles the app through
+    :func:`modelreg.config.configure`, after the configuration is committed: each ``pserve``
+    process, each gunicorn and uvicorn worker (the app factory runs in every worker), the
+    ``modelreg worker`` process and every ``modelreg`` admin command.  The blob store and the
+    database engine exist; no request and no transaction exist yet.
+
+    :param settings: the application settings.
+    :param registry: the application's Pyramid registry.
+    :returns: nothing; the return value is ignored.
+    :raises Exception: any exception stops start-up with its message (the server does not
+        start; the command exits).
+    """
+
+
+@hookspec
 def modelreg_migration_locations() -> str | Iterable[str] | None:
     """Return the Alembic version locations of a plugin that owns tables.
 

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import atexit
 import getpass
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import click
 import plaster
-import transaction
 from sqlalchemy.orm import Session
 
 from .. import keys
 from ..config import apply_environment, configure
-from ..db import get_engine, get_session_factory, get_tm_session, writer_engine
+from ..db import transaction
 from ..errors import ApiError
 from ..plugins import get_plugin_manager
 from ..worker import EMBEDDED_SETTING
@@ -38,7 +38,9 @@ def load_settings(config_uri: str, name: str = "main") -> dict[str, Any]:
 
 
 def load(config_uri: str) -> tuple[dict[str, Any], Any]:
-    """Settings and plugin manager of the deployment described by ``config_uri``."""
+    """Settings and plugin manager of the deployment described by ``config_uri``, without
+    assembling the app: for the commands that must work when it cannot start (``modelreg
+    plugins``, ``modelreg db``).  Every other command uses :func:`assemble`."""
     settings = load_settings(config_uri)
     return settings, get_plugin_manager(settings)
 
@@ -49,7 +51,13 @@ def assemble(config_uri: str) -> Any:
     start-up checks), without an embedded worker thread.  Its engine is disposed at exit."""
     settings = load_settings(config_uri)
     settings[EMBEDDED_SETTING] = "false"
-    registry = configure(settings).registry
+    # A command prints its result: the start-up's informational log lines (plugins loaded)
+    # would mix with it; warnings and errors still show.
+    logging.disable(logging.INFO)
+    try:
+        registry = configure(settings).registry
+    finally:
+        logging.disable(logging.NOTSET)
     atexit.register(registry[keys.DB_ENGINE].dispose)
     return registry
 
@@ -64,22 +72,18 @@ def cli_actor() -> str:
 
 
 @contextmanager
-def db_session(settings: dict[str, Any]) -> Iterator[Session]:
-    """A writing session in a transaction of its own, committed when the block succeeds.
+def db_session(registry: Any) -> Iterator[Session]:
+    """A writing session in a transaction of its own (:func:`modelreg.db.transaction`),
+    committed when the block succeeds.
 
-    The transaction manager commits or aborts; nothing here commits by hand.  An
-    :class:`~modelreg.errors.ApiError` raised in the block aborts the transaction and
+    An :class:`~modelreg.errors.ApiError` raised in the block aborts the transaction and
     becomes a click error (its message, exit status 1).
     """
-    engine = get_engine(settings)
     try:
-        tm = transaction.TransactionManager(explicit=True)
-        with tm:
-            yield get_tm_session(get_session_factory(engine), tm, bind=writer_engine(engine))
+        with transaction(registry, write=True) as db:
+            yield db
     except ApiError as exc:
         raise click.ClickException(exc.message) from exc
-    finally:
-        engine.dispose()
 
 
 def each_page(fetch: Any) -> Iterator[Any]:

@@ -8,7 +8,7 @@ import click
 
 from ..paging import MAX_PAGE_SIZE
 from ..security.services import SecurityService
-from . import cli_actor, db_session, ini_argument, load
+from . import assemble, cli_actor, db_session, ini_argument
 
 
 @click.command()
@@ -29,8 +29,8 @@ def audit(config_uri: str, limit: int, actor: str | None, action: str | None,
           target: str | None, target_type: str | None, model: str | None,
           since: str | None, until: str | None, as_json: bool) -> None:
     """Show the audit log, newest first."""
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         rows, _next = SecurityService(db, actor=cli_actor()).list_audit(
             actor=actor, action=action, target=target, target_type=target_type, model=model,
             since=since, until=until, page_size=limit,

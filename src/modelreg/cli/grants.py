@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..security.services import GROUP_PREFIX, SecurityService
-from . import cli_actor, db_session, each_page, ini_argument, load
+from . import assemble, cli_actor, db_session, each_page, ini_argument
 
 
 @click.group()
@@ -21,9 +21,9 @@ def grants() -> None:
 def add(subject: str, pattern: str, level: str, config_uri: str) -> None:
     """Grant LEVEL on the models PATTERN matches (a name or a glob such as 'fraud-*') to
     SUBJECT: a principal's name, or group:<name>."""
-    settings, _ = load(config_uri)
+    registry = assemble(config_uri)
     group = subject[len(GROUP_PREFIX):] if subject.startswith(GROUP_PREFIX) else None
-    with db_session(settings) as db:
+    with db_session(registry) as db:
         grant = SecurityService(db, actor=cli_actor()).create_grant(
             pattern=pattern, level=level, principal=None if group else subject, group=group
         )
@@ -35,8 +35,8 @@ def add(subject: str, pattern: str, level: str, config_uri: str) -> None:
 @ini_argument
 def list_(config_uri: str) -> None:
     """List grants."""
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         service = SecurityService(db, actor=cli_actor())
         rows = [service.grant_json(g)
                 for g in each_page(lambda token: service.list_grants(page_token=token))]
@@ -50,7 +50,7 @@ def list_(config_uri: str) -> None:
 @ini_argument
 def remove(grant_id: str, config_uri: str) -> None:
     """Delete the grant ID."""
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         SecurityService(db, actor=cli_actor()).delete_grant(grant_id)
     click.echo(f"grant {grant_id} deleted")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..security.services import SecurityService
-from . import cli_actor, db_session, each_page, ini_argument, load
+from . import assemble, cli_actor, db_session, each_page, ini_argument
 
 
 @click.group()
@@ -18,8 +18,8 @@ def groups() -> None:
 @ini_argument
 def add(name: str, config_uri: str) -> None:
     """Create the group NAME."""
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         SecurityService(db, actor=cli_actor()).create_group(name)
     click.echo(f"group {name} created")
 
@@ -30,8 +30,8 @@ def add(name: str, config_uri: str) -> None:
 @ini_argument
 def add_member(group: str, principal: str, config_uri: str) -> None:
     """Add PRINCIPAL to GROUP."""
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         SecurityService(db, actor=cli_actor()).add_member(group, principal)
     click.echo(f"{principal} is a member of {group}")
 
@@ -42,8 +42,8 @@ def add_member(group: str, principal: str, config_uri: str) -> None:
 @ini_argument
 def remove_member(group: str, principal: str, config_uri: str) -> None:
     """Remove PRINCIPAL from GROUP."""
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         SecurityService(db, actor=cli_actor()).remove_member(group, principal)
     click.echo(f"{principal} removed from {group}")
 
@@ -52,8 +52,8 @@ def remove_member(group: str, principal: str, config_uri: str) -> None:
 @ini_argument
 def list_(config_uri: str) -> None:
     """List groups with their members."""
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         service = SecurityService(db, actor=cli_actor())
         rows = [service.group_json(g)
                 for g in each_page(lambda token: service.list_groups(page_token=token))]

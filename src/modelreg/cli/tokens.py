@@ -7,7 +7,7 @@ import json
 import click
 
 from ..security.services import MAX_TOKEN_DAYS, SecurityService
-from . import cli_actor, db_session, each_page, ini_argument, load
+from . import assemble, cli_actor, db_session, each_page, ini_argument
 
 
 @click.group()
@@ -27,8 +27,8 @@ def tokens() -> None:
 def create(name: str, config_uri: str, scopes: tuple[str, ...], days: int | None,
            description: str) -> None:
     """Create a token for the principal NAME and print it (the only time it is shown)."""
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         row, token = SecurityService(db, actor=cli_actor()).create_token(
             name, scopes=scopes, expires_in_days=days, description=description
         )
@@ -44,8 +44,8 @@ def create(name: str, config_uri: str, scopes: tuple[str, ...], days: int | None
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(config_uri: str, principal: str | None, as_json: bool) -> None:
     """List tokens (never their secrets)."""
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         service = SecurityService(db, actor=cli_actor())
         rows = [
             service.token_json(t)
@@ -67,7 +67,7 @@ def list_(config_uri: str, principal: str | None, as_json: bool) -> None:
 @ini_argument
 def revoke(token_id: str, config_uri: str) -> None:
     """Revoke the token ID (its public id, as listed) for good."""
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         SecurityService(db, actor=cli_actor()).revoke_token(token_id)
     click.echo(f"token {token_id} revoked")

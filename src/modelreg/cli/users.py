@@ -7,7 +7,7 @@ import json
 import click
 
 from ..security.services import SecurityService
-from . import cli_actor, db_session, each_page, ini_argument, load
+from . import assemble, cli_actor, db_session, each_page, ini_argument
 
 
 @click.group()
@@ -22,8 +22,8 @@ def users() -> None:
 @click.option("--service", is_flag=True, help="A service account rather than a person.")
 def add(name: str, config_uri: str, admin: bool, service: bool) -> None:
     """Create the principal NAME."""
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         SecurityService(db, actor=cli_actor()).create_principal(
             name, kind="service" if service else "user", is_admin=admin
         )
@@ -35,8 +35,8 @@ def add(name: str, config_uri: str, admin: bool, service: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(config_uri: str, as_json: bool) -> None:
     """List principals."""
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         service = SecurityService(db, actor=cli_actor())
         rows = [
             service.principal_json(p)
@@ -54,8 +54,8 @@ def list_(config_uri: str, as_json: bool) -> None:
 
 
 def _set_disabled(name: str, config_uri: str, disabled: bool) -> None:
-    settings, _ = load(config_uri)
-    with db_session(settings) as db:
+    registry = assemble(config_uri)
+    with db_session(registry) as db:
         SecurityService(db, actor=cli_actor()).update_principal(name, disabled=disabled)
     click.echo(f"principal {name} {'disabled' if disabled else 'enabled'}")
 

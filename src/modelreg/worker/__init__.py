@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import atexit
 import logging
-from typing import Any
 
 from pyramid.config import Configurator
-from pyramid.interfaces import PHASE3_CONFIG
 from pyramid.settings import asbool
 
 from .. import keys
@@ -45,15 +43,12 @@ REGISTRY_KEY = keys.EMBEDDED_WORKER
 
 
 def includeme(config: Configurator) -> None:
-    """The embedded worker thread, when ``modelreg.worker.embedded``: started once the
-    configuration is committed, so that it knows every job kind."""
+    """The embedded worker thread, when ``modelreg.worker.embedded``
+    (:func:`modelreg.config.configure` includes this last, once every job kind is known)."""
     settings = config.get_settings()
     if not asbool(settings.get(EMBEDDED_SETTING, False)):
         return
-    config.action(None, _start_embedded, args=(config.registry,), order=PHASE3_CONFIG + 10)
-
-
-def _start_embedded(registry: Any) -> None:
+    registry = config.registry
     embedded = EmbeddedWorker(Worker.from_registry(registry, own_engine=True))
     registry[REGISTRY_KEY] = embedded
     atexit.register(embedded.stop)
