@@ -15,11 +15,12 @@ from pyramid.request import Request
 from pyramid.security import NO_PERMISSION_REQUIRED
 from sqlalchemy.orm import Session
 
-from . import __version__, jobs, keys
+from . import jobs, keys
 from .openapi import api_view, openapi_document
 from .registry.schemas import Health, OpenAPIDocument
 from .storage import REGISTRY_KEY as STORAGE_KEY
 from .storage.errors import StorageError
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
