@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from files_support import file_url, rows, sha
 from helpers import API, create_model, create_version, error_code
 from modelreg.files.gc import apply_retention_everywhere, collect_garbage
-from modelreg.policy import format_size, get_policy, parse_size
+from modelreg.policy import format_size, parse_size, policy_rules
 from modelreg.testing import clear_database, make_app
 from modelreg.worker.runner import Worker
 from openapi_checking import CheckedTestApp
@@ -142,12 +142,12 @@ def test_a_wrong_setting_stops_start_up_naming_it(modelreg_database, key, value)
 
 
 def test_protected_alias_entries():
-    parsed = get_policy(policy(protected_aliases="production:approved=true,reviewed staging"))
+    parsed = policy_rules(policy(protected_aliases="production:approved=true,reviewed staging"))
     assert list(parsed.protected_aliases) == ["production", "staging"]
     assert [str(r) for r in parsed.protected_aliases["production"]] == [
         "approved=true", "reviewed"]
     assert parsed.protected_aliases["staging"] == ()
-    assert get_policy({}).protected_aliases == {} and not get_policy({}).retention
+    assert policy_rules({}).protected_aliases == {} and not policy_rules({}).retention
 
 
 # ------------------------------------------------------------------------ version size

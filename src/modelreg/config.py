@@ -92,9 +92,8 @@ def configure(
     config.include(".security")
     config.include(".ops")
     config.include(".metrics")  # /metrics, when modelreg.metrics.enabled
-    config.include(".registry.views")
+    config.include(".registry")  # request.registry_service, its API, retention
     config.include(".files")
-    config.include(".registry.retention")  # its job kind
     config.include(".scanning")  # the findings API; the scan job kind
     pm.hook.modelreg_pyramid_configure(config=config)
     add_method_not_allowed_views(config)

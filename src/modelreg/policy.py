@@ -136,8 +136,10 @@ class TagRequirement:
 
 
 @dataclass(frozen=True)
-class Policy:
-    """The policy settings, parsed (see the module's doc)."""
+class PolicyRules:
+    """The policy rules (sizes, quotas, protected aliases, retention) parsed from the
+    settings: :func:`policy_rules`.  Not the security policy, which decides who may do what
+    (:func:`modelreg.security.policy.security_policy`)."""
 
     max_version_size: int | None = None
     max_versions: int | None = None
@@ -203,12 +205,12 @@ def _protected(text: str | None) -> dict[str, tuple[TagRequirement, ...]]:
 
 
 @lru_cache(maxsize=16)
-def _parse(items: tuple[tuple[str, str], ...]) -> Policy:
+def _parse(items: tuple[tuple[str, str], ...]) -> PolicyRules:
     settings = dict(items)
     action = (_setting(settings, RETENTION_ACTION) or "archive").lower()
     if action not in RETENTION_ACTIONS:
         raise ValueError(f"{RETENTION_ACTION} = {action!r}: use archive or delete")
-    return Policy(
+    return PolicyRules(
         max_version_size=_size(settings, MAX_VERSION_SIZE),
         max_versions=_count(settings, QUOTA_MAX_VERSIONS, 1),
         max_bytes=_size(settings, QUOTA_MAX_BYTES),
@@ -218,8 +220,8 @@ def _parse(items: tuple[tuple[str, str], ...]) -> Policy:
     )
 
 
-def get_policy(settings: dict[str, Any]) -> Policy:
-    """The :class:`Policy` of ``settings`` (parsed once per distinct set of values).
+def policy_rules(settings: dict[str, Any]) -> PolicyRules:
+    """The :class:`PolicyRules` of ``settings`` (parsed once per distinct set of values).
 
     :raises ValueError: naming the setting, when a value is wrong.
     """
@@ -304,7 +306,7 @@ def refusal(problems: list[Problem], subject: str, **details: Any) -> Unprocessa
 
 
 def size_problems(
-    db: Session, policy: Policy, version: Version, *, path: str | None, size: int,
+    db: Session, policy: PolicyRules, version: Version, *, path: str | None, size: int,
     phase: str = "upload", upload_id: int | None = None,
 ) -> tuple[list[Problem], dict[str, Any]]:
     """The size rules an upload of ``size`` bytes to ``path`` of a draft would break (or,
@@ -357,7 +359,7 @@ def check_upload(db: Session, settings: dict[str, Any], version: Version, path: 
 
     :param upload_id: the upload session the bytes belong to, if any (its own bytes are
         ``size``; every other open session's are counted too)."""
-    policy = get_policy(settings)
+    policy = policy_rules(settings)
     if size is None or (policy.max_version_size is None and policy.max_bytes is None):
         return
     problems, details = size_problems(db, policy, version, path=path, size=size,
@@ -368,7 +370,7 @@ def check_upload(db: Session, settings: dict[str, Any], version: Version, path: 
 
 def check_new_version(db: Session, settings: dict[str, Any], model: Any) -> None:
     """Refuse (422) a new version of ``model`` beyond ``quota.max_versions``."""
-    policy = get_policy(settings)
+    policy = policy_rules(settings)
     if policy.max_versions is None:
         return
     count = model_versions(db, model.id)
@@ -386,7 +388,7 @@ def check_new_version(db: Session, settings: dict[str, Any], model: Any) -> None
 # ------------------------------------------------------------------------ retention
 
 
-def retention_victims(db: Session, policy: Policy, model_id: int) -> list[Version]:
+def retention_victims(db: Session, policy: PolicyRules, model_id: int) -> list[Version]:
     """The versions of a model that retention archives or deletes, oldest first."""
     if not policy.retention:
         return []
@@ -408,6 +410,6 @@ def retention_victims(db: Session, policy: Policy, model_id: int) -> list[Versio
 def includeme(config: Configurator) -> None:
     """Check the policy settings at start-up: a wrong value stops it, naming the setting."""
     try:
-        get_policy(config.get_settings())
+        policy_rules(config.get_settings())
     except ValueError as exc:
         raise RuntimeError(f"invalid policy setting: {exc}") from None

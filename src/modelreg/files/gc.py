@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import get_tm_session, writer_engine
 from ..models import Blob, File, UploadSession, Version, utcnow
-from ..policy import ARCHIVED, RETAINED_STATUSES, RETENTION_ACTOR, get_policy
+from ..policy import ARCHIVED, RETAINED_STATUSES, RETENTION_ACTOR, policy_rules
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def apply_retention_everywhere(
     """
     from ..registry.services import RegistryService
 
-    policy = get_policy(settings)
+    policy = policy_rules(settings)
     if not policy.retention:
         return []
     writer = writer_engine(engine)

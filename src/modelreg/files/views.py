@@ -25,7 +25,7 @@ from ..openapi import Param, api_view, parse_body
 from ..policy import ARCHIVED, check_upload
 from ..registry.services import RegistryService
 from ..security.access import Level
-from ..security.policy import ModelContext, denial, get_policy, readable_models, root_factory
+from ..security.policy import ModelContext, denial, readable_models, root_factory, security_policy
 from . import schemas
 from .paths import basename, check_path
 from .services import (
@@ -90,7 +90,7 @@ def upload_context(request: Request) -> UploadContext:
     found = request.file_service.find_upload(request.matchdict["upload"])
     caller = request.authenticated_userid
     if found is None or found[0].owner != caller:
-        if caller is None and get_policy(request).anonymous < Level.READ:
+        if caller is None and security_policy(request).anonymous < Level.READ:
             raise denial(request, READ, None)
         raise upload_not_found()
     upload, model, number = found

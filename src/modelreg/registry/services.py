@@ -53,9 +53,9 @@ from ..names import (
 from ..policy import (
     ARCHIVED,
     RETENTION_JOB,
-    Policy,
+    PolicyRules,
     check_new_version,
-    get_policy,
+    policy_rules,
     refusal,
     retention_victims,
     size_problems,
@@ -456,9 +456,9 @@ class RegistryService:
         self.token_id = token_id
 
     @cached_property
-    def policy(self) -> Policy:
+    def policy(self) -> PolicyRules:
         """The policy settings (:mod:`modelreg.policy`)."""
-        return get_policy(self.settings)
+        return policy_rules(self.settings)
 
     # --------------------------------------------------------------------- recording
 

@@ -12,15 +12,13 @@ from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
 
-from .. import jobs, keys
+from .. import jobs
 from ..errors import Forbidden
 from ..names import check_alias
 from ..openapi import Param, api_view, parse_body
-from ..policy import get_policy
-from ..security.http import client_address
+from ..policy import policy_rules
 from ..security.policy import ModelContext, denial, readable_models, require
 from . import schemas
-from .services import RegistryService
 
 READ, WRITE, ADMIN = "read", "write", "admin"
 
@@ -31,18 +29,6 @@ _LIST_PARAMS = (
           {"type": "integer", "minimum": 1, "maximum": 1000}, errors=(422,)),
     Param("page_token", "The next_page_token of the previous page."),
 )
-
-
-def registry_service(request: Request) -> RegistryService:
-    """The request's :class:`RegistryService` (``request.registry_service``)."""
-    return RegistryService(
-        request.dbsession,
-        request.registry[keys.PLUGIN_MANAGER].hook,
-        request.registry.settings,
-        actor=request.authenticated_userid,
-        client_addr=client_address(request),
-        token_id=getattr(request.identity, "token_id", None),
-    )
 
 
 def _no_content(request: Request) -> Response:
@@ -280,7 +266,7 @@ def require_alias_admin(request: Request, alias: str | None = None) -> None:
     """
     model = request.matchdict["model"]
     alias = request.matchdict["alias"] if alias is None else alias
-    if not get_policy(request.registry.settings).is_protected(alias):
+    if not policy_rules(request.registry.settings).is_protected(alias):
         return
     if request.has_permission(ADMIN, ModelContext(model)):
         return
@@ -349,8 +335,7 @@ def alias_history(request: Request) -> dict[str, Any]:
 
 
 def includeme(config: Configurator) -> None:
-    """Routes of the registry API and ``request.registry_service``."""
-    config.add_request_method(registry_service, "registry_service", reify=True)
+    """Routes of the registry API."""
     prefix = "/api/v1/models"
     config.add_route("api.models", prefix)
     config.add_route("api.model", prefix + "/{model}")

@@ -223,7 +223,7 @@ class SecurityPolicy:
         return []
 
 
-def get_policy(request: Request) -> SecurityPolicy:
+def security_policy(request: Request) -> SecurityPolicy:
     """The registry's :class:`SecurityPolicy`."""
     return request.registry[POLICY_KEY]
 
@@ -236,7 +236,7 @@ def denial(
     :param hide_model: answer 404 when the caller may not read ``model``; ``False`` where the
         name comes from the request body (creating, renaming), which reveals nothing.
     """
-    access = get_policy(request).access(request)
+    access = security_policy(request).access(request)
     if access.identity is None:
         return Unauthorized(
             "authentication required: send 'Authorization: Bearer <token>'",
@@ -272,13 +272,13 @@ def caller_access(request: Request) -> Access:
 
     :raises ApiError: 401 for credentials that are refused (unknown, expired, revoked).
     """
-    return get_policy(request).access(request)
+    return security_policy(request).access(request)
 
 
 def readable_models(request: Request) -> Any | None:
     """SQL limiting a query of :class:`~modelreg.models.Model` to the models the caller may
     read, or ``None`` when it may read them all."""
-    return get_policy(request).access(request).readable_clause(Model.normalized_name)
+    return security_policy(request).access(request).readable_clause(Model.normalized_name)
 
 
 def forbidden_view(exc: Exception, request: Request) -> Response:

@@ -26,7 +26,7 @@ from functools import cache
 from typing import Any
 
 from ..api import Problem, hookimpl
-from ..policy import get_policy
+from ..policy import policy_rules
 
 
 def _words(settings: dict[str, Any], key: str) -> list[str]:
@@ -90,7 +90,7 @@ def modelreg_validate_alias(
     alias: str, version: dict[str, Any], settings: dict[str, Any]
 ) -> list[Problem]:
     """The tags the target of a protected alias must carry, all missing ones together."""
-    requirements = get_policy(settings).protected_aliases.get(alias, ())
+    requirements = policy_rules(settings).protected_aliases.get(alias, ())
     return [
         Problem(
             "protected_alias_tag",
