@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("modelreg.errors", "modelreg.types", "modelreg.keys", "modelreg.names",
                     "modelreg.paging", "modelreg.hookspecs", "modelreg.interfaces",
                     "modelreg.models", "modelreg.storage.errors", "modelreg.db",
-                    "modelreg.version")),
+                    "modelreg.version", "modelreg.settings")),
     ("infrastructure", ("modelreg.jobs", "modelreg.openapi", "modelreg.logs",
                         "modelreg.metrics", "modelreg.plugins", "modelreg.storage",
                         "modelreg.migrations", "modelreg.worker", "modelreg.security.http",

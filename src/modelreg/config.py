@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,38 +17,10 @@ from .openapi import (
     refuse_undecodable_requests,
 )
 from .plugins import get_plugin_manager, log_plugins
+from .settings import ENVIRONMENT_SETTINGS as ENVIRONMENT_SETTINGS
+from .settings import apply_environment
 
 log = logging.getLogger(__name__)
-
-#: Settings that may come from the environment; an explicit ini setting always wins.
-ENVIRONMENT_SETTINGS = {
-    "MODELREG_DATABASE_URL": "sqlalchemy.url",
-    "MODELREG_STORAGE": "modelreg.storage",
-    "MODELREG_STORAGE_LOCAL_PATH": "modelreg.storage.local.path",
-    # production.ini sets modelreg.auth.anonymous explicitly, so this cannot open it.
-    "MODELREG_AUTH_ANONYMOUS": "modelreg.auth.anonymous",
-}
-
-
-def apply_environment(settings: dict[str, Any], environ: dict[str, str] | None = None) -> None:
-    """Fill settings from ``MODELREG_*`` environment variables where the ini left them unset.
-
-    An ini value of the form ``env:NAME`` is always taken from the environment variable
-    ``NAME``; it is an error for that variable to be missing.
-    """
-    environ = os.environ if environ is None else environ
-    for variable, key in ENVIRONMENT_SETTINGS.items():
-        if not settings.get(key) and environ.get(variable):
-            settings[key] = environ[variable]
-    for key, value in list(settings.items()):
-        if isinstance(value, str) and value.startswith("env:"):
-            variable = value[4:].strip()
-            if not environ.get(variable):
-                raise RuntimeError(
-                    f"setting {key} = {value} needs the environment variable {variable}"
-                )
-            settings[key] = environ[variable]
-
 
 def configure(
     settings: dict[str, Any],

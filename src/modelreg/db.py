@@ -33,11 +33,17 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import keys
+from .settings import (
+    API_MAX_JSON_BODY,
+    POSTGRESQL_MAX_PARALLEL_WORKERS_PER_GATHER,
+    POSTGRESQL_PLAN_CACHE_MODE,
+    SQLITE_BUSY_TIMEOUT_MS,
+)
 
 #: Execution option set on the engine that writing requests use.
 WRITER_OPTION = "modelreg_writer"
 #: Bodies up to this size are kept in memory so that their requests can be retried.
-MAX_RETRIED_BODY_SETTING = "modelreg.api.max_json_body"
+MAX_RETRIED_BODY_SETTING = API_MAX_JSON_BODY
 MAX_RETRIED_BODY = 1024 * 1024
 #: HTTP methods whose requests only read.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -123,7 +129,7 @@ _CONNECT_FAILURES = ("connection refused", "could not connect", "connection fail
 
 
 #: PostgreSQL's ``plan_cache_mode`` for the app's connections (empty: the server's own).
-PLAN_CACHE_MODE_SETTING = "modelreg.postgresql.plan_cache_mode"
+PLAN_CACHE_MODE_SETTING = POSTGRESQL_PLAN_CACHE_MODE
 #: psycopg prepares a statement on the server after five executions, and PostgreSQL then
 #: tries a generic plan, one made without the parameters' values: for a search, a plan that
 #: knows neither the ``LIKE`` prefix (so no index range) nor the ``LIMIT`` — 117 ms instead of
@@ -136,7 +142,7 @@ DEFAULT_PLAN_CACHE_MODE = "force_custom_plan"
 #: costs more than it saves.  With the server's default (2), a tag-filtered first page of
 #: 100,000 models was planned as a parallel walk of the name index, and the worker's start
 #: alone took 12 ms of its 26 (11 ms without).
-PARALLEL_WORKERS_SETTING = "modelreg.postgresql.max_parallel_workers_per_gather"
+PARALLEL_WORKERS_SETTING = POSTGRESQL_MAX_PARALLEL_WORKERS_PER_GATHER
 DEFAULT_PARALLEL_WORKERS = "0"
 #: The PostgreSQL parameters set on every connection of the app: name -> (ini setting,
 #: default).  An empty setting leaves the server's value.
@@ -185,7 +191,7 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
                 kwargs["connect_args"] = {"options": options}
     engine = sa.engine_from_config(settings, prefix, **kwargs)
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine, int(settings.get("modelreg.sqlite.busy_timeout_ms", 30000)))
+        _configure_sqlite(engine, int(settings.get(SQLITE_BUSY_TIMEOUT_MS, 30000)))
     return engine
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from . import keys
 from .models import Job, WorkerBeat, utcnow
+from .settings import WORKER_STALE_AFTER
 
 #: Longest error text kept on a job or an outbox row.
 MAX_ERROR = 4000
@@ -148,7 +149,7 @@ def backoff(attempts: int, base: float = 2.0, cap: float = 3600.0) -> dt.timedel
 
 #: Seconds without a sign of life after which a worker counts as gone (setting
 #: ``modelreg.worker.stale_after``): ``/readyz`` and finalize then say that jobs wait.
-STALE_SETTING = "modelreg.worker.stale_after"
+STALE_SETTING = WORKER_STALE_AFTER
 DEFAULT_STALE_AFTER = 60.0
 #: Rows of workers not seen for this long are deleted when a worker starts.
 FORGET_AFTER = dt.timedelta(days=1)

@@ -66,6 +66,7 @@ from pyramid.threadlocal import get_current_registry
 
 from . import keys
 from .errors import ApiError
+from .settings import METRICS_ENABLED, METRICS_PUBLIC, METRICS_TOKEN
 from .storage import DEFAULT_BACKEND, STORAGE_SETTING
 from .storage.errors import (
     BlobNotFound,
@@ -77,9 +78,9 @@ from .storage.errors import (
 
 log = logging.getLogger(__name__)
 
-ENABLED_SETTING = "modelreg.metrics.enabled"
-TOKEN_SETTING = "modelreg.metrics.token"  # noqa: S105 - a setting's name
-PUBLIC_SETTING = "modelreg.metrics.public"
+ENABLED_SETTING = METRICS_ENABLED
+TOKEN_SETTING = METRICS_TOKEN
+PUBLIC_SETTING = METRICS_PUBLIC
 MIN_TOKEN_LENGTH = 16
 #: Where the app's :class:`Metrics` live in the Pyramid registry.
 REGISTRY_KEY = keys.METRICS

@@ -24,12 +24,13 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 from . import keys
 from .errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unprocessable
+from .settings import API_MAX_JSON_BODY
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 OPERATIONS_KEY = keys.OPENAPI_OPERATIONS
-MAX_JSON_BODY_SETTING = "modelreg.api.max_json_body"
+MAX_JSON_BODY_SETTING = API_MAX_JSON_BODY
 DEFAULT_MAX_JSON_BODY = 1024 * 1024
 #: Deepest nesting of objects and arrays accepted in a JSON request body.
 MAX_JSON_DEPTH = 32

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from . import jobs, keys
 from .openapi import api_view, openapi_document
 from .registry.schemas import Health, OpenAPIDocument
+from .settings import READYZ_TIMEOUT
 from .storage import REGISTRY_KEY as STORAGE_KEY
 from .storage.errors import StorageError
 from .version import __version__
@@ -32,7 +33,7 @@ def healthz(request: Request) -> dict[str, Any]:
 
 
 #: Seconds ``/readyz`` waits for its checks before it answers 503 (setting).
-READYZ_TIMEOUT_SETTING = "modelreg.readyz.timeout"
+READYZ_TIMEOUT_SETTING = READYZ_TIMEOUT
 DEFAULT_READYZ_TIMEOUT = 2.0
 #: Where the process keeps its :class:`ReadinessChecks` (in the Pyramid registry).
 CHECKS_KEY = keys.READYZ_CHECKS

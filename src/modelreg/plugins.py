@@ -10,13 +10,14 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .settings import PLUGINS_DISABLED
 
 log = logging.getLogger(__name__)
 
 #: The entry-point group plugins are found in.
 ENTRYPOINT_GROUP = hookspecs.PROJECT_NAME
 #: Setting with whitespace-separated names of plugins to block (entry-point names).
-DISABLED_SETTING = "modelreg.plugins.disabled"
+DISABLED_SETTING = PLUGINS_DISABLED
 
 
 def disabled_plugins(settings: dict[str, Any]) -> list[str]:

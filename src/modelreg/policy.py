@@ -71,18 +71,19 @@ import sqlalchemy as sa
 from pyramid.config import Configurator
 from sqlalchemy.orm import Session
 
+from . import settings as settings_keys
 from .errors import Unprocessable
 from .models import Alias, File, UploadPart, UploadSession, Version, utcnow
 from .names import check_alias, check_tag
 from .types import Problem
 
 PREFIX = "modelreg.policy."
-MAX_VERSION_SIZE = PREFIX + "max_version_size"
-QUOTA_MAX_VERSIONS = PREFIX + "quota.max_versions"
-QUOTA_MAX_BYTES = PREFIX + "quota.max_bytes"
-PROTECTED_ALIASES = PREFIX + "protected_aliases"
-RETENTION_KEEP_LAST = PREFIX + "retention.keep_last"
-RETENTION_ACTION = PREFIX + "retention.action"
+MAX_VERSION_SIZE = settings_keys.POLICY_MAX_VERSION_SIZE
+QUOTA_MAX_VERSIONS = settings_keys.POLICY_QUOTA_MAX_VERSIONS
+QUOTA_MAX_BYTES = settings_keys.POLICY_QUOTA_MAX_BYTES
+PROTECTED_ALIASES = settings_keys.POLICY_PROTECTED_ALIASES
+RETENTION_KEEP_LAST = settings_keys.POLICY_RETENTION_KEEP_LAST
+RETENTION_ACTION = settings_keys.POLICY_RETENTION_ACTION
 RETENTION_ACTIONS = ("archive", "delete")
 #: The kind of the worker job that applies retention to one model.
 RETENTION_JOB = "apply_retention"

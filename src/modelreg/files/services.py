@@ -41,15 +41,16 @@ from ..models import Blob, File, Model, UploadSession, Version, utcnow
 from ..names import DIGEST_PREFIX
 from ..policy import ARCHIVED, check_upload
 from ..registry.services import RegistryService, isotime
+from ..settings import UPLOAD_MAX_PUT_SIZE, UPLOAD_MIN_CHUNK_SIZE, UPLOAD_SESSION_TTL
 from ..types import BlobInfo
 from .paths import check_new_path, conflict
 
 MiB = 1024 * 1024
 #: Settings and their defaults.
-MAX_PUT_SIZE_SETTING = "modelreg.upload.max_put_size"
+MAX_PUT_SIZE_SETTING = UPLOAD_MAX_PUT_SIZE
 DEFAULT_MAX_PUT_SIZE = 256 * MiB
-MIN_CHUNK_SIZE_SETTING = "modelreg.upload.min_chunk_size"
-SESSION_TTL_SETTING = "modelreg.upload.session_ttl"
+MIN_CHUNK_SIZE_SETTING = UPLOAD_MIN_CHUNK_SIZE
+SESSION_TTL_SETTING = UPLOAD_SESSION_TTL
 DEFAULT_SESSION_TTL = 24 * 3600
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
 

@@ -54,6 +54,7 @@ from ..models import Blob, File, Model, UploadPart, UploadSession, Version, utcn
 from ..names import DIGEST_PREFIX
 from ..policy import check_upload
 from ..registry.services import RegistryService
+from ..settings import UPLOAD_CLAIM_TIMEOUT, UPLOAD_MAX_OPEN_SESSIONS
 from ..storage.errors import DigestMismatch
 from ..types import BlobInfo
 from .paths import check_new_path
@@ -69,9 +70,9 @@ from .services import (
     write_transaction,
 )
 
-MAX_OPEN_SESSIONS_SETTING = "modelreg.upload.max_open_sessions"
+MAX_OPEN_SESSIONS_SETTING = UPLOAD_MAX_OPEN_SESSIONS
 DEFAULT_MAX_OPEN_SESSIONS = 32
-CLAIM_TIMEOUT_SETTING = "modelreg.upload.claim_timeout"
+CLAIM_TIMEOUT_SETTING = UPLOAD_CLAIM_TIMEOUT
 DEFAULT_CLAIM_TIMEOUT = 900
 
 

@@ -30,20 +30,21 @@ from typing import Any
 from pyramid.config import Configurator
 
 from ..models import ScanFinding
+from ..settings import SCAN_BATCH_SECONDS, SCAN_MAX_FILES, SCAN_REJECT
 from ..types import Problem
 
 #: The kind of the job finalize queues.
 SCAN_JOB = "scan_version"
 #: The setting naming the severities that reject, and its default.
-REJECT_SETTING = "modelreg.scan.reject"
+REJECT_SETTING = SCAN_REJECT
 DEFAULT_REJECT = "error"
 #: The actor the audit log records for what the worker concludes.
 WORKER_ACTOR = "system:worker"
 #: The per-version file limit, and its default.
-MAX_FILES_SETTING = "modelreg.scan.max_files"
+MAX_FILES_SETTING = SCAN_MAX_FILES
 DEFAULT_MAX_FILES = 10_000
 #: How long one run of a scan job may go on before it yields, and its default (seconds).
-BATCH_SETTING = "modelreg.scan.batch_seconds"
+BATCH_SETTING = SCAN_BATCH_SECONDS
 DEFAULT_BATCH_SECONDS = 30.0
 
 

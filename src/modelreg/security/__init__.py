@@ -31,12 +31,13 @@ from typing import Any
 from pyramid.config import Configurator
 from pyramid.settings import asbool
 
+from ..settings import AUTH_ALLOW_ANONYMOUS_WRITE, AUTH_ANONYMOUS
 from .access import Level
 from .policy import DENIED, POLICY_KEY, SecurityPolicy, forbidden_view, root_factory
 from .throttle import Throttle
 
-ANONYMOUS_SETTING = "modelreg.auth.anonymous"
-ALLOW_ANONYMOUS_WRITE_SETTING = "modelreg.auth.allow_anonymous_write"
+ANONYMOUS_SETTING = AUTH_ANONYMOUS
+ALLOW_ANONYMOUS_WRITE_SETTING = AUTH_ALLOW_ANONYMOUS_WRITE
 
 #: What each value of ``modelreg.auth.anonymous`` gives on every model: ``write`` opens
 #: every model-level operation, deleting and renaming included.

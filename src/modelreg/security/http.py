@@ -38,8 +38,9 @@ from pyramid.tweens import INGRESS
 
 from .. import keys
 from ..errors import BadRequest, error_response
+from ..settings import ALLOWED_HOSTS
 
-ALLOWED_HOSTS_SETTING = "modelreg.allowed_hosts"
+ALLOWED_HOSTS_SETTING = ALLOWED_HOSTS
 #: Where the parsed allow-list is kept in the registry (``None``: any host).
 ALLOWED_HOSTS_KEY = keys.ALLOWED_HOSTS
 #: Longest client address recorded (the audit log's and the throttle's column).

@@ -33,13 +33,14 @@ from pyramid.request import Request
 from .. import keys
 from ..errors import TooManyRequests
 from ..models import AuthFailure, utcnow
+from ..settings import AUTH_BLOCK_SECONDS, AUTH_FAILURE_WINDOW, AUTH_MAX_FAILURES
 from .http import client_address
 
 log = logging.getLogger(__name__)
 
-MAX_FAILURES_SETTING = "modelreg.auth.max_failures"
-FAILURE_WINDOW_SETTING = "modelreg.auth.failure_window"
-BLOCK_SECONDS_SETTING = "modelreg.auth.block_seconds"
+MAX_FAILURES_SETTING = AUTH_MAX_FAILURES
+FAILURE_WINDOW_SETTING = AUTH_FAILURE_WINDOW
+BLOCK_SECONDS_SETTING = AUTH_BLOCK_SECONDS
 DEFAULT_MAX_FAILURES = 10
 DEFAULT_FAILURE_WINDOW = 60
 DEFAULT_BLOCK_SECONDS = 60

@@ -23,6 +23,7 @@ from zope.interface.verify import verifyObject
 
 from .. import keys
 from ..interfaces import IBlobStore
+from ..settings import STORAGE
 
 if TYPE_CHECKING:
     from pyramid.config import Configurator
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from ..types import BackendDescription
 
 #: The setting that names the backend, and its default.
-STORAGE_SETTING = "modelreg.storage"
+STORAGE_SETTING = STORAGE
 DEFAULT_BACKEND = "local"
 #: Where the built store lives in the Pyramid registry.
 REGISTRY_KEY = keys.BLOB_STORE

@@ -67,9 +67,10 @@ from ..api import (
     hookimpl,
     validate_sha256,
 )
+from ..settings import STORAGE_LOCAL_PATH
 
 #: The setting that names the root directory.
-PATH_SETTING = "modelreg.storage.local.path"
+PATH_SETTING = STORAGE_LOCAL_PATH
 #: Bytes read from a stream or a file at a time.
 CHUNK_SIZE = 1024 * 1024
 

@@ -27,6 +27,12 @@ from typing import Any
 
 from ..api import Problem, hookimpl
 from ..policy import policy_rules
+from ..settings import (
+    POLICY_MODEL_NAME_PATTERN,
+    POLICY_REQUIRED_METADATA,
+    POLICY_REQUIRED_MODEL_TAGS,
+    POLICY_REQUIRED_VERSION_TAGS,
+)
 
 
 def _words(settings: dict[str, Any], key: str) -> list[str]:
@@ -53,14 +59,14 @@ def modelreg_validate_model(
 ) -> list[Problem]:
     """Model-name pattern and required model tags."""
     problems = []
-    pattern = settings.get("modelreg.policy.model_name_pattern")
+    pattern = settings.get(POLICY_MODEL_NAME_PATTERN)
     if pattern and not _pattern(pattern).fullmatch(model["name"]):
         problems.append(Problem(
             "name_pattern",
             f"model name {model['name']!r} does not match the required pattern {pattern!r}",
             "name",
         ))
-    for key in _words(settings, "modelreg.policy.required_model_tags"):
+    for key in _words(settings, POLICY_REQUIRED_MODEL_TAGS):
         if key not in model["tags"]:
             problems.append(Problem("missing_tag", f"models must carry the tag {key!r}",
                                     f"tags.{key}"))
@@ -73,12 +79,12 @@ def modelreg_validate_version(
 ) -> list[Problem]:
     """Required metadata keys and version tags."""
     problems = []
-    for key in _words(settings, "modelreg.policy.required_metadata"):
+    for key in _words(settings, POLICY_REQUIRED_METADATA):
         if not _has_path(version["metadata"], key):
             problems.append(Problem("missing_metadata",
                                     f"versions must carry the metadata key {key!r}",
                                     f"metadata.{key}"))
-    for key in _words(settings, "modelreg.policy.required_version_tags"):
+    for key in _words(settings, POLICY_REQUIRED_VERSION_TAGS):
         if key not in version["tags"]:
             problems.append(Problem("missing_tag", f"versions must carry the tag {key!r}",
                                     f"tags.{key}"))

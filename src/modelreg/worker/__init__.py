@@ -33,11 +33,12 @@ from pyramid.config import Configurator
 from pyramid.settings import asbool
 
 from .. import keys
+from ..settings import WORKER_EMBEDDED
 from .runner import EmbeddedWorker, Worker
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_SETTING = "modelreg.worker.embedded"
+EMBEDDED_SETTING = WORKER_EMBEDDED
 #: Where the embedded worker, if any, is kept in the registry.
 REGISTRY_KEY = keys.EMBEDDED_WORKER
 

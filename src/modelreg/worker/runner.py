@@ -29,15 +29,16 @@ from .. import keys
 from ..db import get_engine, get_session_factory, get_tm_session, writer_engine
 from ..jobs import JobKind
 from ..models import OutboxEvent, utcnow
+from ..settings import WORKER_LEASE, WORKER_MAX_ATTEMPTS, WORKER_MAX_BACKOFF, WORKER_POLL_INTERVAL
 from ..storage import get_blob_store
 from ..types import Event
 
 log = logging.getLogger(__name__)
 
-LEASE_SETTING = "modelreg.worker.lease"
-MAX_ATTEMPTS_SETTING = "modelreg.worker.max_attempts"
-POLL_SETTING = "modelreg.worker.poll_interval"
-RETRY_CAP_SETTING = "modelreg.worker.max_backoff"
+LEASE_SETTING = WORKER_LEASE
+MAX_ATTEMPTS_SETTING = WORKER_MAX_ATTEMPTS
+POLL_SETTING = WORKER_POLL_INTERVAL
+RETRY_CAP_SETTING = WORKER_MAX_BACKOFF
 
 
 def _error_text(exc: BaseException) -> str:
