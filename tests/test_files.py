@@ -337,7 +337,7 @@ def test_unusual_but_valid_paths(files_app, draft, path):
 
 
 def manifest_digest(files: list[tuple[str, bytes]]) -> str:
-    """The version digest as DESIGN §3 defines it, computed independently here."""
+    """The version digest as docs/api.md defines it, computed independently here."""
     entries = sorted(({"path": p, "size": len(d), "sha256": sha(d)} for p, d in files),
                      key=lambda e: e["path"])
     canonical = json.dumps(entries, sort_keys=True, separators=(",", ":")).encode("utf-8")

@@ -231,3 +231,34 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     assert cycles(graph) == [["modelreg.a", "modelreg.b"]]  # the local import counts
     assert graph["modelreg.c"] == set()  # TYPE_CHECKING does not
     assert graph["modelreg.worker.run"] == {"modelreg.c"}
+
+
+def drawing() -> dict[str, set[str]]:
+    """The words of each layer in docs/architecture.md's drawing."""
+    text = (SRC.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("## The layers", 1)[1].split("```", 2)[1]
+    names = [name for name, _ in LAYERS]
+    words: dict[str, set[str]] = {}
+    current = None
+    for line in block.splitlines():
+        first = line.split()[0] if line.split() else ""
+        if first in names:
+            current = first
+            line = line.replace(first, "", 1)
+        if current and not line.strip().startswith("─"):
+            words.setdefault(current, set()).update(
+                line.replace("(", " ").replace(")", " ").replace(",", " ").split())
+    return words
+
+
+def test_the_drawing_in_docs_shows_the_layers_the_test_holds():
+    drawn = drawing()
+    assert list(drawn) == [name for name, _ in reversed(LAYERS)]  # top layer first
+    missing = []
+    for name, prefixes in LAYERS:
+        for prefix in prefixes:
+            short = prefix.removeprefix("modelreg.").removesuffix(".__init__")
+            last = short.rpartition(".")[2]
+            if short not in drawn[name] and last not in drawn[name]:
+                missing.append(f"{prefix} ({name})")
+    assert missing == []

@@ -1,4 +1,5 @@
-"""``pip install ./client`` alone brings no server dependencies (DESIGN §2).
+"""``pip install ./client`` alone brings no server dependencies
+(docs/architecture.md, "The client").
 
 Checked statically and offline: the requirements declared in ``client/setup.cfg``, followed
 through the metadata of the installed distributions (what pip would resolve), must not reach

@@ -1,6 +1,6 @@
 """Local files and their manifest: hashing, the version digest, safe paths.
 
-The version digest is defined once (DESIGN §3) and computed here exactly as the server does:
+The version digest is defined once (docs/api.md) and computed here exactly as the server does:
 ``sha256:`` + the SHA-256 of the UTF-8 bytes of
 ``json.dumps(sorted entries, sort_keys=True, separators=(",", ":"))`` where each entry is
 ``{"path", "size", "sha256"}`` and entries are sorted by path.

@@ -80,8 +80,8 @@ __all__ = ["PART_SUFFIX", "Journal", "Progress", "Puller", "Pusher"]
 MiB = 1024 * 1024
 #: Preferred chunk size of upload sessions (the server's limits bound it).
 DEFAULT_CHUNK_SIZE = 64 * MiB
-#: DESIGN §5's floor for chunks (S3 needs 5 MiB parts); files up to this size go in one
-#: ``PUT`` before the server has said its limit.
+#: The core's floor for chunks (``modelreg.api.MIN_CHUNK_SIZE``; S3 needs 5 MiB parts);
+#: files up to this size go in one ``PUT`` before the server has said its limit.
 MIN_CHUNK_SIZE = 8 * MiB
 #: The most numbered parts of one upload session (the server's limit, S3's).
 MAX_PARTS = 10_000

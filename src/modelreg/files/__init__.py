@@ -1,4 +1,5 @@
-"""Model files: the file API, upload sessions and garbage collection of blobs (DESIGN §5).
+"""Model files: the file API, upload sessions and garbage collection of blobs
+(docs/architecture.md, "Files and blobs").
 
 Settings:
 

@@ -1,6 +1,6 @@
 """Garbage collection of blobs and upload sessions (``modelreg gc``), safe while serving.
 
-The mechanism (DESIGN §5):
+The mechanism (docs/architecture.md, "Files and blobs"):
 
 * every transaction that references a blob first *touches* its row
   (:func:`~modelreg.files.services.touch_blob`: ``last_referenced_at`` = now, and on

@@ -1,4 +1,5 @@
-"""Tables of background work: the job queue and the findings of scans (DESIGN §7)."""
+"""Tables of background work: the job queue and the findings of scans
+(docs/architecture.md, "Jobs")."""
 
 from __future__ import annotations
 

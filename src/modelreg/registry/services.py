@@ -242,7 +242,7 @@ def _alias_document_statement() -> Any:
 
 
 def manifest_digest(files: Iterable[dict[str, Any]]) -> str:
-    """The version digest: sha256 of the canonical manifest (DESIGN §3).
+    """The version digest: sha256 of the canonical manifest (docs/api.md).
 
     The manifest is the UTF-8 JSON of ``[{"path", "sha256", "size"}, ...]`` sorted by path,
     with sorted keys and no spaces, so that the server and any client compute the same value.
