@@ -60,6 +60,7 @@ from ..types import BlobInfo
 from .paths import check_new_path
 from .services import (
     FileService,
+    file_json,
     max_put_size,
     min_chunk_size,
     same_digest,
@@ -152,6 +153,28 @@ class UploadService:
             registry = RegistryService(db, self.hook, self.settings, actor=self.actor,
                                        client_addr=self.client_addr, token_id=self.token_id)
             yield FileService(registry, self.store)
+
+    def put_file(
+        self, model: str, ref: str, path: str, stream: BinaryIO, *,
+        expected_sha256: str | None, max_size: int, media_type: str | None,
+    ) -> tuple[dict[str, Any], str]:
+        """Store one request's body as the file ``path`` of a draft (``PUT`` of a file).
+
+        The bytes go to the blob store first and the blob's row is touched in a transaction
+        of its own (see :mod:`.services`); then, under the version's lock, the size policy is
+        checked on the stored size (a refusal records no file) and the file is added.
+
+        :returns: the file's API representation and ``"created"`` or what
+            :meth:`.services.FileService.add_file` says.
+        """
+        info = self.store.put(stream, expected_sha256=expected_sha256, max_size=max_size)
+        with write_transaction(self.registry) as db:
+            touch_blob(db, info)
+        with self._transaction() as service:
+            version = service.draft(model, ref, lock=True)
+            check_upload(service.registry.db, self.settings, version, path, info.size)
+            file, outcome = service.add_file(version, path, info, media_type)
+            return file_json(file), outcome
 
     def _lock(self, db: Session, public_id: str) -> tuple[UploadSession, Version]:
         """The open session, its row locked until the transaction ends (an ``UPDATE``, so

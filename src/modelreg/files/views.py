@@ -2,7 +2,8 @@
 
 ``PUT`` of a file and the chunks and completion of an upload session stream their body to the
 blob store: they are marked with :func:`modelreg.db.add_streaming_view` (never retried, the
-request's session only reads) and write through :func:`.services.write_transaction`.
+request's session only reads) and leave writing to the services: the upload service owns
+the transactions of an upload (:meth:`.uploads.UploadService.put_file`); views open none.
 """
 
 from __future__ import annotations
@@ -36,10 +37,8 @@ from .services import (
     media_type,
     parse_hex_digest,
     same_digest,
-    touch_blob,
     upload_json,
     upload_not_found,
-    write_transaction,
 )
 from .uploads import UploadService, UploadSnapshot
 
@@ -103,20 +102,6 @@ def upload_context(request: Request) -> UploadContext:
 def file_service(request: Request) -> FileService:
     """The request's :class:`FileService` (``request.file_service``)."""
     return FileService(request.registry_service, request.blob_store)
-
-
-def _writing_services(request: Request, db: Any) -> FileService:
-    """The request's services over ``db`` (a :func:`write_transaction`'s session)."""
-    reading: RegistryService = request.registry_service
-    registry = RegistryService(db, reading.hook, reading.settings, actor=reading.actor,
-                               client_addr=reading.client_addr, token_id=reading.token_id)
-    return FileService(registry, request.blob_store)
-
-
-def _record_blob(request: Request, info: Any) -> None:
-    """Touch the stored blob's row in a transaction of its own (see the services' doc)."""
-    with write_transaction(request.registry) as db:
-        touch_blob(db, info)
 
 
 def _check_body_size(request: Request, limit: int) -> None:
@@ -308,17 +293,10 @@ def upload_file(request: Request) -> dict[str, Any]:
     # The size policy on the declared length first, before a byte is stored...
     check_upload(request.dbsession, request.registry.settings, version, path,
                  request.content_length)
-    info = request.blob_store.put(metered(request.body_file, "upload", request.registry),
-                                  expected_sha256=expected, max_size=limit)
-    _record_blob(request, info)
-    with write_transaction(request.registry) as db:
-        service = _writing_services(request, db)
-        version = service.draft(model, ref, lock=True)
-        # ...and on the stored size under the version's lock: a refusal records no file.
-        check_upload(db, request.registry.settings, version, path, info.size)
-        file, outcome = service.add_file(version, path, info,
-                                         media_type(request.headers.get("Content-Type")))
-        body = file_json(file)
+    body, outcome = request.upload_service.put_file(
+        model, ref, path, metered(request.body_file, "upload", request.registry),
+        expected_sha256=expected, max_size=limit,
+        media_type=media_type(request.headers.get("Content-Type")))
     if outcome == "created":
         request.response.status_code = 201
         request.response.location = request.route_url(
