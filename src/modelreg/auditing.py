@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .models import AuditEvent, utcnow
 from .models.events import ACTOR_LENGTH
+from .security.http import client_address
 
 if TYPE_CHECKING:
     from pyramid.request import Request
@@ -65,8 +66,6 @@ def audit_request(
     """Write one audit event in the request's transaction, with the request's actor, API
     token and client address, as the core's own changes record them: it is kept only if the
     request's change commits.  Arguments as :func:`record_audit`'s."""
-    from .security.http import client_address
-
     values = _values(action, target_type, target, request.authenticated_userid, before, after)
     identity = request.identity
     request.dbsession.add(AuditEvent(

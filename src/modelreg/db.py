@@ -268,6 +268,14 @@ def get_tm_session(
     return dbsession
 
 
+def database_parts(engine: Engine, session_factory: Any | None = None) -> dict[str, Any]:
+    """What :func:`transaction` needs of a registry, for code that holds an engine of its
+    own rather than the app's registry (the worker's own engine, gc's batches): the engine,
+    its writer and a session factory, under the keys of :mod:`modelreg.keys`."""
+    return {keys.DB_ENGINE: engine, keys.DB_WRITER_ENGINE: writer_engine(engine),
+            keys.DB_SESSION_FACTORY: session_factory or get_session_factory(engine)}
+
+
 @contextmanager
 def transaction(registry: Any, *, write: bool = True) -> Iterator[Session]:
     """The one way to run a unit of work outside a request's own transaction: a session in a

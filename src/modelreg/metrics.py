@@ -66,6 +66,7 @@ from pyramid.threadlocal import get_current_registry
 
 from . import keys
 from .errors import ApiError
+from .models import OutboxEvent
 from .settings import METRICS_ENABLED, METRICS_PUBLIC, METRICS_TOKEN
 from .storage import DEFAULT_BACKEND, STORAGE_SETTING
 from .storage.errors import (
@@ -153,8 +154,6 @@ class _OutboxCollector:
         return []  # nothing is collected at registration (no query then)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from .models import OutboxEvent
-
         try:
             with self.engine.connect() as conn:
                 pending = conn.scalar(

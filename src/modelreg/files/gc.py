@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-import transaction
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..db import get_tm_session, writer_engine
+from ..db import database_parts, transaction, writer_engine
 from ..models import Blob, File, UploadSession, Version, utcnow
 from ..policy import ARCHIVED, RETAINED_STATUSES, RETENTION_ACTOR, policy_rules
+from ..registry.services import RegistryService
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,10 @@ def collect_garbage(
 
 @contextmanager
 def _batch(session_factory: sessionmaker[Session], engine: sa.Engine) -> Iterator[Session]:
-    """A writing session in a transaction of its own, committed when the block ends."""
-    tm = transaction.TransactionManager(explicit=True)
-    with tm:
-        yield get_tm_session(session_factory, tm, engine)
+    """A writing session in a transaction of its own (:func:`modelreg.db.transaction`),
+    committed when the block ends."""
+    with transaction(database_parts(engine, session_factory), write=True) as db:
+        yield db
 
 
 def _collect_uploads(session_factory: sessionmaker[Session], engine: sa.Engine, store: Any,
@@ -171,8 +171,6 @@ def apply_retention_everywhere(
     :returns: ``{"model", "version", "action"}`` of every version archived or deleted (or,
         in a dry run, that would be).
     """
-    from ..registry.services import RegistryService
-
     policy = policy_rules(settings)
     if not policy.retention:
         return []

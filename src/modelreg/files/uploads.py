@@ -514,8 +514,6 @@ class UploadService:
             once), 409 ``part_in_progress``, ``upload_completing`` or
             ``version_immutable``.
         """
-        from .services import file_json
-
         now = utcnow()
         refused: ApiError | None = None
         with self._transaction() as files:

@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-import transaction
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .. import jobs as queue
 from .. import keys
-from ..db import get_engine, get_session_factory, get_tm_session, writer_engine
+from ..db import database_parts, get_engine, get_session_factory, writer_engine
+from ..db import transaction as db_transaction
 from ..jobs import JobKind
 from ..models import OutboxEvent, utcnow
 from ..settings import WORKER_LEASE, WORKER_MAX_ATTEMPTS, WORKER_MAX_BACKOFF, WORKER_POLL_INTERVAL
@@ -86,6 +86,7 @@ class Worker:
         self.engine = engine if engine is not None else get_engine(settings)
         self.session_factory = get_session_factory(self.engine)
         self.writer = writer_engine(self.engine)
+        self._database = database_parts(self.engine, self.session_factory)
         self.store = store if store is not None else get_blob_store(settings, pm.hook)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = dt.timedelta(seconds=float(settings.get(LEASE_SETTING, 300)))
@@ -111,11 +112,10 @@ class Worker:
 
     @contextmanager
     def transaction(self, write: bool = False) -> Iterator[Session]:
-        """A session in a transaction of its own, committed when the block succeeds."""
-        tm = transaction.TransactionManager(explicit=True)
-        with tm:
-            yield get_tm_session(self.session_factory, tm,
-                                 bind=self.writer if write else self.engine)
+        """A session in a transaction of its own (:func:`modelreg.db.transaction`),
+        committed when the block succeeds."""
+        with db_transaction(self._database, write=write) as db:
+            yield db
 
     def close(self) -> None:
         """Release the database connections, if the worker built its engine."""
