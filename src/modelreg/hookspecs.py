@@ -56,7 +56,8 @@ def modelreg_startup(settings: dict[str, Any], registry: Any) -> None:
     Called once in every process that assembles the app through
     :func:`modelreg.config.configure`, after the configuration is committed: each ``pserve``
     process, each gunicorn and uvicorn worker (the app factory runs in every worker), the
-    ``modelreg worker`` process and every ``modelreg`` admin command.  The blob store and the
+    ``modelreg worker`` process and every ``modelreg`` admin command (but ``modelreg plugins``
+    and ``modelreg db``, which must work when the app cannot start).  The blob store and the
     database engine exist; no request and no transaction exist yet.
 
     :param settings: the application settings.

@@ -161,7 +161,7 @@ class Worker:
             log.warning("worker %s: could not remove its row on the way out", self.id)
 
     def beat(self) -> None:
-        """Show a sign of life (see :func:`modelreg.worker.queue.beat`)."""
+        """Show a sign of life (see :func:`modelreg.jobs.beat`)."""
         with self.transaction(write=True) as db:
             queue.beat(db, self.id)
 
