@@ -8,7 +8,6 @@ transaction as the change.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import hashlib
 import json
@@ -62,61 +61,12 @@ from ..policy import (
 )
 from ..scanning import SCAN_JOB, file_count_problems, has_scanners
 from ..validation import validate_alias, validate_model, validate_version
-from . import filters
+from . import documents, filters
+from .documents import model_document, version_document
 from .errors import model_not_found
 
 #: Largest serialised size of a version's ``metadata`` or ``lineage``.
 MAX_DOCUMENT_BYTES = 64 * 1024
-
-
-def model_document(
-    *,
-    name: str,
-    description: str,
-    tags: dict[str, str],
-    aliases: dict[str, int],
-    latest: int | None,
-    created_at: dt.datetime,
-    updated_at: dt.datetime,
-    created_by: str | None,
-    updated_by: str | None,
-) -> dict[str, Any]:
-    """The API representation of a model, from its fields."""
-    return {
-        "name": name,
-        "description": description,
-        "tags": tags,
-        "aliases": aliases,
-        "latest_version": latest,
-        "created_at": isotime(created_at),
-        "updated_at": isotime(updated_at),
-        "created_by": created_by,
-        "updated_by": updated_by,
-    }
-
-
-def version_document(
-    version: Any, *, model: str, metadata: Any, tags: dict[str, str], aliases: list[str]
-) -> dict[str, Any]:
-    """The API representation of a version from its row (an ORM object or a result row),
-    its model's name and its ``metadata`` document (``metadata_`` on the ORM object)."""
-    return {
-        "model": model,
-        "number": version.number,
-        "status": version.status,
-        "description": version.description,
-        "metadata": metadata,
-        "lineage": version.lineage,
-        "tags": tags,
-        "aliases": aliases,
-        "digest": version.digest,
-        "problems": version.problems,
-        "created_at": isotime(version.created_at),
-        "updated_at": isotime(version.updated_at),
-        "finalized_at": isotime(version.finalized_at),
-        "created_by": version.created_by,
-        "updated_by": version.updated_by,
-    }
 
 
 def version_not_found(model: str, ref: str, aliases: list[str] | None = None) -> NotFound:
@@ -1172,13 +1122,9 @@ class RegistryService:
 
     def alias_json(self, alias: Alias, model: Model) -> dict[str, Any]:
         """The API representation of ``alias``."""
-        return {
-            "model": model.name,
-            "alias": alias.name,
-            "version": alias.version.number,
-            "updated_at": isotime(alias.updated_at),
-            "updated_by": alias.updated_by,
-        }
+        return documents.alias_document(
+            model=model.name, alias=alias.name, version=alias.version.number,
+            updated_at=alias.updated_at, updated_by=alias.updated_by)
 
     def _get_alias(self, model: Model, name: str) -> Alias:
         alias = self.db.get(Alias, (model.id, name))
@@ -1201,13 +1147,9 @@ class RegistryService:
         if row is None:
             model = self.get_model(model_name)
             raise alias_not_found(model.name, name, self._alias_names(model))
-        return {
-            "model": row.name,
-            "alias": row.alias,
-            "version": row.number,
-            "updated_at": isotime(row.updated_at),
-            "updated_by": row.updated_by,
-        }
+        return documents.alias_document(
+            model=row.name, alias=row.alias, version=row.number, updated_at=row.updated_at,
+            updated_by=row.updated_by)
 
     def list_aliases(self, model_name: str) -> list[dict[str, Any]]:
         """Every alias of a model."""
