@@ -440,7 +440,7 @@ class _Dangerous:
 
 def test_scan_findings_come_with_the_rejection(client, model_name, tmp_path):
     pytest.importorskip("modelreg_scan")
-    pytest.importorskip("modelreg.worker.scanning")  # scans at finalize
+    pytest.importorskip("modelreg.scanning")  # scans at finalize
     import pickle
 
     source = tmp_path / "model"

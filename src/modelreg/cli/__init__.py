@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from .. import keys
 from ..config import apply_environment, configure
-from ..db import transaction
+from ..db import database_parts, get_engine, transaction
 from ..errors import ApiError
 from ..plugins import get_plugin_manager
 from ..worker import EMBEDDED_SETTING
@@ -76,14 +76,25 @@ def db_session(registry: Any) -> Iterator[Session]:
     """A writing session in a transaction of its own (:func:`modelreg.db.transaction`),
     committed when the block succeeds.
 
+    :param registry: the registry of :func:`assemble`; or, for scripts and tests that hold
+        only settings, the settings (an engine is then built from them and disposed after).
+
     An :class:`~modelreg.errors.ApiError` raised in the block aborts the transaction and
     becomes a click error (its message, exit status 1).
     """
+    engine = None
+    parts = registry
+    if keys.DB_SESSION_FACTORY not in registry:  # settings only
+        engine = get_engine(registry)
+        parts = database_parts(engine)
     try:
-        with transaction(registry, write=True) as db:
+        with transaction(parts, write=True) as db:
             yield db
     except ApiError as exc:
         raise click.ClickException(exc.message) from exc
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def each_page(fetch: Any) -> Iterator[Any]:
