@@ -93,6 +93,7 @@ def configure(
     config.include(".registry.views")
     config.include(".files")
     config.include(".worker")  # the findings API; the embedded worker thread, if enabled
+    config.include(".plugin_api")  # request.modelreg, the registry of modelreg.api
     pm.hook.modelreg_pyramid_configure(config=config)
     add_method_not_allowed_views(config)
     config.commit()

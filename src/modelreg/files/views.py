@@ -21,6 +21,7 @@ from ..interfaces import MAX_PARTS
 from ..logs import log_when_sent
 from ..metrics import metered
 from ..openapi import Param, api_view, parse_body
+from ..permissions import READ, WRITE
 from ..policy import ARCHIVED, check_upload
 from ..registry.names import DIGEST_PREFIX
 from ..registry.services import RegistryService
@@ -43,7 +44,6 @@ from .services import (
 )
 from .uploads import UploadService, UploadSnapshot
 
-READ, WRITE = "read", "write"
 BINARY = "application/octet-stream"
 #: Bytes read from a blob at a time when sending a file.
 SEND_BLOCK = 1024 * 1024
@@ -241,48 +241,72 @@ def download_file(request: Request) -> Response:
     """Download a file (``Range``, ``If-None-Match``); ``HEAD`` for its headers only."""
     _version, file = request.file_service.get_file(
         request.matchdict["model"], request.matchdict["version"], request.matchdict["path"])
+    return send_blob(request, file.sha256, file.size, path=file.path,
+                     media_type=file.media_type)
+
+
+def _seekable(stream: Any) -> bool:
+    """Whether ``stream`` says it can seek: :meth:`IBlobStore.open` promises a readable
+    stream only, and a WSGI file wrapper (Waitress's) calls ``tell()`` and ``seek()``."""
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def send_blob(request: Request, sha256: str, size: int, *, path: str,
+              media_type: str = BINARY) -> Response:
+    """The response sending the stored blob ``sha256`` (``size`` bytes) as the file ``path``.
+
+    ``ETag`` (the digest), ``If-None-Match`` (304), a single ``Range`` (206, 416 when not
+    satisfiable), ``If-Range``, ``HEAD``, a redirect (302) where the store offers a download
+    URL, and the server's ``wsgi.file_wrapper`` for stores whose blobs are files and whose
+    streams seek.  Checks no permission: the caller has (public as
+    :func:`modelreg.api.send_blob`).
+    """
     store = request.blob_store
-    etag = f'"{file.sha256}"'
+    etag = f'"{sha256}"'
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
-        "Content-Disposition": _content_disposition(file.path),
+        "Content-Disposition": _content_disposition(path),
         "X-Content-Type-Options": "nosniff",
         "Cache-Control": "private, max-age=0, must-revalidate",
     }
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match is not None and _etag_matches(if_none_match, etag):
         return Response(status=304, headerlist=list(headers.items()))
-    url = store.download_url(file.sha256, filename=basename(file.path))
+    url = store.download_url(sha256, filename=basename(path))
     if url is not None:
         return Response(status=302, headerlist=[*headers.items(), ("Location", url)])
-    wanted = _parse_range(request.headers.get("Range"), file.size)
+    wanted = _parse_range(request.headers.get("Range"), size)
     if_range = request.headers.get("If-Range")
     if if_range is not None and if_range.strip() != etag:
         wanted = None
     if wanted is False:
         error = ApiError(
-            f"the range is not satisfiable: the file has {file.size} bytes",
+            f"the range is not satisfiable: the file has {size} bytes",
             code="range_not_satisfiable", status=416,
-            details={"size": file.size},
-            headers={**headers, "Content-Range": f"bytes */{file.size}"},
+            details={"size": size},
+            headers={**headers, "Content-Range": f"bytes */{size}"},
         )
         raise error
-    start, end = wanted if wanted else (0, file.size)
+    start, end = wanted if wanted else (0, size)
     status = 206 if wanted else 200
-    headers["Content-Type"] = file.media_type
+    headers["Content-Type"] = media_type
     if wanted:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{file.size}"
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     response = Response(status=status, headerlist=list(headers.items()))
     if request.method == "HEAD":
         response.content_length = end - start
         return response
-    stream = metered(store.open(file.sha256, start, end), "download", request.registry)
+    raw = store.open(sha256, start, end)
+    stream = metered(raw, "download", request.registry)
     # The access log says what the client got once the body is sent (a 200 that failed
     # mid-stream is no 200): see modelreg.logs.LoggedBody.
     stream = log_when_sent(request, response, stream, end - start)
     wrapper = request.environ.get("wsgi.file_wrapper")
-    if wrapper is not None and store.file_path(file.sha256) is not None:
+    if wrapper is not None and store.file_path(sha256) is not None and _seekable(raw):
         response.app_iter = wrapper(_BoundedReads(stream), SEND_BLOCK)
     else:
         response.app_iter = FileIter(stream, SEND_BLOCK)

@@ -14,6 +14,7 @@ from pyramid.response import Response
 
 from ..errors import Forbidden
 from ..openapi import Param, api_view, parse_body
+from ..permissions import ADMIN, READ, WRITE
 from ..policy import get_policy
 from ..security.http import client_address
 from ..security.policy import ModelContext, denial, readable_models, require
@@ -21,8 +22,6 @@ from ..worker import queue
 from . import schemas
 from .names import check_alias
 from .services import RegistryService
-
-READ, WRITE, ADMIN = "read", "write", "admin"
 
 _LIST_PARAMS = (
     Param("filter", "Filter expression, e.g. name GLOB 'fraud-*' AND tag.team = 'risk'."),
@@ -271,14 +270,16 @@ def delete_version_tag(request: Request) -> Response:
 # ------------------------------------------------------------------------------ aliases
 
 
-def require_alias_admin(request: Request, alias: str | None = None) -> None:
+def require_alias_admin(request: Request, alias: str | None = None, *,
+                        model: str | None = None) -> None:
     """Setting, moving or deleting a protected alias (``modelreg.policy.protected_aliases``)
     needs ``admin`` on the model, as the security policy decides it: 401, 404 or 403
     ``protected_alias`` otherwise.
 
     :param alias: the alias (default: the one the route names).
+    :param model: the model (default: the one the route names).
     """
-    model = request.matchdict["model"]
+    model = request.matchdict["model"] if model is None else model
     alias = request.matchdict["alias"] if alias is None else alias
     if not get_policy(request.registry.settings).is_protected(alias):
         return
