@@ -305,13 +305,24 @@ def send_blob(request: Request, sha256: str, size: int, *, path: str,
     # The access log says what the client got once the body is sent (a 200 that failed
     # mid-stream is no 200): see modelreg.logs.LoggedBody.
     stream = log_when_sent(request, response, stream, end - start)
-    wrapper = request.environ.get("wsgi.file_wrapper")
-    if wrapper is not None and store.file_path(sha256) is not None and _seekable(raw):
-        response.app_iter = wrapper(_BoundedReads(stream), SEND_BLOCK)
-    else:
-        response.app_iter = FileIter(stream, SEND_BLOCK)
+    response.app_iter = response_body(request.environ, raw, stream, store.file_path(sha256))
     response.content_length = end - start
     return response
+
+
+def response_body(environ: dict[str, Any], raw: Any, stream: Any, file_path: Any) -> Any:
+    """The WSGI body sending ``stream`` (``raw``, a store's :meth:`~IBlobStore.open`
+    stream, or a wrapper of it).
+
+    The server's ``wsgi.file_wrapper`` (Waitress's calls ``tell()`` and ``seek()``) only for
+    a blob the store keeps as a file (``file_path``) whose stream says it seeks
+    (``seekable()``): the interface promises nothing more than ``read`` and ``close``.
+    Else plain iteration in :data:`SEND_BLOCK` reads (gunicorn, the ASGI adapter, WebTest).
+    """
+    wrapper = environ.get("wsgi.file_wrapper")
+    if wrapper is not None and file_path is not None and _seekable(raw):
+        return wrapper(_BoundedReads(stream), SEND_BLOCK)
+    return FileIter(stream, SEND_BLOCK)
 
 
 @api_view("api.file", "PUT", permission=WRITE, body_media=BINARY, response=schemas.FileOut,
