@@ -59,3 +59,14 @@ def test_downloads_from_a_store_whose_streams_only_read_through_waitress(
     finally:
         clear_database(app.registry["db_engine"])
         app.registry["db_engine"].dispose()
+
+
+def test_help_on_the_interface_shows_its_methods_with_keyword_only_parameters():
+    import pydoc
+
+    from modelreg.api import IBlobStore
+
+    text = pydoc.render_doc(IBlobStore, renderer=pydoc.plaintext)
+    assert "put(stream, *, expected_sha256=None, max_size=None)" in text
+    assert "upload_part(state, *, number, stream, length, expected_sha256=None)" in text
+    assert "open(sha256, start=0, end=None)" in text

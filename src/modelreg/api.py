@@ -11,7 +11,8 @@ from __future__ import annotations
 import pluggy
 
 from .auditing import audit_request, record_audit
-from .db import add_streaming_view, transaction
+from .db import add_streaming_view, mark_changed, transaction
+from .db import get_engine as database_engine
 from .errors import (
     ApiError,
     BadRequest,
@@ -85,7 +86,9 @@ __all__ = [
     "add_streaming_view",
     "api_view",
     "audit_request",
+    "database_engine",
     "hookimpl",
+    "mark_changed",
     "parse_body",
     "read_json_body",
     "record_audit",
