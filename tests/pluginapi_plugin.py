@@ -107,6 +107,14 @@ def put_artifact(request: Any) -> dict[str, Any]:
     return {"digest": f"sha256:{info.sha256}", "size": info.size}
 
 
+@api.api_view("x.artifact", "POST", permission=api.WRITE, tags=["x"], renderer="json")
+def hold_artifact(request: Any) -> dict[str, Any]:
+    """Hold a blob the registry already has under a key."""
+    body = api.read_json_body(request)
+    api.registry_of(request).hold_blob(OWNER, request.matchdict["key"], body["digest"])
+    return {"held": api.registry_of(request).held_blobs(OWNER)}
+
+
 @api.api_view("x.artifact", "DELETE", permission=api.WRITE, status=204, tags=["x"])
 def delete_artifact(request: Any) -> Response:
     """Release an artifact."""

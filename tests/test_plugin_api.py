@@ -161,3 +161,20 @@ def test_the_plugin_is_refused_as_the_rest_api_is(closed_app):
     response = closed_app.get("/x/search", headers=basic, status=200)
     assert response.json["names"] == ["m"]
     closed_app.get("/api/v1/models/m", headers=basic, status=200)
+
+
+def test_holding_a_blob_the_registry_lacks_is_refused(closed_app):
+    admin = add_principal(closed_app.app, "admin", admin=True)
+    missing = "sha256:" + hashlib.sha256(b"never stored").hexdigest()
+    response = closed_app.post_json("/x/artifacts/k", {"digest": missing},
+                                    headers=bearer(admin), status=404)
+    assert response.headers["X-Error-Code"] == "blob_not_found"
+    response = closed_app.post_json("/x/artifacts/k", {"digest": "sha256:xyz"},
+                                    headers=bearer(admin), status=400)
+    assert response.headers["X-Error-Code"] == "invalid_digest"
+    response = closed_app.put("/x/artifacts/k", b"bytes", headers={
+        **bearer(admin), "Content-Type": "application/octet-stream"}, status=201)
+    digest = response.json["digest"]
+    held = closed_app.post_json("/x/artifacts/other", {"digest": digest},
+                                headers=bearer(admin), status=200).json["held"]
+    assert held == {"k": digest.removeprefix("sha256:"), "other": digest.removeprefix("sha256:")}
