@@ -24,7 +24,7 @@ from .errors import (
     Unprocessable,
     add_error_shape,
 )
-from .files.views import send_blob
+from .files.download import send_blob
 from .hookspecs import PROJECT_NAME
 from .interfaces import MAX_PARTS, MIN_CHUNK_SIZE, IBlobStore, validate_sha256
 from .openapi import BODY_ERRORS as JSON_BODY_ERRORS

@@ -24,7 +24,8 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from .db import transaction
-from .errors import ApiError, NotFound
+from .errors import ApiError, Forbidden, NotFound
+from .files.download import send_blob
 from .files.services import (
     file_json,
     media_type,
@@ -33,14 +34,32 @@ from .files.services import (
     upload_json,
     upload_not_found,
 )
-from .files.views import send_blob
 from .models import Blob, BlobHold
 from .models.files import HOLD_KEY_LENGTH, HOLD_OWNER_LENGTH
 from .permissions import ADMIN, READ, WRITE
-from .registry.views import require_alias_admin
+from .policy import get_policy as get_registry_policy
 from .security.policy import ModelContext, denial, readable_models, require
 from .security.tokens import TOKEN_PREFIX
 from .types import BlobInfo
+
+
+def require_alias_admin(request: Request, model: str, alias: str) -> None:
+    """Setting, moving or deleting a protected alias (``modelreg.policy.protected_aliases``)
+    needs ``admin`` on the model, as the security policy decides it: 401, 404 or 403
+    ``protected_alias`` otherwise (the REST views and :class:`Registry` alike)."""
+    if not get_registry_policy(request.registry.settings).is_protected(alias):
+        return
+    if request.has_permission(ADMIN, ModelContext(model)):
+        return
+    error = denial(request, ADMIN, model)
+    if isinstance(error, Forbidden):
+        error = Forbidden(
+            f"alias {alias!r} is protected: only a caller with admin on the model may set, "
+            f"move or delete it ({error.message})",
+            code="protected_alias",
+            details={**error.details, "alias": alias, "reason": error.code},
+        )
+    raise error
 
 
 def token_of(request: Request) -> str | None:
@@ -371,7 +390,7 @@ class Registry:
         """Point an alias at a ready version (a protected alias needs ``admin``):
         ``(alias, created)``."""
         self.require(WRITE, model)
-        require_alias_admin(self.request, name, model=model)
+        require_alias_admin(self.request, model, name)
         service = self._registry
         alias, row, created = service.set_alias(model, name, version)
         return service.alias_json(alias, row), bool(created)
@@ -379,7 +398,7 @@ class Registry:
     def delete_alias(self, model: str, name: str) -> None:
         """Delete an alias (a protected one needs ``admin``)."""
         self.require(WRITE, model)
-        require_alias_admin(self.request, name, model=model)
+        require_alias_admin(self.request, model, name)
         self._registry.delete_alias(model, name)
 
     def alias_history(self, model: str, name: str, *, page_size: int | str | None = None,

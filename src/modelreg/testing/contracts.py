@@ -220,7 +220,7 @@ class BlobStoreContract:
         says ``seekable()``; gunicorn, the ASGI adapter and tests iterate the body."""
         from waitress.buffers import ReadOnlyFileBasedBuffer
 
-        from ..files.views import response_body
+        from ..files.download import response_body
 
         data = bytes(range(256)) * 400
         sha = blob_store.put(io.BytesIO(data)).sha256
