@@ -56,6 +56,20 @@ def test_plugins_lists_and_honours_disabled(tmp_path):
     assert listed["disabled"] == ["builtin-validators"]
 
 
+def test_plugins_shows_the_backends_and_the_active_one(tmp_path):
+    """The backend's name (what ``modelreg.storage`` takes, not the entry point's name),
+    its description, and which one is active."""
+    ini = write_ini(tmp_path, f"sqlite:///{tmp_path / 'r.sqlite'}")
+    result = CliRunner().invoke(main, ["plugins", str(ini), "--json"])
+    listed = json.loads(result.output)
+    local = next(b for b in listed["backends"] if b["name"] == "local")
+    assert local["active"] is True and "local directory" in local["description"]
+    assert listed["storage"] == "local"
+    text = CliRunner().invoke(main, ["plugins", str(ini)]).output
+    assert "storage backends (modelreg.storage = <name>):" in text
+    assert any(line.startswith("* local ") for line in text.splitlines())
+
+
 def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "modelreg"
     result = subprocess.run([str(exe), "--version"], capture_output=True, text=True)

@@ -125,7 +125,9 @@ def test_the_walkthrough_plugin_builds_installs_loads_and_refuses_a_model(tmp_pa
         "--no-index", "--no-cache-dir", "-e", ".", cwd=source, env=env)
 
     # $ pytest -q
-    run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=source, env=env)
+    # ...without warnings: the documented conftest.py lets pytest rewrite the kit's asserts.
+    run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        "-W", "error::pytest.PytestAssertRewriteWarning", cwd=source, env=env)
 
     # $ modelreg plugins development.ini
     port = free_port()

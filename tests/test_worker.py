@@ -300,6 +300,8 @@ def test_events_are_delivered_after_commit_in_order_per_model(app, worker):
     assert delivered("other") == [("model.created", "other")]
     ids = [e.id for e in RECORDER.events]
     assert len(set(ids)) == len(ids)
+    # created_at is timezone-aware UTC (plugins compare it with datetime.now(UTC)).
+    assert all(e.created_at.utcoffset() == dt.timedelta(0) for e in RECORDER.events)
     assert worker.run_once() == 0  # delivered rows are marked, not sent again
     assert len(RECORDER.events) == len(ids)
 

@@ -11,14 +11,29 @@ from __future__ import annotations
 import pluggy
 
 from .auditing import audit_request, record_audit
-from .errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge, Unprocessable
+from .db import add_streaming_view, mark_changed, transaction
+from .db import get_engine as database_engine
+from .errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unprocessable,
+    add_error_shape,
+)
+from .files.download import send_blob
 from .hookspecs import PROJECT_NAME
 from .interfaces import MAX_PARTS, MIN_CHUNK_SIZE, IBlobStore, validate_sha256
 from .openapi import BODY_ERRORS as JSON_BODY_ERRORS
 from .openapi import Operation as ApiOperation
 from .openapi import Param as ApiParam
-from .openapi import add_api_view
+from .openapi import add_api_view, api_view, parse_body
 from .openapi import read_json_object as read_json_body
+from .permissions import ADMIN, PERMISSIONS, READ, WRITE
+from .plugin_api import Registry, registry_of, token_of
 from .storage.errors import (
     BlobNotFound,
     BlobTooLarge,
@@ -27,16 +42,20 @@ from .storage.errors import (
     StorageFull,
     UploadNotFound,
 )
-from .types import BackendDescription, BlobInfo, Event, Finding, Problem
+from .types import BackendDescription, BlobInfo, Event, Finding, Problem, WebPage, WebSection
 
 #: Marks a function as an implementation of a ``modelreg_*`` hook.
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
+    "ADMIN",
     "JSON_BODY_ERRORS",
     "MAX_PARTS",
     "MIN_CHUNK_SIZE",
+    "PERMISSIONS",
     "PROJECT_NAME",
+    "READ",
+    "WRITE",
     "ApiError",
     "ApiOperation",
     "ApiParam",
@@ -49,18 +68,33 @@ __all__ = [
     "DigestMismatch",
     "Event",
     "Finding",
+    "Forbidden",
     "IBlobStore",
     "NotFound",
     "PayloadTooLarge",
     "Problem",
+    "Registry",
     "StorageError",
     "StorageFull",
+    "Unauthorized",
     "Unprocessable",
     "UploadNotFound",
+    "WebPage",
+    "WebSection",
     "add_api_view",
+    "add_error_shape",
+    "add_streaming_view",
+    "api_view",
     "audit_request",
+    "database_engine",
     "hookimpl",
+    "mark_changed",
+    "parse_body",
     "read_json_body",
     "record_audit",
+    "registry_of",
+    "send_blob",
+    "token_of",
+    "transaction",
     "validate_sha256",
 ]

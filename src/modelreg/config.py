@@ -66,6 +66,7 @@ def configure(
     config.include(".registry")  # request.registry_service, its API, retention
     config.include(".files")
     config.include(".scanning")  # the findings API; the scan job kind
+    config.include(".plugin_api")  # request.modelreg, the registry of modelreg.api
     pm.hook.modelreg_pyramid_configure(config=config)
     add_method_not_allowed_views(config)
     config.commit()

@@ -8,6 +8,7 @@ matching status.  Tracebacks and internal paths never reach the client.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pyramid.config import Configurator
@@ -128,8 +129,45 @@ class TooManyRequests(ApiError):
     code = "too_many_requests"
 
 
+#: Where the error shapes of :func:`add_error_shape` are kept in the registry.
+ERROR_SHAPES_KEY = "modelreg.error_shapes"
+
+
+def add_error_shape(config: Configurator, path_prefix: str,
+                    render: Callable[[Request, ApiError], Response]) -> None:
+    """Answer errors of requests under ``path_prefix`` with ``render(request, error)``.
+
+    For plugins that speak another protocol (MLflow's ``{"error_code", "message"}``, the
+    Hugging Face Hub's ``{"error"}`` with ``X-Error-Code``): every refusal under the prefix
+    (a view's :class:`ApiError`, the security policy's 401/403/404, an unknown route's 404,
+    an internal error's 500) goes through ``render``.  The longest matching prefix wins.
+    """
+    if not path_prefix.startswith("/"):
+        raise ValueError(f"an error shape's path prefix starts with '/': {path_prefix!r}")
+    shapes = config.registry.setdefault(ERROR_SHAPES_KEY, [])
+    shapes.append((path_prefix.rstrip("/"), render))
+    shapes.sort(key=lambda shape: len(shape[0]), reverse=True)
+
+
+def _error_shape(request: Request) -> Callable[[Request, ApiError], Response] | None:
+    shapes = request.registry.get(ERROR_SHAPES_KEY) if request.registry else None
+    if not shapes:
+        return None
+    path = shown_path(request)
+    for prefix, render in shapes:
+        if path == prefix or path.startswith(prefix + "/"):
+            return render
+    return None
+
+
 def error_response(request: Request, error: ApiError) -> Response:
-    """Render ``error`` as the JSON error response."""
+    """Render ``error`` as the JSON error response (or in the shape a plugin declared for
+    the request's path: :func:`add_error_shape`)."""
+    render = _error_shape(request)
+    if render is not None:
+        response = render(request, error)
+        response.headers.update(error.headers)
+        return response
     response = Response(json_body=error.as_json(), status=error.status, charset="utf-8")
     response.content_type = "application/json"
     response.headers.update(error.headers)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pyramid.config import Configurator
     from pyramid.request import Request
 
-    from .api import BackendDescription, Event, Finding, Problem
+    from .api import BackendDescription, Event, Finding, Problem, WebPage, WebSection
 
 #: The project name: the hook prefix, the marker name and the entry-point group all derive
 #: from it.
@@ -216,4 +216,41 @@ def modelreg_on_event(event: Event, settings: dict[str, Any]) -> None:
     :param event: the :class:`modelreg.api.Event`.
     :param settings: the application settings.
     :returns: nothing; the return value is ignored.
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# web UI
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def modelreg_web_pages(settings: dict[str, Any]) -> Iterable[WebPage] | None:
+    """Pages a plugin adds to the web UI's navigation.
+
+    Declared in the core so that a plugin contributing pages loads whether or not a web UI
+    plugin is installed: without one, nothing calls this hook.  The UI calls it per request
+    (cheap: return constants) and shows the links the caller's permission allows.
+
+    :param settings: the application settings.
+    :returns: an iterable of :class:`modelreg.api.WebPage`, or ``None``.
+    """
+
+
+@hookspec
+def modelreg_web_sections(
+    page: str, subject: dict[str, Any], request: Request
+) -> Iterable[WebSection] | None:
+    """Sections a plugin adds to a page of the web UI.
+
+    Called by the web UI while it renders ``page``, inside the request's transaction, after
+    the caller's permission on the page was checked; ``request.modelreg`` reads more with
+    the caller's permissions.  Without a web UI plugin nothing calls it.
+
+    :param page: which page: ``model`` or ``version`` (the UI may add more; unknown pages
+        are to be ignored, returning ``None``).
+    :param subject: what the page shows, in the REST API's JSON shape (the model's or the
+        version's document).
+    :param request: the current request.
+    :returns: an iterable of :class:`modelreg.api.WebSection`, or ``None``.
     """

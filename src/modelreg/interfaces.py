@@ -11,7 +11,10 @@ suite that checks it.
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
+from typing import Any
 
 from zope.interface import Interface
 
@@ -106,6 +109,11 @@ class IBlobStore(Interface):
         The caller closes it (it is a context manager).  ``end`` greater than the blob's size
         is clamped to the size; ``start`` equal to the size gives an empty stream.  The
         stream's ``read(n)`` never returns more than ``n`` bytes nor anything past ``end``.
+        Only ``read`` and ``close`` are required.  A stream may also offer ``seekable()``,
+        ``seek`` and ``tell`` over the range (0 is ``start``, ``seek(0, 2)`` is ``end``): if
+        it says ``seekable()`` and :meth:`file_path` is set, the core hands it to the WSGI
+        server's ``wsgi.file_wrapper`` (Waitress's calls ``tell()`` and ``seek()``); else
+        the body is read in blocks.
 
         :param start: the first byte, ``0 <= start <= size``.
         :param end: one past the last byte, ``start <= end``, or ``None`` for the end.
@@ -257,3 +265,22 @@ class IBlobStore(Interface):
         :raises UploadNotFound: if the upload or one of the parts is gone.
         :raises ValueError: if ``expected_sha256`` is not a digest.
         """
+
+
+def _document_methods(interface: Any) -> None:
+    """List the interface's methods with their full signatures in its docstring.
+
+    ``help()`` on a zope interface shows only its docstring, and zope.interface records no
+    keyword-only parameters (``put(stream)`` for ``put(stream, *, expected_sha256=None,
+    max_size=None)``): the signatures are read from this module's source instead.
+    """
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    body = next(node for node in tree.body
+                if isinstance(node, ast.ClassDef) and node.name == interface.__name__).body
+    lines = [f"    {node.name}({ast.unparse(node.args)})\n        "
+             + (ast.get_docstring(node) or "").split("\n\n")[0].replace("\n", "\n        ")
+             for node in body if isinstance(node, ast.FunctionDef)]
+    interface.__doc__ = f"{interface.__doc__}\n\nMethods:\n\n" + "\n\n".join(lines) + "\n"
+
+
+_document_methods(IBlobStore)

@@ -87,3 +87,37 @@ class BlobInfo:
 
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class WebPage:
+    """A page a plugin adds to the web UI (see the ``modelreg_web_pages`` hook).
+
+    :ivar name: a stable id, e.g. ``webhooks``; the UI links it as ``/ui/<name>`` unless
+        ``route_name`` is given.
+    :ivar title: the link's text.
+    :ivar route_name: the plugin's own route serving the page, if the plugin serves it.
+    :ivar permission: the permission (``read``, ``write``, ``admin``) the caller needs on
+        the registry to see the link; ``None`` for everyone.
+    :ivar order: where the link sorts among the others (smaller first).
+    """
+
+    name: str
+    title: str
+    route_name: str | None = None
+    permission: str | None = None
+    order: int = 100
+
+
+@dataclass(frozen=True)
+class WebSection:
+    """A section a plugin adds to a page of the web UI (``modelreg_web_sections``).
+
+    :ivar title: the section's heading.
+    :ivar html: its body, HTML the plugin escaped (the UI inserts it as is).
+    :ivar order: where it sorts among the page's sections (smaller first).
+    """
+
+    title: str
+    html: str
+    order: int = 100

@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import database_parts, transaction, writer_engine
-from ..models import Blob, File, UploadSession, Version, utcnow
+from ..models import Blob, BlobHold, File, UploadSession, Version, utcnow
 from ..policy import ARCHIVED, RETAINED_STATUSES, RETENTION_ACTOR, policy_rules
 from ..registry.services import RegistryService
 
@@ -132,12 +132,14 @@ def _collect_uploads(session_factory: sessionmaker[Session], engine: sa.Engine, 
 def _collect_blobs(session_factory: sessionmaker[Session], engine: sa.Engine, store: Any,
                    report: GcReport, cutoff: dt.datetime, batch_size: int) -> None:
     referenced = sa.select(File.id).where(File.sha256 == Blob.sha256).exists()
+    # Blobs a plugin holds (modelreg.api: Registry.hold_blob) are referenced as well.
+    held = sa.select(BlobHold.key).where(BlobHold.sha256 == Blob.sha256).exists()
     last, more = "", True
     while more:
         with _batch(session_factory, engine) as db:
             blobs = db.scalars(
                 sa.select(Blob)
-                .where(Blob.last_referenced_at < cutoff, ~referenced, Blob.sha256 > last)
+                .where(Blob.last_referenced_at < cutoff, ~referenced, ~held, Blob.sha256 > last)
                 .order_by(Blob.sha256)
                 .limit(batch_size)
                 .with_for_update(skip_locked=True, of=Blob)

@@ -10,25 +10,25 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import quote
 
 from pyramid.config import Configurator
 from pyramid.request import Request
-from pyramid.response import FileIter, Response
+from pyramid.response import Response
 
 from ..db import add_streaming_view
 from ..errors import ApiError, BadRequest, PayloadTooLarge
 from ..interfaces import MAX_PARTS
-from ..logs import log_when_sent
 from ..metrics import metered
 from ..names import DIGEST_PREFIX
 from ..openapi import Param, api_view, parse_body
+from ..permissions import READ, WRITE
 from ..policy import ARCHIVED, check_upload
 from ..registry.services import RegistryService
 from ..security.access import Level
 from ..security.policy import ModelContext, denial, readable_models, root_factory, security_policy
 from . import schemas
-from .paths import basename, check_path
+from .download import _HUGE, _position, send_blob
+from .paths import check_path
 from .services import (
     FileService,
     client_digest,
@@ -42,21 +42,8 @@ from .services import (
 )
 from .uploads import UploadService, UploadSnapshot
 
-READ, WRITE = "read", "write"
 BINARY = "application/octet-stream"
-#: Bytes read from a blob at a time when sending a file.
-SEND_BLOCK = 1024 * 1024
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _CONTENT_RANGE = re.compile(r"(?:bytes )?(\d+)-(\d+)(?:/(\d+|\*))?")
-#: Byte positions past this are beyond any file (and than a signed 64-bit column holds).
-_HUGE = 2**63
-
-
-def _position(digits: str) -> int:
-    """The number ASCII ``digits`` write, or :data:`_HUGE` when it is larger: never ``int()``
-    of thousands of digits (Python refuses more than 4,300 with ``ValueError``)."""
-    significant = digits.lstrip("0")
-    return int(significant or "0") if len(significant) <= 19 else _HUGE
 
 
 # --------------------------------------------------------------------------- contexts
@@ -155,124 +142,14 @@ def link_file(request: Request) -> dict[str, Any]:
     return result
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
-    """``(start, end)`` of a single satisfiable range, ``None`` to send everything, ``False``
-    for an unsatisfiable one.  Malformed and multiple ranges are ignored (RFC 9110)."""
-    if not header:
-        return None
-    match = _RANGE.fullmatch(header.strip())
-    if match is None:
-        return None
-    first, last = match.groups()
-    if first == "" and last == "":
-        return None
-    if any(_position(value) >= _HUGE for value in (first, last) if value):
-        return False  # no file is that large: an invalid range, refused (RFC 9110 §15.5.17)
-    if first == "":
-        suffix = _position(last)
-        if suffix == 0 or size == 0:
-            return False
-        return max(size - suffix, 0), size
-    start = _position(first)
-    if last != "" and _position(last) < start:
-        return None
-    if start >= size:
-        return False
-    end = size if last == "" else min(_position(last) + 1, size)
-    return start, end
-
-
-class _BoundedReads:
-    """A seekable stream whose reads return at most :data:`SEND_BLOCK` bytes.
-
-    Waitress's file wrapper reads as much per send as the socket's send buffer holds (4 MiB
-    on Linux loopback); bounded reads keep the server's memory flat however many downloads
-    run at once.
-    """
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is not None and size > SEND_BLOCK:
-            size = SEND_BLOCK
-        return self._stream.read(size)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._stream.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._stream.tell()
-
-    def close(self) -> None:
-        self._stream.close()
-
-
-def _etag_matches(header: str, etag: str) -> bool:
-    if header.strip() == "*":
-        return True
-    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
-
-
-def _content_disposition(path: str) -> str:
-    name = basename(path)
-    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
-
-
 @api_view("api.file", "GET", permission=READ, response_media=BINARY, also=(206,),
           empty=(302, 304), errors=(410, 416, 422, 503), tags=["files"])
 def download_file(request: Request) -> Response:
     """Download a file (``Range``, ``If-None-Match``); ``HEAD`` for its headers only."""
     _version, file = request.file_service.get_file(
         request.matchdict["model"], request.matchdict["version"], request.matchdict["path"])
-    store = request.blob_store
-    etag = f'"{file.sha256}"'
-    headers = {
-        "ETag": etag,
-        "Accept-Ranges": "bytes",
-        "Content-Disposition": _content_disposition(file.path),
-        "X-Content-Type-Options": "nosniff",
-        "Cache-Control": "private, max-age=0, must-revalidate",
-    }
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match is not None and _etag_matches(if_none_match, etag):
-        return Response(status=304, headerlist=list(headers.items()))
-    url = store.download_url(file.sha256, filename=basename(file.path))
-    if url is not None:
-        return Response(status=302, headerlist=[*headers.items(), ("Location", url)])
-    wanted = _parse_range(request.headers.get("Range"), file.size)
-    if_range = request.headers.get("If-Range")
-    if if_range is not None and if_range.strip() != etag:
-        wanted = None
-    if wanted is False:
-        error = ApiError(
-            f"the range is not satisfiable: the file has {file.size} bytes",
-            code="range_not_satisfiable", status=416,
-            details={"size": file.size},
-            headers={**headers, "Content-Range": f"bytes */{file.size}"},
-        )
-        raise error
-    start, end = wanted if wanted else (0, file.size)
-    status = 206 if wanted else 200
-    headers["Content-Type"] = file.media_type
-    if wanted:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{file.size}"
-    response = Response(status=status, headerlist=list(headers.items()))
-    if request.method == "HEAD":
-        response.content_length = end - start
-        return response
-    stream = metered(store.open(file.sha256, start, end), "download", request.registry)
-    # The access log says what the client got once the body is sent (a 200 that failed
-    # mid-stream is no 200): see modelreg.logs.LoggedBody.
-    stream = log_when_sent(request, response, stream, end - start)
-    wrapper = request.environ.get("wsgi.file_wrapper")
-    if wrapper is not None and store.file_path(file.sha256) is not None:
-        response.app_iter = wrapper(_BoundedReads(stream), SEND_BLOCK)
-    else:
-        response.app_iter = FileIter(stream, SEND_BLOCK)
-    response.content_length = end - start
-    return response
+    return send_blob(request, file.sha256, file.size, path=file.path,
+                     media_type=file.media_type)
 
 
 @api_view("api.file", "PUT", permission=WRITE, body_media=BINARY, response=schemas.FileOut,

@@ -1,7 +1,7 @@
 """The core's tables.  Import from here; the submodules group them by domain."""
 
 from .events import AuditEvent, OutboxEvent
-from .files import Blob, File, UploadPart, UploadSession
+from .files import Blob, BlobHold, File, UploadPart, UploadSession
 from .jobs import Job, ScanFinding, WorkerBeat
 from .meta import Base, isotime, parse_timestamp, utcnow
 from .registry import Alias, AliasHistory, Model, ModelTag, Version, VersionTag
@@ -15,6 +15,7 @@ __all__ = [
     "AuthFailure",
     "Base",
     "Blob",
+    "BlobHold",
     "File",
     "Grant",
     "Group",

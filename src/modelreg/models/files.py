@@ -132,3 +132,26 @@ class UploadPart(Base):
         sa.UniqueConstraint("upload_id", "number", name="uq_upload_parts_upload_id_number"),
         TABLE_ARGS,
     )
+
+
+#: Longest owner and key of a :class:`BlobHold`.
+HOLD_OWNER_LENGTH = 100
+HOLD_KEY_LENGTH = 255
+
+
+class BlobHold(Base):
+    """A blob a plugin keeps although no version references it (run artifacts, staging).
+
+    One hold per ``(owner, key)``: the owner is the plugin's name, the key its own name for
+    the thing (e.g. a run's artifact path).  Garbage collection spares held blobs
+    (:mod:`modelreg.files.gc`); :meth:`modelreg.plugin_api.Registry.hold_blob` sets one.
+    """
+
+    __tablename__ = "blob_holds"
+
+    owner: Mapped[str] = mapped_column(sa.String(HOLD_OWNER_LENGTH), primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(HOLD_KEY_LENGTH), primary_key=True)
+    sha256: Mapped[str] = mapped_column(sa.ForeignKey("blobs.sha256"))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+    __table_args__ = (sa.Index("ix_blob_holds_sha256", "sha256"), TABLE_ARGS)

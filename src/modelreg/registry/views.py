@@ -13,14 +13,12 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from .. import jobs
-from ..errors import Forbidden
 from ..names import check_alias
 from ..openapi import Param, api_view, parse_body
-from ..policy import policy_rules
-from ..security.policy import ModelContext, denial, readable_models, require
+from ..permissions import ADMIN, READ, WRITE
+from ..plugin_api import require_alias_admin as require_protected_alias_admin
+from ..security.policy import readable_models, require
 from . import schemas
-
-READ, WRITE, ADMIN = "read", "write", "admin"
 
 _LIST_PARAMS = (
     Param("filter", "Filter expression, e.g. name GLOB 'fraud-*' AND tag.team = 'risk'."),
@@ -258,27 +256,13 @@ def delete_version_tag(request: Request) -> Response:
 
 
 def require_alias_admin(request: Request, alias: str | None = None) -> None:
-    """Setting, moving or deleting a protected alias (``modelreg.policy.protected_aliases``)
-    needs ``admin`` on the model, as the security policy decides it: 401, 404 or 403
-    ``protected_alias`` otherwise.
+    """Setting, moving or deleting a protected alias needs ``admin`` on the model
+    (:func:`modelreg.plugin_api.require_alias_admin`, for the route's model and alias).
 
     :param alias: the alias (default: the one the route names).
     """
-    model = request.matchdict["model"]
-    alias = request.matchdict["alias"] if alias is None else alias
-    if not policy_rules(request.registry.settings).is_protected(alias):
-        return
-    if request.has_permission(ADMIN, ModelContext(model)):
-        return
-    error = denial(request, ADMIN, model)
-    if isinstance(error, Forbidden):
-        error = Forbidden(
-            f"alias {alias!r} is protected: only a caller with admin on the model may set, "
-            f"move or delete it ({error.message})",
-            code="protected_alias",
-            details={**error.details, "alias": alias, "reason": error.code},
-        )
-    raise error
+    require_protected_alias_admin(request, request.matchdict["model"],
+                                  request.matchdict["alias"] if alias is None else alias)
 
 
 @api_view("api.aliases", "GET", permission=READ, response=schemas.AliasList,

@@ -10,9 +10,8 @@ from pyramid.request import Request
 
 from ..models import ScanFinding
 from ..openapi import api_view
+from ..permissions import READ
 from . import finding_json
-
-READ = "read"
 
 
 class FindingOut(BaseModel):

@@ -19,6 +19,8 @@ existence does not leak — and 403 otherwise.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import logging
 from typing import Any
@@ -131,6 +133,11 @@ class SecurityPolicy:
             self.throttle.check(request)
             scheme, _, credentials = header.strip().partition(" ")
             credentials = credentials.strip()
+            if scheme.lower() == "basic":
+                # HTTP basic auth with the token as the password (MLflow's and git's
+                # clients): the user name is ignored, the token says who.
+                credentials = _basic_password(credentials)
+                scheme = "bearer" if credentials.startswith(TOKEN_PREFIX) else scheme
             if scheme.lower() == "bearer" and credentials.startswith(TOKEN_PREFIX):
                 identity, token = authenticate_token(request.dbsession, credentials, utcnow())
                 self._note_use(request, token)
@@ -221,6 +228,15 @@ class SecurityPolicy:
     def forget(self, request: Request, **kw: Any) -> list[tuple[str, str]]:
         """Nothing to forget: there are no sessions."""
         return []
+
+
+def _basic_password(credentials: str) -> str:
+    """The password of HTTP basic credentials (``""`` when they do not decode)."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]
 
 
 def security_policy(request: Request) -> SecurityPolicy:

@@ -14,12 +14,12 @@ from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from ..openapi import Param, api_view, parse_body
+from ..permissions import ADMIN
 from . import schemas
 from .http import client_address
 from .policy import caller_access
 from .services import SecurityService
 
-ADMIN = "admin"
 _PAGE_PARAMS = (
     Param("page_size", "Items per page, 1 to 1000 (default 100).",
           {"type": "integer", "minimum": 1, "maximum": 1000}, errors=(422,)),

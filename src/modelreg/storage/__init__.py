@@ -16,6 +16,7 @@ Settings:
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from zope.interface.exceptions import Invalid
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from pyramid.request import Request
 
     from ..types import BackendDescription
+
+log = logging.getLogger(__name__)
 
 #: The setting that names the backend, and its default.
 STORAGE_SETTING = STORAGE
@@ -65,7 +68,7 @@ def get_blob_store(settings: dict[str, Any], hook: Any) -> IBlobStore:
     :raises RuntimeError: if no installed plugin offers that backend, or the object its
         factory builds does not provide :class:`~modelreg.interfaces.IBlobStore`.
     """
-    name = (settings.get(STORAGE_SETTING) or DEFAULT_BACKEND).strip()
+    name = active_backend(settings)
     descriptions = backend_descriptions(settings, hook)
     description = descriptions.get(name)
     if description is None:
@@ -81,7 +84,14 @@ def get_blob_store(settings: dict[str, Any], hook: Any) -> IBlobStore:
         raise RuntimeError(
             f"storage backend {name!r} does not provide IBlobStore: {exc}"
         ) from exc
+    log.info("storage backend %s (%s = %s): %s", name, STORAGE_SETTING, name,
+             description.description or "no description")
     return store
+
+
+def active_backend(settings: dict[str, Any]) -> str:
+    """The name of the backend ``modelreg.storage`` selects (``local`` when unset)."""
+    return (settings.get(STORAGE_SETTING) or DEFAULT_BACKEND).strip()
 
 
 def _blob_store(request: Request) -> IBlobStore:

@@ -11,13 +11,16 @@ What it offers:
 * :class:`TestDatabase` — a fresh, migrated database on SQLite, PostgreSQL or MariaDB that is
   dropped afterwards; :func:`clear_database` empties it between tests;
 * :class:`HookRecorder` — records the hook calls an app makes;
+* :class:`BlobStoreContract` — the behaviour every blob-store backend must show, servers'
+  ways of sending its streams included (subclass it with a ``blob_store`` fixture);
 * :func:`run_worker` — the background worker's due jobs and events of an app, run once in
   the test's thread (scans at finalize, event delivery);
 * :class:`~modelreg.testing.server.LiveServer` (a real server process) and
   :class:`~modelreg.testing.s3.S3Server` (moto's S3-compatible server, for ``modelreg-s3``);
 * fixtures ``modelreg_database`` (SQLite unless the project overrides it), ``modelreg_plugins``
-  (override to add yours), ``modelreg_settings``, ``modelreg_app`` and ``testapp`` (a WebTest
-  app over a database emptied after each test), ``hook_recorder``, and
+  (override to add yours to ``modelreg_core_plugins``), ``modelreg_settings``,
+  ``modelreg_app`` and ``testapp`` (a WebTest app over a database emptied after each
+  test), ``hook_recorder``, and
   ``modelreg_s3_server`` (one S3 server for the session).
 
 Database servers are found through ``MODELREG_TEST_POSTGRESQL_URL`` (default
@@ -46,7 +49,30 @@ from ..config import configure
 from ..migrations import upgrade
 from ..plugins import get_plugin_manager
 from ..worker.runner import Worker
-from .contracts import BlobStoreContract as BlobStoreContract
+from .contracts import BlobStoreContract
+
+__all__ = [
+    "BACKENDS",
+    "CORE_PLUGINS",
+    "BlobStoreContract",
+    "HookRecorder",
+    "TestDatabase",
+    "clear_database",
+    "hook_recorder",
+    "in_ci",
+    "make_app",
+    "make_plugin_manager",
+    "modelreg_app",
+    "modelreg_core_plugins",
+    "modelreg_database",
+    "modelreg_plugins",
+    "modelreg_s3_server",
+    "modelreg_settings",
+    "resolve_plugins",
+    "run_worker",
+    "testapp",
+    "unavailable",
+]
 
 #: The core's own plugins: what the ``modelreg`` entry points of the core distribution load.
 CORE_PLUGINS: tuple[str, ...] = ("modelreg.validation.builtin", "modelreg.storage.local")
@@ -232,9 +258,19 @@ class HookRecorder:
 
 
 @pytest.fixture(scope="session")
-def modelreg_plugins() -> tuple[Any, ...]:
-    """The plugins the test app registers; override to add your own."""
+def modelreg_core_plugins() -> tuple[str, ...]:
+    """The core's own plugins (:data:`CORE_PLUGINS`), for a ``modelreg_plugins`` override in
+    ``conftest.py`` that adds yours without importing this module there: imported by the
+    ``conftest.py`` before ``pytest_plugins`` loads it, the kit is not assertion-rewritten and
+    pytest warns (``PytestAssertRewriteWarning``)."""
     return CORE_PLUGINS
+
+
+@pytest.fixture(scope="session")
+def modelreg_plugins(modelreg_core_plugins: tuple[str, ...]) -> tuple[Any, ...]:
+    """The plugins the test app registers; override to add your own (take
+    ``modelreg_core_plugins`` and add to it)."""
+    return modelreg_core_plugins
 
 
 @pytest.fixture(scope="session")

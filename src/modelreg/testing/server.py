@@ -43,6 +43,8 @@ STARTUP_TIMEOUT = 30.0
 SHUTDOWN_TIMEOUT = 10.0
 #: How many bytes of the log to quote when the server fails to start.
 LOG_TAIL_BYTES = 4000
+#: The setting that carries a :class:`LiveServer`'s plugin list to :func:`plugin_app`.
+PLUGINS_SETTING = "modelreg.testing.plugins"
 
 _LOGGING_SECTIONS = """\
 [loggers]
@@ -88,6 +90,39 @@ def _section(name: str, options: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _module_name(plugin: Any) -> str:
+    if isinstance(plugin, str):
+        return plugin
+    name = getattr(plugin, "__name__", None)
+    if not isinstance(name, str) or sys.modules.get(name) is not plugin:
+        raise ValueError(f"LiveServer takes plugin modules or their names, not {plugin!r}")
+    return name
+
+
+def _import_root(plugin: Any) -> str | None:
+    """The ``sys.path`` entry a plugin module was imported from."""
+    module = sys.modules.get(plugin) if isinstance(plugin, str) else plugin
+    path = getattr(module, "__file__", None)
+    if module is None or path is None:
+        return None
+    depth = len(module.__name__.split("."))
+    if Path(path).name == "__init__.py":
+        depth += 1
+    return str(Path(path).resolve().parents[depth - 1])
+
+
+def plugin_app(global_config: dict[str, Any], **settings: Any) -> Any:
+    """The paste app factory of a :class:`LiveServer` with a plugin list: the app with
+    exactly the plugins of the ``modelreg.testing.plugins`` setting."""
+    from ..config import configure
+
+    names = str(settings.pop(PLUGINS_SETTING, "")).split()
+    import importlib
+
+    plugins = [importlib.import_module(name) for name in names]
+    return configure(settings, load_entrypoints=False, plugins=plugins).make_wsgi_app()
+
+
 class LiveServer:
     """The registry served by Waitress in a child process, on ``127.0.0.1`` and a free port.
 
@@ -108,6 +143,10 @@ class LiveServer:
     :param environ: more environment variables for the server process.
     :param arguments: more command-line arguments for gunicorn or uvicorn (e.g. ``["-c",
         "gunicorn.conf.py"]``); the port, workers and threads given here win.
+    :param plugins: exactly these plugins, as :func:`modelreg.testing.make_app` takes them
+        (modules or dotted module names; include :data:`modelreg.testing.CORE_PLUGINS`),
+        instead of the installed entry points.  Their directories go on the server's
+        ``PYTHONPATH``.  Waitress and gunicorn only.
 
     :ivar url: the base URL, e.g. ``http://127.0.0.1:50123`` (set once started).
     :ivar port: the port listened on.
@@ -125,6 +164,7 @@ class LiveServer:
         workers: int = 1,
         environ: dict[str, str] | None = None,
         arguments: list[str] | None = None,
+        plugins: Any = None,
     ) -> None:
         if not settings.get("sqlalchemy.url"):
             raise ValueError("LiveServer needs settings with sqlalchemy.url")
@@ -134,6 +174,14 @@ class LiveServer:
         self.workers = workers
         self.environ = dict(environ or {})
         self.arguments = list(arguments or [])
+        self.plugins = None if plugins is None else [_module_name(p) for p in plugins]
+        if self.plugins is not None and server == "uvicorn":
+            raise ValueError("a plugin list is for waitress and gunicorn (pserve's ini)")
+        if self.plugins is not None:
+            paths = [p for p in (_import_root(p) for p in plugins) if p]
+            known = self.environ.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+            self.environ["PYTHONPATH"] = os.pathsep.join(
+                dict.fromkeys([*paths, *filter(None, known.split(os.pathsep))]))
         self.settings = dict(settings)
         self.threads = threads
         self.server_settings = dict(server_settings or {})
@@ -181,6 +229,9 @@ class LiveServer:
             **self.server_settings,
         }
         app = {"use": "egg:modelreg", **self.settings}
+        if self.plugins is not None:
+            app = {"use": "call:modelreg.testing.server:plugin_app", **self.settings,
+                   PLUGINS_SETTING: " ".join(self.plugins)}
         return "\n".join(
             [_section("app:main", app), _section("server:main", server), _LOGGING_SECTIONS]
         )

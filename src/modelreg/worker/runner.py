@@ -286,7 +286,9 @@ class Worker:
                 return None, 0
             row = db.get(OutboxEvent, row_id)
             event = Event(id=row.event_id, type=row.type, model=row.model,
-                          payload=dict(row.payload), created_at=row.created_at)
+                          payload=dict(row.payload),
+                          # Stored as naive UTC; plugins get an aware time.
+                          created_at=row.created_at.replace(tzinfo=dt.UTC))
             return event, row.attempts
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from modelreg.api import database_engine
+
 from . import targets
 from .config import WebhookSettings
 from .tables import DELIVERED, FAILED, PENDING, attempts, deliveries, subscriptions
@@ -50,10 +52,9 @@ def get_engine(settings: dict[str, Any]) -> sa.Engine:
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            kwargs: dict[str, Any] = {"pool_pre_ping": True}
-            if sa.engine.make_url(url).get_backend_name() == "sqlite":
-                kwargs = {"connect_args": {"timeout": 30, "check_same_thread": False}}
-            engine = _engines[url] = sa.create_engine(url, **kwargs)
+            # The core's engine setup (SQLite's busy timeout and write locks, MariaDB's
+            # isolation level, PostgreSQL's options), as the app's own engine has it.
+            engine = _engines[url] = database_engine(settings)
         return engine
 
 

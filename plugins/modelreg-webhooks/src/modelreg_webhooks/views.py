@@ -17,15 +17,18 @@ import sqlalchemy as sa
 from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
-from zope.sqlalchemy import mark_changed
 
 from modelreg.api import (
+    ADMIN,
+    JSON_BODY_ERRORS,
     ApiOperation,
     ApiParam,
     BadRequest,
     NotFound,
     Unprocessable,
     add_api_view,
+    mark_changed,
+    read_json_body,
 )
 
 from . import delivery, targets
@@ -34,7 +37,7 @@ from .tables import DELIVERED, FAILED, PENDING, attempts, deliveries, subscripti
 
 log = logging.getLogger(__name__)
 
-PERMISSION = "admin"
+PERMISSION = ADMIN
 MAX_PAGE = 500
 MAX_PATTERNS = 50
 FIELDS = {"url", "secret", "events", "active", "description"}
@@ -63,12 +66,7 @@ def delivery_json(row: Any) -> dict[str, Any]:
 
 
 def _body(request: Request) -> dict[str, Any]:
-    try:
-        body = request.json_body
-    except ValueError:
-        raise BadRequest("the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
+    body = read_json_body(request)
     unknown = set(body) - FIELDS
     if unknown:
         raise Unprocessable(f"unknown fields: {', '.join(sorted(unknown))}",
@@ -291,9 +289,11 @@ def includeme(config: Configurator) -> None:
               ApiParam("status", "pending, delivered or failed"))
     views: list[tuple[str, str, Any, dict[str, Any]]] = [
         ("webhooks", "GET", list_subscriptions, {}),
-        ("webhooks", "POST", create_subscription, {"status": 201, "errors": (422,)}),
+        ("webhooks", "POST", create_subscription,
+         {"status": 201, "errors": (422, *JSON_BODY_ERRORS)}),
         ("webhooks.one", "GET", get_subscription, {}),
-        ("webhooks.one", "PATCH", update_subscription, {"errors": (422,)}),
+        ("webhooks.one", "PATCH", update_subscription,
+         {"errors": (422, *JSON_BODY_ERRORS)}),
         ("webhooks.one", "DELETE", delete_subscription, {"status": 204}),
         ("webhooks.deliveries", "GET", list_deliveries, {"params": paging}),
         ("webhooks.delivery", "GET", get_delivery, {}),

@@ -1,0 +1,498 @@
+"""The registry as a plugin's view sees it: :class:`Registry` (``request.modelreg``).
+
+Front-end plugins (a web UI, an MLflow- or Hub-compatible API) serve other protocols over the
+same models, versions, files and aliases as the REST API.  Every method here goes through
+the same services as the REST views (:mod:`modelreg.registry.views`,
+:mod:`modelreg.files.views`, :mod:`modelreg.security.views`), so that grants, audit, the
+outbox, the policy, validation and scanning apply alike, and checks the caller's permission
+the way those views do: 401 for an anonymous caller, 404 (the "no such model" answer) for a
+caller who may not read the model, 403 otherwise.  Methods return the plain documents the
+REST API answers (dicts), never ORM objects.
+
+Public through :mod:`modelreg.api` (``registry_of(request)``); see ``docs/plugins.md``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, BinaryIO
+
+import sqlalchemy as sa
+from pyramid.config import Configurator
+from pyramid.request import Request
+from pyramid.response import Response
+
+from .db import transaction
+from .errors import ApiError, Forbidden, NotFound
+from .files.download import send_blob
+from .files.services import (
+    file_json,
+    media_type,
+    parse_hex_digest,
+    touch_blob,
+    upload_json,
+    upload_not_found,
+)
+from .models import Blob, BlobHold
+from .models.files import HOLD_KEY_LENGTH, HOLD_OWNER_LENGTH
+from .permissions import ADMIN, READ, WRITE
+from .policy import policy_rules
+from .security.policy import ModelContext, denial, readable_models, require
+from .security.tokens import TOKEN_PREFIX
+from .types import BlobInfo
+
+
+def require_alias_admin(request: Request, model: str, alias: str) -> None:
+    """Setting, moving or deleting a protected alias (``modelreg.policy.protected_aliases``)
+    needs ``admin`` on the model, as the security policy decides it: 401, 404 or 403
+    ``protected_alias`` otherwise (the REST views and :class:`Registry` alike)."""
+    if not policy_rules(request.registry.settings).is_protected(alias):
+        return
+    if request.has_permission(ADMIN, ModelContext(model)):
+        return
+    error = denial(request, ADMIN, model)
+    if isinstance(error, Forbidden):
+        error = Forbidden(
+            f"alias {alias!r} is protected: only a caller with admin on the model may set, "
+            f"move or delete it ({error.message})",
+            code="protected_alias",
+            details={**error.details, "alias": alias, "reason": error.code},
+        )
+    raise error
+
+
+def token_of(request: Request) -> str | None:
+    """The API token a client sent in the header its protocol uses, or ``None``.
+
+    ``Authorization: Bearer mr_…`` (modelreg, the Hugging Face Hub's clients) and
+    ``Authorization: Basic`` with the token as the password, any user name (MLflow's
+    clients with ``MLFLOW_TRACKING_PASSWORD``, git).  The core's security policy accepts
+    both, so a view rarely needs this; it is for protocols that carry tokens elsewhere.
+    """
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer":
+        token = credentials
+    elif scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        token = decoded.partition(":")[2]
+    else:
+        return None
+    return token if token.startswith(TOKEN_PREFIX) else None
+
+
+class Registry:
+    """The registry as the caller of ``request`` may use it (``request.modelreg``).
+
+    Reads and writes run in the request's transaction (``pyramid_tm``: committed when the
+    view returns, aborted when it raises), as the REST views' do.  Upload sessions and
+    :meth:`store_blob` write in transactions of their own: call them from a view registered
+    with :func:`modelreg.api.add_streaming_view`, as the core's upload views are.
+
+    :param request: the current request.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    # ------------------------------------------------------------------ permissions
+
+    @property
+    def caller(self) -> str | None:
+        """The caller's principal name; ``None`` when anonymous."""
+        return self.request.authenticated_userid
+
+    def allows(self, permission: str, model: str | None) -> bool:
+        """Whether the caller holds ``permission`` on ``model`` (``None``: the registry)."""
+        return bool(self.request.has_permission(permission, ModelContext(model)))
+
+    def require(self, permission: str, model: str | None) -> None:
+        """Raise the REST API's refusal (401, 404 or 403) unless the caller holds
+        ``permission`` (:data:`modelreg.api.READ`, ``WRITE``, ``ADMIN``) on ``model``."""
+        if model is None:
+            if not self.allows(permission, None):
+                raise denial(self.request, permission, None)
+            return
+        require(self.request, permission, model)
+
+    @property
+    def _registry(self) -> Any:
+        return self.request.registry_service
+
+    @property
+    def _files(self) -> Any:
+        return self.request.file_service
+
+    # ------------------------------------------------------------------------ models
+
+    def search_models(self, *, filter: str | None = None, order_by: str | None = None,
+                      page_size: int | str | None = None, page_token: str | None = None
+                      ) -> dict[str, Any]:
+        """A page of the models the caller may read: ``{"models", "next_page_token"}``,
+        with the filter language and paging of ``GET /api/v1/models``."""
+        models, token = self._registry.list_models(
+            filter_text=filter, order_by=order_by,
+            page_size=None if page_size is None else str(page_size), page_token=page_token,
+            visible=readable_models(self.request))
+        return {"models": models, "next_page_token": token}
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        """The model's document (``GET /api/v1/models/{name}``)."""
+        self.require(READ, name)
+        service = self._registry
+        return service.model_json(service.get_model(name))
+
+    def create_model(self, name: str, *, description: str = "",
+                     tags: dict[str, str] | None = None) -> dict[str, Any]:
+        """Create a model (needs ``write`` on the name); its document."""
+        self.require(WRITE, name)
+        service = self._registry
+        model = service.create_model(name, description, dict(tags or {}))
+        return service.model_json(model, latest=None)
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        """Set a tag on a model."""
+        self.require(WRITE, name)
+        self._registry.set_model_tag(name, key, value)
+
+    def delete_model_tag(self, name: str, key: str) -> None:
+        """Delete a tag of a model (404 when it has none of that key)."""
+        self.require(WRITE, name)
+        self._registry.delete_model_tag(name, key)
+
+    # ---------------------------------------------------------------------- versions
+
+    def search_versions(self, model: str, *, filter: str | None = None,
+                        order_by: str | None = None, page_size: int | str | None = None,
+                        page_token: str | None = None) -> dict[str, Any]:
+        """A page of a model's versions: ``{"versions", "next_page_token"}``."""
+        self.require(READ, model)
+        versions, token = self._registry.list_versions(
+            model, filter_text=filter, order_by=order_by,
+            page_size=None if page_size is None else str(page_size), page_token=page_token)
+        return {"versions": versions, "next_page_token": token}
+
+    def get_version(self, model: str, ref: str | int) -> dict[str, Any]:
+        """A version by number, alias, ``latest`` or ``sha256:<digest>``."""
+        self.require(READ, model)
+        return self._registry.version_document(model, str(ref))
+
+    def create_version(self, model: str, *, description: str = "",
+                       metadata: dict[str, Any] | None = None,
+                       lineage: dict[str, Any] | None = None,
+                       tags: dict[str, str] | None = None) -> dict[str, Any]:
+        """Create a draft version; its document."""
+        self.require(WRITE, model)
+        service = self._registry
+        version = service.create_version(model, description=description,
+                                         metadata=dict(metadata or {}),
+                                         lineage=dict(lineage or {}), tags=dict(tags or {}))
+        return service.version_json(version)
+
+    def finalize_version(self, model: str, ref: str | int) -> dict[str, Any]:
+        """Validate a draft: its document, ``status`` ``ready``, ``rejected`` (with its
+        ``problems``; final) or ``validating`` (scanners run in the worker)."""
+        self.require(WRITE, model)
+        service = self._registry
+        return service.version_json(service.finalize_version(model, str(ref)))
+
+    def set_version_tag(self, model: str, ref: str | int, key: str, value: str) -> None:
+        """Set a tag on a version."""
+        self.require(WRITE, model)
+        self._registry.set_version_tag(model, str(ref), key, value)
+
+    def delete_version_tag(self, model: str, ref: str | int, key: str) -> None:
+        """Delete a tag of a version."""
+        self.require(WRITE, model)
+        self._registry.delete_version_tag(model, str(ref), key)
+
+    # ------------------------------------------------------------------------- files
+
+    def list_files(self, model: str, ref: str | int) -> list[dict[str, Any]]:
+        """The files of a version (``path``, ``size``, ``digest``, ``media_type``...)."""
+        self.require(READ, model)
+        _version, files = self._files.list_files(model, str(ref))
+        return [file_json(f) for f in files]
+
+    def get_file(self, model: str, ref: str | int, path: str) -> dict[str, Any]:
+        """One file's document (404 ``file_not_found``)."""
+        self.require(READ, model)
+        _version, file = self._files.get_file(model, str(ref), path)
+        return file_json(file)
+
+    def download(self, model: str, ref: str | int, path: str) -> Response:
+        """The response sending a file, as ``GET …/files/{path}`` does: ``Range``,
+        ``ETag``, ``If-None-Match``, ``If-Range``, ``HEAD``, a redirect where the store
+        offers one."""
+        self.require(READ, model)
+        _version, file = self._files.get_file(model, str(ref), path)
+        return send_blob(self.request, file.sha256, file.size, path=file.path,
+                         media_type=file.media_type)
+
+    def link_file(self, model: str, ref: str | int, path: str, sha256: str, *,
+                  media: str | None = None, size: int | None = None
+                  ) -> tuple[dict[str, Any], bool]:
+        """Add a file to a draft by the digest of content the registry holds in a version
+        the caller may read (404 ``blob_not_found`` otherwise): ``(file, created)``."""
+        self.require(WRITE, model)
+        file, outcome = self._files.link_file(
+            model, str(ref), path, _digest(sha256), media=media_type(media),
+            size=size, readable=readable_models(self.request))
+        return file_json(file), outcome == "created"
+
+    def delete_file(self, model: str, ref: str | int, path: str) -> None:
+        """Delete a file of a draft."""
+        self.require(WRITE, model)
+        self._files.delete_file(model, str(ref), path)
+
+    # ------------------------------------------------------------------ upload sessions
+
+    def open_upload(self, model: str, ref: str | int, path: str, *, size: int | None = None,
+                    part_size: int | None = None, sha256: str | None = None,
+                    media: str | None = None) -> dict[str, Any]:
+        """Open an upload session for one file of a draft (``POST …/uploads``): its
+        document (``id``, ``parts``...).  With ``size`` and ``part_size`` the file comes
+        in numbered parts (:meth:`put_part`)."""
+        self.require(WRITE, model)
+        snapshot = self.request.upload_service.open(
+            model, str(ref), path=path, owner=self.caller, size=size,
+            sha256=None if sha256 is None else _digest(sha256),
+            media=media_type(media), part_size=part_size)
+        return self._session_json(snapshot)
+
+    def _session(self, upload_id: str) -> Any:
+        """The caller's open session (404 ``upload_not_found`` for anyone else's)."""
+        found = self._files.find_upload(upload_id)
+        if found is None or found[0].owner != self.caller:
+            raise upload_not_found()
+        upload, model, _number = found
+        self.require(WRITE, model)
+        return upload
+
+    def _session_json(self, snapshot: Any) -> dict[str, Any]:
+        body = upload_json(self.request, snapshot.upload, snapshot.model, snapshot.number)
+        body["parts"] = snapshot.parts
+        return body
+
+    def get_upload(self, upload_id: str) -> dict[str, Any]:
+        """The state of the caller's upload session."""
+        upload = self._session(upload_id)
+        return self._session_json(self.request.upload_service.status(upload.public_id))
+
+    def put_part(self, upload_id: str, number: int, stream: BinaryIO, length: int, *,
+                 sha256: str) -> tuple[dict[str, Any], bool]:
+        """Store part ``number`` (``length`` bytes of ``stream``, whose digest is
+        ``sha256``): ``(part, stored)`` (``stored`` is false when it held these bytes)."""
+        upload = self._session(upload_id)
+        return self.request.upload_service.put_part(
+            upload.public_id, number, stream, length, sha256=_digest(sha256))
+
+    def append(self, upload_id: str, stream: BinaryIO, length: int, *,
+               start: int | None = None) -> dict[str, Any]:
+        """Append a chunk to a sequential session (``PATCH``)."""
+        upload = self._session(upload_id)
+        snapshot = self.request.upload_service.append(upload.public_id, start, stream, length)
+        return self._session_json(snapshot)
+
+    def complete_upload(self, upload_id: str, sha256: str) -> tuple[dict[str, Any], bool]:
+        """Complete a session with the whole file's digest: ``(file, created)``; ``400
+        digest_mismatch`` keeps the session and lists its parts."""
+        upload = self._session(upload_id)
+        body, outcome = self.request.upload_service.complete(upload.public_id,
+                                                             _digest(sha256))
+        return body, outcome == "created"
+
+    def abort_upload(self, upload_id: str) -> None:
+        """Abort a session and free what it received."""
+        upload = self._session(upload_id)
+        self.request.upload_service.abort(upload.public_id)
+
+    # ------------------------------------------------------------------ plugin blobs
+
+    def store_blob(self, stream: BinaryIO, *, sha256: str | None = None,
+                   max_size: int | None = None, hold: tuple[str, str] | None = None
+                   ) -> BlobInfo:
+        """Stream bytes into the blob store, referenced by no version (yet), in a
+        transaction of its own: call it from a streaming view.
+
+        :param hold: ``(owner, key)`` to hold the blob under at once (:meth:`hold_blob`);
+            without it, hold it within the gc grace period (``modelreg gc --grace``) or
+            garbage collection frees it.
+        """
+        if hold is not None:
+            _check_hold(*hold)
+        store = self.request.blob_store
+        info = store.put(stream, expected_sha256=None if sha256 is None
+                         else _digest(sha256), max_size=max_size)
+        with transaction(self.request.registry) as db:
+            touch_blob(db, info)
+            if hold is not None:
+                _hold(db, hold[0], hold[1], info.sha256)
+        return info
+
+    def hold_blob(self, owner: str, key: str, sha256: str) -> None:
+        """Keep the blob ``sha256`` from garbage collection under ``(owner, key)`` (one
+        blob per key: holding another replaces it).  ``owner`` is the plugin's name.
+
+        404 ``blob_not_found`` when the registry holds no such blob.  In the request's
+        transaction: the hold exists once the view's transaction commits.
+        """
+        _check_hold(owner, key)
+        sha256 = _digest(sha256)
+        db = self.request.dbsession
+        # Locked as a link by digest locks it (modelreg.files.gc): collection either skips
+        # the row or has deleted it, and then the hold answers 404.
+        blob = db.get(Blob, sha256, with_for_update=True)
+        if blob is None or not self.request.blob_store.exists(sha256):
+            raise NotFound(f"no blob sha256:{sha256} is stored", code="blob_not_found",
+                           details={"digest": f"sha256:{sha256}"})
+        touch_blob(db, BlobInfo(sha256=sha256, size=blob.size))
+        _hold(db, owner, key, sha256)
+
+    def release_blob(self, owner: str, key: str) -> bool:
+        """Drop the hold ``(owner, key)``; whether there was one.  The blob is collected
+        once nothing references it and the grace period has passed."""
+        _check_hold(owner, key)
+        db = self.request.dbsession
+        hold = db.get(BlobHold, (owner, key))
+        if hold is None:
+            return False
+        db.delete(hold)
+        db.flush()
+        return True
+
+    def held_blobs(self, owner: str) -> dict[str, str]:
+        """``{key: sha256}`` of the blobs ``owner`` holds."""
+        rows = self.request.dbsession.execute(
+            sa.select(BlobHold.key, BlobHold.sha256).where(BlobHold.owner == owner))
+        return dict(rows.all())
+
+    # ----------------------------------------------------------------------- aliases
+
+    def list_aliases(self, model: str) -> list[dict[str, Any]]:
+        """The aliases of a model."""
+        self.require(READ, model)
+        return self._registry.list_aliases(model)
+
+    def get_alias(self, model: str, name: str) -> dict[str, Any]:
+        """An alias's document."""
+        self.require(READ, model)
+        return self._registry.alias_document(model, name)
+
+    def set_alias(self, model: str, name: str, version: int) -> tuple[dict[str, Any], bool]:
+        """Point an alias at a ready version (a protected alias needs ``admin``):
+        ``(alias, created)``."""
+        self.require(WRITE, model)
+        require_alias_admin(self.request, model, name)
+        service = self._registry
+        alias, row, created = service.set_alias(model, name, version)
+        return service.alias_json(alias, row), bool(created)
+
+    def delete_alias(self, model: str, name: str) -> None:
+        """Delete an alias (a protected one needs ``admin``)."""
+        self.require(WRITE, model)
+        require_alias_admin(self.request, model, name)
+        self._registry.delete_alias(model, name)
+
+    def alias_history(self, model: str, name: str, *, page_size: int | str | None = None,
+                      page_token: str | None = None) -> dict[str, Any]:
+        """The moves of an alias, newest first: ``{"moves", "next_page_token"}``."""
+        self.require(READ, model)
+        _model, moves, token = self._registry.alias_history(
+            model, name, page_size=None if page_size is None else str(page_size),
+            page_token=page_token)
+        return {"moves": moves, "next_page_token": token}
+
+    # ------------------------------------------------------------------------- audit
+
+    def audit(self, *, page_size: int | str | None = None, page_token: str | None = None,
+              **filters: str | None) -> dict[str, Any]:
+        """The audit log, newest first (global admins only, as ``GET /api/v1/audit``):
+        ``{"events", "next_page_token"}``; ``filters`` are that route's query parameters
+        (``actor``, ``action``, ``target``, ``target_type``, ``model``, ``since``,
+        ``until``)."""
+        self.require(ADMIN, None)
+        service = self.request.security_service
+        rows, token = service.list_audit(page_size=page_size, page_token=page_token,
+                                         **filters)
+        return {"events": [service.audit_json(e) for e in rows], "next_page_token": token}
+
+    # ---------------------------------------------------------------------- identity
+
+    def whoami(self) -> dict[str, Any] | None:
+        """The caller: ``{"name", "admin", "grants": [{"pattern", "level"}]}``, ``None``
+        when anonymous (401 for credentials that are refused)."""
+        identity = self.request.identity
+        if identity is None:
+            return None
+        return {"name": identity.name, "admin": identity.is_admin,
+                "grants": [{"pattern": pattern, "level": level.name.lower()}
+                           for pattern, level in identity.grants]}
+
+    def grants_of(self, principal: str) -> list[dict[str, Any]]:
+        """The grants of a principal (global admins only)."""
+        self.require(ADMIN, None)
+        service = self.request.security_service
+        grants, _token = service.list_grants(principal=principal, page_size=1000)
+        return [service.grant_json(g) for g in grants]
+
+    def create_token(self, principal: str, *, scopes: list[str] | tuple[str, ...] = (READ,),
+                     expires_in_days: int | None = None, description: str = ""
+                     ) -> dict[str, Any]:
+        """Create a token (global admins, or the caller for itself): its document with
+        the secret in ``token`` (shown this once)."""
+        if principal != self.caller:
+            self.require(ADMIN, None)
+        service = self.request.security_service
+        row, token = service.create_token(principal, scopes=list(scopes),
+                                          expires_in_days=expires_in_days,
+                                          description=description)
+        return {**service.token_json(row), "token": token}
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke a token by its public id (global admins, or the token's principal)."""
+        service = self.request.security_service
+        row = service.get_token(token_id)
+        if self.caller is None:
+            raise denial(self.request, WRITE, None)
+        if service.token_json(row).get("principal") != self.caller:
+            self.require(ADMIN, None)
+        return service.token_json(service.revoke_token(token_id))
+
+
+def _digest(value: str) -> str:
+    """The lowercase hex of ``sha256:<hex>`` or of bare hex (422 ``invalid_digest``)."""
+    text = value if value.startswith("sha256:") else "sha256:" + value
+    return parse_hex_digest(text)
+
+
+def _hold(db: Any, owner: str, key: str, sha256: str) -> None:
+    hold = db.get(BlobHold, (owner, key))
+    if hold is None:
+        db.add(BlobHold(owner=owner, key=key, sha256=sha256))
+    else:
+        hold.sha256 = sha256
+    db.flush()
+
+
+def _check_hold(owner: str, key: str) -> None:
+    if not 0 < len(owner) <= HOLD_OWNER_LENGTH or not 0 < len(key) <= HOLD_KEY_LENGTH:
+        raise ApiError(f"a hold's owner has 1 to {HOLD_OWNER_LENGTH} characters and its key "
+                       f"1 to {HOLD_KEY_LENGTH}", code="invalid_hold", status=422)
+
+
+def registry_of(request: Request) -> Registry:
+    """The registry as the caller of ``request`` may use it (``request.modelreg``)."""
+    return request.modelreg
+
+
+def includeme(config: Configurator) -> None:
+    """``request.modelreg``: the :class:`Registry` of the request."""
+    config.add_request_method(Registry, "modelreg", reify=True)
