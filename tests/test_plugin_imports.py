@@ -1,4 +1,4 @@
-"""First-party plugins use the public API only, as a third party's would (see STYLE.md)."""
+"""First-party plugins use the public API only, as a third party's would (docs/plugins.md)."""
 
 from __future__ import annotations
 
