@@ -26,6 +26,7 @@ from client_support import (  # noqa: F401 - fixtures
 )
 
 from modelreg.testing.server import free_port
+from modelreg_client import Client
 from modelreg_client.cli import EXIT_CODES, BarProgress, main
 
 pytestmark = pytest.mark.server
@@ -473,3 +474,18 @@ def test_push_says_when_no_worker_runs_the_scan(env, tmp_path):
     assert "note: unscanned/1: no worker has run yet" in result.stderr
     assert "modelreg worker" in result.stderr
     assert "(validating)" in result.stdout and "still validating" in result.stdout
+
+
+def test_latest_is_the_newest_ready_version_in_ls_and_search(logged_in, registry, tmp_path):
+    run = logged_in
+    model = f"lat-{tmp_path.name[-12:].lower().strip('_')}".replace("_", "-")
+    source = tmp_path / "model"
+    write_random(source / "w.bin", 100)
+    assert run("push", str(source), "--model", model).exit_code == 0
+    with Client(registry.url, registry.token) as client:
+        assert client.create_version(model).number == 2  # a newer draft
+    for listing in (run("search", f"name = '{model}'"), run("ls")):
+        [line] = [row for row in listing.output.splitlines() if row.startswith(model + " ")]
+        assert line.split()[1] == "1", line
+    versions = run("ls", model).output.splitlines()
+    assert [row.split()[:2] for row in versions[1:]] == [["2", "draft"], ["1", "ready"]]
