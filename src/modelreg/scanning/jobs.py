@@ -123,22 +123,33 @@ class JobLost(RuntimeError):
     rolled back, the other worker does it again."""
 
 
+def _store_findings(db: Any, version_id: int, findings: list[dict[str, Any]],
+                    first: bool) -> Version | None:
+    """Lock the version's row and, while it is still ``validating``, store ``findings``
+    (replacing earlier ones when ``first``: a scan started again); ``None``, storing nothing,
+    when the version is gone or no longer validating."""
+    locked = db.execute(
+        sa.select(Version.id).where(Version.id == version_id).with_for_update()
+    ).first()
+    version = db.get(Version, version_id) if locked else None
+    if version is None or version.status != "validating":
+        return None
+    if first:
+        db.execute(sa.delete(ScanFinding).where(ScanFinding.version_id == version_id))
+    now = utcnow()
+    db.add_all(ScanFinding(version_id=version_id, created_at=now, **f) for f in findings)
+    return version
+
+
 def _store_batch(worker: Worker, version_id: int, findings: list[dict[str, Any]],
                  first: bool, heartbeat: Any, following: dict[str, Any]) -> None:
     """Store a batch's findings, mark the running job done and queue ``following``, in one
     transaction: a worker that dies before it commits leaves the batch to be scanned again,
     and never two jobs for the rest of the version."""
     with worker.transaction(write=True) as db:
-        locked = db.execute(
-            sa.select(Version.id).where(Version.id == version_id).with_for_update()
-        ).first()
-        version = db.get(Version, version_id) if locked else None
-        if version is None or version.status != "validating":
+        version = _store_findings(db, version_id, findings, first)
+        if version is None:
             return
-        if first:
-            db.execute(sa.delete(ScanFinding).where(ScanFinding.version_id == version_id))
-        now = utcnow()
-        db.add_all(ScanFinding(version_id=version_id, created_at=now, **f) for f in findings)
         job_id = getattr(heartbeat, "job_id", None)
         if job_id is not None and not queue.finish(db, job_id, worker.id):
             raise JobLost(f"job {job_id} is no longer held by worker {worker.id}")
@@ -155,16 +166,9 @@ def conclude_scan(
     ``validating``."""
     rejecting = reject_severities(worker.settings)
     with worker.transaction(write=True) as db:
-        locked = db.execute(
-            sa.select(Version.id).where(Version.id == version_id).with_for_update()
-        ).first()
-        version = db.get(Version, version_id) if locked else None
-        if version is None or version.status != "validating":
+        version = _store_findings(db, version_id, findings, first)
+        if version is None:
             return
-        if first:
-            db.execute(sa.delete(ScanFinding).where(ScanFinding.version_id == version_id))
-        now = utcnow()
-        db.add_all(ScanFinding(version_id=version_id, created_at=now, **f) for f in findings)
         db.flush()
         stored = db.scalars(sa.select(ScanFinding).where(ScanFinding.version_id == version_id)
                             .order_by(ScanFinding.id)).all()
