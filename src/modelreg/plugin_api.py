@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
@@ -26,7 +27,9 @@ from pyramid.response import Response
 from .db import transaction
 from .errors import ApiError, Forbidden, NotFound
 from .files.download import send_blob
+from .files.paths import check_new_path
 from .files.services import (
+    blob_not_found,
     file_json,
     media_type,
     parse_hex_digest,
@@ -34,10 +37,11 @@ from .files.services import (
     upload_json,
     upload_not_found,
 )
-from .models import Blob, BlobHold
+from .models import Blob, BlobHold, Model, Version
 from .models.files import HOLD_KEY_LENGTH, HOLD_OWNER_LENGTH
+from .names import normalize_name
 from .permissions import ADMIN, READ, WRITE
-from .policy import policy_rules
+from .policy import check_upload, policy_rules
 from .security.policy import ModelContext, denial, readable_models, require
 from .security.tokens import TOKEN_PREFIX
 from .types import BlobInfo
@@ -120,7 +124,8 @@ class Registry:
             if not self.allows(permission, None):
                 raise denial(self.request, permission, None)
             return
-        require(self.request, permission, model)
+        # A model the caller may not read answers 404, as the REST views do.
+        require(self.request, permission, model, hide_model=True)
 
     @property
     def _registry(self) -> Any:
@@ -152,7 +157,7 @@ class Registry:
     def create_model(self, name: str, *, description: str = "",
                      tags: dict[str, str] | None = None) -> dict[str, Any]:
         """Create a model (needs ``write`` on the name); its document."""
-        self.require(WRITE, name)
+        require(self.request, WRITE, name)  # 403, not 404: the name is the caller's own
         service = self._registry
         model = service.create_model(name, description, dict(tags or {}))
         return service.model_json(model, latest=None)
@@ -183,6 +188,47 @@ class Registry:
         """A version by number, alias, ``latest`` or ``sha256:<digest>``."""
         self.require(READ, model)
         return self._registry.version_document(model, str(ref))
+
+    def find_version(self, model: str, digest_prefix: str) -> dict[str, Any] | None:
+        """The ready version whose manifest digest starts with ``digest_prefix`` (at least
+        12 lowercase hex characters, without ``sha256:``), or ``None``; the newest when more
+        than one matches.  For protocols that name versions by a shortened digest (the
+        Hugging Face Hub's 40-character commit ids)."""
+        self.require(READ, model)
+        prefix = digest_prefix.lower()
+        if len(prefix) < 12 or len(prefix) > 64 or any(c not in "0123456789abcdef"
+                                                        for c in prefix):
+            return None
+        number = self.request.dbsession.scalar(
+            sa.select(Version.number)
+            .join(Model, Model.id == Version.model_id)
+            .where(Model.normalized_name == normalize_name(model),
+                   Version.status == "ready",
+                   Version.digest.like(f"sha256:{prefix}%"))
+            .order_by(Version.number.desc()).limit(1))
+        return None if number is None else self.get_version(model, number)
+
+    def commit_and_wait(self, model: str, ref: str | int, *, timeout: float,
+                        interval: float = 0.2) -> dict[str, Any]:
+        """Commit the request's transaction so far, then wait up to ``timeout`` seconds
+        while the version is ``validating`` (the worker scans it): its document, whose
+        ``status`` is ``ready``, ``rejected`` or still ``validating``.  What the view
+        writes afterwards lands in a new transaction, committed when the view returns.
+
+        For protocols whose clients expect a write to be usable when it answers (the
+        Hugging Face Hub's commit); the REST API answers ``202`` and lets clients poll.
+        """
+        tm = self.request.tm
+        tm.commit()
+        tm.begin()
+        deadline = time.monotonic() + timeout
+        while True:
+            document = self.get_version(model, ref)
+            if document.get("status") != "validating" or time.monotonic() >= deadline:
+                return document
+            time.sleep(interval)
+            tm.abort()  # a fresh snapshot for the next read
+            tm.begin()
 
     def create_version(self, model: str, *, description: str = "",
                        metadata: dict[str, Any] | None = None,
@@ -367,6 +413,39 @@ class Registry:
         db.delete(hold)
         db.flush()
         return True
+
+    def open_held_blob(self, owner: str, key: str) -> BinaryIO:
+        """A readable stream of the blob held under ``(owner, key)`` (404 ``blob_not_found``
+        when there is no such hold): a plugin reads back what it staged, e.g. the parts of
+        a multipart upload it joins.  Only held blobs: a plugin reads nothing by digest."""
+        _check_hold(owner, key)
+        hold = self.request.dbsession.get(BlobHold, (owner, key))
+        if hold is None or not self.request.blob_store.exists(hold.sha256):
+            raise NotFound(f"no blob is held under {key!r}", code="blob_not_found",
+                           details={"key": key})
+        return self.request.blob_store.open(hold.sha256)
+
+    def link_held_blob(self, model: str, ref: str | int, path: str, owner: str, key: str,
+                       *, media: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Add a file to a draft with the blob held under ``(owner, key)`` (staged by the
+        plugin with :meth:`store_blob`, e.g. an upload to a signed URL that carried no
+        token): ``(file, created)``.  Needs ``write`` on ``model``; 404 ``blob_not_found``
+        without such a hold.  The upload size policy applies as to an upload of the bytes.
+        The hold stays: release it when the plugin no longer needs it."""
+        self.require(WRITE, model)
+        _check_hold(owner, key)
+        check_new_path(path)
+        files = self._files
+        version = files.draft(model, str(ref), lock=True)
+        db = self.request.dbsession
+        hold = db.get(BlobHold, (owner, key))
+        blob = None if hold is None else db.get(Blob, hold.sha256, with_for_update=True)
+        if blob is None or not self.request.blob_store.exists(blob.sha256):
+            raise blob_not_found(hold.sha256 if hold is not None else "0" * 64)
+        check_upload(db, self.request.registry.settings, version, path, blob.size)
+        file, outcome = files.add_file(version, path, BlobInfo(blob.sha256, blob.size),
+                                       media_type(media), verify_stored=False)
+        return file_json(file), outcome == "created"
 
     def held_blobs(self, owner: str) -> dict[str, str]:
         """``{key: sha256}`` of the blobs ``owner`` holds."""

@@ -1,0 +1,265 @@
+"""The real ``huggingface_hub`` and ``transformers`` against modelreg-hf on a live Waitress.
+
+The scenarios run in order on one registry (module-scoped): a push with ``upload_folder``
+(a file above the single-request limit goes in parts), more commits, then downloads by
+alias, number, commit id and without a revision, the offline cache, ``AutoConfig``, every
+error the client raises, tokens, a scan rejection and the Xet refusal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("huggingface_hub")
+pytest.importorskip("transformers")
+
+MODEL = "fraud-detector"
+#: modelreg.hf.part_size of the test server (conftest.py).
+PART_SIZE = 64 * 1024
+Hub = Any
+CONFIG = {"model_type": "bert", "hidden_size": 32, "num_attention_heads": 2,
+          "num_hidden_layers": 1, "intermediate_size": 37, "vocab_size": 99}
+
+
+def safetensors(values: int) -> bytes:
+    """A valid safetensors file with one F32 tensor of ``values`` numbers."""
+    header = json.dumps({"weight": {"dtype": "F32", "shape": [values],
+                                    "data_offsets": [0, 4 * values]},
+                         "__metadata__": {"format": "pt"}}).encode()
+    return (struct.pack("<Q", len(header)) + header
+            + struct.pack(f"<{values}f", *(float(i % 251) for i in range(values))))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def first_folder(tmp: Path) -> dict[str, bytes]:
+    files = {
+        "config.json": json.dumps(CONFIG).encode(),
+        "model.safetensors": safetensors(50_000),  # 200 kB: four parts of 64 KiB
+        "sub/tokenizer_config.json": b'{"do_lower_case": true}',
+        "notes/old.txt": b"to be deleted",
+        "empty.txt": b"",
+    }
+    for path, data in files.items():
+        (tmp / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / path).write_bytes(data)
+    return files
+
+
+@pytest.fixture(scope="module")
+def pushed(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``fraud-detector`` pushed with the client: upload_folder, upload_file, delete_file;
+    the alias ``champion`` set on version 1 through the REST API; ``acme/tiny`` too."""
+    folder = tmp_path_factory.mktemp("v1")
+    files = first_folder(folder)
+    assert len(files["model.safetensors"]) > 3 * PART_SIZE
+    out = hub.run("""
+        from huggingface_hub import HfApi
+        api = HfApi()
+        out["repo"] = str(api.create_repo("fraud-detector"))
+        out["again"] = str(api.create_repo("fraud-detector", exist_ok=True))
+        out["exists"] = fails(lambda: api.create_repo("fraud-detector"))
+        out["c1"] = api.upload_folder(folder_path=args["folder"], repo_id="fraud-detector",
+                                      commit_message="first weights").oid
+        out["files1"] = sorted(api.list_repo_files("fraud-detector"))
+        out["c2"] = api.upload_file(path_or_fileobj=b"# Fraud detector\\n",
+                                    path_in_repo="README.md", repo_id="fraud-detector",
+                                    commit_message="a model card").oid
+        out["files2"] = sorted(api.list_repo_files("fraud-detector"))
+        out["c3"] = api.delete_file("notes/old.txt", repo_id="fraud-detector",
+                                    commit_message="drop the notes").oid
+        out["files3"] = sorted(api.list_repo_files("fraud-detector"))
+        out["stale"] = fails(lambda: api.upload_file(
+            path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="fraud-detector",
+            parent_commit=out["c1"]))
+        out["missing"] = fails(lambda: api.delete_file("nothing.txt", repo_id="fraud-detector"))
+        out["org"] = str(api.create_repo("acme/tiny"))
+        out["org_commit"] = api.upload_file(path_or_fileobj=b'{"a": 1}',
+                                            path_in_repo="config.json", repo_id="acme/tiny").oid
+        """, args={"folder": str(folder)})
+    hub.rest("PUT", f"/models/{MODEL}/aliases/champion", {"version": 1})
+    return {"files": files, "out": out}
+
+
+def test_a_push_makes_incremental_versions_with_commit_ids(hub: Hub,
+                                                           pushed: dict[str, Any]) -> None:
+    out, files = pushed["out"], pushed["files"]
+    # the client parses only namespaced repo URLs: plain names are in the namespace modelreg
+    assert out["repo"] == f"{hub.url}/modelreg/{MODEL}" and out["again"] == out["repo"]
+    assert out["exists"]["status"] == 409
+    for key in ("c1", "c2", "c3"):
+        assert len(out[key]) == 40 and out[key] == out[key].lower()
+    assert len({out["c1"], out["c2"], out["c3"]}) == 3
+    assert out["files1"] == sorted(files)
+    # upload_file keeps the other files; delete_file removes exactly one
+    assert out["files2"] == sorted([*files, "README.md"])
+    assert out["files3"] == sorted(p for p in [*files, "README.md"] if p != "notes/old.txt")
+    assert out["stale"]["status"] == 412 and "HfHubHTTPError" in out["stale"]["kinds"]
+    assert "EntryNotFoundError" in out["missing"]["kinds"]
+    assert out["org"] == f"{hub.url}/acme/tiny" and len(out["org_commit"]) == 40
+    # what the registry holds: versions 1-3, each commit's message in its metadata, the
+    # commit id the first 40 hex digits of the manifest digest
+    versions = {v["number"]: v for v in hub.rest("GET", f"/models/{MODEL}/versions")["versions"]}
+    assert sorted(versions) == [1, 2, 3]
+    first = hub.rest("GET", f"/models/{MODEL}/versions/1")
+    assert first["metadata"]["huggingface"]["commit"]["message"] == "first weights"
+    assert first["digest"].removeprefix("sha256:")[:40] == out["c1"]
+    second = hub.rest("GET", f"/models/{MODEL}/versions/2")
+    assert second["metadata"]["huggingface"]["commit"]["parent"] == out["c1"]
+    stored = {f["path"]: f for f in hub.rest("GET", f"/models/{MODEL}/versions/1/files")["files"]}
+    for path, data in files.items():
+        assert stored[path]["size"] == len(data)
+        assert stored[path]["sha256"] == sha(data)
+    assert "acme--tiny" in {m["name"] for m in hub.rest("GET", "/models")["models"]}
+
+
+def test_downloads_by_alias_number_commit_and_main_then_offline(
+        hub: Hub, pushed: dict[str, Any], tmp_path: Path) -> None:
+    files, commits = pushed["files"], pushed["out"]
+    home = tmp_path / "hf-home"
+    out = hub.run("""
+        from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+        api = HfApi()
+        def digest(path):
+            return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+        out["alias"] = digest(hf_hub_download("fraud-detector", "config.json",
+                                              revision="champion"))
+        out["number"] = digest(hf_hub_download("fraud-detector", "README.md", revision="2"))
+        out["main"] = digest(hf_hub_download("fraud-detector", "README.md"))
+        out["sub"] = digest(hf_hub_download("fraud-detector", "tokenizer_config.json",
+                                            subfolder="sub", revision="champion"))
+        snap = pathlib.Path(snapshot_download("fraud-detector", revision="champion"))
+        out["snapshot"] = {p.relative_to(snap).as_posix(): digest(p)
+                           for p in snap.rglob("*") if p.is_file()}
+        info = api.model_info("fraud-detector", revision="champion", files_metadata=True)
+        out["sha"] = info.sha
+        out["siblings"] = {s.rfilename: [s.size, s.lfs.sha256] for s in info.siblings}
+        out["main_sha"] = api.model_info("fraud-detector").sha
+        out["by_commit"] = digest(hf_hub_download("fraud-detector", "config.json",
+                                                  revision=info.sha))
+        out["files"] = sorted(api.list_repo_files("fraud-detector", revision="champion"))
+        refs = api.list_repo_refs("fraud-detector")
+        out["branches"] = {b.name: b.target_commit for b in refs.branches}
+        out["org"] = json.loads(pathlib.Path(hf_hub_download("acme/tiny",
+                                                             "config.json")).read_text())
+        out["namespaced"] = digest(hf_hub_download("modelreg/fraud-detector", "config.json",
+                                                   revision="champion"))
+        from transformers import AutoConfig
+        config = AutoConfig.from_pretrained("fraud-detector", revision="champion")
+        out["config"] = [config.model_type, config.hidden_size]
+        out["no_repo"] = fails(lambda: hf_hub_download("no-such-model", "config.json"))
+        out["no_rev"] = fails(lambda: hf_hub_download("fraud-detector", "config.json",
+                                                      revision="nope"))
+        out["no_entry"] = fails(lambda: hf_hub_download("fraud-detector", "missing.json",
+                                                        revision="champion"))
+        out["info_no_repo"] = fails(lambda: api.model_info("no-such-model"))
+        out["info_no_rev"] = fails(lambda: api.model_info("fraud-detector", revision="99"))
+        """, home=home)
+    assert out["alias"] == sha(files["config.json"])
+    assert out["number"] == out["main"] == sha(b"# Fraud detector\n")
+    assert out["sub"] == sha(files["sub/tokenizer_config.json"])
+    assert out["snapshot"] == {path: sha(data) for path, data in files.items()}
+    assert out["sha"] == commits["c1"] and out["main_sha"] == commits["c3"]
+    assert out["siblings"]["model.safetensors"] == [len(files["model.safetensors"]),
+                                                    sha(files["model.safetensors"])]
+    assert out["by_commit"] == sha(files["config.json"])
+    assert out["files"] == sorted(files)
+    assert out["branches"] == {"main": commits["c3"], "champion": commits["c1"]}
+    assert out["org"] == {"a": 1}
+    assert out["namespaced"] == sha(files["config.json"])
+    assert out["config"] == ["bert", 32]
+    assert "RepositoryNotFoundError" in out["no_repo"]["kinds"]
+    assert "RevisionNotFoundError" in out["no_rev"]["kinds"]
+    assert "EntryNotFoundError" in out["no_entry"]["kinds"]
+    assert "RepositoryNotFoundError" in out["info_no_repo"]["kinds"]
+    assert "RevisionNotFoundError" in out["info_no_rev"]["kinds"]
+
+    offline = hub.run("""
+        from huggingface_hub import hf_hub_download, snapshot_download
+        from transformers import AutoConfig
+        path = hf_hub_download("fraud-detector", "config.json", revision="champion")
+        out["config"] = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+        snap = pathlib.Path(snapshot_download("fraud-detector", revision="champion"))
+        out["snapshot"] = sorted(p.relative_to(snap).as_posix() for p in snap.rglob("*")
+                                 if p.is_file())
+        out["auto"] = AutoConfig.from_pretrained("fraud-detector",
+                                                 revision="champion").hidden_size
+        out["uncached"] = fails(lambda: hf_hub_download("fraud-detector", "config.json",
+                                                        revision="3"))
+        """, home=home, offline=True)
+    assert offline["config"] == sha(files["config.json"])
+    assert offline["snapshot"] == sorted(files)
+    assert offline["auto"] == 32
+    assert "LocalEntryNotFoundError" in offline["uncached"]["kinds"]
+
+
+def test_tokens_missing_refused_insufficient_or_without_grant(hub: Hub, pushed: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    script = """
+        from huggingface_hub import HfApi, hf_hub_download
+        api = HfApi()
+        out["info"] = fails(lambda: api.model_info("fraud-detector"))
+        out["download"] = fails(lambda: hf_hub_download("fraud-detector", "config.json"))
+        out["upload"] = fails(lambda: api.upload_file(path_or_fileobj=b"x",
+                                                      path_in_repo="x.txt",
+                                                      repo_id="fraud-detector"))
+        """
+    anonymous = hub.run(script, who=None, home=tmp_path / "a")
+    refused = hub.run(script, who="bad", home=tmp_path / "b")
+    reader = hub.run(script, who="reader", home=tmp_path / "c")
+    readonly = hub.run(script, who="readonly", home=tmp_path / "d")
+    for out in (anonymous, reader):  # nobody learns whether the model exists
+        assert "RepositoryNotFoundError" in out["info"]["kinds"], out
+        assert "RepositoryNotFoundError" in out["download"]["kinds"]
+        assert "RepositoryNotFoundError" in out["upload"]["kinds"]
+    assert anonymous["info"]["status"] == 401 and reader["info"]["status"] == 404
+    for key in ("info", "download", "upload"):
+        assert refused[key]["status"] == 401, refused[key]
+        assert "RepositoryNotFoundError" not in refused[key]["kinds"]
+        assert "Invalid credentials" in refused[key]["message"]
+    assert readonly["info"] is None and readonly["download"] is None  # it reads...
+    assert readonly["upload"]["status"] == 403  # ...and may not write
+    assert "HfHubHTTPError" in readonly["upload"]["kinds"]
+    assert max(v["number"] for v in hub.rest("GET", f"/models/{MODEL}/versions")["versions"]) == 3
+
+
+def test_a_commit_the_scan_rejects_is_an_error_and_main_stays(hub: Hub,
+                                                               pushed: dict[str, Any]) -> None:
+    # a Trainer-style training_args.bin that would run a command if unpickled: never loaded
+    argument = b"echo pwned"
+    evil = (b"\x80\x02" + b"cos\nsystem\n" + b"X" + struct.pack("<I", len(argument))
+            + argument + b"\x85R.")
+    out = hub.run("""
+        from huggingface_hub import HfApi
+        api = HfApi()
+        out["rejected"] = fails(lambda: api.upload_file(
+            path_or_fileobj=bytes.fromhex(args["evil"]), path_in_repo="training_args.bin",
+            repo_id="fraud-detector", commit_message="trainer output"))
+        out["main"] = api.model_info("fraud-detector").sha
+        """, args={"evil": evil.hex()})
+    assert out["rejected"]["status"] == 422, out["rejected"]
+    assert "rejected" in out["rejected"]["message"]
+    assert "training_args.bin" in out["rejected"]["message"]
+    assert out["main"] == pushed["out"]["c3"]
+    rejected = hub.rest("GET", f"/models/{MODEL}/versions/4")
+    assert rejected["status"] == "rejected"
+    assert rejected["metadata"]["huggingface"]["commit"]["message"] == "trainer output"
+
+
+def test_an_upload_through_xet_is_refused_with_the_way_out(hub: Hub,
+                                                           pushed: dict[str, Any]) -> None:
+    out = hub.run("""
+        from huggingface_hub import HfApi
+        out["xet"] = fails(lambda: HfApi().upload_file(
+            path_or_fileobj=b"some bytes", path_in_repo="xet.txt", repo_id="fraud-detector"))
+        """, xet=True)
+    assert out["xet"] is not None
+    assert "HF_HUB_DISABLE_XET" in out["xet"]["message"] or "501" in out["xet"]["message"]
