@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -26,6 +27,8 @@ from modelreg.testing.server import LiveServer
 MODELREG = str(Path(sys.executable).parent / "modelreg")
 #: The single-request limit of an LFS upload in these tests (larger files go in parts).
 PART_SIZE = 64 * 1024
+CONFIG = {"model_type": "bert", "hidden_size": 32, "num_attention_heads": 2,
+          "num_hidden_layers": 1, "intermediate_size": 37, "vocab_size": 99}
 
 
 def _command(*args: str) -> str:
@@ -102,7 +105,7 @@ class Hub:
         return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     """A registry with no anonymous access; principals ``root`` (admin), ``reader`` (read on
     ``shared-*`` only); tokens ``admin``, ``readonly`` (root, read scope), ``reader``,
@@ -143,3 +146,61 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
             yield Hub(server.url, tokens, tmp_path_factory.mktemp("hf-home"), server)
     finally:
         db.drop()
+
+
+def safetensors(values: int) -> bytes:
+    """A valid safetensors file with one F32 tensor of ``values`` numbers."""
+    header = json.dumps({"weight": {"dtype": "F32", "shape": [values],
+                                    "data_offsets": [0, 4 * values]},
+                         "__metadata__": {"format": "pt"}}).encode()
+    return (struct.pack("<Q", len(header)) + header
+            + struct.pack(f"<{values}f", *(float(i % 251) for i in range(values))))
+
+
+def first_folder(tmp: Path) -> dict[str, bytes]:
+    files = {
+        "config.json": json.dumps(CONFIG).encode(),
+        "model.safetensors": safetensors(50_000),  # 200 kB: four parts of 64 KiB
+        "sub/tokenizer_config.json": b'{"do_lower_case": true}',
+        "notes/old.txt": b"to be deleted",
+        "empty.txt": b"",
+    }
+    for path, data in files.items():
+        (tmp / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / path).write_bytes(data)
+    return files
+
+
+@pytest.fixture(scope="session")
+def pushed(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``fraud-detector`` pushed with the client: upload_folder, upload_file, delete_file;
+    the alias ``champion`` set on version 1 through the REST API; ``acme/tiny`` too."""
+    folder = tmp_path_factory.mktemp("v1")
+    files = first_folder(folder)
+    assert len(files["model.safetensors"]) > 3 * PART_SIZE
+    out = hub.run("""
+        from huggingface_hub import HfApi
+        api = HfApi()
+        out["repo"] = str(api.create_repo("fraud-detector"))
+        out["again"] = str(api.create_repo("fraud-detector", exist_ok=True))
+        out["exists"] = fails(lambda: api.create_repo("fraud-detector"))
+        out["c1"] = api.upload_folder(folder_path=args["folder"], repo_id="fraud-detector",
+                                      commit_message="first weights").oid
+        out["files1"] = sorted(api.list_repo_files("fraud-detector"))
+        out["c2"] = api.upload_file(path_or_fileobj=b"# Fraud detector\\n",
+                                    path_in_repo="README.md", repo_id="fraud-detector",
+                                    commit_message="a model card").oid
+        out["files2"] = sorted(api.list_repo_files("fraud-detector"))
+        out["c3"] = api.delete_file("notes/old.txt", repo_id="fraud-detector",
+                                    commit_message="drop the notes").oid
+        out["files3"] = sorted(api.list_repo_files("fraud-detector"))
+        out["stale"] = fails(lambda: api.upload_file(
+            path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="fraud-detector",
+            parent_commit=out["c1"]))
+        out["missing"] = fails(lambda: api.delete_file("nothing.txt", repo_id="fraud-detector"))
+        out["org"] = str(api.create_repo("acme/tiny"))
+        out["org_commit"] = api.upload_file(path_or_fileobj=b'{"a": 1}',
+                                            path_in_repo="config.json", repo_id="acme/tiny").oid
+        """, args={"folder": str(folder)})
+    hub.rest("PUT", "/models/fraud-detector/aliases/champion", {"version": 1})
+    return {"files": files, "out": out}

@@ -9,7 +9,6 @@ error the client raises, tokens, a scan rejection and the Xet refusal.
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 from pathlib import Path
 from typing import Any
@@ -20,73 +19,11 @@ pytest.importorskip("huggingface_hub")
 pytest.importorskip("transformers")
 
 MODEL = "fraud-detector"
-#: modelreg.hf.part_size of the test server (conftest.py).
-PART_SIZE = 64 * 1024
 Hub = Any
-CONFIG = {"model_type": "bert", "hidden_size": 32, "num_attention_heads": 2,
-          "num_hidden_layers": 1, "intermediate_size": 37, "vocab_size": 99}
-
-
-def safetensors(values: int) -> bytes:
-    """A valid safetensors file with one F32 tensor of ``values`` numbers."""
-    header = json.dumps({"weight": {"dtype": "F32", "shape": [values],
-                                    "data_offsets": [0, 4 * values]},
-                         "__metadata__": {"format": "pt"}}).encode()
-    return (struct.pack("<Q", len(header)) + header
-            + struct.pack(f"<{values}f", *(float(i % 251) for i in range(values))))
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def first_folder(tmp: Path) -> dict[str, bytes]:
-    files = {
-        "config.json": json.dumps(CONFIG).encode(),
-        "model.safetensors": safetensors(50_000),  # 200 kB: four parts of 64 KiB
-        "sub/tokenizer_config.json": b'{"do_lower_case": true}',
-        "notes/old.txt": b"to be deleted",
-        "empty.txt": b"",
-    }
-    for path, data in files.items():
-        (tmp / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / path).write_bytes(data)
-    return files
-
-
-@pytest.fixture(scope="module")
-def pushed(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """``fraud-detector`` pushed with the client: upload_folder, upload_file, delete_file;
-    the alias ``champion`` set on version 1 through the REST API; ``acme/tiny`` too."""
-    folder = tmp_path_factory.mktemp("v1")
-    files = first_folder(folder)
-    assert len(files["model.safetensors"]) > 3 * PART_SIZE
-    out = hub.run("""
-        from huggingface_hub import HfApi
-        api = HfApi()
-        out["repo"] = str(api.create_repo("fraud-detector"))
-        out["again"] = str(api.create_repo("fraud-detector", exist_ok=True))
-        out["exists"] = fails(lambda: api.create_repo("fraud-detector"))
-        out["c1"] = api.upload_folder(folder_path=args["folder"], repo_id="fraud-detector",
-                                      commit_message="first weights").oid
-        out["files1"] = sorted(api.list_repo_files("fraud-detector"))
-        out["c2"] = api.upload_file(path_or_fileobj=b"# Fraud detector\\n",
-                                    path_in_repo="README.md", repo_id="fraud-detector",
-                                    commit_message="a model card").oid
-        out["files2"] = sorted(api.list_repo_files("fraud-detector"))
-        out["c3"] = api.delete_file("notes/old.txt", repo_id="fraud-detector",
-                                    commit_message="drop the notes").oid
-        out["files3"] = sorted(api.list_repo_files("fraud-detector"))
-        out["stale"] = fails(lambda: api.upload_file(
-            path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="fraud-detector",
-            parent_commit=out["c1"]))
-        out["missing"] = fails(lambda: api.delete_file("nothing.txt", repo_id="fraud-detector"))
-        out["org"] = str(api.create_repo("acme/tiny"))
-        out["org_commit"] = api.upload_file(path_or_fileobj=b'{"a": 1}',
-                                            path_in_repo="config.json", repo_id="acme/tiny").oid
-        """, args={"folder": str(folder)})
-    hub.rest("PUT", f"/models/{MODEL}/aliases/champion", {"version": 1})
-    return {"files": files, "out": out}
 
 
 def test_a_push_makes_incremental_versions_with_commit_ids(hub: Hub,
