@@ -220,15 +220,16 @@ class Registry:
         """
         tm = self.request.tm
         tm.commit()
-        tm.begin()
         deadline = time.monotonic() + timeout
         while True:
+            tm.begin()
             document = self.get_version(model, ref)
             if document.get("status") != "validating" or time.monotonic() >= deadline:
                 return document
+            # No transaction while waiting: on SQLite a writer's holds the database's write
+            # lock, which the worker concluding the scan needs.
+            tm.abort()
             time.sleep(interval)
-            tm.abort()  # a fresh snapshot for the next read
-            tm.begin()
 
     def create_version(self, model: str, *, description: str = "",
                        metadata: dict[str, Any] | None = None,
