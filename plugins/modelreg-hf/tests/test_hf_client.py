@@ -1,6 +1,6 @@
 """The real ``huggingface_hub`` and ``transformers`` against modelreg-hf on a live Waitress.
 
-The scenarios run in order on one registry (module-scoped): a push with ``upload_folder``
+The scenarios run in order on one registry (the session's, conftest.py): a push with ``upload_folder``
 (a file above the single-request limit goes in parts), more commits, then downloads by
 alias, number, commit id and without a revision, the offline cache, ``AutoConfig``, every
 error the client raises, tokens, a scan rejection and the Xet refusal.
