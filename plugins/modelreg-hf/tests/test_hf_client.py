@@ -1,7 +1,8 @@
 """The real ``huggingface_hub`` and ``transformers`` against modelreg-hf on a live Waitress.
 
-The scenarios run in order on one registry (the session's, conftest.py): a push with ``upload_folder``
-(a file above the single-request limit goes in parts), more commits, then downloads by
+The scenarios run in order on one registry (the session's, conftest.py): a push with
+``upload_folder`` (a file above the single-request limit goes in parts), more commits, then
+downloads by
 alias, number, commit id and without a revision, the offline cache, ``AutoConfig``, every
 error the client raises, tokens, a scan rejection and the Xet refusal.
 """
@@ -198,5 +199,10 @@ def test_an_upload_through_xet_is_refused_with_the_way_out(hub: Hub,
         out["xet"] = fails(lambda: HfApi().upload_file(
             path_or_fileobj=b"some bytes", path_in_repo="xet.txt", repo_id="fraud-detector"))
         """, xet=True)
+    # hf_xet shows the status and the URL, not the answer's message (which says to set
+    # HF_HUB_DISABLE_XET=1: test_hf_protocol.py); nothing is committed
     assert out["xet"] is not None
-    assert "HF_HUB_DISABLE_XET" in out["xet"]["message"] or "501" in out["xet"]["message"]
+    assert "501" in out["xet"]["message"] and "xet-write-token" in out["xet"]["message"]
+    versions = hub.rest("GET", f"/models/{MODEL}/versions")["versions"]
+    assert "xet.txt" not in {f["path"] for f in hub.rest(
+        "GET", f"/models/{MODEL}/versions/{max(v['number'] for v in versions)}/files")["files"]}
