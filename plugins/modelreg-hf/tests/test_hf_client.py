@@ -86,6 +86,10 @@ def test_downloads_by_alias_number_commit_and_main_then_offline(
         out["files"] = sorted(api.list_repo_files("fraud-detector", revision="champion"))
         refs = api.list_repo_refs("fraud-detector")
         out["branches"] = {b.name: b.target_commit for b in refs.branches}
+        out["commits"] = [[c.commit_id, c.title] for c in api.list_repo_commits(
+            "fraud-detector")]
+        out["paths"] = sorted((p.path, type(p).__name__) for p in api.get_paths_info(
+            "fraud-detector", ["config.json", "sub", "nothing.txt"], revision="champion"))
         out["org"] = json.loads(pathlib.Path(hf_hub_download("acme/tiny",
                                                              "config.json")).read_text())
         out["namespaced"] = digest(hf_hub_download("modelreg/fraud-detector", "config.json",
@@ -111,6 +115,10 @@ def test_downloads_by_alias_number_commit_and_main_then_offline(
     assert out["by_commit"] == sha(files["config.json"])
     assert out["files"] == sorted(files)
     assert out["branches"] == {"main": commits["c3"], "champion": commits["c1"]}
+    assert out["commits"] == [[commits["c3"], "drop the notes"],
+                              [commits["c2"], "a model card"],
+                              [commits["c1"], "first weights"]]
+    assert out["paths"] == [["config.json", "RepoFile"], ["sub", "RepoFolder"]]
     assert out["org"] == {"a": 1}
     assert out["namespaced"] == sha(files["config.json"])
     assert out["config"] == ["bert", 32]

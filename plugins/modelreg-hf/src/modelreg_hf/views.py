@@ -61,6 +61,8 @@ KEYWORDS = {"revision", "tree", "refs", "preupload", "commit", "paths-info", "co
 XET_MESSAGE = ("Xet storage is not served by modelreg: set HF_HUB_DISABLE_XET=1 so that "
                "huggingface_hub uploads through the LFS protocol (see docs/huggingface.md)")
 LFS_MEDIA = "application/vnd.git-lfs+json"
+#: The most commits ``list_repo_commits`` lists (newest first).
+MAX_COMMITS = 1000
 #: The views check the caller's permission themselves, through ``request.modelreg`` (the
 #: model comes from a repo id, which the core's route context does not parse); the signed
 #: upload URLs need none.
@@ -168,14 +170,66 @@ def tree(request: Request, repo_id: str, revision: str, path: str) -> list[dict[
                 entries.append({"type": "directory", "path": folder,
                                 "oid": hashlib.sha1(folder.encode()).hexdigest()})  # noqa: S324
         if recursive or not parents:
-            sha = _sha256_of(file)
-            entries.append({"type": "file", "path": name, "size": file["size"],
-                            "oid": sha[:40],
-                            "lfs": {"oid": sha, "size": file["size"],
-                                    "pointerSize": POINTER_SIZE}})
+            entries.append(_file_entry(file))
     if prefix and not entries:
         raise NotFound(f"no file or folder {path!r} in this revision", code="entry_not_found")
     return entries
+
+
+def _file_entry(file: dict[str, Any]) -> dict[str, Any]:
+    sha = _sha256_of(file)
+    return {"type": "file", "path": file["path"], "size": file["size"], "oid": sha[:40],
+            "lfs": {"oid": sha, "size": file["size"], "pointerSize": POINTER_SIZE}}
+
+
+def paths_info(request: Request, repo_id: str, revision: str) -> list[dict[str, Any]]:
+    """``POST /api/models/{repo}/paths-info/{rev}`` (form field ``paths``, repeated): the
+    files and folders among ``paths``; paths that are neither are left out."""
+    reg = registry_of(request)
+    model = model_of(repo_id, _settings(request).namespace)
+    reg.get_model(model)
+    version = resolve(reg, model, revision)
+    asked = [str(p).strip("/") for p in request.POST.getall("paths")][:1000]
+    files = {f["path"]: f for f in _files_of(reg, model, version)}
+    entries = []
+    for path in asked:
+        if path in files:
+            entries.append(_file_entry(files[path]))
+        elif path and any(name.startswith(path + "/") for name in files):
+            entries.append({"type": "directory", "path": path,
+                            "oid": hashlib.sha1(path.encode()).hexdigest()})  # noqa: S324
+    return entries
+
+
+def commits(request: Request, repo_id: str, revision: str) -> list[dict[str, Any]]:
+    """``GET /api/models/{repo}/commits/{rev}`` (``list_repo_commits``): the ready versions
+    up to the revision's, newest first; the title is the commit message or description."""
+    reg = registry_of(request)
+    model = model_of(repo_id, _settings(request).namespace)
+    reg.get_model(model)
+    head = resolve(reg, model, revision)
+    versions: list[dict[str, Any]] = []
+    token = None
+    while len(versions) < MAX_COMMITS:
+        page = reg.search_versions(
+            model, filter=f"status = 'ready' AND number <= {head['number']}",
+            order_by="number desc", page_size=100, page_token=token)
+        versions += page["versions"]
+        token = page["next_page_token"]
+        if not token:
+            break
+    answer = []
+    for version in versions[:MAX_COMMITS]:
+        commit = ((version.get("metadata") or {}).get("huggingface") or {}).get("commit") or {}
+        answer.append({
+            "id": commit_id(version),
+            "authors": [{"user": version.get("created_by") or "unknown"}],
+            "date": _iso(version.get("finalized_at") or version.get("created_at")),
+            "title": commit.get("message") or version.get("description") or
+                     f"version {version['number']}",
+            "message": commit.get("description") or "",
+        })
+    return answer
 
 
 def refs(request: Request, repo_id: str) -> dict[str, Any]:
@@ -577,6 +631,10 @@ def api_models(request: Request) -> Any:
         return tree(request, repo_id, rest[1], "/".join(rest[2:]))
     if what == "refs" and len(rest) == 1 and method == "GET":
         return refs(request, repo_id)
+    if what == "paths-info" and len(rest) == 2 and method == "POST":
+        return paths_info(request, repo_id, rest[1])
+    if what == "commits" and len(rest) == 2 and method == "GET":
+        return commits(request, repo_id, rest[1])
     if what == "preupload" and len(rest) == 2 and method == "POST":
         return preupload(request, repo_id, rest[1])
     if what == "commit" and len(rest) == 2 and method == "POST":
