@@ -214,3 +214,31 @@ def test_an_upload_through_xet_is_refused_with_the_way_out(hub: Hub,
     versions = hub.rest("GET", f"/models/{MODEL}/versions")["versions"]
     assert "xet.txt" not in {f["path"] for f in hub.rest(
         "GET", f"/models/{MODEL}/versions/{max(v['number'] for v in versions)}/files")["files"]}
+
+
+def test_a_commit_to_a_branch_builds_on_its_alias_and_moves_it(hub: Hub,
+                                                                pushed: dict[str, Any]) -> None:
+    commits, files = pushed["out"], pushed["files"]
+    hub.rest("PUT", f"/models/{MODEL}/aliases/candidate", {"version": 2})
+    out = hub.run("""
+        from huggingface_hub import HfApi
+        api = HfApi()
+        out["commit"] = api.upload_file(path_or_fileobj=b"tuned", path_in_repo="tuned.txt",
+                                        repo_id="fraud-detector", revision="candidate",
+                                        commit_message="tuned").oid
+        out["files"] = sorted(api.list_repo_files("fraud-detector", revision="candidate"))
+        out["branches"] = {b.name: b.target_commit
+                           for b in api.list_repo_refs("fraud-detector").branches}
+        out["unknown"] = fails(lambda: api.upload_file(
+            path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="fraud-detector",
+            revision="nope"))
+        """)
+    # version 2's files (all of version 1's and the card) and the new one
+    assert out["files"] == sorted([*files, "README.md", "tuned.txt"])
+    assert out["branches"]["candidate"] == out["commit"]
+    assert out["branches"]["champion"] == commits["c1"]
+    # with no alias named main, main is the newest ready version, whichever branch made it
+    assert out["branches"]["main"] == out["commit"]
+    assert "RevisionNotFoundError" in out["unknown"]["kinds"]
+    alias = hub.rest("GET", f"/models/{MODEL}/aliases/candidate")
+    assert alias["version"] == 5  # 3 the last on main, 4 rejected
