@@ -124,6 +124,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         "modelreg.worker.poll_interval": "0.2",
         "modelreg.hf.part_size": str(PART_SIZE),
         "modelreg.hf.commit_wait": "60",
+        "modelreg.hf.hold_grace": "5",
         "modelreg.hf.upload_secret": "a-test-secret-of-enough-length",
     }
     ini = directory / "registry.ini"

@@ -109,6 +109,20 @@ def test_signed_upload_urls_take_exactly_their_bytes(hub: Any, pushed: dict[str,
     assert len(json.loads(versions)["versions"]) == 1  # nothing half-written
 
 
+def test_an_upload_never_committed_is_released_after_the_grace(hub: Any,
+                                                               pushed: dict[str, Any]) -> None:
+    data = b"an upload nobody commits"
+    grant = signing.UploadGrant("fraud-detector", hashlib.sha256(data).hexdigest(), len(data),
+                                1, int(time.time()) + 2)
+    status, _, _ = call(hub, "PUT", f"/hf-lfs/upload/{signing.sign(SECRET, grant)}", data,
+                        who=None)
+    assert status == 200
+    assert "actions" not in batch(hub, "fraud-detector", data)[1]["objects"][0]  # held
+    time.sleep(max(0.0, grant.expires + 5 - time.time()) + 0.5)  # hold_grace is 5 s here
+    # the next batch releases it to garbage collection: the bytes are asked for again
+    assert "actions" in batch(hub, "fraud-detector", data)[1]["objects"][0]
+
+
 def test_the_version_page_shows_a_fetch_snippet() -> None:
     class Request:
         application_url = "https://registry.example.com"

@@ -44,6 +44,8 @@ class HubSettings:
     :ivar commit_wait: seconds a commit waits for scanning before answering
         (``commit_wait``, 120).
     :ivar max_commit_body: bytes of a commit's NDJSON body (``max_commit_body``, 16 MiB).
+    :ivar hold_grace: seconds after its URL expired that an upload never committed is
+        released to garbage collection (``hold_grace``, 86400).
     :ivar namespace: the namespace whose repos are the models of plain names
         (``namespace``, ``modelreg``): ``modelreg/fraud-detector`` is ``fraud-detector``.
     """
@@ -53,6 +55,7 @@ class HubSettings:
     part_size: int
     commit_wait: int
     max_commit_body: int
+    hold_grace: int = 86400
     namespace: str = "modelreg"
 
     @classmethod
@@ -72,4 +75,5 @@ class HubSettings:
             part_size=_int(settings, "part_size", 64 * MIB, 1024),
             commit_wait=_int(settings, "commit_wait", 120, 0),
             max_commit_body=_int(settings, "max_commit_body", 16 * MIB, 1024),
+            hold_grace=_int(settings, "hold_grace", 86400, 0),
         )

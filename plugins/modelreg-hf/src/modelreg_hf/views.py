@@ -278,12 +278,38 @@ def resolve_file(request: Request) -> Response:
 # ------------------------------------------------------------------------------- writing
 
 
-def _hold_key(model: str, oid: str) -> str:
-    return f"lfs:{model.lower()}:{oid}"
+def _hold_key(model: str, oid: str, expires: int) -> str:
+    """The hold of an uploaded file: ``lfs:<model>:<sha256>:<expiry of its upload URL>``."""
+    return f"lfs:{model.lower()}:{oid}:{expires}"
 
 
-def _part_key(model: str, oid: str, number: int) -> str:
-    return f"part:{model.lower()}:{oid}:{number}"
+def _part_key(model: str, oid: str, expires: int, number: int) -> str:
+    """The hold of a part: ``part:<model>:<sha256>:<expiry>:<number>``."""
+    return f"part:{model.lower()}:{oid}:{expires}:{number}"
+
+
+def _file_holds(held: dict[str, str], model: str, oid: str) -> list[str]:
+    """The holds of the file ``oid`` uploaded for ``model``, and of its parts."""
+    prefixes = (f"lfs:{model.lower()}:{oid}:", f"part:{model.lower()}:{oid}:")
+    return [key for key in held if key.startswith(prefixes)]
+
+
+def _release_abandoned(reg: Registry, held: dict[str, str], grace: int) -> dict[str, str]:
+    """Release the holds of uploads whose URL expired more than ``grace`` seconds ago (never
+    committed: a commit releases what it uses); the holds that remain."""
+    now = time.time()
+    kept = {}
+    for key, sha in held.items():
+        fields = key.split(":")
+        try:
+            expires = int(fields[3])
+        except (IndexError, ValueError):
+            expires = 0
+        if expires + grace < now:
+            reg.release_blob(OWNER, key)
+        else:
+            kept[key] = sha
+    return kept
 
 
 def create_repo(request: Request) -> dict[str, Any]:
@@ -329,8 +355,9 @@ def preupload(request: Request, repo_id: str, revision: str) -> dict[str, Any]:
     for entry in files:
         empty = entry["size"] == 0
         if empty:
+            expires = int(time.time()) + _settings(request).upload_url_ttl
             reg.store_blob(io.BytesIO(b""), sha256=EMPTY_SHA256, max_size=0,
-                           hold=(OWNER, _hold_key(model, EMPTY_SHA256)))
+                           hold=(OWNER, _hold_key(model, EMPTY_SHA256, expires)))
         answer.append({"path": entry["path"], "uploadMode": "regular" if empty else "lfs",
                        "shouldIgnore": False, "oid": existing.get(entry["path"])})
     return {"files": answer, "commitOid": commit_id(head) if head else None}
@@ -351,7 +378,7 @@ def lfs_batch(request: Request, repo_id: str) -> Response:
     if not isinstance(objects, list):
         raise Unprocessable("objects must be a list", code="invalid_body")
     config = _settings(request)
-    held = set(reg.held_blobs(OWNER))
+    held = _release_abandoned(reg, reg.held_blobs(OWNER), config.hold_grace)
     base = request.application_url
     expires = int(time.time()) + config.upload_url_ttl
     answers = []
@@ -366,7 +393,7 @@ def lfs_batch(request: Request, repo_id: str) -> Response:
                             "error": {"code": 422, "message": "oid must be a sha256 in "
                                       "lowercase hex and size a non-negative integer"}})
             continue
-        if _hold_key(model, oid) in held:
+        if any(key.startswith("lfs:") for key in _file_holds(held, model, oid)):
             answers.append({"oid": oid, "size": size})  # already uploaded: nothing to send
             continue
         parts = 1 if size <= config.part_size else -(-size // config.part_size)
@@ -410,7 +437,8 @@ def lfs_upload(request: Request) -> Response:
     _length(request, grant.size)
     registry_of(request).store_blob(request.body_file_raw, sha256=grant.oid,
                                     max_size=grant.size,
-                                    hold=(OWNER, _hold_key(grant.model, grant.oid)))
+                                    hold=(OWNER, _hold_key(grant.model, grant.oid,
+                                                           grant.expires)))
     return Response(status=200, json_body={})
 
 
@@ -432,7 +460,7 @@ def lfs_part(request: Request) -> Response:
     _length(request, _part_size(grant, number, config.part_size))
     info = registry_of(request).store_blob(
         request.body_file_raw, max_size=_part_size(grant, number, config.part_size),
-        hold=(OWNER, _part_key(grant.model, grant.oid, number)))
+        hold=(OWNER, _part_key(grant.model, grant.oid, grant.expires, number)))
     response = Response(status=200, json_body={})
     response.headers["ETag"] = f'"{info.sha256}"'
     return response
@@ -474,15 +502,16 @@ def lfs_complete(request: Request) -> Response:
     reg = registry_of(request)
     held = reg.held_blobs(OWNER)
     for index, part in enumerate(sorted(parts, key=lambda p: p.get("partNumber", 0)), 1):
-        key = _part_key(grant.model, grant.oid, index)
+        key = _part_key(grant.model, grant.oid, grant.expires, index)
         etag = str(part.get("etag", "")).strip('"')
         if part.get("partNumber") != index or held.get(key) != etag:
             raise BadRequest(f"part {index} was not uploaded with that ETag",
                              code="invalid_parts", details={"part": index})
-    keys = [_part_key(grant.model, grant.oid, n) for n in range(1, grant.parts + 1)]
+    keys = [_part_key(grant.model, grant.oid, grant.expires, n)
+            for n in range(1, grant.parts + 1)]
     stream = _Joined([(lambda key=key: reg.open_held_blob(OWNER, key)) for key in keys])
     reg.store_blob(io.BufferedReader(stream), sha256=grant.oid, max_size=grant.size,
-                   hold=(OWNER, _hold_key(grant.model, grant.oid)))
+                   hold=(OWNER, _hold_key(grant.model, grant.oid, grant.expires)))
     return Response(status=200, json_body={})
 
 
@@ -570,16 +599,15 @@ def commit(request: Request, repo_id: str, revision: str) -> dict[str, Any]:
                                            "parent": head_commit, "branch": revision}}}
     version = reg.create_version(model, description=summary, metadata=metadata)
     number = version["number"]
-    linked: list[str] = []
+    held = reg.held_blobs(OWNER)
+    used: set[str] = set()
     for path, (how, sha) in sorted(files.items()):
-        if how == "held":
-            try:
-                reg.link_held_blob(model, number, path, OWNER, _hold_key(model, sha))
-                linked.append(sha)
-                continue
-            except ApiError as exc:
-                if exc.code != "blob_not_found":
-                    raise
+        holds = _file_holds(held, model, sha) if how == "held" else []
+        uploaded = [key for key in holds if key.startswith("lfs:")]
+        if uploaded:
+            reg.link_held_blob(model, number, path, OWNER, uploaded[0])
+            used.update(holds)
+            continue
         try:
             reg.link_file(model, number, path, sha)
         except ApiError as exc:
@@ -602,12 +630,8 @@ def commit(request: Request, repo_id: str, revision: str) -> dict[str, Any]:
                        details={"version": number})
     if revision != MAIN or MAIN in {a["alias"] for a in reg.list_aliases(model)}:
         reg.set_alias(model, revision, number)
-    for sha in linked:
-        reg.release_blob(OWNER, _hold_key(model, sha))
-    held = reg.held_blobs(OWNER)
-    for sha in linked:
-        for key in [k for k in held if k.startswith(f"part:{model.lower()}:{sha}:")]:
-            reg.release_blob(OWNER, key)
+    for key in sorted(used):
+        reg.release_blob(OWNER, key)
     cid = commit_id(done)
     namespaced = repo_id_of(model, _settings(request).namespace)
     return {"commitUrl": f"{request.application_url}/{namespaced}/commit/{cid}",
