@@ -106,6 +106,12 @@ class Hub:
 
 
 @pytest.fixture(scope="session")
+def hub_class() -> type[Hub]:
+    """:class:`Hub`, for a test that runs a server of its own."""
+    return Hub
+
+
+@pytest.fixture(scope="session")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     """A registry with no anonymous access; principals ``root`` (admin), ``reader`` (read on
     ``shared-*`` only); tokens ``admin``, ``readonly`` (root, read scope), ``reader``,

@@ -9,18 +9,26 @@ error the client raises, tokens, a scan rejection and the Xet refusal.
 
 from __future__ import annotations
 
+import configparser
 import hashlib
+import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from modelreg.testing.server import LiveServer
 
 pytest.importorskip("huggingface_hub")
 pytest.importorskip("transformers")
 
 MODEL = "fraud-detector"
 Hub = Any
+CONFIG_SMALL = {"model_type": "bert", "hidden_size": 16, "num_attention_heads": 2,
+                "num_hidden_layers": 1, "intermediate_size": 8, "vocab_size": 10}
 
 
 def sha(data: bytes) -> str:
@@ -242,3 +250,37 @@ def test_a_commit_to_a_branch_builds_on_its_alias_and_moves_it(hub: Hub,
     assert "RevisionNotFoundError" in out["unknown"]["kinds"]
     alias = hub.rest("GET", f"/models/{MODEL}/aliases/candidate")
     assert alias["version"] == 5  # 3 the last on main, 4 rejected
+
+
+def test_pserve_development_ini_serves_a_push_and_a_load(tmp_path: Path,
+                                                         hub_class: type) -> None:
+    """development.ini as shipped (SQLite, the embedded worker scanning, anonymous writes),
+    only its files moved to ``tmp_path``: push with upload_folder, load by alias."""
+    parser = configparser.ConfigParser(defaults={"here": str(tmp_path)})
+    parser.read(Path(__file__).parents[3] / "development.ini", encoding="utf-8")
+    settings = {k: v for k, v in parser.items("app:main") if k not in ("here", "use")}
+    ini = tmp_path / "upgrade.ini"
+    ini.write_text("[app:main]\nuse = egg:modelreg\nsqlalchemy.url = "
+                   + settings["sqlalchemy.url"] + "\n")
+    (tmp_path / "var").mkdir()
+    command = [str(Path(sys.executable).parent / "modelreg"), "db", "upgrade", str(ini)]
+    result = subprocess.run(command, capture_output=True, text=True,  # noqa: S603
+                            timeout=180)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(CONFIG_SMALL))
+    (folder / "README.md").write_text("# a model pushed to development.ini\n")
+    with LiveServer(settings, threads=4) as server:
+        hub = hub_class(server.url, {}, tmp_path / "home", server)
+        out = hub.run("""
+            from huggingface_hub import HfApi
+            from transformers import AutoConfig
+            api = HfApi()
+            api.create_repo("dev-model")
+            out["commit"] = api.upload_folder(folder_path=args["folder"],
+                                              repo_id="dev-model").oid
+            out["hidden"] = AutoConfig.from_pretrained("dev-model",
+                                                       revision=out["commit"]).hidden_size
+            """, who=None, args={"folder": str(folder)})
+    assert len(out["commit"]) == 40 and out["hidden"] == CONFIG_SMALL["hidden_size"]
