@@ -284,3 +284,52 @@ def test_pserve_development_ini_serves_a_push_and_a_load(tmp_path: Path,
                                                        revision=out["commit"]).hidden_size
             """, who=None, args={"folder": str(folder)})
     assert len(out["commit"]) == 40 and out["hidden"] == CONFIG_SMALL["hidden_size"]
+
+
+def test_with_s3_downloads_redirect_and_parts_join_in_the_bucket(
+        tmp_path: Path, hub_class: type, modelreg_s3_server: Any) -> None:
+    """Blobs in S3 (moto's server) with presigned downloads: a resolve answers a redirect
+    that carries the file's metadata (the client follows it without the token), and a file
+    above the single-request limit is joined from parts read back from the bucket."""
+    settings = {
+        "sqlalchemy.url": f"sqlite:///{tmp_path / 'registry.sqlite'}",
+        "modelreg.auth.anonymous": "write",
+        "modelreg.worker.embedded": "true",
+        "modelreg.worker.poll_interval": "0.2",
+        "modelreg.hf.part_size": "65536",
+        "modelreg.storage.s3.presigned_downloads": "true",
+        **modelreg_s3_server.settings(),
+    }
+    ini = tmp_path / "upgrade.ini"
+    ini.write_text("[app:main]\nuse = egg:modelreg\nsqlalchemy.url = "
+                   + settings["sqlalchemy.url"] + "\n")
+    command = [str(Path(sys.executable).parent / "modelreg"), "db", "upgrade", str(ini)]
+    result = subprocess.run(command, capture_output=True, text=True,  # noqa: S603
+                            timeout=180)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "out"
+    folder.mkdir()
+    files = {"config.json": json.dumps(CONFIG_SMALL).encode(),
+             "weights.bin.txt": bytes(range(256)) * 800}  # 204,800 bytes: four parts
+    for path, data in files.items():
+        (folder / path).write_bytes(data)
+    with LiveServer(settings, threads=4) as server:
+        hub = hub_class(server.url, {}, tmp_path / "home", server)
+        out = hub.run("""
+            from huggingface_hub import HfApi, snapshot_download
+            from huggingface_hub.file_download import get_hf_file_metadata, hf_hub_url
+            api = HfApi()
+            api.create_repo("s3-model")
+            out["commit"] = api.upload_folder(folder_path=args["folder"],
+                                              repo_id="s3-model").oid
+            meta = get_hf_file_metadata(hf_hub_url("s3-model", "weights.bin.txt"))
+            out["meta"] = [meta.commit_hash, meta.etag, meta.size,
+                           meta.location.startswith(args["endpoint"])]
+            snap = pathlib.Path(snapshot_download("s3-model"))
+            out["files"] = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                            for p in snap.iterdir()}
+            """, who=None, args={"folder": str(folder),
+                                 "endpoint": modelreg_s3_server.endpoint})
+    data = files["weights.bin.txt"]
+    assert out["meta"] == [out["commit"], sha(data), len(data), True]
+    assert out["files"] == {path: sha(data) for path, data in files.items()}
