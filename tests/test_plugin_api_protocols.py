@@ -13,6 +13,7 @@ import pytest
 import webtest
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
+from pyramid_retry import is_last_attempt
 
 from modelreg import api
 from modelreg.testing import CORE_PLUGINS, clear_database, make_app, run_worker
@@ -61,11 +62,13 @@ def wait(request: Any) -> dict[str, Any]:
     reg = api.registry_of(request)
     model, number = request.matchdict["model"], request.matchdict["number"]
     reg.finalize_version(model, number)
+    retried_before = not is_last_attempt(request)
     document = reg.commit_and_wait(model, number, timeout=0.3, interval=0.05)
     reg.create_version(model, description="after the wait")
     if "fail" in request.params:
         raise api.Conflict("failing after the wait", code="failed_after_wait")
-    return {"status": document["status"]}
+    return {"status": document["status"], "retried_before": retried_before,
+            "retried_after": not is_last_attempt(request)}
 
 
 class ProtocolPlugin:
@@ -148,7 +151,9 @@ def test_find_version_by_digest_prefix_and_commit_and_wait(app: Any) -> None:
     app.put("/api/v1/models/m/versions/1/files/a.txt", b"a", headers={
         **headers, "Content-Type": "application/octet-stream"}, status=201)
     # the scan is not run (no worker): still validating after the wait, and committed
-    assert app.post("/t/m/1/wait", headers=headers).json == {"status": "validating"}
+    # ... and a conflict after the commit is not retried (that would write it again)
+    assert app.post("/t/m/1/wait", headers=headers).json == {
+        "status": "validating", "retried_before": True, "retried_after": False}
     versions = app.get("/api/v1/models/m/versions", headers=headers).json["versions"]
     assert sorted(v["number"] for v in versions) == [1, 2]
     # what the view wrote after the wait is rolled back with its error; the wait's is kept

@@ -213,13 +213,19 @@ class Registry:
         """Commit the request's transaction so far, then wait up to ``timeout`` seconds
         while the version is ``validating`` (the worker scans it): its document, whose
         ``status`` is ``ready``, ``rejected`` or still ``validating``.  What the view
-        writes afterwards lands in a new transaction, committed when the view returns.
+        writes afterwards lands in a new transaction, committed when the view returns; the
+        request is not retried after the first commit (a conflict is then an error).
 
         For protocols whose clients expect a write to be usable when it answers (the
         Hugging Face Hub's commit); the REST API answers ``202`` and lets clients poll.
         """
         tm = self.request.tm
         tm.commit()
+        # What is committed must not be written again: no retry of this request from here
+        # (pyramid_retry's last attempt, modelreg.db.retry_activate_hook).
+        environ = self.request.environ
+        if environ.get("retry.attempt") is not None:
+            environ["retry.attempts"] = environ["retry.attempt"] + 1
         deadline = time.monotonic() + timeout
         while True:
             tm.begin()
