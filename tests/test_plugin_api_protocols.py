@@ -56,6 +56,14 @@ def find(request: Any) -> dict[str, Any]:
     return {"number": None if version is None else version["number"]}
 
 
+def move(request: Any) -> dict[str, Any]:
+    match, expected = request.matchdict, request.params.get("expected")
+    alias, created = api.registry_of(request).move_alias(
+        match["model"], match["alias"], int(match["number"]),
+        expected=None if expected is None else int(expected))
+    return {"version": alias["version"], "created": created}
+
+
 def wait(request: Any) -> dict[str, Any]:
     """Finalize version ``number`` and wait briefly; then write a second draft and fail when
     ``?fail`` is given: the first write stays committed, the second does not."""
@@ -85,7 +93,8 @@ class ProtocolPlugin:
                 ("t.link", "/t/{model}/{number}/link/{key}/{path}", link, "POST"),
                 ("t.read", "/t/read/{key}", read, "GET"),
                 ("t.find", "/t/{model}/find/{prefix}", find, "GET"),
-                ("t.wait", "/t/{model}/{number}/wait", wait, "POST")):
+                ("t.wait", "/t/{model}/{number}/wait", wait, "POST"),
+                ("t.move", "/t/{model}/move/{alias}/{number}", move, "POST")):
             config.add_route(name, pattern)
             config.add_view(view, route_name=name, request_method=method, permission=OPEN,
                             renderer="json")
@@ -172,3 +181,27 @@ def test_find_version_by_digest_prefix_and_commit_and_wait(app: Any) -> None:
     assert app.get("/t/m/find/" + "0" * 40, headers=headers).json == {"number": None}
     assert app.get("/t/m/find/abc", headers=headers).json == {"number": None}
 
+
+def test_move_alias_moves_only_from_the_expected_version(app: Any) -> None:
+    admin = add_principal(app.app, "admin", admin=True)
+    reader = add_principal(app.app, "reader", grants=[("*", "read")])
+    headers = bearer(admin)
+    app.post_json("/api/v1/models", {"name": "m"}, headers=headers, status=201)
+    for number in (1, 2, 3):
+        app.post_json("/api/v1/models/m/versions", {}, headers=headers, status=201)
+        app.put(f"/api/v1/models/m/versions/{number}/files/f.txt", str(number).encode(),
+                headers={**headers, "Content-Type": "application/octet-stream"}, status=201)
+        app.post(f"/api/v1/models/m/versions/{number}/finalize", headers=headers)
+    run_worker(app.app)
+    assert app.post("/t/m/move/prod/1", headers=headers).json == {"version": 1, "created": True}
+    response = app.post("/t/m/move/prod/2", headers=headers, status=409)  # it exists
+    assert response.json["error"]["details"] == {"alias": "prod", "version": 1,
+                                                 "expected": None}
+    assert app.post("/t/m/move/prod/2?expected=1", headers=headers).json["version"] == 2
+    # a second move from version 1 (a commit that built on it meanwhile) is refused
+    response = app.post("/t/m/move/prod/3?expected=1", headers=headers, status=409)
+    assert response.json["error"]["code"] == "alias_moved"
+    app.post("/t/m/move/prod/3?expected=2", headers=bearer(reader), status=403)
+    app.post("/t/none/move/prod/3", headers=headers, status=404)
+    alias = app.get("/api/v1/models/m/aliases/prod", headers=headers).json
+    assert alias["version"] == 2

@@ -25,7 +25,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from .db import transaction
-from .errors import ApiError, Forbidden, NotFound
+from .errors import ApiError, Conflict, Forbidden, NotFound
 from .files.download import send_blob
 from .files.paths import check_new_path
 from .files.services import (
@@ -37,7 +37,7 @@ from .files.services import (
     upload_json,
     upload_not_found,
 )
-from .models import Blob, BlobHold, Model, Version
+from .models import Alias, Blob, BlobHold, Model, Version
 from .models.files import HOLD_KEY_LENGTH, HOLD_OWNER_LENGTH
 from .names import normalize_name
 from .permissions import ADMIN, READ, WRITE
@@ -480,6 +480,29 @@ class Registry:
         service = self._registry
         alias, row, created = service.set_alias(model, name, version)
         return service.alias_json(alias, row), bool(created)
+
+    def move_alias(self, model: str, name: str, version: int, *,
+                   expected: int | None) -> tuple[dict[str, Any], bool]:
+        """:meth:`set_alias`, only if the alias still points at ``expected`` (``None``: only
+        if it does not exist yet); ``409 alias_moved`` otherwise.  Checked under the model's
+        row lock that moves take, so of two moves from the same version one wins and the
+        other is refused, never silently overwritten (a compare-and-set, for protocols
+        whose writes name the head they build on: the Hugging Face Hub's commits)."""
+        self.require(WRITE, model)
+        db = self.request.dbsession
+        model_id = db.scalar(sa.select(Model.id)
+                             .where(Model.normalized_name == normalize_name(model))
+                             .with_for_update())
+        if model_id is None:
+            self.get_model(model)  # the "no such model" answer
+        current = db.scalar(sa.select(Version.number)
+                            .join(Alias, Alias.version_id == Version.id)
+                            .where(Alias.model_id == model_id, Alias.name == name))
+        if current != expected:
+            raise Conflict(f"alias {name!r} points at version {current}, no longer at "
+                           f"{expected}", code="alias_moved",
+                           details={"alias": name, "version": current, "expected": expected})
+        return self.set_alias(model, name, version)
 
     def delete_alias(self, model: str, name: str) -> None:
         """Delete an alias (a protected one needs ``admin``)."""

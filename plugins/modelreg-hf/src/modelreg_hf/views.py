@@ -629,7 +629,16 @@ def commit(request: Request, repo_id: str, revision: str) -> dict[str, Any]:
                        "moved (see the version in the registry)", code="validation_pending",
                        details={"version": number})
     if revision != MAIN or MAIN in {a["alias"] for a in reg.list_aliases(model)}:
-        reg.set_alias(model, revision, number)
+        try:
+            reg.move_alias(model, revision, number,
+                           expected=head["number"] if head else None)
+        except ApiError as exc:
+            if exc.code != "alias_moved":
+                raise
+            raise Conflict(f"the branch {revision!r} moved while this commit was validated: "
+                           f"version {number} holds the commit but the branch does not; "
+                           "commit again on the new head", code="branch_moved",
+                           details={"version": number}) from None
     for key in sorted(used):
         reg.release_blob(OWNER, key)
     cid = commit_id(done)
