@@ -188,6 +188,7 @@ def pushed(hub: Hub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     out = hub.run("""
         from huggingface_hub import HfApi
         api = HfApi()
+        out["whoami"] = api.whoami()["name"]
         out["repo"] = str(api.create_repo("fraud-detector"))
         out["again"] = str(api.create_repo("fraud-detector", exist_ok=True))
         out["exists"] = fails(lambda: api.create_repo("fraud-detector"))

@@ -38,6 +38,7 @@ def sha(data: bytes) -> str:
 def test_a_push_makes_incremental_versions_with_commit_ids(hub: Hub,
                                                            pushed: dict[str, Any]) -> None:
     out, files = pushed["out"], pushed["files"]
+    assert out["whoami"] == "root"
     # the client parses only namespaced repo URLs: plain names are in the namespace modelreg
     assert out["repo"] == f"{hub.url}/modelreg/{MODEL}" and out["again"] == out["repo"]
     assert out["exists"]["status"] == 409
