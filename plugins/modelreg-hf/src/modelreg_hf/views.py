@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import io
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO
@@ -49,6 +50,8 @@ from .hub import (
     repo_id_of,
     resolve,
 )
+
+log = logging.getLogger(__name__)
 
 #: The owner of the blobs this plugin holds (uploads not yet in a version).
 OWNER = "modelreg-hf"
@@ -709,7 +712,11 @@ def validate_yaml(request: Request) -> dict[str, Any]:
 
 def includeme(config: Configurator) -> None:
     """The routes and views; errors in the Hub's shape on all of them."""
-    HubSettings.from_settings(config.get_settings())
+    HubSettings.from_settings(config.get_settings())  # a wrong setting stops start-up
+    if not config.get_settings().get("modelreg.hf.upload_secret"):
+        log.warning("modelreg-hf: modelreg.hf.upload_secret is not set: LFS upload URLs are "
+                    "signed with a key of this process only (set it when several processes "
+                    "serve the registry; docs/huggingface.md)")
     for name, pattern in (("hf.preupload", "/api/models/{name}/preupload/{revision}"),
                           ("hf.preupload_org", "/api/models/{org}/{name}/preupload/{revision}")):
         config.add_route(name, pattern)
