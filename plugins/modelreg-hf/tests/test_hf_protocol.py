@@ -45,6 +45,11 @@ def test_resolve_headers_range_and_errors(hub: Any, pushed: dict[str, Any]) -> N
     status, headers, body = call(hub, "GET", f"/fraud-detector/resolve/{commit}/config.json",
                                  headers={"Range": "bytes=2-5"})
     assert (status, body) == (206, config[2:6])
+    digest = hub.rest("GET", "/models/fraud-detector/versions/1")["digest"]
+    status, headers, body = call(hub, "GET", f"/fraud-detector/resolve/{digest}/config.json")
+    assert (status, body, headers["X-Repo-Commit"]) == (200, config, commit)
+    status, headers, body = call(hub, "GET", "/modelreg/fraud-detector/resolve/1/config.json")
+    assert (status, body, headers["X-Repo-Commit"]) == (200, config, commit)
     status, headers, body = call(hub, "GET", "/fraud-detector/resolve/champion/nothing.json")
     assert status == 404 and headers["X-Error-Code"] == "EntryNotFound"
     assert headers["X-Repo-Commit"] == commit  # the client caches the file's absence
