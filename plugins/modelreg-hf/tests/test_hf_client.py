@@ -66,6 +66,10 @@ def test_a_push_makes_incremental_versions_with_commit_ids(hub: Hub,
         assert stored[path]["size"] == len(data)
         assert stored[path]["sha256"] == sha(data)
     assert "acme--tiny" in {m["name"] for m in hub.rest("GET", "/models")["models"]}
+    # the audit log has what the client did, by the token's principal
+    events = hub.rest("GET", f"/audit?model={MODEL}&page_size=200")["events"]
+    done = {(e["action"], e["actor"]) for e in events}
+    assert {("model.created", "root"), ("version.created", "root")} <= done, done
 
 
 def test_downloads_by_alias_number_commit_and_main_then_offline(
