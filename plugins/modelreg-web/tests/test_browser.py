@@ -1,0 +1,177 @@
+"""The web UI in a real headless Chromium (Debian's ``chromium``, driven by Playwright's
+client) against a live Waitress: sign in, search (and an inline filter error), a model and
+its sanitized card, a version, a download, an alias moved by a writer, "not found" for a
+model the reader may not see, a form refused without its CSRF token, and no stored script
+ever running.  A screenshot of each page goes to the test's temporary directory (and, with
+``MODELREG_UI_SCREENSHOTS=<dir>``, there: ``docs/ui/`` is made that way).
+
+Skips when Chromium or Playwright is missing, except with ``CI=true``, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from webui_support import WEB_PLUGINS, World
+
+from modelreg.testing import unavailable
+from modelreg.testing.server import LiveServer
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def live(web_settings: dict[str, Any], world: World) -> Iterator[LiveServer]:
+    """Waitress serving the world's database, with the core and the UI."""
+    with LiveServer(web_settings, threads=4, plugins=WEB_PLUGINS) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """The system Chromium, headless."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (the core's test extra)")
+    if not Path(CHROMIUM).exists():
+        unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go."""
+    target = os.environ.get("MODELREG_UI_SCREENSHOTS")
+    directory = Path(target) if target else tmp_path
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _context(chromium: Any, **options: Any) -> Any:
+    context = chromium.new_context(accept_downloads=True, **options)
+    context.set_default_timeout(15000)
+    return context
+
+
+def _sign_in(page: Any, live: LiveServer, token: str) -> None:
+    page.goto(live.url + "/ui/signin")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(live.url + "/")
+
+
+def _no_script_ran(page: Any) -> None:
+    assert page.evaluate("window.__pwned === undefined"), "a stored script ran"
+
+
+def test_reader_flow(chromium: Any, live: LiveServer, world: World, shots: Path) -> None:
+    context = _context(chromium, viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(live.url + "/ui/signin")
+    page.screenshot(path=str(shots / "signin.png"), full_page=True)
+    _sign_in(page, live, world.tokens["bob"])
+    assert "Signed in as" in page.inner_text("header")
+    assert page.locator("text=secret-model").count() == 0
+    page.screenshot(path=str(shots / "models.png"), full_page=True)
+    _no_script_ran(page)
+    # search, then a filter error shown inline
+    page.get_by_label("Search names and descriptions").fill("fraud")
+    page.get_by_role("button", name="Search").click()
+    assert page.locator("ul.models > li").count() == 1
+    page.get_by_label("Filter").fill("name = ")
+    page.get_by_role("button", name="Search").click()
+    assert page.locator("#filter-error").inner_text().strip()
+    page.screenshot(path=str(shots / "filter-error.png"), full_page=True)
+    # a model and its card
+    page.goto(live.url + "/ui/models")
+    page.get_by_role("link", name="fraud-detector").click()
+    card = page.locator("article.markdown")
+    assert card.locator("h1").inner_text() == "Fraud detector"
+    assert card.locator("table").count() == 1
+    # the SVG the card shows is an image: its script cannot run
+    assert page.evaluate("document.querySelector('article img[alt=diagram]').complete")
+    page.screenshot(path=str(shots / "model.png"), full_page=True)
+    _no_script_ran(page)
+    # a version, a download
+    page.get_by_role("link", name="v2").first.click()
+    assert "fraud-detector@sha256:" in page.input_value("#ref")
+    page.screenshot(path=str(shots / "version.png"), full_page=True)
+    _no_script_ran(page)
+    with page.expect_download() as info:
+        page.get_by_role("link", name="config.json").click()
+    download = info.value
+    assert Path(download.path()).read_bytes() == b'{"layers": 2}'
+    # compare
+    page.goto(live.url + "/ui/models/fraud-detector/compare?a=1&b=2")
+    assert "metadata.metrics.auc" in page.inner_text("main")
+    page.screenshot(path=str(shots / "compare.png"), full_page=True)
+    # a model the reader may not see does not exist
+    response = page.goto(live.url + "/ui/models/secret-model")
+    assert response.status == 404 and "Not found" in page.inner_text("h1")
+    # the file the card links to, opened directly: an attachment, never a page
+    svg = page.request.get(live.url + "/ui/models/fraud-detector/versions/2/files/"
+                           "docs/diagram.svg")
+    assert svg.headers["content-disposition"].startswith("attachment")
+    assert "sandbox" in svg.headers["content-security-policy"]
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    # narrow screens: nothing scrolls sideways
+    small = context.new_page()
+    small.set_viewport_size({"width": 375, "height": 800})
+    for path in ("/", "/ui/models/fraud-detector", "/ui/models/fraud-detector/versions/2"):
+        small.goto(live.url + path)
+        assert small.evaluate("document.documentElement.scrollWidth <= 375"), path
+    small.screenshot(path=str(shots / "model-375.png"), full_page=True)
+    context.close()
+
+
+def test_writer_moves_an_alias_and_csrf_is_required(chromium: Any, live: LiveServer,
+                                                     world: World, shots: Path) -> None:
+    context = _context(chromium, viewport={"width": 1440, "height": 1000},
+                       color_scheme="dark")
+    page = context.new_page()
+    _sign_in(page, live, world.tokens["alice"])
+    page.goto(live.url + "/ui/models/fraud-detector")
+    page.get_by_label("Alias", exact=True).fill("staging")
+    page.get_by_label("To version").select_option("2")
+    page.get_by_role("button", name="Move").click()
+    page.wait_for_url("**/ui/models/fraud-detector#aliases")
+    assert "@staging" in page.inner_text("ol.history")
+    page.screenshot(path=str(shots / "model-dark.png"), full_page=True)
+    _no_script_ran(page)
+    # the same form without its CSRF token is refused
+    page.evaluate("document.querySelector('#alias-form input[name=csrf_token]').remove()")
+    page.get_by_label("Alias", exact=True).fill("refused")
+    page.get_by_role("button", name="Move").click()
+    assert "CSRF" in page.inner_text("main")
+    page.goto(live.url + "/ui/tokens")
+    page.screenshot(path=str(shots / "tokens.png"), full_page=True)
+    context.close()
+
+
+def test_admin_pages(chromium: Any, live: LiveServer, world: World, shots: Path) -> None:
+    context = _context(chromium, viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    _sign_in(page, live, world.tokens["root"])
+    page.goto(live.url + "/ui/admin")
+    assert "alice" in page.inner_text("main")
+    page.screenshot(path=str(shots / "admin.png"), full_page=True)
+    page.goto(live.url + "/ui/admin/audit")
+    page.screenshot(path=str(shots / "audit.png"), full_page=True)
+    # JavaScript off: browsing and reading still work
+    plain = _context(chromium, java_script_enabled=False).new_page()
+    _sign_in(plain, live, world.tokens["bob"])
+    plain.goto(live.url + "/ui/models/fraud-detector")
+    assert plain.locator("article.markdown h1").inner_text() == "Fraud detector"
+    context.close()
