@@ -271,7 +271,8 @@ def version_page(request: Request) -> Any:
     registry = request.modelreg
     version = registry.get_version(name, request.matchdict["ref"])
     files = registry.list_files(name, version["number"])
-    ref = f"{version['model']}@sha256:{version['digest']}" if version.get("digest") else None
+    digest = version.get("digest") or ""
+    ref = f"{version['model']}@sha256:{digest.removeprefix('sha256:')}" if digest else None
     base = request.application_url
     snippets = []
     if ref is not None:
