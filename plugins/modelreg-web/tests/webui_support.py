@@ -96,7 +96,8 @@ def make_world(app: Any, settings: dict[str, Any], directory: Path) -> World:
         files = {"README.md": README.encode(), "config.json": b'{"layers": %d}' % number,
                  "docs/diagram.svg": SVG, f"weights/it's&amp;{number}.bin": b"\0" * (number * 100)}
         for path, body in files.items():
-            root.put(f"{base}/{number}/files/{path}", body)
+            kind = "image/svg+xml" if path.endswith(".svg") else "application/octet-stream"
+            root.put(f"{base}/{number}/files/{path}", body, content_type=kind)
         assert root.post(f"{base}/{number}/finalize").json["status"] == "ready"
     root.put_json(f"{API}/models/fraud-detector/aliases/champion", {"version": 1})
     root.post_json(f"{API}/models", {"name": "secret-model", "description": "hidden"})
