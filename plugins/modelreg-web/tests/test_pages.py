@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webui_support import API, World
+from webui_support import API, WEB_PLUGINS, World
 
 HTML = {"Accept": "text/html"}
 
@@ -163,3 +163,20 @@ def test_version_compare_tokens_and_admin_pages(world: World) -> None:
     assert "alice" in admin.text and "fraud-*" in admin.text
     audit = root.get("/ui/admin/audit", {"action": "alias.moved"}, headers=HTML)
     assert audit.status_int == 200
+
+
+def test_anonymous_browsing_follows_the_ini(world: World, web_settings) -> None:
+    import webtest
+
+    from modelreg.testing import make_app
+
+    app = make_app({**web_settings, "modelreg.auth.anonymous": "read"}, WEB_PLUGINS)
+    try:
+        browser = webtest.TestApp(app)
+        home = browser.get("/", headers=HTML)
+        assert "fraud-detector" in home.text and "Sign in" in home.text
+        page = browser.get("/ui/models/fraud-detector", headers=HTML)
+        assert "alias-form" not in page.text  # reading only
+        browser.get("/ui/tokens", headers=HTML, status=303)  # tokens need a session
+    finally:
+        app.registry["db_engine"].dispose()
