@@ -175,3 +175,41 @@ def test_admin_pages(chromium: Any, live: LiveServer, world: World, shots: Path)
     plain.goto(live.url + "/ui/models/fraud-detector")
     assert plain.locator("article.markdown h1").inner_text() == "Fraud detector"
     context.close()
+
+
+PAGES = ("/ui/signin", "/", "/ui/models?filter=name%20%3D", "/ui/models/fraud-detector",
+         "/ui/models/fraud-detector/versions/2", "/ui/models/fraud-detector/compare?a=1&b=2",
+         "/ui/tokens", "/ui/admin", "/ui/admin/audit")
+
+
+def _axe_source() -> Path:
+    """axe-core's ``axe.min.js``, as the PyPI package axe-playwright-python ships it."""
+    try:
+        import axe_playwright_python
+    except ImportError:
+        unavailable("axe-playwright-python is not installed (the core's test extra)")
+    return Path(axe_playwright_python.__file__).parent / "axe.min.js"
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_no_serious_accessibility_violations(chromium: Any, live: LiveServer, world: World,
+                                             scheme: str) -> None:
+    axe = _axe_source()
+    context = _context(chromium, viewport={"width": 1280, "height": 900},
+                       color_scheme=scheme)
+    page = context.new_page()
+    # served from the registry's own origin (intercepted here), so the page's CSP allows it
+    page.route(live.url + "/ui/static/axe.min.js",
+               lambda route: route.fulfill(path=str(axe), content_type="text/javascript"))
+    _sign_in(page, live, world.tokens["root"])
+    problems = []
+    for path in PAGES:
+        page.goto(live.url + path)
+        page.add_script_tag(url=live.url + "/ui/static/axe.min.js")
+        result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        for violation in result["violations"]:
+            if violation["impact"] in ("serious", "critical"):
+                nodes = [n["html"][:120] for n in violation["nodes"][:3]]
+                problems.append(f"{path}: {violation['id']} ({violation['impact']}) {nodes}")
+    context.close()
+    assert problems == []

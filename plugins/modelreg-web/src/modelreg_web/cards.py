@@ -11,6 +11,7 @@ file a card links to cannot run script in the UI's origin.
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -34,6 +35,7 @@ ATTRIBUTES = {
     "ol": {"start"},
 }
 
+_NO_ALT = re.compile(r"<img (?![^>]*\balt=)")
 _markdown = MarkdownIt("commonmark", {"html": True, "linkify": False}).enable(
     ["table", "strikethrough"])
 
@@ -61,7 +63,10 @@ def render_card(text: str, *, base: str, file_url: Callable[[str], str]) -> str:
     """The sanitized HTML of the Markdown ``text`` of the file ``base`` (``README.md``);
     ``file_url(path)`` is the URL of the version's file ``path``."""
     html = _markdown.render(text)
-    return nh3.clean(
+    clean = nh3.clean(
         html, tags=TAGS, attributes=ATTRIBUTES, url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow", strip_comments=True,
         attribute_filter=_resolver(base, file_url))
+    # An image without alt text is decoration to a screen reader (WCAG 1.1.1): nh3's
+    # output is serialized HTML, so every image tag starts with "<img ".
+    return _NO_ALT.sub('<img alt="" ', clean)
