@@ -129,7 +129,7 @@ def test_reader_flow(chromium: Any, live: LiveServer, world: World, shots: Path)
     # narrow screens: nothing scrolls sideways
     small = context.new_page()
     small.set_viewport_size({"width": 375, "height": 800})
-    for path in ("/", "/ui/models/fraud-detector", "/ui/models/fraud-detector/versions/2"):
+    for path in PAGES:
         small.goto(live.url + path)
         assert small.evaluate("document.documentElement.scrollWidth <= 375"), path
     small.screenshot(path=str(shots / "model-375.png"), full_page=True)
@@ -170,10 +170,18 @@ def test_admin_pages(chromium: Any, live: LiveServer, world: World, shots: Path)
     page.goto(live.url + "/ui/admin/audit")
     page.screenshot(path=str(shots / "audit.png"), full_page=True)
     # JavaScript off: browsing and reading still work
-    plain = _context(chromium, java_script_enabled=False).new_page()
+    plain_context = _context(chromium, java_script_enabled=False)
+    plain = plain_context.new_page()
     _sign_in(plain, live, world.tokens["bob"])
-    plain.goto(live.url + "/ui/models/fraud-detector")
+    plain.get_by_label("Search names and descriptions").fill("fraud")
+    plain.get_by_role("button", name="Search").click()
+    plain.get_by_role("link", name="fraud-detector").click()
     assert plain.locator("article.markdown h1").inner_text() == "Fraud detector"
+    plain.get_by_role("link", name="v1").first.click()
+    with plain.expect_download() as info:
+        plain.get_by_role("link", name="config.json").click()
+    assert Path(info.value.path()).read_bytes() == b'{"layers": 1}'
+    plain_context.close()
     context.close()
 
 

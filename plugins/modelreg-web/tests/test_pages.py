@@ -180,3 +180,29 @@ def test_anonymous_browsing_follows_the_ini(world: World, web_settings) -> None:
         browser.get("/ui/tokens", headers=HTML, status=303)  # tokens need a session
     finally:
         app.registry["db_engine"].dispose()
+
+
+def test_admins_manage_anyones_tokens_and_unknown_pages_are_html(world: World) -> None:
+    root = world.browser("root")
+    page = root.get("/ui/tokens", {"principal": "alice"}, headers=HTML)
+    assert "API tokens of alice" in page.text
+    form = page.forms[1]
+    form["scope"] = "write"
+    form["description"] = "made by root"
+    made = form.submit(status=201)
+    secret = made.html.find(id="new-token")["value"]
+    token_id = made.html.find("div", class_="notice").find("strong").text
+    assert world.api("root").get(f"{API}/models", headers={
+        "Authorization": f"Bearer {secret}"}).status_int == 200
+    csrf = made.html.find("input", {"name": "csrf_token"})["value"]
+    back = root.post(f"/ui/tokens/{token_id}/revoke", {"csrf_token": csrf}, status=303)
+    assert back.location.endswith("/ui/tokens?principal=alice")
+    world.api("root").get(f"{API}/models", headers={"Authorization": f"Bearer {secret}"},
+                          status=401)
+    # alice cannot see bob's tokens: her own page instead
+    alice = world.browser("alice")
+    assert "Your API tokens" in alice.get("/ui/tokens", {"principal": "bob"},
+                                           headers=HTML).text
+    missing = alice.get("/ui/no-such-page", headers=HTML, status=404)
+    assert missing.content_type == "text/html" and "Not found" in missing.text
+    assert "unsafe-inline" not in missing.headers["Content-Security-Policy"]

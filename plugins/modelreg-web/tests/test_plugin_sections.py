@@ -3,8 +3,10 @@ shows a version's findings, the webhooks plugin the latest deliveries to global 
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,10 @@ def test_scan_findings_on_the_version_page_and_deliveries_for_admins(app_and_tok
     api.post_json(f"{API}/models", {"name": "picky"})
     api.post_json(f"{API}/models/picky/versions", {})
     api.put(f"{API}/models/picky/versions/1/files/model.pkl", pickle.dumps(Exploit()))
+    header = json.dumps({"__metadata__": {"format": "pt", "note": XSS},
+                         "w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    api.put(f"{API}/models/picky/versions/1/files/model.safetensors",
+            struct.pack("<Q", len(header)) + header + b"\0" * 8)
     api.post(f"{API}/models/picky/versions/1/finalize")
     run_worker(app)
     browser = webtest.TestApp(app)
@@ -67,6 +73,8 @@ def test_scan_findings_on_the_version_page_and_deliveries_for_admins(app_and_tok
     assert section is not None, page.text
     findings = section.find_parent("section").text
     assert "model.pkl" in findings and "system" in findings
+    # what the safetensors scanner extracted: dtypes and the header's metadata
+    assert "1 F32" in findings and "metadata.format" in findings
     assert "<script>window" not in page.text
     admin = browser.get("/ui/admin", headers=HTML)
     assert admin.html.find("h2", string=re.compile("Webhook deliveries")) is not None

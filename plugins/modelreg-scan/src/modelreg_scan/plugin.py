@@ -60,6 +60,19 @@ def modelreg_scan_file(
     return allowances.apply(model, version, file, findings, settings)
 
 
+def _safetensors_details(finding: dict[str, Any]) -> str:
+    """What the safetensors scanner extracted (dtypes, the header's ``__metadata__``), as an
+    escaped definition list; empty for other findings."""
+    if finding.get("code") != "safetensors_summary":
+        return ""
+    details = finding.get("details") or {}
+    items = [("dtypes", ", ".join(f"{v} {k}" for k, v in
+                                  (details.get("dtypes") or {}).items()))]
+    items += [(f"metadata.{k}", v) for k, v in (details.get("metadata") or {}).items()]
+    cells = "".join(f"<dt>{escape(str(k))}</dt><dd>{escape(str(v))}</dd>" for k, v in items)
+    return f'<dl class="tree">{cells}</dl>'
+
+
 @hookimpl
 def modelreg_web_sections(page: str, subject: dict[str, Any], request: Any
                           ) -> list[WebSection] | None:
@@ -75,7 +88,7 @@ def modelreg_web_sections(page: str, subject: dict[str, Any], request: Any
     rows = "".join(
         f"<tr><td>{escape(f['path'])}</td><td>{escape(f['severity'])}</td>"
         f"<td><code>{escape(f['scanner'])}/{escape(f['code'])}</code></td>"
-        f"<td>{escape(f['message'])}</td></tr>" for f in findings)
+        f"<td>{escape(f['message'])}{_safetensors_details(f)}</td></tr>" for f in findings)
     table = ('<div class="scroll"><table><thead><tr><th scope="col">File</th>'
              '<th scope="col">Severity</th><th scope="col">Code</th><th scope="col">Finding'
              f'</th></tr></thead><tbody>{rows}</tbody></table></div>')

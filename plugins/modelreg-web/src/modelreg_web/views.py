@@ -17,13 +17,22 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from pyramid.config import Configurator
+from pyramid.events import NewResponse
 from pyramid.httpexceptions import HTTPNotFound, HTTPSeeOther
 from pyramid.renderers import render_to_response
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
-from modelreg.api import ADMIN, READ, WRITE, ApiError, BadRequest, plugin_hooks
+from modelreg.api import (
+    ADMIN,
+    READ,
+    WRITE,
+    ApiError,
+    BadRequest,
+    add_error_shape,
+    plugin_hooks,
+)
 
 from . import cards, sessions
 
@@ -374,15 +383,16 @@ def signout(request: Request) -> Any:
 # ------------------------------------------------------------------ tokens and admin
 
 def _allowed_scopes(me: dict[str, Any]) -> list[str]:
-    """The plain scopes a token made in this session may have: not above the session's."""
+    """The scopes a token made in this session may have, never above the session's own:
+    each plain level up to the session token's highest plain scope, and the session
+    token's scopes limited to a pattern (``write:fraud-*``) as they are."""
     order = ["read", "write", "admin"]
     scopes = me.get("scopes")
-    if scopes is None:
-        top = 2 if me["admin"] else 1
-    else:
-        plain = [order.index(s) for s in scopes if s in order]
-        top = max(plain, default=-1)
-    return order[:top + 1]
+    if scopes is None:  # an identity from a plugin (single sign-on): the principal's
+        return order if me["admin"] else order[:2]
+    plain = [order.index(s) for s in scopes if s in order]
+    allowed = order[:max(plain, default=-1) + 1]
+    return allowed + [s for s in scopes if s not in order]
 
 
 @page
@@ -393,6 +403,9 @@ def tokens_page(request: Request) -> Any:
         return _signin_redirect(request)
     registry = request.modelreg
     allowed = _allowed_scopes(me)
+    principal = me["name"]
+    if me["admin"] and request.params.get("principal"):
+        principal = request.params["principal"]  # admins: anyone's tokens
     created = None
     error = None
     status = 200
@@ -405,14 +418,16 @@ def tokens_page(request: Request) -> Any:
                                  f"session's token allows {', '.join(allowed) or 'none'}",
                                  code="token_scope")
             created = registry.create_token(
-                me["name"], scopes=[scope], description=request.POST.get("description", "")[:200],
+                principal, scopes=[scope],
+                description=request.POST.get("description", "")[:200],
                 expires_in_days=int(days) if days.isdigit() else None)
             status = 201
         except ApiError as exc:
             error, status = exc.message, exc.status
-    tokens = registry.list_tokens(me["name"], page_size=200)["tokens"]
+    tokens = registry.list_tokens(principal, page_size=200)["tokens"]
     response = render(request, "tokens.jinja2", status=status, tokens=tokens,
-                      created=created, error=error, allowed=allowed)
+                      created=created, error=error, allowed=allowed, principal=principal,
+                      own=principal == me["name"])
     response.cache_control = "no-store"
     return response
 
@@ -420,8 +435,10 @@ def tokens_page(request: Request) -> Any:
 @page
 def revoke_token(request: Request) -> Any:
     """Revoke one of the caller's tokens (or any, for an admin)."""
-    request.modelreg.revoke_token(request.matchdict["token"])
-    return HTTPSeeOther(request.route_path("web.tokens"))
+    revoked = request.modelreg.revoke_token(request.matchdict["token"])
+    query = {} if revoked["principal"] == request.modelreg.caller else {
+        "principal": revoked["principal"]}
+    return HTTPSeeOther(request.route_path("web.tokens", _query=query))
 
 
 @page
@@ -465,6 +482,21 @@ def audit_page(request: Request) -> Any:
 
 # -------------------------------------------------------------------------- wiring
 
+def error_page(request: Request, error: ApiError) -> Response:
+    """Errors under ``/ui/`` that no page caught (an unknown page, a refused method, an
+    internal error) as an HTML page (``add_error_shape``); it asks nothing of the caller, so
+    it renders whatever refused the request."""
+    title = {404: "Not found", 405: "Not allowed", 500: "Something went wrong"}.get(
+        error.status, "Request refused")
+    response = render_to_response(
+        "modelreg_web:templates/error.jinja2",
+        {"title": title, "message": error.message, "me": None, "nav": [
+            {"title": "Models", "url": request.route_path("web.models")}],
+         "csrf": "", "signed_in": False}, request=request)
+    response.status_int = error.status
+    return response
+
+
 def security_headers(event: Any) -> None:
     """CSP and friends on every UI response (downloads keep their own, stricter CSP)."""
     request = event.request
@@ -483,8 +515,6 @@ def security_headers(event: Any) -> None:
 
 def includeme(config: Configurator) -> None:
     """The UI's routes, views, templates and static files."""
-    from pyramid.events import NewResponse
-
     config.include("pyramid_jinja2")
     p = sessions.PREFIX
     config.add_route("web.home", "/")
@@ -515,3 +545,4 @@ def includeme(config: Configurator) -> None:
     config.add_static_view(f"{p}static", "modelreg_web:static", cache_max_age=3600,
                            permission=public)
     config.add_subscriber(security_headers, NewResponse)
+    add_error_shape(config, sessions.PREFIX, error_page)
