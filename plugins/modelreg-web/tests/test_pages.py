@@ -109,6 +109,9 @@ def test_card_is_sanitized_and_links_resolve_to_files(world: World) -> None:
     assert_harmless(page)
     img = card.find("img", alt="diagram")
     assert img["src"] == "/ui/models/fraud-detector/versions/2/files/docs/diagram.svg"
+    sizes = [td.text for tr in page.html.find("table", class_="versions").find_all("tr")[1:]
+             for td in tr.find_all("td")[4:5]]
+    assert all("(4 files)" in s for s in sizes) and len(sizes) == 2, sizes
     csp = page.headers["Content-Security-Policy"]
     assert "unsafe-inline" not in csp and "script-src 'self'" in csp
 

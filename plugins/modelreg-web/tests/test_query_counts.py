@@ -19,10 +19,11 @@ BUDGETS = {
     # the session, the throttle, the token, the grants; then the page of models
     "/": 5,
     "/ui/models?q=fraud": 5,
-    # ...the model (with tags, aliases, latest), its versions, aliases, the card's version,
+    # ...the model (with tags, aliases, latest), its versions, their sizes (the model, one
+    # aggregate), aliases, the card's version,
     # files and README; plus two per alias (its history: the model, the moves; at most 10
     # aliases are shown), counted below
-    "/ui/models/fraud-detector": 18,
+    "/ui/models/fraud-detector": 20,
     "/ui/models/fraud-detector/versions/2": 7,
     # ...the model, both versions, both file lists, the version list
     "/ui/models/fraud-detector/compare?a=1&b=2": 18,

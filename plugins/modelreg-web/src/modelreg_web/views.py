@@ -209,6 +209,7 @@ def model_page(request: Request, alias_error: str | None = None, status: int = 2
     registry = request.modelreg
     model = registry.get_model(name)
     versions = registry.search_versions(name, page_size=PAGE_SIZE)["versions"]
+    sizes = registry.version_sizes(name, [v["number"] for v in versions])
     aliases = registry.list_aliases(name)
     history = []
     for alias in aliases[:10]:
@@ -233,7 +234,7 @@ def model_page(request: Request, alias_error: str | None = None, status: int = 2
         who_may = [g for g in registry.list_grants(page_size=1000)["grants"]
                    if fnmatch.fnmatchcase(normalized, str(g.get("pattern", "")).casefold())]
     return render(request, "model.jinja2", status=status, model=model, versions=versions,
-                  aliases=aliases, history=history[:20], card=card,
+                  aliases=aliases, history=history[:20], card=card, sizes=sizes,
                   card_version=card_version, picked=picked,
                   can_write=registry.allows(WRITE, name), alias_error=alias_error,
                   who_may=who_may,
