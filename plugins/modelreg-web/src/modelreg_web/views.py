@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from markupsafe import Markup
 from pyramid.config import Configurator
 from pyramid.events import NewResponse
 from pyramid.httpexceptions import HTTPNotFound, HTTPSeeOther
@@ -73,10 +74,18 @@ def _hook(request: Request) -> Any:
     return plugin_hooks(request.registry)
 
 
+def when(value: str | None) -> Markup:
+    """An API timestamp as ``<time>``: minutes in UTC shown, the exact value kept."""
+    if not value:
+        return Markup("&ndash;")
+    shown = value[:16].replace("T", " ") + " UTC"
+    return Markup('<time datetime="{}">{}</time>').format(value, shown)
+
+
 def render(request: Request, template: str, status: int = 200, **values: Any) -> Response:
     """Render ``template`` with the page's common values (caller, navigation, CSRF)."""
     me = request.environ.get("modelreg_web.me")
-    values.update(me=me, nav=_nav(request, me), csrf=sessions.csrf_token(request),
+    values.update(me=me, nav=_nav(request, me), when=when, csrf=sessions.csrf_token(request),
                   signed_in=sessions.current(request) is not None)
     response = render_to_response(f"modelreg_web:templates/{template}", values,
                                   request=request)
@@ -493,7 +502,7 @@ def error_page(request: Request, error: ApiError) -> Response:
         "modelreg_web:templates/error.jinja2",
         {"title": title, "message": error.message, "me": None, "nav": [
             {"title": "Models", "url": request.route_path("web.models")}],
-         "csrf": "", "signed_in": False}, request=request)
+         "csrf": "", "signed_in": False, "when": when}, request=request)
     response.status_int = error.status
     return response
 
