@@ -471,7 +471,7 @@ OUTSIDE_THE_DOCUMENT = {("GET", "/metrics"): MetricsTokenPredicate}
 #: The web UI's pages (plugins/modelreg-web): HTML pages answer a refusal with a page (sign
 #: in, not found), so their views are public and each one reads and writes only through
 #: ``request.modelreg``, which applies the grants as the REST views do — checked caller by
-#: caller in plugins/modelreg-web/tests/test_pages.py::test_grants_apply_as_in_the_api.
+#: caller in plugins/modelreg-web/tests/test_web_pages.py::test_grants_apply_as_in_the_api.
 WEB_UI_MODULES = ("modelreg_web.", "pyramid.static.")
 
 

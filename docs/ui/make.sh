@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODELREG_UI_SCREENSHOTS="$PWD/docs/ui" .venv/bin/python -m pytest -q -p no:cacheprovider \
-    plugins/modelreg-web/tests/test_browser.py
+    plugins/modelreg-web/tests/test_web_browser.py
