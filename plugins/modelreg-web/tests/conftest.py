@@ -1,5 +1,6 @@
-"""Fixtures of the web UI's tests: a migrated SQLite database (core and ``modelreg_web``
-branches), its settings, and the world of :mod:`webui_support` made once per session."""
+"""Fixtures of the web UI's tests: a migrated database on SQLite and PostgreSQL (core and
+``modelreg_web`` branches), its settings, and the world of :mod:`webui_support` made once
+per session and database."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from webui_support import WEB_PLUGINS, World, make_world
 from modelreg.testing import TestDatabase, make_app, unavailable
 
 
-@pytest.fixture(scope="session")
-def web_database() -> Iterator[TestDatabase]:
-    """A migrated SQLite database with the plugin's branch."""
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def web_database(request: pytest.FixtureRequest) -> Iterator[TestDatabase]:
+    """A migrated database with the plugin's branch, on SQLite and PostgreSQL."""
     try:
-        db = TestDatabase.create("sqlite", WEB_PLUGINS)
+        db = TestDatabase.create(request.param, WEB_PLUGINS)
     except ConnectionError as exc:
         unavailable(str(exc))
     yield db

@@ -11,6 +11,7 @@ Skips when Chromium or Playwright is missing, except with ``CI=true``, where it 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,15 @@ def _sign_in(page: Any, live: LiveServer, token: str) -> None:
     page.wait_for_url(live.url + "/")
 
 
+def _wait_until(page: Any, expression: str, timeout: float = 15.0) -> None:
+    """Poll ``expression`` from here (``wait_for_function`` would ``eval`` in the page,
+    which the page's CSP refuses, as it should)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.05)
+
+
 def _no_script_ran(page: Any) -> None:
     assert page.evaluate("window.__pwned === undefined"), "a stored script ran"
 
@@ -102,8 +112,7 @@ def test_reader_flow(chromium: Any, live: LiveServer, world: World, shots: Path)
     assert card.locator("h1").inner_text() == "Fraud detector"
     assert card.locator("table").count() == 1
     # the SVG the card shows is an image: its script cannot run
-    page.wait_for_function(
-        "document.querySelector('article img[alt=diagram]').naturalWidth === 10")
+    _wait_until(page, "document.querySelector('article img[alt=diagram]').naturalWidth == 10")
     page.screenshot(path=str(shots / "model.png"), full_page=True)
     _no_script_ran(page)
     # a version, a download
