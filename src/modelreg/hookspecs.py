@@ -258,8 +258,9 @@ def modelreg_web_sections(
     the caller's permission on the page was checked; ``request.modelreg`` reads more with
     the caller's permissions.  Without a web UI plugin nothing calls it.
 
-    :param page: which page: ``model`` or ``version`` (the UI may add more; unknown pages
-        are to be ignored, returning ``None``).
+    :param page: which page: ``model`` or ``version``, or ``admin`` (modelreg-web's page for
+        global admins; ``subject`` is ``{}``) (the UI may add more; unknown pages are to be
+        ignored, returning ``None``).
     :param subject: what the page shows, in the REST API's JSON shape (the model's or the
         version's document).
     :param request: the current request.
