@@ -61,6 +61,12 @@ class SessionPlugin:
                     "grants": [g["pattern"] for g in registry.list_grants()["grants"]]},
                 "tokens": lambda: [t["id"] for t in
                                    registry.list_tokens(request.params["of"])["tokens"]],
+                "grant": lambda: [
+                    registry.create_principal("carol"),
+                    g := registry.create_grant(pattern="churn-*", level="read",
+                                               principal="carol"),
+                    registry.delete_grant(g["id"]),
+                    registry.list_grants(principal="carol")["grants"]][-1],
                 "sections": lambda: [s.title for group in plugin_hooks(
                     request.registry).modelreg_web_sections(page="t", subject={},
                                                             request=request)
@@ -138,3 +144,8 @@ def test_page_methods_and_hidden_models(app: Any) -> None:
     assert len(test.get("/t/tokens", {"of": "reader"}, headers=reader).json["result"]) == 1
     test.get("/t/tokens", {"of": "root"}, headers=reader, status=403)
     assert test.get("/t/sections").json["result"] == ["on t"]
+    # admin changes: global admins only, audited
+    test.get("/t/grant", headers=reader, status=403)
+    assert test.get("/t/grant", headers=admin).json["result"] == []
+    actions = [e["action"] for e in test.get("/api/v1/audit", headers=admin).json["events"]]
+    assert {"principal.created", "grant.created", "grant.deleted"} <= set(actions)

@@ -520,6 +520,30 @@ class Registry:
                                           page_size=page_size, page_token=page_token)
         return {"grants": [service.grant_json(g) for g in rows], "next_page_token": token}
 
+    def create_principal(self, name: str, *, admin: bool = False, service: bool = False
+                         ) -> dict[str, Any]:
+        """Create a principal (global admins only), as ``POST /api/v1/admin/principals``;
+        its document (409 ``principal_exists``)."""
+        self.require(ADMIN, None)
+        security = self.request.security_service
+        row = security.create_principal(name, is_admin=admin,
+                                        kind="service" if service else "user")
+        return security.principal_json(row)
+
+    def create_grant(self, *, pattern: str, level: str, principal: str | None = None,
+                     group: str | None = None) -> dict[str, Any]:
+        """Grant ``level`` (``read``, ``write``, ``admin``) on the models ``pattern``
+        matches to a principal or a group (global admins only); its document."""
+        self.require(ADMIN, None)
+        security = self.request.security_service
+        return security.grant_json(security.create_grant(
+            pattern=pattern, level=level, principal=principal, group=group))
+
+    def delete_grant(self, grant_id: int | str) -> None:
+        """Delete a grant by its id (global admins only; 404 ``grant_not_found``)."""
+        self.require(ADMIN, None)
+        self.request.security_service.delete_grant(grant_id)
+
     def list_tokens(self, principal: str, *, page_size: int | str | None = None,
                     page_token: str | None = None) -> dict[str, Any]:
         """A page of a principal's tokens, never their secrets (global admins, or the

@@ -227,3 +227,37 @@ def test_pages_parse_without_html_errors(world: World) -> None:
         page = root.get(path, headers=HTML, expect_errors=True)
         assert page.content_type == "text/html", path
         html5lib.HTMLParser(strict=True).parse(page.body)
+
+
+def test_admins_add_principals_and_grants(world: World) -> None:
+    root = world.browser("root")
+    admin = root.get("/ui/admin", headers=HTML)
+    form = admin.forms["principal-form"]
+    form["name"] = "carol"
+    assert form.submit(status=303)
+    admin = root.get("/ui/admin", headers=HTML)
+    grant = admin.forms["grant-form"]
+    grant["subject"], grant["pattern"], grant["level"] = "carol", "churn-*", "write"
+    grant.submit(status=303)
+    grants = world.api("root").get(f"{API}/admin/grants", {"principal": "carol"}).json[
+        "grants"]
+    assert [(g["pattern"], g["level"]) for g in grants] == [("churn-*", "write")]
+    # a wrong level is refused inline, nothing written
+    admin = root.get("/ui/admin", headers=HTML)
+    grant = admin.forms["grant-form"]
+    grant["subject"], grant["pattern"] = "nobody-at-all", "x"
+    refused = grant.submit(status=404)
+    assert refused.html.find(class_="error").text.strip()
+    # deleting it
+    page = root.get("/ui/admin", headers=HTML)
+    csrf = page.html.find("input", {"name": "csrf_token"})["value"]
+    root.post("/ui/admin", {"csrf_token": csrf, "action": "revoke-grant",
+                            "grant": str(grants[0]["id"])}, status=303)
+    assert world.api("root").get(f"{API}/admin/grants", {"principal": "carol"}).json[
+        "grants"] == []
+    # not for others
+    bob = world.browser("bob")
+    own = bob.get("/ui/tokens", headers=HTML).html.find("input", {"name": "csrf_token"})
+    refused = bob.post("/ui/admin", {"csrf_token": own["value"], "action": "principal",
+                                     "name": "eve"}, status=403)
+    assert "may not admin" in refused.text

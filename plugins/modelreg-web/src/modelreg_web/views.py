@@ -453,10 +453,37 @@ def revoke_token(request: Request) -> Any:
 
 @page
 def admin_page(request: Request) -> Any:
-    """Principals, groups, grants (global admins only), and plugins' admin sections."""
+    """Principals, groups, grants (global admins only), and plugins' admin sections; its
+    forms add a principal, add a grant, delete a grant."""
     registry = request.modelreg
     registry.require(ADMIN, None)
-    return render(request, "admin.jinja2",
+    error, status = None, 200
+    if request.method == "POST":
+        form = request.POST
+        try:
+            action = form.get("action")
+            if action == "principal":
+                registry.create_principal(form.get("name", "").strip(),
+                                          admin=form.get("admin") == "on")
+            elif action == "grant":
+                subject = form.get("subject", "").strip()
+                group = subject.removeprefix("group:") if subject.startswith("group:") \
+                    else None
+                registry.create_grant(pattern=form.get("pattern", "").strip(),
+                                      level=form.get("level", ""),
+                                      principal=None if group else subject, group=group)
+            elif action == "revoke-grant":
+                registry.delete_grant(form.get("grant", ""))
+            else:
+                raise BadRequest("unknown form", code="invalid_form")
+            return HTTPSeeOther(request.route_path("web.admin"))
+        except ApiError as exc:
+            if exc.status in (401,):
+                raise
+            request.tm.abort()
+            request.tm.begin()
+            error, status = exc.message, exc.status
+    return render(request, "admin.jinja2", status=status, error=error,
                   principals=registry.list_principals(page_size=500)["principals"],
                   groups=registry.list_groups(page_size=500)["groups"],
                   grants=registry.list_grants(page_size=1000)["grants"],
@@ -546,7 +573,7 @@ def includeme(config: Configurator) -> None:
         ("web.home", models_page, get), ("web.models", models_page, get),
         ("web.signin", signin_page, (*get, post)), ("web.signout", signout, post),
         ("web.tokens", tokens_page, (*get, post)), ("web.revoke", revoke_token, post),
-        ("web.admin", admin_page, get), ("web.audit", audit_page, get),
+        ("web.admin", admin_page, (*get, post)), ("web.audit", audit_page, get),
         ("web.model", model_page, get), ("web.alias", alias_form, post),
         ("web.compare", compare_page, get), ("web.version", version_page, get),
         ("web.file", file_download, get),
