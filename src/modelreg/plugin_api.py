@@ -40,6 +40,7 @@ from .models.files import HOLD_KEY_LENGTH, HOLD_OWNER_LENGTH
 from .permissions import ADMIN, READ, WRITE
 from .policy import policy_rules
 from .scanning import finding_json
+from .security.access import format_scopes, parse_scopes
 from .security.policy import ModelContext, denial, readable_models, require, security_policy
 from .security.tokens import TOKEN_PREFIX, authenticate_token
 from .types import BlobInfo
@@ -579,6 +580,7 @@ class Registry:
         the secret in ``token`` (shown this once)."""
         if principal != self.caller:
             self.require(ADMIN, None)
+        _within_caller_scopes(self.request.identity, scopes)
         service = self.request.security_service
         row, token = service.create_token(principal, scopes=list(scopes),
                                           expires_in_days=expires_in_days,
@@ -594,6 +596,23 @@ class Registry:
         if service.token_json(row).get("principal") != self.caller:
             self.require(ADMIN, None)
         return service.token_json(service.revoke_token(token_id))
+
+
+def _within_caller_scopes(identity: Any, scopes: list[str] | tuple[str, ...]) -> None:
+    """403 ``token_scope`` unless every scope asked for is covered by one of the calling
+    token's own scopes: at the same or a lower level, on every model or on the same
+    pattern.  A caller not limited by scopes (no token, or an identity a plugin gave) is
+    limited by its grants alone, as any token it makes is."""
+    own = None if identity is None else identity.scopes
+    if own is None:
+        return
+    for scope in parse_scopes(scopes):
+        if not any(mine.level >= scope.level
+                   and (mine.pattern is None or mine.pattern == scope.pattern)
+                   for mine in own):
+            raise Forbidden(f"a token cannot be given scope {str(scope)!r}: the token "
+                            f"making it has only {format_scopes(own)!r}",
+                            code="token_scope")
 
 
 def _identity_json(identity: Any) -> dict[str, Any]:
