@@ -1,0 +1,72 @@
+"""The stock MLflow client (``mlflow-skinny``, pinned in the core's test extra) against a
+live Waitress serving modelreg with this plugin: log, register, promote, search, download,
+load, delete, rename; MLflow's error codes; permissions through this API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import Server
+
+pytestmark = pytest.mark.server
+
+MPU = {
+    "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "true",
+    "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(1024 * 1024),
+    "MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE": str(512 * 1024),
+}
+
+
+def test_log_register_promote_search_download_load(mlflow_server: Server,
+                                                   tmp_path: Path) -> None:
+    seen = mlflow_server.client("session.py", args=[str(tmp_path)], env=MPU)
+
+    assert seen["run"]["params"] == {"alpha": "0.5", "layers": "3"}
+    assert seen["run"]["metrics"] == {"loss": 0.4, "acc": 0.8}
+    assert seen["run"]["tag"] == "fraud"
+    assert seen["run"]["status"] == "FINISHED"
+    assert seen["run"]["experiment"] == "demo"
+    assert seen["run_artifacts"] == ["data/big.bin", "data/notes.txt"]
+
+    assert seen["first_version"] == "1"
+    assert seen["versions"] == ["2", "3", "1"]
+    assert seen["statuses"] == ["READY", "READY", "READY"]
+    assert seen["third_run_id"] == seen["run_id"]
+
+    assert seen["champion"] == "3"
+    assert seen["model"] == {"description": "doubles numbers", "tags": {"owner": "ml"},
+                             "aliases": {"champion": "3", "challenger": "1"},
+                             "latest": ["3"]}
+    assert seen["search_like"] == ["team-data", "team-demo"]
+    assert seen["search_tag"] == ["team-demo"]
+    assert seen["search_versions"] == ["3"]
+    assert seen["search_by_run"] == [1, 1, 2, 3]
+    assert seen["paged"] == [1, True]
+
+    downloads = seen["downloads"]
+    assert "MLmodel" in downloads["champion"]
+    assert downloads["champion"] == downloads["v1"] == downloads["logged"]
+    assert seen["data_download"]["big.bin"] == seen["big_sha256"]
+    assert seen["prediction"] == [2, 4, 6]
+    assert seen["prediction_v1"] == [10]
+
+    assert seen["errors"] == {
+        "exists": "RESOURCE_ALREADY_EXISTS",
+        "no_model": "RESOURCE_DOES_NOT_EXIST",
+        "no_version": "RESOURCE_DOES_NOT_EXIST",
+        "outside_source": "INVALID_PARAMETER_VALUE",
+        "file_source": "INVALID_PARAMETER_VALUE",
+        "stage": "INVALID_PARAMETER_VALUE",
+        "bad_filter": "INVALID_PARAMETER_VALUE",
+        "no_experiment": "RESOURCE_DOES_NOT_EXIST",
+    }
+    assert "points outside this modelreg server" in seen["outside_message"]
+
+    assert seen["deleted_alias"] == "RESOURCE_DOES_NOT_EXIST"
+    assert seen["deleted_version"] == "RESOURCE_DOES_NOT_EXIST"
+    assert seen["after_delete"] == [1, 3]
+    assert seen["renamed"] == "team-data-renamed"
+    assert seen["old_name"] == "RESOURCE_DOES_NOT_EXIST"
+    assert seen["deleted_model"] == "RESOURCE_DOES_NOT_EXIST"
