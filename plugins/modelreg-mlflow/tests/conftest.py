@@ -51,7 +51,7 @@ class Server:
     def cli(self, *args: str) -> str:
         """Run ``modelreg ARGS… server.ini``; its standard output."""
         assert self.live.directory is not None
-        done = subprocess.run([MODELREG, *args, str(self.live.directory / "server.ini")],
+        done = subprocess.run([MODELREG, *args, str(self.live.directory / "server.ini")],  # noqa: S603
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
@@ -73,7 +73,7 @@ class Server:
         if principal is not None:
             environ["MLFLOW_TRACKING_TOKEN"] = self.tokens[principal]
         environ.update(env or {})
-        done = subprocess.run([sys.executable, str(CLIENTS / script), *(args or [])],
+        done = subprocess.run([sys.executable, str(CLIENTS / script), *(args or [])],  # noqa: S603
                               capture_output=True, text=True, timeout=600, env=environ,
                               cwd=str(cwd) if cwd else None)
         if expect_ok:

@@ -70,3 +70,52 @@ def test_log_register_promote_search_download_load(mlflow_server: Server,
     assert seen["renamed"] == "team-data-renamed"
     assert seen["old_name"] == "RESOURCE_DOES_NOT_EXIST"
     assert seen["deleted_model"] == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_permissions_and_credentials_through_mlflow(mlflow_server: Server,
+                                                    tmp_path: Path) -> None:
+    """A reader reads but cannot register, log or create; a writer on ``team-*`` creates
+    and registers there only and cannot delete (admin); no token is UNAUTHENTICATED; the
+    token as basic auth's password (MLFLOW_TRACKING_PASSWORD) works too."""
+    admin = mlflow_server.client("calls.py", args=[str(tmp_path), "0" * 32, "start_run"])
+    assert admin == {"start_run": "ok"}
+    # The run of the session test (same module-scoped server), with files under data/.
+    run_id = mlflow_server.client("latest_run.py",
+                                  env={"FILTER": "attributes.run_name = 'first'"})["run_id"]
+    base = [str(tmp_path), run_id]
+
+    reader = mlflow_server.client("calls.py", "reader", args=[
+        *base, "search", "get_demo", "get_run", "create_team", "register_demo", "start_run"])
+    assert reader == {"search": "ok", "get_demo": "ok", "get_run": "ok",
+                      "create_team": "PERMISSION_DENIED", "register_demo": "PERMISSION_DENIED",
+                      "start_run": "PERMISSION_DENIED"}
+
+    writer = mlflow_server.client("calls.py", "writer", args=[
+        *base, "create_team", "create_other", "register_team_w", "alias_team_w",
+        "register_demo", "delete_team_w", "start_run"])
+    assert writer == {"create_team": "ok", "create_other": "PERMISSION_DENIED",
+                      "register_team_w": "ok", "alias_team_w": "ok",
+                      "register_demo": "ok", "delete_team_w": "PERMISSION_DENIED",
+                      "start_run": "ok"}
+
+    anonymous = mlflow_server.client("calls.py", None, args=[*base, "search", "get_demo"])
+    assert anonymous == {"search": "UNAUTHENTICATED", "get_demo": "UNAUTHENTICATED"}
+
+    basic = mlflow_server.client("calls.py", None, args=[*base, "get_demo"], env={
+        "MLFLOW_TRACKING_USERNAME": "reader",
+        "MLFLOW_TRACKING_PASSWORD": mlflow_server.tokens["reader"]})
+    assert basic == {"get_demo": "ok"}
+
+
+def test_a_file_over_the_request_limit_needs_multipart_upload(mlflow_server: Server,
+                                                              tmp_path: Path) -> None:
+    """Without MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD a file over one request's limit is
+    refused with 413 and a message naming the variable; with it, it goes through."""
+    refused = mlflow_server.client("calls.py", args=[str(tmp_path), "0" * 32, "big_artifact"])
+    assert "413" in refused["big_artifact"]
+    assert "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD" in refused["big_artifact"]
+    accepted = mlflow_server.client("calls.py", env=MPU,
+                                    args=[str(tmp_path), "0" * 32, "big_artifact"])
+    assert accepted == {"big_artifact": "ok"}
+    listed = mlflow_server.client("latest_run.py", env={"LIST": "big-single.bin"})
+    assert listed["sizes"] == {"big-single.bin": 2 * 1024 * 1024}

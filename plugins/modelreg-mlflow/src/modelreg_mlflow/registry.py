@@ -11,7 +11,7 @@ from typing import Any
 
 from pyramid.request import Request
 
-from modelreg.api import ApiError, registry_of
+from modelreg.api import WRITE, ApiError, registry_of
 
 from . import artifacts
 from .protocol import (
@@ -319,6 +319,7 @@ def create_model_version(request: Request) -> dict[str, Any]:
     source = required(values, "source")
     _get_model(request, name)
     facade = registry_of(request)
+    facade.require(WRITE, name)
     prefix, found_run, model_id = artifacts.resolve_source(request, source, values)
     files = artifacts.files_under(request, prefix)
     if not files:

@@ -7,7 +7,7 @@ from mlflow.pyfunc import PythonModel
 class Doubler(PythonModel):
     """Doubles every number it is given."""
 
-    def predict(self, context, model_input, params=None):  # noqa: D102, ANN001, ANN201
+    def predict(self, context, model_input, params=None):
         return [2 * x for x in model_input]
 
 

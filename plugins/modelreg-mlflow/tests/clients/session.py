@@ -6,7 +6,6 @@ directory."""
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
