@@ -11,7 +11,7 @@ from typing import Any
 
 from pyramid.request import Request
 
-from modelreg.api import WRITE, ApiError, registry_of
+from modelreg.api import WRITE, ApiError, read_json_body, registry_of
 
 from . import artifacts
 from .protocol import (
@@ -485,3 +485,19 @@ ROUTES = [
     ("model-versions/set-tag", "POST", set_model_version_tag),
     ("model-versions/delete-tag", "DELETE", delete_model_version_tag),
 ]
+
+
+def import_version(request: Request) -> dict[str, Any]:
+    """``POST /api/v1/mlflow/import/models/{model}/versions``: a draft with the number the
+    body gives (``modelreg import mlflow`` keeps MLflow's numbers; global admins only),
+    ``description``, ``tags`` and MLflow's ``source``/``run_id`` in its metadata."""
+    body = read_json_body(request)
+    number = body.get("number")
+    meta = {META_KEY: {k: str(body[k]) for k in ("source", "run_id", "model_id")
+                       if body.get(k)}}
+    doc = registry_of(request).create_version(
+        request.matchdict["model"], number=number, description=str(body.get("description")
+                                                                    or ""),
+        tags={str(k): str(v) for k, v in (body.get("tags") or {}).items()}, metadata=meta)
+    request.response.status_code = 201
+    return doc

@@ -53,6 +53,10 @@ def includeme(config: Configurator) -> None:
                 added.add(name)
             config.add_view(view, route_name=name, request_method=method, renderer="json",
                             permission=READ)
+    # modelreg import mlflow: a draft with MLflow's number (the core's error shape).
+    config.add_route("mlflow.import_version", "/api/v1/mlflow/import/models/{model}/versions")
+    config.add_view(registry.import_version, route_name="mlflow.import_version",
+                    request_method="POST", permission=READ, renderer="json")
     for name, pattern, method, view, streams in _ARTIFACT_ROUTES:
         if name not in added:
             config.add_route(name, pattern)
