@@ -96,6 +96,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "modelreg.storage.local.path": str(tmp_path_factory.mktemp("mlflow-blobs")),
         "modelreg.auth.anonymous": "none",
         "modelreg.upload.max_put_size": str(MAX_PUT),
+        "modelreg.upload.min_chunk_size": str(256 * 1024),
         "retry.attempts": "3",
     }
     try:

@@ -32,7 +32,7 @@ import requests
 
 from modelreg_client.client import Client
 from modelreg_client.config import load_settings
-from modelreg_client.errors import ModelregError, NotFound
+from modelreg_client.errors import InvalidRequest, ModelregError, NotFound
 from modelreg_client.manifest import FileRegion
 
 #: The model tag that says which MLflow server a model was imported from.
@@ -86,6 +86,18 @@ class MlflowSource:
             token = body.get("next_page_token")
             if not token:
                 return items
+
+    def resolve(self, uri: str) -> str:
+        """The artifact URI under ``uri``: ``runs:/<run>/<path>`` and
+        ``models:/<logged model>`` become the ``mlflow-artifacts:/…`` they stand for."""
+        if uri.startswith("runs:/"):
+            run_id, _, rest = uri[len("runs:/"):].lstrip("/").partition("/")
+            root = self.get("runs/get", run_id=run_id)["run"]["info"]["artifact_uri"]
+            return f"{root.rstrip('/')}/{rest}".rstrip("/")
+        if uri.startswith("models:/m-"):
+            model_id = uri[len("models:/"):].strip("/")
+            return self.get(f"logged-models/{model_id}")["model"]["info"]["artifact_uri"]
+        return uri
 
     def list_files(self, root: str) -> list[tuple[str, int]]:
         """``(path relative to root, size)`` of every file under ``root`` (the proxy's
@@ -257,8 +269,9 @@ class Importer:
             self.report.failed.append(f"{label}: rejected by modelreg earlier: "
                                       f"{existing.get('problems')}")
             return
-        uri = self.source.get("model-versions/get-download-uri", name=name,
-                              version=str(number))["artifact_uri"]
+        uri = self.source.resolve(self.source.get("model-versions/get-download-uri",
+                                                  name=name,
+                                                  version=str(number))["artifact_uri"])
         parsed = urlparse(uri)
         if parsed.scheme != "mlflow-artifacts":
             self.report.failed.append(f"{label}: its files are at {uri}, which the MLflow "
@@ -303,8 +316,8 @@ class Importer:
 
     def _upload(self, name: str, number: int, path: str, local: Path, sha256: str,
                 size: int) -> None:
-        """One file into the draft: one ``PUT``, or an upload session in chunks when it is
-        over the server's single-request limit."""
+        """One file into the draft: one ``PUT``, or an upload session in numbered parts when
+        it is over the server's single-request limit."""
         target = self.target
         try:
             target.upload_file(name, number, path, local, sha256=sha256)
@@ -312,13 +325,28 @@ class Importer:
         except ModelregError as error:
             if error.status != 413:
                 raise
-        upload = target.open_upload(name, number, path, size=size, sha256=sha256)
-        chunk = max(upload.min_chunk_size or 0, min(upload.max_chunk_size, 64 * BLOCK))
-        offset = upload.offset
-        while offset < size:
-            length = min(chunk, size - offset)
-            offset = target.upload_chunk(upload.id, offset,
-                                         FileRegion(local, offset, length)).offset
+        part_size = 8 * BLOCK
+        try:
+            upload = target.open_upload(name, number, path, size=size, sha256=sha256,
+                                        part_size=part_size)
+        except InvalidRequest as error:
+            if error.code != "invalid_part_size" or "max_part_size" not in error.details:
+                raise
+            part_size = min(max(part_size, error.details["min_part_size"]),
+                            error.details["max_part_size"])
+            upload = target.open_upload(name, number, path, size=size, sha256=sha256,
+                                        part_size=part_size)
+        part_size = upload.part_size or part_size
+        held = {part.number for part in upload.parts}
+        with local.open("rb") as stream:
+            for index, start in enumerate(range(0, size, part_size), start=1):
+                length = min(part_size, size - start)
+                if index in held:
+                    continue
+                stream.seek(start)
+                digest = hashlib.sha256(stream.read(length)).hexdigest()
+                target.upload_part(upload.id, index, FileRegion(local, start, length),
+                                   digest)
         target.complete_upload(upload.id, sha256)
 
 
