@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,12 +103,18 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         with LiveServer(settings, threads=8, plugins=PLUGINS) as live:
             server = Server(live, {})
-            for name, flags in (("admin", ["--admin"]), ("writer", []), ("reader", [])):
-                server.cli("users", "add", name, *flags)
-            server.cli("grants", "add", "writer", "team-*", "write")
-            server.cli("grants", "add", "reader", "*", "read")
-            for name, scope in (("admin", "admin"), ("writer", "write"), ("reader", "read")):
-                server.tokens[name] = server.cli("tokens", "create", name, "--scope", scope)
+            # Each command starts a Python process: run those that may run together at once.
+            with ThreadPoolExecutor(5) as pool:
+                list(pool.map(lambda args: server.cli(*args), [
+                    ("users", "add", "admin", "--admin"), ("users", "add", "writer"),
+                    ("users", "add", "reader")]))
+                made = list(pool.map(lambda args: server.cli(*args), [
+                    ("tokens", "create", "admin", "--scope", "admin"),
+                    ("tokens", "create", "writer", "--scope", "write"),
+                    ("tokens", "create", "reader", "--scope", "read"),
+                    ("grants", "add", "writer", "team-*", "write"),
+                    ("grants", "add", "reader", "*", "read")]))
+            server.tokens.update(zip(("admin", "writer", "reader"), made[:3], strict=True))
             yield server
     finally:
         db.drop()

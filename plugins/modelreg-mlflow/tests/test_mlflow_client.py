@@ -29,6 +29,8 @@ def test_log_register_promote_search_download_load(mlflow_server: Server,
     assert seen["run"]["status"] == "FINISHED"
     assert seen["run"]["experiment"] == "demo"
     assert seen["run_artifacts"] == ["data/big.bin", "data/notes.txt"]
+    # big.bin (3 MiB) is over the server's 1 MiB request limit: it can only have come in
+    # parts (test_a_file_over_the_request_limit_needs_multipart_upload shows the refusal).
 
     assert seen["first_version"] == "1"
     assert seen["versions"] == ["2", "3", "1"]
