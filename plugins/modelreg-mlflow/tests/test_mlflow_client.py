@@ -36,21 +36,23 @@ def test_log_register_promote_search_download_load(mlflow_server: Server,
     assert seen["versions"] == ["2", "3", "1"]
     assert seen["statuses"] == ["READY", "READY", "READY"]
     assert seen["third_run_id"] == seen["run_id"]
+    assert seen["copied"] == ["team-copy", "1", "READY"]
 
     assert seen["champion"] == "3"
     assert seen["model"] == {"description": "doubles numbers", "tags": {"owner": "ml"},
                              "aliases": {"champion": "3", "challenger": "1"},
                              "latest": ["3"]}
-    assert seen["search_like"] == ["team-data", "team-demo"]
+    assert seen["search_like"] == ["team-copy", "team-data", "team-demo"]
     assert seen["search_tag"] == ["team-demo"]
     assert seen["search_versions"] == ["3"]
-    assert seen["search_by_run"] == [1, 1, 2, 3]
+    assert seen["search_by_run"] == [1, 1, 1, 2, 3]  # team-copy/1 keeps the run
     assert seen["paged"] == [1, True]
 
     downloads = seen["downloads"]
     assert "MLmodel" in downloads["champion"]
     assert downloads["champion"] == downloads["v1"] == downloads["logged"]
     assert seen["data_download"]["big.bin"] == seen["big_sha256"]
+    assert seen["copy_download"] == downloads["v1"]
     assert seen["prediction"] == [2, 4, 6]
     assert seen["prediction_v1"] == [10]
 

@@ -25,7 +25,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from typing import Any, BinaryIO
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import sqlalchemy as sa
 from pyramid.request import Request
@@ -118,6 +118,27 @@ def files_under(request: Request, prefix: str) -> list[tuple[str, Any]]:
     rows = request.dbsession.execute(sa.select(table).where(
         table.c.path.startswith(prefix + "/", autoescape=True)).order_by(table.c.path))
     return [(row.path[len(prefix) + 1:], row._mapping) for row in rows]
+
+
+def registered_source(source: str) -> tuple[str, str] | None:
+    """``(model, ref)`` of a source naming a registered version: ``models:/name/3``,
+    ``models:/name@alias``, ``mlflow-artifacts:/registered-models/name/3``; else ``None``
+    (``models:/m-…`` is a logged model)."""
+    if source.startswith("models:/"):
+        rest = source[len("models:/"):].strip("/")
+        if "@" in rest:
+            model, _, alias = rest.rpartition("@")
+            return unquote(model), alias
+        model, sep, ref = rest.rpartition("/")
+        if sep and model:
+            return unquote(model), ref
+        return None
+    parsed = urlparse(source)
+    if parsed.scheme == "mlflow-artifacts" and not parsed.netloc:
+        parts = parsed.path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == REGISTERED and parts[2].isdigit():
+            return unquote(parts[1]), parts[2]
+    return None
 
 
 def resolve_source(request: Request, source: str, values: dict[str, Any]

@@ -320,6 +320,10 @@ def create_model_version(request: Request) -> dict[str, Any]:
     _get_model(request, name)
     facade = registry_of(request)
     facade.require(WRITE, name)
+    registered = artifacts.registered_source(source)
+    if registered is not None:
+        return {"model_version": mlflow_version(
+            _copy_version(request, name, source, registered, values))}
     prefix, found_run, model_id = artifacts.resolve_source(request, source, values)
     files = artifacts.files_under(request, prefix)
     if not files:
@@ -336,6 +340,35 @@ def create_model_version(request: Request) -> dict[str, Any]:
                               artifacts.hold_key(row["path"]))
     doc = facade.finalize_version(name, number)
     return {"model_version": mlflow_version(doc)}
+
+
+def _copy_version(request: Request, name: str, source: str, registered: tuple[str, str],
+                  values: dict[str, Any]) -> dict[str, Any]:
+    """A version whose files are those of a registered version (``models:/name/1``,
+    ``models:/name@alias``: MLflow's ``copy_model_version``), linked by digest."""
+    facade = registry_of(request)
+    source_model, ref = registered
+    try:
+        origin = facade.get_version(source_model, ref)
+    except ApiError as error:
+        if error.status == 404:
+            raise missing(f"Source '{source}' names no model version of this server") \
+                from None
+        raise
+    if origin["status"] != "ready":
+        raise invalid(f"Source '{source}' is not a ready model version")
+    meta = (origin.get("metadata") or {}).get(META_KEY) or {}
+    run_id = values.get("run_id") or meta.get("run_id") or ""
+    tags = {t["key"]: str(t.get("value", "")) for t in listed(values.get("tags"))}
+    doc = facade.create_version(
+        name, description=values.get("description") or "", tags=tags,
+        metadata={META_KEY: {"source": source, "run_id": run_id,
+                             **({"model_id": meta["model_id"]} if meta.get("model_id")
+                                else {})}})
+    for file in facade.list_files(source_model, origin["number"]):
+        facade.link_file(name, doc["number"], file["path"], file["sha256"],
+                         media=file.get("media_type"))
+    return facade.finalize_version(name, doc["number"])
 
 
 def get_model_version(request: Request) -> dict[str, Any]:

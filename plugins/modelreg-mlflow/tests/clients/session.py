@@ -65,6 +65,9 @@ third = mlflow.register_model(f"runs:/{run_id}/model", "team-demo")
 client.create_registered_model("team-data", description="a run's data files")
 data_version = client.create_model_version("team-data", source=f"runs:/{run_id}/data",
                                            run_id=run_id)
+# MLflow's copy_model_version: a registered version's files into another model, by digest.
+copied = client.copy_model_version("models:/team-demo/1", "team-copy")
+out["copied"] = [copied.name, copied.version, copied.status]
 out["versions"] = [second.version, third.version, data_version.version]
 out["statuses"] = [second.status, third.status, data_version.status]
 out["third_run_id"] = third.run_id
@@ -104,6 +107,8 @@ out["downloads"] = {"champion": digests(champion), "v1": digests(first),
                     "logged": digests(logged)}
 files = mlflow.artifacts.download_artifacts("models:/team-data/1", dst_path=str(work / "d1"))
 out["data_download"] = digests(files)
+out["copy_download"] = digests(mlflow.artifacts.download_artifacts(
+    "models:/team-copy/1", dst_path=str(work / "copy")))
 loaded = mlflow.pyfunc.load_model("models:/team-demo@champion")
 out["prediction"] = list(loaded.predict([1, 2, 3]))
 out["prediction_v1"] = list(mlflow.pyfunc.load_model("models:/team-demo/1").predict([5]))
