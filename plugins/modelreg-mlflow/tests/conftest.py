@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from modelreg.testing import CORE_PLUGINS, TestDatabase, unavailable
+from modelreg.testing import BACKENDS, CORE_PLUGINS, TestDatabase, unavailable
 from modelreg.testing.server import LiveServer
 
 HERE = Path(__file__).parent
@@ -84,14 +84,25 @@ class Server:
         return json.loads(lines[-1])
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Modelreg with this plugin on a fresh SQLite database, tokens required, and three
-    principals: ``admin`` (global admin), ``writer`` (write on ``team-*``), ``reader``
-    (read on everything)."""
+def selected_backends() -> list[str]:
+    """``MODELREG_TEST_BACKENDS`` (comma-separated), as the core's tests take it; else
+    every backend."""
+    wanted = os.environ.get("MODELREG_TEST_BACKENDS")
+    return [b.strip() for b in wanted.split(",")] if wanted else list(BACKENDS)
+
+
+@pytest.fixture(scope="module", params=selected_backends())
+def mlflow_server(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Modelreg with this plugin on a fresh database of each backend, tokens required, and
+    three principals: ``admin`` (global admin), ``writer`` (write on ``team-*``),
+    ``reader`` (read on everything)."""
     if not mlflow_installed():
         unavailable("the MLflow client is not installed (mlflow-skinny, the test extra)")
-    db = TestDatabase.create("sqlite", PLUGINS)
+    try:
+        db = TestDatabase.create(request.param, PLUGINS)
+    except ConnectionError as exc:
+        unavailable(str(exc))
     settings = {
         "sqlalchemy.url": db.url,
         "modelreg.storage.local.path": str(tmp_path_factory.mktemp("mlflow-blobs")),

@@ -56,9 +56,32 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 _MODEL_ID = re.compile(r"^m-[0-9a-f]{32}$")
 
 
+def path_key(path: str) -> str:
+    """The row key of the artifact at ``path``: the hex sha256 of the path."""
+    return hashlib.sha256(path.encode("utf-8")).hexdigest()
+
+
 def hold_key(path: str) -> str:
     """The hold key of the artifact at ``path`` (bounded length, one per path)."""
-    return "artifact:" + hashlib.sha256(path.encode("utf-8")).hexdigest()
+    return "artifact:" + path_key(path)
+
+
+def owner_in(path: str) -> str | None:
+    """The run or logged model a path lies under, read from the path alone."""
+    parts = path.split("/")
+    if len(parts) >= 2 and parts[0].isdigit() and _ID.match(parts[1]):
+        return parts[1]
+    if len(parts) >= 3 and parts[0].isdigit() and parts[1] == "models" and \
+            _MODEL_ID.match(parts[2]):
+        return parts[2]
+    return None
+
+
+def _under(table: Any, prefix: str) -> Any:
+    """SQL: the artifacts strictly under ``prefix`` (narrowed to its owner's rows)."""
+    clause = table.c.path.startswith(prefix + "/", autoescape=True)
+    owner = owner_in(prefix)
+    return clause if owner is None else sa.and_(table.c.owner == owner, clause)
 
 
 def part_key(upload_id: str, number: int) -> str:
@@ -115,8 +138,8 @@ def files_under(request: Request, prefix: str) -> list[tuple[str, Any]]:
     """``(relative path, row)`` of the artifacts under ``prefix``, sorted."""
     prefix = prefix.rstrip("/")
     table = tables.artifacts
-    rows = request.dbsession.execute(sa.select(table).where(
-        table.c.path.startswith(prefix + "/", autoescape=True)).order_by(table.c.path))
+    rows = request.dbsession.execute(sa.select(table).where(_under(table, prefix))
+                                     .order_by(table.c.path))
     return [(row.path[len(prefix) + 1:], row._mapping) for row in rows]
 
 
@@ -238,7 +261,7 @@ def list_artifacts(request: Request) -> dict[str, Any]:
         return {"files": []}
     table = tables.artifacts
     rows = request.dbsession.execute(sa.select(table.c.path, table.c.size).where(
-        table.c.path.startswith(path + "/", autoescape=True)))
+        _under(table, path)))
     return {"files": _listing([(r.path[len(path) + 1:], r.size) for r in rows], "")}
 
 
@@ -258,7 +281,7 @@ def download_artifact(request: Request) -> Response:
                 raise missing(f"Artifact '{path}' not found") from None
             raise
     row = request.dbsession.execute(sa.select(tables.artifacts).where(
-        tables.artifacts.c.path == path)).first()
+        tables.artifacts.c.key == path_key(path))).first()
     if row is None:
         raise missing(f"Artifact '{path}' not found")
     return send_blob(request, row.sha256, row.size, path=posixpath.basename(path),
@@ -286,13 +309,14 @@ def _record(request: Request, path: str, sha256: str, size: int, owner: str) -> 
     table = tables.artifacts
     with transaction(request.registry) as db:
         mark_changed(db)
-        found = db.execute(sa.select(table.c.path).where(table.c.path == path)
+        key = path_key(path)
+        found = db.execute(sa.select(table.c.key).where(table.c.key == key)
                            .with_for_update()).first()
         if found is None:
-            db.execute(sa.insert(table).values(path=path, sha256=sha256, size=size,
+            db.execute(sa.insert(table).values(key=key, path=path, sha256=sha256, size=size,
                                                owner=owner))
         else:
-            db.execute(sa.update(table).where(table.c.path == path)
+            db.execute(sa.update(table).where(table.c.key == key)
                        .values(sha256=sha256, size=size, owner=owner))
 
 
@@ -326,12 +350,12 @@ def delete_artifacts(request: Request) -> dict[str, Any]:
     _writable(request, path)
     mark_changed(request.dbsession)
     table = tables.artifacts
-    rows = request.dbsession.execute(sa.select(table.c.path).where(
-        (table.c.path == path) | table.c.path.startswith(path + "/", autoescape=True))).all()
+    rows = request.dbsession.execute(sa.select(table.c.key, table.c.path).where(
+        (table.c.key == path_key(path)) | _under(table, path))).all()
     facade = registry_of(request)
     for row in rows:
         facade.release_blob(HOLD_OWNER, hold_key(row.path))
-        request.dbsession.execute(sa.delete(table).where(table.c.path == row.path))
+        request.dbsession.execute(sa.delete(table).where(table.c.key == row.key))
     return {}
 
 

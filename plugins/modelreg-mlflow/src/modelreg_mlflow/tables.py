@@ -69,10 +69,12 @@ logged_models = sa.Table(
 )
 
 #: Files under the artifact root: ``<experiment>/<run>/artifacts/…`` and
-#: ``<experiment>/models/<model>/artifacts/…``, each a blob held under the key ``path``.
+#: ``<experiment>/models/<model>/artifacts/…``, each a blob held under a key of its path
+#: (``key``, the hex sha256 of ``path``: paths are longer than MariaDB indexes).
 artifacts = sa.Table(
     "mlflow_artifacts", metadata,
-    sa.Column("path", sa.String(1000), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("path", sa.String(1000), nullable=False),
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("owner", sa.String(64), nullable=False, index=True),  # run or logged model id
