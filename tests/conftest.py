@@ -13,6 +13,7 @@ and real servers through ``MODELREG_AUTH_ANONYMOUS``.  ``secure_app`` is the sam
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 import webtest
 
 from modelreg.testing import BACKENDS, TestDatabase, clear_database, make_app, unavailable
+from modelreg.testing.server import LiveServer
 from openapi_checking import CheckedTestApp, OpenAPIChecker
 
 
@@ -98,3 +100,46 @@ def secure_app(secure_wsgi_app, openapi_checker) -> Iterator[CheckedTestApp]:
 @pytest.fixture
 def backend(modelreg_database) -> str:
     return modelreg_database.backend
+
+
+@pytest.fixture(scope="session")
+def race_servers(modelreg_settings: dict[str, Any], modelreg_database: TestDatabase
+                 ) -> Iterator[list[LiveServer]]:
+    """Two Waitress processes over the session's database and blob directory, shared by the
+    race tests (tests/test_races.py, tests/test_upload_races.py, tests/test_file_paths.py):
+    started once per database rather than once per module.
+
+    PostgreSQL and MariaDB only: SQLite serializes every writer, there is no race to lose
+    (the serial outcomes are tested through WebTest, e.g. tests/test_versions.py).  A version
+    needs the metadata key ``approved`` to be finalized, finalize decides at once (no
+    scanner), and upload chunks may be as small as 64 KiB.
+    """
+    if modelreg_database.backend == "sqlite":
+        pytest.skip("SQLite serializes writers: the race needs PostgreSQL or MariaDB")
+    settings = {key: str(value) for key, value in modelreg_settings.items()
+                if isinstance(value, str | int | float | bool)}
+    settings["retry.attempts"] = "3"
+    settings["modelreg.policy.required_metadata"] = "approved"
+    settings["modelreg.plugins.disabled"] = "scan"
+    settings["modelreg.upload.min_chunk_size"] = str(64 * 1024)
+    servers = [LiveServer(settings, threads=16) for _ in range(2)]
+    failures: list[BaseException] = []
+
+    def start(server: LiveServer) -> None:
+        try:
+            server.start()
+        except BaseException as exc:  # raised below, in the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start, args=(server,)) for server in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        if failures:
+            raise failures[0]
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()

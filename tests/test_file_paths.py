@@ -206,33 +206,29 @@ def test_files_stored_before_the_rules_stay_readable(testapp, draft):
 
 
 @pytest.mark.server
-def test_concurrent_clashing_links_never_both_succeed(modelreg_settings, testapp, backend):
+def test_concurrent_clashing_links_never_both_succeed(race_servers, testapp):
     """Links of ``rN`` and ``rN/y`` into one draft released together, through a real
-    Waitress: the comparison with the version's files runs under its lock, so exactly one
-    of the two paths is recorded in every round."""
-    if backend == "sqlite":
-        pytest.skip("SQLite serializes writers: the race needs PostgreSQL or MariaDB")
+    Waitress (the session's :func:`conftest.race_servers`, PostgreSQL and MariaDB): the
+    comparison with the version's files runs under its lock, so exactly one of the two paths
+    is recorded in every round."""
     from live_helpers import all_at_once, unexpected
-    from modelreg.testing.server import LiveServer
 
+    server = race_servers[0]
     create_model(testapp, M)
     create_version(testapp, M)
     put(testapp, 1, "weights.bin", status=201)
     testapp.post(f"{API}/models/{M}/versions/1/finalize", status=200)
     draft = create_version(testapp, M)["number"]
-    settings = {key: str(value) for key, value in modelreg_settings.items()
-                if isinstance(value, str | int | float | bool)}
     rounds, clients = 12, 8
     target = f"{API}/models/{M}/versions/{draft}/files"
-    with LiveServer(settings, threads=clients) as server:
-        for n in range(rounds):
-            answers = all_at_once([
-                (server, "POST", target, {"path": f"r{n}" + ("/y" if i % 2 else ""),
-                                          "digest": DIGEST})
-                for i in range(clients)])
-            assert all(code in (200, 201, 422) for code, _ in answers), unexpected(
-                answers, (200, 201, 422), server)
-            assert sum(code == 201 for code, _ in answers) == 1, unexpected(
-                answers, (), server)
+    for n in range(rounds):
+        answers = all_at_once([
+            (server, "POST", target, {"path": f"r{n}" + ("/y" if i % 2 else ""),
+                                      "digest": DIGEST})
+            for i in range(clients)])
+        assert all(code in (200, 201, 422) for code, _ in answers), unexpected(
+            answers, (200, 201, 422), server)
+        assert sum(code == 201 for code, _ in answers) == 1, unexpected(
+            answers, (), server)
     paths = file_paths(testapp, draft)
     assert len(paths) == rounds, paths

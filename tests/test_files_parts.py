@@ -1,7 +1,12 @@
 # ruff: noqa: F811 - the fixtures imported from files_support are redefined as arguments
 """Upload sessions in numbered parts on every storage backend and database: parts in any
 order, each with its digest; one claim per number; a wrong digest at completion keeps the
-parts; the limits on sessions."""
+parts; the limits on sessions.
+
+The local store runs on every database; S3 (moto) on one of them (PostgreSQL when selected):
+what the S3 store does with parts does not depend on the database, and what the database
+does with claims does not depend on the store.
+"""
 
 from __future__ import annotations
 
@@ -11,29 +16,50 @@ import hashlib
 import io
 import os
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from files_support import (  # noqa: F401 - fixtures
+    BACKENDS,
     MAX_PUT,
     MIN_CHUNK,
     blob_digests,
     file_url,
     files_app,
-    files_wsgi,
     local_leftovers,
     rows,
     s3_endpoint,
     sha,
+    storage_settings,
 )
 from helpers import API, create_model, create_version, error_code
 from modelreg.errors import ApiError
 from modelreg.files.gc import collect_garbage
 from modelreg.files.uploads import UploadService
+from modelreg.testing import make_app
 
 M = "fraud-detector"
 OCTETS = "application/octet-stream"
+_SELECTED = [b.strip() for b in os.environ.get(
+    "MODELREG_TEST_BACKENDS", "sqlite,postgresql,mariadb").split(",")]
+#: The one database the S3 store's cases run on.
+S3_DATABASE = "postgresql" if "postgresql" in _SELECTED else _SELECTED[0]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def files_wsgi(request, modelreg_database, tmp_path_factory) -> Iterator[Any]:
+    """:func:`files_support.files_wsgi`, with S3 on :data:`S3_DATABASE` only."""
+    if request.param == "s3" and modelreg_database.backend != S3_DATABASE:
+        pytest.skip(f"the S3 store's parts are tested on {S3_DATABASE}")
+    settings, plugins = storage_settings(request.param, request, tmp_path_factory)
+    app = make_app({"sqlalchemy.url": modelreg_database.url, "retry.attempts": "3",
+                    **settings}, plugins)
+    app.storage_backend = request.param
+    yield app
+    app.registry["db_engine"].dispose()
 
 
 @pytest.fixture

@@ -203,6 +203,16 @@ def test_security_imports_nothing_of_the_registry_but_its_errors(graph):
     assert reaching == []
 
 
+def test_the_registrys_reads_import_none_of_its_writes(graph):
+    """registry/queries.py reads, registry/commands.py writes on top of it, and
+    registry/documents.py renders for both (docs/architecture.md, the registry's services)."""
+    writes = {"modelreg.registry.commands", "modelreg.registry.services"}
+    assert reachable(graph, "modelreg.registry.queries") & writes == set()
+    assert reachable(graph, "modelreg.registry.documents") & {
+        *writes, "modelreg.registry.queries"} == set()
+    assert "modelreg.registry.queries" in graph["modelreg.registry.commands"]
+
+
 def test_the_public_api_pulls_in_no_views(graph):
     # the facade plugin views use (modelreg.plugin_api) stands on the services, but nothing
     # a plugin imports loads a view module

@@ -41,17 +41,11 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture(scope="module")
-def servers(modelreg_settings: dict[str, Any], modelreg_database: TestDatabase
-            ) -> Iterator[list[LiveServer]]:
-    """Two Waitress processes over the session's database and one blob directory (on
-    PostgreSQL and MariaDB: SQLite serializes every writer, there is no race to lose)."""
-    if modelreg_database.backend == "sqlite":
-        pytest.skip("SQLite serializes writers")
-    settings = {key: str(value) for key, value in modelreg_settings.items()
-                if isinstance(value, str | int | float | bool)}
-    settings["modelreg.upload.min_chunk_size"] = str(64 * KiB)
-    with LiveServer(settings, threads=8) as first, LiveServer(settings, threads=8) as second:
-        yield [first, second]
+def servers(race_servers: list[LiveServer]) -> list[LiveServer]:
+    """Two Waitress processes over the session's database and one blob directory, chunks
+    of 64 KiB allowed: the session's :func:`conftest.race_servers` (on PostgreSQL and
+    MariaDB: SQLite serializes every writer, there is no race to lose)."""
+    return race_servers
 
 
 @pytest.fixture

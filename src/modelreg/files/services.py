@@ -15,7 +15,7 @@ step 3 alone, with the blob's row locked and the caller's right to it checked in
 
 Views that stream a body (``PUT`` of a file, chunks of an upload) read through the request's
 session, which on those routes never writes (:func:`modelreg.db.add_streaming_view`), and
-write through :func:`write_transaction` once the bytes are stored.
+write through :func:`modelreg.db.transaction` once the bytes are stored.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import binascii
 import datetime as dt
 import hmac
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,7 +32,6 @@ from pyramid.request import Request
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..db import transaction as db_transaction
 from ..errors import ApiError, BadRequest, Conflict, NotFound
 from ..interfaces import MIN_CHUNK_SIZE
 from ..models import Blob, File, Model, UploadSession, Version, utcnow
@@ -157,17 +154,6 @@ def touch_blob(db: Session, info: BlobInfo, now: dt.datetime | None = None) -> N
         stmt = sqlite.insert(Blob).values(values).on_conflict_do_update(
             index_elements=[Blob.sha256], set_={"last_referenced_at": now})
     db.execute(stmt)
-
-
-@contextmanager
-def write_transaction(registry: Any) -> Iterator[Session]:
-    """A writing session in a short transaction of its own, committed when the block ends.
-
-    For streaming views, whose request session only reads; the transaction manager commits
-    or aborts, nothing commits by hand.
-    """
-    with db_transaction(registry) as dbsession:
-        yield dbsession
 
 
 def file_json(file: File) -> dict[str, Any]:

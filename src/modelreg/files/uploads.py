@@ -48,6 +48,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ..db import transaction
 from ..errors import ApiError, BadRequest, Conflict, Unprocessable
 from ..interfaces import MAX_PARTS
 from ..models import Blob, File, Model, UploadPart, UploadSession, Version, utcnow
@@ -68,7 +69,6 @@ from .services import (
     setting_int,
     touch_blob,
     upload_not_found,
-    write_transaction,
 )
 
 MAX_OPEN_SESSIONS_SETTING = UPLOAD_MAX_OPEN_SESSIONS
@@ -149,7 +149,7 @@ class UploadService:
 
     @contextmanager
     def _transaction(self) -> Iterator[FileService]:
-        with write_transaction(self.registry) as db:
+        with transaction(self.registry) as db:
             registry = RegistryService(db, self.hook, self.settings, actor=self.actor,
                                        client_addr=self.client_addr, token_id=self.token_id)
             yield FileService(registry, self.store)
@@ -168,7 +168,7 @@ class UploadService:
             :meth:`.services.FileService.add_file` says.
         """
         info = self.store.put(stream, expected_sha256=expected_sha256, max_size=max_size)
-        with write_transaction(self.registry) as db:
+        with transaction(self.registry) as db:
             touch_blob(db, info)
         with self._transaction() as service:
             version = service.draft(model, ref, lock=True)

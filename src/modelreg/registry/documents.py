@@ -1,7 +1,7 @@
 """The API representation of each registry resource, rendered in one place each.
 
 Whatever a document is read from — ORM objects loaded in the session
-(:meth:`~modelreg.registry.services.RegistryService.model_json`), or plain rows of one
+(:meth:`~modelreg.registry.queries.RegistryQueries.model_json`), or plain rows of one
 statement (``model_document_of``, ``version_document``, ``alias_document``, the list pages)
 — it goes through the one function here for its resource, so the shapes cannot drift apart.
 """

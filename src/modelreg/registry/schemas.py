@@ -1,7 +1,7 @@
 """Request and response bodies of the registry API, declared once.
 
 Request bodies are parsed with these classes; responses are built as plain dicts by the
-``*_json`` functions of :mod:`modelreg.registry.services` and described by these classes in the
+renderers of :mod:`modelreg.registry.documents` and described by these classes in the
 OpenAPI document (the test suite checks every response against that document).
 """
 
