@@ -409,6 +409,7 @@ def mpu_create(request: Request) -> dict[str, Any]:
     upload_id = secrets.token_hex(16)
     secret = secrets.token_urlsafe(32)
     mark_changed(request.dbsession)
+    _drop_stale_uploads(request)
     request.dbsession.execute(sa.insert(tables.uploads).values(
         id=upload_id, secret_sha256=hashlib.sha256(secret.encode()).hexdigest(), path=path,
         num_parts=num_parts, created_by=registry_of(request).caller, created_at=now_ms()))
@@ -419,6 +420,23 @@ def mpu_create(request: Request) -> dict[str, Any]:
         "headers": {},
     } for n in range(1, num_parts + 1)]
     return {"upload_id": upload_id, "credentials": credentials}
+
+
+#: A multipart upload neither completed nor aborted within this many milliseconds is
+#: dropped (its parts released to gc) when the next one is created.
+STALE_UPLOAD_MS = 24 * 3600 * 1000
+
+
+def _drop_stale_uploads(request: Request) -> None:
+    """Release the parts of uploads older than :data:`STALE_UPLOAD_MS` and forget them."""
+    facade = registry_of(request)
+    stale = request.dbsession.execute(sa.select(tables.uploads.c.id, tables.uploads.c.num_parts)
+                                      .where(tables.uploads.c.created_at
+                                             < now_ms() - STALE_UPLOAD_MS)).all()
+    for row in stale:
+        for number in range(1, row.num_parts + 1):
+            facade.release_blob(HOLD_OWNER, part_key(row.id, number))
+        request.dbsession.execute(sa.delete(tables.uploads).where(tables.uploads.c.id == row.id))
 
 
 def _upload(request: Request, upload_id: str) -> Any:

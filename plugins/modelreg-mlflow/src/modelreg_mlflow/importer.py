@@ -60,11 +60,14 @@ class Report:
 class MlflowSource:
     """An MLflow tracking server read over its REST API and artifact proxy."""
 
-    def __init__(self, url: str, token: str | None, timeout: float = 120.0) -> None:
+    def __init__(self, url: str, token: str | None, timeout: float = 120.0, *,
+                 user: str | None = None, password: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.session = requests.Session()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
+        elif user and password:  # MLflow's basic-auth app (mlflow server --app-name basic-auth)
+            self.session.auth = (user, password)
         self.timeout = timeout
 
     def get(self, path: str, **params: Any) -> dict[str, Any]:
@@ -360,14 +363,19 @@ def import_() -> None:
               help="The MLflow tracking server, e.g. http://mlflow:5000.")
 @click.option("--from-token", envvar="MLFLOW_TRACKING_TOKEN", default=None,
               help="A token for the MLflow server (default: MLFLOW_TRACKING_TOKEN).")
+@click.option("--from-user", envvar="MLFLOW_TRACKING_USERNAME", default=None,
+              help="Basic auth's user for the MLflow server, with --from-password "
+                   "(default: MLFLOW_TRACKING_USERNAME; a token wins).")
+@click.option("--from-password", envvar="MLFLOW_TRACKING_PASSWORD", default=None,
+              help="Basic auth's password (default: MLFLOW_TRACKING_PASSWORD).")
 @click.option("--models", "pattern", default="*", show_default=True,
               help="Only the registered models whose name matches this glob.")
 @click.option("--dry-run", is_flag=True, help="Report what would be copied; change nothing.")
 @click.option("--merge", is_flag=True,
               help="Merge into models that exist in modelreg but were not imported from "
                    "this MLflow server (otherwise they are reported and left alone).")
-def mlflow_(source_url: str, from_token: str | None, pattern: str, dry_run: bool,
-            merge: bool) -> None:
+def mlflow_(source_url: str, from_token: str | None, from_user: str | None,
+            from_password: str | None, pattern: str, dry_run: bool, merge: bool) -> None:
     """Copy MLflow's registered models, versions (keeping their numbers), files, tags,
     descriptions and aliases into modelreg.  Rerun to copy only what is missing and to
     move aliases that moved in MLflow.  Prints a closing report (JSON on stdout)."""
@@ -376,8 +384,8 @@ def mlflow_(source_url: str, from_token: str | None, pattern: str, dry_run: bool
         raise click.ClickException("no modelreg server: set MODELREG_URL (and "
                                    "MODELREG_TOKEN, a global admin's) or run modelreg login")
     with Client(settings.url, settings.token) as target:
-        importer = Importer(MlflowSource(source_url, from_token), target, dry_run=dry_run,
-                            merge=merge, echo=click.echo)
+        source = MlflowSource(source_url, from_token, user=from_user, password=from_password)
+        importer = Importer(source, target, dry_run=dry_run, merge=merge, echo=click.echo)
         report = importer.run(pattern)
     summary = report.as_json()
     verb = "would copy" if dry_run else "copied"

@@ -143,7 +143,8 @@ def page(items: list[Any], values: dict[str, Any], *, default: int = 100,
          maximum: int = 1000) -> tuple[list[Any], str | None]:
     """A page of ``items`` by ``max_results`` and ``page_token`` (an offset, opaque)."""
     try:
-        size = int(values.get("max_results") or default)
+        given = values.get("max_results")
+        size = default if given in (None, "") else int(given)
     except (TypeError, ValueError):
         raise invalid("max_results must be a positive integer") from None
     if not 0 < size <= maximum:
