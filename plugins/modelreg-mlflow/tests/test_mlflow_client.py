@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import requests
 
 from conftest import Server
 
@@ -74,6 +75,19 @@ def test_log_register_promote_search_download_load(mlflow_server: Server,
     assert seen["renamed"] == "team-data-renamed"
     assert seen["old_name"] == "RESOURCE_DOES_NOT_EXIST"
     assert seen["deleted_model"] == "RESOURCE_DOES_NOT_EXIST"
+
+    # What was done through MLflow's API is in modelreg's alias history and audit log.
+    api = mlflow_server.url + "/api/v1"
+    admin = {"Authorization": f"Bearer {mlflow_server.tokens['admin']}"}
+    moves = requests.get(f"{api}/models/team-demo/aliases/champion/history", headers=admin,
+                         timeout=30).json()["history"]
+    assert [(m["from_version"], m["to_version"], m["actor"]) for m in moves] == [
+        (1, 3, "admin"), (None, 1, "admin")]
+    events = requests.get(f"{api}/audit", params={"model": "team-demo", "page_size": 200},
+                          headers=admin, timeout=30).json()["events"]
+    actions = {e["action"] for e in events}
+    assert {"model.created", "version.created", "alias.set", "alias.moved",
+            "alias.deleted", "version.deleted", "model.tag_set"} <= actions
 
 
 def test_permissions_and_credentials_through_mlflow(mlflow_server: Server,

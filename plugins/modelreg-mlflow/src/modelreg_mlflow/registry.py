@@ -86,9 +86,14 @@ def mlflow_model(request: Request, doc: dict[str, Any], *, latest: bool = True
                     for name, number in sorted((doc.get("aliases") or {}).items())],
     }
     if latest:
-        found = registry_of(request).search_versions(doc["name"], page_size=1)["versions"]
-        body["latest_versions"] = [mlflow_version(v) for v in found]
+        body["latest_versions"] = [mlflow_version(v) for v in _newest(request, doc["name"])]
     return body
+
+
+def _newest(request: Request, name: str) -> list[dict[str, Any]]:
+    """The newest version that is not a draft (a draft is an upload under way), if any."""
+    found = registry_of(request).search_versions(name, page_size=20)["versions"]
+    return [v for v in found if v["status"] != "draft"][:1]
 
 
 def _version_number(values: dict[str, Any]) -> int:
@@ -236,8 +241,7 @@ def get_latest_versions(request: Request) -> dict[str, Any]:
             raise invalid(f"Invalid Model Version stage: {stage}.")
     if stages and "None" not in [s.capitalize() for s in stages]:
         return {"model_versions": []}
-    found = registry_of(request).search_versions(name, page_size=1)["versions"]
-    return {"model_versions": [mlflow_version(v) for v in found]}
+    return {"model_versions": [mlflow_version(v) for v in _newest(request, name)]}
 
 
 def set_registered_model_tag(request: Request) -> dict[str, Any]:
