@@ -119,6 +119,17 @@ def test_permissions_and_credentials_through_mlflow(mlflow_server: Server,
     anonymous = mlflow_server.client("calls.py", None, args=[*base, "search", "get_demo"])
     assert anonymous == {"search": "UNAUTHENTICATED", "get_demo": "UNAUTHENTICATED"}
 
+    # The UI's prefix answers too; unknown endpoints answer in MLflow's shape.
+    token = {"Authorization": f"Bearer {mlflow_server.tokens['reader']}"}
+    ajax = requests.get(f"{mlflow_server.url}/ajax-api/2.0/mlflow/registered-models/get",
+                        params={"name": "team-demo"}, headers=token, timeout=30)
+    assert ajax.status_code == 200
+    assert ajax.json()["registered_model"]["name"] == "team-demo"
+    unknown = requests.get(f"{mlflow_server.url}/api/2.0/mlflow/traces/batchGet",
+                           headers=token, timeout=30)
+    assert unknown.status_code == 404
+    assert unknown.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+
     basic = mlflow_server.client("calls.py", None, args=[*base, "get_demo"], env={
         "MLFLOW_TRACKING_USERNAME": "reader",
         "MLFLOW_TRACKING_PASSWORD": mlflow_server.tokens["reader"]})
