@@ -48,6 +48,8 @@ def test_log_register_promote_search_download_load(mlflow_server: Server,
     assert seen["search_tag"] == ["team-demo"]
     assert seen["search_versions"] == ["3"]
     assert seen["search_by_run"] == [1, 1, 1, 2, 3]  # team-copy/1 keeps the run
+    assert seen["ordered"] == ["team-demo", "team-data", "team-copy"]
+    assert seen["versions_ordered"] == ["1", "2", "3"]
     assert seen["paged"] == [1, True]
 
     downloads = seen["downloads"]

@@ -95,6 +95,10 @@ out["search_versions"] = [v.version for v in client.search_model_versions(
     "name = 'team-demo' AND tags.validated = 'yes'")]
 out["search_by_run"] = sorted(int(v.version) for v in client.search_model_versions(
     f"run_id = '{run_id}'"))
+out["ordered"] = [m.name for m in client.search_registered_models(
+    filter_string="name LIKE 'team-%'", order_by=["name DESC"])]
+out["versions_ordered"] = [v.version for v in client.search_model_versions(
+    "name = 'team-demo'", order_by=["version_number ASC"])]
 paged = client.search_registered_models(max_results=1)
 out["paged"] = [len(paged), bool(paged.token)]
 
