@@ -183,8 +183,10 @@ class Importer:
                   if fnmatch.fnmatchcase(m["name"], pattern)]
         plans = []
         for model in models:
-            versions = self.source.pages("model-versions/search", "model_versions",
-                                         filter=f"name = '{model['name']}'")
+            quote_mark = '"' if "'" in model["name"] else "'"
+            versions = self.source.pages(
+                "model-versions/search", "model_versions",
+                filter=f"name = {quote_mark}{model['name']}{quote_mark}")
             plans.append((model, sorted(versions, key=lambda v: int(v["version"]))))
         total = sum(len(v) for _m, v in plans)
         with click.progressbar(length=max(total, 1), label="importing versions",
