@@ -91,6 +91,9 @@ def test_log_register_promote_search_download_load(mlflow_server: Server,
     actions = {e["action"] for e in events}
     assert {"model.created", "version.created", "alias.set", "alias.moved",
             "alias.deleted", "version.deleted", "model.tag_set"} <= actions
+    tracking = requests.get(f"{api}/audit", params={"target": seen["run_id"]},
+                            headers=admin, timeout=30).json()["events"]
+    assert [(e["action"], e["actor"]) for e in tracking] == [("mlflow.run_created", "admin")]
 
 
 def test_permissions_and_credentials_through_mlflow(mlflow_server: Server,

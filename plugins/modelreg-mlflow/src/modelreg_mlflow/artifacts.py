@@ -37,6 +37,7 @@ from modelreg.api import (
     ApiError,
     BlobTooLarge,
     PayloadTooLarge,
+    audit_request,
     mark_changed,
     registry_of,
     send_blob,
@@ -356,6 +357,9 @@ def delete_artifacts(request: Request) -> dict[str, Any]:
     for row in rows:
         facade.release_blob(HOLD_OWNER, hold_key(row.path))
         request.dbsession.execute(sa.delete(table).where(table.c.key == row.key))
+    if rows:
+        audit_request(request, "mlflow.artifacts_deleted", "mlflow_artifact", path,
+                      before={"files": len(rows)})
     return {}
 
 

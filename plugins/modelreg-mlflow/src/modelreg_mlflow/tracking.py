@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from pyramid.request import Request
 
-from modelreg.api import READ, WRITE, mark_changed, registry_of
+from modelreg.api import READ, WRITE, audit_request, mark_changed, registry_of
 
 from . import artifacts, tables
 from .protocol import (
@@ -128,6 +128,8 @@ def create_experiment(request: Request) -> dict[str, Any]:
     db.execute(sa.insert(table).values(id=number, name=name, lifecycle_stage=ACTIVE,
                                        tags=tags, created_by=registry_of(request).caller,
                                        created_at=now, updated_at=now))
+    audit_request(request, "mlflow.experiment_created", "mlflow_experiment", name,
+                  after={"id": number})
     return {"experiment_id": str(number)}
 
 
@@ -240,6 +242,8 @@ def create_run(request: Request) -> dict[str, Any]:
         lifecycle_stage=ACTIVE, user_id=user,
         start_time=int(values.get("start_time") or now_ms()), end_time=None, params={},
         tags=tags, inputs={}, outputs={}))
+    audit_request(request, "mlflow.run_created", "mlflow_run", run_id,
+                  after={"experiment": experiment.id, "name": name})
     return {"run": run_json(_run(db, run_id))}
 
 
@@ -276,6 +280,8 @@ def _set_lifecycle(request: Request, stage: str) -> dict[str, Any]:
     row = _run(db, required(params(request), "run_id"))
     db.execute(sa.update(tables.runs).where(tables.runs.c.id == row.id)
                .values(lifecycle_stage=stage))
+    audit_request(request, "mlflow.run_deleted" if stage == DELETED else "mlflow.run_restored",
+                  "mlflow_run", row.id)
     return {}
 
 
@@ -505,6 +511,8 @@ def create_logged_model(request: Request) -> dict[str, Any]:
         params={p["key"]: str(p.get("value", "")) for p in listed(values.get("params"))},
         tags={t["key"]: str(t.get("value", "")) for t in listed(values.get("tags"))},
         created_at=now, updated_at=now))
+    audit_request(request, "mlflow.logged_model_created", "mlflow_logged_model", model_id,
+                  after={"experiment": experiment.id, "run": run_id, "name": name})
     return {"model": logged_model_json(_logged_model(db, model_id))}
 
 
@@ -540,6 +548,7 @@ def delete_logged_model(request: Request) -> dict[str, Any]:
     row = _logged_model(db, _model_id(request))
     artifacts.release_owner(request, row.id)
     db.execute(sa.delete(tables.logged_models).where(tables.logged_models.c.id == row.id))
+    audit_request(request, "mlflow.logged_model_deleted", "mlflow_logged_model", row.id)
     return {}
 
 
