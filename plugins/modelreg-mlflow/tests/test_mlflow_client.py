@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from conftest import Server
+from mlflow_helpers import Server
 
 pytestmark = pytest.mark.server
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow_helpers import PLUGINS, Server, mlflow_installed
 
-from conftest import PLUGINS, Server, mlflow_installed
 from modelreg.testing import TestDatabase, unavailable
 from modelreg.testing.server import LiveServer
 

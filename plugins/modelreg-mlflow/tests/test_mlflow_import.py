@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 import requests
+from mlflow_helpers import MODELREG, Server
 
-from conftest import MODELREG, Server
 from modelreg.testing import in_ci, unavailable
 
 pytestmark = pytest.mark.server

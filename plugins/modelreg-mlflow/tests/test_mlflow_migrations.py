@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from mlflow_helpers import PLUGINS, selected_backends
 from modelreg_mlflow.tables import experiments, metadata
 
-from conftest import PLUGINS, selected_backends
 from modelreg.testing import TestDatabase, unavailable
 
 
