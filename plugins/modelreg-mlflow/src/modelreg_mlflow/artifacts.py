@@ -521,6 +521,15 @@ def mpu_complete(request: Request) -> dict[str, Any]:
                      if part_key(upload_id, n) not in held]
     if missing_parts:
         raise invalid(f"Multipart upload '{upload_id}' lacks parts {missing_parts[:20]}")
+    # The ETag each part's PUT answered is its sha256: the parts the client lists must be
+    # the bytes this server holds.
+    for part in values.get("parts") or []:
+        number = int(part.get("part_number") or 0)
+        etag = str(part.get("etag") or "").strip('"')
+        held_digest = held.get(part_key(upload_id, number))
+        if etag and held_digest != etag:
+            raise invalid(f"Part {number} of multipart upload '{upload_id}' does not hold "
+                          f"the bytes whose ETag the client sent ({etag})")
     info = facade.store_blob(_Joined(request, upload_id, row.num_parts),
                              hold=(HOLD_OWNER, hold_key(path)))
     _record(request, path, info.sha256, info.size, owner)
