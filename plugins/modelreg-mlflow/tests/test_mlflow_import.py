@@ -99,14 +99,13 @@ def seed(server: Server, source: str, stage: str) -> None:
                                                       "MLFLOW_REGISTRY_URI": source})
 
 
-def importer(server: Server, source: str, *args: str, check: bool = True
+def importer(server: Server, source: str, *args: str, ok: bool = True
              ) -> dict[str, Any]:
     environ = {**os.environ, "MODELREG_URL": server.url,
                "MODELREG_TOKEN": server.tokens["admin"]}
     done = subprocess.run([MODELREG, "import", "mlflow", "--from", source, *args],  # noqa: S603
                           capture_output=True, text=True, timeout=600, env=environ)
-    if check:
-        assert done.returncode == 0, done.stderr
+    assert done.returncode == (0 if ok else 1), done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -187,6 +186,11 @@ def test_import_copies_resumes_and_reruns(mlflow_server: Server, mlflow_source: 
     for number in (1, 3):
         assert modelreg_digests(api, "imp-a", number) == mlflow_digests(mlflow_source,
                                                                          "imp-a", number)
+
+    # What cannot be mapped is reported, and the exit status says so.
+    refused = importer(mlflow_server, mlflow_source, "--models", "odd*", ok=False)
+    assert refused["models"] == 0
+    assert [f.split(":")[0] for f in refused["failed"]] == ["odd name"]
 
     merged = importer(mlflow_server, mlflow_source, "--models", "imp-*", "--merge")
     assert (merged["models"], merged["versions"], merged["skipped"]) == (0, 1, [])

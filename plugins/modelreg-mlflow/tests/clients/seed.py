@@ -53,6 +53,7 @@ if stage == "first":
     client.set_registered_model_alias("imp-a", "old", "1")
     client.create_registered_model("imp-b", description="model b")
     version("imp-b", {"weights.bin": payload("b1", 3 * 1024 * 1024)})
+    client.create_registered_model("odd name", description="a name modelreg refuses")
     client.create_registered_model("other-c")
     version("other-c", {"x.bin": b"x"})
 else:
