@@ -56,8 +56,11 @@ def test_whoami_grants_tokens_and_audit(app, people):
     admin, alice, bob = people["admin"], people["alice"], people["bob"]
     # whoami: the caller, None when anonymous, 401 for a token that is refused
     assert app.get("/y/whoami").json == {"whoami": None}
-    assert app.get("/y/whoami", headers=alice).json["whoami"] == {
-        "name": "alice", "admin": False, "grants": [{"pattern": "fraud-*", "level": "write"}]}
+    me = app.get("/y/whoami", headers=alice).json["whoami"]
+    assert me == {
+        "name": "alice", "admin": False, "grants": [{"pattern": "fraud-*", "level": "write"}],
+        # the token's scopes and id (tests/test_plugin_api_web.py covers them)
+        "scopes": ["admin"], "token_id": me["token_id"]}
     assert app.get("/y/whoami", headers=admin).json["whoami"]["admin"] is True
     app.get("/y/whoami", headers=bearer("mr_not-a-token"), status=401)
 

@@ -23,8 +23,9 @@ from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
 
+from . import keys
 from .db import transaction
-from .errors import ApiError, Conflict, Forbidden, NotFound
+from .errors import ApiError, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from .files.download import send_blob
 from .files.paths import check_new_path
 from .files.services import (
@@ -35,12 +36,13 @@ from .files.services import (
     upload_json,
     upload_not_found,
 )
-from .models import Blob, BlobHold, Model
+from .models import Blob, BlobHold, File, Model, ScanFinding, Version, utcnow
 from .models.files import HOLD_KEY_LENGTH, HOLD_OWNER_LENGTH
 from .permissions import ADMIN, READ, WRITE
 from .policy import check_upload, policy_rules
-from .security.policy import ModelContext, denial, readable_models, require
-from .security.tokens import TOKEN_PREFIX
+from .scanning import finding_json
+from .security.policy import ModelContext, denial, readable_models, require, security_policy
+from .security.tokens import TOKEN_PREFIX, authenticate_token
 from .types import BlobInfo
 
 
@@ -121,7 +123,9 @@ class Registry:
             if not self.allows(permission, None):
                 raise denial(self.request, permission, None)
             return
-        require(self.request, permission, model)
+        # As the REST views' refusals (security.policy.forbidden_view): a model the caller
+        # may not read answers exactly "no such model".
+        require(self.request, permission, model, hide_model=True)
 
     @property
     def _registry(self) -> Any:
@@ -153,7 +157,9 @@ class Registry:
     def create_model(self, name: str, *, description: str = "",
                      tags: dict[str, str] | None = None) -> dict[str, Any]:
         """Create a model (needs ``write`` on the name); its document."""
-        self.require(WRITE, name)
+        # The name comes from the caller, so a refusal reveals nothing: 403, as the REST
+        # API answers a creation.
+        require(self.request, WRITE, name)
         service = self._registry
         model = service.create_model(name, description, dict(tags or {}))
         return service.model_json(model, latest=None)
@@ -201,6 +207,23 @@ class Registry:
         """A version by number, alias, ``latest`` or ``sha256:<digest>``."""
         self.require(READ, model)
         return self._registry.version_document(model, str(ref))
+
+    def version_sizes(self, model: str, numbers: list[int] | tuple[int, ...]
+                      ) -> dict[int, dict[str, int]]:
+        """``{number: {"files", "size"}}``: how many files each of the versions ``numbers``
+        holds and their bytes in all, in one statement (a versions table's size column);
+        versions without files are absent."""
+        self.require(READ, model)
+        if not numbers:
+            return {}
+        model_id = self._registry.get_model(model).id
+        rows = self.request.dbsession.execute(
+            sa.select(Version.number, sa.func.count(File.id), sa.func.sum(File.size))
+            .join(File, File.version_id == Version.id)
+            .where(Version.model_id == model_id, Version.number.in_(list(numbers)))
+            .group_by(Version.number))
+        return {number: {"files": int(count), "size": int(size or 0)}
+                for number, count, size in rows}
 
     def create_version(self, model: str, *, description: str = "",
                        metadata: dict[str, Any] | None = None,
@@ -300,6 +323,22 @@ class Registry:
         _version, file = self._files.get_file(model, str(ref), path)
         return send_blob(self.request, file.sha256, file.size, path=file.path,
                          media_type=file.media_type)
+
+    def read_file(self, model: str, ref: str | int, path: str, *, max_size: int) -> bytes:
+        """The bytes of a small file (a model card), read from the blob store whatever it
+        is (no redirect); 413 ``file_too_large`` when the file has more than ``max_size``
+        bytes."""
+        self.require(READ, model)
+        _version, file = self._files.get_file(model, str(ref), path)
+        if file.size > max_size:
+            raise PayloadTooLarge(f"{path} has {file.size} bytes, more than the {max_size} "
+                                  "read here", code="file_too_large",
+                                  details={"path": path, "size": file.size})
+        with self.request.blob_store.open(file.sha256) as stream:
+            chunks = []
+            while chunk := stream.read(1 << 16):
+                chunks.append(chunk)
+        return b"".join(chunks)
 
     def link_file(self, model: str, ref: str | int, path: str, sha256: str, *,
                   media: str | None = None, size: int | None = None
@@ -547,9 +586,99 @@ class Registry:
         identity = self.request.identity
         if identity is None:
             return None
-        return {"name": identity.name, "admin": identity.is_admin,
-                "grants": [{"pattern": pattern, "level": level.name.lower()}
-                           for pattern, level in identity.grants]}
+        return _identity_json(identity)
+
+    def identify_token(self, token: str) -> dict[str, Any]:
+        """Who an API token stands for, as :meth:`whoami` shows it, without making it the
+        caller of this request (a sign-in form checks a pasted token with it).
+
+        :raises Unauthorized: 401 for a malformed, unknown, revoked or expired token (counted
+            by the failed-authentication throttle like a refused bearer token; a blocked
+            client gets 429).
+        """
+        policy = security_policy(self.request)
+        policy.throttle.check(self.request)
+        try:
+            identity, _row = authenticate_token(self.request.dbsession, token, utcnow())
+        except Unauthorized:
+            policy.throttle.failed(self.request)
+            raise
+        return _identity_json(identity)
+
+    def list_principals(self, *, page_size: int | str | None = None,
+                        page_token: str | None = None) -> dict[str, Any]:
+        """A page of principals by name (global admins only): ``{"principals",
+        "next_page_token"}``, as ``GET /api/v1/admin/principals``."""
+        self.require(ADMIN, None)
+        service = self.request.security_service
+        rows, token = service.list_principals(page_size=page_size, page_token=page_token)
+        return {"principals": [service.principal_json(p) for p in rows],
+                "next_page_token": token}
+
+    def list_groups(self, *, page_size: int | str | None = None,
+                    page_token: str | None = None) -> dict[str, Any]:
+        """A page of groups with their members (global admins only): ``{"groups",
+        "next_page_token"}``."""
+        self.require(ADMIN, None)
+        service = self.request.security_service
+        rows, token = service.list_groups(page_size=page_size, page_token=page_token)
+        return {"groups": [service.group_json(g) for g in rows], "next_page_token": token}
+
+    def list_grants(self, *, principal: str | None = None, group: str | None = None,
+                    page_size: int | str | None = None, page_token: str | None = None
+                    ) -> dict[str, Any]:
+        """A page of grants, of one principal or group if named (global admins only):
+        ``{"grants", "next_page_token"}``."""
+        self.require(ADMIN, None)
+        service = self.request.security_service
+        rows, token = service.list_grants(principal=principal, group=group,
+                                          page_size=page_size, page_token=page_token)
+        return {"grants": [service.grant_json(g) for g in rows], "next_page_token": token}
+
+    def create_principal(self, name: str, *, admin: bool = False, service: bool = False
+                         ) -> dict[str, Any]:
+        """Create a principal (global admins only), as ``POST /api/v1/admin/principals``;
+        its document (409 ``principal_exists``)."""
+        self.require(ADMIN, None)
+        security = self.request.security_service
+        row = security.create_principal(name, is_admin=admin,
+                                        kind="service" if service else "user")
+        return security.principal_json(row)
+
+    def create_grant(self, *, pattern: str, level: str, principal: str | None = None,
+                     group: str | None = None) -> dict[str, Any]:
+        """Grant ``level`` (``read``, ``write``, ``admin``) on the models ``pattern``
+        matches to a principal or a group (global admins only); its document."""
+        self.require(ADMIN, None)
+        security = self.request.security_service
+        return security.grant_json(security.create_grant(
+            pattern=pattern, level=level, principal=principal, group=group))
+
+    def delete_grant(self, grant_id: int | str) -> None:
+        """Delete a grant by its id (global admins only; 404 ``grant_not_found``)."""
+        self.require(ADMIN, None)
+        self.request.security_service.delete_grant(grant_id)
+
+    def list_tokens(self, principal: str, *, page_size: int | str | None = None,
+                    page_token: str | None = None) -> dict[str, Any]:
+        """A page of a principal's tokens, never their secrets (global admins, or the
+        caller for itself): ``{"tokens", "next_page_token"}``."""
+        if self.caller is None or principal != self.caller:
+            self.require(ADMIN, None)
+        service = self.request.security_service
+        rows, token = service.list_tokens(principal=principal, page_size=page_size,
+                                          page_token=page_token)
+        return {"tokens": [service.token_json(t) for t in rows], "next_page_token": token}
+
+    def version_findings(self, model: str, ref: str | int) -> list[dict[str, Any]]:
+        """What the scanners found in a version's files (``GET …/findings``): ``path``,
+        ``scanner``, ``severity``, ``code``, ``message``, ``details``."""
+        self.require(READ, model)
+        version = self._registry.get_version(model, str(ref))
+        rows = self.request.dbsession.scalars(
+            sa.select(ScanFinding).where(ScanFinding.version_id == version.id)
+            .order_by(ScanFinding.path, ScanFinding.id))
+        return [finding_json(row) for row in rows]
 
     def grants_of(self, principal: str) -> list[dict[str, Any]]:
         """The grants of a principal (global admins only)."""
@@ -582,6 +711,15 @@ class Registry:
         return service.token_json(service.revoke_token(token_id))
 
 
+def _identity_json(identity: Any) -> dict[str, Any]:
+    return {"name": identity.name, "admin": identity.is_admin,
+            "grants": [{"pattern": pattern, "level": level.name.lower()}
+                       for pattern, level in identity.grants],
+            "scopes": None if identity.scopes is None
+            else [str(scope) for scope in identity.scopes],
+            "token_id": identity.token_id}
+
+
 def _digest(value: str) -> str:
     """The lowercase hex of ``sha256:<hex>`` or of bare hex (422 ``invalid_digest``)."""
     text = value if value.startswith("sha256:") else "sha256:" + value
@@ -601,6 +739,13 @@ def _check_hold(owner: str, key: str) -> None:
     if not 0 < len(owner) <= HOLD_OWNER_LENGTH or not 0 < len(key) <= HOLD_KEY_LENGTH:
         raise ApiError(f"a hold's owner has 1 to {HOLD_OWNER_LENGTH} characters and its key "
                        f"1 to {HOLD_KEY_LENGTH}", code="invalid_hold", status=422)
+
+
+def plugin_hooks(registry: Any) -> Any:
+    """The hook relay of the app's plugin manager (``plugin_hooks(request.registry)``), so
+    that a plugin can call hooks it hosts, as the web UI calls ``modelreg_web_pages`` and
+    ``modelreg_web_sections``: ``plugin_hooks(r).modelreg_web_pages(settings=...)``."""
+    return registry[keys.PLUGIN_MANAGER].hook
 
 
 def registry_of(request: Request) -> Registry:
