@@ -25,8 +25,9 @@ from pyramid.response import Response
 
 from . import keys
 from .db import transaction
-from .errors import ApiError, Forbidden, NotFound, PayloadTooLarge, Unauthorized
+from .errors import ApiError, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from .files.download import send_blob
+from .files.paths import check_new_path
 from .files.services import (
     file_json,
     media_type,
@@ -35,10 +36,10 @@ from .files.services import (
     upload_json,
     upload_not_found,
 )
-from .models import Blob, BlobHold, File, ScanFinding, Version, utcnow
+from .models import Blob, BlobHold, File, Model, ScanFinding, Version, utcnow
 from .models.files import HOLD_KEY_LENGTH, HOLD_OWNER_LENGTH
 from .permissions import ADMIN, READ, WRITE
-from .policy import policy_rules
+from .policy import check_upload, policy_rules
 from .scanning import finding_json
 from .security.access import format_scopes, parse_scopes
 from .security.policy import ModelContext, denial, readable_models, require, security_policy
@@ -174,6 +175,23 @@ class Registry:
         self.require(WRITE, name)
         self._registry.delete_model_tag(name, key)
 
+    def update_model(self, name: str, *, new_name: str | None = None,
+                     description: str | None = None) -> dict[str, Any]:
+        """Rename a model (``admin`` on the old and the new name, as ``PATCH
+        /api/v1/models/{name}``) and/or change its description (``write``); its document."""
+        self.require(WRITE, name)
+        service = self._registry
+        if new_name is not None and new_name != service.get_model(name).name:
+            require(self.request, ADMIN, name)
+            require(self.request, ADMIN, new_name)
+        return service.model_json(service.update_model(name, new_name=new_name,
+                                                       description=description))
+
+    def delete_model(self, name: str) -> None:
+        """Delete a model with all its versions and aliases (needs ``admin`` on it)."""
+        self.require(ADMIN, name)
+        self._registry.delete_model(name)
+
     # ---------------------------------------------------------------------- versions
 
     def search_versions(self, model: str, *, filter: str | None = None,
@@ -211,14 +229,61 @@ class Registry:
     def create_version(self, model: str, *, description: str = "",
                        metadata: dict[str, Any] | None = None,
                        lineage: dict[str, Any] | None = None,
-                       tags: dict[str, str] | None = None) -> dict[str, Any]:
-        """Create a draft version; its document."""
+                       tags: dict[str, str] | None = None,
+                       number: int | None = None) -> dict[str, Any]:
+        """Create a draft version; its document.
+
+        :param number: for importers only (global admins: 403 otherwise): the number the
+            version gets, at or above the model's counter, which then moves past it; the
+            numbers skipped stay unused, as those of deleted versions do.  A number below
+            the counter is ``409 version_number_taken`` (numbers are never reused).
+        """
         self.require(WRITE, model)
         service = self._registry
+        if number is not None:
+            self._raise_counter(model, number)
         version = service.create_version(model, description=description,
                                          metadata=dict(metadata or {}),
                                          lineage=dict(lineage or {}), tags=dict(tags or {}))
         return service.version_json(version)
+
+    def _raise_counter(self, model: str, number: int) -> None:
+        """Move ``model``'s version counter up to ``number`` (global admins only)."""
+        self.require(ADMIN, None)
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise ApiError("a version number is a positive integer",
+                           code="invalid_version_number", status=422,
+                           details={"number": number})
+        row = self._registry.get_model(model, lock=True)
+        table = Model.__table__
+        db = self.request.dbsession
+        counter = db.scalar(sa.select(table.c.next_version).where(table.c.id == row.id))
+        if number < counter:
+            raise Conflict(f"version numbers of {row.name!r} below {counter} are taken or "
+                           f"were used: {number} cannot be created",
+                           code="version_number_taken",
+                           details={"model": row.name, "number": number,
+                                    "next_version": counter})
+        db.execute(sa.update(table).where(table.c.id == row.id).values(next_version=number))
+        db.expire(row, ["next_version"])
+
+    def update_version(self, model: str, ref: str | int, *,
+                       description: str | None = None) -> dict[str, Any]:
+        """Change a version's description (any state); its document."""
+        self.require(WRITE, model)
+        service = self._registry
+        return service.version_json(service.update_version(model, str(ref),
+                                                           description=description))
+
+    def delete_version(self, model: str, ref: str | int, *,
+                       drop_aliases: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """Delete a version (its number is never reused), with the aliases named in
+        ``drop_aliases`` that point at it (a protected one needs ``admin``); ``409
+        version_has_aliases`` while another alias points at it.  The aliases dropped."""
+        self.require(WRITE, model)
+        for name in drop_aliases:
+            require_alias_admin(self.request, model, name)
+        return self._registry.delete_version(model, str(ref), drop_aliases=list(drop_aliases))
 
     def finalize_version(self, model: str, ref: str | int) -> dict[str, Any]:
         """Validate a draft: its document, ``status`` ``ready``, ``rejected`` (with its
@@ -285,6 +350,34 @@ class Registry:
         file, outcome = self._files.link_file(
             model, str(ref), path, _digest(sha256), media=media_type(media),
             size=size, readable=readable_models(self.request))
+        return file_json(file), outcome == "created"
+
+    def link_held_blob(self, model: str, ref: str | int, path: str, owner: str, key: str,
+                       *, media: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Add a file to a draft with the blob ``owner`` holds under ``key`` (content a
+        plugin stored with :meth:`store_blob`, e.g. a run's artifact that becomes a model
+        version's file): linked by digest, not copied, under the size policy an upload of
+        it meets.  404 ``blob_not_found`` without such a hold.  ``(file, created)``.
+
+        The plugin decides that the caller may use the held content (it holds it for the
+        caller's run, say); the registry checks ``write`` on the model.
+        """
+        self.require(WRITE, model)
+        _check_hold(owner, key)
+        files = self._files
+        version = files.draft(model, str(ref), lock=True)
+        db = self.request.dbsession
+        hold = db.get(BlobHold, (owner, key))
+        blob = None if hold is None else db.execute(
+            sa.select(Blob.sha256, Blob.size).where(Blob.sha256 == hold.sha256)
+            .with_for_update()).first()
+        if blob is None or not self.request.blob_store.exists(blob.sha256):
+            raise NotFound(f"{owner} holds no blob under {key!r}", code="blob_not_found",
+                           details={"owner": owner, "key": key})
+        check_upload(db, self.request.registry.settings, version, path, blob.size)
+        check_new_path(path)
+        file, outcome = files.add_file(version, path, BlobInfo(blob.sha256, blob.size),
+                                       media_type(media), verify_stored=False)
         return file_json(file), outcome == "created"
 
     def delete_file(self, model: str, ref: str | int, path: str) -> None:
@@ -406,6 +499,28 @@ class Registry:
             return False
         db.delete(hold)
         db.flush()
+        return True
+
+    def open_held_blob(self, owner: str, key: str) -> BinaryIO:
+        """A readable stream (a context manager) of the blob ``owner`` holds under ``key``,
+        e.g. to join parts a plugin stored one by one; 404 ``blob_not_found`` without such
+        a hold."""
+        _check_hold(owner, key)
+        hold = self.request.dbsession.get(BlobHold, (owner, key))
+        if hold is None or not self.request.blob_store.exists(hold.sha256):
+            raise NotFound(f"{owner} holds no blob under {key!r}", code="blob_not_found",
+                           details={"owner": owner, "key": key})
+        return self.request.blob_store.open(hold.sha256)
+
+    def release_blob_now(self, owner: str, key: str) -> bool:
+        """:meth:`release_blob` in a transaction of its own, for streaming views (whose
+        request session only reads); whether there was a hold."""
+        _check_hold(owner, key)
+        with transaction(self.request.registry) as db:
+            hold = db.get(BlobHold, (owner, key))
+            if hold is None:
+                return False
+            db.delete(hold)
         return True
 
     def held_blobs(self, owner: str) -> dict[str, str]:
