@@ -15,6 +15,9 @@ bind = "127.0.0.1:6543"
 worker_class = "gthread"
 workers = 2
 threads = 8
+# Every worker assembles the app itself (and runs the plugins' modelreg_startup checks):
+# preloading it in the master is not supported (docs/plugins.md, modelreg_startup).
+preload_app = False
 # The app reads its thread count from here for its pool-size check.
 raw_env = [f"MODELREG_SERVER_THREADS={threads}"]
 

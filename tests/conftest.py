@@ -122,6 +122,10 @@ def race_servers(modelreg_settings: dict[str, Any], modelreg_database: TestDatab
     settings["modelreg.policy.required_metadata"] = "approved"
     settings["modelreg.plugins.disabled"] = "scan"
     settings["modelreg.upload.min_chunk_size"] = str(64 * 1024)
+    # They live until the session moves to the next database: between the race tests they
+    # keep at most two idle connections per engine (a burst opens and closes the rest).
+    settings["sqlalchemy.pool_size"] = "2"
+    settings["sqlalchemy.max_overflow"] = "30"
     servers = [LiveServer(settings, threads=16) for _ in range(2)]
     failures: list[BaseException] = []
 

@@ -72,24 +72,6 @@ class FaultyBlobStore:
             self.after_put(info)
         return info
 
-    def upload_chunk(self, state, *, offset, stream, length):
-        fault = self._fault("upload_chunk")
-        if fault is None:
-            return self.inner.upload_chunk(state, offset=offset, stream=stream, length=length)
-        error, after = fault
-        try:
-            self.inner.upload_chunk(state, offset=offset, stream=_FailingStream(stream, after),
-                                    length=length)
-        except _Fault:
-            raise error from None
-        raise error
-
-    def complete_upload(self, state, *, expected_sha256):
-        fault = self._fault("complete_upload")
-        if fault is not None:
-            raise fault[0]
-        return self.inner.complete_upload(state, expected_sha256=expected_sha256)
-
     def upload_part(self, state, *, number, stream, length, expected_sha256=None):
         fault = self._fault("upload_part")
         if fault is None:

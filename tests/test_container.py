@@ -68,6 +68,14 @@ def test_every_file_the_dockerfile_copies_exists_in_the_build_context():
             assert not dockerignored(source), f"COPY {source}: excluded by .dockerignore"
 
 
+def test_the_image_installs_every_first_party_plugin():
+    # dev.py installs every plugins/*/setup.cfg; the image must not lag behind it
+    installs = " ".join(args for keyword, args in instructions() if keyword == "RUN")
+    for setup in sorted((ROOT / "plugins").glob("*/setup.cfg")):
+        plugin = setup.parent.relative_to(ROOT).as_posix()
+        assert f"./{plugin} " in installs + " ", f"the Dockerfile does not install {plugin}"
+
+
 def test_the_image_runs_pserve_production_ini_as_a_non_root_user():
     found = dict(instructions())
     assert json.loads(found["CMD"]) == ["pserve", "production.ini"]

@@ -468,6 +468,17 @@ PUBLIC_PATHS = {"/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/whoami"}
 #: a global admin's token, or the scrape token, a secret its own view predicate compares —
 #: tests/test_observability.py::test_metrics_need_the_scrape_token_or_a_global_admin.
 OUTSIDE_THE_DOCUMENT = {("GET", "/metrics"): MetricsTokenPredicate}
+#: The web UI's pages (plugins/modelreg-web): HTML pages answer a refusal with a page (sign
+#: in, not found), so their views are public and each one reads and writes only through
+#: ``request.modelreg``, which applies the grants as the REST views do — checked caller by
+#: caller in plugins/modelreg-web/tests/test_web_pages.py::test_grants_apply_as_in_the_api.
+WEB_UI_MODULES = ("modelreg_web.", "pyramid.static.")
+
+
+def _is_web_ui_page(name: str, pattern: str) -> bool:
+    return name.startswith(WEB_UI_MODULES) and (pattern == "/" or pattern.startswith("/ui/"))
+
+
 #: The settings of a production deployment that add routes: every route must be walked.
 ALL_ROUTES = {"modelreg.metrics.enabled": "true",
               "modelreg.metrics.token": "a-scrape-token-of-32-characters!"}
@@ -526,6 +537,8 @@ def permission_problems(registry: Any, document: dict[str, Any]) -> list[str]:
                    if m != "HEAD"]  # HEAD is served by the GET view
         path = re.sub(r"\{(\w+)(?::[^}]*)?\}", r"{\1}", pattern)
         guard = {OUTSIDE_THE_DOCUMENT.get((method, path)) for method in methods}
+        if permission == NO_PERMISSION_REQUIRED and _is_web_ui_page(name, pattern):
+            continue
         if permission == NO_PERMISSION_REQUIRED:
             guarded = len(guard) == 1 and None not in guard and any(
                 isinstance(p, tuple(guard)) for p in intr["predicates"])

@@ -56,8 +56,11 @@ def test_whoami_grants_tokens_and_audit(app, people):
     admin, alice, bob = people["admin"], people["alice"], people["bob"]
     # whoami: the caller, None when anonymous, 401 for a token that is refused
     assert app.get("/y/whoami").json == {"whoami": None}
-    assert app.get("/y/whoami", headers=alice).json["whoami"] == {
-        "name": "alice", "admin": False, "grants": [{"pattern": "fraud-*", "level": "write"}]}
+    me = app.get("/y/whoami", headers=alice).json["whoami"]
+    assert me == {
+        "name": "alice", "admin": False, "grants": [{"pattern": "fraud-*", "level": "write"}],
+        # the token's scopes and id (tests/test_plugin_api_web.py covers them)
+        "scopes": ["admin"], "token_id": me["token_id"]}
     assert app.get("/y/whoami", headers=admin).json["whoami"]["admin"] is True
     app.get("/y/whoami", headers=bearer("mr_not-a-token"), status=401)
 
@@ -82,6 +85,19 @@ def test_whoami_grants_tokens_and_audit(app, people):
     new = bearer(made["token"])
     app.get(f"{API}/models", headers=new, status=200)
     app.post_json(f"{API}/models", {"name": "fraud-x"}, headers=new, status=403)
+    # a token cannot make a token with more than its own scopes (else a read token could
+    # mint itself a write one through any plugin that offers token creation)
+    for scopes in (["write"], ["admin"], ["read", "write:fraud-*"]):
+        refused = app.post_json("/y/tokens", {"principal": "alice", "scopes": scopes},
+                                headers=new, status=403)
+        assert code(refused) == "token_scope" and "only 'read'" in refused.json["error"][
+            "message"]
+    narrowed = app.post_json("/y/tokens", {"principal": "alice", "scopes": ["read:fraud-*"]},
+                             headers=new, status=201).json
+    assert narrowed["scopes"] == ["read:fraud-*"]
+    narrower = app.post_json("/y/tokens", {"principal": "alice", "scopes": ["read"]},
+                             headers=new, status=201).json
+    assert narrower["scopes"] == ["read"]
 
     # revoke_token: the token's principal, or a global admin
     app.delete(f"/y/tokens/{made['id']}", status=401)

@@ -6,7 +6,6 @@ import errno
 import hashlib
 import io
 import os
-from pathlib import Path
 
 import pytest
 from waitress.buffers import ReadOnlyFileBasedBuffer
@@ -75,21 +74,10 @@ def test_two_instances_share_an_upload(tmp_path):
     """Any process may continue an upload another began: the state is all in the dict."""
     first, second = LocalBlobStore(tmp_path / "s"), LocalBlobStore(tmp_path / "s")
     state = first.begin_upload()
-    state = second.upload_chunk(state, offset=0, stream=io.BytesIO(b"hello "), length=6)
-    state = first.upload_chunk(state, offset=6, stream=io.BytesIO(b"world"), length=5)
-    info = second.complete_upload(state, expected_sha256=sha(b"hello world"))
+    parts = [second.upload_part(state, number=1, stream=io.BytesIO(b"hello "), length=6),
+             first.upload_part(state, number=2, stream=io.BytesIO(b"world"), length=5)]
+    info = second.complete_parts(state, parts, expected_sha256=sha(b"hello world"))
     assert first.stat(info.sha256).size == 11
-
-
-def test_complete_ignores_bytes_past_the_recorded_offset(store):
-    """A chunk that crashed half-way may leave bytes that the state does not count."""
-    state = store.upload_chunk(store.begin_upload(), offset=0, stream=io.BytesIO(b"abc"),
-                               length=3)
-    with open(store.root / "uploads" / state["id"], "ab") as file:
-        file.write(b"garbage from a crashed attempt")
-    info = store.complete_upload(state, expected_sha256=sha(b"abc"))
-    assert Path(store.file_path(info.sha256)).read_bytes() == b"abc"
-    assert temporary_files(store) == []
 
 
 def test_open_works_as_a_wsgi_file_wrapper(store):
@@ -118,7 +106,7 @@ def test_invalid_upload_states_are_refused(store):
     for state in ({"id": "../../etc", "offset": 0}, {"id": "A" * 32, "offset": 0}, {},
                   "not a dict", {"id": None}):
         with pytest.raises(ValueError):
-            store.upload_chunk(state, offset=0, stream=io.BytesIO(b"x"), length=1)
+            store.upload_part(state, number=1, stream=io.BytesIO(b"x"), length=1)
         with pytest.raises(ValueError):
             store.abort_upload(state)
 
@@ -202,17 +190,20 @@ def test_a_full_disk_is_storage_full(store, monkeypatch, code):
     assert list(store.iter_digests()) == []
 
 
-def test_a_full_disk_during_a_chunk(store, monkeypatch):
-    state = store.upload_chunk(store.begin_upload(), offset=0, stream=io.BytesIO(b"a" * 10),
-                               length=10)
+def test_a_full_disk_during_a_part(store, monkeypatch):
+    state = store.begin_upload()
+    first = store.upload_part(state, number=1, stream=io.BytesIO(b"a" * 10), length=10)
     monkeypatch.setattr(local.os, "write", failing_after(0, errno.ENOSPC))
     with pytest.raises(StorageFull):
-        store.upload_chunk(state, offset=10, stream=io.BytesIO(b"b" * 10), length=10)
+        store.upload_part(state, number=2, stream=io.BytesIO(b"b" * 10), length=10)
     monkeypatch.undo()
-    # The chunk can be sent again once there is room, and the partial bytes are gone.
-    state = store.upload_chunk(state, offset=10, stream=io.BytesIO(b"b" * 10), length=10)
-    info = store.complete_upload(state, expected_sha256=sha(b"a" * 10 + b"b" * 10))
+    assert [name for name in temporary_files(store) if name.startswith("tmp/")] == []
+    # The part can be sent again once there is room.
+    second = store.upload_part(state, number=2, stream=io.BytesIO(b"b" * 10), length=10)
+    info = store.complete_parts(state, [first, second],
+                                expected_sha256=sha(b"a" * 10 + b"b" * 10))
     assert info.size == 20
+    assert temporary_files(store) == []
 
 
 def test_a_full_disk_at_fsync(store, monkeypatch):

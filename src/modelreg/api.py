@@ -34,7 +34,7 @@ from .openapi import Param as ApiParam
 from .openapi import add_api_view, api_view, parse_body
 from .openapi import read_json_object as read_json_body
 from .permissions import ADMIN, PERMISSIONS, READ, WRITE
-from .plugin_api import Registry, registry_of, token_of
+from .plugin_api import Registry, plugin_hooks, registry_of, token_of
 from .storage.errors import (
     BlobNotFound,
     BlobTooLarge,
@@ -43,7 +43,16 @@ from .storage.errors import (
     StorageFull,
     UploadNotFound,
 )
-from .types import BackendDescription, BlobInfo, Event, Finding, Problem, WebPage, WebSection
+from .types import (
+    BackendDescription,
+    BlobInfo,
+    Event,
+    Finding,
+    Problem,
+    TokenCredentials,
+    WebPage,
+    WebSection,
+)
 
 #: Marks a function as an implementation of a ``modelreg_*`` hook.
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -77,6 +86,7 @@ __all__ = [
     "Registry",
     "StorageError",
     "StorageFull",
+    "TokenCredentials",
     "Unauthorized",
     "Unprocessable",
     "UploadNotFound",
@@ -92,6 +102,7 @@ __all__ = [
     "hookimpl",
     "mark_changed",
     "parse_body",
+    "plugin_hooks",
     "read_json_body",
     "record_audit",
     "registry_of",

@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from pyramid.config import Configurator
     from pyramid.request import Request
 
-    from .api import BackendDescription, Event, Finding, Problem, WebPage, WebSection
+    from .api import (
+        BackendDescription,
+        Event,
+        Finding,
+        Problem,
+        TokenCredentials,
+        WebPage,
+        WebSection,
+    )
 
 #: The project name: the hook prefix, the marker name and the entry-point group all derive
 #: from it.
@@ -97,7 +105,7 @@ def modelreg_storage_backends(settings: dict[str, Any]) -> Iterable[BackendDescr
 
 
 @hookspec(firstresult=True)
-def modelreg_authenticate(request: Request) -> str | None:
+def modelreg_authenticate(request: Request) -> str | TokenCredentials | None:
     """Identify the caller of ``request`` from a source the core does not know (OIDC, LDAP).
 
     Called during request handling when the core's own API tokens did not identify the
@@ -105,7 +113,10 @@ def modelreg_authenticate(request: Request) -> str | None:
     is expected).  Stops at first non-None result.
 
     :param request: the current request.
-    :returns: the principal's name, or ``None`` to let the next plugin try.
+    :returns: the principal's name, or ``None`` to let the next plugin try; or a
+        :class:`modelreg.api.TokenCredentials` holding an API token found elsewhere than in
+        the ``Authorization`` header (a web UI's session): the caller is then that token's
+        identity, its scopes, expiry and revocation applied as for a bearer token.
     """
 
 
@@ -247,8 +258,9 @@ def modelreg_web_sections(
     the caller's permission on the page was checked; ``request.modelreg`` reads more with
     the caller's permissions.  Without a web UI plugin nothing calls it.
 
-    :param page: which page: ``model`` or ``version`` (the UI may add more; unknown pages
-        are to be ignored, returning ``None``).
+    :param page: which page: ``model`` or ``version``, or ``admin`` (modelreg-web's page for
+        global admins; ``subject`` is ``{}``) (the UI may add more; unknown pages are to be
+        ignored, returning ``None``).
     :param subject: what the page shows, in the REST API's JSON shape (the model's or the
         version's document).
     :param request: the current request.

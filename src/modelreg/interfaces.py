@@ -170,50 +170,17 @@ class IBlobStore(Interface):
         """
 
     def begin_upload():
-        """Start a resumable upload and return its state.
+        """Start an upload in numbered parts and return its state.
 
-        A resumable upload receives a blob in sequential chunks, possibly on different
-        processes, and is completed with the whole content's digest (in the style of the
-        OCI distribution spec; S3 multipart underneath).  Each chunk but the last is at least
-        :data:`MIN_CHUNK_SIZE` bytes (the core enforces that, and the order).
+        An upload receives a blob in numbered parts (:meth:`upload_part`), possibly in
+        parallel and on different processes, and is completed with the whole content's
+        digest (:meth:`complete_parts`) or abandoned (:meth:`abort_upload`).  Each part but
+        the last is at least :data:`MIN_CHUNK_SIZE` bytes (the core enforces that).  The
+        core's sequential chunks (``PATCH`` of an upload session) are parts too.
 
         :returns: the upload's state: a JSON-serialisable dict, opaque to the caller, which
-            stores it and hands it to the next call (in any process).
+            stores it and hands it to every later call for this upload (in any process).
         :raises StorageFull: when the store ran out of space.
-        """
-
-    def upload_chunk(state, *, offset, stream, length):
-        """Append exactly ``length`` bytes read from ``stream`` to an upload.
-
-        Calling it again with the same (older) state and offset rewrites that chunk, so that
-        a chunk whose response was lost can be sent again.
-
-        :param state: the state returned by the previous call for this upload.
-        :param offset: where the chunk starts: the number of bytes received so far.
-        :param stream: a binary file-like object; only ``read(n)`` is called.
-        :param length: the chunk's length in bytes.
-        :returns: the new state (the old one stays valid for a retry of this chunk only).
-        :raises ValueError: if ``offset`` is not the upload's current offset, or ``stream``
-            ends before ``length`` bytes (the chunk is then not received: retry it).
-        :raises UploadNotFound: if the upload was aborted, completed or cleaned up.
-        :raises StorageFull: when the store ran out of space.
-        """
-
-    def complete_upload(state, *, expected_sha256):
-        """Assemble the chunks, verify the digest and store the blob; return its info.
-
-        The running hash cannot travel between processes, so the assembled content is read
-        again to compute its sha256.  On success the blob is at its content address
-        (dedupe: one copy) and the upload's temporary data is gone; calling it again with the
-        same state returns the same info or raises :class:`UploadNotFound`.
-
-        :param state: the upload's latest state.
-        :param expected_sha256: the digest of the whole content, as the client promised.
-        :returns: the stored :class:`BlobInfo`.
-        :raises DigestMismatch: if the content's digest differs; the upload is then over and
-            nothing of it remains.
-        :raises UploadNotFound: if the upload was aborted or cleaned up.
-        :raises ValueError: if ``expected_sha256`` is not a digest.
         """
 
     def abort_upload(state):

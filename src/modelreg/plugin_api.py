@@ -24,12 +24,12 @@ from pyramid.config import Configurator
 from pyramid.request import Request
 from pyramid.response import Response
 
+from . import keys
 from .db import transaction
-from .errors import ApiError, Conflict, Forbidden, NotFound
+from .errors import ApiError, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized
 from .files.download import send_blob
 from .files.paths import check_new_path
 from .files.services import (
-    blob_not_found,
     file_json,
     media_type,
     parse_hex_digest,
@@ -37,13 +37,15 @@ from .files.services import (
     upload_json,
     upload_not_found,
 )
-from .models import Alias, Blob, BlobHold, Model, Version
+from .models import Alias, Blob, BlobHold, File, Model, ScanFinding, Version, utcnow
 from .models.files import HOLD_KEY_LENGTH, HOLD_OWNER_LENGTH
 from .names import normalize_name
 from .permissions import ADMIN, READ, WRITE
 from .policy import check_upload, policy_rules
-from .security.policy import ModelContext, denial, readable_models, require
-from .security.tokens import TOKEN_PREFIX
+from .scanning import finding_json
+from .security.access import format_scopes, parse_scopes
+from .security.policy import ModelContext, denial, readable_models, require, security_policy
+from .security.tokens import TOKEN_PREFIX, authenticate_token
 from .types import BlobInfo
 
 
@@ -124,7 +126,8 @@ class Registry:
             if not self.allows(permission, None):
                 raise denial(self.request, permission, None)
             return
-        # A model the caller may not read answers 404, as the REST views do.
+        # As the REST views' refusals (security.policy.forbidden_view): a model the caller
+        # may not read answers exactly "no such model".
         require(self.request, permission, model, hide_model=True)
 
     @property
@@ -157,7 +160,9 @@ class Registry:
     def create_model(self, name: str, *, description: str = "",
                      tags: dict[str, str] | None = None) -> dict[str, Any]:
         """Create a model (needs ``write`` on the name); its document."""
-        require(self.request, WRITE, name)  # 403, not 404: the name is the caller's own
+        # The name comes from the caller, so a refusal reveals nothing: 403, as the REST
+        # API answers a creation.
+        require(self.request, WRITE, name)
         service = self._registry
         model = service.create_model(name, description, dict(tags or {}))
         return service.model_json(model, latest=None)
@@ -171,6 +176,23 @@ class Registry:
         """Delete a tag of a model (404 when it has none of that key)."""
         self.require(WRITE, name)
         self._registry.delete_model_tag(name, key)
+
+    def update_model(self, name: str, *, new_name: str | None = None,
+                     description: str | None = None) -> dict[str, Any]:
+        """Rename a model (``admin`` on the old and the new name, as ``PATCH
+        /api/v1/models/{name}``) and/or change its description (``write``); its document."""
+        self.require(WRITE, name)
+        service = self._registry
+        if new_name is not None and new_name != service.get_model(name).name:
+            require(self.request, ADMIN, name)
+            require(self.request, ADMIN, new_name)
+        return service.model_json(service.update_model(name, new_name=new_name,
+                                                       description=description))
+
+    def delete_model(self, name: str) -> None:
+        """Delete a model with all its versions and aliases (needs ``admin`` on it)."""
+        self.require(ADMIN, name)
+        self._registry.delete_model(name)
 
     # ---------------------------------------------------------------------- versions
 
@@ -237,17 +259,81 @@ class Registry:
             tm.abort()
             time.sleep(interval)
 
+    def version_sizes(self, model: str, numbers: list[int] | tuple[int, ...]
+                      ) -> dict[int, dict[str, int]]:
+        """``{number: {"files", "size"}}``: how many files each of the versions ``numbers``
+        holds and their bytes in all, in one statement (a versions table's size column);
+        versions without files are absent."""
+        self.require(READ, model)
+        if not numbers:
+            return {}
+        model_id = self._registry.get_model(model).id
+        rows = self.request.dbsession.execute(
+            sa.select(Version.number, sa.func.count(File.id), sa.func.sum(File.size))
+            .join(File, File.version_id == Version.id)
+            .where(Version.model_id == model_id, Version.number.in_(list(numbers)))
+            .group_by(Version.number))
+        return {number: {"files": int(count), "size": int(size or 0)}
+                for number, count, size in rows}
+
     def create_version(self, model: str, *, description: str = "",
                        metadata: dict[str, Any] | None = None,
                        lineage: dict[str, Any] | None = None,
-                       tags: dict[str, str] | None = None) -> dict[str, Any]:
-        """Create a draft version; its document."""
+                       tags: dict[str, str] | None = None,
+                       number: int | None = None) -> dict[str, Any]:
+        """Create a draft version; its document.
+
+        :param number: for importers only (global admins: 403 otherwise): the number the
+            version gets, at or above the model's counter, which then moves past it; the
+            numbers skipped stay unused, as those of deleted versions do.  A number below
+            the counter is ``409 version_number_taken`` (numbers are never reused).
+        """
         self.require(WRITE, model)
         service = self._registry
+        if number is not None:
+            self._raise_counter(model, number)
         version = service.create_version(model, description=description,
                                          metadata=dict(metadata or {}),
                                          lineage=dict(lineage or {}), tags=dict(tags or {}))
         return service.version_json(version)
+
+    def _raise_counter(self, model: str, number: int) -> None:
+        """Move ``model``'s version counter up to ``number`` (global admins only)."""
+        self.require(ADMIN, None)
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise ApiError("a version number is a positive integer",
+                           code="invalid_version_number", status=422,
+                           details={"number": number})
+        row = self._registry.get_model(model, lock=True)
+        table = Model.__table__
+        db = self.request.dbsession
+        counter = db.scalar(sa.select(table.c.next_version).where(table.c.id == row.id))
+        if number < counter:
+            raise Conflict(f"version numbers of {row.name!r} below {counter} are taken or "
+                           f"were used: {number} cannot be created",
+                           code="version_number_taken",
+                           details={"model": row.name, "number": number,
+                                    "next_version": counter})
+        db.execute(sa.update(table).where(table.c.id == row.id).values(next_version=number))
+        db.expire(row, ["next_version"])
+
+    def update_version(self, model: str, ref: str | int, *,
+                       description: str | None = None) -> dict[str, Any]:
+        """Change a version's description (any state); its document."""
+        self.require(WRITE, model)
+        service = self._registry
+        return service.version_json(service.update_version(model, str(ref),
+                                                           description=description))
+
+    def delete_version(self, model: str, ref: str | int, *,
+                       drop_aliases: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """Delete a version (its number is never reused), with the aliases named in
+        ``drop_aliases`` that point at it (a protected one needs ``admin``); ``409
+        version_has_aliases`` while another alias points at it.  The aliases dropped."""
+        self.require(WRITE, model)
+        for name in drop_aliases:
+            require_alias_admin(self.request, model, name)
+        return self._registry.delete_version(model, str(ref), drop_aliases=list(drop_aliases))
 
     def finalize_version(self, model: str, ref: str | int) -> dict[str, Any]:
         """Validate a draft: its document, ``status`` ``ready``, ``rejected`` (with its
@@ -289,6 +375,22 @@ class Registry:
         return send_blob(self.request, file.sha256, file.size, path=file.path,
                          media_type=file.media_type)
 
+    def read_file(self, model: str, ref: str | int, path: str, *, max_size: int) -> bytes:
+        """The bytes of a small file (a model card), read from the blob store whatever it
+        is (no redirect); 413 ``file_too_large`` when the file has more than ``max_size``
+        bytes."""
+        self.require(READ, model)
+        _version, file = self._files.get_file(model, str(ref), path)
+        if file.size > max_size:
+            raise PayloadTooLarge(f"{path} has {file.size} bytes, more than the {max_size} "
+                                  "read here", code="file_too_large",
+                                  details={"path": path, "size": file.size})
+        with self.request.blob_store.open(file.sha256) as stream:
+            chunks = []
+            while chunk := stream.read(1 << 16):
+                chunks.append(chunk)
+        return b"".join(chunks)
+
     def link_file(self, model: str, ref: str | int, path: str, sha256: str, *,
                   media: str | None = None, size: int | None = None
                   ) -> tuple[dict[str, Any], bool]:
@@ -298,6 +400,34 @@ class Registry:
         file, outcome = self._files.link_file(
             model, str(ref), path, _digest(sha256), media=media_type(media),
             size=size, readable=readable_models(self.request))
+        return file_json(file), outcome == "created"
+
+    def link_held_blob(self, model: str, ref: str | int, path: str, owner: str, key: str,
+                       *, media: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Add a file to a draft with the blob ``owner`` holds under ``key`` (content a
+        plugin stored with :meth:`store_blob`, e.g. a run's artifact that becomes a model
+        version's file): linked by digest, not copied, under the size policy an upload of
+        it meets.  404 ``blob_not_found`` without such a hold.  ``(file, created)``.
+
+        The plugin decides that the caller may use the held content (it holds it for the
+        caller's run, say); the registry checks ``write`` on the model.
+        """
+        self.require(WRITE, model)
+        _check_hold(owner, key)
+        files = self._files
+        version = files.draft(model, str(ref), lock=True)
+        db = self.request.dbsession
+        hold = db.get(BlobHold, (owner, key))
+        blob = None if hold is None else db.execute(
+            sa.select(Blob.sha256, Blob.size).where(Blob.sha256 == hold.sha256)
+            .with_for_update()).first()
+        if blob is None or not self.request.blob_store.exists(blob.sha256):
+            raise NotFound(f"{owner} holds no blob under {key!r}", code="blob_not_found",
+                           details={"owner": owner, "key": key})
+        check_upload(db, self.request.registry.settings, version, path, blob.size)
+        check_new_path(path)
+        file, outcome = files.add_file(version, path, BlobInfo(blob.sha256, blob.size),
+                                       media_type(media), verify_stored=False)
         return file_json(file), outcome == "created"
 
     def delete_file(self, model: str, ref: str | int, path: str) -> None:
@@ -422,37 +552,26 @@ class Registry:
         return True
 
     def open_held_blob(self, owner: str, key: str) -> BinaryIO:
-        """A readable stream of the blob held under ``(owner, key)`` (404 ``blob_not_found``
-        when there is no such hold): a plugin reads back what it staged, e.g. the parts of
-        a multipart upload it joins.  Only held blobs: a plugin reads nothing by digest."""
+        """A readable stream (a context manager) of the blob ``owner`` holds under ``key``,
+        e.g. to join parts a plugin stored one by one; 404 ``blob_not_found`` without such
+        a hold."""
         _check_hold(owner, key)
         hold = self.request.dbsession.get(BlobHold, (owner, key))
         if hold is None or not self.request.blob_store.exists(hold.sha256):
-            raise NotFound(f"no blob is held under {key!r}", code="blob_not_found",
-                           details={"key": key})
+            raise NotFound(f"{owner} holds no blob under {key!r}", code="blob_not_found",
+                           details={"owner": owner, "key": key})
         return self.request.blob_store.open(hold.sha256)
 
-    def link_held_blob(self, model: str, ref: str | int, path: str, owner: str, key: str,
-                       *, media: str | None = None) -> tuple[dict[str, Any], bool]:
-        """Add a file to a draft with the blob held under ``(owner, key)`` (staged by the
-        plugin with :meth:`store_blob`, e.g. an upload to a signed URL that carried no
-        token): ``(file, created)``.  Needs ``write`` on ``model``; 404 ``blob_not_found``
-        without such a hold.  The upload size policy applies as to an upload of the bytes.
-        The hold stays: release it when the plugin no longer needs it."""
-        self.require(WRITE, model)
+    def release_blob_now(self, owner: str, key: str) -> bool:
+        """:meth:`release_blob` in a transaction of its own, for streaming views (whose
+        request session only reads); whether there was a hold."""
         _check_hold(owner, key)
-        check_new_path(path)
-        files = self._files
-        version = files.draft(model, str(ref), lock=True)
-        db = self.request.dbsession
-        hold = db.get(BlobHold, (owner, key))
-        blob = None if hold is None else db.get(Blob, hold.sha256, with_for_update=True)
-        if blob is None or not self.request.blob_store.exists(blob.sha256):
-            raise blob_not_found(hold.sha256 if hold is not None else "0" * 64)
-        check_upload(db, self.request.registry.settings, version, path, blob.size)
-        file, outcome = files.add_file(version, path, BlobInfo(blob.sha256, blob.size),
-                                       media_type(media), verify_stored=False)
-        return file_json(file), outcome == "created"
+        with transaction(self.request.registry) as db:
+            hold = db.get(BlobHold, (owner, key))
+            if hold is None:
+                return False
+            db.delete(hold)
+        return True
 
     def held_blobs(self, owner: str) -> dict[str, str]:
         """``{key: sha256}`` of the blobs ``owner`` holds."""
@@ -541,9 +660,99 @@ class Registry:
         identity = self.request.identity
         if identity is None:
             return None
-        return {"name": identity.name, "admin": identity.is_admin,
-                "grants": [{"pattern": pattern, "level": level.name.lower()}
-                           for pattern, level in identity.grants]}
+        return _identity_json(identity)
+
+    def identify_token(self, token: str) -> dict[str, Any]:
+        """Who an API token stands for, as :meth:`whoami` shows it, without making it the
+        caller of this request (a sign-in form checks a pasted token with it).
+
+        :raises Unauthorized: 401 for a malformed, unknown, revoked or expired token (counted
+            by the failed-authentication throttle like a refused bearer token; a blocked
+            client gets 429).
+        """
+        policy = security_policy(self.request)
+        policy.throttle.check(self.request)
+        try:
+            identity, _row = authenticate_token(self.request.dbsession, token, utcnow())
+        except Unauthorized:
+            policy.throttle.failed(self.request)
+            raise
+        return _identity_json(identity)
+
+    def list_principals(self, *, page_size: int | str | None = None,
+                        page_token: str | None = None) -> dict[str, Any]:
+        """A page of principals by name (global admins only): ``{"principals",
+        "next_page_token"}``, as ``GET /api/v1/admin/principals``."""
+        self.require(ADMIN, None)
+        service = self.request.security_service
+        rows, token = service.list_principals(page_size=page_size, page_token=page_token)
+        return {"principals": [service.principal_json(p) for p in rows],
+                "next_page_token": token}
+
+    def list_groups(self, *, page_size: int | str | None = None,
+                    page_token: str | None = None) -> dict[str, Any]:
+        """A page of groups with their members (global admins only): ``{"groups",
+        "next_page_token"}``."""
+        self.require(ADMIN, None)
+        service = self.request.security_service
+        rows, token = service.list_groups(page_size=page_size, page_token=page_token)
+        return {"groups": [service.group_json(g) for g in rows], "next_page_token": token}
+
+    def list_grants(self, *, principal: str | None = None, group: str | None = None,
+                    page_size: int | str | None = None, page_token: str | None = None
+                    ) -> dict[str, Any]:
+        """A page of grants, of one principal or group if named (global admins only):
+        ``{"grants", "next_page_token"}``."""
+        self.require(ADMIN, None)
+        service = self.request.security_service
+        rows, token = service.list_grants(principal=principal, group=group,
+                                          page_size=page_size, page_token=page_token)
+        return {"grants": [service.grant_json(g) for g in rows], "next_page_token": token}
+
+    def create_principal(self, name: str, *, admin: bool = False, service: bool = False
+                         ) -> dict[str, Any]:
+        """Create a principal (global admins only), as ``POST /api/v1/admin/principals``;
+        its document (409 ``principal_exists``)."""
+        self.require(ADMIN, None)
+        security = self.request.security_service
+        row = security.create_principal(name, is_admin=admin,
+                                        kind="service" if service else "user")
+        return security.principal_json(row)
+
+    def create_grant(self, *, pattern: str, level: str, principal: str | None = None,
+                     group: str | None = None) -> dict[str, Any]:
+        """Grant ``level`` (``read``, ``write``, ``admin``) on the models ``pattern``
+        matches to a principal or a group (global admins only); its document."""
+        self.require(ADMIN, None)
+        security = self.request.security_service
+        return security.grant_json(security.create_grant(
+            pattern=pattern, level=level, principal=principal, group=group))
+
+    def delete_grant(self, grant_id: int | str) -> None:
+        """Delete a grant by its id (global admins only; 404 ``grant_not_found``)."""
+        self.require(ADMIN, None)
+        self.request.security_service.delete_grant(grant_id)
+
+    def list_tokens(self, principal: str, *, page_size: int | str | None = None,
+                    page_token: str | None = None) -> dict[str, Any]:
+        """A page of a principal's tokens, never their secrets (global admins, or the
+        caller for itself): ``{"tokens", "next_page_token"}``."""
+        if self.caller is None or principal != self.caller:
+            self.require(ADMIN, None)
+        service = self.request.security_service
+        rows, token = service.list_tokens(principal=principal, page_size=page_size,
+                                          page_token=page_token)
+        return {"tokens": [service.token_json(t) for t in rows], "next_page_token": token}
+
+    def version_findings(self, model: str, ref: str | int) -> list[dict[str, Any]]:
+        """What the scanners found in a version's files (``GET …/findings``): ``path``,
+        ``scanner``, ``severity``, ``code``, ``message``, ``details``."""
+        self.require(READ, model)
+        version = self._registry.get_version(model, str(ref))
+        rows = self.request.dbsession.scalars(
+            sa.select(ScanFinding).where(ScanFinding.version_id == version.id)
+            .order_by(ScanFinding.path, ScanFinding.id))
+        return [finding_json(row) for row in rows]
 
     def grants_of(self, principal: str) -> list[dict[str, Any]]:
         """The grants of a principal (global admins only)."""
@@ -559,6 +768,7 @@ class Registry:
         the secret in ``token`` (shown this once)."""
         if principal != self.caller:
             self.require(ADMIN, None)
+        _within_caller_scopes(self.request.identity, scopes)
         service = self.request.security_service
         row, token = service.create_token(principal, scopes=list(scopes),
                                           expires_in_days=expires_in_days,
@@ -574,6 +784,32 @@ class Registry:
         if service.token_json(row).get("principal") != self.caller:
             self.require(ADMIN, None)
         return service.token_json(service.revoke_token(token_id))
+
+
+def _within_caller_scopes(identity: Any, scopes: list[str] | tuple[str, ...]) -> None:
+    """403 ``token_scope`` unless every scope asked for is covered by one of the calling
+    token's own scopes: at the same or a lower level, on every model or on the same
+    pattern.  A caller not limited by scopes (no token, or an identity a plugin gave) is
+    limited by its grants alone, as any token it makes is."""
+    own = None if identity is None else identity.scopes
+    if own is None:
+        return
+    for scope in parse_scopes(scopes):
+        if not any(mine.level >= scope.level
+                   and (mine.pattern is None or mine.pattern == scope.pattern)
+                   for mine in own):
+            raise Forbidden(f"a token cannot be given scope {str(scope)!r}: the token "
+                            f"making it has only {format_scopes(own)!r}",
+                            code="token_scope")
+
+
+def _identity_json(identity: Any) -> dict[str, Any]:
+    return {"name": identity.name, "admin": identity.is_admin,
+            "grants": [{"pattern": pattern, "level": level.name.lower()}
+                       for pattern, level in identity.grants],
+            "scopes": None if identity.scopes is None
+            else [str(scope) for scope in identity.scopes],
+            "token_id": identity.token_id}
 
 
 def _digest(value: str) -> str:
@@ -595,6 +831,13 @@ def _check_hold(owner: str, key: str) -> None:
     if not 0 < len(owner) <= HOLD_OWNER_LENGTH or not 0 < len(key) <= HOLD_KEY_LENGTH:
         raise ApiError(f"a hold's owner has 1 to {HOLD_OWNER_LENGTH} characters and its key "
                        f"1 to {HOLD_KEY_LENGTH}", code="invalid_hold", status=422)
+
+
+def plugin_hooks(registry: Any) -> Any:
+    """The hook relay of the app's plugin manager (``plugin_hooks(request.registry)``), so
+    that a plugin can call hooks it hosts, as the web UI calls ``modelreg_web_pages`` and
+    ``modelreg_web_sections``: ``plugin_hooks(r).modelreg_web_pages(settings=...)``."""
+    return registry[keys.PLUGIN_MANAGER].hook
 
 
 def registry_of(request: Request) -> Registry:

@@ -121,3 +121,21 @@ class WebSection:
     title: str
     html: str
     order: int = 100
+
+
+@dataclass(frozen=True)
+class TokenCredentials:
+    """An API token a ``modelreg_authenticate`` implementation found somewhere else than
+    the ``Authorization`` header (a web UI's server-side session, say).
+
+    Returned instead of a principal's name, it makes the caller that token's identity
+    exactly as a bearer token would: the token's scopes cap the principal's grants, and a
+    revoked or expired token is refused with 401.
+
+    :ivar token: the whole token, ``mr_<id>_<secret>``.
+    """
+
+    token: str
+
+    def __repr__(self) -> str:
+        return "TokenCredentials(<hidden>)"

@@ -115,9 +115,11 @@ def test_checksums_are_not_sent_when_only_required(s3_settings):
     info = store.put(io.BytesIO(data))
     assert all("ChecksumSHA256" not in params for _, params in recorder.calls)
     assert store.stat(info.sha256).size == 9 * MiB
-    state = store.upload_chunk(store.begin_upload(), offset=0, stream=io.BytesIO(b"abc"),
-                               length=3)
-    assert store.complete_upload(state, expected_sha256=hashlib.sha256(b"abc").hexdigest())
+    state = store.begin_upload()
+    part = store.upload_part(state, number=1, stream=io.BytesIO(b"abc"), length=3)
+    assert store.complete_parts(state, [part],
+                                expected_sha256=hashlib.sha256(b"abc").hexdigest())
+    assert all("ChecksumSHA256" not in params for _, params in recorder.calls)
 
 
 def test_a_large_put_with_the_wrong_digest_leaves_nothing(s3_settings):
@@ -188,7 +190,7 @@ def test_tampered_upload_states_are_refused(s3_settings):
         "not a state",
     ):
         with pytest.raises(ValueError):
-            store.upload_chunk(bad, offset=0, stream=io.BytesIO(b"x"), length=1)
+            store.upload_part(bad, number=1, stream=io.BytesIO(b"x"), length=1)
         with pytest.raises(ValueError):
             store.abort_upload(bad)
     store.abort_upload(good)
@@ -196,21 +198,20 @@ def test_tampered_upload_states_are_refused(s3_settings):
 
 
 def test_completing_twice_after_a_lost_response(s3_settings):
-    """If the response to complete is lost, completing again must not lose the blob."""
+    """If the response to a completion is lost, completing again says the upload is gone
+    (the blob stays where the first completion put it) and leaves nothing behind."""
     store = create_store(s3_settings)
-    data = b"c" * (8 * MiB + 1)
+    data = b"c" * (5 * MiB + 1)
     state = store.begin_upload()
-    state = store.upload_chunk(state, offset=0, stream=io.BytesIO(data[:8 * MiB]),
-                               length=8 * MiB)
-    state = store.upload_chunk(state, offset=8 * MiB, stream=io.BytesIO(data[8 * MiB:]),
-                               length=1)
+    parts = [store.upload_part(state, number=1, stream=io.BytesIO(data[:5 * MiB]),
+                               length=5 * MiB),
+             store.upload_part(state, number=2, stream=io.BytesIO(data[5 * MiB:]), length=1)]
     digest = hashlib.sha256(data).hexdigest()
-    store.client.complete_multipart_upload(  # as if a first attempt got this far and died
-        Bucket=store.bucket, Key=state["key"], UploadId=state["upload_id"],
-        MultipartUpload={"Parts": state["parts"]})
-    assert store.complete_upload(state, expected_sha256=digest) == BlobInfo(digest, len(data))
+    assert store.complete_parts(state, parts, expected_sha256=digest) == BlobInfo(digest,
+                                                                                  len(data))
     with pytest.raises(UploadNotFound):
-        store.complete_upload(state, expected_sha256=digest)
+        store.complete_parts(state, parts, expected_sha256=digest)
+    assert store.stat(digest) == BlobInfo(digest, len(data))
     assert leftovers(store) == []
 
 

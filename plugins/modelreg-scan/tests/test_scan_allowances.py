@@ -86,33 +86,63 @@ SKLEARN_AND_OS = framework_pickle((SK, "LogisticRegression"), ("os", "system"))
 assert callable(os.system) and not isinstance(os.system, type)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[Any]:
-    """The app on a migrated database (core and ``modelreg_scan`` branches) of each
-    backend, with an allowance in the settings and a global admin ``root``."""
+@pytest.fixture(scope="module")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A migrated database (core and ``modelreg_scan`` branches) of each backend, with a
+    global admin ``root`` made by ``modelreg users add``: the databases one after another
+    (migrations are not thread-safe), the three commands at once (each is a process that
+    spends most of its time starting).  A backend whose server cannot be reached maps to
+    its ``ConnectionError``."""
+    made: dict[str, Any] = {}
+    commands = []
     try:
-        db = TestDatabase.create(request.param, PLUGINS)
-    except ConnectionError as exc:
-        unavailable(str(exc))
-    directory = tmp_path_factory.mktemp("allow")
-    settings = {
-        "sqlalchemy.url": db.url,
-        "modelreg.storage.local.path": str(directory / "blobs"),
-        "retry.attempts": "3",
-        "modelreg.scan.allow.settings-sklearn": f"from-settings-* : {SK}:LogisticRegression",
-    }
-    ini = directory / "registry.ini"
-    ini.write_text("[app:main]\nuse = egg:modelreg\n" + "".join(
-        f"{k} = {v}\n" for k, v in settings.items()))
-    result = subprocess.run([MODELREG, "users", "add", ADMIN, str(ini), "--admin"],  # noqa: S603
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
+        for backend in BACKENDS:
+            try:
+                db = TestDatabase.create(backend, PLUGINS)
+            except ConnectionError as exc:
+                made[backend] = exc
+                continue
+            directory = tmp_path_factory.mktemp(f"allow-{backend}")
+            settings = {
+                "sqlalchemy.url": db.url,
+                "modelreg.storage.local.path": str(directory / "blobs"),
+                "retry.attempts": "3",
+                "modelreg.scan.allow.settings-sklearn":
+                    f"from-settings-* : {SK}:LogisticRegression",
+            }
+            made[backend] = (db, settings)
+            ini = directory / "registry.ini"
+            ini.write_text("[app:main]\nuse = egg:modelreg\n" + "".join(
+                f"{k} = {v}\n" for k, v in settings.items()))
+            commands.append(subprocess.Popen(  # noqa: S603
+                [MODELREG, "users", "add", ADMIN, str(ini), "--admin"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for command in commands:
+            _out, err = command.communicate(timeout=120)
+            assert command.returncode == 0, err[-3000:]
+        yield made
+    finally:
+        for command in commands:
+            if command.poll() is None:
+                command.kill()
+                command.wait()
+        for value in made.values():
+            if isinstance(value, tuple):
+                value[0].drop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def app(request: pytest.FixtureRequest, databases: dict[str, Any]) -> Iterator[Any]:
+    """The app on :func:`databases`' database of each backend, with an allowance in the
+    settings and a global admin ``root``."""
+    made = databases[request.param]
+    if isinstance(made, ConnectionError):
+        unavailable(str(made))
+    _db, settings = made
     wsgi = make_app(settings, PLUGINS)
     yield wsgi
     wsgi.registry["db_engine"].dispose()
     allow.dispose_engines()
-    db.drop()
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from .. import keys
 from ..errors import ApiError, Forbidden, Unauthorized, error_response
 from ..models import ApiToken, Model, utcnow
 from ..registry.errors import model_not_found
+from ..types import TokenCredentials
 from .access import GRANTABLE, Access, Identity, Level
 from .throttle import Throttle
 from .tokens import TOKEN_PREFIX, authenticate_token, identity_for_name
@@ -147,6 +148,12 @@ class SecurityPolicy:
         if name is not None:
             if header is None:
                 self.throttle.check(request)
+            if isinstance(name, TokenCredentials):
+                # A token a plugin found elsewhere (the web UI's session): exactly a bearer
+                # token's identity, scopes, expiry and revocation.
+                identity, token = authenticate_token(request.dbsession, name.token, utcnow())
+                self._note_use(request, token)
+                return identity
             return identity_for_name(request.dbsession, name)
         if header is not None:
             raise Unauthorized(

@@ -381,121 +381,28 @@ class BlobStoreContract:
             with open(path, "rb") as file:
                 assert file.read() == data
 
-    # ------------------------------------------------------------------ resumable uploads
+    # ------------------------------------------------------------------ uploads in parts
 
-    def _upload(self, blob_store: Any, stream: GeneratedStream, sizes: list[int]) -> Any:
-        state = roundtrip(blob_store.begin_upload())
-        offset = 0
-        for size in sizes:
-            state = roundtrip(blob_store.upload_chunk(state, offset=offset, stream=stream,
-                                                      length=size))
-            offset += size
-        return state
-
-    def test_resumable_upload_in_three_chunks(self, blob_store):
-        stream = GeneratedStream(self.large_size, seed=2)
-        sizes = [8 * MiB, 8 * MiB, self.large_size - 16 * MiB]
-        before = set(blob_store.iter_digests())
-        state = self._upload(blob_store, stream, sizes)
-        assert not blob_store.exists(stream.sha256)
-        assert set(blob_store.iter_digests()) == before
-        info = blob_store.complete_upload(state, expected_sha256=stream.sha256)
-        assert info == BlobInfo(stream.sha256, self.large_size)
-        assert hash_stream(blob_store.open(info.sha256)) == (stream.sha256, self.large_size)
-        assert set(blob_store.iter_digests()) == before | {stream.sha256}
-        self.assert_no_leftovers(blob_store)
-
-    def test_upload_chunk_can_be_sent_again(self, blob_store):
-        """A chunk whose response was lost is sent again with the older state."""
-        stream = GeneratedStream(9 * MiB, seed=4)
-        content = stream.slice(0, 9 * MiB)
-        state0 = roundtrip(blob_store.begin_upload())
-        state1 = roundtrip(blob_store.upload_chunk(
-            state0, offset=0, stream=io.BytesIO(content[:8 * MiB]), length=8 * MiB))
-        state1 = roundtrip(blob_store.upload_chunk(
-            state0, offset=0, stream=io.BytesIO(content[:8 * MiB]), length=8 * MiB))
-        state2 = roundtrip(blob_store.upload_chunk(
-            state1, offset=8 * MiB, stream=io.BytesIO(content[8 * MiB:]), length=MiB))
-        info = blob_store.complete_upload(state2, expected_sha256=sha256_hex(content))
-        assert info == BlobInfo(sha256_hex(content), 9 * MiB)
-        assert read_all(blob_store.open(info.sha256)) == content
-        self.assert_no_leftovers(blob_store)
-
-    def test_upload_chunk_at_the_wrong_offset_is_refused(self, blob_store):
-        state = roundtrip(blob_store.begin_upload())
-        with pytest.raises(ValueError):
-            blob_store.upload_chunk(state, offset=5, stream=io.BytesIO(b"abc"), length=3)
-        state = roundtrip(blob_store.upload_chunk(state, offset=0, stream=io.BytesIO(b"abc"),
-                                                  length=3))
-        with pytest.raises(ValueError):
-            blob_store.upload_chunk(state, offset=0, stream=io.BytesIO(b"def"), length=3)
-        blob_store.abort_upload(state)
-        self.assert_no_leftovers(blob_store)
-
-    def test_short_chunk_is_refused_and_can_be_sent_again(self, blob_store):
-        state = roundtrip(blob_store.begin_upload())
-        with pytest.raises(ValueError):
-            blob_store.upload_chunk(state, offset=0, stream=io.BytesIO(b"only5"), length=10)
-        state = roundtrip(blob_store.upload_chunk(
-            state, offset=0, stream=io.BytesIO(b"0123456789"), length=10))
-        info = blob_store.complete_upload(state, expected_sha256=sha256_hex(b"0123456789"))
-        assert read_all(blob_store.open(info.sha256)) == b"0123456789"
-        self.assert_no_leftovers(blob_store)
-
-    def test_abort_frees_the_upload(self, blob_store):
-        before = set(blob_store.iter_digests())
-        stream = GeneratedStream(8 * MiB + 100, seed=5)
-        state = self._upload(blob_store, stream, [8 * MiB])
-        blob_store.abort_upload(state)
-        self.assert_no_leftovers(blob_store)
-        blob_store.abort_upload(roundtrip(state))  # idempotent
-        with pytest.raises(UploadNotFound):
-            blob_store.upload_chunk(state, offset=8 * MiB, stream=stream, length=100)
-        with pytest.raises(UploadNotFound):
-            blob_store.complete_upload(state, expected_sha256=stream.sha256)
-        assert set(blob_store.iter_digests()) == before
-        self.assert_no_leftovers(blob_store)
-
-    def test_complete_with_a_wrong_digest_leaves_nothing(self, blob_store):
-        before = set(blob_store.iter_digests())
-        stream = GeneratedStream(8 * MiB + 3, seed=6)
-        state = self._upload(blob_store, stream, [8 * MiB, 3])
-        wrong = sha256_hex(b"not the content")
-        with pytest.raises(DigestMismatch) as caught:
-            blob_store.complete_upload(state, expected_sha256=wrong)
-        assert caught.value.actual == stream.sha256
-        assert not blob_store.exists(stream.sha256)
-        assert set(blob_store.iter_digests()) == before
-        self.assert_no_leftovers(blob_store)
-        blob_store.abort_upload(state)  # still idempotent after the failure
-        self.assert_no_leftovers(blob_store)
-
-    def test_complete_of_existing_content_dedupes(self, blob_store):
+    def test_completing_parts_of_existing_content_dedupes(self, blob_store):
         data = b"already here" * 100
         first = blob_store.put(io.BytesIO(data))
         state = roundtrip(blob_store.begin_upload())
-        state = roundtrip(blob_store.upload_chunk(state, offset=0, stream=io.BytesIO(data),
-                                                  length=len(data)))
-        assert blob_store.complete_upload(state, expected_sha256=first.sha256) == first
+        part = roundtrip(blob_store.upload_part(state, number=1, stream=io.BytesIO(data),
+                                                length=len(data)))
+        assert blob_store.complete_parts(state, [part], expected_sha256=first.sha256) == first
         assert list(blob_store.iter_digests()).count(first.sha256) == 1
         assert read_all(blob_store.open(first.sha256)) == data
         self.assert_no_leftovers(blob_store)
 
-    def test_empty_upload(self, blob_store):
+    def test_complete_parts_refuses_an_invalid_digest(self, blob_store):
         state = roundtrip(blob_store.begin_upload())
-        info = blob_store.complete_upload(state, expected_sha256=sha256_hex(b""))
-        assert info == BlobInfo(sha256_hex(b""), 0)
-        assert read_all(blob_store.open(info.sha256)) == b""
-        self.assert_no_leftovers(blob_store)
-
-    def test_complete_refuses_an_invalid_digest(self, blob_store):
-        state = roundtrip(blob_store.begin_upload())
+        part = roundtrip(blob_store.upload_part(state, number=1, stream=io.BytesIO(b"abc"),
+                                                length=3))
         with pytest.raises(ValueError):
-            blob_store.complete_upload(state, expected_sha256="../../etc/passwd")
+            blob_store.complete_parts(state, [part], expected_sha256="../../etc/passwd")
         blob_store.abort_upload(state)
+        blob_store.abort_upload(roundtrip(state))  # idempotent
         self.assert_no_leftovers(blob_store)
-
-    # ------------------------------------------------------------------ numbered parts
 
     def test_parts_in_any_order_from_several_threads(self, blob_store):
         """Parts arrive out of order and in parallel (each with its state from JSON, as

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from html import escape
 from typing import IO, Any
 
-from modelreg.api import Finding, hookimpl
+from modelreg.api import Finding, WebSection, hookimpl, registry_of
 
 from . import allowances
 from .config import ScanConfig
@@ -57,3 +58,38 @@ def modelreg_scan_file(
     ]
     # the imports an operator's allowance permits for this model (audited): allowances.py
     return allowances.apply(model, version, file, findings, settings)
+
+
+def _safetensors_details(finding: dict[str, Any]) -> str:
+    """What the safetensors scanner extracted (dtypes, the header's ``__metadata__``), as an
+    escaped definition list; empty for other findings."""
+    if finding.get("code") != "safetensors_summary":
+        return ""
+    details = finding.get("details") or {}
+    items = [("dtypes", ", ".join(f"{v} {k}" for k, v in
+                                  (details.get("dtypes") or {}).items()))]
+    items += [(f"metadata.{k}", v) for k, v in (details.get("metadata") or {}).items()]
+    cells = "".join(f"<dt>{escape(str(k))}</dt><dd>{escape(str(v))}</dd>" for k, v in items)
+    return f'<dl class="tree">{cells}</dl>'
+
+
+@hookimpl
+def modelreg_web_sections(page: str, subject: dict[str, Any], request: Any
+                          ) -> list[WebSection] | None:
+    """On the web UI's version page: what the scanners found in the version's files
+    (safetensors header metadata included, where the scanner extracted it)."""
+    if page != "version":
+        return None
+    findings = registry_of(request).version_findings(subject["model"], subject["number"])
+    if not findings:
+        body = "<p>No findings.</p>" if subject.get("status") != "draft" else \
+            "<p>Not scanned yet (a draft).</p>"
+        return [WebSection(title="Scan findings", html=body, order=50)]
+    rows = "".join(
+        f"<tr><td>{escape(f['path'])}</td><td>{escape(f['severity'])}</td>"
+        f"<td><code>{escape(f['scanner'])}/{escape(f['code'])}</code></td>"
+        f"<td>{escape(f['message'])}{_safetensors_details(f)}</td></tr>" for f in findings)
+    table = ('<div class="scroll"><table><thead><tr><th scope="col">File</th>'
+             '<th scope="col">Severity</th><th scope="col">Code</th><th scope="col">Finding'
+             f'</th></tr></thead><tbody>{rows}</tbody></table></div>')
+    return [WebSection(title=f"Scan findings ({len(findings)})", html=table, order=50)]

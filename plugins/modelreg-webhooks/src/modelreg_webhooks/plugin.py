@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import logging
+from html import escape
 from typing import Any
 
-from modelreg.api import Event, hookimpl
+import sqlalchemy as sa
+
+from modelreg.api import ADMIN, Event, WebSection, hookimpl, registry_of
 
 from . import delivery
 from .config import WebhookSettings
+from .tables import deliveries, subscriptions
 
 log = logging.getLogger(__name__)
+#: Deliveries the web UI's admin page shows.
+LATEST_DELIVERIES = 20
 
 
 class DeliveriesPending(RuntimeError):
@@ -57,3 +63,32 @@ def modelreg_on_event(event: Event, settings: dict[str, Any]) -> None:
         raise DeliveriesPending(
             f"{len(waiting)} webhook deliveries of event {event.id} wait for a retry"
             + (f" (next at {first.isoformat()}Z)" if first else ""))
+
+
+@hookimpl
+def modelreg_web_sections(page: str, subject: dict[str, Any], request: Any
+                          ) -> list[WebSection] | None:
+    """On the web UI's admin page (global admins only): the latest webhook deliveries."""
+    if page != "admin" or not registry_of(request).allows(ADMIN, None):
+        return None
+    rows = request.dbsession.execute(
+        sa.select(deliveries.c.id, deliveries.c.event_type, deliveries.c.model,
+                  deliveries.c.status, deliveries.c.attempts, deliveries.c.last_status_code,
+                  deliveries.c.updated_at, subscriptions.c.url)
+        .join(subscriptions, subscriptions.c.id == deliveries.c.subscription_id)
+        .order_by(deliveries.c.id.desc()).limit(LATEST_DELIVERIES)).all()
+    if not rows:
+        return [WebSection(title="Webhook deliveries", html="<p>No deliveries yet.</p>",
+                           order=60)]
+    cells = "".join(
+        f"<tr><td>{r.id}</td><td>{escape(r.event_type)}</td><td>{escape(r.model or '')}</td>"
+        f"<td>{escape(r.url)}</td><td>{escape(r.status)}</td><td>{r.attempts}</td>"
+        f"<td>{r.last_status_code or ''}</td><td>{r.updated_at:%Y-%m-%d %H:%M:%S}</td></tr>"
+        for r in rows)
+    html = ('<div class="scroll"><table><thead><tr><th scope="col">Id</th>'
+            '<th scope="col">Event</th><th scope="col">Model</th><th scope="col">URL</th>'
+            '<th scope="col">Status</th><th scope="col">Attempts</th>'
+            '<th scope="col">Last answer</th><th scope="col">Updated</th></tr></thead>'
+            f'<tbody>{cells}</tbody></table></div>')
+    return [WebSection(title=f"Webhook deliveries (latest {LATEST_DELIVERIES})", html=html,
+                       order=60)]

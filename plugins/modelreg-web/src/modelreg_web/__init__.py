@@ -1,0 +1,1 @@
+"""modelreg-web: the web UI."""
