@@ -8,10 +8,15 @@ import json
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+import pytest
+import webtest
 from modelreg_hf import signing
 from modelreg_hf.plugin import modelreg_web_sections
+
+from modelreg.testing import CORE_PLUGINS, TestDatabase, make_app
 
 SECRET = b"a-test-secret-of-enough-length"  # conftest.py's modelreg.hf.upload_secret
 
@@ -143,3 +148,28 @@ def test_the_version_page_shows_a_fetch_snippet() -> None:
     assert "HF_ENDPOINT=https://registry.example.com" in html
     assert "snapshot_download(&#x27;acme/tiny&#x27;, revision=&#x27;champion&#x27;)" in html
     assert modelreg_web_sections(page="model", subject={}, request=Request()) is None
+
+
+def test_the_web_ui_version_page_shows_the_snippet(tmp_path: Path) -> None:
+    """With modelreg-web installed, its version page carries the section."""
+    pytest.importorskip("modelreg_web")
+    plugins = (*CORE_PLUGINS, "modelreg_web.plugin", "modelreg_hf.plugin")
+    db = TestDatabase.create("sqlite", plugins)
+    app = make_app({"sqlalchemy.url": db.url, "modelreg.auth.anonymous": "write",
+                    "modelreg.storage.local.path": str(tmp_path / "blobs"),
+                    "modelreg.hf.upload_secret": SECRET.decode()}, plugins)
+    try:
+        web = webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+        web.post_json("/api/v1/models", {"name": "acme--tiny"}, status=201)
+        web.post_json("/api/v1/models/acme--tiny/versions", {}, status=201)
+        web.put("/api/v1/models/acme--tiny/versions/1/files/config.json", b"{}",
+                headers={"Content-Type": "application/octet-stream"}, status=201)
+        web.post("/api/v1/models/acme--tiny/versions/1/finalize", status=200)
+        web.put_json("/api/v1/models/acme--tiny/aliases/champion", {"version": 1})
+        page = web.get("/ui/models/acme--tiny/versions/1", headers={"Accept": "text/html"})
+        assert "Fetch with Hugging Face clients" in page.text
+        assert "snapshot_download(&#x27;acme/tiny&#x27;, revision=&#x27;champion&#x27;)" \
+            in page.text
+    finally:
+        app.registry["db_engine"].dispose()
+        db.drop()
