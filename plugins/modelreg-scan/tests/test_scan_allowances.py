@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
 import sys
 import types
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,12 +24,18 @@ from modelreg_scan import allowances as allow
 from modelreg_scan.tables import allowances
 
 from modelreg.api import hookimpl
-from modelreg.testing import CORE_PLUGINS, TestDatabase, make_app, run_worker, unavailable
+from modelreg.testing import (
+    CORE_PLUGINS,
+    TestDatabase,
+    add_principal,
+    make_app,
+    run_worker,
+    unavailable,
+)
 
 API = "/api/v1"
 A = f"{API}/scan/allowances"
 ADMIN, USER = "root", "alice"
-MODELREG = str(Path(sys.executable).parent / "modelreg")
 SK = "sklearn.linear_model._logistic"
 
 
@@ -88,13 +92,10 @@ assert callable(os.system) and not isinstance(os.system, type)
 
 @pytest.fixture(scope="module")
 def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A migrated database (core and ``modelreg_scan`` branches) of each backend, with a
-    global admin ``root`` made by ``modelreg users add``: the databases one after another
-    (migrations are not thread-safe), the three commands at once (each is a process that
-    spends most of its time starting).  A backend whose server cannot be reached maps to
-    its ``ConnectionError``."""
+    """A migrated database (core and ``modelreg_scan`` branches) of each backend, one after
+    another (migrations are not thread-safe).  A backend whose server cannot be reached
+    maps to its ``ConnectionError``."""
     made: dict[str, Any] = {}
-    commands = []
     try:
         for backend in BACKENDS:
             try:
@@ -103,32 +104,23 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
                 made[backend] = exc
                 continue
             directory = tmp_path_factory.mktemp(f"allow-{backend}")
-            settings = {
+            made[backend] = (db, {
                 "sqlalchemy.url": db.url,
                 "modelreg.storage.local.path": str(directory / "blobs"),
                 "retry.attempts": "3",
                 "modelreg.scan.allow.settings-sklearn":
                     f"from-settings-* : {SK}:LogisticRegression",
-            }
-            made[backend] = (db, settings)
-            ini = directory / "registry.ini"
-            ini.write_text("[app:main]\nuse = egg:modelreg\n" + "".join(
-                f"{k} = {v}\n" for k, v in settings.items()))
-            commands.append(subprocess.Popen(  # noqa: S603
-                [MODELREG, "users", "add", ADMIN, str(ini), "--admin"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        for command in commands:
-            _out, err = command.communicate(timeout=120)
-            assert command.returncode == 0, err[-3000:]
+            })
         yield made
     finally:
-        for command in commands:
-            if command.poll() is None:
-                command.kill()
-                command.wait()
+        _ADMINS_ADDED.clear()
         for value in made.values():
             if isinstance(value, tuple):
                 value[0].drop()
+
+
+#: The backends whose database already holds the global admin.
+_ADMINS_ADDED: set[str] = set()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -140,6 +132,9 @@ def app(request: pytest.FixtureRequest, databases: dict[str, Any]) -> Iterator[A
         unavailable(str(made))
     _db, settings = made
     wsgi = make_app(settings, PLUGINS)
+    if request.param not in _ADMINS_ADDED:
+        add_principal(wsgi, ADMIN, admin=True)  # a global admin, as `modelreg users add`
+        _ADMINS_ADDED.add(request.param)
     yield wsgi
     wsgi.registry["db_engine"].dispose()
     allow.dispose_engines()

@@ -46,8 +46,10 @@ import sqlalchemy as sa
 
 from .. import keys
 from ..config import configure
+from ..db import transaction
 from ..migrations import upgrade
 from ..plugins import get_plugin_manager
+from ..security.services import SecurityService
 from ..worker.runner import Worker
 from .contracts import BlobStoreContract
 
@@ -57,6 +59,7 @@ __all__ = [
     "BlobStoreContract",
     "HookRecorder",
     "TestDatabase",
+    "add_principal",
     "clear_database",
     "hook_recorder",
     "in_ci",
@@ -115,6 +118,28 @@ def make_plugin_manager(
     """
     return get_plugin_manager(settings or {}, load_entrypoints=False,
                               plugins=resolve_plugins(plugins))
+
+
+def add_principal(app: Any, name: str, *, admin: bool = False,
+                  grants: Iterable[tuple[str, str]] = (), scopes: Iterable[str] = ("admin",),
+                  service: bool = False) -> str:
+    """Create a principal in the database of an app made by :func:`make_app` (as
+    ``modelreg users add``, ``grants add`` and ``tokens create`` do, in one transaction of
+    its own and in this process, so a fixture need not start three commands) and return a
+    new token of it.
+
+    :param grants: ``(pattern, level)`` pairs, e.g. ``[("team-*", "write")]``.
+    :param scopes: the token's scopes; the default ``admin`` caps nothing, the token may do
+        all the principal may.
+    """
+    with transaction(app.registry) as db:
+        security = SecurityService(db, actor="test-setup")
+        security.create_principal(name, kind="service" if service else "user",
+                                  is_admin=admin)
+        for pattern, level in grants:
+            security.create_grant(principal=name, pattern=pattern, level=level)
+        _, token = security.create_token(name, scopes=list(scopes))
+    return token
 
 
 def run_worker(app: Any, settings: dict[str, Any] | None = None, *, jobs: int | None = None
