@@ -17,8 +17,8 @@ COPY client/ client/
 COPY plugins/ plugins/
 RUN python -m venv /opt/modelreg \
  && /opt/modelreg/bin/pip install ./client ".[postgresql,servers]" \
-        ./plugins/modelreg-mlflow ./plugins/modelreg-s3 ./plugins/modelreg-scan \
-        ./plugins/modelreg-web ./plugins/modelreg-webhooks
+        ./plugins/modelreg-hf ./plugins/modelreg-mlflow ./plugins/modelreg-s3 \
+        ./plugins/modelreg-scan ./plugins/modelreg-web ./plugins/modelreg-webhooks
 
 # ---------------------------------------------------------------- run: no compiler, no sources
 FROM ${PYTHON_IMAGE}

@@ -411,8 +411,9 @@ def test_the_configuration_follows_production_ini():
     parser = configparser.RawConfigParser()
     parser.read(ROOT / "production.ini", encoding="utf-8")
     app = dict(parser.items("app:main"))
+    # the upload routes: a file's PUT, upload-session chunks, modelreg-hf's LFS upload URLs
     assert sizes == [int(app["modelreg.api.max_json_body"])] + [
-        int(app["modelreg.upload.max_put_size"])] * 2
+        int(app["modelreg.upload.max_put_size"])] * 3
     server = _production_server_settings()
     keepalive = re.search(r"upstream modelreg \{[^}]*keepalive_timeout (\d+)s;", conf)
     assert keepalive and int(keepalive.group(1)) < int(server["channel_timeout"])

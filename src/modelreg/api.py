@@ -23,6 +23,7 @@ from .errors import (
     Unauthorized,
     Unprocessable,
     add_error_shape,
+    add_route_error_shape,
 )
 from .files.download import send_blob
 from .hookspecs import PROJECT_NAME
@@ -93,6 +94,7 @@ __all__ = [
     "WebSection",
     "add_api_view",
     "add_error_shape",
+    "add_route_error_shape",
     "add_streaming_view",
     "api_view",
     "audit_request",

@@ -149,7 +149,26 @@ def add_error_shape(config: Configurator, path_prefix: str,
     shapes.sort(key=lambda shape: len(shape[0]), reverse=True)
 
 
+#: Where the error shapes of :func:`add_route_error_shape` are kept in the registry.
+ROUTE_ERROR_SHAPES_KEY = "modelreg.route_error_shapes"
+
+
+def add_route_error_shape(config: Configurator, route_name: str,
+                          render: Callable[[Request, ApiError], Response]) -> None:
+    """Answer errors of requests that matched the route ``route_name`` with
+    ``render(request, error)``, as :func:`add_error_shape` does for a path prefix.
+
+    For protocols whose paths have no prefix of their own (the Hugging Face Hub's
+    ``/{repo}/resolve/{revision}/{path}``).  A route's shape wins over a prefix's.
+    """
+    config.registry.setdefault(ROUTE_ERROR_SHAPES_KEY, {})[route_name] = render
+
+
 def _error_shape(request: Request) -> Callable[[Request, ApiError], Response] | None:
+    routes = request.registry.get(ROUTE_ERROR_SHAPES_KEY) if request.registry else None
+    route = getattr(request, "matched_route", None)
+    if routes and route is not None and route.name in routes:
+        return routes[route.name]
     shapes = request.registry.get(ERROR_SHAPES_KEY) if request.registry else None
     if not shapes:
         return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from typing import Any, BinaryIO
 
 import sqlalchemy as sa
@@ -36,8 +37,9 @@ from .files.services import (
     upload_json,
     upload_not_found,
 )
-from .models import Blob, BlobHold, File, Model, ScanFinding, Version, utcnow
+from .models import Alias, Blob, BlobHold, File, Model, ScanFinding, Version, utcnow
 from .models.files import HOLD_KEY_LENGTH, HOLD_OWNER_LENGTH
+from .names import normalize_name
 from .permissions import ADMIN, READ, WRITE
 from .policy import check_upload, policy_rules
 from .scanning import finding_json
@@ -208,6 +210,54 @@ class Registry:
         """A version by number, alias, ``latest`` or ``sha256:<digest>``."""
         self.require(READ, model)
         return self._registry.version_document(model, str(ref))
+
+    def find_version(self, model: str, digest_prefix: str) -> dict[str, Any] | None:
+        """The ready version whose manifest digest starts with ``digest_prefix`` (at least
+        12 lowercase hex characters, without ``sha256:``), or ``None``; the newest when more
+        than one matches.  For protocols that name versions by a shortened digest (the
+        Hugging Face Hub's 40-character commit ids)."""
+        self.require(READ, model)
+        prefix = digest_prefix.lower()
+        if len(prefix) < 12 or len(prefix) > 64 or any(c not in "0123456789abcdef"
+                                                        for c in prefix):
+            return None
+        number = self.request.dbsession.scalar(
+            sa.select(Version.number)
+            .join(Model, Model.id == Version.model_id)
+            .where(Model.normalized_name == normalize_name(model),
+                   Version.status == "ready",
+                   Version.digest.like(f"sha256:{prefix}%"))
+            .order_by(Version.number.desc()).limit(1))
+        return None if number is None else self.get_version(model, number)
+
+    def commit_and_wait(self, model: str, ref: str | int, *, timeout: float,
+                        interval: float = 0.2) -> dict[str, Any]:
+        """Commit the request's transaction so far, then wait up to ``timeout`` seconds
+        while the version is ``validating`` (the worker scans it): its document, whose
+        ``status`` is ``ready``, ``rejected`` or still ``validating``.  What the view
+        writes afterwards lands in a new transaction, committed when the view returns; the
+        request is not retried after the first commit (a conflict is then an error).
+
+        For protocols whose clients expect a write to be usable when it answers (the
+        Hugging Face Hub's commit); the REST API answers ``202`` and lets clients poll.
+        """
+        tm = self.request.tm
+        tm.commit()
+        # What is committed must not be written again: no retry of this request from here
+        # (pyramid_retry's last attempt, modelreg.db.retry_activate_hook).
+        environ = self.request.environ
+        if environ.get("retry.attempt") is not None:
+            environ["retry.attempts"] = environ["retry.attempt"] + 1
+        deadline = time.monotonic() + timeout
+        while True:
+            tm.begin()
+            document = self.get_version(model, ref)
+            if document.get("status") != "validating" or time.monotonic() >= deadline:
+                return document
+            # No transaction while waiting: on SQLite a writer's holds the database's write
+            # lock, which the worker concluding the scan needs.
+            tm.abort()
+            time.sleep(interval)
 
     def version_sizes(self, model: str, numbers: list[int] | tuple[int, ...]
                       ) -> dict[int, dict[str, int]]:
@@ -549,6 +599,29 @@ class Registry:
         service = self._registry
         alias, row, created = service.set_alias(model, name, version)
         return service.alias_json(alias, row), bool(created)
+
+    def move_alias(self, model: str, name: str, version: int, *,
+                   expected: int | None) -> tuple[dict[str, Any], bool]:
+        """:meth:`set_alias`, only if the alias still points at ``expected`` (``None``: only
+        if it does not exist yet); ``409 alias_moved`` otherwise.  Checked under the model's
+        row lock that moves take, so of two moves from the same version one wins and the
+        other is refused, never silently overwritten (a compare-and-set, for protocols
+        whose writes name the head they build on: the Hugging Face Hub's commits)."""
+        self.require(WRITE, model)
+        db = self.request.dbsession
+        model_id = db.scalar(sa.select(Model.id)
+                             .where(Model.normalized_name == normalize_name(model))
+                             .with_for_update())
+        if model_id is None:
+            self.get_model(model)  # the "no such model" answer
+        current = db.scalar(sa.select(Version.number)
+                            .join(Alias, Alias.version_id == Version.id)
+                            .where(Alias.model_id == model_id, Alias.name == name))
+        if current != expected:
+            raise Conflict(f"alias {name!r} points at version {current}, no longer at "
+                           f"{expected}", code="alias_moved",
+                           details={"alias": name, "version": current, "expected": expected})
+        return self.set_alias(model, name, version)
 
     def delete_alias(self, model: str, name: str) -> None:
         """Delete an alias (a protected one needs ``admin``)."""
