@@ -32,6 +32,18 @@ def test_home_is_html_for_browsers_and_json_404_for_api_clients(world: World) ->
     assert "/ui/signin" in page.location
 
 
+def test_undecodable_paths_are_400_in_the_ui_and_in_the_api(world: World) -> None:
+    # The UI's response headers must not decode the path itself: before, /api/v1/models/%ff
+    # answered 500 once the UI was installed.
+    browser = world.browser()
+    api = browser.get(f"{API}/models/%ff%fe", status=400)
+    assert api.json["error"]["code"] == "invalid_encoding"
+    for path in ("/ui/%ff", "/ui/models/%c0%ae", "/ui/models?q=%ff"):
+        page = browser.get(path, headers=HTML, status=400)
+        assert page.content_type == "text/html", path
+        assert "Content-Security-Policy" in page.headers, path
+
+
 def test_sign_in_makes_a_server_side_session_for_ui_routes_only(world: World) -> None:
     browser = world.browser("bob")
     cookie = next(c for c in browser.cookiejar if c.name == "modelreg_session")

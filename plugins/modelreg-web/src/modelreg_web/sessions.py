@@ -41,8 +41,14 @@ DEFAULT_SESSION_HOURS = 12
 _STATE = "modelreg_web.session"
 
 
-def is_ui_path(path: str) -> bool:
-    """Whether ``path`` is one of the UI's (``/`` or under ``/ui/``)."""
+def is_ui_path(request: Request) -> bool:
+    """Whether the request's path is one of the UI's (``/`` or under ``/ui/``).
+
+    Read from the WSGI environ's raw ``PATH_INFO`` (bytes as latin-1, PEP 3333) rather than
+    ``request.path``, which decodes UTF-8 and raises for a path such as ``/%ff``: this runs
+    for every response, the core's 400 ``invalid_encoding`` included.
+    """
+    path = request.environ.get("PATH_INFO", "")
     return path == "/" or path.startswith(PREFIX)
 
 
@@ -96,7 +102,7 @@ def current(request: Request) -> Session | None:
     if _STATE in request.environ:
         return request.environ[_STATE]
     found = None
-    if is_ui_path(request.path):
+    if is_ui_path(request):
         found = _load(request)
     request.environ[_STATE] = found
     return found

@@ -537,10 +537,10 @@ def error_page(request: Request, error: ApiError) -> Response:
 def security_headers(event: Any) -> None:
     """CSP and friends on every UI response (downloads keep their own, stricter CSP)."""
     request = event.request
-    if not sessions.is_ui_path(request.path):
+    if not sessions.is_ui_path(request):
         return
     headers = event.response.headers
-    if request.path == "/" and "text/html" not in event.response.content_type:
+    if request.environ.get("PATH_INFO") == "/" and "text/html" not in event.response.content_type:
         return  # the core's JSON 404 for API clients
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Content-Type-Options", "nosniff")
