@@ -468,15 +468,32 @@ PUBLIC_PATHS = {"/healthz", "/readyz", "/api/v1/openapi.json", "/api/v1/whoami"}
 #: a global admin's token, or the scrape token, a secret its own view predicate compares —
 #: tests/test_observability.py::test_metrics_need_the_scrape_token_or_a_global_admin.
 OUTSIDE_THE_DOCUMENT = {("GET", "/metrics"): MetricsTokenPredicate}
-#: The web UI's pages (plugins/modelreg-web): HTML pages answer a refusal with a page (sign
-#: in, not found), so their views are public and each one reads and writes only through
-#: ``request.modelreg``, which applies the grants as the REST views do — checked caller by
-#: caller in plugins/modelreg-web/tests/test_web_pages.py::test_grants_apply_as_in_the_api.
-WEB_UI_MODULES = ("modelreg_web.", "pyramid.static.")
+#: Front-ends of other protocols, first-party plugins on modelreg.api (docs/plugins.md):
+#: their views are outside modelreg's OpenAPI document (so no case of the matrix above)
+#: and answer refusals in their own protocol's shape, so many are public at the view and
+#: check the caller through ``request.modelreg``, which applies the grants as the REST
+#: views do.  Each is held to its own paths here, and its grants are checked caller by
+#: caller in the test named beside it.  The web UI's pages (a refusal is a page: sign in,
+#: not found) — plugins/modelreg-web/tests/test_web_pages.py::test_grants_apply_as_in_the_api;
+#: MLflow's REST API — plugins/modelreg-mlflow/tests/test_mlflow_client.py::
+#: test_permissions_and_credentials_through_mlflow; the Hugging Face Hub's API —
+#: plugins/modelreg-hf/tests/test_hf_client.py::
+#: test_tokens_missing_refused_insufficient_or_without_grant.
+FRONT_ENDS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("modelreg_web.", "pyramid.static."): ("/", "/ui/"),
+    ("modelreg_mlflow.",): ("/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/",
+                            "/api/2.0/mlflow-artifacts/", "/ajax-api/2.0/mlflow-artifacts/",
+                            "/api/v1/mlflow/"),
+    ("modelreg_hf.",): ("/api/models/", "/api/repos/", "/api/validate-yaml",
+                        "/api/whoami-v2", "/hf-lfs/", "/{name}", "/{org}/{name}"),
+}
 
 
-def _is_web_ui_page(name: str, pattern: str) -> bool:
-    return name.startswith(WEB_UI_MODULES) and (pattern == "/" or pattern.startswith("/ui/"))
+def _is_front_end_view(name: str, pattern: str) -> bool:
+    return any(name.startswith(modules)
+               and any(pattern == path or ((path.endswith("/") or path.startswith("/{"))
+                       and pattern.startswith(path)) for path in paths)
+               for modules, paths in FRONT_ENDS.items())
 
 
 #: The settings of a production deployment that add routes: every route must be walked.
@@ -537,7 +554,10 @@ def permission_problems(registry: Any, document: dict[str, Any]) -> list[str]:
                    if m != "HEAD"]  # HEAD is served by the GET view
         path = re.sub(r"\{(\w+)(?::[^}]*)?\}", r"{\1}", pattern)
         guard = {OUTSIDE_THE_DOCUMENT.get((method, path)) for method in methods}
-        if permission == NO_PERMISSION_REQUIRED and _is_web_ui_page(name, pattern):
+        if _is_front_end_view(name, pattern):
+            if permission not in (NO_PERMISSION_REQUIRED, "read", "write", "admin"):
+                problems.append(f"{where}: permission {permission!r} is not read, write, "
+                                f"admin or public")
             continue
         if permission == NO_PERMISSION_REQUIRED:
             guarded = len(guard) == 1 and None not in guard and any(

@@ -8,7 +8,7 @@ from typing import Any
 from pyramid.config import Configurator
 from pyramid.security import NO_PERMISSION_REQUIRED
 
-from modelreg.api import READ, add_error_shape, add_streaming_view
+from modelreg.api import ADMIN, READ, add_error_shape, add_streaming_view
 
 from . import artifacts, registry, tracking
 from .protocol import render_error
@@ -53,10 +53,11 @@ def includeme(config: Configurator) -> None:
                 added.add(name)
             config.add_view(view, route_name=name, request_method=method, renderer="json",
                             permission=READ)
-    # modelreg import mlflow: a draft with MLflow's number (the core's error shape).
+    # modelreg import mlflow: a draft with MLflow's number (the core's error shape), for
+    # global admins only (the facade checks it again).
     config.add_route("mlflow.import_version", "/api/v1/mlflow/import/models/{model}/versions")
     config.add_view(registry.import_version, route_name="mlflow.import_version",
-                    request_method="POST", permission=READ, renderer="json")
+                    request_method="POST", permission=ADMIN, renderer="json")
     for name, pattern, method, view, streams in _ARTIFACT_ROUTES:
         if name not in added:
             config.add_route(name, pattern)
