@@ -38,6 +38,8 @@ class HubSettings:
 
     :ivar upload_secret: the key that signs LFS upload URLs (``modelreg.hf.upload_secret``;
         set it when more than one server process answers, e.g. gunicorn workers).
+    :ivar upload_secret_set: whether that key came from the settings (else this process made
+        it, and upload URLs are valid on this process only).
     :ivar upload_url_ttl: seconds an upload URL stays valid (``upload_url_ttl``, 3600).
     :ivar part_size: the single-request limit of an LFS upload; larger files are offered the
         multipart transfer in parts of this size (``part_size``, 64 MiB).
@@ -51,6 +53,7 @@ class HubSettings:
     """
 
     upload_secret: bytes
+    upload_secret_set: bool
     upload_url_ttl: int
     part_size: int
     commit_wait: int
@@ -71,6 +74,7 @@ class HubSettings:
         return cls(
             namespace=namespace,
             upload_secret=secret.encode() if secret else _PROCESS_SECRET,
+            upload_secret_set=bool(secret),
             upload_url_ttl=_int(settings, "upload_url_ttl", 3600, 10),
             part_size=_int(settings, "part_size", 64 * MIB, 1024),
             commit_wait=_int(settings, "commit_wait", 120, 0),

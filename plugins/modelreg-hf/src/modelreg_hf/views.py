@@ -400,6 +400,7 @@ def lfs_batch(request: Request, repo_id: str) -> Response:
             answers.append({"oid": oid, "size": size})  # already uploaded: nothing to send
             continue
         parts = 1 if size <= config.part_size else -(-size // config.part_size)
+        _warn_of_the_process_secret(config)
         token = signing.sign(config.upload_secret,
                              signing.UploadGrant(model, oid, size, parts, expires))
         if parts == 1:
@@ -710,13 +711,25 @@ def validate_yaml(request: Request) -> dict[str, Any]:
     return {"errors": [], "warnings": []}
 
 
+_warned_of_the_process_secret = False
+
+
+def _warn_of_the_process_secret(config: HubSettings) -> None:
+    """Log once per process, when it first signs an upload URL, that the key is this
+    process's own: said where it matters (a server taking uploads), not by every CLI
+    command that loads the plugin."""
+    global _warned_of_the_process_secret
+    if config.upload_secret_set or _warned_of_the_process_secret:
+        return
+    _warned_of_the_process_secret = True
+    log.warning("modelreg-hf: modelreg.hf.upload_secret is not set: LFS upload URLs are "
+                "signed with a key of this process only (set it when several processes "
+                "serve the registry; docs/huggingface.md)")
+
+
 def includeme(config: Configurator) -> None:
     """The routes and views; errors in the Hub's shape on all of them."""
     HubSettings.from_settings(config.get_settings())  # a wrong setting stops start-up
-    if not config.get_settings().get("modelreg.hf.upload_secret"):
-        log.warning("modelreg-hf: modelreg.hf.upload_secret is not set: LFS upload URLs are "
-                    "signed with a key of this process only (set it when several processes "
-                    "serve the registry; docs/huggingface.md)")
     for name, pattern in (("hf.preupload", "/api/models/{name}/preupload/{revision}"),
                           ("hf.preupload_org", "/api/models/{org}/{name}/preupload/{revision}")):
         config.add_route(name, pattern)
