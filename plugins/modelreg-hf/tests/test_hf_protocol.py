@@ -15,6 +15,7 @@ import pytest
 import webtest
 from modelreg_hf import signing
 from modelreg_hf.plugin import modelreg_web_sections
+from pyramid.registry import Registry
 
 from modelreg.testing import CORE_PLUGINS, TestDatabase, make_app
 
@@ -136,9 +137,9 @@ def test_an_upload_never_committed_is_released_after_the_grace(hub: Any,
 def test_the_version_page_shows_a_fetch_snippet() -> None:
     class Request:
         application_url = "https://registry.example.com"
+        registry = Registry("test")  # a Pyramid registry, as in an app, with no settings
 
-        class registry:
-            settings: dict[str, str] = {}
+    Request.registry.settings = {}
 
     sections = modelreg_web_sections(
         page="version", subject={"model": "acme--tiny", "number": 3, "aliases": ["champion"]},

@@ -81,3 +81,17 @@ class HubSettings:
             max_commit_body=_int(settings, "max_commit_body", 16 * MIB, 1024),
             hold_grace=_int(settings, "hold_grace", 86400, 0),
         )
+
+
+#: Where :func:`hub_settings` keeps the parsed settings in the app's registry.
+SETTINGS_KEY = "modelreg_hf.settings"
+
+
+def hub_settings(registry: Any) -> HubSettings:
+    """The plugin's settings, parsed once per app (at start-up, by the views'
+    ``includeme``) rather than on every request."""
+    parsed = registry.get(SETTINGS_KEY)
+    if parsed is None:
+        parsed = HubSettings.from_settings(registry.settings)
+        registry[SETTINGS_KEY] = parsed
+    return parsed

@@ -9,7 +9,7 @@ from pyramid.request import Request
 
 from modelreg.api import WebSection, hookimpl
 
-from .config import HubSettings
+from .config import hub_settings
 from .hub import repo_id_of
 
 
@@ -31,7 +31,7 @@ def modelreg_web_sections(page: str, subject: dict[str, Any],
         return None
     aliases = subject.get("aliases") or []
     revision = aliases[0] if aliases else str(subject.get("number"))
-    repo_id = repo_id_of(model, HubSettings.from_settings(request.registry.settings).namespace)
+    repo_id = repo_id_of(model, hub_settings(request.registry).namespace)
     endpoint = request.application_url
     snippet = (
         f"export HF_ENDPOINT={endpoint}\n"

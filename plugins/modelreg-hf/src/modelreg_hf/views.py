@@ -39,7 +39,7 @@ from modelreg.api import (
 )
 
 from . import signing
-from .config import HubSettings
+from .config import HubSettings, hub_settings
 from .hub import (
     COMMIT_KEY,
     MAIN,
@@ -73,7 +73,7 @@ PUBLIC = NO_PERMISSION_REQUIRED
 
 
 def _settings(request: Request) -> HubSettings:
-    return HubSettings.from_settings(request.registry.settings)
+    return hub_settings(request.registry)
 
 
 def _iso(value: Any) -> str | None:
@@ -729,7 +729,7 @@ def _warn_of_the_process_secret(config: HubSettings) -> None:
 
 def includeme(config: Configurator) -> None:
     """The routes and views; errors in the Hub's shape on all of them."""
-    HubSettings.from_settings(config.get_settings())  # a wrong setting stops start-up
+    hub_settings(config.registry)  # parsed once; a wrong setting stops start-up
     for name, pattern in (("hf.preupload", "/api/models/{name}/preupload/{revision}"),
                           ("hf.preupload_org", "/api/models/{org}/{name}/preupload/{revision}")):
         config.add_route(name, pattern)
