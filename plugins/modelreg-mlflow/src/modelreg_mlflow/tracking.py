@@ -337,34 +337,29 @@ def log_batch(request: Request) -> dict[str, Any]:
     return {}
 
 
-def log_metric(request: Request) -> dict[str, Any]:
-    """``POST runs/log-metric``."""
+def _log_one(request: Request, kind: str) -> dict[str, Any]:
+    """One metric, param or tag of a run (``run_id``, or the older ``run_uuid``)."""
     db = _write(request)
     values = params(request)
     row = _run(db, values.get("run_id") or required(values, "run_uuid"))
     required(values, "key")
-    _log(db, row, metrics=[values])
+    _log(db, row, **{kind: [values]})
     return {}
+
+
+def log_metric(request: Request) -> dict[str, Any]:
+    """``POST runs/log-metric``."""
+    return _log_one(request, "metrics")
 
 
 def log_param(request: Request) -> dict[str, Any]:
     """``POST runs/log-parameter``."""
-    db = _write(request)
-    values = params(request)
-    row = _run(db, values.get("run_id") or required(values, "run_uuid"))
-    required(values, "key")
-    _log(db, row, params_=[values])
-    return {}
+    return _log_one(request, "params_")
 
 
 def set_tag(request: Request) -> dict[str, Any]:
     """``POST runs/set-tag``."""
-    db = _write(request)
-    values = params(request)
-    row = _run(db, values.get("run_id") or required(values, "run_uuid"))
-    required(values, "key")
-    _log(db, row, tags=[values])
-    return {}
+    return _log_one(request, "tags")
 
 
 def delete_tag(request: Request) -> dict[str, Any]:
