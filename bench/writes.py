@@ -1,0 +1,244 @@
+"""Writes per second on PostgreSQL at 16 connections, driven by wrk: to one model and to many.
+
+One ``pserve`` (Waitress, 8 threads, the throughput settings of ``production.ini``, the
+embedded worker on, as ``production.ini`` ships it, delivering every outbox event) on a
+PostgreSQL database created for the run and dropped after it, with the settings of
+``bench/compare.py`` (anonymous writes, local storage, the scan and webhooks plugins off).
+Seeded through the API: a model ``bench`` with two ready versions and the aliases
+``champion`` and ``staging`` on the first, and ``--models`` more (``m-0`` …) alike.  Then for
+each operation, ``wrk`` (a C load generator: the Python clients of bench/compare.py cost a
+core of two) at ``--connections`` for ``--seconds``, with a Lua script that makes every
+request's names unique where they must be:
+
+* create model (a new name each);
+* create version — of ``bench`` (one model) and round-robin over the ``--models`` (many);
+* set alias ``staging`` to the other ready version — one model, many models;
+* set version tag (``k0`` … ``k49`` on the version the aliases point at, as
+  bench/compare.py does) — one model, many models.
+
+The code measured is that of the Python running this script (``sys.executable``: its
+``pserve``), so a baseline is the same script run with another checkout's environment::
+
+    .venv/bin/python bench/writes.py                     # this tree
+    /work/main/.venv/bin/python bench/writes.py          # main's code, same bench
+
+Prints a Markdown table: requests/s, latency p50/p99 and non-2xx answers per operation,
+and the server's CPU time per request (``/proc/<pid>/stat``, the server process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from artifacts import SERVER_SETTINGS  # noqa: E402
+
+from modelreg.testing import TestDatabase  # noqa: E402
+from modelreg.testing.server import LiveServer  # noqa: E402
+
+API = "/api/v1/models"
+WRK = "/usr/bin/wrk"
+
+#: The Lua of each operation: ``request()`` builds one request; ``n`` counts per wrk thread
+#: and ``tid`` tells the threads apart, so names are unique across the run.
+LUA_HEAD = """
+local tid = 0
+local n = 0
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+end
+wrk.headers["Content-Type"] = "application/json"
+"""
+OPERATIONS: dict[str, str] = {
+    "create model": """
+function request()
+  n = n + 1
+  return wrk.format("POST", "/api/v1/models",
+    nil, '{"name": "w-' .. tid .. '-' .. n .. '"}')
+end
+""",
+    "create version, one model": """
+function request()
+  return wrk.format("POST", "/api/v1/models/bench/versions", nil, '{}')
+end
+""",
+    "create version, many models": """
+function request()
+  n = n + 1
+  return wrk.format("POST", "/api/v1/models/m-" .. ((n * 7 + tid) % MODELS) .. "/versions",
+    nil, '{}')
+end
+""",
+    "set alias, one model": """
+function request()
+  n = n + 1
+  return wrk.format("PUT", "/api/v1/models/bench/aliases/staging", nil,
+    '{"version": ' .. (1 + n % 2) .. '}')
+end
+""",
+    "set alias, many models": """
+function request()
+  n = n + 1
+  return wrk.format("PUT", "/api/v1/models/m-" .. ((n * 7 + tid) % MODELS) ..
+    "/aliases/staging", nil, '{"version": ' .. (1 + (n + tid) % 2) .. '}')
+end
+""",
+    "set tag, one model": """
+function request()
+  n = n + 1
+  return wrk.format("PUT", "/api/v1/models/bench/versions/1/tags/k" .. (n % 50), nil,
+    '{"value": "value-' .. tid .. '-' .. n .. '"}')
+end
+""",
+    "set tag, many models": """
+function request()
+  n = n + 1
+  return wrk.format("PUT", "/api/v1/models/m-" .. ((n * 7 + tid) % MODELS) ..
+    "/versions/1/tags/k" .. (n % 50), nil, '{"value": "value-' .. tid .. '-' .. n .. '"}')
+end
+""",
+}
+LUA_TAIL = """
+function done(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %d %d %d\\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99),
+    summary.errors.status, summary.errors.connect + summary.errors.read +
+    summary.errors.write, summary.errors.timeout))
+end
+"""
+
+
+def call(port: int, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200,),
+         raw: bytes | None = None) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        headers = {"Content-Type": "application/json"}
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+        elif raw is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        conn.request(method, path, body=data, headers=headers)
+        response = conn.getresponse()
+        text = response.read()
+        if response.status not in expect:
+            raise RuntimeError(f"{method} {path}: {response.status} {text[:300]!r}")
+        return json.loads(text) if text else None
+    finally:
+        conn.close()
+
+
+def seed_model(port: int, name: str) -> None:
+    """A model with versions 1 and 2 ready, and champion and staging on 1."""
+    call(port, "POST", API, {"name": name}, expect=(201,))
+    for _ in range(2):
+        number = call(port, "POST", f"{API}/{name}/versions", {}, expect=(201,))["number"]
+        call(port, "PUT", f"{API}/{name}/versions/{number}/files/w.bin", raw=b"weights",
+             expect=(201,))
+        version = call(port, "POST", f"{API}/{name}/versions/{number}/finalize")
+        assert version["status"] == "ready", version
+    for alias in ("champion", "staging"):
+        call(port, "PUT", f"{API}/{name}/aliases/{alias}", {"version": 1}, expect=(201,))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(port: int, lua: str, connections: int, seconds: float, threads: int) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua)
+    try:
+        out = subprocess.run(
+            [WRK, "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
+             "--timeout", "30s", "-s", script.name, f"http://127.0.0.1:{port}/"],
+            capture_output=True, text=True).stdout
+    finally:
+        os.unlink(script.name)
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
+    if not match:
+        raise RuntimeError(f"wrk said: {out}")
+    requests, duration_us, p50, p99, status, sockets, timeouts = map(int, match.groups())
+    return {"requests": requests, "rps": requests / (duration_us / 1e6),
+            "p50_ms": p50 / 1000, "p99_ms": p99 / 1000, "non_2xx": status,
+            "socket_errors": sockets + timeouts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--models", type=int, default=64, help="models of the 'many' rows")
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--only", default="", help="operations whose name contains this")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+
+    database = TestDatabase.create("postgresql")
+    blobs = tempfile.mkdtemp(prefix="modelreg-writes-")
+    settings = {
+        "sqlalchemy.url": database.url,
+        "sqlalchemy.pool_size": "10",
+        "sqlalchemy.max_overflow": "4",
+        "modelreg.storage": "local",
+        "modelreg.storage.local.path": blobs,
+        "modelreg.auth.anonymous": "write",
+        "modelreg.auth.allow_anonymous_write": "true",
+        "modelreg.metrics.enabled": "false",
+        "modelreg.plugins.disabled": "scan webhooks",
+        "modelreg.worker.embedded": "true",
+        "pyramid.reload_templates": "false",
+    }
+    rows = []
+    try:
+        with LiveServer(settings, threads=8, server_settings=SERVER_SETTINGS,
+                        startup_timeout=60) as server:
+            seed_model(server.port, "bench")
+            for k in range(args.models):
+                seed_model(server.port, f"m-{k}")
+            pid = server.process.pid
+            for name, body in OPERATIONS.items():
+                if args.only not in name:
+                    continue
+                lua = LUA_HEAD + body.replace("MODELS", str(args.models)) + LUA_TAIL
+                before = cpu_seconds(pid)
+                result = run_wrk(server.port, lua, args.connections, args.seconds,
+                                 args.wrk_threads)
+                result["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / max(result["requests"], 1)
+                result["operation"] = name
+                rows.append(result)
+                print(f"{name:30} {result['rps']:7.1f} req/s p50 {result['p50_ms']:6.1f} ms "
+                      f"p99 {result['p99_ms']:6.1f} ms cpu {result['cpu_ms']:5.2f} ms "
+                      f"non-2xx {result['non_2xx']} socket errors {result['socket_errors']}",
+                      file=sys.stderr, flush=True)
+    finally:
+        database.drop()
+    import modelreg
+
+    print(f"modelreg from {Path(modelreg.__file__).resolve().parent}, "
+          f"{args.connections} connections, {args.seconds:g} s each, {args.models} models")
+    print("| operation | req/s | p50 ms | p99 ms | CPU ms/req | non-2xx |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['operation']} | {row['rps']:.0f} | {row['p50_ms']:.1f} | "
+              f"{row['p99_ms']:.1f} | {row['cpu_ms']:.2f} | {row['non_2xx']} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
