@@ -99,11 +99,26 @@ def _expire_unloaded(db: Session, owner: Any, collection: str) -> None:
         db.expire(owner, [collection])
 
 
-#: The statements of :meth:`RegistryCommands.record` (Core: see there).
-_AUDIT_INSERT = AuditEvent.__table__.insert()
+#: The columns :meth:`RegistryCommands.record` writes, per table.
+_AUDIT_COLUMNS = ("at", "actor", "action", "target_type", "target", "before", "after",
+                  "client_addr", "token_id")
+_OUTBOX_COLUMNS = ("event_id", "type", "model", "payload", "created_at", "attempts")
 
 
-_OUTBOX_INSERT = OutboxEvent.__table__.insert()
+def _insert_of(table: sa.Table, columns: Iterable[str], prefix: str) -> sa.Insert:
+    """``INSERT INTO table`` of ``columns``, each from the parameter ``prefix + column``."""
+    return table.insert().values({
+        name: sa.bindparam(prefix + name, type_=table.c[name].type) for name in columns})
+
+
+#: The statements of :meth:`RegistryCommands.record` (Core: see there): the two INSERTs,
+#: and both as one statement where the database takes an INSERT as a common table
+#: expression of another (PostgreSQL): one round trip instead of two.
+_AUDIT_INSERT = _insert_of(AuditEvent.__table__, _AUDIT_COLUMNS, "audit_")
+_OUTBOX_INSERT = _insert_of(OutboxEvent.__table__, _OUTBOX_COLUMNS, "outbox_")
+_RECORD_INSERT = _OUTBOX_INSERT.add_cte(_AUDIT_INSERT.cte("audit_event"))
+#: Dialects that run :data:`_RECORD_INSERT`.
+_DML_CTE_DIALECTS = frozenset({"postgresql"})
 
 
 class RegistryCommands(RegistryQueries):
@@ -123,30 +138,35 @@ class RegistryCommands(RegistryQueries):
 
         As INSERT statements of the tables, at once, rather than objects for the session's
         next flush: nothing reads them back, and the unit of work (or an ORM insert) costs
-        five times the CPU of the plain statement (0.4 against 0.08 ms for the two).  The
-        session is marked changed, so that its transaction commits even where nothing else
-        was flushed.
+        five times the CPU of the plain statement (0.4 against 0.08 ms for the two).  On
+        PostgreSQL the two are one statement (the audit INSERT a common table expression of
+        the outbox INSERT): one round trip.  The session is marked changed, so that its
+        transaction commits even where nothing else was flushed.
         """
         now = utcnow()
-        self.db.execute(_AUDIT_INSERT, {
-            "at": now,
-            "actor": self.actor,
-            "action": action,
-            "target_type": target_type,
-            "target": target,
-            "before": before,
-            "after": after,
-            "client_addr": self.client_addr,
-            "token_id": self.token_id,
-        })
-        self.db.execute(_OUTBOX_INSERT, {
-            "event_id": str(uuid.uuid4()),
-            "type": action,
-            "model": model,
-            "payload": {"target": target, "actor": self.actor, "before": before,
-                        "after": after},
-            "created_at": now,
-        })
+        params = {
+            "audit_at": now,
+            "audit_actor": self.actor,
+            "audit_action": action,
+            "audit_target_type": target_type,
+            "audit_target": target,
+            "audit_before": before,
+            "audit_after": after,
+            "audit_client_addr": self.client_addr,
+            "audit_token_id": self.token_id,
+            "outbox_event_id": str(uuid.uuid4()),
+            "outbox_type": action,
+            "outbox_model": model,
+            "outbox_payload": {"target": target, "actor": self.actor, "before": before,
+                               "after": after},
+            "outbox_created_at": now,
+            "outbox_attempts": 0,
+        }
+        if self.db.get_bind().dialect.name in _DML_CTE_DIALECTS:
+            self.db.execute(_RECORD_INSERT, params)
+        else:
+            self.db.execute(_AUDIT_INSERT, params)
+            self.db.execute(_OUTBOX_INSERT, params)
         mark_changed(self.db)
 
     def _check_name_free(self, name: str, normalized: str) -> None:
