@@ -41,10 +41,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from artifacts import SERVER_SETTINGS  # noqa: E402
+from artifacts import SERVER_SETTINGS
 
-from modelreg.testing import TestDatabase  # noqa: E402
-from modelreg.testing.server import LiveServer  # noqa: E402
+from modelreg.testing import TestDatabase
+from modelreg.testing.server import LiveServer
 
 API = "/api/v1/models"
 WRK = "/usr/bin/wrk"

@@ -165,7 +165,7 @@ class Registry:
         require(self.request, WRITE, name)
         service = self._registry
         model = service.create_model(name, description, dict(tags or {}))
-        return service.model_json(model, latest=None)
+        return service.model_json(model, new=True)
 
     def set_model_tag(self, name: str, key: str, value: str) -> None:
         """Set a tag on a model."""

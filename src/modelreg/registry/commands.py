@@ -10,6 +10,7 @@ same transaction as the change.  Every write to a version reaches its row throug
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -18,7 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..db import mark_changed
 from ..errors import Conflict, NotFound, Unprocessable
@@ -53,7 +55,8 @@ from ..policy import (
     size_problems,
 )
 from ..scanning import SCAN_JOB, file_count_problems, has_scanners
-from ..validation import validate_alias, validate_model, validate_version
+from ..validation import alias_rules, validate_alias, validate_model, validate_version
+from .errors import model_not_found
 from .queries import (
     RegistryQueries,
     version_not_found,
@@ -119,6 +122,37 @@ _OUTBOX_INSERT = _insert_of(OutboxEvent.__table__, _OUTBOX_COLUMNS, "outbox_")
 _RECORD_INSERT = _OUTBOX_INSERT.add_cte(_AUDIT_INSERT.cte("audit_event"))
 #: Dialects that run :data:`_RECORD_INSERT`.
 _DML_CTE_DIALECTS = frozenset({"postgresql"})
+
+
+@functools.cache
+def _locked_version_statement() -> Any:
+    """A version by its model's normalized name (parameter ``model``) and its number
+    (``number``), with its model, the version's row locked (``FOR UPDATE OF versions``) and
+    read as it is under the lock: :meth:`RegistryCommands.lock_version` in one statement."""
+    return (
+        sa.select(Version)
+        .join(Model, Model.id == Version.model_id)
+        .where(Model.normalized_name == sa.bindparam("model"),
+               Version.number == sa.bindparam("number"))
+        .options(contains_eager(Version.model))
+        .with_for_update(of=Version)
+        .execution_options(populate_existing=True)
+    )
+
+
+@functools.cache
+def _next_number_statement() -> Any:
+    """The model (parameter ``normalized``: its normalized name) with its version counter
+    incremented, its
+    row locked by the UPDATE and returned by it: :meth:`RegistryCommands.create_version` in
+    one statement where the database returns rows of an UPDATE."""
+    return (
+        sa.update(Model)
+        .where(Model.normalized_name == sa.bindparam("normalized"))
+        .values(next_version=Model.next_version + 1)
+        .returning(Model)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
 
 
 class RegistryCommands(RegistryQueries):
@@ -326,7 +360,8 @@ class RegistryCommands(RegistryQueries):
         _check_document("metadata", metadata)
         _check_document("lineage", lineage)
         _check_tags(tags)
-        model = self.get_model(model_name)
+        model = self._count_version(model_name)
+        number = model.next_version - 1
         parent = lineage.get("parent_version")
         if parent is not None and self._find_version(model, parent) is None:
             raise Unprocessable(
@@ -334,15 +369,6 @@ class RegistryCommands(RegistryQueries):
                 code="invalid_lineage",
                 details={"field": "lineage.parent_version"},
             )
-        models = Model.__table__
-        self.db.execute(
-            sa.update(models)
-            .where(models.c.id == model.id)
-            .values(next_version=models.c.next_version + 1)
-        )
-        number = self.db.scalar(
-            sa.select(models.c.next_version).where(models.c.id == model.id)
-        ) - 1
         # The update above locked the model's row: concurrent creators count one by one.
         check_new_version(self.db, self.settings, model)
         now = utcnow()
@@ -361,9 +387,31 @@ class RegistryCommands(RegistryQueries):
         )
         self.db.add(version)
         self.db.flush()
+        set_committed_value(version, "aliases", [])  # a new version has none: no query
         self.record("version.created", "version", f"{model.name}/{number}", model.name,
                     after={"number": number, "tags": tags})
         return version
+
+    def _count_version(self, model_name: str) -> Model:
+        """The model, its version counter incremented (its next number is then
+        ``next_version - 1``).  The ``UPDATE`` locks the model's row for the rest of the
+        transaction, and returns it where the database can (PostgreSQL, SQLite): one
+        statement instead of three (read the model, update, read the counter back)."""
+        name = normalize_name(model_name)
+        if self.db.get_bind().dialect.update_returning:
+            model = self.db.scalars(_next_number_statement(), {"normalized": name}).first()
+            if model is None:
+                raise model_not_found(model_name)
+            return model
+        model = self.get_model(model_name)
+        models = Model.__table__
+        self.db.execute(
+            sa.update(models)
+            .where(models.c.id == model.id)
+            .values(next_version=models.c.next_version + 1)
+        )
+        self.db.refresh(model, ["next_version"])
+        return model
 
     def lock_version(
         self, model_name: str, ref: str, *, lock_model: bool = False,
@@ -388,19 +436,25 @@ class RegistryCommands(RegistryQueries):
         :raises NotFound: if the version does not exist, or was deleted meanwhile.
         """
         number = version_number(ref)
+        # populate_existing: the row as it is now (under the lock), not as first read.
         if lock_model:
             model = self.get_model(model_name, lock=True)
-            model_id, name = model.id, model.name
+            version = self.db.scalars(
+                sa.select(Version).where(Version.model_id == model.id,
+                                         Version.number == number)
+                .with_for_update().execution_options(populate_existing=True)
+            ).first()
+            if version is None:
+                raise version_not_found(model.name, ref)
         else:
-            found = self.get_version(model_name, ref)
-            model_id, name = found.model_id, found.model.name
-        # populate_existing: the row as it is now (under the lock), not as first read.
-        version = self.db.scalars(
-            sa.select(Version).where(Version.model_id == model_id, Version.number == number)
-            .with_for_update().execution_options(populate_existing=True)
-        ).first()
-        if version is None:
-            raise version_not_found(name, ref)
+            # One statement: the version joined with its model, only the version's row
+            # locked (the model's stays free for writers of its other versions).
+            version = self.db.scalars(
+                _locked_version_statement(),
+                {"model": normalize_name(model_name), "number": number},
+            ).first()
+            if version is None:
+                raise self._ref_not_found(model_name, ref)
         if draft is not None and version.status != "draft":
             code, message = draft
             raise Conflict(
@@ -570,8 +624,10 @@ class RegistryCommands(RegistryQueries):
     def set_version_tag(self, model_name: str, ref: str, key: str, value: str) -> Version:
         """Set a tag on a version (any state: tags annotate, they are not content)."""
         check_tag(key, value)
-        version = self.lock_version(model_name, ref, lock_model=True)
-        self._check_alias_targets(version, lambda tags: {**tags, key: value})
+        rules = self._alias_rules()
+        version = self.lock_version(model_name, ref, lock_model=rules)
+        if rules:
+            self._check_alias_targets(version, lambda tags: {**tags, key: value})
         tag = self.db.get(VersionTag, (version.id, key))
         before = None if tag is None else {"value": tag.value}
         if tag is None:
@@ -589,7 +645,8 @@ class RegistryCommands(RegistryQueries):
 
     def delete_version_tag(self, model_name: str, ref: str, key: str) -> None:
         """Delete a tag of a version; 404 if it has no such tag."""
-        version = self.lock_version(model_name, ref, lock_model=True)
+        rules = self._alias_rules()
+        version = self.lock_version(model_name, ref, lock_model=rules)
         tag = self.db.get(VersionTag, (version.id, key))
         if tag is None:
             raise NotFound(
@@ -597,13 +654,25 @@ class RegistryCommands(RegistryQueries):
                 code="tag_not_found",
                 details={"key": key},
             )
-        self._check_alias_targets(
-            version, lambda tags: {k: v for k, v in tags.items() if k != key})
-        version.tags.remove(tag)
+        if rules:
+            self._check_alias_targets(
+                version, lambda tags: {k: v for k, v in tags.items() if k != key})
+        # Deleted as a row, not removed from version.tags: that would load the whole
+        # collection first, a query this request has no use for.
+        self.db.delete(tag)
+        _expire_unloaded(self.db, version, "tags")
         version.updated_at = utcnow()
         self.record("version.tag_deleted", "version_tag",
                     f"{version.model.name}/{version.number}:{key}", version.model.name,
                     before={"value": tag.value})
+
+    def _alias_rules(self) -> bool:
+        """Whether an alias rule may refuse anything (:func:`modelreg.validation.alias_rules`).
+
+        Tag writes lock the model's row and read the documents of an aliased version only
+        then; with no rule there is nothing a concurrent alias move could make them break,
+        and the version's own lock (:meth:`lock_version`) serializes them with it."""
+        return alias_rules(self.hook, self.settings)
 
     def _check_alias_targets(
         self, version: Version, change: Callable[[dict[str, str]], dict[str, str]]
@@ -659,11 +728,14 @@ class RegistryCommands(RegistryQueries):
         previous = None if created else alias.version.number
         if previous == number:
             return alias, model, False
-        problems = validate_alias(
-            self.hook, self.model_document_of(model), name, self.version_document_of(version),
-            None if created else self.version_document_of(alias.version), self.settings)
-        if problems:
-            raise refusal(problems, f"alias {name!r} of {model.name!r}")
+        # The documents the rules see are read only when a rule may refuse the move.
+        if self._alias_rules():
+            problems = validate_alias(
+                self.hook, self.model_document_of(model), name,
+                self.version_document_of(version),
+                None if created else self.version_document_of(alias.version), self.settings)
+            if problems:
+                raise refusal(problems, f"alias {name!r} of {model.name!r}")
         now = utcnow()
         if created:
             alias = Alias(model_id=model.id, name=name, version=version, updated_at=now,

@@ -352,14 +352,22 @@ class RegistryQueries:
         """The policy settings (:mod:`modelreg.policy`)."""
         return policy_rules(self.settings)
 
-    def model_json(self, model: Model, latest: int | None = None) -> dict[str, Any]:
-        """The API representation of ``model``."""
+    def model_json(self, model: Model, latest: int | None = None, *,
+                   new: bool = False) -> dict[str, Any]:
+        """The API representation of ``model``.
+
+        :param latest: its latest version's number, if the caller knows it (else read).
+        :param new: a model created in this transaction: no version, hence no latest (and
+            no query for it).
+        """
+        if latest is None and not new:
+            latest = self._latest_number(model)
         return model_document(
             name=model.name,
             description=model.description,
             tags={tag.key: tag.value for tag in model.tags},
             aliases={alias.name: alias.version.number for alias in model.aliases},
-            latest=latest if latest is not None else self._latest_number(model),
+            latest=latest,
             created_at=model.created_at,
             updated_at=model.updated_at,
             created_by=model.created_by,

@@ -64,7 +64,7 @@ def create_model(request: Request) -> dict[str, Any]:
     model = service.create_model(body.name, body.description, body.tags)
     request.response.status_code = 201
     request.response.location = request.route_url("api.model", model=model.name)
-    return service.model_json(model, latest=None)
+    return service.model_json(model, new=True)
 
 
 @api_view("api.model", "GET", permission=READ, response=schemas.ModelOut, tags=["models"])

@@ -46,3 +46,21 @@ def validate_alias(
     """Ask every ``modelreg_validate_alias`` implementation; return all problems."""
     return _collect(hook.modelreg_validate_alias(model=model, alias=alias, version=version,
                                                  previous=previous, settings=settings))
+
+
+def alias_rules(hook: Any, settings: dict[str, Any]) -> bool:
+    """Whether anything may refuse an alias's target: a protected alias configured
+    (``modelreg.policy.protected_aliases``, checked by the core's own validators) or a plugin
+    other than those implementing ``modelreg_validate_alias``.
+
+    When nothing may, writes that would otherwise read the documents the rules see (setting
+    an alias, changing an aliased version's tags) skip those reads and the model's lock that
+    keeps them true (:mod:`modelreg.registry.commands`): the rules could not refuse anything.
+    """
+    from ..policy import policy_rules
+    from . import builtin
+
+    for impl in hook.modelreg_validate_alias.get_hookimpls():
+        if impl.plugin is not builtin or policy_rules(settings).protected_aliases:
+            return True
+    return False
