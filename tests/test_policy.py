@@ -18,6 +18,8 @@ from click.testing import CliRunner
 
 from files_support import file_url, rows, sha
 from helpers import API, create_model, create_version, error_code
+from modelreg import keys
+from modelreg.api import hookimpl
 from modelreg.files.gc import apply_retention_everywhere, collect_garbage
 from modelreg.policy import format_size, parse_size, policy_rules
 from modelreg.testing import clear_database, make_app
@@ -395,7 +397,32 @@ def test_a_protected_alias_points_only_at_a_version_with_its_tags(guarded):
     app.delete(f"{V}/3/tags/approved", headers=writer, status=204)
 
 
-def test_the_alias_hook_gets_plain_data(testapp, hook_recorder):
+class AliasWatcher:
+    """A plugin with an alias rule that refuses nothing and keeps what it was shown."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    @hookimpl
+    def modelreg_validate_alias(self, model: dict[str, Any], alias: str,
+                                version: dict[str, Any], previous: dict[str, Any] | None
+                                ) -> list[Any]:
+        self.calls.append({"model": model, "alias": alias, "version": version,
+                           "previous": previous})
+        return []
+
+
+@pytest.fixture
+def alias_watcher(modelreg_app) -> Iterator[AliasWatcher]:
+    """An :class:`AliasWatcher` registered with the test app's plugins for the test."""
+    pm = modelreg_app.registry[keys.PLUGIN_MANAGER]
+    watcher = AliasWatcher()
+    pm.register(watcher)
+    yield watcher
+    pm.unregister(watcher)
+
+
+def test_the_alias_hook_gets_plain_data(testapp, alias_watcher):
     """``modelreg_validate_alias`` on creation, on a move (with the previous target), not
     when nothing changes, and on a tag change of the target (as it is and as it will be)."""
     create_model(testapp, M)
@@ -405,13 +432,26 @@ def test_the_alias_hook_gets_plain_data(testapp, hook_recorder):
     testapp.put_json(f"{A}/champion", {"version": 1}, status=200)
     testapp.put_json(f"{A}/champion", {"version": 2}, status=200)
     testapp.put_json(f"{V}/2/tags/stage", {"value": "prod"})
-    calls = hook_recorder.named("modelreg_validate_alias")
+    calls = alias_watcher.calls
     assert [(c["alias"], c["version"]["number"], c["previous"] and c["previous"]["number"])
             for c in calls] == [("champion", 1, None), ("champion", 2, 1), ("champion", 2, 2)]
     assert calls[0]["version"]["tags"] == {"stage": "dev"}
     assert calls[0]["version"]["status"] == "ready"
     assert calls[0]["model"]["name"] == M
     assert (calls[2]["previous"]["tags"], calls[2]["version"]["tags"]) == ({}, {"stage": "prod"})
+
+
+def test_no_alias_rule_no_alias_hook_call(testapp, hook_recorder):
+    """With no protected alias and no plugin's alias rule, nothing could refuse an alias's
+    target: setting an alias and changing its version's tags ask no one (and read none of
+    the documents a rule would see, tests/test_statement_counts.py)."""
+    create_model(testapp, M)
+    ready(testapp, b"one", stage="dev")
+    testapp.put_json(f"{A}/champion", {"version": 1}, status=201)
+    testapp.put_json(f"{V}/1/tags/stage", {"value": "prod"})
+    testapp.delete(f"{V}/1/tags/stage", status=204)
+    assert hook_recorder.named("modelreg_validate_alias") == []
+    assert testapp.get(f"{V}/champion").json["tags"] == {}
 
 
 # ----------------------------------------------------------------------------- retention
