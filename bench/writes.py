@@ -17,13 +17,17 @@ request's names unique where they must be:
   bench/compare.py does) — one model, many models.
 
 The code measured is that of the Python running this script (``sys.executable``: its
-``pserve``), so a baseline is the same script run with another checkout's environment::
+``pserve``); ``--baseline PYTHON`` also serves the code of another checkout's environment
+(its ``pserve``, on a database of its own), and each operation then runs on both in
+alternation, ``--rounds`` times, so that both see the same machine (a shared machine's
+load drifts)::
 
-    .venv/bin/python bench/writes.py                     # this tree
-    /work/main/.venv/bin/python bench/writes.py          # main's code, same bench
+    .venv/bin/python bench/writes.py                                        # this tree
+    .venv/bin/python bench/writes.py --baseline /work/main/.venv/bin/python  # and main's
 
-Prints a Markdown table: requests/s, latency p50/p99 and non-2xx answers per operation,
-and the server's CPU time per request (``/proc/<pid>/stat``, the server process).
+Prints a Markdown table: requests/s (the best of the rounds), latency p50/p99 and non-2xx
+answers per operation, the server's CPU time per request (``/proc/<pid>/stat`` of the
+server process, the embedded worker's thread included), and the ratios to the baseline.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ WRK = "/usr/bin/wrk"
 #: The Lua of each operation: ``request()`` builds one request; ``n`` counts per wrk thread
 #: and ``tid`` tells the threads apart, so names are unique across the run.
 LUA_HEAD = """
-local tid = 0
+tid = 0  -- a global: setup() below sets each thread's own
 local n = 0
 local counter = 0
 function setup(thread)
@@ -66,7 +70,7 @@ OPERATIONS: dict[str, str] = {
 function request()
   n = n + 1
   return wrk.format("POST", "/api/v1/models",
-    nil, '{"name": "w-' .. tid .. '-' .. n .. '"}')
+    nil, '{"name": "w-RUN-' .. tid .. '-' .. n .. '"}')
 end
 """,
     "create version, one model": """
@@ -111,6 +115,13 @@ end
 """,
 }
 LUA_TAIL = """
+local told = false
+function response(status, headers, body)
+  if status >= 300 and not told then
+    told = true
+    io.write("FIRST-ERROR " .. status .. " " .. string.sub(body, 1, 300) .. "\\n")
+  end
+end
 function done(summary, latency, requests)
   io.write(string.format("RESULT %d %d %d %d %d %d %d\\n", summary.requests,
     summary.duration, latency:percentile(50), latency:percentile(99),
@@ -168,6 +179,9 @@ def run_wrk(port: int, lua: str, connections: int, seconds: float, threads: int)
             capture_output=True, text=True).stdout
     finally:
         os.unlink(script.name)
+    for line in out.splitlines():
+        if line.startswith("FIRST-ERROR"):
+            print(line, file=sys.stderr)
     match = re.search(r"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
     if not match:
         raise RuntimeError(f"wrk said: {out}")
@@ -177,6 +191,26 @@ def run_wrk(port: int, lua: str, connections: int, seconds: float, threads: int)
             "socket_errors": sockets + timeouts}
 
 
+class Server(LiveServer):
+    """A :class:`LiveServer` run by another environment's Python (its code, its pserve)."""
+
+    def __init__(self, python: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.python = python
+
+    def command(self, ini: Path) -> list[str]:
+        return [self.python if part == sys.executable else part
+                for part in super().command(ini)]
+
+
+def code_of(python: str) -> str:
+    """Where the ``modelreg`` package that ``python`` imports lives."""
+    return subprocess.run(
+        [python, "-c", "import modelreg, pathlib; "
+                       "print(pathlib.Path(modelreg.__file__).resolve().parent.parent.parent)"],
+        capture_output=True, text=True, check=True).stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=16)
@@ -184,59 +218,104 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=int, default=64, help="models of the 'many' rows")
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--only", default="", help="operations whose name contains this")
+    parser.add_argument("--baseline", help="another environment's Python to compare with")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="runs of each operation on each server, alternating (2)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
 
-    database = TestDatabase.create("postgresql")
-    blobs = tempfile.mkdtemp(prefix="modelreg-writes-")
-    settings = {
-        "sqlalchemy.url": database.url,
-        "sqlalchemy.pool_size": "10",
-        "sqlalchemy.max_overflow": "4",
-        "modelreg.storage": "local",
-        "modelreg.storage.local.path": blobs,
-        "modelreg.auth.anonymous": "write",
-        "modelreg.auth.allow_anonymous_write": "true",
-        "modelreg.metrics.enabled": "false",
-        "modelreg.plugins.disabled": "scan webhooks",
-        "modelreg.worker.embedded": "true",
-        "pyramid.reload_templates": "false",
-    }
-    rows = []
+    pythons = {"this": sys.executable}
+    if args.baseline:
+        pythons["baseline"] = args.baseline
+    databases: list[TestDatabase] = []
+    servers: dict[str, Server] = {}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     try:
-        with LiveServer(settings, threads=8, server_settings=SERVER_SETTINGS,
-                        startup_timeout=60) as server:
+        for label, python in pythons.items():
+            database = TestDatabase.create("postgresql")
+            databases.append(database)
+            settings = {
+                "sqlalchemy.url": database.url,
+                "sqlalchemy.pool_size": "10",
+                "sqlalchemy.max_overflow": "4",
+                "modelreg.storage": "local",
+                "modelreg.storage.local.path": tempfile.mkdtemp(prefix="modelreg-writes-"),
+                "modelreg.auth.anonymous": "write",
+                "modelreg.auth.allow_anonymous_write": "true",
+                "modelreg.metrics.enabled": "false",
+                "modelreg.plugins.disabled": "scan webhooks",
+                "modelreg.worker.embedded": "true",
+                "pyramid.reload_templates": "false",
+            }
+            server = Server(python, settings, threads=8, server_settings=SERVER_SETTINGS,
+                            startup_timeout=60)
+            servers[label] = server
+            server.start()
             seed_model(server.port, "bench")
             for k in range(args.models):
                 seed_model(server.port, f"m-{k}")
-            pid = server.process.pid
-            for name, body in OPERATIONS.items():
-                if args.only not in name:
-                    continue
-                lua = LUA_HEAD + body.replace("MODELS", str(args.models)) + LUA_TAIL
-                before = cpu_seconds(pid)
-                result = run_wrk(server.port, lua, args.connections, args.seconds,
-                                 args.wrk_threads)
-                result["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / max(result["requests"], 1)
-                result["operation"] = name
-                rows.append(result)
-                print(f"{name:30} {result['rps']:7.1f} req/s p50 {result['p50_ms']:6.1f} ms "
-                      f"p99 {result['p99_ms']:6.1f} ms cpu {result['cpu_ms']:5.2f} ms "
-                      f"non-2xx {result['non_2xx']} socket errors {result['socket_errors']}",
-                      file=sys.stderr, flush=True)
+        for name, body in OPERATIONS.items():
+            if args.only not in name:
+                continue
+            for round_ in range(args.rounds):
+                lua = (LUA_HEAD + body.replace("MODELS", str(args.models))
+                       .replace("RUN", str(round_)) + LUA_TAIL)
+                order = list(servers.items())
+                if round_ % 2:
+                    order.reverse()
+                for label, server in order:
+                    pid = server.process.pid
+                    before = cpu_seconds(pid)
+                    result = run_wrk(server.port, lua, args.connections, args.seconds,
+                                     args.wrk_threads)
+                    result["cpu_ms"] = ((cpu_seconds(pid) - before) * 1000
+                                        / max(result["requests"], 1))
+                    print(f"{name:30} {label:8} {result['rps']:7.1f} req/s "
+                          f"p50 {result['p50_ms']:6.1f} ms p99 {result['p99_ms']:6.1f} ms "
+                          f"cpu {result['cpu_ms']:5.2f} ms non-2xx {result['non_2xx']} "
+                          f"socket errors {result['socket_errors']}",
+                          file=sys.stderr, flush=True)
+                    best = rows.get((name, label))
+                    if best is None or result["rps"] > best["rps"]:
+                        result["cpu_ms"] = min(result["cpu_ms"],
+                                               best["cpu_ms"] if best else result["cpu_ms"])
+                        rows[(name, label)] = result
+                    else:
+                        best["cpu_ms"] = min(best["cpu_ms"], result["cpu_ms"])
     finally:
-        database.drop()
-    import modelreg
+        for server in servers.values():
+            server.stop()
+        for database in databases:
+            database.drop()
 
-    print(f"modelreg from {Path(modelreg.__file__).resolve().parent}, "
-          f"{args.connections} connections, {args.seconds:g} s each, {args.models} models")
-    print("| operation | req/s | p50 ms | p99 ms | CPU ms/req | non-2xx |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['operation']} | {row['rps']:.0f} | {row['p50_ms']:.1f} | "
-              f"{row['p99_ms']:.1f} | {row['cpu_ms']:.2f} | {row['non_2xx']} |")
+    print(f"{args.connections} connections, {args.seconds} s per run, best of {args.rounds} "
+          f"runs, {args.models} models; "
+          + "; ".join(f"{label}: {code_of(python)}" for label, python in pythons.items()))
+    labels = list(pythons)
+    head = "| operation | " + " | ".join(
+        f"{label} req/s (p50 / p99 ms) [CPU ms/req]" for label in labels)
+    if args.baseline:
+        head += " | ratio req/s (CPU) |"
+    print(head if head.endswith("|") else head + " |")
+    print("|---" * (len(labels) + 1 + bool(args.baseline)) + "|")
+    for name in OPERATIONS:
+        if (name, "this") not in rows:
+            continue
+        cells = []
+        for label in labels:
+            row = rows[(name, label)]
+            errors = f", {row['non_2xx']} non-2xx" if row["non_2xx"] else ""
+            cells.append(f"{row['rps']:.0f} ({row['p50_ms']:.0f} / {row['p99_ms']:.0f})"
+                         f" [{row['cpu_ms']:.2f}]{errors}")
+        if args.baseline:
+            this, base = rows[(name, "this")], rows[(name, "baseline")]
+            cells.append(f"{this['rps'] / base['rps']:.2f}x "
+                         f"({base['cpu_ms'] / this['cpu_ms']:.2f}x less)")
+        print(f"| {name} | " + " | ".join(cells) + " |")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        Path(args.json).write_text(json.dumps(
+            [{"operation": name, "system": label, **row} for (name, label), row in rows.items()],
+            indent=1))
     return 0
 
 
