@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, contains_eager
+from sqlalchemy.orm import Session, aliased, contains_eager, lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..db import mark_changed
@@ -135,6 +135,47 @@ def _locked_version_statement() -> Any:
         .where(Model.normalized_name == sa.bindparam("model"),
                Version.number == sa.bindparam("number"))
         .options(contains_eager(Version.model))
+        .with_for_update(of=Version)
+        .execution_options(populate_existing=True)
+    )
+
+
+@functools.cache
+def _touch_version_statement() -> Any:
+    """``UPDATE`` of a version's ``updated_at`` (parameter ``touched_at``) by its model's
+    normalized name (``model_name``) and number (``version_number``), returning the version
+    (read as it is under the row lock the UPDATE takes) and its model's name."""
+    model_id = (sa.select(Model.id).where(Model.normalized_name == sa.bindparam("model_name"))
+                .scalar_subquery())
+    model_name = sa.select(Model.name).where(Model.id == Version.model_id).scalar_subquery()
+    return (
+        sa.update(Version)
+        .where(Version.model_id == model_id,
+               Version.number == sa.bindparam("version_number"))
+        .values(updated_at=sa.bindparam("touched_at"))
+        .returning(Version, model_name)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
+@functools.cache
+def _version_and_alias_statement() -> Any:
+    """A model's version (parameters ``model_id``, ``version_number``), its row locked and
+    read as it is under the lock, with the model's alias ``alias_name`` (``None`` if it has
+    none): :meth:`RegistryCommands.set_alias`'s reads after the model's lock, in one
+    statement, with the number of the version the alias points at."""
+    previous = aliased(Version)
+    return (
+        sa.select(Version, Alias, previous.number)
+        .outerjoin(Alias, sa.and_(Alias.model_id == Version.model_id,
+                                  Alias.name == sa.bindparam("alias_name")))
+        .outerjoin(previous, previous.id == Alias.version_id)
+        .where(Version.model_id == sa.bindparam("model_id"),
+               Version.number == sa.bindparam("version_number"))
+        # Neither relationship joined in (their eager joins are inner joins, which would
+        # drop the version of a new alias); the model is the one locked before, in the
+        # session already.
+        .options(lazyload(Version.model), lazyload(Alias.version))
         .with_for_update(of=Version)
         .execution_options(populate_existing=True)
     )
@@ -624,8 +665,7 @@ class RegistryCommands(RegistryQueries):
     def set_version_tag(self, model_name: str, ref: str, key: str, value: str) -> Version:
         """Set a tag on a version (any state: tags annotate, they are not content)."""
         check_tag(key, value)
-        rules = self._alias_rules()
-        version = self.lock_version(model_name, ref, lock_model=rules)
+        version, name, rules = self._lock_for_tags(model_name, ref)
         if rules:
             self._check_alias_targets(version, lambda tags: {**tags, key: value})
         tag = self.db.get(VersionTag, (version.id, key))
@@ -637,20 +677,19 @@ class RegistryCommands(RegistryQueries):
             _expire_unloaded(self.db, version, "tags")
         else:
             tag.value = value
-        version.updated_at = utcnow()
-        self.record("version.tag_set", "version_tag",
-                    f"{version.model.name}/{version.number}:{key}", version.model.name,
+        if rules is not None:
+            version.updated_at = utcnow()
+        self.record("version.tag_set", "version_tag", f"{name}/{version.number}:{key}", name,
                     before=before, after={"value": value})
         return version
 
     def delete_version_tag(self, model_name: str, ref: str, key: str) -> None:
         """Delete a tag of a version; 404 if it has no such tag."""
-        rules = self._alias_rules()
-        version = self.lock_version(model_name, ref, lock_model=rules)
+        version, name, rules = self._lock_for_tags(model_name, ref)
         tag = self.db.get(VersionTag, (version.id, key))
         if tag is None:
             raise NotFound(
-                f"version {version.number} of {version.model.name!r} has no tag {key!r}",
+                f"version {version.number} of {name!r} has no tag {key!r}",
                 code="tag_not_found",
                 details={"key": key},
             )
@@ -661,10 +700,30 @@ class RegistryCommands(RegistryQueries):
         # collection first, a query this request has no use for.
         self.db.delete(tag)
         _expire_unloaded(self.db, version, "tags")
-        version.updated_at = utcnow()
-        self.record("version.tag_deleted", "version_tag",
-                    f"{version.model.name}/{version.number}:{key}", version.model.name,
-                    before={"value": tag.value})
+        if rules is not None:
+            version.updated_at = utcnow()
+        self.record("version.tag_deleted", "version_tag", f"{name}/{version.number}:{key}",
+                    name, before={"value": tag.value})
+
+    def _lock_for_tags(self, model_name: str, ref: str) -> tuple[Version, str, bool | None]:
+        """The version whose tags a request changes, its row locked, with its model's name,
+        and whether alias rules apply (:meth:`_alias_rules`).
+
+        With alias rules, the model's row is locked first (:meth:`lock_version` with
+        ``lock_model``), as moving an alias locks it.  Without, only the version's row, and
+        where the database returns rows of an UPDATE, by the ``UPDATE`` that sets its
+        ``updated_at`` (one statement for two; the rules flag is then ``None``: the caller
+        has nothing left to set)."""
+        rules = self._alias_rules()
+        if rules or not self.db.get_bind().dialect.update_returning:
+            version = self.lock_version(model_name, ref, lock_model=rules)
+            return version, version.model.name, rules
+        row = self.db.execute(_touch_version_statement(), {
+            "model_name": normalize_name(model_name), "version_number": version_number(ref),
+            "touched_at": utcnow()}).first()
+        if row is None:
+            raise self._ref_not_found(model_name, ref)
+        return row[0], row[1], None
 
     def _alias_rules(self) -> bool:
         """Whether an alias rule may refuse anything (:func:`modelreg.validation.alias_rules`).
@@ -706,11 +765,12 @@ class RegistryCommands(RegistryQueries):
         check_alias(name)
         model = self.get_model(model_name, lock=True)
         # The version's row too (after the model's, the order lock_version takes them): a
-        # version being finalized or deleted is waited for, and then read as it is.
-        version = self.db.scalars(
-            sa.select(Version).where(Version.model_id == model.id, Version.number == number)
-            .with_for_update().execution_options(populate_existing=True)
-        ).first()
+        # version being finalized or deleted is waited for, and then read as it is.  The
+        # alias comes in the same statement: aliases change only under the model's lock,
+        # which this transaction holds, so the statement's snapshot sees the latest.
+        row = self.db.execute(_version_and_alias_statement(), {
+            "model_id": model.id, "version_number": number, "alias_name": name}).first()
+        version, alias, previous = (None, None, None) if row is None else row
         if version is None:
             raise NotFound(
                 f"model {model.name!r} has no version {number}",
@@ -723,9 +783,7 @@ class RegistryCommands(RegistryQueries):
                 code="version_not_ready",
                 details={"status": version.status},
             )
-        alias = self.db.get(Alias, (model.id, name))
         created = alias is None
-        previous = None if created else alias.version.number
         if previous == number:
             return alias, model, False
         # The documents the rules see are read only when a rule may refuse the move.
