@@ -791,7 +791,9 @@ class RegistryCommands(RegistryQueries):
             problems = validate_alias(
                 self.hook, self.model_document_of(model), name,
                 self.version_document_of(version),
-                None if created else self.version_document_of(alias.version), self.settings)
+                None if created else self._version_document(model.normalized_name, "number",
+                                                            previous),
+                self.settings)
             if problems:
                 raise refusal(problems, f"alias {name!r} of {model.name!r}")
         now = utcnow()

@@ -1,0 +1,178 @@
+"""A bounded number of SQL statements per write: a regression guard for the write path.
+
+Each write is counted on the app's engine with SQLAlchemy's ``before_cursor_execute`` event,
+transaction control left out (as in tests/test_query_counts.py, which keeps the reads at one
+statement and budgets the writes of an app with its rules).  On PostgreSQL a statement is a
+round trip: the budgets below are what ``bench/statements.py`` measures there
+(docs/performance.md, "Write path").  Other databases get the statements their dialect needs
+on top, by what the dialect can do, never by name: the audit and outbox rows are two INSERTs
+where an INSERT cannot be a CTE of another (all but PostgreSQL), and a counter or a touched
+row is read back where an UPDATE returns no rows (MariaDB).
+
+Every write still writes its audit event and its outbox event, in its transaction: each test
+checks that one of each was added.  If a change needs more statements on purpose, raise the
+budget here and say why in the commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from helpers import API, create_model, ready_version
+from modelreg.testing import clear_database, make_app
+from openapi_checking import CheckedTestApp
+
+M = f"{API}/models/fraud-detector"
+
+#: Statements per write on PostgreSQL, at most, with no alias rule configured.
+BUDGETS = {
+    # The look-alike check, the INSERT, audit and outbox (one statement).
+    "create model": 3,
+    # UPDATE of the counter RETURNING the model (it locks it), the INSERT, audit + outbox.
+    "create version": 3,
+    # ... and the INSERT of its tags (one, whatever their number).
+    "create version with tags": 4,
+    # The model locked; the version (locked) with the alias; the history row, the model's
+    # updated_at, the alias's INSERT or UPDATE; audit + outbox.
+    "set alias": 6,
+    "move alias": 6,
+    # UPDATE of the version's updated_at RETURNING it (it locks it), the tag, its INSERT or
+    # UPDATE (or DELETE), audit + outbox: an alias on the version changes nothing.
+    "set version tag": 4,
+    "replace version tag": 4,
+    "set tag of an aliased version": 4,
+    "delete version tag": 4,
+}
+
+#: With a protected alias configured (an alias rule): the model locked, then the version, the
+#: version's aliases, the documents the rule sees (the model's and the version's), the tag,
+#: the version's updated_at, the tag's write, audit + outbox.
+RULED_BUDGETS = {
+    "set tag of an aliased version": 9,
+    "delete version tag": 9,
+    # The model locked; the version with the alias; the documents the rule sees (the model,
+    # the new and the previous version); history, updated_at, the alias; audit + outbox.
+    "move alias": 9,
+}
+
+
+def extra(engine: sa.Engine, operation: str) -> int:
+    """Statements the dialect of ``engine`` needs beyond PostgreSQL's for ``operation``."""
+    more = 0 if engine.dialect.name == "postgresql" else 1  # audit and outbox: two INSERTs
+    if not engine.dialect.update_returning:
+        if operation.startswith("create version"):
+            more += 2  # the model read first, its counter read back
+        elif "version tag" in operation:
+            more += 1  # the version locked by a SELECT, then updated
+    return more
+
+
+@contextmanager
+def counting(engine: sa.Engine) -> Iterator[list[str]]:
+    """The statements ``engine`` runs inside the block, transaction control left out."""
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def events(engine: sa.Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        return (conn.scalar(sa.text("SELECT count(*) FROM audit_events")),
+                conn.scalar(sa.text("SELECT count(*) FROM outbox")))
+
+
+def run(app: Any, operation: str, method: str, path: str, body: Any, status: int,
+        budget: int) -> None:
+    """Run one write; check its status, its statement count, and its two events."""
+    engine = app.app.registry["db_engine"]
+    before = events(engine)
+    with counting(engine) as statements:
+        args = (path,) if body is None else (path, body)
+        getattr(app, method)(*args, status=status)
+    limit = budget + extra(engine, operation)
+    assert len(statements) <= limit, (operation, len(statements), limit, statements)
+    audit, outbox = events(engine)
+    assert (audit - before[0], outbox - before[1]) == (1, 1), operation
+
+
+#: operation, method, path, body, status.  Against a model with versions 1 (champion) and
+#: 2 (ready, no alias), version 1 tagged ``stage``.
+WRITES = [
+    ("create model", "post_json", f"{API}/models", {"name": "another"}, 201),
+    ("create version", "post_json", f"{M}/versions", {}, 201),
+    ("create version with tags", "post_json", f"{M}/versions",
+     {"tags": {"a": "1", "b": "2"}}, 201),
+    ("set alias", "put_json", f"{M}/aliases/staging", {"version": 2}, 201),
+    ("move alias", "put_json", f"{M}/aliases/champion", {"version": 2}, 200),
+    ("set version tag", "put_json", f"{M}/versions/2/tags/owner", {"value": "ana"}, 200),
+    ("replace version tag", "put_json", f"{M}/versions/1/tags/stage", {"value": "prod"}, 200),
+    ("set tag of an aliased version", "put_json", f"{M}/versions/1/tags/owner",
+     {"value": "ana"}, 200),
+    ("delete version tag", "delete", f"{M}/versions/1/tags/stage", None, 204),
+]
+
+
+def populate(app: Any) -> None:
+    create_model(app)
+    ready_version(app, tags={"stage": "dev", "approved": "true"})
+    ready_version(app)
+    app.put_json(f"{M}/aliases/champion", {"version": 1}, status=201)
+
+
+@pytest.mark.parametrize(("operation", "method", "path", "body", "status"), WRITES)
+def test_statements_per_write(testapp, operation, method, path, body, status):
+    populate(testapp)
+    run(testapp, operation, method, path, body, status, BUDGETS[operation])
+
+
+@pytest.fixture
+def ruled_app(modelreg_database, openapi_checker, tmp_path) -> Iterator[CheckedTestApp]:
+    """The app with an alias rule: ``champion`` is protected and needs ``approved=true``."""
+    wsgi = make_app({
+        "sqlalchemy.url": modelreg_database.url,
+        "modelreg.storage": "local",
+        "modelreg.storage.local.path": str(tmp_path),
+        "modelreg.auth.anonymous": "write",
+        "modelreg.policy.protected_aliases": "champion:approved=true",
+    })
+    app = CheckedTestApp(wsgi, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+    app.checker = openapi_checker
+    yield app
+    clear_database(wsgi.registry["db_engine"])
+    wsgi.registry["db_engine"].dispose()
+
+
+@pytest.mark.parametrize(("operation", "method", "path", "body", "status"),
+                         [w for w in WRITES if w[0] in RULED_BUDGETS])
+def test_statements_per_write_with_an_alias_rule(ruled_app, operation, method, path, body,
+                                                  status):
+    """Where an alias rule applies, its documents are read and the model stays locked."""
+    populate(ruled_app)
+    if operation == "move alias":  # onto a version the rule accepts
+        ruled_app.put_json(f"{M}/versions/2/tags/approved", {"value": "true"}, status=200)
+    run(ruled_app, operation, method, path, body, status, RULED_BUDGETS[operation])
+
+
+def test_the_rule_still_refuses(ruled_app):
+    """The rule's reads are not skipped where they decide: the tag a protected alias needs
+    cannot be taken from its version, nor the alias moved onto a version without it."""
+    populate(ruled_app)
+    response = ruled_app.delete(f"{M}/versions/1/tags/approved", status=422)
+    assert response.json["error"]["code"] == "validation_failed"
+    response = ruled_app.put_json(f"{M}/aliases/champion", {"version": 2}, status=422)
+    assert response.json["error"]["code"] == "validation_failed"
+    assert ruled_app.get(f"{M}/aliases/champion").json["version"] == 1
