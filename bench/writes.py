@@ -12,7 +12,8 @@ request's names unique where they must be:
 
 * create model (a new name each);
 * create version — of ``bench`` (one model) and round-robin over the ``--models`` (many);
-* set alias ``staging`` to the other ready version — one model, many models;
+* set an alias (one per wrk thread and round, so that every request creates or moves it)
+  to the other ready version than its last — one model, many models;
 * set version tag (``k0`` … ``k49`` on the version the aliases point at, as
   bench/compare.py does) — one model, many models.
 
@@ -86,17 +87,21 @@ function request()
 end
 """,
     "set alias, one model": """
+local last = 1
 function request()
-  n = n + 1
-  return wrk.format("PUT", "/api/v1/models/bench/aliases/staging", nil,
-    '{"version": ' .. (1 + n % 2) .. '}')
+  last = 3 - last
+  return wrk.format("PUT", "/api/v1/models/bench/aliases/s-RUN-" .. tid, nil,
+    '{"version": ' .. last .. '}')
 end
 """,
     "set alias, many models": """
+local last = {}
 function request()
   n = n + 1
-  return wrk.format("PUT", "/api/v1/models/m-" .. ((n * 7 + tid) % MODELS) ..
-    "/aliases/staging", nil, '{"version": ' .. (1 + (n + tid) % 2) .. '}')
+  local k = (n * 7 + tid) % MODELS
+  last[k] = 3 - (last[k] or 2)
+  return wrk.format("PUT", "/api/v1/models/m-" .. k .. "/aliases/s-RUN-" .. tid, nil,
+    '{"version": ' .. last[k] .. '}')
 end
 """,
     "set tag, one model": """
@@ -216,13 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--models", type=int, default=64, help="models of the 'many' rows")
-    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--wrk-threads", type=int, default=0,
+                        help="wrk threads (default: one per connection, so that each "
+                             "connection's requests are in order: its alias always moves)")
     parser.add_argument("--only", default="", help="operations whose name contains this")
     parser.add_argument("--baseline", help="another environment's Python to compare with")
     parser.add_argument("--rounds", type=int, default=2,
                         help="runs of each operation on each server, alternating (2)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    args.wrk_threads = args.wrk_threads or args.connections
 
     pythons = {"this": sys.executable}
     if args.baseline:
