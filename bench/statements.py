@@ -12,10 +12,8 @@ machine is, so that a change to the write path can be measured before and after 
   ``COMMIT``, the pool's pre-ping, the ``PREPARE`` of a statement run for the fifth time
   (counted on libpq's calls, through psycopg's Python binding of libpq, which this script
   selects with ``PSYCOPG_IMPL=python``: the same protocol as the C binding);
-* ``commits``: for the worker's rows, commits per event (a write request commits once).
 
-The last rows are the worker's cost per outbox event: what delivering the events of
-40 writes costs it, divided by 40.
+What the worker then spends on each write's outbox event is measured by ``bench/outbox.py``.
 
 The app runs with the settings of ``bench/compare.py`` except that every plugin stays on (as
 ``production.ini`` ships), on a database created for the run and dropped after it.
@@ -161,40 +159,6 @@ def operations(app: webtest.TestApp) -> dict[str, Callable[[int], Any]]:
     }
 
 
-#: Events the worker is given at once in :func:`worker_costs`.
-EVENTS = 40
-
-
-def worker_costs(app: webtest.TestApp, engine: Any) -> dict[str, dict[str, Any]]:
-    """What the worker spends per outbox event (``modelreg worker --once``, as the embedded
-    worker runs it), for events of one model and of four: statements and round trips per
-    event, and commits per event in ``tx``."""
-    results = {}
-    for label, models in (("worker, per event (one model)", ["bench"]),
-                          ("worker, per event (4 models)", ["bench", "w1", "w2", "w3"])):
-        for model in models[1:]:
-            app.post_json(API, {"name": model}, status=(201, 409))
-        run_worker(app.app)
-        for i in range(EVENTS):
-            app.put_json(f"{API}/{models[i % len(models)]}/tags/w{i}", {"value": "v"},
-                         status=200)
-        commits: list[int] = []
-
-        def listener(conn: Any, commits: list[int] = commits) -> None:
-            commits.append(1)
-
-        event.listen(engine, "commit", listener)
-        try:
-            with counting(engine) as counts:
-                run_worker(app.app)
-        finally:
-            event.remove(engine, "commit", listener)
-        results[label] = {"statements": round(len(counts["statements"]) / EVENTS, 2),
-                          "round_trips": round(counts["round_trips"] / EVENTS, 2) or None,
-                          "commits": round(len(commits) / EVENTS, 2)}
-    return results
-
-
 def measure(backend: str, verbose: bool) -> dict[str, dict[str, Any]]:
     database = TestDatabase.create(backend)
     blobs = tempfile.mkdtemp(prefix="modelreg-statements-")
@@ -214,12 +178,11 @@ def measure(backend: str, verbose: bool) -> dict[str, dict[str, Any]]:
             counts = min(runs, key=lambda c: (c["round_trips"], len(c["statements"])))
             results[name] = {"statements": len(counts["statements"]),
                              "round_trips": counts["round_trips"] or None,
-                             "commits": 1}
+                             "tx": counts["tx"]}
             if verbose:
                 print(f"-- {backend}: {name}", file=sys.stderr)
                 for statement in counts["statements"]:
                     print("   " + " ".join(statement.split())[:240], file=sys.stderr)
-        results.update(worker_costs(app, engine))
         return results
     finally:
         app_.registry["db_engine"].dispose()
@@ -236,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {backend: measure(backend, args.verbose) for backend in args.backends.split(",")}
     backends = list(report)
     print("| operation | " + " | ".join(
-        f"{b} statements | {b} round trips | {b} commits" if b == "postgresql"
+        f"{b} statements | {b} round trips" if b == "postgresql"
         else f"{b} statements" for b in backends) + " |")
-    print("|---|" + "---|" * sum(3 if b == "postgresql" else 1 for b in backends))
+    print("|---|" + "---|" * sum(2 if b == "postgresql" else 1 for b in backends))
     for name in report[backends[0]]:
         cells = []
         for b in backends:
@@ -246,7 +209,6 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(str(row["statements"]))
             if b == "postgresql":
                 cells.append(str(row["round_trips"]))
-                cells.append(str(row["commits"]))
         print(f"| {name} | " + " | ".join(cells) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
