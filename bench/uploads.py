@@ -165,7 +165,8 @@ def main() -> None:
                   f"{versus}   {wrote / MiB:8.0f} MiB   {cpu:6.2f} s")
             if base is not None:
                 print(f"{'':5}   baseline server: {base[0]:8.1f} MiB/s = "
-                      f"{100 * base[0] / disk:.0f}% of dd, wrote {base[1] / MiB:.0f} MiB, CPU {base[2]:.2f} s")
+                      f"{100 * base[0] / disk:.0f}% of dd, wrote {base[1] / MiB:.0f} MiB, "
+                      f"CPU {base[2]:.2f} s")
     finally:
         if baseline is not None:
             baseline.__exit__(None, None, None)
