@@ -254,3 +254,112 @@ def test_check_fails_when_the_root_is_gone(store, tmp_path):
         store.check()
     with pytest.raises(BlobNotFound):
         store.stat(sha(b"anything"))
+
+
+# ------------------------------------------------------------- parts written in place
+
+
+def _send(store, state, number, data, offset):
+    return store.upload_part(state, number=number, stream=io.BytesIO(data), length=len(data),
+                             expected_sha256=sha(data), offset=offset)
+
+
+def _blob_path(store, digest):
+    return store.root / "blobs" / "sha256" / digest[:2] / digest[2:4] / digest
+
+
+def test_parts_in_place_out_of_order_become_the_blob_without_a_copy(store):
+    data = os.urandom(3 * 100_000 + 7)
+    pieces = [(n, data[(n - 1) * 100_000:n * 100_000], (n - 1) * 100_000) for n in (1, 2, 3)]
+    pieces.append((4, data[300_000:], 300_000))
+    state = store.begin_upload()
+    parts = {n: _send(store, state, n, piece, offset) for n, piece, offset in reversed(pieces)}
+    data_file = store.root / "uploads" / state["id"]
+    assert data_file.read_bytes() == data  # every part at its offset of one file
+    inode = data_file.stat().st_ino
+    info = store.complete_parts(state, [parts[n] for n in (1, 2, 3, 4)],
+                                expected_sha256=sha(data))
+    assert (info.sha256, info.size) == (sha(data), len(data))
+    blob = _blob_path(store, info.sha256)
+    assert blob.read_bytes() == data and blob.stat().st_ino == inode  # renamed, not copied
+    assert temporary_files(store) == []
+
+
+def test_another_process_completes_by_reading_what_it_did_not_see(tmp_path):
+    """The running hash is per process: a store that received no part reads the file."""
+    first, second = LocalBlobStore(tmp_path / "s"), LocalBlobStore(tmp_path / "s")
+    data = os.urandom(200_000)
+    state = first.begin_upload()
+    parts = [_send(first, state, 2, data[100_000:], 100_000),
+             _send(second, state, 1, data[:100_000], 0)]
+    with pytest.raises(DigestMismatch) as caught:
+        second.complete_parts(state, parts[::-1], expected_sha256=sha(b"other"))
+    assert caught.value.actual == sha(data)  # refused, the parts kept
+    info = second.complete_parts(state, parts[::-1], expected_sha256=sha(data))
+    assert first.open(info.sha256).read() == data
+    assert temporary_files(first) == []
+
+
+def test_a_wrong_running_hash_is_never_trusted(store):
+    """Completion refuses on a full reading only: a running hash that went wrong costs a
+    reading of the file, never a wrong blob nor a refused upload."""
+    data = os.urandom(300_000)
+    state = store.begin_upload()
+    parts = [_send(store, state, n, data[(n - 1) * 100_000:n * 100_000], (n - 1) * 100_000)
+             for n in (1, 2, 3)]
+    store._running[state["id"]].digest.update(b"corrupted")
+    info = store.complete_parts(state, parts, expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data
+
+
+def test_a_part_replaced_after_it_was_hashed(store):
+    data = os.urandom(200_000)
+    other = os.urandom(100_000)
+    state = store.begin_upload()
+    first = _send(store, state, 1, data[:100_000], 0)
+    second = _send(store, state, 2, other, 100_000)
+    store.delete_part(state, second)
+    second = _send(store, state, 2, data[100_000:], 100_000)
+    info = store.complete_parts(state, [first, second], expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data
+    assert temporary_files(store) == []
+
+
+def test_a_region_left_locked_by_a_crashed_writer_takes_a_part_file(store):
+    """A lock nobody releases (its writer crashed): the part goes to a file of its own and
+    completion assembles a copy; nothing is lost and the bytes are right."""
+    data = os.urandom(200_000)
+    state = store.begin_upload()
+    first = _send(store, state, 1, data[:100_000], 0)
+    parts_dir = store.root / "uploads" / f"{state['id']}.parts"
+    os.symlink("w", parts_dir / "2.lock")
+    second = _send(store, state, 2, data[100_000:], 100_000)
+    assert (parts_dir / f"2-{sha(data[100_000:])}").read_bytes() == data[100_000:]
+    info = store.complete_parts(state, [first, second], expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data
+    assert temporary_files(store) == []
+
+
+def test_acknowledged_parts_survive_a_restart(tmp_path):
+    """What upload_part returned is on disk: a new process (store) completes the upload."""
+    data = os.urandom(150_000)
+    state = LocalBlobStore(tmp_path / "s").begin_upload()
+    parts = [_send(LocalBlobStore(tmp_path / "s"), state, 1, data[:100_000], 0),
+             _send(LocalBlobStore(tmp_path / "s"), state, 2, data[100_000:], 100_000)]
+    restarted = LocalBlobStore(tmp_path / "s")
+    info = restarted.complete_parts(state, parts, expected_sha256=sha(data))
+    assert restarted.open(info.sha256).read() == data
+
+
+def test_sequential_chunks_in_place_and_a_shorter_resend(store):
+    """Chunks at any offset; a chunk stored again shorter (its first sender gave up) leaves
+    bytes past the end, which completion cuts off."""
+    data = os.urandom(250_001)
+    state = store.begin_upload()
+    first = _send(store, state, 1, data[:123_457], 0)
+    stale = _send(store, state, 2, os.urandom(200_000), 123_457)
+    store.delete_part(state, stale)
+    second = _send(store, state, 2, data[123_457:], 123_457)
+    info = store.complete_parts(state, [first, second], expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data
+    assert _blob_path(store, info.sha256).stat().st_size == len(data)
