@@ -363,3 +363,23 @@ def test_sequential_chunks_in_place_and_a_shorter_resend(store):
     info = store.complete_parts(state, [first, second], expected_sha256=sha(data))
     assert store.open(info.sha256).read() == data
     assert _blob_path(store, info.sha256).stat().st_size == len(data)
+
+
+@pytest.mark.parametrize("direct", ["false", "true"])
+def test_parts_in_place_with_and_without_direct_writes(tmp_path, direct):
+    store = create_store({"modelreg.storage.local.path": str(tmp_path / "s"),
+                          "modelreg.storage.local.direct_writes": direct})
+    assert store.direct_writes is (direct == "true")
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    bounds = [(1, 0, 1024 * 1024), (2, 1024 * 1024, 3 * 1024 * 1024),
+              (3, 3 * 1024 * 1024, len(data))]
+    state = store.begin_upload()
+    parts = [_send(store, state, n, data[a:b], a) for n, a, b in reversed(bounds)]
+    info = store.complete_parts(state, parts[::-1], expected_sha256=sha(data))
+    assert _blob_path(store, info.sha256).read_bytes() == data
+
+
+def test_the_direct_writes_setting_is_a_boolean(tmp_path):
+    with pytest.raises(RuntimeError, match="direct_writes"):
+        create_store({"modelreg.storage.local.path": str(tmp_path),
+                      "modelreg.storage.local.direct_writes": "sometimes"})
