@@ -9,6 +9,10 @@ Settings:
 ``modelreg.storage.local.path`` (required)
     the directory that holds everything; created if missing.  ``development.ini`` uses
     ``%(here)s/var/blobs``.
+``modelreg.storage.local.direct_writes`` (default ``true``)
+    write the parts of uploads with ``O_DIRECT`` (where the filesystem supports it): no
+    copy through the page cache.  ``false`` writes them through the page cache, which keeps
+    a freshly uploaded file in memory for the next read.
 
 Local storage serves one machine, or several that mount the same directory from a
 filesystem with atomic renames (NFS, SMB, CephFS...).  Several processes may share it: there
@@ -18,9 +22,21 @@ only once complete, and two writers of one digest write the same bytes.
 Layout under the root::
 
     blobs/sha256/ab/cd/abcd...   each blob, named by its digest
-    uploads/<id>                 the data of a resumable upload so far
-    uploads/<id>.parts/<n>-<sha> part ``n`` of an upload, named by its digest too
+    uploads/<id>                 an upload's data file: its parts, each at its offset
+    uploads/<id>.parts/n.in      part ``n`` is in the data file (a symlink to
+                                 ``<offset>-<size>-<sha256>``)
+    uploads/<id>.parts/n.lock    the region of part ``n`` is being written or read
+    uploads/<id>.parts/<n>-<sha> part ``n`` as a file of its own (when its region was not
+                                 free, or its offset not given)
     tmp/put-*                    a blob being written by ``put``
+
+Parts of an upload are written in place, into the upload's data file at their offsets (with
+``O_DIRECT`` for whole blocks where the filesystem allows, unless
+``modelreg.storage.local.direct_writes = false``), and flushed (``fdatasync``) before they
+are acknowledged; completion renames the data file to the blob's address, without a copy,
+once its sha256 is verified.  The sha256 follows the parts as they land in this process;
+completion reads from the file only what it missed (everything, in another process).  See
+"numbered parts" in the class for the rules that keep this right with several writers.
 
 A new blob's digest is known only once all of it has been read, so ``put`` writes to
 ``tmp/`` and renames from there; ``tmp/``, ``uploads/`` and ``blobs/`` must be on one
