@@ -11,6 +11,9 @@ the ratios of one round are what to quote):
   settings, SQLite, local storage), the upload phase timed apart from the client's hashing;
   also the bytes the server process wrote to the block device (``/proc/<pid>/io``'s
   ``write_bytes``, which does not depend on the load) and its CPU time;
+* **raw parts**: the same size through the numbered-part protocol with no client work,
+  parts streamed from memory ``--parallel`` at once with digests computed beforehand, as
+  ``bench/compare.py`` drives MLflow (what the server alone costs);
 * **mlflow** (with ``--mlflow``): one ``PUT`` of the same size to ``mlflow server
   --serve-artifacts`` (MLflow's own upload path: ``mlflow-artifacts``), as
   ``bench/compare.py`` sends it.
@@ -26,17 +29,20 @@ does).  This prints figures; it is not a test.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from artifacts import SERVER_SETTINGS, Content, parse_size, rate
+from artifacts import SERVER_SETTINGS, Content, call, parse_size, rate
 from client import Phases, write_model
 from compare import MlflowServer, ensure_mlflow, put_stream, tree_usage
 
@@ -88,6 +94,49 @@ def modelreg_push(server: LiveServer, model_dir: Path, name: str, work: Path,
             tree_usage(pid)[0] - cpu)
 
 
+def part_digests(content: Content, part_size: int) -> list[str]:
+    """The sha256 of each part of ``content`` (computed before anything is timed)."""
+    digests = []
+    for start in range(0, content.size, part_size):
+        digest = hashlib.sha256()
+        for piece in content.chunks(start, min(start + part_size, content.size)):
+            digest.update(piece)
+        digests.append(digest.hexdigest())
+    return digests
+
+
+def modelreg_parts(server: LiveServer, content: Content, digests: list[str], name: str,
+                   part_size: int, parallel: int) -> tuple[float, int, float]:
+    """The raw protocol, as ``bench/compare.py`` drives MLflow: a session in numbered parts,
+    ``parallel`` parts at once, each streamed from memory with its digest (computed
+    beforehand), then completion.  (MiB/s, bytes the server wrote, server CPU seconds)."""
+    port, pid = server.port, server.process.pid
+    call(port, "POST", "/api/v1/models", json.dumps({"name": name}),
+         {"Content-Type": "application/json"}, expect=(201,))
+    call(port, "POST", f"/api/v1/models/{name}/versions", "{}",
+         {"Content-Type": "application/json"}, expect=(201,))
+    before, cpu = written_bytes(pid), tree_usage(pid)[0]
+    start = time.perf_counter()
+    _, body, _ = call(port, "POST", f"/api/v1/models/{name}/versions/1/uploads",
+                      json.dumps({"path": "blob.bin", "size": content.size,
+                                  "part_size": part_size}),
+                      {"Content-Type": "application/json"}, expect=(201,))
+    location = json.loads(body)["location"]
+
+    def send(number: int) -> None:
+        first = (number - 1) * part_size
+        put_stream(port, f"{location}/parts/{number}?digest=sha256:{digests[number - 1]}",
+                   content, first, min(first + part_size, content.size), expect=(201,))
+
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(send, range(1, len(digests) + 1)))
+    put_stream(port, f"{location}?digest=sha256:{content.sha256}", Content(0),
+               expect=(201,))
+    seconds = time.perf_counter() - start
+    return (rate(content.size, seconds), written_bytes(pid) - before,
+            tree_usage(pid)[0] - cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=parse_size, default=GiB)
@@ -116,12 +165,12 @@ def main() -> None:
             "modelreg.auth.anonymous": "write",
             "modelreg.plugins.disabled": "scan webhooks",
         }
-        content = None
+        content = Content(args.size)
+        digests = part_digests(content, args.chunk)
         if args.mlflow:
             ensure_mlflow()
             mlflow = MlflowServer(work / "mlflow")
             mlflow.start()
-            content = Content(args.size)
         rows = []
 
         if args.baseline_src is not None:
@@ -146,23 +195,30 @@ def main() -> None:
                     file.write(os.urandom(4096))
                 ours, wrote, cpu = modelreg_push(server, model_dir, f"bench-{round_}", work,
                                                  args.parallel, args.chunk)
+                shutil.rmtree(work / "blobs" / "blobs", ignore_errors=True)
+                raw = modelreg_parts(server, content, digests, f"raw-{round_}", args.chunk,
+                                     args.parallel)
                 theirs = None
-                if mlflow is not None and content is not None:
+                if mlflow is not None:
                     start = time.perf_counter()
                     put_stream(mlflow.port, "/api/2.0/mlflow-artifacts/artifacts/bench/"
                                f"{round_}/blob.bin", content)
                     theirs = rate(args.size, time.perf_counter() - start)
-                rows.append((disk, ours, theirs, wrote, cpu, base))
+                rows.append((disk, ours, theirs, wrote, cpu, base, raw))
                 shutil.rmtree(work / "blobs" / "blobs", ignore_errors=True)
         print(f"\n{args.size / MiB:.0f} MiB, client parallel={args.parallel}, part size "
               f"{args.chunk / MiB:.0f} MiB, Waitress threads={args.threads}")
         print("round   dd fdatasync   modelreg   mlflow   modelreg/dd   modelreg/mlflow   "
               "server wrote   server CPU")
-        for i, (disk, ours, theirs, wrote, cpu, base) in enumerate(rows, start=1):
+        for i, (disk, ours, theirs, wrote, cpu, base, raw) in enumerate(rows, start=1):
             versus = f"{ours / theirs:14.2f}x" if theirs else f"{'-':>15}"
             mlf = f"{theirs:8.1f}" if theirs else f"{'-':>8}"
             print(f"{i:5}   {disk:8.1f} MiB/s {ours:8.1f} {mlf}   {100 * ours / disk:9.0f}%   "
                   f"{versus}   {wrote / MiB:8.0f} MiB   {cpu:6.2f} s")
+            versus = f" = {raw[0] / theirs:.2f}x MLflow" if theirs else ""
+            print(f"{'':5}   raw parts from memory: {raw[0]:8.1f} MiB/s = "
+                  f"{100 * raw[0] / disk:.0f}% of dd{versus}, wrote {raw[1] / MiB:.0f} MiB, "
+                  f"CPU {raw[2]:.2f} s")
             if base is not None:
                 print(f"{'':5}   baseline server: {base[0]:8.1f} MiB/s = "
                       f"{100 * base[0] / disk:.0f}% of dd, wrote {base[1] / MiB:.0f} MiB, "
