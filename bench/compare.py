@@ -1042,12 +1042,16 @@ def issue18_transfers(adapters: list[Adapter], work: Path, size: int, pull_files
 
 def issue18(args: argparse.Namespace, argv: list[str] | None) -> int:
     """The table of issue 18: every target beside its figures and its ceiling, one run."""
-    if shutil.which(WRK) is None:
+    if shutil.which(WRK) is None and not args.render:
         print("wrk not found: the request-rate rows are driven by wrk, a C load generator: "
               "apt-get install wrk", file=sys.stderr)
         return 2
+    if args.render:
+        print(issue18_markdown(json.loads(args.render.read_text())))
+        return 0
     seconds = args.seconds
-    phases = ["sqlite"] + ([] if args.no_postgresql else ["postgresql"])
+    phases = [x for x in ("sqlite", "postgresql") if x in args.phases.split(",")]
+    drivers = tuple(x for x in ("wrk", "python") if x in args.drivers.split(","))
     ensure_mlflow("postgresql" if "postgresql" in phases else "sqlite")
     info = machine()
     print(json.dumps(info), flush=True)
@@ -1079,10 +1083,10 @@ def issue18(args: argparse.Namespace, argv: list[str] | None) -> int:
                 if phase == "sqlite":
                     issue18_requests(phase, adapters, hello, fixtures,
                                      ["get version", "resolve alias"], [16], seconds, rows,
-                                     work)
+                                     work, drivers)
                     issue18_requests(phase, adapters, hello, fixtures,
                                      ["create version", "set tag"], [1, 16], seconds, rows,
-                                     work)
+                                     work, drivers)
                     transfers.update(issue18_transfers(
                         adapters, work, args.upload_size, args.pull_files,
                         args.pull_repeat, peaks))
@@ -1095,7 +1099,7 @@ def issue18(args: argparse.Namespace, argv: list[str] | None) -> int:
                     issue18_requests(phase, adapters, hello, fixtures,
                                      ["create version", "create version, many models",
                                       "set tag", "set tag, many models"], [16], seconds,
-                                     rows, work)
+                                     rows, work, drivers)
             finally:
                 for peak in peaks.values():
                     peak.stop()
@@ -1344,8 +1348,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedded-worker", choices=("on", "off"), default="on",
                         help="modelreg's embedded worker thread (on, as production.ini "
                              "runs it)")
-    parser.add_argument("--no-postgresql", action="store_true",
-                        help="--issue18 without its PostgreSQL writes")
+    parser.add_argument("--phases", default="sqlite,postgresql",
+                        help="--issue18: sqlite (reads, writes, transfers, memory), "
+                             "postgresql (writes at 16 clients), or both (the default)")
+    parser.add_argument("--drivers", default="wrk,python",
+                        help="--issue18: load generators of the request rows (wrk,python)")
+    parser.add_argument("--render", type=Path, default=None,
+                        help="--issue18: print the table of a saved issue18-<date>.json")
     parser.add_argument("--upload-size", type=parse_size, default=GiB,
                         help="--issue18: the upload, download and pull size (1GiB)")
     parser.add_argument("--pull-files", type=int, default=8,
