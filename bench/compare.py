@@ -1355,8 +1355,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="--issue18: load generators of the request rows (wrk,python)")
     parser.add_argument("--render", type=Path, default=None,
                         help="--issue18: print the table of a saved issue18-<date>.json")
-    parser.add_argument("--upload-size", type=parse_size, default=GiB,
-                        help="--issue18: the upload, download and pull size (1GiB)")
+    parser.add_argument("--upload-size", type=parse_size, default=None,
+                        help="--issue18: the upload, download and pull size (1GiB; 128MiB "
+                             "with --quick)")
     parser.add_argument("--pull-files", type=int, default=8,
                         help="--issue18: files of the pulled model (8)")
     parser.add_argument("--pull-repeat", type=int, default=2,
@@ -1364,7 +1365,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.models, args.seconds, args.sizes = "300,1000", 2.0, "100MiB"
-        args.upload_size = min(args.upload_size, 128 * MiB)
+        args.upload_size = args.upload_size or 128 * MiB
+    args.upload_size = args.upload_size or GiB
     EMBEDDED_WORKER[0] = args.embedded_worker == "on"
     if args.issue18:
         return issue18(args, argv)
