@@ -58,6 +58,7 @@ from ..registry.services import RegistryService
 from ..settings import UPLOAD_CLAIM_TIMEOUT, UPLOAD_MAX_OPEN_SESSIONS
 from ..storage.errors import DigestMismatch
 from ..types import BlobInfo
+from . import direct
 from .paths import check_new_path
 from .services import (
     FileService,
@@ -239,7 +240,11 @@ class UploadService:
         check_new_path(path)
         if part_size is not None:
             self._check_part_size(size, part_size)
-        state = self.store.begin_upload()
+        # Parts straight to the store where it offers that (:mod:`.direct`).
+        state = direct.begin(self.store) if part_size is not None and size else None
+        is_direct = state is not None
+        if state is None:
+            state = self.store.begin_upload()
         try:
             with self._transaction() as files:
                 db = files.db
@@ -253,6 +258,7 @@ class UploadService:
                     public_id=secrets.token_hex(16), version_id=version.id, path=path,
                     media_type=media, owner=owner, state=state, offset=0, size=size,
                     sha256=sha256, part_size=part_size, created_at=now, updated_at=now,
+                    direct=is_direct, status="open",
                     expires_at=now + dt.timedelta(seconds=session_ttl(self.settings)))
                 db.add(upload)
                 db.flush()
@@ -629,6 +635,9 @@ class UploadService:
         with self._transaction() as files:
             upload, _version = self._lock(files.db, public_id)
             self._check_not_completing(upload, utcnow())
+            if upload.status == "verifying":  # the worker concludes it (see .direct)
+                raise Conflict("the upload is complete and its digest is being verified",
+                               code="upload_verifying", headers={"Retry-After": "2"})
             state = upload.state
             files.db.execute(sa.delete(UploadSession).where(
                 UploadSession.public_id == public_id))
