@@ -262,7 +262,13 @@ def test_the_session_of_a_direct_upload_and_its_completion(server, settings):
     held = ok(server, "GET", where)
     assert [(p["number"], p["size"]) for p in held["parts"]] == [(1, PART), (2, 777)]
     done = ok(server, "PUT", f"{where}?digest=sha256:{sha256(content)}", raw=b"", status=202)
-    assert done["status"] in ("verifying",)
+    assert done["status"] == "verifying"
+    # Completing again (a retry after a lost answer) answers the same, or 404 once the
+    # worker has concluded; another digest is refused.
+    code, again = call(server, "PUT", f"{where}?digest=sha256:{sha256(content)}", raw=b"")
+    assert (code, again.get("status")) in ((202, "verifying"), (404, None)), again
+    code, other = call(server, "PUT", f"{where}?digest=sha256:{sha256(b'x')}", raw=b"")
+    assert code in (400, 404), other
     assert wait_for(server, where, "gone") == {}
     files = ok(server, "GET", f"{base}/files")["files"]
     assert [(f["path"], f["sha256"], f["size"]) for f in files] == [

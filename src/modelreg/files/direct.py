@@ -124,7 +124,8 @@ def held_parts(store: Any, upload: UploadSession) -> list[dict[str, Any]]:
 def complete(service: UploadService, public_id: str, sha256: str) -> UploadSnapshot:
     """Check the parts the store holds, assemble them, and queue their verification.
 
-    :returns: the session, now ``verifying``.
+    :returns: the session, now ``verifying`` (also when it was already, with this digest:
+        a retry after a lost answer).
     :raises ApiError: 422 ``upload_incomplete`` or ``part_size_mismatch`` (the session stays
         open), 422 ``validation_failed`` (size rules; the session and its bytes are deleted),
         409 ``upload_completing``/``upload_verifying``/``version_immutable``, 422
@@ -137,6 +138,9 @@ def complete(service: UploadService, public_id: str, sha256: str) -> UploadSnaps
     with service._transaction() as files:
         db = files.db
         upload, version = service._lock(db, public_id)
+        if (upload.direct and upload.status == "verifying" and upload.sha256 is not None
+                and same_digest(upload.sha256, sha256)):
+            return service._snapshot(db, upload, version)  # completed already: a retry
         check_open(upload)
         service._check_not_completing(upload, now)
         if upload.sha256 is not None and not same_digest(upload.sha256, sha256):
