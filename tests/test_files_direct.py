@@ -3,7 +3,8 @@
 
 The local store does not provide ``IDirectUploads``, and the S3 store only does with
 ``presigned_uploads = true`` (not set here): a session in numbered parts says ``"direct":
-false``, and asking for a presigned URL is ``409 upload_mode``.  Direct uploads themselves
+false`` even when the client offers to send its parts there (``"direct": true``), and
+asking for a presigned URL is ``409 upload_mode``.  Direct uploads themselves
 are tested against moto's server in plugins/modelreg-s3/tests/test_direct_uploads.py.
 """
 
@@ -26,7 +27,7 @@ def test_sessions_go_through_the_app_unless_the_store_offers_direct_uploads(file
     part_size = MIN_CHUNK[files_app.app.storage_backend]
     opened = files_app.post_json(f"{API}/models/plain/versions/{number}/uploads",
                                  {"path": "a.bin", "size": part_size + 1,
-                                  "part_size": part_size}, status=201).json
+                                  "part_size": part_size, "direct": True}, status=201).json
     assert (opened["direct"], opened["status"], opened["error"]) == (False, "open", None)
     answer = files_app.post_json(f"{opened['location']}/parts/1/url",
                                  {"digest": f"sha256:{hashlib.sha256(b'').hexdigest()}"},

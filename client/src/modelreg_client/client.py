@@ -545,9 +545,12 @@ class Client:
     def open_upload(
         self, model: str, number: int, path: str, *, size: int | None = None,
         sha256: str | None = None, media_type: str | None = None,
-        part_size: int | None = None,
+        part_size: int | None = None, direct: bool = False,
     ) -> Upload:
         """Open a resumable upload session for one file of a draft.
+
+        :param direct: this caller can send parts straight to the blob store
+            (:meth:`part_url`); the session's ``direct`` says whether the server does so.
 
         :param part_size: send numbered parts of this size (:meth:`upload_part`, in any
             order, in parallel); needs ``size``.  Without it, sequential chunks
@@ -558,6 +561,8 @@ class Client:
             body["size"] = size
         if part_size is not None:
             body["part_size"] = part_size
+        if direct:
+            body["direct"] = True
         if sha256:
             body["digest"] = DIGEST_PREFIX + sha256
         if media_type:

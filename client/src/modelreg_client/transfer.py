@@ -475,14 +475,12 @@ class Pusher:
         if client.max_put_size:
             part_size = min(part_size, client.max_put_size)
         try:
-            upload = client.open_upload(model, number, file.path, size=file.size,
-                                        sha256=file.sha256, part_size=part_size)
+            upload = self._open_direct(model, number, file, part_size)
         except InvalidRequest as exc:
             if exc.code == "invalid_part_size" and "max_part_size" in exc.details:
                 part_size = min(max(part_size, exc.details["min_part_size"]),
                                 exc.details["max_part_size"])
-                upload = client.open_upload(model, number, file.path, size=file.size,
-                                            sha256=file.sha256, part_size=part_size)
+                upload = self._open_direct(model, number, file, part_size)
             elif exc.status in (400, 422) and exc.code in ("invalid_body", "invalid_request",
                                                            "validation_error"):
                 upload = client.open_upload(model, number, file.path, size=file.size,
@@ -491,6 +489,21 @@ class Pusher:
                 raise
         journal.set_upload(file.path, upload.id)
         return upload
+
+    def _open_direct(self, model: str, number: int, file: LocalFile, part_size: int) -> Any:
+        """Open a session in parts, offering to send them straight to the blob store (a
+        server before direct uploads refuses the field: then without it)."""
+        client = self.client
+        try:
+            return client.open_upload(model, number, file.path, size=file.size,
+                                      sha256=file.sha256, part_size=part_size, direct=True)
+        except InvalidRequest as exc:
+            problems = exc.details.get("problems") or []
+            if exc.code != "invalid_body" or not any(
+                    isinstance(p, dict) and p.get("field") == "direct" for p in problems):
+                raise
+        return client.open_upload(model, number, file.path, size=file.size,
+                                  sha256=file.sha256, part_size=part_size)
 
     def _upload(self, model: str, number: int, file: LocalFile, journal: Journal,
                 session: Any) -> None:

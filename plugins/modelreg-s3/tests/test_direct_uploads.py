@@ -23,6 +23,7 @@ PostgreSQL is required (unreachable: skipped, or failed when ``CI=true``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -190,6 +191,12 @@ def draft(server: LiveServer, model: str) -> str:
     return f"{API}/models/{model}/versions/{number}"
 
 
+def open_direct(server: LiveServer, base: str, size: int) -> dict[str, Any]:
+    """Open a session in parts, offering to send them to presigned URLs, as the client does."""
+    return ok(server, "POST", f"{base}/uploads",
+              {"path": "w.bin", "size": size, "part_size": PART, "direct": True}, status=201)
+
+
 def send_parts(server: LiveServer, session: dict[str, Any], content: bytes,
                lengths: dict[int, int] | None = None) -> None:
     """Send every part to its presigned URL (part ``n`` with ``lengths[n]`` bytes if given)."""
@@ -242,8 +249,7 @@ def test_a_push_sends_its_parts_straight_to_s3_and_is_ready_once_verified(
 def test_the_session_of_a_direct_upload_and_its_completion(server, settings):
     base = draft(server, "steps")
     content = os.urandom(PART + 777)
-    session = ok(server, "POST", f"{base}/uploads",
-                 {"path": "w.bin", "size": len(content), "part_size": PART}, status=201)
+    session = open_direct(server, base, len(content))
     assert (session["direct"], session["status"], session["parts_count"]) == (True, "open", 2)
     where = session["location"]
     # The app's own part endpoint refuses the bytes of a direct session.
@@ -281,8 +287,7 @@ def test_a_wrong_digest_is_refused_by_the_worker_and_nothing_is_kept(server, set
     base = draft(server, "wrong")
     content = os.urandom(PART + 10)
     claimed = sha256(b"something else")
-    session = ok(server, "POST", f"{base}/uploads",
-                 {"path": "w.bin", "size": len(content), "part_size": PART}, status=201)
+    session = open_direct(server, base, len(content))
     send_parts(server, session, content)
     answer = ok(server, "PUT", f"{session['location']}?digest=sha256:{claimed}", raw=b"",
                 status=202)
@@ -315,7 +320,7 @@ def test_the_real_client_reports_a_refused_upload(server, tmp_path):
     content = os.urandom(PART + 5)
     with Client(server.url, server.token, timeout=60, state_dir=tmp_path / "s") as client:
         session = client.open_upload("client-refused", 1, "x.bin", size=len(content),
-                                     part_size=PART)
+                                     part_size=PART, direct=True)
         assert session.direct
         for number in (1, 2):
             part = content[(number - 1) * PART:number * PART]
@@ -332,8 +337,7 @@ def test_the_real_client_reports_a_refused_upload(server, tmp_path):
 def test_a_part_of_another_length_than_signed_is_refused(server, settings):
     base = draft(server, "lengths")
     content = os.urandom(PART + 100)
-    session = ok(server, "POST", f"{base}/uploads",
-                 {"path": "w.bin", "size": len(content), "part_size": PART}, status=201)
+    session = open_direct(server, base, len(content))
     where = session["location"]
     # Part 2 is signed for 100 bytes; a body of 200 bytes is sent to its URL.  S3 refuses a
     # body whose length differs from the signed Content-Length (403 SignatureDoesNotMatch);
@@ -354,10 +358,27 @@ def test_a_part_of_another_length_than_signed_is_refused(server, settings):
     assert [(f["sha256"], f["size"]) for f in files] == [(sha256(content), len(content))]
 
 
+def test_a_session_is_direct_only_for_a_client_that_asks(server):
+    """curl, or a client before direct uploads, keeps sending its parts through the app."""
+    base = draft(server, "plain")
+    content = os.urandom(PART + 1)
+    session = ok(server, "POST", f"{base}/uploads",
+                 {"path": "p.bin", "size": len(content), "part_size": PART}, status=201)
+    assert session["direct"] is False
+    for number, part in ((1, content[:PART]), (2, content[PART:])):
+        ok(server, "PUT", f"{session['location']}/parts/{number}", raw=part, status=201,
+           headers={"Content-Digest": "sha-256=:" + base64.b64encode(
+               hashlib.sha256(part).digest()).decode() + ":"})
+    done = ok(server, "PUT", f"{session['location']}?digest=sha256:{sha256(content)}",
+              raw=b"", status=201)
+    assert (done["sha256"], done["size"]) == (sha256(content), len(content))
+
+
 def test_the_size_rules_refuse_a_direct_upload_at_opening(server, settings):
     base = draft(server, "too-large")
     code, answer = call(server, "POST", f"{base}/uploads",
-                        {"path": "big.bin", "size": 41 * MiB, "part_size": PART})
+                        {"path": "big.bin", "size": 41 * MiB, "part_size": PART,
+                         "direct": True})
     assert (code, answer["error"]["code"]) == (422, "validation_failed"), answer
     problems = {p["code"] for p in answer["error"]["details"]["problems"]}
     assert "version_too_large" in problems

@@ -52,6 +52,9 @@ class UploadCreate(Body):
     part_size: int | None = Field(
         None, ge=1, description="Send numbered parts of this size (every part but the "
         "last); needs size.  Without it, the file is sent in sequential chunks (PATCH).")
+    direct: bool = Field(
+        False, description="The client can send parts straight to the blob store at "
+        "presigned URLs (POST …/parts/{n}/url); the answer's direct says whether it does.")
 
 
 class PartOut(BaseModel):

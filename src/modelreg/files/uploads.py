@@ -58,7 +58,7 @@ from ..registry.services import RegistryService
 from ..settings import UPLOAD_CLAIM_TIMEOUT, UPLOAD_MAX_OPEN_SESSIONS
 from ..storage.errors import DigestMismatch
 from ..types import BlobInfo
-from . import direct
+from . import direct as direct_uploads
 from .paths import check_new_path
 from .services import (
     FileService,
@@ -226,14 +226,16 @@ class UploadService:
 
     def open(self, model_name: str, ref: str, *, path: str, owner: str | None,
              size: int | None = None, sha256: str | None = None,
-             media: str = "application/octet-stream", part_size: int | None = None
-             ) -> UploadSnapshot:
+             media: str = "application/octet-stream", part_size: int | None = None,
+             direct: bool = False) -> UploadSnapshot:
         """Open a session for ``path`` of a draft.
 
         :param size: the whole file's size, if known (required with ``part_size``).
         :param sha256: the whole file's digest, if known (completion must then match it).
         :param part_size: send numbered parts of this size (every part but the last);
             ``None`` for sequential chunks.
+        :param direct: the sender can send parts to presigned URLs: the session is a
+            direct one (:mod:`.direct`) if the store offers it and ``part_size`` is given.
         :raises ApiError: 409 ``too_many_uploads`` past ``max_open_sessions``, 422 when the
             size rules refuse ``size``, 400 ``invalid_part_size``.
         """
@@ -241,7 +243,8 @@ class UploadService:
         if part_size is not None:
             self._check_part_size(size, part_size)
         # Parts straight to the store where it offers that (:mod:`.direct`).
-        state = direct.begin(self.store) if part_size is not None and size else None
+        state = (direct_uploads.begin(self.store)
+                 if direct and part_size is not None and size else None)
         is_direct = state is not None
         if state is None:
             state = self.store.begin_upload()

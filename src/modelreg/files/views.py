@@ -225,7 +225,7 @@ def open_upload(request: Request) -> dict[str, Any]:
     snapshot = request.upload_service.open(
         request.matchdict["model"], request.matchdict["version"], path=body.path,
         owner=request.authenticated_userid, size=body.size, sha256=sha256,
-        media=media_type(body.media_type), part_size=body.part_size)
+        media=media_type(body.media_type), part_size=body.part_size, direct=body.direct)
     result = _session_json(request, snapshot)
     request.response.status_code = 201
     return result
