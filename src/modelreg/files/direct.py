@@ -6,8 +6,9 @@ the application, which then only signs, checks and records:
 
 1. **Opening** (:meth:`.uploads.UploadService.open`) with ``"direct": true`` (the client
    can send parts to presigned URLs; a client that does not ask keeps the path through the
-   app) asks the store for a direct upload; the session says ``"direct": true``.  The declared ``size`` counts towards the size
-   rules at once, as for any session, so a file the rules refuse is refused here.
+   app) asks the store for a direct upload; the session says ``"direct": true``.  The
+   declared ``size`` counts towards the size rules at once, as for any session, so a file
+   the rules refuse is refused here.
 2. **Each part**: ``POST /api/v1/uploads/{id}/parts/{n}/url`` with the part's digest
    answers a presigned request (:func:`presign_part`) signed for the part's exact length
    (``Content-Length``; the store refuses a body of another length) and, where the store

@@ -428,6 +428,8 @@ def includeme(config: Configurator) -> None:
     for route, method in (("api.file", "PUT"), ("api.uploads", "POST"),
                           ("api.upload", "PATCH"), ("api.upload", "PUT"),
                           ("api.upload", "DELETE"), ("api.upload_part", "PUT"),
-                          ("api.upload_part", "DELETE")):
+                          ("api.upload_part", "DELETE"),
+                          # Signs a URL and writes nothing: its session only reads.
+                          ("api.upload_part_url", "POST")):
         add_streaming_view(config, route, method)
     config.scan(".views")
