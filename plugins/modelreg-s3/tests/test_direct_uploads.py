@@ -144,6 +144,19 @@ def uploaded_bytes(server: LiveServer) -> float:
     return total
 
 
+def route_requests(server: LiveServer, route: str) -> dict[str, float]:
+    """``modelreg_http_requests_total`` of one route, by method."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=30) as response:  # noqa: S310
+        text = response.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r'modelreg_http_requests_total\{(.*)\} (\S+)', line)
+        if match and f'route="{route}"' in match.group(1):
+            method = re.search(r'method="(\w+)"', match.group(1)).group(1)
+            found[method] = found.get(method, 0) + float(match.group(2))
+    return found
+
+
 def bucket_keys(settings: dict[str, str], under: str) -> set[str]:
     """The keys under ``<prefix>/<under>`` (moto answers unsigned listings)."""
     prefix = settings["modelreg.storage.s3.prefix"].strip("/") + "/" + under
@@ -226,6 +239,7 @@ def test_a_push_sends_its_parts_straight_to_s3_and_is_ready_once_verified(
     (source / "model.bin").write_bytes(content)
     (source / "config.json").write_bytes(b'{"layers": 2}\n')
     before = uploaded_bytes(server)
+    assert route_requests(server, "api.upload_part_url") == {}
     with Client(server.url, server.token, timeout=60, state_dir=tmp_path / "state",
                 cache_dir=tmp_path / "cache") as client:
         pushed = client.push(source, "direct")
@@ -241,6 +255,9 @@ def test_a_push_sends_its_parts_straight_to_s3_and_is_ready_once_verified(
     assert sorted(pulled.downloaded_files) == ["config.json", "model.bin"]
     # Only the small file went through the app (one PUT); the 3 parts went to S3.
     assert uploaded_bytes(server) - before == len(b'{"layers": 2}\n')
+    # The app's part endpoint was never called; it signed one URL per part.
+    assert route_requests(server, "api.upload_part") == {}
+    assert route_requests(server, "api.upload_part_url") == {"POST": 3}
     key = f"sha256/{sha256(content)[:2]}/{sha256(content)[2:4]}/{sha256(content)}"
     assert any(k.endswith(key) for k in bucket_keys(settings, "sha256/"))
     assert bucket_keys(settings, "tmp/") == set()  # the assembled object was promoted
