@@ -317,6 +317,9 @@ def test_a_wrong_digest_is_refused_by_the_worker_and_nothing_is_kept(server, set
     assert refused["error"]["details"] == {"expected": f"sha256:{claimed}",
                                            "actual": f"sha256:{sha256(content)}"}
     assert ok(server, "GET", f"{base}/files")["files"] == []
+    events = ok(server, "GET", f"{API}/audit?action=upload.refused&model=wrong")["events"]
+    assert [(e["actor"], e["target"], e["after"]["code"]) for e in events] == [
+        ("pusher", "wrong/1:w.bin", "digest_mismatch")]
     stored = bucket_keys(settings, "sha256/")
     assert not any(k.endswith(claimed) or k.endswith(sha256(content)) for k in stored)
     assert bucket_keys(settings, "tmp/") == set()

@@ -290,7 +290,8 @@ class UploadService:
         mine = (UploadSession.owner.is_(None) if owner is None
                 else UploadSession.owner == owner)
         count = db.scalar(sa.select(sa.func.count()).select_from(UploadSession).where(
-            mine, UploadSession.expires_at > utcnow(), UploadSession.version_id.is_not(None)))
+            mine, UploadSession.expires_at > utcnow(), UploadSession.version_id.is_not(None),
+            UploadSession.status != "refused"))  # refused: kept to say why (.direct)
         if count >= limit:
             raise Conflict(
                 f"{count} upload sessions are open for this principal, the most allowed "
