@@ -361,7 +361,7 @@ def delete_part(request: Request) -> Response:
 
 
 @api_view("api.upload", "PUT", permission=WRITE, body_media=BINARY,
-          response=schemas.FileOut, also=(201, 202), params=(
+          response=schemas.FileOut, also=(201,), others={202: schemas.UploadOut}, params=(
               Param("digest", "sha256:<hex> of the whole file (required)."),),
           errors=(409, 411, 413, 416, 422, 503, 507), tags=["files"])
 def complete_upload(request: Request) -> dict[str, Any]:
