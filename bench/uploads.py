@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="Waitress threads")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--mlflow", action="store_true", help="also MLflow's upload")
+    parser.add_argument("--recv-bytes", type=parse_size, default=None,
+                        help="Waitress's recv_bytes (default: production.ini's)")
     parser.add_argument("--baseline-src", type=Path, default=None,
                         help="also push to a server running the modelreg package of this "
                              "src/ directory (e.g. `git archive main src | tar -x -C DIR`)")
@@ -179,8 +181,11 @@ def main() -> None:
                                   server_settings=SERVER_SETTINGS,
                                   environ={"PYTHONPATH": str(args.baseline_src.resolve())})
             baseline.__enter__()
+        server_settings = dict(SERVER_SETTINGS)
+        if args.recv_bytes:
+            server_settings["recv_bytes"] = str(args.recv_bytes)
         with LiveServer(settings, threads=args.threads,
-                        server_settings=SERVER_SETTINGS) as server:
+                        server_settings=server_settings) as server:
             for round_ in range(1, args.repeat + 1):
                 base = None
                 if baseline is not None:
