@@ -431,3 +431,31 @@ def test_a_spool_that_changed_is_not_trusted(store, tmp_path):
     assert store._running[state["id"]].position == len(data)
     info = store.complete_parts(state, [first, second], expected_sha256=sha(data))
     assert store.open(info.sha256).read() == data
+
+
+def test_spools_are_kept_within_a_budget_and_an_age(store, tmp_path, monkeypatch):
+    """Spools only save a reading: past the process's budget none is kept, an old one is
+    closed, and the upload completes all the same (from the data file)."""
+    data = os.urandom(300_000)
+    state = store.begin_upload()
+    monkeypatch.setattr(local._Spool, "LIMIT", 150_000)
+    parts = {}
+    for n in (3, 2):
+        piece = data[(n - 1) * 100_000:n * 100_000]
+        spool, body = _spooled(piece, tmp_path, f"spool-{n}")
+        with spool:
+            parts[n] = store.upload_part(state, number=n, stream=body, length=len(piece),
+                                         expected_sha256=sha(piece), offset=(n - 1) * 100_000)
+    running = store._running[state["id"]]
+    assert list(running._spools) == [200_000]  # the second did not fit the budget
+    monkeypatch.setattr(local._Spool, "MAX_AGE", 0.0)
+    spool, body = _spooled(b"x", tmp_path, "spool-other")
+    with spool:
+        other = local._Spool.of(body, 1)
+        assert other is not None  # and the old one was closed
+        other.close()
+    assert running._spools[200_000].closed
+    parts[1] = _send(store, state, 1, data[:100_000], 0)
+    info = store.complete_parts(state, [parts[1], parts[2], parts[3]],
+                                expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data

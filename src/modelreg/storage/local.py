@@ -65,6 +65,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -325,10 +326,21 @@ class _Spool:
     disk.  The file is private to its request and never written again; its size and
     modification time are checked before use all the same."""
 
+    #: Bytes of spools this process keeps at most, and seconds it keeps one at most:
+    #: spools are only a shortcut, and an upload whose gap is never filled must not pin
+    #: temporary space (they are the bodies' bytes, in TMPDIR).
+    LIMIT = 1024 * 1024 * 1024
+    MAX_AGE = 120.0
+    _lock = threading.Lock()
+    _held: dict[int, _Spool] = {}
+    _bytes = 0
+
     def __init__(self, fd: int, offset: int, length: int) -> None:
         self.fd = os.dup(fd)
         self.offset = offset
         self.length = length
+        self.closed = False
+        self.since = time.monotonic()
         self._stamp = self._stat()
 
     def _stat(self) -> tuple[int, int]:
@@ -341,18 +353,31 @@ class _Spool:
         :func:`modelreg.files.body.BodyReader.spooled`), before its ``length`` bytes are
         read, or ``None``."""
         spooled = getattr(stream, "spooled", None)
+        now = time.monotonic()
+        with cls._lock:
+            for old in [s for s in cls._held.values() if now - s.since > cls.MAX_AGE]:
+                old._release()
+            if cls._bytes + length > cls.LIMIT:
+                return None
+            cls._bytes += length  # reserved
+        spool = None
         try:
             where = spooled() if callable(spooled) else None
-            if where is None:
-                return None
-            fd, offset = where
-            return cls(fd, offset, length)
+            if where is not None:
+                spool = cls(where[0], where[1], length)
         except (OSError, ValueError, TypeError):
-            return None
+            spool = None
+        with cls._lock:
+            if spool is None:
+                cls._bytes -= length
+            else:
+                cls._held[id(spool)] = spool
+        return spool
 
     def hashed(self, digest: Any) -> Any:
-        """A copy of ``digest`` fed the part's bytes, or ``None`` if the file changed."""
-        if self._stat() != self._stamp:
+        """A copy of ``digest`` fed the part's bytes, or ``None`` if the file changed or
+        the spool was closed (for its age) meanwhile."""
+        if self.closed or self._stat() != self._stamp:
             return None
         copy = digest.copy()
         buffer = memoryview(bytearray(min(CHUNK_SIZE, max(self.length, 1))))
@@ -364,11 +389,21 @@ class _Spool:
                 return None
             copy.update(buffer[:got])
             done += got
-        return copy if self._stat() == self._stamp else None
+        with self._lock:  # not closed (its number not reused) while it was read
+            return copy if not self.closed and self._stat() == self._stamp else None
+
+    def _release(self) -> None:
+        """Close (the class's lock held)."""
+        if not self.closed:
+            self.closed = True
+            _Spool._bytes -= self.length
+            _Spool._held.pop(id(self), None)
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
+        with self._lock:
+            self._release()
 
 
 def _part_key(part: dict[str, Any]) -> tuple[Any, ...]:
