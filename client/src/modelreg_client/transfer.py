@@ -30,14 +30,16 @@ from the worker threads and may raise to abort the transfer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import json
+import mmap
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -88,8 +90,12 @@ MAX_PARTS = 10_000
 #: Suffix of files being downloaded; renamed away once verified.
 PART_SUFFIX = ".part"
 #: Bytes received at a time when downloading: one buffer per download, reused for every
-#: block so that the socket, the file and the hash all work on memory already in the cache.
-DOWNLOAD_BLOCK = 1024 * 1024
+#: block (the socket fills it, the hash reads it, the disk takes it), large enough that each
+#: direct write to the disk is worth its wait.
+DOWNLOAD_BLOCK = 4 * 1024 * 1024
+#: The alignment of direct writes (positions, lengths and buffers).
+_ALIGN = 4096
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
 #: Attempts at one file (or one chunk) after a network or server failure.
 TRANSFER_ATTEMPTS = 5
 T = TypeVar("T")
@@ -461,7 +467,12 @@ class Pusher:
         upload_id = journal.uploads.get(file.path)
         if upload_id is not None:
             try:
-                return self.client.get_upload(upload_id)
+                upload = self.client.get_upload(upload_id)
+                if getattr(upload, "status", "open") == "open":
+                    return upload
+                with contextlib.suppress(NotFound, Conflict):  # refused: start again
+                    self.client.abort_upload(upload_id)
+                journal.set_upload(file.path, None)
             except NotFound:
                 journal.set_upload(file.path, None)
         client = self.client
@@ -470,14 +481,12 @@ class Pusher:
         if client.max_put_size:
             part_size = min(part_size, client.max_put_size)
         try:
-            upload = client.open_upload(model, number, file.path, size=file.size,
-                                        sha256=file.sha256, part_size=part_size)
+            upload = self._open_direct(model, number, file, part_size)
         except InvalidRequest as exc:
             if exc.code == "invalid_part_size" and "max_part_size" in exc.details:
                 part_size = min(max(part_size, exc.details["min_part_size"]),
                                 exc.details["max_part_size"])
-                upload = client.open_upload(model, number, file.path, size=file.size,
-                                            sha256=file.sha256, part_size=part_size)
+                upload = self._open_direct(model, number, file, part_size)
             elif exc.status in (400, 422) and exc.code in ("invalid_body", "invalid_request",
                                                            "validation_error"):
                 upload = client.open_upload(model, number, file.path, size=file.size,
@@ -486,6 +495,21 @@ class Pusher:
                 raise
         journal.set_upload(file.path, upload.id)
         return upload
+
+    def _open_direct(self, model: str, number: int, file: LocalFile, part_size: int) -> Any:
+        """Open a session in parts, offering to send them straight to the blob store (a
+        server before direct uploads refuses the field: then without it)."""
+        client = self.client
+        try:
+            return client.open_upload(model, number, file.path, size=file.size,
+                                      sha256=file.sha256, part_size=part_size, direct=True)
+        except InvalidRequest as exc:
+            problems = exc.details.get("problems") or []
+            if exc.code != "invalid_body" or not any(
+                    isinstance(p, dict) and p.get("field") == "direct" for p in problems):
+                raise
+        return client.open_upload(model, number, file.path, size=file.size,
+                                  sha256=file.sha256, part_size=part_size)
 
     def _upload(self, model: str, number: int, file: LocalFile, journal: Journal,
                 session: Any) -> None:
@@ -548,10 +572,68 @@ class Pusher:
                 time.sleep(min(0.5 * 2 ** failures, 10))
                 offset = client.get_upload(session.id).offset
 
+    def _send_direct(self, file: LocalFile, session: Any, journal: Journal) -> None:
+        """A direct upload (``session.direct``): each part the store lacks goes straight to
+        the blob store at the presigned URL the server signs for it, ``parallel`` at once;
+        then complete, and wait until the server has verified the whole file's digest."""
+        client = self.client
+        size, count = session.part_size, -(-file.size // session.part_size)
+        held = {part.number for part in session.parts
+                if part.size == min(size, file.size - (part.number - 1) * size)}
+        self.progress.start("upload", file.path, file.size,
+                            sum(min(size, file.size - (n - 1) * size) for n in held))
+        failed = threading.Event()
+        on_block = self._on_block(file.path)
+
+        def guarded(n: int) -> None:
+            if failed.is_set():
+                raise _Cancelled
+            on_block(n)
+
+        def send(number: int) -> None:
+            start = (number - 1) * size
+            length = min(size, file.size - start)
+            digest = self._part_digest(file, size, number)
+            for attempt in _attempts():
+                if failed.is_set():
+                    raise _Cancelled
+                try:
+                    with self.part_slots:
+                        signed = client.part_url(session.id, number, digest)
+                        client.send_to_store(signed, FileRegion(file.source, start, length,
+                                                                guarded))
+                    return
+                except (NetworkError, ServerError):
+                    if attempt == TRANSFER_ATTEMPTS:
+                        raise
+                time.sleep(min(0.5 * 2 ** attempt, 10))
+
+        todo = [n for n in range(1, count + 1) if n not in held]
+        if todo:
+            workers = max(1, min(client.parallel, len(todo)))
+            with ThreadPoolExecutor(workers, thread_name_prefix="modelreg-part") as executor:
+                futures = [executor.submit(send, n) for n in todo]
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                if any(f.exception() is not None for f in done):
+                    failed.set()
+                    wait(futures)
+                    errors = [f.exception() for f in futures if f.exception() is not None]
+                    raise next((e for e in errors if not isinstance(e, _Cancelled)),
+                               errors[0])
+        upload = client.complete_direct_upload(session.id, file.sha256)
+        try:
+            client.wait_verified(upload)
+        finally:
+            if upload.status != "open":
+                journal.set_upload(file.path, None)
+
     def _send_parts(self, file: LocalFile, session: Any, journal: Journal) -> None:
         """Send the parts the session lacks, ``parallel`` at once, then complete; if the
         server finds the whole digest wrong, send again the parts whose digest differs from
         the local file's (the others stay on the server) and complete once more."""
+        if getattr(session, "direct", False):
+            self._send_direct(file, session, journal)
+            return
         client = self.client
         size, count = session.part_size, -(-file.size // session.part_size)
         held = {part.number: part.sha256 for part in session.parts}
@@ -851,15 +933,18 @@ class Puller:
             if have and response.status_code != 206:
                 have, digest = 0, hashlib.sha256()  # the server sent the whole file
             self.progress.start("download", file.path, file.size, have)
-            buffer = memoryview(bytearray(DOWNLOAD_BLOCK))
-            # Unbuffered: each block goes to the file in one write, from the same buffer
-            # the socket filled and the hash read (no copy in between).
+            # One reused, page-aligned buffer, filled whole from the socket before it is
+            # hashed and written: whole blocks go to the file with O_DIRECT where the
+            # filesystem allows (no copy into the page cache, see _DownloadWriter).
+            buffer = memoryview(mmap.mmap(-1, DOWNLOAD_BLOCK))
+            read, finish = _body_reader(response)
             with open(part, "r+b" if have else "wb", buffering=0) as out:
                 out.seek(have)
                 out.truncate()
+                writer = _DownloadWriter(out, part, have, self.client.direct_writes)
                 written = have
                 try:
-                    for n in _blocks(response, buffer):
+                    while n := _fill(read, buffer):
                         self.pool.check()
                         written += n
                         if written > file.size:
@@ -867,14 +952,18 @@ class Puller:
                                 f"{file.path}: the server sent more than its {file.size} "
                                 "bytes", code="corrupted_download")
                         block = buffer[:n]
-                        _write_all(out, block)
                         digest.update(block)
+                        writer.write(block)
                         self.received.add(n)
                         self.progress.advance("download", file.path, n)
+                        if n < len(buffer):
+                            break
+                    finish()
                 except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
                         http.client.HTTPException, ConnectionError, TimeoutError) as exc:
                     raise NetworkError(f"{file.path}: the download broke off: {exc}") from exc
                 finally:
+                    writer.close()
                     if written == 0:  # nothing worth resuming from
                         part.unlink(missing_ok=True)
         return digest.hexdigest()
@@ -898,16 +987,19 @@ def _check_writable(targets: dict[str, Path], root: Path, where: str) -> None:
                              "nothing was written", details={"path": path, "reason": reason})
 
 
-def _blocks(response: requests.Response, buffer: memoryview) -> Iterator[int]:
-    """Read a streaming response's body into ``buffer`` block after block; yield each
-    block's length (the block is ``buffer[:n]``, valid until the next one is read).
+def _body_reader(response: requests.Response
+                 ) -> tuple[Callable[[memoryview], int], Callable[[], None]]:
+    """``(read, finish)`` for a streaming response's body: ``read(view)`` reads into
+    ``view`` and returns how many bytes (0 at the end); ``finish()``, once ``read`` returned
+    0, checks the length.
 
     A body without content coding is read straight from the socket into the buffer through
     the standard library's response under urllib3's (one copy, no allocation per block), and
-    the connection goes back to the pool once the body is complete; anything else goes
-    through urllib3's decoding reads.
+    ``finish`` gives the connection back to the pool once the body is complete; anything
+    else goes through urllib3's decoding reads.
 
-    :raises http.client.IncompleteRead: the connection ended before ``Content-Length`` bytes.
+    :raises http.client.IncompleteRead: (from ``finish``) the connection ended before
+        ``Content-Length`` bytes.
     """
     raw = response.raw
     fp = getattr(raw, "_fp", None)
@@ -915,18 +1007,85 @@ def _blocks(response: requests.Response, buffer: memoryview) -> Iterator[int]:
     if isinstance(fp, http.client.HTTPResponse) and coding in ("", "identity"):
         expected = response.headers.get("Content-Length")
         got = 0
-        while n := fp.readinto(buffer):
+
+        def read(view: memoryview) -> int:
+            nonlocal got
+            n = fp.readinto(view)
             got += n
-            yield n
-        if expected is not None and expected.isdigit() and got != int(expected):
-            raise http.client.IncompleteRead(b"", int(expected) - got)
-        if fp.isclosed():
-            raw.release_conn()  # the body is complete: the connection can serve again
-        return
-    size = len(buffer)
-    while block := raw.read(size, decode_content=True):
-        buffer[:len(block)] = block
-        yield len(block)
+            return n
+
+        def finish() -> None:
+            if expected is not None and expected.isdigit() and got != int(expected):
+                raise http.client.IncompleteRead(b"", int(expected) - got)
+            if fp.isclosed():
+                raw.release_conn()  # the body is complete: the connection can serve again
+
+        return read, finish
+
+    def decoded(view: memoryview) -> int:
+        block = raw.read(len(view), decode_content=True)
+        view[:len(block)] = block
+        return len(block)
+
+    return decoded, lambda: None
+
+
+def _fill(read: Callable[[memoryview], int], buffer: memoryview) -> int:
+    """Read into ``buffer`` until it is full or the body ends; how many bytes it holds."""
+    filled = 0
+    while filled < len(buffer):
+        n = read(buffer[filled:])
+        if not n:
+            break
+        filled += n
+    return filled
+
+
+class _DownloadWriter:
+    """Writes a download's blocks one after the other into ``out`` from ``position``.
+
+    Whole blocks of :data:`_ALIGN` bytes at aligned positions go through a second
+    descriptor opened with ``O_DIRECT`` (where the OS and filesystem allow it): from the
+    buffer straight to the disk, without the copy into the page cache, which on the
+    virtual machines measured costs more CPU than the copy itself (``docs/performance.md``,
+    "Uploads and pulls").  The rest (a last partial block, or everything when direct I/O is
+    refused or off) is written through ``out``.
+    """
+
+    def __init__(self, out: Any, path: Path, position: int, direct: bool) -> None:
+        self.out = out
+        self.position = position
+        self.direct: int | None = None
+        if direct and _O_DIRECT and position % _ALIGN == 0:
+            try:
+                self.direct = os.open(path, os.O_WRONLY | _O_DIRECT)
+            except OSError:  # tmpfs and others: through the page cache
+                self.direct = None
+
+    def write(self, block: memoryview) -> None:
+        if self.direct is not None and self.position % _ALIGN == 0:
+            whole = len(block) - len(block) % _ALIGN
+            done = 0
+            try:
+                while done < whole:
+                    n = os.pwrite(self.direct, block[done:whole], self.position + done)
+                    done += n
+                    if n % _ALIGN:
+                        break
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.close()  # refused after all: the rest through the page cache
+            block, self.position = block[done:], self.position + done
+        if block:
+            self.out.seek(self.position)
+            _write_all(self.out, block)
+            self.position += len(block)
+
+    def close(self) -> None:
+        if self.direct is not None:
+            os.close(self.direct)
+            self.direct = None
 
 
 def _write_all(out: Any, block: memoryview) -> None:

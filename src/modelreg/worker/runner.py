@@ -234,8 +234,13 @@ class Worker:
         ``limit`` events at a time, not one per poll with two commits each (the cost of a
         write again, docs/performance.md, "Write path").
 
+        With no plugin implementing the hook there is nobody to hand events to, in any order:
+        every undelivered event is marked delivered in one statement (:meth:`_retire_events`).
+
         :returns: how many deliveries were attempted.
         """
+        if not self.hook.modelreg_on_event.get_hookimpls():
+            return self._retire_events()
         claimed = self._claim_events(limit)
         if not claimed:
             return 0
@@ -340,6 +345,21 @@ class Worker:
                 # Stored as naive UTC; plugins get an aware time.
                 created_at=row.created_at.replace(tzinfo=dt.UTC)), row.attempts))
         return claimed
+
+    def _retire_events(self) -> int:
+        """Mark every undelivered event that no other worker holds delivered, in one
+        statement: what a delivery to no listener amounts to."""
+        now = utcnow()
+        with self.transaction(write=True) as db:
+            return db.execute(
+                sa.update(OutboxEvent)
+                .where(OutboxEvent.delivered_at.is_(None),
+                       sa.or_(OutboxEvent.locked_until.is_(None),
+                              OutboxEvent.locked_until < now))
+                .values(delivered_at=now, attempts=OutboxEvent.attempts + 1,
+                        last_error=None, locked_until=None)
+                .execution_options(synchronize_session=False)
+            ).rowcount
 
     def _claim_event(self, row_id: int) -> tuple[Event | None, int]:
         now = utcnow()
