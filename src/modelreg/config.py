@@ -13,6 +13,7 @@ from pyramid.renderers import JSON
 from . import keys
 from .openapi import (
     add_method_not_allowed_views,
+    conditional_view,
     refuse_control_characters,
     refuse_undecodable_requests,
 )
@@ -47,6 +48,8 @@ def configure(
     config = Configurator(settings=settings)
     config.registry[keys.PLUGIN_MANAGER] = pm
     config.add_renderer("json", JSON(separators=(",", ":")))
+    # The ``etag=True`` view option (ETag, If-None-Match -> 304), around the rendered view.
+    config.add_view_deriver(conditional_view, "etag")
     # Order matters: errors first (every later failure renders as JSON), then the database
     # and its transaction management, then security (the policy, the default permission that
     # refuses any view declared without one, the admin API), then the features, then
