@@ -407,10 +407,14 @@ def run_profile(s: Setup, requests: int, src: str | None) -> dict[str, Any]:
 
         for _ in range(200):
             once()
-        started = time.process_time()
-        for _ in range(requests):
-            once()
-        plain = (time.process_time() - started) / requests * 1e6
+        # The least of five batches: the load of a shared machine only ever adds.
+        batch, timings = max(1, requests // 5), []
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(batch):
+                once()
+            timings.append((time.process_time() - started) / batch * 1e6)
+        plain = min(timings)
         profile = cProfile.Profile()
         profile.enable()
         for _ in range(requests):
@@ -425,6 +429,7 @@ def run_profile(s: Setup, requests: int, src: str | None) -> dict[str, Any]:
             shares[layer] = shares.get(layer, 0.0) + tottime
             total += tottime
         out[row] = {"cpu_us_in_process": plain,
+                    "calls": stats.total_calls / requests,  # type: ignore[attr-defined]
                     "shares": {k: v / total for k, v in sorted(shares.items(),
                                                                 key=lambda kv: -kv[1])}}
         if os.environ.get("READS_PROFILE_TOP"):
@@ -463,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in report.get("callgrind", []):
         print(f"cg   {row['row']:<34} {row['instructions'] / 1e6:8.3f} M instructions/req")
     for row, data in report.get("profile", {}).items():
-        print(f"prof {row:<34} {data['cpu_us_in_process']:7.0f} µs/req in process (no Waitress)")
+        print(f"prof {row:<34} {data['cpu_us_in_process']:7.0f} µs/req in process (no Waitress)"
+              f", {data['calls']:6.0f} Python calls/req")
         for layer, share in data["shares"].items():
             print(f"       {layer:<58} {share:6.1%}")
     return 0
