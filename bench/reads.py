@@ -184,10 +184,10 @@ def serving(command: list[str], port: int, log: Path, src: str | None = None,
     if src:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     with open(log, "ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=out, env=env,  # noqa: S603
+        process = subprocess.Popen(command, stdout=out, stderr=out, env=env,
                                    start_new_session=True)
     try:
-        if "hello" in str(log):
+        if "waitress.serve" in " ".join(command):
             deadline = time.monotonic() + timeout
             while True:
                 try:
@@ -227,7 +227,7 @@ def wrk(port: int, path: str, seconds: float, headers: dict[str, str],
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
     before = cpu_seconds(pid)
-    output = subprocess.run([*args, f"http://127.0.0.1:{port}{path}"], check=True,  # noqa: S603
+    output = subprocess.run([*args, f"http://127.0.0.1:{port}{path}"], check=True,
                             capture_output=True, text=True).stdout
     used = cpu_seconds(pid) - before
     match = re.search(r"(\d+) requests in", output)
@@ -289,60 +289,69 @@ def etag_of(port: int, path: str) -> str:
 # ------------------------------------------------------------------------- callgrind
 
 
-def instructions(command: list[str], port: int, path: str, headers: dict[str, str],
-                 requests: int, work: Path, src: str | None, ready: Any) -> float:
-    """Instructions the server process executes per request (all threads), counted by
-    callgrind only around ``requests`` sequential keep-alive requests."""
+def _ctl(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+
+
+def instructions(command: list[str], port: int, rows: list[tuple[str, str, dict[str, str]]],
+                 requests: int, work: Path, src: str | None) -> dict[str, float]:
+    """Instructions the server process executes per request (all its threads) for each
+    ``(row, path, headers)``, counted by callgrind only around ``requests`` sequential
+    keep-alive requests after a warm-up (one server under valgrind for all rows)."""
     out = work / f"callgrind.{port}"
     vg = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
           *command]
-    with serving(vg, port, work / ("hello-vg.log" if "hello" in str(command)
-                                   else "server-vg.log"), src, timeout=600) as process:
-        ready(port)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        for _ in range(50):  # warm: imports, statement caches, connections
-            conn.request("GET", path, headers=headers)
-            conn.getresponse().read()
-        subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True,  # noqa: S603
-                       capture_output=True)
-        subprocess.run(["callgrind_control", "-i", "on", str(process.pid)], check=True,  # noqa: S603
-                       capture_output=True)
-        for _ in range(requests):
-            conn.request("GET", path, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            assert response.status in (200, 304), response.status
-        subprocess.run(["callgrind_control", "-i", "off", str(process.pid)], check=True,  # noqa: S603
-                       capture_output=True)
-        subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True,  # noqa: S603
-                       capture_output=True)
+    counts: dict[str, float] = {}
+    log = work / ("hello-vg.log" if "waitress.serve" in " ".join(command) else "server-vg.log")
+    with serving(vg, port, log, src, timeout=900) as process:
+        pid = str(process.pid)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
+        for row, path, headers in rows:
+            for _ in range(30):  # warm: imports, statement caches, connections
+                conn.request("GET", path, headers=headers)
+                conn.getresponse().read()
+            before = set(work.glob(f"callgrind.{port}*"))
+            _ctl("-z", pid)
+            _ctl("-i", "on", pid)
+            for _ in range(requests):
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                assert response.status in (200, 304), response.status
+            _ctl("-i", "off", pid)
+            _ctl("-d", pid)
+            deadline = time.monotonic() + 60
+            while not (set(work.glob(f"callgrind.{port}*")) - before):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("callgrind wrote no dump")
+                time.sleep(0.2)
+            time.sleep(0.5)
+            (dump,) = set(work.glob(f"callgrind.{port}*")) - before
+            text = dump.read_text(errors="replace")
+            match = re.search(r"^summary:\s+(\d+)", text, re.M) or \
+                re.search(r"^totals:\s+(\d+)", text, re.M)
+            counts[row] = int(match.group(1)) / requests if match else float("nan")
         conn.close()
-    total = 0
     for dump in work.glob(f"callgrind.{port}*"):
-        text = dump.read_text(errors="replace")
-        match = re.search(r"^summary:\s+(\d+)", text, re.M) or \
-            re.search(r"^totals:\s+(\d+)", text, re.M)
-        if match:
-            total = max(total, int(match.group(1)))
         dump.unlink()
-    return total / requests
+    return counts
 
 
 def run_callgrind(s: Setup, requests: int, src: str | None) -> list[dict[str, Any]]:
     results = []
     port = free_port()
-    count = instructions(hello(port), port, "/", {}, requests, s.work, None, lambda p: None)
-    results.append({"row": "hello-world WSGI (Waitress)", "instructions": count})
+    hello_row = "hello-world WSGI (Waitress)"
+    count = instructions(hello(port), port, [(hello_row, "/", {})], requests, s.work, None)
+    results.append({"row": hello_row, "instructions": count[hello_row]})
     seed_port = free_port()
     with serving(pserve(s.ini(seed_port)), seed_port, s.work / "server.log", src):
         seed_once(s, seed_port)
         etag = etag_of(seed_port, PATHS["resolve alias"])
-    for row, path, headers in [*cases(s), ("resolve alias, anonymous, 304",
-                                           PATHS["resolve alias"], {"If-None-Match": etag})]:
-        port = free_port()
-        count = instructions(pserve(s.ini(port)), port, path, headers, requests, s.work, src,
-                             lambda p: None)
-        results.append({"row": row, "instructions": count})
+    rows = [*cases(s), ("resolve alias, anonymous, 304", PATHS["resolve alias"],
+                        {"If-None-Match": etag})]
+    port = free_port()
+    counts = instructions(pserve(s.ini(port)), port, rows, requests, s.work, src)
+    results += [{"row": row, "instructions": counts[row]} for row, _, _ in rows]
     return results
 
 
@@ -399,7 +408,7 @@ def run_profile(s: Setup, requests: int, src: str | None) -> dict[str, Any]:
             **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()},
         }
 
-        def once() -> None:
+        def once(environ_base: dict[str, Any] = environ_base) -> None:
             environ = dict(environ_base, **{"wsgi.input": io.BytesIO()})
             status = []
             body = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
