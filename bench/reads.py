@@ -381,6 +381,39 @@ def layer_of(filename: str, name: str) -> str:
     return "other (stdlib, builtins)"
 
 
+OTHER = "other (stdlib, builtins)"
+
+
+def layer_shares(table: dict[Any, Any]) -> dict[str, float]:
+    """Own time per layer; the time of standard-library and built-in functions (``dict.get``,
+    ``getattr`` …) goes to the layer of the caller that spent it (through callers that are
+    themselves such functions, to the nearest one of a layer)."""
+    resolved: dict[Any, str] = {}
+
+    def layer(func: Any, depth: int = 0) -> str:
+        if func in resolved:
+            return resolved[func]
+        found = layer_of(func[0], func[2])
+        if found == OTHER and depth < 8 and func in table:
+            callers = table[func][4]
+            if callers:
+                top = max(callers, key=lambda c: callers[c][2] + callers[c][3])
+                found = layer(top, depth + 1)
+        resolved[func] = found
+        return found
+
+    shares: dict[str, float] = {}
+    for func, (_cc, _nc, tottime, _ct, callers) in table.items():
+        if layer_of(func[0], func[2]) != OTHER or not callers:
+            shares[layer(func)] = shares.get(layer(func), 0.0) + tottime
+            continue
+        for caller, edge in callers.items():
+            # edge: (calls, primitive calls, own time, cumulative time) of func from caller
+            name = layer(caller)
+            shares[name] = shares.get(name, 0.0) + edge[2]
+    return shares
+
+
 def run_profile(s: Setup, requests: int, src: str | None) -> dict[str, Any]:
     if src:
         sys.path.insert(0, src)
@@ -434,13 +467,8 @@ def run_profile(s: Setup, requests: int, src: str | None) -> dict[str, Any]:
             once()
         profile.disable()
         stats = pstats.Stats(profile)
-        shares: dict[str, float] = {}
-        total = 0.0
-        for (filename, _line, name), (_cc, _nc, tottime, _ct, _callers) in \
-                stats.stats.items():  # type: ignore[attr-defined]
-            layer = layer_of(filename, name)
-            shares[layer] = shares.get(layer, 0.0) + tottime
-            total += tottime
+        shares = layer_shares(stats.stats)  # type: ignore[attr-defined]
+        total = sum(shares.values())
         out[row] = {"cpu_us_in_process": plain,
                     "calls": stats.total_calls / requests,  # type: ignore[attr-defined]
                     "shares": {k: v / total for k, v in sorted(shares.items(),
