@@ -73,6 +73,11 @@ BLOCK = MiB
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PREFIX = "fraud-"
 MLFLOW_WORKERS = 4
+#: Whether modelreg runs its embedded worker thread (``--embedded-worker``; production.ini
+#: does).
+EMBEDDED_WORKER = [True]
+#: The MLflow release the bench installs into bench/.mlflow-venv (issue 18 measured 3.17.2).
+MLFLOW_VERSION = "3.17.2"
 MODELREG_THREADS = 8
 GUNICORN_THREADS = 4
 
@@ -145,7 +150,8 @@ def ensure_mlflow(database: str = "sqlite") -> Path:
         print(f"installing MLflow into {VENV} (first use) …", flush=True)
         subprocess.run([sys.executable if not shutil.which("python3") else "python3",
                         "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "mlflow"], check=True)
+        subprocess.run([str(VENV / "bin" / "pip"), "install", "-q",
+                        f"mlflow=={MLFLOW_VERSION}"], check=True)
     if database == "postgresql" and subprocess.run(
             [str(VENV / "bin" / "python"), "-c", "import psycopg"],
             capture_output=True).returncode != 0:
@@ -235,10 +241,12 @@ class MlflowServer:
 
 
 class Conn:
-    """One keep-alive connection (``TCP_NODELAY``: no Nagle stall on the client's side)."""
+    """One keep-alive connection (``TCP_NODELAY``: no Nagle stall on the client's side); with
+    ``keep_alive=False``, a new connection for every request (``Connection: close``)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, keep_alive: bool = True) -> None:
         self.port = port
+        self.keep_alive = keep_alive
         self.conn = self._connect()
 
     def _connect(self) -> http.client.HTTPConnection:
@@ -255,6 +263,10 @@ class Conn:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        if not self.keep_alive:
+            headers["Connection"] = "close"
+            if self.conn.sock is None:  # the last request's connection was closed
+                self.conn = self._connect()
         try:
             self.conn.request(method, path, body=data, headers=headers)
             response = self.conn.getresponse()
@@ -264,6 +276,8 @@ class Conn:
             self.conn.request(method, path, body=data, headers=headers)
             response = self.conn.getresponse()
         raw = response.read()
+        if not self.keep_alive:
+            self.conn.close()
         if response.status not in expect:
             raise RuntimeError(f"{method} {path}: {response.status} {raw[:300]!r}")
         return json.loads(raw) if raw else None
@@ -336,6 +350,13 @@ class Adapter:
     def ready_version(self, c: Conn, model: str) -> int: ...
     def upload(self, content: Content, model: str, path: str) -> str: ...
 
+    def specs(self, operation: str, fixtures: dict[str, Any]) -> list[dict[str, Any]]:
+        """The requests of ``operation`` for ``wrk`` (see :func:`wrk_script`): dicts of
+        ``method``, ``path`` and ``body``, where ``{n}`` is a number unique to the request,
+        ``{m}`` that number modulo :data:`MANY` (one of the models ``w-0`` …) and ``{k}`` it
+        modulo 50 (a tag key)."""
+        raise NotImplementedError
+
     def search(self, c: Conn, prefix: str, all_pages: bool) -> int:
         count, token = self.search_page(c, prefix, None)
         while all_pages and token:
@@ -387,6 +408,27 @@ class Mlflow(Adapter):
 
     def ready_version(self, c: Conn, model: str) -> int:
         return self.create_version(c, model)
+
+    def specs(self, operation: str, fixtures: dict[str, Any]) -> list[dict[str, Any]]:
+        api = self.api
+        tag = '"key": "k{k}", "value": "value-{n}"}'
+        return {
+            "get version": [_spec("GET", f"{api}/model-versions/get?name=bench&version={v}")
+                            for v in (fixtures["v1"], fixtures["v2"])],
+            "resolve alias": [_spec("GET", f"{api}/registered-models/alias?name=bench"
+                                           "&alias=champion")],
+            "create version": [_spec("POST", f"{api}/model-versions/create",
+                                     '{"name": "bench-versions", "source": '
+                                     '"s3://bench-bucket/models/bench-versions"}')],
+            "create version, many models": [_spec(
+                "POST", f"{api}/model-versions/create",
+                '{"name": "w-{m}", "source": "s3://bench-bucket/models/w-{m}"}')],
+            "set tag": [_spec("POST", f"{api}/model-versions/set-tag",
+                              '{"name": "bench", "version": "' + str(fixtures["v1"]) + '", '
+                              + tag)],
+            "set tag, many models": [_spec("POST", f"{api}/model-versions/set-tag",
+                                           '{"name": "w-{m}", "version": "1", ' + tag)],
+        }[operation]
 
     def upload(self, content: Content, model: str, path: str) -> str:
         location = f"/api/2.0/mlflow-artifacts/artifacts/{model}/{path}"
@@ -442,6 +484,22 @@ class Modelreg(Adapter):
                expect=(200,))
         return number
 
+    def specs(self, operation: str, fixtures: dict[str, Any]) -> list[dict[str, Any]]:
+        api = self.api
+        tag = '{"value": "value-{n}"}'
+        return {
+            "get version": [_spec("GET", f"{api}/models/bench/versions/{v}")
+                            for v in (fixtures["v1"], fixtures["v2"])],
+            "resolve alias": [_spec("GET", f"{api}/models/bench/aliases/champion")],
+            "create version": [_spec("POST", f"{api}/models/bench-versions/versions", "{}")],
+            "create version, many models": [_spec("POST", f"{api}/models/w-{{m}}/versions",
+                                                  "{}")],
+            "set tag": [_spec("PUT", f"{api}/models/bench/versions/{fixtures['v1']}/tags/k{{k}}",
+                              tag)],
+            "set tag, many models": [_spec("PUT", f"{api}/models/w-{{m}}/versions/1/tags/k{{k}}",
+                                           tag)],
+        }[operation]
+
     def upload(self, content: Content, model: str, path: str) -> str:
         number = self.create_version(_conn(self), model)
         base = f"{self.api}/models/{model}/versions/{number}"
@@ -468,6 +526,10 @@ def _conn(adapter: Adapter) -> Conn:
     return Conn(adapter.port)
 
 
+def _spec(method: str, path: str, body: str | None = None) -> dict[str, Any]:
+    return {"method": method, "path": path, "body": body}
+
+
 # ------------------------------------------------------------------------ measuring
 
 
@@ -477,10 +539,12 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 
 def measure(adapter: Adapter, operation: Callable[[Conn, int], Any], clients: int,
-            seconds: float, max_requests: int, warmup: int = 2) -> dict[str, Any]:
+            seconds: float, max_requests: int, warmup: int = 2,
+            keep_alive: bool = True) -> dict[str, Any]:
     """Run ``operation(conn, i)`` from ``clients`` threads for ``seconds`` (or
-    ``max_requests`` in all); requests/s, p50/p99 ms, server CPU ms per request."""
-    conns = [Conn(adapter.port) for _ in range(clients)]
+    ``max_requests`` in all); requests/s, p50/p99 ms, server CPU ms per request.  With
+    ``keep_alive=False`` each request opens a connection of its own."""
+    conns = [Conn(adapter.port, keep_alive) for _ in range(clients)]
     counter = iter(range(10**9))
     lock = threading.Lock()
     samples: list[list[float]] = [[] for _ in range(clients)]
@@ -595,10 +659,684 @@ def modelreg_settings(work: Path, name: str, url: str) -> dict[str, str]:
         "modelreg.auth.allow_anonymous_write": "true",
         "modelreg.upload.max_put_size": str(256 * MiB),
         "modelreg.metrics.enabled": "false",
+        # As production.ini runs it: a worker thread in each app process.
+        "modelreg.worker.embedded": "true" if EMBEDDED_WORKER[0] else "false",
         # MLflow neither scans files nor sends webhooks: switch those plugins off.
         "modelreg.plugins.disabled": "scan webhooks",
         "pyramid.reload_templates": "false",
     }
+
+
+# ------------------------------------------------------------------- issue 18: wrk
+
+
+#: ``wrk``, the C load generator of the request-rate rows (Debian's package ``wrk``).
+WRK = "wrk"
+#: Models ``w-0`` … ``w-<MANY - 1>`` (each with a version 1) that the "many models" writes
+#: spread over.
+MANY = 64
+
+_LUA = r"""-- Generated by bench/compare.py: cycles through the requests of SPECS; in a path or
+-- body, {n} becomes a number unique to the request, {m} that number modulo MODELS and {k}
+-- it modulo 50.  Requests without a placeholder are formatted once.
+local specs = __SPECS__
+local MODELS = __MODELS__
+local counter = 0
+local static = {}
+local nthreads = 0
+thread_id = 0
+
+function setup(thread)
+  thread:set("thread_id", nthreads)
+  nthreads = nthreads + 1
+end
+
+local function headers_for(spec)
+  local h = {}
+  for key, value in pairs(wrk.headers) do h[key] = value end
+  h["Accept"] = "application/json"
+  if spec.body then h["Content-Type"] = "application/json" end
+  return h
+end
+
+local function fill(text, n)
+  return (text:gsub("{n}", n):gsub("{m}", n % MODELS):gsub("{k}", n % 50))
+end
+
+local function dynamic(text)
+  return text and (text:find("{n}", 1, true) or text:find("{m}", 1, true)
+                   or text:find("{k}", 1, true))
+end
+
+function init(args)
+  for i, spec in ipairs(specs) do
+    if not (dynamic(spec.path) or dynamic(spec.body)) then
+      static[i] = wrk.format(spec.method, spec.path, headers_for(spec), spec.body)
+    end
+  end
+end
+
+function request()
+  counter = counter + 1
+  local i = (counter % #specs) + 1
+  if static[i] then return static[i] end
+  local spec = specs[i]
+  local n = thread_id * 100000000 + counter
+  local body = nil
+  if spec.body then body = fill(spec.body, n) end
+  return wrk.format(spec.method, fill(spec.path, n), headers_for(spec), body)
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK_JSON {"requests": %d, "duration_us": %d, "connect": %d, '
+    .. '"read": %d, "write": %d, "status": %d, "timeout": %d, "p50_us": %d, '
+    .. '"p99_us": %d, "mean_us": %.1f}\n', summary.requests, summary.duration, e.connect,
+    e.read, e.write, e.status, e.timeout, latency:percentile(50), latency:percentile(99),
+    latency.mean))
+end
+"""
+
+
+def _lua_string(text: str) -> str:
+    if "]==]" in text:
+        raise ValueError(f"cannot quote {text!r}")
+    return f"[==[{text}]==]"
+
+
+def wrk_script(specs: list[dict[str, Any]], models: int = MANY) -> str:
+    """The Lua script that makes ``wrk`` send ``specs`` in turn (see :meth:`Adapter.specs`)."""
+    entries = []
+    for spec in specs:
+        body = "nil" if spec["body"] is None else _lua_string(spec["body"])
+        entries.append(f"  {{method = {_lua_string(spec['method'])}, "
+                       f"path = {_lua_string(spec['path'])}, body = {body}}},")
+    table = "{\n" + "\n".join(entries) + "\n}"
+    return _LUA.replace("__SPECS__", table, 1).replace("__MODELS__", str(models), 1)
+
+
+def run_wrk(target: Any, specs: list[dict[str, Any]], connections: int, seconds: int,
+            keep_alive: bool = True, workdir: Path | None = None) -> dict[str, Any]:
+    """``wrk`` with ``connections`` connections for ``seconds`` against ``target`` (a port
+    and a root pid): requests/s of the answers below 400, p50/p99 ms, server CPU ms per
+    request.  ``keep_alive=False`` sends ``Connection: close``: a new connection per
+    request."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", dir=workdir, delete=False) as script:
+        script.write(wrk_script(specs))
+    command = [WRK, "-t", str(min(2, connections)), "-c", str(connections),
+               "-d", f"{seconds}s", "--timeout", "30s", "-s", script.name]
+    if not keep_alive:
+        command += ["-H", "Connection: close"]
+    command.append(f"http://127.0.0.1:{target.port}/")
+    try:
+        cpu_before = tree_usage(target.root_pid)[0]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
+        cpu_after = tree_usage(target.root_pid)[0]
+    finally:
+        os.unlink(script.name)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout[-800:]} "
+                           f"{done.stderr[-800:]}")
+    raw = json.loads(line[len("WRK_JSON "):])
+    ok = raw["requests"] - raw["status"]
+    errors = raw["connect"] + raw["read"] + raw["write"] + raw["status"] + raw["timeout"]
+    return {"requests": ok, "errors": errors, "first_error": [
+                f"{k} {raw[k]}" for k in ("connect", "read", "write", "status", "timeout")
+                if raw[k]][:1],
+            "rps": ok / (raw["duration_us"] / 1e6), "p50_ms": raw["p50_us"] / 1000,
+            "p99_ms": raw["p99_us"] / 1000,
+            "cpu_ms": (cpu_after - cpu_before) * 1000 / max(1, ok), "wrk": raw}
+
+
+class HelloServer(LiveServer):
+    """The ceiling: ``bench/hello.py``'s hello-world app under the same ``pserve`` runner,
+    threads and Waitress settings as modelreg (:class:`LiveServer`'s ini, another app)."""
+
+    name = "ceiling (hello world, Waitress)"
+
+    def __init__(self) -> None:
+        super().__init__({"sqlalchemy.url": "unused"}, threads=MODELREG_THREADS,
+                         server_settings=SERVER_SETTINGS, startup_timeout=60,
+                         environ={"PYTHONPATH": str(HERE)})
+
+    def ini_text(self) -> str:
+        text = super().ini_text()
+        app = text[:text.index("[server:main]")]
+        return text.replace(app, "[app:main]\nuse = call:hello:make_app\n\n", 1)
+
+    @property
+    def root_pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+
+#: Python-client operations of the issue-18 rows (the same requests as :meth:`Adapter.specs`).
+OPERATIONS: dict[str, Callable[[Adapter, dict[str, Any]], Callable[[Conn, int], Any]]] = {
+    "get version": lambda a, fx: lambda c, i: a.get_version(
+        c, "bench", fx["v1" if i % 2 else "v2"]),
+    "resolve alias": lambda a, fx: lambda c, i: a.resolve_alias(c, "bench", "champion"),
+    "create version": lambda a, fx: lambda c, i: a.create_version(c, "bench-versions"),
+    "create version, many models": lambda a, fx: lambda c, i: a.create_version(
+        c, f"w-{i % MANY}"),
+    "set tag": lambda a, fx: lambda c, i: a.set_tag(c, "bench", fx["v1"], f"k{i % 50}",
+                                                    f"value-{i}"),
+    "set tag, many models": lambda a, fx: lambda c, i: a.set_tag(
+        c, f"w-{i % MANY}", 1, f"k{i % 50}", f"value-{i}"),
+}
+CEILING = HelloServer.name
+MODES = {True: "keep-alive", False: "new connection"}
+DRIVERS = {"wrk": "wrk", "python": "Python"}
+
+
+def _replay(specs: list[dict[str, Any]]) -> Callable[[Conn, int], Any]:
+    """The requests of ``specs`` for :func:`measure`, as wrk sends them (``{n}``, ``{m}``,
+    ``{k}`` filled from the request's number)."""
+
+    def fill(text: str, i: int) -> str:
+        return text.replace("{n}", str(i)).replace("{m}", str(i % MANY)).replace(
+            "{k}", str(i % 50))
+
+    def operation(c: Conn, i: int) -> Any:
+        spec = specs[i % len(specs)]
+        body = spec["body"]
+        return c.call(spec["method"], fill(spec["path"], i),
+                      None if body is None else json.loads(fill(body, i)))
+
+    return operation
+
+
+def issue18_fixtures(adapter: Adapter) -> dict[str, Any]:
+    """``bench`` with two ready versions and ``champion`` on the first, ``bench-versions``
+    and ``w-0`` … ``w-<MANY - 1>`` with a version 1 each."""
+    c = Conn(adapter.port)
+    adapter.create_model(c, "bench")
+    v1, v2 = adapter.ready_version(c, "bench"), adapter.ready_version(c, "bench")
+    adapter.set_alias(c, "bench", "champion", v1)
+    adapter.create_model(c, "bench-versions")
+    c.close()
+
+    def many(k: int) -> None:
+        conn = Conn(adapter.port)
+        for i in range(k, MANY, 8):
+            adapter.create_model(conn, f"w-{i}")
+            adapter.create_version(conn, f"w-{i}")
+        conn.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(many, range(8)))
+    return {"v1": v1, "v2": v2}
+
+
+def issue18_requests(phase: str, adapters: list[Adapter], hello: HelloServer,
+                     fixtures: dict[str, dict[str, Any]], operations: list[str],
+                     clients: list[int], seconds: float, rows: list[dict[str, Any]],
+                     work: Path, drivers: tuple[str, ...] = ("wrk", "python")) -> None:
+    """Each operation at each number of clients, by each driver: the ceiling, MLflow over
+    keep-alive and over a new connection per request, modelreg over keep-alive; appended
+    to ``rows``."""
+    for operation in operations:
+        for count in clients:
+            for driver in drivers:
+                runs: list[tuple[Any, bool]] = [(hello, True)]
+                for adapter in adapters:
+                    runs.append((adapter, True))
+                    if isinstance(adapter, Mlflow):
+                        runs.append((adapter, False))
+                for target, keep_alive in runs:
+                    if target is hello:
+                        model = next(a for a in adapters if isinstance(a, Modelreg))
+                        specs = model.specs(operation, fixtures[model.name])
+                    else:
+                        specs = target.specs(operation, fixtures[target.name])
+                    try:
+                        if driver == "wrk":
+                            result = run_wrk(target, specs, count, max(1, round(seconds)),
+                                             keep_alive, work)
+                        elif target is hello:
+                            result = measure(target, _replay(specs), count, seconds, 10**9)
+                        else:
+                            result = measure(target, OPERATIONS[operation](
+                                target, fixtures[target.name]), count, seconds, 10**9,
+                                keep_alive=keep_alive)
+                    except RuntimeError as exc:  # every request failed: say so, go on
+                        result = {"requests": 0, "errors": 1, "first_error": [str(exc)[:200]],
+                                  "rps": 0.0, "p50_ms": 0.0, "p99_ms": 0.0, "cpu_ms": 0.0}
+                    rows.append({"phase": phase, "operation": operation, "clients": count,
+                                 "driver": driver, "system": target.name,
+                                 "mode": MODES[keep_alive], **result})
+                    print(f"[{phase}] {operation:28} {count:>2} {driver:6} {target.name:32} "
+                          f"{MODES[keep_alive]:14} {result['rps']:8.1f} req/s "
+                          f"p50 {result['p50_ms']:6.1f} p99 {result['p99_ms']:6.1f} ms "
+                          f"cpu {result['cpu_ms']:6.2f} ms"
+                          + (f" ERRORS {result['errors']}: {result['first_error']}"
+                             if result["errors"] else ""), flush=True)
+
+
+def disk_ceiling(work: Path, size: int) -> dict[str, Any]:
+    """This machine's fsync'd disk write of ``size`` bytes where the blobs go: a Python
+    loop of 1 MiB ``write`` calls and one ``fsync`` (what a server that keeps its promise
+    must at least do: the ceiling of the table's upload target), and ``dd … oflag=direct
+    conv=fdatasync`` (the disk without the page cache, shown beside it); MiB/s of each."""
+    result: dict[str, Any] = {}
+    path = work / "disk-ceiling.bin"
+    block = os.urandom(BLOCK)
+    began = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for _ in range(size // BLOCK):
+            os.write(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    result["write_fsync_mib_s"] = size / MiB / (time.perf_counter() - began)
+    path.unlink()
+    dd = shutil.which("dd")
+    if dd:
+        began = time.perf_counter()
+        done = subprocess.run([dd, "if=/dev/zero", f"of={path}", "bs=1M",
+                               f"count={size // MiB}", "oflag=direct", "conv=fdatasync"],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            result["dd_direct_mib_s"] = size / MiB / (time.perf_counter() - began)
+        else:
+            result["dd_error"] = done.stderr.strip()[-200:]
+        path.unlink(missing_ok=True)
+    return result
+
+
+def put_file(port: int, path: str, source: Path) -> None:
+    """One ``PUT`` of ``source``, streamed from disk in 1 MiB blocks (MLflow's upload)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600, blocksize=BLOCK)
+    try:
+        with open(source, "rb") as body:
+            conn.request("PUT", path, body=body, headers={
+                "Content-Type": "application/octet-stream",
+                "Content-Length": str(source.stat().st_size)})
+            response = conn.getresponse()
+            data = response.read()
+        if response.status not in (200, 201):
+            raise RuntimeError(f"PUT {path}: {response.status} {data[:300]!r}")
+    finally:
+        conn.close()
+
+
+def issue18_transfers(adapters: list[Adapter], work: Path, size: int, pull_files: int,
+                      pull_repeat: int, peaks: dict[str, RssPeak]) -> dict[str, Any]:
+    """Upload of ``size`` bytes through each system (modelreg: ``Client.push``, the real
+    client, parallel numbered parts above the single-PUT limit; MLflow: one ``PUT``), its
+    verified download, the fsync'd disk write of the same size, and a verified pull of a
+    ``pull_files``-file model against the ceiling of ``bench/client.py``."""
+    from client import Cpu, Phases, raw_get, sha256_cost, write_model
+
+    from modelreg_client import Client
+
+    result: dict[str, Any] = {"size": size, "systems": {}}
+    source_dir = work / "upload-source"
+    source_dir.mkdir()
+    source = source_dir / "model.bin"
+    content = Content(size)
+    with open(source, "wb") as out:
+        for piece in content.chunks(0, size):
+            out.write(piece)
+    result["disk"] = disk_ceiling(work, size)
+    print(f"disk: {json.dumps(result['disk'])}", flush=True)
+    for adapter in adapters:
+        peaks[adapter.name].reset()
+        cpu0 = tree_usage(adapter.root_pid)[0]
+        row: dict[str, Any] = {}
+        began = time.perf_counter()
+        if isinstance(adapter, Mlflow):
+            location = "/api/2.0/mlflow-artifacts/artifacts/bench/model.bin"
+            put_file(adapter.port, location, source)
+        else:
+            phases = Phases()
+            with Client(adapter.server.url, state_dir=work / f"state-{adapter.port}",
+                        cache_dir=work / f"cache-{adapter.port}") as client:
+                pushed = client.push(source_dir, "upload", progress=phases)
+            location = (f"/api/v1/models/upload/versions/{pushed.version.number}"
+                        "/files/model.bin")
+            row["upload_phase_mib_s"] = size / MiB / phases.seconds["upload"]
+            row["hash_s"] = phases.seconds.get("hash")
+        up = time.perf_counter() - began
+        cpu1 = tree_usage(adapter.root_pid)[0]
+        row.update(upload_mib_s=size / MiB / up, upload_s=up, upload_cpu_s=cpu1 - cpu0,
+                   upload_peak_rss_mib=peaks[adapter.name].peak / MiB)
+        peaks[adapter.name].reset()
+        began = time.perf_counter()
+        total, digest = get_sha256(adapter.port, location)
+        down = time.perf_counter() - began
+        if total != size or digest != content.sha256:
+            raise RuntimeError(f"{adapter.name}: the download does not match the upload")
+        row.update(download_mib_s=size / MiB / down, download_s=down,
+                   download_cpu_s=tree_usage(adapter.root_pid)[0] - cpu1,
+                   download_peak_rss_mib=peaks[adapter.name].peak / MiB, location=location)
+        result["systems"][adapter.name] = row
+        print(f"{adapter.name:32} upload {row['upload_mib_s']:7.1f} MiB/s"
+              + (f" (upload phase {row['upload_phase_mib_s']:.1f})"
+                 if "upload_phase_mib_s" in row else "")
+              + f", verified download {row['download_mib_s']:7.1f} MiB/s", flush=True)
+
+    # The pull, on one Waitress process, as bench/client.py measures it.
+    ours = next(a for a in adapters if a.name == "modelreg (pserve)")
+    model_dir = work / "pull-model"
+    write_model(model_dir, size, pull_files)
+    cpu = Cpu(ours.root_pid)
+    pulls: list[float] = []
+    pull_cpu = Cpu(ours.root_pid)
+    with Client(ours.server.url, state_dir=work / "state-pull",
+                cache_dir=work / "cache-pull") as client:
+        client.push(model_dir, "pull")
+        raw_path = result["systems"][ours.name]["location"]
+        for attempt in range(pull_repeat):
+            cpu.measure(size, lambda: raw_get(ours.port, raw_path, work / "raw-get.bin"))
+            target = work / f"pulled-{attempt}"
+            began = time.perf_counter()
+            pulled = pull_cpu.measure(size, lambda target=target: client.pull(
+                "pull/1", target, cache=False))
+            pulls.append(time.perf_counter() - began)
+            if pulled.downloaded_bytes != size:
+                raise RuntimeError(f"the pull received {pulled.downloaded_bytes} bytes")
+            shutil.rmtree(target)
+    sha256_ms = sha256_cost()
+    raw_client_ms, raw_server_ms = cpu.least()
+    cores = os.cpu_count() or 1
+    ceiling = cores * 1000 / (raw_client_ms + sha256_ms + raw_server_ms)
+    best = size / MiB / min(pulls)
+    result["pull"] = {"files": pull_files, "mib_s": best,
+                      "every_mib_s": [size / MiB / s for s in pulls],
+                      "ceiling_mib_s": ceiling, "cores": cores,
+                      "raw_get_client_ms_per_mib": raw_client_ms,
+                      "raw_get_server_ms_per_mib": raw_server_ms,
+                      "sha256_ms_per_mib": sha256_ms,
+                      "raw_get_mib_s": [size / MiB * 1000 / (u + s) if u + s else 0
+                                        for u, s, _ in cpu.samples]}
+    print(f"verified pull of {pull_files} files: {best:.1f} MiB/s; ceiling {ceiling:.1f} MiB/s "
+          f"= {cores} x 1000 / ({raw_client_ms:.2f} + {sha256_ms:.2f} + {raw_server_ms:.2f})",
+          flush=True)
+    shutil.rmtree(model_dir)
+    shutil.rmtree(source_dir)
+    return result
+
+
+def issue18(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """The table of issue 18: every target beside its figures and its ceiling, one run."""
+    if shutil.which(WRK) is None and not args.render:
+        print("wrk not found: the request-rate rows are driven by wrk, a C load generator: "
+              "apt-get install wrk", file=sys.stderr)
+        return 2
+    if args.render:
+        print(issue18_markdown(json.loads(args.render.read_text())))
+        return 0
+    seconds = args.seconds
+    phases = [x for x in ("sqlite", "postgresql") if x in args.phases.split(",")]
+    drivers = tuple(x for x in ("wrk", "python") if x in args.drivers.split(","))
+    ensure_mlflow("postgresql" if "postgresql" in phases else "sqlite")
+    info = machine()
+    print(json.dumps(info), flush=True)
+    work = Path(tempfile.mkdtemp(prefix="modelreg-issue18-", dir=args.workdir))
+    systems = args.systems.split(",")
+    rows: list[dict[str, Any]] = []
+    memory: dict[str, dict[str, float]] = {}
+    transfers: dict[str, Any] = {}
+    partial = ""
+    try:
+        for phase in phases:
+            servers: list[Any] = []
+            databases: list[TestDatabase] = []
+            peaks: dict[str, RssPeak] = {}
+            try:
+                hello = HelloServer()
+                servers.append(hello)
+                hello.start()
+                adapters = [start_system(system, work, phase, databases, servers, args.chunk)
+                            for system in systems]
+                if phase == "sqlite":
+                    for adapter in adapters:
+                        usage = tree_usage(adapter.root_pid)
+                        memory[adapter.name] = {"idle_rss_mib": usage[1] / MiB,
+                                                "processes": usage[2]}
+                for adapter in adapters:
+                    peaks[adapter.name] = RssPeak(adapter.root_pid)
+                fixtures = {a.name: issue18_fixtures(a) for a in adapters}
+                if phase == "sqlite":
+                    issue18_requests(phase, adapters, hello, fixtures,
+                                     ["get version", "resolve alias"], [16], seconds, rows,
+                                     work, drivers)
+                    issue18_requests(phase, adapters, hello, fixtures,
+                                     ["create version", "set tag"], [1, 16], seconds, rows,
+                                     work, drivers)
+                    transfers.update(issue18_transfers(
+                        adapters, work, args.upload_size, args.pull_files,
+                        args.pull_repeat, peaks))
+                    for adapter in adapters:
+                        usage = tree_usage(adapter.root_pid)
+                        memory[adapter.name].update(final_rss_mib=usage[1] / MiB,
+                                                    peak_rss_mib=peaks[adapter.name].peak / MiB,
+                                                    processes=usage[2])
+                else:
+                    issue18_requests(phase, adapters, hello, fixtures,
+                                     ["create version", "create version, many models",
+                                      "set tag", "set tag, many models"], [16], seconds,
+                                     rows, work, drivers)
+            finally:
+                for peak in peaks.values():
+                    peak.stop()
+                for server in servers:
+                    server.stop()
+                for database in databases:
+                    database.drop()
+    except (KeyboardInterrupt, Exception) as exc:  # keep what was measured
+        if not rows:
+            raise
+        partial = f"{type(exc).__name__}: {exc}"[:300]
+        print(f"stopped early ({partial}); writing what was measured", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    report = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+              "command": " ".join(["bench/compare.py", *(argv if argv is not None
+                                                        else sys.argv[1:])]),
+              "machine": info, "settings": {"seconds": seconds, "phases": phases,
+                                            "upload_size": args.upload_size,
+                                            "pull_files": args.pull_files,
+                                            "workers": MLFLOW_WORKERS,
+                                            "embedded_worker": args.embedded_worker,
+                                            "threads": MODELREG_THREADS},
+              "rows": rows, "transfers": transfers, "memory": memory, "partial": partial}
+    text = issue18_markdown(report)
+    print()
+    print(text)
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        stem = f"issue18-{dt.date.today().isoformat()}"
+        (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+        (RESULTS / f"{stem}.md").write_text(text)
+        print(f"written: bench/results/{stem}.md and .json")
+    return 0
+
+
+def _x(value: float) -> str:
+    return f"{value:.1f}x" if value < 10 else f"{value:.0f}x"
+
+
+def _met(ok: bool | None) -> str:
+    return "—" if ok is None else ("yes" if ok else "**no**")
+
+
+def issue18_markdown(report: dict[str, Any]) -> str:
+    """The issue's table (operation | modelreg | MLflow, best mode | ratio | target | met? |
+    ceiling), then every measurement."""
+    m = report["machine"]
+    pserve, x4 = "modelreg (pserve)", "modelreg (gunicorn x4)"
+    lines = [f"# Issue 18: modelreg vs MLflow, with ceilings — {report['date']}", "",
+             f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gib']} GiB, "
+             f"Python {m['python']}; modelreg {m['modelreg']} (waitress {m['waitress']}, "
+             f"gunicorn {m['gunicorn']}, SQLAlchemy {m['sqlalchemy']}); {m['mlflow']}. "
+             "Loopback, local storage; reads and the transfers on SQLite (a file each), the "
+             "writes at 16 clients also on PostgreSQL (a database each, one server). modelreg "
+             "runs the settings of `production.ini` (embedded worker "
+             f"{report['settings'].get('embedded_worker', 'on')}; `scan` and `webhooks` off, "
+             "as MLflow has neither).", "",
+             f"Command: `.venv/bin/python {report['command']}` "
+             f"({report['settings']['seconds']:g} s per measurement)", "",
+             *([f"**Partial run**, stopped early: {report['partial']}", ""]
+               if report.get("partial") else []),
+             "modelreg = one `pserve` (Waitress, 8 threads); x4 = the same app under "
+             "`gunicorn --paste`, 4 workers (MLflow's process count: `mlflow server "
+             "--serve-artifacts --workers 4`). MLflow is driven over keep-alive and over a new "
+             "connection per request; the ratio is against its faster mode, named in its "
+             "cell. wrk = the C load generator (Lua scripts generated by the bench); Python "
+             "= the bench's threads (`http.client`), which take CPU from the servers. The "
+             "ceiling of a request row is a hello-world WSGI app on the same Waitress "
+             "settings under the same load (the same requests by the same driver).", "",
+             "| operation | modelreg | x4 | MLflow, best mode | ratio (x4) | target | met? "
+             "| ceiling |", "|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str, int, str], dict[tuple[str, str], dict[str, Any]]] = {}
+    for row in report["rows"]:
+        key = (row["phase"], row["operation"], row["clients"], row["driver"])
+        groups.setdefault(key, {})[(row["system"], row["mode"])] = row
+    cpu_rows: list[str] = []
+    for (phase, operation, clients, driver), by in groups.items():
+        ours, four = by.get((pserve, "keep-alive")), by.get((x4, "keep-alive"))
+        modes = [r for (s, _), r in by.items() if s == "MLflow" and r["rps"]]
+        best = max(modes, key=lambda r: r["rps"]) if modes else None
+        ceiling = by.get((CEILING, "keep-alive"))
+        read = operation in ("get version", "resolve alias")
+        ratio = ours["rps"] / best["rps"] if ours and best else None
+        ratio4 = four["rps"] / best["rps"] if four and best else None
+        if read and clients == 16:
+            target, met = "≥ 3x (x4 ≥ 4x)", (None if ratio is None else
+                                            ratio >= 3 and (ratio4 is None or ratio4 >= 4))
+        elif phase == "postgresql" and clients == 16:
+            target, met = "≥ 3x", None if ratio is None else ratio >= 3
+        else:
+            target, met = "—", None
+        label = (f"{operation}, {clients} conn"
+                 + (", PostgreSQL" if phase == "postgresql" else "")
+                 + f" ({DRIVERS[driver]})")
+        others = ", ".join(f"{r['mode']} {r['rps']:.0f}" for r in modes if r is not best)
+        mlflow_cell = (f"{best['rps']:.0f} ({best['mode']}"
+                       + (f"; {others}" if others else "") + ")" if best else "-")
+        errors = ", ".join(f"{s} {r['mode']}: {r['errors']}" for (s, _), r in by.items()
+                           if r["errors"])
+        ceiling_cell = "-"
+        if ceiling and ceiling["rps"] and ours:
+            ceiling_cell = (f"hello {ceiling['rps']:.0f} req/s; modelreg at "
+                            f"{100 * ours['rps'] / ceiling['rps']:.0f} %")
+        lines.append(
+            f"| {label} | {ours['rps']:.0f} req/s" if ours else f"| {label} | -")
+        lines[-1] += (f" | {four['rps']:.0f}" if four else " | -") + f" | {mlflow_cell} | " + (
+            f"{_x(ratio)} ({_x(ratio4) if ratio4 else '-'})" if ratio else "-") + (
+            f" | {target} | {_met(met)} | {ceiling_cell}"
+            + (f" (errors: {errors})" if errors else "") + " |")
+        if read and driver == "wrk" and ours and best:
+            least = min((r for r in by.values() if r["system"] == "MLflow" and r["cpu_ms"]),
+                        key=lambda r: r["cpu_ms"])
+            less = least["cpu_ms"] / ours["cpu_ms"] if ours["cpu_ms"] else None
+            less4 = least["cpu_ms"] / four["cpu_ms"] if four and four["cpu_ms"] else None
+            cpu_rows.append(
+                f"| server CPU per read: {operation} (wrk) | {ours['cpu_ms']:.2f} ms | "
+                + (f"{four['cpu_ms']:.2f} ms" if four else "-")
+                + f" | {least['cpu_ms']:.2f} ms ({least['mode']}, its least) | "
+                + (f"{_x(less)} less ({_x(less4) if less4 else '-'})" if less else "-")
+                + f" | ≤ 1/6 | {_met(None if less is None else less >= 6)} | "
+                + (f"hello {ceiling['cpu_ms']:.2f} ms" if ceiling else "-") + " |")
+    lines += cpu_rows
+    transfers = report.get("transfers") or {}
+    by_system = transfers.get("systems", {})
+    if by_system:
+        size = transfers["size"]
+        label = f"{size / GiB:.0f} GiB" if size >= GiB else f"{size / MiB:.0f} MiB"
+        disk = transfers["disk"]
+        ours, four, theirs = (by_system.get(pserve), by_system.get(x4),
+                              by_system.get("MLflow"))
+        if ours and theirs:
+            ratio = ours["upload_mib_s"] / theirs["upload_mib_s"]
+            ratio4 = four["upload_mib_s"] / theirs["upload_mib_s"] if four else None
+            share = ours["upload_mib_s"] / disk["write_fsync_mib_s"]
+            dd = (f"; `dd oflag=direct conv=fdatasync` {disk['dd_direct_mib_s']:.0f} MiB/s, "
+                  f"modelreg at {100 * ours['upload_mib_s'] / disk['dd_direct_mib_s']:.0f} %"
+                  if "dd_direct_mib_s" in disk else "")
+            lines.append(
+                f"| {label} upload (modelreg: `Client.push`, whole call; MLflow: one PUT) | "
+                f"{ours['upload_mib_s']:.0f} MiB/s (upload phase "
+                f"{ours['upload_phase_mib_s']:.0f}) | "
+                + (f"{four['upload_mib_s']:.0f}" if four else "-")
+                + f" | {theirs['upload_mib_s']:.0f} | {_x(ratio)} "
+                f"({_x(ratio4) if ratio4 else '-'}) | ≥ 1.5x (goal 2x), ≥ 60 % of disk | "
+                f"{_met(ratio >= 1.5 and share >= 0.6)} | disk, 1 MiB writes + fsync: "
+                f"{disk['write_fsync_mib_s']:.0f} MiB/s, modelreg at {100 * share:.0f} %{dd} |")
+            lines.append(
+                f"| {label} download, sha256 verified | {ours['download_mib_s']:.0f} MiB/s | "
+                + (f"{four['download_mib_s']:.0f}" if four else "-")
+                + f" | {theirs['download_mib_s']:.0f} | "
+                f"{_x(ours['download_mib_s'] / theirs['download_mib_s'])} | — | — | - |")
+        pull = transfers.get("pull")
+        if pull:
+            share = pull["mib_s"] / pull["ceiling_mib_s"]
+            lines.append(
+                f"| verified pull, {label} in {pull['files']} files (`Client.pull`) | "
+                f"{pull['mib_s']:.0f} MiB/s | - | - | - | ≥ 70 % of ceiling | "
+                f"{_met(share >= 0.7)} | {pull['ceiling_mib_s']:.0f} MiB/s = {pull['cores']} x "
+                f"1000 / ({pull['raw_get_client_ms_per_mib']:.2f} + "
+                f"{pull['sha256_ms_per_mib']:.2f} + {pull['raw_get_server_ms_per_mib']:.2f} ms "
+                f"per MiB: raw GET client + sha256 + raw GET server); pull at "
+                f"{100 * share:.0f} % |")
+    memory = report.get("memory") or {}
+    if pserve in memory and "MLflow" in memory:
+        ours, theirs = memory[pserve], memory["MLflow"]
+        four = memory.get(x4)
+        lines.append(
+            f"| memory (RSS of all processes, idle / peak) | {ours['idle_rss_mib']:.0f} / "
+            f"{ours.get('peak_rss_mib', 0):.0f} MiB | "
+            + (f"{four['idle_rss_mib']:.0f} / {four.get('peak_rss_mib', 0):.0f}" if four
+               else "-")
+            + f" | {theirs['idle_rss_mib']:.0f} / {theirs.get('peak_rss_mib', 0):.0f} "
+            f"({theirs['processes']} processes) | 1/"
+            f"{theirs['idle_rss_mib'] / ours['idle_rss_mib']:.0f} | — | — | - |")
+
+    lines += ["", "Every measurement: requests/s of the answers below 400, p50 / p99 ms, "
+              "server CPU ms per request (`/proc/<pid>/stat` of the server's processes), "
+              "errors (wrk: connect/read/write/status/timeout; Python: failed requests).", "",
+              "| database | operation | clients | driver | system | mode | req/s | p50 | p99 "
+              "| CPU ms | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in report["rows"]:
+        lines.append(
+            f"| {row['phase']} | {row['operation']} | {row['clients']} | {row['driver']} | "
+            f"{row['system']} | {row['mode']} | {row['rps']:.0f} | {row['p50_ms']:.1f} | "
+            f"{row['p99_ms']:.1f} | {row['cpu_ms']:.2f} | "
+            + (f"{row['errors']} ({'; '.join(row['first_error'])[:80]})" if row["errors"]
+               else "0") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def start_system(system: str, work: Path, database_kind: str, databases: list[TestDatabase],
+                 servers: list[Any], chunk: int = 64 * MiB) -> Adapter:
+    """Start ``system`` (``mlflow``, ``modelreg`` or ``modelreg-gunicorn``) on a database of
+    its own; the database and the server are appended to ``databases`` and ``servers`` (so
+    that they are dropped and stopped in any case, also when the start fails)."""
+    if system == "mlflow":
+        store = None
+        if database_kind == "postgresql":  # an empty database: MLflow migrates it
+            mlflow_db = TestDatabase.create("postgresql", migrate=False)
+            databases.append(mlflow_db)
+            store = mlflow_db.url
+        server = MlflowServer(work / f"mlflow-{database_kind}", backend_store=store)
+        servers.append(server)
+        server.start()
+        return Mlflow(server)
+    gunicorn = system == "modelreg-gunicorn"
+    database = TestDatabase.create(database_kind)  # every migration run
+    databases.append(database)
+    settings = modelreg_settings(work, f"{system}-{database_kind}", database.url)
+    live = LiveServer(settings, threads=GUNICORN_THREADS if gunicorn else MODELREG_THREADS,
+                      server_settings=SERVER_SETTINGS,
+                      server="gunicorn" if gunicorn else "waitress",
+                      workers=MLFLOW_WORKERS if gunicorn else 1, startup_timeout=60)
+    servers.append(live)
+    live.start()
+    return Modelreg("modelreg (gunicorn x4)" if gunicorn else "modelreg (pserve)", live, chunk)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -621,9 +1359,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="--models 300,1000 --seconds 2 --sizes 100MiB")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results")
+    parser.add_argument("--issue18", action="store_true",
+                        help="the table of issue 18: MLflow in both client modes, wrk beside "
+                             "the Python client, hello-world and disk ceilings, PostgreSQL "
+                             "writes to one and to many models, push and pull with the "
+                             "client; writes bench/results/issue18-<date>.md and .json")
+    parser.add_argument("--embedded-worker", choices=("on", "off"), default="on",
+                        help="modelreg's embedded worker thread (on, as production.ini "
+                             "runs it)")
+    parser.add_argument("--phases", default="sqlite,postgresql",
+                        help="--issue18: sqlite (reads, writes, transfers, memory), "
+                             "postgresql (writes at 16 clients), or both (the default)")
+    parser.add_argument("--drivers", default="wrk,python",
+                        help="--issue18: load generators of the request rows (wrk,python)")
+    parser.add_argument("--render", type=Path, default=None,
+                        help="--issue18: print the table of a saved issue18-<date>.json")
+    parser.add_argument("--upload-size", type=parse_size, default=None,
+                        help="--issue18: the upload, download and pull size (1GiB; 128MiB "
+                             "with --quick)")
+    parser.add_argument("--pull-files", type=int, default=8,
+                        help="--issue18: files of the pulled model (8)")
+    parser.add_argument("--pull-repeat", type=int, default=2,
+                        help="--issue18: pulls, each after a raw GET; the best counts (2)")
     args = parser.parse_args(argv)
     if args.quick:
         args.models, args.seconds, args.sizes = "300,1000", 2.0, "100MiB"
+        args.upload_size = args.upload_size or 128 * MiB
+    args.upload_size = args.upload_size or GiB
+    EMBEDDED_WORKER[0] = args.embedded_worker == "on"
+    if args.issue18:
+        return issue18(args, argv)
     steps = [int(x) for x in args.models.split(",") if x]
     client_counts = [int(x) for x in args.clients.split(",") if x]
     sizes = [parse_size(x) for x in args.sizes.split(",") if x]
@@ -643,32 +1408,8 @@ def main(argv: list[str] | None = None) -> int:
     partial = ""
     try:
         for system in systems:
-            if system == "mlflow":
-                store = None
-                if args.database == "postgresql":  # an empty database: MLflow migrates it
-                    mlflow_db = TestDatabase.create("postgresql", migrate=False)
-                    databases.append(mlflow_db)
-                    store = mlflow_db.url
-                server = MlflowServer(work / "mlflow", backend_store=store)
-                servers.append(server)  # stopped in any case, also if it fails to start
-                server.start()
-                adapters.append(Mlflow(server))
-            else:
-                gunicorn = system == "modelreg-gunicorn"
-                database = TestDatabase.create(args.database)  # every migration run
-                databases.append(database)
-                settings = modelreg_settings(work, system, database.url)
-                live = LiveServer(settings,
-                                  threads=GUNICORN_THREADS if gunicorn else MODELREG_THREADS,
-                                  server_settings=SERVER_SETTINGS,
-                                  server="gunicorn" if gunicorn else "waitress",
-                                  workers=MLFLOW_WORKERS if gunicorn else 1,
-                                  startup_timeout=60)
-                live.start()
-                servers.append(live)
-                adapters.append(Modelreg(
-                    "modelreg (gunicorn x4)" if gunicorn else "modelreg (pserve)", live,
-                    args.chunk))
+            adapters.append(start_system(system, work, args.database, databases, servers,
+                                         args.chunk))
         for adapter in adapters:
             usage = tree_usage(adapter.root_pid)
             memory[adapter.name] = {"idle_rss_mib": usage[1] / MiB, "processes": usage[2]}
@@ -691,8 +1432,17 @@ def main(argv: list[str] | None = None) -> int:
                 for adapter in adapters:
                     result = measure(adapter, make(adapter), clients, args.seconds,
                                      args.max_requests)
+                    mode = {"mode": MODES[True]}
+                    if isinstance(adapter, Mlflow):  # both client modes; the faster counts
+                        other = measure(adapter, make(adapter), clients, args.seconds,
+                                        args.max_requests, keep_alive=False)
+                        slower, faster = sorted((result, other), key=lambda r: r["rps"])
+                        mode = {"mode": MODES[faster is result],
+                                "other_mode": MODES[slower is result],
+                                "other_rps": slower["rps"], "other_cpu_ms": slower["cpu_ms"]}
+                        result = faster
                     row = {"operation": operation, "clients": clients, "system": adapter.name,
-                           **result}
+                           **result, **mode}
                     if models is not None:
                         row["models"] = models
                     rows.append(row)
@@ -700,7 +1450,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"{result['rps']:8.1f} req/s p50 {result['p50_ms']:7.1f} ms "
                           f"p99 {result['p99_ms']:7.1f} ms cpu {result['cpu_ms']:6.2f} ms"
                           + (f" ERRORS {result['errors']}: {result['first_error']}"
-                             if result["errors"] else ""), flush=True)
+                             if result["errors"] else "")
+                          + (f" ({mode['mode']}; {mode['other_mode']} "
+                             f"{mode['other_rps']:.1f} req/s)" if "other_mode" in mode else ""),
+                          flush=True)
 
         fresh = itertools.count()
         run("create model", lambda a: lambda c, i: a.create_model(c, f"bench-new-{next(fresh)}"))
@@ -824,8 +1577,10 @@ def markdown(report: dict[str, Any], systems: list[str]) -> str:
                if report.get("partial") else []),
              "Metadata operations: requests/s (p50 / p99 ms) [server CPU ms per request]; "
              "ratio = modelreg requests/s ÷ MLflow requests/s (and MLflow CPU ÷ modelreg "
-             "CPU). Clients are Python threads on the same 2 cores (~1 ms CPU per request), "
-             "so the fastest rates are lower bounds.", ""]
+             "CPU). MLflow is measured over keep-alive and over a new connection per "
+             "request: its cell and the ratio hold the faster mode, named with the other's "
+             "requests/s. Clients are Python threads on the same 2 cores (~1 ms CPU per "
+             "request), so the fastest rates are lower bounds; `--issue18` adds wrk.", ""]
     header = "| operation | clients | " + " | ".join(systems) + " | " + " | ".join(
         f"ratio {s.replace('modelreg ', '')}" for s in ours) + " |"
     lines += [header, "|" + "---|" * (2 + len(systems) + len(ours))]
@@ -845,7 +1600,9 @@ def markdown(report: dict[str, Any], systems: list[str]) -> str:
             else:
                 cells.append(f"{r['rps']:.0f} ({r['p50_ms']:.1f} / {r['p99_ms']:.0f}) "
                              f"[{r['cpu_ms']:.1f}]" + (f" {r['errors']} err" if r["errors"]
-                                                      else ""))
+                                                      else "")
+                             + (f" {r['mode']}; {r['other_mode']} {r['other_rps']:.0f}"
+                                if "other_mode" in r else ""))
         ratios = []
         base = by.get(mlflow)
         for s in ours:

@@ -460,3 +460,32 @@ def test_a_polling_worker_shows_a_sign_of_life_and_removes_it_when_stopped(scan_
         thread.join(10)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM workers")).scalar() == 0
+
+
+def test_without_a_listener_events_are_retired_in_one_statement(testapp, modelreg_app):
+    """No plugin implements ``modelreg_on_event``: the worker marks every pending event
+    delivered with one UPDATE, not three transactions per event."""
+    for name in ("quiet-a", "quiet-b", "quiet-c"):
+        create_model(testapp, name)
+    create_version(testapp, "quiet-a")
+    engine = modelreg_app.registry["db_engine"]
+    worker = Worker.from_registry(modelreg_app.registry)
+    assert not worker.hook.modelreg_on_event.get_hookimpls()
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert worker.deliver_events() == 4
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert [s.split()[0].upper() for s in statements
+            if s.split()[0].upper() not in ("BEGIN", "COMMIT", "SET", "SELECT")] == ["UPDATE"]
+    with engine.connect() as conn:
+        pending = conn.scalar(sa.select(sa.func.count()).select_from(OutboxEvent)
+                              .where(OutboxEvent.delivered_at.is_(None)))
+        attempts = conn.scalars(sa.select(OutboxEvent.attempts)).all()
+    assert pending == 0 and attempts == [1, 1, 1, 1]
+    assert worker.deliver_events() == 0

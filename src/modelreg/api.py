@@ -27,7 +27,7 @@ from .errors import (
 )
 from .files.download import send_blob
 from .hookspecs import PROJECT_NAME
-from .interfaces import MAX_PARTS, MIN_CHUNK_SIZE, IBlobStore, validate_sha256
+from .interfaces import MAX_PARTS, MIN_CHUNK_SIZE, IBlobStore, IDirectUploads, validate_sha256
 from .openapi import BODY_ERRORS as JSON_BODY_ERRORS
 from .openapi import Operation as ApiOperation
 from .openapi import Param as ApiParam
@@ -80,6 +80,7 @@ __all__ = [
     "Finding",
     "Forbidden",
     "IBlobStore",
+    "IDirectUploads",
     "NotFound",
     "PayloadTooLarge",
     "Problem",

@@ -234,6 +234,70 @@ class IBlobStore(Interface):
         """
 
 
+class IDirectUploads(Interface):
+    """Optional: uploads whose parts the client sends straight to the store (presigned URLs).
+
+    A blob store that also provides this interface (``@implementer(IBlobStore,
+    IDirectUploads)``) lets an upload session in numbered parts bypass the application: the
+    core hands each part's sender a URL signed for that part's exact length (and digest,
+    where the store checks one), the client sends the bytes there with ``PUT``, and at completion
+    the core checks the parts the store holds, assembles them, and queues a job that reads
+    the assembled content once and verifies its sha256 before it becomes a blob
+    (:meth:`verify_direct`).  Until then the content is not a blob: nothing can read it
+    under its digest.  Stores without it (local files) keep every byte going through the
+    application.  The states are the same kind as :meth:`IBlobStore.begin_upload`'s:
+    :meth:`IBlobStore.abort_upload` frees them too.
+    """
+
+    def begin_direct_upload():
+        """Start an upload whose parts go straight to the store, or return ``None``.
+
+        :returns: the upload's state (JSON-serialisable, opaque), or ``None`` when the
+            operator did not enable direct uploads (the core then calls ``begin_upload``).
+        :raises StorageFull: when the store ran out of space.
+        """
+
+    def presign_part(state, *, number, length, sha256, expires=None):
+        """A request that stores part ``number`` of a direct upload, for the client to send.
+
+        The URL is signed for exactly ``length`` bytes (a body of another length is
+        refused by the store) and, where the store checks it, for ``sha256``.
+
+        :param number: the part's number, 1 to :data:`MAX_PARTS`.
+        :param length: the part's exact length in bytes.
+        :param sha256: the part's digest (lowercase hex) as the client promised it.
+        :param expires: seconds the URL stays valid, or ``None`` for the backend's default.
+        :returns: ``{"url": str, "method": "PUT", "headers": {name: value}}``: the client
+            sends the part's bytes with exactly these headers and no credentials of its own.
+        :raises ValueError: for a bad number, length or digest, or a tampered state.
+        """
+
+    def list_direct_parts(state):
+        """The parts a direct upload holds: ``{number: size}``.
+
+        :raises UploadNotFound: if the upload was aborted, completed or cleaned up.
+        """
+
+    def complete_direct(state, count):
+        """Assemble parts ``1..count`` (as :meth:`list_direct_parts` showed them) into
+        the upload's temporary content.  Nothing is a blob yet: see :meth:`verify_direct`.
+        Idempotent: completing a completed upload again does nothing.
+
+        :raises UploadNotFound: if the upload or one of the parts is gone.
+        """
+
+    def verify_direct(state, expected_sha256):
+        """Read the assembled content once; if its sha256 is ``expected_sha256``, store
+        it as that blob (dedupe as ``put``) and free the upload's temporary data.
+
+        Idempotent: once verified, calling it again returns the same :class:`BlobInfo`.
+
+        :returns: the stored :class:`BlobInfo`.
+        :raises DigestMismatch: the content differs; it is deleted, nothing is stored.
+        :raises UploadNotFound: if the upload was not completed or was cleaned up.
+        """
+
+
 def _document_methods(interface: Any) -> None:
     """List the interface's methods with their full signatures in its docstring.
 
@@ -251,3 +315,4 @@ def _document_methods(interface: Any) -> None:
 
 
 _document_methods(IBlobStore)
+_document_methods(IDirectUploads)

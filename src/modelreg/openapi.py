@@ -84,6 +84,8 @@ class Operation:
     status: int = 200
     #: Other success statuses answered with the same body (201 when a PUT creates).
     also: tuple[int, ...] = ()
+    #: Other success statuses answered with a body of another schema: ``(status, schema)``.
+    others: tuple[tuple[int, type[BaseModel]], ...] = ()
     params: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = ()
@@ -106,6 +108,8 @@ class api_view:
     :param response: the response body's schema (``None`` for 204 responses).
     :param status: the success status.
     :param also: other success statuses with the same body schema.
+    :param others: other success statuses with a body of their own schema (``{202:
+        Schema}``).
     :param params: query parameters.
     :param errors: error statuses the operation may answer with (beside 400/404/500).
     :param tags: OpenAPI tags that group the operation.
@@ -124,6 +128,7 @@ class api_view:
         response: type[BaseModel] | None = None,
         status: int = 200,
         also: Iterable[int] = (),
+        others: dict[int, type[BaseModel]] | None = None,
         params: Iterable[Param] = (),
         errors: Iterable[int] = (),
         tags: Iterable[str] = (),
@@ -139,6 +144,7 @@ class api_view:
         self.response = response
         self.status = status
         self.also = tuple(also)
+        self.others = tuple((others or {}).items())
         self.params = tuple(params)
         self.errors = tuple(errors)
         self.tags = tuple(tags)
@@ -165,6 +171,7 @@ class api_view:
                     response=settings.response,
                     status=settings.status,
                     also=settings.also,
+                    others=settings.others,
                     params=settings.params,
                     errors=settings.errors,
                     tags=settings.tags,
@@ -540,6 +547,7 @@ def openapi_document(
     models = {ErrorOut}
     for op in ops:
         models.update(m for m in (op.body, op.response) if m is not None)
+        models.update(schema for _status, schema in op.others)
     keyed = sorted(models, key=lambda m: m.__name__)
     refs, defs = models_json_schema(
         [(m, "serialization") for m in keyed] + [(m, "validation") for m in keyed],
@@ -581,6 +589,11 @@ def openapi_document(
                         "application/json": {"schema": ref(op.response, "serialization")}
                     },
                 }
+        for status, schema in op.others:
+            responses[str(status)] = {
+                "description": "Success.",
+                "content": {"application/json": {"schema": ref(schema, "serialization")}},
+            }
         for status in op.empty:
             responses[str(status)] = {"description": _EMPTY_TEXT.get(status, "No body.")}
         protected = op.permission != NO_PERMISSION_REQUIRED

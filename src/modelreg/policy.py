@@ -277,7 +277,8 @@ def _held_by_sessions(exclude_upload: int | None) -> Any:
     parts = (sa.select(sa.func.coalesce(sa.func.sum(UploadPart.size), 0))
              .where(UploadPart.upload_id == UploadSession.id).scalar_subquery())
     held = sa.func.coalesce(UploadSession.size, parts)
-    query = sa.select(held.label("held")).where(UploadSession.expires_at > utcnow())
+    query = sa.select(held.label("held")).where(UploadSession.expires_at > utcnow(),
+                                                UploadSession.status != "refused")
     if exclude_upload is not None:
         query = query.where(UploadSession.id != exclude_upload)
     return query

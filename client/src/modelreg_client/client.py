@@ -14,8 +14,10 @@ server's ``code``, ``message``, ``details`` and HTTP ``status``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,7 +31,14 @@ from . import __version__
 from .cache import Cache, PathFilter
 from .config import DEFAULT_RETRIES, offline_setting
 from .config import cache_dir as default_cache_dir
-from .errors import ModelregError, NetworkError, NotFound, ServerError, error_for_status
+from .errors import (
+    IntegrityError,
+    ModelregError,
+    NetworkError,
+    NotFound,
+    ServerError,
+    error_for_status,
+)
 from .manifest import DIGEST_PREFIX, FileRegion, IgnoreRules
 from .transfer import DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE, Puller, Pusher
 from .types import (
@@ -134,6 +143,7 @@ class Client:
         self.max_put_size: int | None = None
         self.min_chunk_size: int | None = None
         self._session = requests.Session()
+        self._store_session: requests.Session | None = None  # no credentials: presigned URLs
         retry = _Retry(
             total=retries,
             connect=retries,
@@ -168,6 +178,8 @@ class Client:
     def close(self) -> None:
         """Close the pooled connections."""
         self._session.close()
+        if self._store_session is not None:
+            self._store_session.close()
 
     # ------------------------------------------------------------------------- HTTP
 
@@ -552,9 +564,12 @@ class Client:
     def open_upload(
         self, model: str, number: int, path: str, *, size: int | None = None,
         sha256: str | None = None, media_type: str | None = None,
-        part_size: int | None = None,
+        part_size: int | None = None, direct: bool = False,
     ) -> Upload:
         """Open a resumable upload session for one file of a draft.
+
+        :param direct: this caller can send parts straight to the blob store
+            (:meth:`part_url`); the session's ``direct`` says whether the server does so.
 
         :param part_size: send numbered parts of this size (:meth:`upload_part`, in any
             order, in parallel); needs ``size``.  Without it, sequential chunks
@@ -565,6 +580,8 @@ class Client:
             body["size"] = size
         if part_size is not None:
             body["part_size"] = part_size
+        if direct:
+            body["direct"] = True
         if sha256:
             body["digest"] = DIGEST_PREFIX + sha256
         if media_type:
@@ -627,6 +644,73 @@ class Client:
         return FileEntry.from_json(self._json(
             "PUT", f"uploads/{_segment(upload_id)}", data=data, headers=headers,
             params={"digest": DIGEST_PREFIX + sha256}))
+
+    # A direct upload's parts go to the blob store (S3) at presigned URLs: see
+    # docs/api.md, "Direct uploads".
+
+    def part_url(self, upload_id: str, number: int, sha256: str) -> dict[str, Any]:
+        """Where to send part ``number`` of a direct upload: ``{"url", "method",
+        "headers", "size", ...}``, signed for the part's exact length and digest."""
+        return self._json("POST", f"uploads/{_segment(upload_id)}/parts/{int(number)}/url",
+                          json={"digest": DIGEST_PREFIX + sha256})
+
+    def send_to_store(self, signed: dict[str, Any], data: bytes | FileRegion) -> str:
+        """Send a part to the presigned request ``signed`` (:meth:`part_url`), without
+        this client's credentials; return the store's ``ETag``."""
+        if len(data) != int(signed["headers"].get("Content-Length", len(data))):
+            raise ValueError("the part's length is not the one the URL is signed for")
+        headers = {name: value for name, value in signed["headers"].items()
+                   if name.lower() != "content-length"}  # requests sends len(data)
+        headers.setdefault("Content-Type", "application/octet-stream")
+        if self._store_session is None:
+            self._store_session = requests.Session()
+            self._store_session.headers["User-Agent"] = f"modelreg-client/{__version__}"
+        try:
+            response = self._store_session.request(
+                signed.get("method", "PUT"), signed["url"], data=data, headers=headers,
+                timeout=(min(self.timeout, 30.0), self.timeout), allow_redirects=False)
+        except requests.exceptions.RequestException as exc:
+            raise NetworkError(f"cannot send a part to the blob store: {_reason(exc)}"
+                               ) from exc
+        with contextlib.closing(response):
+            if response.status_code >= 300:
+                text = response.text.strip()[:300]
+                raise error_for_status(
+                    response.status_code, "store_refused",
+                    f"the blob store refused the part: HTTP {response.status_code} {text}")
+            return response.headers.get("ETag", "")
+
+    def complete_direct_upload(self, upload_id: str, sha256: str) -> Upload:
+        """Complete a direct upload: the session, ``verifying`` until the server has
+        checked the whole file's digest (:meth:`wait_verified`)."""
+        return Upload.from_json(self._json(
+            "PUT", f"uploads/{_segment(upload_id)}", data=b"",
+            headers={"Content-Type": "application/octet-stream"},
+            params={"digest": DIGEST_PREFIX + sha256}))
+
+    def wait_verified(self, upload: Upload, timeout: float | None = None) -> None:
+        """Wait until the server has verified a completed direct upload.
+
+        :raises IntegrityError: the server refused it (its ``error``: a wrong digest...).
+        :raises ServerError: still not verified after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + (self.timeout * 10 if timeout is None else timeout)
+        delay = 0.1
+        while upload.status == "verifying":
+            if time.monotonic() > deadline:
+                raise ServerError(f"{upload.path}: the server did not verify the upload "
+                                  f"in time (is its worker running?)", code="not_verified")
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            try:
+                upload = self.get_upload(upload.id)
+            except NotFound:  # concluded: the file is the draft's
+                upload = replace(upload, status="done")
+        if upload.status == "refused":
+            error = upload.error or {}
+            raise IntegrityError(f"{upload.path}: the server refused the upload: "
+                                 f"{error.get('message')}", code=error.get("code"),
+                                 details=error.get("details") or {})
 
     def abort_upload(self, upload_id: str) -> None:
         """Abort an upload session."""

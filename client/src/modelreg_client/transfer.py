@@ -461,7 +461,12 @@ class Pusher:
         upload_id = journal.uploads.get(file.path)
         if upload_id is not None:
             try:
-                return self.client.get_upload(upload_id)
+                upload = self.client.get_upload(upload_id)
+                if getattr(upload, "status", "open") == "open":
+                    return upload
+                with contextlib.suppress(NotFound, Conflict):  # refused: start again
+                    self.client.abort_upload(upload_id)
+                journal.set_upload(file.path, None)
             except NotFound:
                 journal.set_upload(file.path, None)
         client = self.client
@@ -470,14 +475,12 @@ class Pusher:
         if client.max_put_size:
             part_size = min(part_size, client.max_put_size)
         try:
-            upload = client.open_upload(model, number, file.path, size=file.size,
-                                        sha256=file.sha256, part_size=part_size)
+            upload = self._open_direct(model, number, file, part_size)
         except InvalidRequest as exc:
             if exc.code == "invalid_part_size" and "max_part_size" in exc.details:
                 part_size = min(max(part_size, exc.details["min_part_size"]),
                                 exc.details["max_part_size"])
-                upload = client.open_upload(model, number, file.path, size=file.size,
-                                            sha256=file.sha256, part_size=part_size)
+                upload = self._open_direct(model, number, file, part_size)
             elif exc.status in (400, 422) and exc.code in ("invalid_body", "invalid_request",
                                                            "validation_error"):
                 upload = client.open_upload(model, number, file.path, size=file.size,
@@ -486,6 +489,21 @@ class Pusher:
                 raise
         journal.set_upload(file.path, upload.id)
         return upload
+
+    def _open_direct(self, model: str, number: int, file: LocalFile, part_size: int) -> Any:
+        """Open a session in parts, offering to send them straight to the blob store (a
+        server before direct uploads refuses the field: then without it)."""
+        client = self.client
+        try:
+            return client.open_upload(model, number, file.path, size=file.size,
+                                      sha256=file.sha256, part_size=part_size, direct=True)
+        except InvalidRequest as exc:
+            problems = exc.details.get("problems") or []
+            if exc.code != "invalid_body" or not any(
+                    isinstance(p, dict) and p.get("field") == "direct" for p in problems):
+                raise
+        return client.open_upload(model, number, file.path, size=file.size,
+                                  sha256=file.sha256, part_size=part_size)
 
     def _upload(self, model: str, number: int, file: LocalFile, journal: Journal,
                 session: Any) -> None:
@@ -548,10 +566,68 @@ class Pusher:
                 time.sleep(min(0.5 * 2 ** failures, 10))
                 offset = client.get_upload(session.id).offset
 
+    def _send_direct(self, file: LocalFile, session: Any, journal: Journal) -> None:
+        """A direct upload (``session.direct``): each part the store lacks goes straight to
+        the blob store at the presigned URL the server signs for it, ``parallel`` at once;
+        then complete, and wait until the server has verified the whole file's digest."""
+        client = self.client
+        size, count = session.part_size, -(-file.size // session.part_size)
+        held = {part.number for part in session.parts
+                if part.size == min(size, file.size - (part.number - 1) * size)}
+        self.progress.start("upload", file.path, file.size,
+                            sum(min(size, file.size - (n - 1) * size) for n in held))
+        failed = threading.Event()
+        on_block = self._on_block(file.path)
+
+        def guarded(n: int) -> None:
+            if failed.is_set():
+                raise _Cancelled
+            on_block(n)
+
+        def send(number: int) -> None:
+            start = (number - 1) * size
+            length = min(size, file.size - start)
+            digest = self._part_digest(file, size, number)
+            for attempt in _attempts():
+                if failed.is_set():
+                    raise _Cancelled
+                try:
+                    with self.part_slots:
+                        signed = client.part_url(session.id, number, digest)
+                        client.send_to_store(signed, FileRegion(file.source, start, length,
+                                                                guarded))
+                    return
+                except (NetworkError, ServerError):
+                    if attempt == TRANSFER_ATTEMPTS:
+                        raise
+                time.sleep(min(0.5 * 2 ** attempt, 10))
+
+        todo = [n for n in range(1, count + 1) if n not in held]
+        if todo:
+            workers = max(1, min(client.parallel, len(todo)))
+            with ThreadPoolExecutor(workers, thread_name_prefix="modelreg-part") as executor:
+                futures = [executor.submit(send, n) for n in todo]
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                if any(f.exception() is not None for f in done):
+                    failed.set()
+                    wait(futures)
+                    errors = [f.exception() for f in futures if f.exception() is not None]
+                    raise next((e for e in errors if not isinstance(e, _Cancelled)),
+                               errors[0])
+        upload = client.complete_direct_upload(session.id, file.sha256)
+        try:
+            client.wait_verified(upload)
+        finally:
+            if upload.status != "open":
+                journal.set_upload(file.path, None)
+
     def _send_parts(self, file: LocalFile, session: Any, journal: Journal) -> None:
         """Send the parts the session lacks, ``parallel`` at once, then complete; if the
         server finds the whole digest wrong, send again the parts whose digest differs from
         the local file's (the others stay on the server) and complete once more."""
+        if getattr(session, "direct", False):
+            self._send_direct(file, session, journal)
+            return
         client = self.client
         size, count = session.part_size, -(-file.size // session.part_size)
         held = {part.number: part.sha256 for part in session.parts}

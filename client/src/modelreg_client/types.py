@@ -255,6 +255,12 @@ class Upload(_Result):
     location: str
     part_size: int | None = None
     parts: tuple[Part, ...] = ()
+    #: The parts go straight to the blob store (:meth:`Client.part_url`).
+    direct: bool = False
+    #: ``open``, ``verifying`` (a direct upload whose digest the server checks) or
+    #: ``refused`` (``error`` says why).
+    status: str = "open"
+    error: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Upload:
@@ -263,7 +269,8 @@ class Upload(_Result):
                    data.get("size"), data.get("digest"), _time(data.get("expires_at")),
                    data["min_chunk_size"], data["max_chunk_size"], data["location"],
                    data.get("part_size"),
-                   tuple(Part.from_json(p) for p in data.get("parts") or ()))
+                   tuple(Part.from_json(p) for p in data.get("parts") or ()),
+                   bool(data.get("direct")), data.get("status") or "open", data.get("error"))
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import urllib.parse
 import urllib.request
 from importlib.metadata import entry_points
 
@@ -20,7 +22,7 @@ from modelreg.api import (
     StorageError,
     UploadNotFound,
 )
-from modelreg.testing import BlobStoreContract
+from modelreg.testing import BlobStoreContract, DirectUploadsContract
 
 MiB = 1024 * 1024
 
@@ -41,6 +43,38 @@ class TestS3BlobStore(BlobStoreContract):
 
     def leftovers(self, blob_store):
         return leftovers(blob_store)
+
+
+class TestS3DirectUploads(DirectUploadsContract):
+    @pytest.fixture
+    def direct_store(self, s3_settings):
+        return create_store({**s3_settings, "modelreg.storage.s3.presigned_uploads": "true"})
+
+    def leftovers(self, store):
+        return leftovers(store)
+
+
+def test_direct_uploads_are_off_unless_enabled(s3_settings):
+    assert create_store(s3_settings).begin_direct_upload() is None
+
+
+def test_a_presigned_part_signs_its_length_and_checksum(s3_settings):
+    store = create_store({**s3_settings, "modelreg.storage.s3.presigned_uploads": "true",
+                          "modelreg.storage.s3.presign_expires": "120"})
+    state = store.begin_direct_upload()
+    try:
+        digest = hashlib.sha256(b"abc").hexdigest()
+        signed = store.presign_part(state, number=3, length=3, sha256=digest)
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(signed["url"]).query))
+        assert query["partNumber"] == "3" and query["uploadId"] == state["upload_id"]
+        assert query["X-Amz-Expires"] == "120"
+        assert query["X-Amz-SignedHeaders"].split(";") == [
+            "content-length", "host", "x-amz-checksum-sha256"]
+        assert signed["headers"] == {
+            "Content-Length": "3",
+            "x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(digest)).decode()}
+    finally:
+        store.abort_upload(state)
 
 
 class CallRecorder:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -51,6 +52,9 @@ class UploadCreate(Body):
     part_size: int | None = Field(
         None, ge=1, description="Send numbered parts of this size (every part but the "
         "last); needs size.  Without it, the file is sent in sequential chunks (PATCH).")
+    direct: bool = Field(
+        False, description="The client can send parts straight to the blob store at "
+        "presigned URLs (POST …/parts/{n}/url); the answer's direct says whether it does.")
 
 
 class PartOut(BaseModel):
@@ -80,3 +84,28 @@ class UploadOut(BaseModel):
                                   "last, or null for sequential chunks.")
     parts_count: int | None = Field(description="How many numbered parts the file has.")
     parts: list[PartOut] = Field(description="The parts received so far, in order.")
+    direct: bool = Field(False, description="The parts go straight to the blob store: ask "
+                         "POST …/parts/{n}/url for each part's presigned request.")
+    status: Literal["open", "verifying", "refused"] = Field(
+        "open", description="verifying: a direct upload is complete and the worker checks "
+        "its digest; refused: it did not match (error says why; nothing was kept).")
+    error: dict[str, Any] | None = Field(None, description="Why the session was refused: "
+                                         "code, message, details.")
+
+
+class PartUrlIn(Body):
+    """Body of ``POST /api/v1/uploads/{id}/parts/{n}/url``: the part's digest."""
+
+    digest: str = Field(max_length=100, description="sha256:<hex> of the part.")
+
+
+class PartUrlOut(BaseModel):
+    """A presigned request that stores one part of a direct upload in the blob store."""
+
+    number: int
+    start: int = Field(description="Where the part starts in the file.")
+    size: int = Field(description="The part's exact length: the URL is signed for it.")
+    digest: str
+    url: str = Field(description="Send the part here, without modelreg credentials.")
+    method: str = Field(description="PUT.")
+    headers: dict[str, str] = Field(description="Send exactly these headers with it.")

@@ -421,6 +421,9 @@ def upload_json(
         "parts_count": (None if upload.part_size is None or upload.size is None
                         else -(-upload.size // upload.part_size)),
         "parts": [],
+        "direct": bool(upload.direct),
+        "status": upload.status or "open",
+        "error": upload.error,
     }
 
 

@@ -58,6 +58,7 @@ from ..registry.services import RegistryService
 from ..settings import UPLOAD_CLAIM_TIMEOUT, UPLOAD_MAX_OPEN_SESSIONS
 from ..storage.errors import DigestMismatch
 from ..types import BlobInfo
+from . import direct as direct_uploads
 from .paths import check_new_path
 from .services import (
     FileService,
@@ -225,21 +226,28 @@ class UploadService:
 
     def open(self, model_name: str, ref: str, *, path: str, owner: str | None,
              size: int | None = None, sha256: str | None = None,
-             media: str = "application/octet-stream", part_size: int | None = None
-             ) -> UploadSnapshot:
+             media: str = "application/octet-stream", part_size: int | None = None,
+             direct: bool = False) -> UploadSnapshot:
         """Open a session for ``path`` of a draft.
 
         :param size: the whole file's size, if known (required with ``part_size``).
         :param sha256: the whole file's digest, if known (completion must then match it).
         :param part_size: send numbered parts of this size (every part but the last);
             ``None`` for sequential chunks.
+        :param direct: the sender can send parts to presigned URLs: the session is a
+            direct one (:mod:`.direct`) if the store offers it and ``part_size`` is given.
         :raises ApiError: 409 ``too_many_uploads`` past ``max_open_sessions``, 422 when the
             size rules refuse ``size``, 400 ``invalid_part_size``.
         """
         check_new_path(path)
         if part_size is not None:
             self._check_part_size(size, part_size)
-        state = self.store.begin_upload()
+        # Parts straight to the store where it offers that (:mod:`.direct`).
+        state = (direct_uploads.begin(self.store)
+                 if direct and part_size is not None and size else None)
+        is_direct = state is not None
+        if state is None:
+            state = self.store.begin_upload()
         try:
             with self._transaction() as files:
                 db = files.db
@@ -253,6 +261,7 @@ class UploadService:
                     public_id=secrets.token_hex(16), version_id=version.id, path=path,
                     media_type=media, owner=owner, state=state, offset=0, size=size,
                     sha256=sha256, part_size=part_size, created_at=now, updated_at=now,
+                    direct=is_direct, status="open",
                     expires_at=now + dt.timedelta(seconds=session_ttl(self.settings)))
                 db.add(upload)
                 db.flush()
@@ -281,7 +290,8 @@ class UploadService:
         mine = (UploadSession.owner.is_(None) if owner is None
                 else UploadSession.owner == owner)
         count = db.scalar(sa.select(sa.func.count()).select_from(UploadSession).where(
-            mine, UploadSession.expires_at > utcnow(), UploadSession.version_id.is_not(None)))
+            mine, UploadSession.expires_at > utcnow(), UploadSession.version_id.is_not(None),
+            UploadSession.status != "refused"))  # refused: kept to say why (.direct)
         if count >= limit:
             raise Conflict(
                 f"{count} upload sessions are open for this principal, the most allowed "
@@ -629,6 +639,9 @@ class UploadService:
         with self._transaction() as files:
             upload, _version = self._lock(files.db, public_id)
             self._check_not_completing(upload, utcnow())
+            if upload.status == "verifying":  # the worker concludes it (see .direct)
+                raise Conflict("the upload is complete and its digest is being verified",
+                               code="upload_verifying", headers={"Retry-After": "2"})
             state = upload.state
             files.db.execute(sa.delete(UploadSession).where(
                 UploadSession.public_id == public_id))

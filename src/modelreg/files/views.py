@@ -16,7 +16,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 
 from ..db import add_streaming_view
-from ..errors import ApiError, BadRequest, PayloadTooLarge
+from ..errors import ApiError, BadRequest, Conflict, PayloadTooLarge
 from ..interfaces import MAX_PARTS
 from ..metrics import metered
 from ..names import DIGEST_PREFIX
@@ -26,7 +26,7 @@ from ..policy import ARCHIVED, check_upload
 from ..registry.services import RegistryService
 from ..security.access import Level
 from ..security.policy import ModelContext, denial, readable_models, root_factory, security_policy
-from . import schemas
+from . import direct, schemas
 from .download import _HUGE, _position, send_blob
 from .paths import check_path
 from .services import (
@@ -204,7 +204,8 @@ def upload_service(request: Request) -> UploadService:
 
 def _session_json(request: Request, snapshot: UploadSnapshot) -> dict[str, Any]:
     body = upload_json(request, snapshot.upload, snapshot.model, snapshot.number)
-    body["parts"] = snapshot.parts
+    body["parts"] = (direct.held_parts(request.blob_store, snapshot.upload)
+                     if snapshot.upload.direct else snapshot.parts)
     _upload_headers(request, snapshot.upload.public_id, snapshot.upload.offset)
     return body
 
@@ -225,7 +226,7 @@ def open_upload(request: Request) -> dict[str, Any]:
     snapshot = request.upload_service.open(
         request.matchdict["model"], request.matchdict["version"], path=body.path,
         owner=request.authenticated_userid, size=body.size, sha256=sha256,
-        media=media_type(body.media_type), part_size=body.part_size)
+        media=media_type(body.media_type), part_size=body.part_size, direct=body.direct)
     result = _session_json(request, snapshot)
     request.response.status_code = 201
     return result
@@ -312,6 +313,10 @@ def put_part(request: Request) -> dict[str, Any]:
     """
     context: UploadContext = request.context
     number = _part_number(request)
+    if context.upload.direct:
+        raise Conflict(f"this session's parts go straight to the blob store: POST "
+                       f"…/parts/{number}/url for where to send part {number}",
+                       code="upload_mode")
     _check_body_size(request, max_put_size(request.registry.settings))
     length = request.content_length
     if length is None:
@@ -329,6 +334,23 @@ def put_part(request: Request) -> dict[str, Any]:
     return part
 
 
+@api_view("api.upload_part_url", "POST", permission=WRITE, body=schemas.PartUrlIn,
+          response=schemas.PartUrlOut, errors=(409, 416, 422, 503), tags=["files"])
+def part_url(request: Request) -> dict[str, Any]:
+    """Where to send part ``n`` of a direct upload (``"direct": true``): a presigned
+    request to the blob store, signed for the part's exact length and digest.
+
+    The client sends the part's bytes there with exactly the ``headers`` given and without
+    its modelreg credentials, then completes the session as usual (``PUT …?digest=``),
+    which answers ``202`` while the worker verifies the whole file's digest.
+    """
+    context: UploadContext = request.context
+    number = _part_number(request)
+    body = parse_body(request, schemas.PartUrlIn)
+    return direct.presign_part(request.upload_service, context.upload, number,
+                               parse_hex_digest(body.digest))
+
+
 @api_view("api.upload_part", "DELETE", permission=WRITE, status=204, errors=(409, 416),
           tags=["files"])
 def delete_part(request: Request) -> Response:
@@ -340,7 +362,7 @@ def delete_part(request: Request) -> Response:
 
 
 @api_view("api.upload", "PUT", permission=WRITE, body_media=BINARY,
-          response=schemas.FileOut, also=(201,), params=(
+          response=schemas.FileOut, also=(201,), others={202: schemas.UploadOut}, params=(
               Param("digest", "sha256:<hex> of the whole file (required)."),),
           errors=(409, 411, 413, 416, 422, 503, 507), tags=["files"])
 def complete_upload(request: Request) -> dict[str, Any]:
@@ -349,7 +371,9 @@ def complete_upload(request: Request) -> dict[str, Any]:
 
     A wrong digest keeps the session and its parts: ``400 digest_mismatch`` lists them
     (number, start, size, digest) so that the client sends again only those that differ.
-    Content the size rules refuse (``422``) is deleted at once, with the session.
+    Content the size rules refuse (``422``) is deleted at once, with the session.  A direct
+    upload (``"direct": true``) answers ``202`` with the session, ``"status":
+    "verifying"``, until the worker has read it once and checked its digest.
     """
     context: UploadContext = request.context
     expected = client_digest(request)
@@ -361,6 +385,13 @@ def complete_upload(request: Request) -> dict[str, Any]:
         raise BadRequest("the digest differs from the one announced when the upload was "
                          "opened", code="digest_mismatch",
                          details={"expected": DIGEST_PREFIX + upload.sha256})
+    if upload.direct:  # 202: the worker verifies the digest (see .direct)
+        if request.content_length:
+            raise Conflict("a direct upload's parts go to the blob store, not in the "
+                           "completing request", code="upload_mode")
+        request.response.status_code = 202
+        return _session_json(request, direct.complete(request.upload_service,
+                                                      upload.public_id, expected))
     if request.content_length:
         _receive_chunk(request, context)
     body, outcome = request.upload_service.complete(upload.public_id, expected)
@@ -392,10 +423,14 @@ def includeme(config: Configurator) -> None:
     config.add_route("api.upload", "/api/v1/uploads/{upload}", factory=upload_context)
     config.add_route("api.upload_part", "/api/v1/uploads/{upload}/parts/{number}",
                      factory=upload_context)
+    config.add_route("api.upload_part_url", "/api/v1/uploads/{upload}/parts/{number}/url",
+                     factory=upload_context)
     # Views that write through the upload service's own short transactions.
     for route, method in (("api.file", "PUT"), ("api.uploads", "POST"),
                           ("api.upload", "PATCH"), ("api.upload", "PUT"),
                           ("api.upload", "DELETE"), ("api.upload_part", "PUT"),
-                          ("api.upload_part", "DELETE")):
+                          ("api.upload_part", "DELETE"),
+                          # Signs a URL and writes nothing: its session only reads.
+                          ("api.upload_part_url", "POST")):
         add_streaming_view(config, route, method)
     config.scan(".views")

@@ -89,6 +89,14 @@ class UploadSession(Base):
     #: The size and digest the client announced, if it did.
     size: Mapped[int | None] = mapped_column(sa.BigInteger)
     sha256: Mapped[str | None] = mapped_column(sa.String(SHA256_HEX_LENGTH))
+    #: The parts go straight to the blob store (presigned URLs, :mod:`modelreg.files.direct`).
+    direct: Mapped[bool] = mapped_column(sa.Boolean, default=False,
+                                         server_default=sa.false())
+    #: ``open``; ``verifying`` (a direct upload completed, its digest not yet checked by
+    #: the worker); ``refused`` (the check failed: ``error`` says why; its bytes are gone).
+    status: Mapped[str] = mapped_column(sa.String(16), default="open", server_default="open")
+    #: Why a ``refused`` session was refused: ``{"code", "message", "details"}``.
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc)
     expires_at: Mapped[dt.datetime] = mapped_column(Timestamp)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)

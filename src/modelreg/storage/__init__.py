@@ -23,7 +23,7 @@ from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
 from .. import keys
-from ..interfaces import IBlobStore
+from ..interfaces import IBlobStore, IDirectUploads
 from ..settings import STORAGE
 
 if TYPE_CHECKING:
@@ -84,6 +84,13 @@ def get_blob_store(settings: dict[str, Any], hook: Any) -> IBlobStore:
         raise RuntimeError(
             f"storage backend {name!r} does not provide IBlobStore: {exc}"
         ) from exc
+    if IDirectUploads.providedBy(store):  # an optional capability, checked when declared
+        try:
+            verifyObject(IDirectUploads, store)
+        except Invalid as exc:
+            raise RuntimeError(
+                f"storage backend {name!r} does not provide IDirectUploads: {exc}"
+            ) from exc
     log.info("storage backend %s (%s = %s): %s", name, STORAGE_SETTING, name,
              description.description or "no description")
     return store

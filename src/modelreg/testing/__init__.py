@@ -51,12 +51,13 @@ from ..migrations import upgrade
 from ..plugins import get_plugin_manager
 from ..security.services import SecurityService
 from ..worker.runner import Worker
-from .contracts import BlobStoreContract
+from .contracts import BlobStoreContract, DirectUploadsContract
 
 __all__ = [
     "BACKENDS",
     "CORE_PLUGINS",
     "BlobStoreContract",
+    "DirectUploadsContract",
     "HookRecorder",
     "TestDatabase",
     "add_principal",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 import threading
 from collections.abc import Callable
@@ -498,3 +499,105 @@ class BlobStoreContract:
         with pytest.raises(UploadNotFound):
             blob_store.complete_parts(state, [part], expected_sha256=sha256_hex(b"x" * 100))
         self.assert_no_leftovers(blob_store)
+
+
+def send_presigned(signed: dict[str, Any], data: bytes) -> int:
+    """Send ``data`` to a presigned request (:meth:`IDirectUploads.presign_part`) as a client
+    would, with its headers and no credentials; the store's HTTP status."""
+    import urllib.error
+    import urllib.request
+
+    headers = {k: v for k, v in signed["headers"].items() if k.lower() != "content-length"}
+    headers.setdefault("Content-Type", "application/octet-stream")
+    request = urllib.request.Request(  # noqa: S310 - the store's own URL
+        signed["url"], data=data, method=signed.get("method", "PUT"), headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code)
+
+
+class DirectUploadsContract:
+    """What a blob store that declares :class:`~modelreg.interfaces.IDirectUploads` must do.
+
+    Subclasses provide a ``direct_store`` fixture: a store with direct uploads enabled, whose
+    presigned URLs this process can reach; and may override :meth:`leftovers` (as in
+    :class:`BlobStoreContract`).
+    """
+
+    #: The smallest part but the last (S3: 5 MiB).
+    part_size = 5 * MiB
+
+    def leftovers(self, store: Any) -> list[str]:
+        """Temporary data the store holds (none once an upload is verified or aborted)."""
+        return []
+
+    def _upload(self, store: Any, content: bytes) -> tuple[dict[str, Any], int]:
+        from ..interfaces import IDirectUploads
+
+        assert verifyObject(IDirectUploads, store)
+        state = store.begin_direct_upload()
+        assert state is not None and json.loads(json.dumps(state)) == state
+        count = max(1, -(-len(content) // self.part_size))
+        for number in range(1, count + 1):
+            part = content[(number - 1) * self.part_size:number * self.part_size]
+            signed = store.presign_part(state, number=number, length=len(part),
+                                        sha256=sha256_hex(part))
+            assert signed["method"] == "PUT" and signed["url"].startswith("http")
+            assert signed["headers"]["Content-Length"] == str(len(part))
+            assert send_presigned(signed, part) == 200
+        return state, count
+
+    def test_parts_sent_to_presigned_urls_become_a_verified_blob(self, direct_store):
+        content = os.urandom(self.part_size + 1000)
+        before = self.leftovers(direct_store)
+        state, count = self._upload(direct_store, content)
+        assert direct_store.list_direct_parts(state) == {1: self.part_size, 2: 1000}
+        direct_store.complete_direct(state, count)
+        direct_store.complete_direct(state, count)  # again: nothing changes
+        assert not direct_store.exists(sha256_hex(content))  # not a blob until verified
+        info = direct_store.verify_direct(state, sha256_hex(content))
+        assert info == BlobInfo(sha256_hex(content), len(content))
+        assert read_all(direct_store.open(info.sha256)) == content
+        assert direct_store.verify_direct(state, sha256_hex(content)) == info  # idempotent
+        direct_store.abort_upload(state)
+        assert direct_store.exists(info.sha256)
+        assert self.leftovers(direct_store) == before
+
+    def test_a_wrong_digest_deletes_the_content(self, direct_store):
+        content = os.urandom(self.part_size + 10)
+        before = self.leftovers(direct_store)
+        state, count = self._upload(direct_store, content)
+        direct_store.complete_direct(state, count)
+        wrong = sha256_hex(b"other")
+        with pytest.raises(DigestMismatch) as caught:
+            direct_store.verify_direct(state, wrong)
+        assert (caught.value.expected, caught.value.actual) == (wrong, sha256_hex(content))
+        assert not direct_store.exists(wrong)
+        assert not direct_store.exists(sha256_hex(content))
+        with pytest.raises(UploadNotFound):
+            direct_store.verify_direct(state, wrong)
+        direct_store.abort_upload(state)
+        assert self.leftovers(direct_store) == before
+
+    def test_an_aborted_direct_upload_leaves_nothing(self, direct_store):
+        before = self.leftovers(direct_store)
+        state, _count = self._upload(direct_store, os.urandom(1000))
+        direct_store.abort_upload(state)
+        direct_store.abort_upload(state)
+        with pytest.raises(UploadNotFound):
+            direct_store.list_direct_parts(state)
+        assert self.leftovers(direct_store) == before
+
+    def test_presigning_checks_its_arguments(self, direct_store):
+        state = direct_store.begin_direct_upload()
+        try:
+            for number, length, digest in ((0, 1, "0" * 64), (10_001, 1, "0" * 64),
+                                           (1, -1, "0" * 64), (1, 1, "../etc")):
+                with pytest.raises(ValueError):
+                    direct_store.presign_part(state, number=number, length=length,
+                                              sha256=digest)
+        finally:
+            direct_store.abort_upload(state)

@@ -33,6 +33,13 @@ always wins):
 ``presigned_downloads``
     ``true`` to let downloads be answered with a redirect to a presigned URL (default
     ``false``: the registry streams the bytes itself).
+``presigned_uploads``
+    ``true`` to let upload sessions in numbered parts send their parts straight to S3
+    (default ``false``): each part gets a presigned ``UploadPart`` URL signed for its exact
+    ``Content-Length`` (and its SHA-256 checksum, unless ``request_checksum_calculation =
+    when_required``); a worker job verifies the whole file's sha256 before it becomes a blob
+    (:class:`modelreg.api.IDirectUploads`).  Clients need to reach the endpoint, and the
+    bucket's CORS must allow ``PUT`` for browsers.
 ``presign_expires``
     seconds a presigned URL stays valid (default 300).
 ``multipart_chunk_size``
@@ -77,6 +84,7 @@ from modelreg.api import (
     BlobTooLarge,
     DigestMismatch,
     IBlobStore,
+    IDirectUploads,
     StorageError,
     StorageFull,
     UploadNotFound,
@@ -209,7 +217,7 @@ class _ClosingBody(io.RawIOBase):
         super().close()
 
 
-@implementer(IBlobStore)
+@implementer(IBlobStore, IDirectUploads)
 class S3BlobStore:
     """Blobs as objects in an S3 bucket; see the module's documentation.
 
@@ -219,6 +227,7 @@ class S3BlobStore:
     :param send_checksums: send SHA-256 checksums with writes.
     :param presigned_downloads: whether :meth:`download_url` hands out URLs.
     :param presign_expires: their default lifetime in seconds.
+    :param presigned_uploads: whether :meth:`begin_direct_upload` starts direct uploads.
     :param part_size: the part size of ``put``'s multipart uploads.
     """
 
@@ -228,6 +237,7 @@ class S3BlobStore:
     def __init__(
         self, client: Any, bucket: str, *, prefix: str = "", send_checksums: bool = True,
         presigned_downloads: bool = False, presign_expires: int = 300, part_size: int = 8 * MiB,
+        presigned_uploads: bool = False,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise RuntimeError(f"multipart_chunk_size must be at least {MIN_PART_SIZE} bytes")
@@ -238,6 +248,7 @@ class S3BlobStore:
         self.presigned_downloads = presigned_downloads
         self.presign_expires = presign_expires
         self.part_size = part_size
+        self.presigned_uploads = presigned_uploads
 
     def __repr__(self) -> str:
         return f"S3BlobStore(bucket={self.bucket!r}, prefix={self.prefix!r})"
@@ -278,6 +289,8 @@ class S3BlobStore:
         except ValueError as exc:
             raise RuntimeError(f"{SETTINGS_PREFIX}*: {exc}") from exc
         config = botocore.config.Config(
+            # SigV4: a presigned upload URL signs the part's Content-Length and checksum.
+            signature_version="s3v4",
             s3={"addressing_style": addressing},
             retries={"mode": "standard", "max_attempts": 3},
             max_pool_connections=32,
@@ -298,6 +311,7 @@ class S3BlobStore:
             send_checksums=checksum_modes["request_checksum_calculation"] == "when_supported",
             presigned_downloads=_as_bool(get("presigned_downloads")),
             presign_expires=expires, part_size=part_size,
+            presigned_uploads=_as_bool(get("presigned_uploads")),
         )
 
     # ------------------------------------------------------------------------- keys
@@ -720,6 +734,107 @@ class S3BlobStore:
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=target,
                                                        UploadId=upload_id)
                 raise
+
+
+    # ------------------------------------------------------- direct uploads (presigned)
+
+    def _direct(self, state: Any) -> dict[str, Any]:
+        state = self._state(state)
+        if state.get("direct") is not True:
+            raise ValueError("not a direct upload of the S3 storage backend")
+        return state
+
+    def begin_direct_upload(self) -> dict[str, Any] | None:
+        """A multipart upload of the client's parts, or ``None`` unless ``presigned_uploads``."""
+        if not self.presigned_uploads:
+            return None
+        key = self._tmp_key()
+        return {"key": key, "upload_id": self._create_multipart(key), "parts": [],
+                "offset": 0, "direct": True}
+
+    def presign_part(self, state: dict[str, Any], *, number: int, length: int, sha256: str,
+                     expires: int | None = None) -> dict[str, Any]:
+        """A presigned ``UploadPart`` signed for ``length`` bytes (and their checksum)."""
+        state = self._direct(state)
+        self._part_key(state, number, sha256)  # checks the number and the digest
+        if not isinstance(length, int) or not 0 <= length <= MAX_COPY_SIZE:
+            raise ValueError(f"a part has 0 to {MAX_COPY_SIZE} bytes, not {length!r}")
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": state["key"],
+                                  "UploadId": state["upload_id"], "PartNumber": number,
+                                  "ContentLength": length}
+        headers = {"Content-Length": str(length)}
+        if self.send_checksums:  # S3 refuses a body whose SHA-256 is not this one
+            checksum = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+            params["ChecksumSHA256"] = checksum
+            headers["x-amz-checksum-sha256"] = checksum
+        with _s3_errors("signing an upload URL"):
+            url = self.client.generate_presigned_url(
+                "upload_part", Params=params, ExpiresIn=expires or self.presign_expires)
+        return {"url": url, "method": "PUT", "headers": headers}
+
+    def _list_parts(self, state: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        found: dict[int, dict[str, Any]] = {}
+        try:
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=state["key"], UploadId=state["upload_id"])
+            for page in pages:
+                for part in page.get("Parts", ()):
+                    found[int(part["PartNumber"])] = part
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchUpload", "404") or _status(exc) == 404:
+                raise UploadNotFound("the upload was aborted, completed or cleaned up") from exc
+            with _s3_errors("listing the parts of an upload"):
+                raise
+        except BotoCoreError:
+            with _s3_errors("listing the parts of an upload"):
+                raise
+        return found
+
+    def list_direct_parts(self, state: dict[str, Any]) -> dict[int, int]:
+        """``{number: size}`` of the parts S3 holds (``ListParts``)."""
+        return {number: int(part["Size"])
+                for number, part in self._list_parts(self._direct(state)).items()}
+
+    def complete_direct(self, state: dict[str, Any], count: int) -> None:
+        """``CompleteMultipartUpload`` of parts ``1..count`` into the temporary key."""
+        state = self._direct(state)
+        try:
+            held = self._list_parts(state)
+        except UploadNotFound:
+            if self._head(state["key"]) is not None:  # completed already
+                return
+            raise
+        missing = [n for n in range(1, count + 1) if n not in held]
+        if missing:
+            raise UploadNotFound(f"parts {missing[:10]} of the upload are gone")
+        parts = []
+        for number in range(1, count + 1):
+            part = {"PartNumber": number, "ETag": held[number]["ETag"]}
+            if held[number].get("ChecksumSHA256"):
+                part["ChecksumSHA256"] = held[number]["ChecksumSHA256"]
+            parts.append(part)
+        with _s3_errors("completing an upload"):
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=state["key"], UploadId=state["upload_id"],
+                MultipartUpload={"Parts": parts})
+
+    def verify_direct(self, state: dict[str, Any], expected_sha256: str) -> BlobInfo:
+        """Hash the assembled object once; copy it to its content key if it matches."""
+        validate_sha256(expected_sha256)
+        state = self._direct(state)
+        tmp = state["key"]
+        if self._head(tmp) is None:
+            done = self._head(self._key(expected_sha256))
+            if done is not None:  # verified by an earlier run whose answer was lost
+                return BlobInfo(expected_sha256, int(done["ContentLength"]))
+            raise UploadNotFound("the upload was not completed, or was cleaned up")
+        sha256, size = self._hash_object(tmp)
+        if not hmac.compare_digest(sha256, expected_sha256):
+            self._delete_quietly(tmp)
+            raise DigestMismatch(expected_sha256, sha256)
+        self._promote(tmp, sha256, size)
+        self._delete_quietly(tmp)
+        return BlobInfo(sha256, size)
 
 
 def create_store(settings: dict[str, Any]) -> S3BlobStore:
