@@ -225,7 +225,7 @@ def hello(port: int) -> list[str]:
 def wrk(port: int, path: str, seconds: float, headers: dict[str, str],
         pid: int) -> tuple[float, float]:
     """(requests/s, server CPU µs per request) of ``wrk -c16`` on ``path``."""
-    args = ["wrk", "-t2", "-c16", f"-d{seconds}s"]
+    args = ["wrk", "-t2", "-c16", f"-d{max(1, round(seconds))}s"]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
     before = cpu_seconds(pid)
