@@ -112,7 +112,8 @@ class Setup:
         app = parser["app:main"]
         app["sqlalchemy.url"] = self.database_url
         app["modelreg.storage.local.path"] = str(self.work / "blobs")
-        app["modelreg.plugins.disabled"] = "scan webhooks"
+        # s3 too: not the storage here, and an older revision (--src) cannot load it.
+        app["modelreg.plugins.disabled"] = "scan webhooks storage-s3"
         app["modelreg.auth.anonymous"] = "read"
         app["modelreg.worker.embedded"] = "true" if worker else "false"
         parser["server:main"]["listen"] = f"127.0.0.1:{port}"
@@ -490,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--src", help="serve the modelreg package of this directory")
     parser.add_argument("--json", action="store_true", help="print JSON, not tables")
     args = parser.parse_args(argv)
+    if args.src:  # that revision's models and migrations make the database too
+        sys.path.insert(0, args.src)
     work = Path(tempfile.mkdtemp(prefix="modelreg-reads-"))
     report: dict[str, Any] = {"src": args.src or "installed"}
     try:
