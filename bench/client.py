@@ -233,6 +233,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--repeat", type=int, default=1,
                         help="pulls (with a raw GET between each two); the best counts")
+    parser.add_argument("--buffered-pulls", action="store_true",
+                        help="pull through the page cache (Client(direct_writes=False))")
     parser.add_argument("--warm-memory", type=parse_size, default=0,
                         help="touch and free this much memory before measuring (default 0)")
     args = parser.parse_args()
@@ -273,7 +275,8 @@ def main() -> None:
                         server_settings=SERVER_SETTINGS) as server:
             raw_cpu, pull_cpu = Cpu(server.process.pid), Cpu(server.process.pid)
             raw = [measure_raw(server, work, raw_file, 1, raw_cpu)]
-            with Client(server.url, parallel=args.parallel, state_dir=work / "state") as client:
+            with Client(server.url, parallel=args.parallel, state_dir=work / "state",
+                        direct_writes=not args.buffered_pulls) as client:
                 pushing = Phases()
                 start = time.perf_counter()
                 pushed = client.push(model_dir, "bench", progress=pushing)

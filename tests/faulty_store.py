@@ -72,15 +72,17 @@ class FaultyBlobStore:
             self.after_put(info)
         return info
 
-    def upload_part(self, state, *, number, stream, length, expected_sha256=None):
+    def upload_part(self, state, *, number, stream, length, expected_sha256=None,
+                    offset=None):
         fault = self._fault("upload_part")
         if fault is None:
             return self.inner.upload_part(state, number=number, stream=stream, length=length,
-                                          expected_sha256=expected_sha256)
+                                          expected_sha256=expected_sha256, offset=offset)
         error, after = fault
         try:
             self.inner.upload_part(state, number=number, stream=_FailingStream(stream, after),
-                                   length=length, expected_sha256=expected_sha256)
+                                   length=length, expected_sha256=expected_sha256,
+                                   offset=offset)
         except _Fault:
             raise error from None
         raise error

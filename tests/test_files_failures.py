@@ -271,6 +271,53 @@ def test_server_killed_mid_upload_leaves_no_file_and_restarts(server_settings, e
 
 
 
+def test_parts_acknowledged_before_a_crash_complete_after_the_restart(server_settings,
+                                                                       engine_rows):
+    """A part the server answered 201 for survives the server's process being killed: after
+    a restart the session still holds it, the other parts come (out of order) and the
+    upload completes with the right bytes."""
+    part_size = 8 * MiB
+    data = os.urandom(3 * part_size + 1000)
+    pieces = {n: data[(n - 1) * part_size:n * part_size] for n in (1, 2, 3, 4)}
+
+    def put_part(port: int, location: str, n: int) -> int:
+        head = (f"PUT {location}/parts/{n}?digest=sha256:{sha(pieces[n])} HTTP/1.1\r\n"
+                f"Host: 127.0.0.1\r\nConnection: close\r\nContent-Type: {OCTETS}\r\n"
+                f"Content-Length: {len(pieces[n])}\r\n\r\n")
+        return raw_request(port, head, pieces[n])[0]
+
+    server = LiveServer(server_settings, threads=4)
+    server.start()
+    try:
+        make_draft(server.port)
+        status, body = request(server.port, "POST", f"{API}/models/{M}/versions/1/uploads",
+                               json.dumps({"path": "m.bin", "size": len(data),
+                                           "part_size": part_size}).encode())
+        assert status == 201
+        location = json.loads(body)["location"]
+        assert put_part(server.port, location, 3) == 201
+        assert put_part(server.port, location, 1) == 201
+        server.process.kill()  # no clean shutdown: what was acknowledged must be on disk
+        server.process.wait(10)
+    finally:
+        server.stop()
+    with LiveServer(server_settings, threads=4) as again:
+        status, body = request(again.port, "GET", location)
+        assert status == 200
+        assert [p["number"] for p in json.loads(body)["parts"]] == [1, 3]
+        assert put_part(again.port, location, 4) == 201
+        assert put_part(again.port, location, 2) == 201
+        status, body = request(again.port, "PUT", f"{location}?digest=sha256:{sha(data)}",
+                               b"", OCTETS)
+        assert status == 201, body
+        status, body = request(again.port, "GET", f"{API}/models/{M}/versions/1/files/m.bin")
+        assert (status, body) == (200, data)
+    root = Path(server_settings["modelreg.storage.local.path"])
+    assert os.listdir(root / "uploads") == [] and os.listdir(root / "tmp") == []
+    (blob,) = (root / "blobs" / "sha256").rglob(sha(data))
+    assert blob.read_bytes() == data
+
+
 HOSTILE_PATHS = [
     "../../etc/passwd", "a/../../b", "%2e%2e/%2e%2e/etc/passwd", "a%2F..%2F..%2Fb",
     "..%5c..%5cwindows", "a%5Cb", "a%00b", "%2Fetc%2Fpasswd", "/etc/passwd", "a//b",

@@ -199,7 +199,10 @@ def test_wrong_digest_keeps_the_parts_and_the_client_resends_what_differs(
     if files_app.app.storage_backend == "local":  # the parts are still on disk
         root = files_app.app.registry["modelreg.blob_store"].root
         (parts_dir,) = [p for p in (root / "uploads").iterdir() if p.is_dir()]
-        assert sorted(p.stat().st_size for p in parts_dir.iterdir()) == [part_size] * 2
+        # Both parts are in place in the upload's data file, each with its record.
+        data = parts_dir.with_name(parts_dir.name.removesuffix(".parts"))
+        assert data.read_bytes() == bad
+        assert sorted(p.name for p in parts_dir.iterdir()) == ["1.in", "2.in"]
     # Only the part that differs is sent again.
     files_app.delete(f"{location}/parts/2", status=204)
     put_part(files_app, location, 2, good[part_size:])

@@ -254,3 +254,208 @@ def test_check_fails_when_the_root_is_gone(store, tmp_path):
         store.check()
     with pytest.raises(BlobNotFound):
         store.stat(sha(b"anything"))
+
+
+# ------------------------------------------------------------- parts written in place
+
+
+def _send(store, state, number, data, offset):
+    return store.upload_part(state, number=number, stream=io.BytesIO(data), length=len(data),
+                             expected_sha256=sha(data), offset=offset)
+
+
+def _blob_path(store, digest):
+    return store.root / "blobs" / "sha256" / digest[:2] / digest[2:4] / digest
+
+
+def test_parts_in_place_out_of_order_become_the_blob_without_a_copy(store):
+    data = os.urandom(3 * 100_000 + 7)
+    pieces = [(n, data[(n - 1) * 100_000:n * 100_000], (n - 1) * 100_000) for n in (1, 2, 3)]
+    pieces.append((4, data[300_000:], 300_000))
+    state = store.begin_upload()
+    parts = {n: _send(store, state, n, piece, offset) for n, piece, offset in reversed(pieces)}
+    data_file = store.root / "uploads" / state["id"]
+    assert data_file.read_bytes() == data  # every part at its offset of one file
+    inode = data_file.stat().st_ino
+    info = store.complete_parts(state, [parts[n] for n in (1, 2, 3, 4)],
+                                expected_sha256=sha(data))
+    assert (info.sha256, info.size) == (sha(data), len(data))
+    blob = _blob_path(store, info.sha256)
+    assert blob.read_bytes() == data and blob.stat().st_ino == inode  # renamed, not copied
+    assert temporary_files(store) == []
+
+
+def test_another_process_completes_by_reading_what_it_did_not_see(tmp_path):
+    """The running hash is per process: a store that received no part reads the file."""
+    first, second = LocalBlobStore(tmp_path / "s"), LocalBlobStore(tmp_path / "s")
+    data = os.urandom(200_000)
+    state = first.begin_upload()
+    parts = [_send(first, state, 2, data[100_000:], 100_000),
+             _send(second, state, 1, data[:100_000], 0)]
+    with pytest.raises(DigestMismatch) as caught:
+        second.complete_parts(state, parts[::-1], expected_sha256=sha(b"other"))
+    assert caught.value.actual == sha(data)  # refused, the parts kept
+    info = second.complete_parts(state, parts[::-1], expected_sha256=sha(data))
+    assert first.open(info.sha256).read() == data
+    assert temporary_files(first) == []
+
+
+def test_a_wrong_running_hash_is_never_trusted(store):
+    """Completion refuses on a full reading only: a running hash that went wrong costs a
+    reading of the file, never a wrong blob nor a refused upload."""
+    data = os.urandom(300_000)
+    state = store.begin_upload()
+    parts = [_send(store, state, n, data[(n - 1) * 100_000:n * 100_000], (n - 1) * 100_000)
+             for n in (1, 2, 3)]
+    store._running[state["id"]].digest.update(b"corrupted")
+    info = store.complete_parts(state, parts, expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data
+
+
+def test_a_part_replaced_after_it_was_hashed(store):
+    data = os.urandom(200_000)
+    other = os.urandom(100_000)
+    state = store.begin_upload()
+    first = _send(store, state, 1, data[:100_000], 0)
+    second = _send(store, state, 2, other, 100_000)
+    store.delete_part(state, second)
+    second = _send(store, state, 2, data[100_000:], 100_000)
+    info = store.complete_parts(state, [first, second], expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data
+    assert temporary_files(store) == []
+
+
+def test_a_region_left_locked_by_a_crashed_writer_takes_a_part_file(store):
+    """A lock nobody releases (its writer crashed): the part goes to a file of its own and
+    completion assembles a copy; nothing is lost and the bytes are right."""
+    data = os.urandom(200_000)
+    state = store.begin_upload()
+    first = _send(store, state, 1, data[:100_000], 0)
+    parts_dir = store.root / "uploads" / f"{state['id']}.parts"
+    os.symlink("w", parts_dir / "2.lock")
+    second = _send(store, state, 2, data[100_000:], 100_000)
+    assert (parts_dir / f"2-{sha(data[100_000:])}").read_bytes() == data[100_000:]
+    info = store.complete_parts(state, [first, second], expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data
+    assert temporary_files(store) == []
+
+
+def test_acknowledged_parts_survive_a_restart(tmp_path):
+    """What upload_part returned is on disk: a new process (store) completes the upload."""
+    data = os.urandom(150_000)
+    state = LocalBlobStore(tmp_path / "s").begin_upload()
+    parts = [_send(LocalBlobStore(tmp_path / "s"), state, 1, data[:100_000], 0),
+             _send(LocalBlobStore(tmp_path / "s"), state, 2, data[100_000:], 100_000)]
+    restarted = LocalBlobStore(tmp_path / "s")
+    info = restarted.complete_parts(state, parts, expected_sha256=sha(data))
+    assert restarted.open(info.sha256).read() == data
+
+
+def test_sequential_chunks_in_place_and_a_shorter_resend(store):
+    """Chunks at any offset; a chunk stored again shorter (its first sender gave up) leaves
+    bytes past the end, which completion cuts off."""
+    data = os.urandom(250_001)
+    state = store.begin_upload()
+    first = _send(store, state, 1, data[:123_457], 0)
+    stale = _send(store, state, 2, os.urandom(200_000), 123_457)
+    store.delete_part(state, stale)
+    second = _send(store, state, 2, data[123_457:], 123_457)
+    info = store.complete_parts(state, [first, second], expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data
+    assert _blob_path(store, info.sha256).stat().st_size == len(data)
+
+
+@pytest.mark.parametrize("direct", ["false", "true"])
+def test_parts_in_place_with_and_without_direct_writes(tmp_path, direct):
+    store = create_store({"modelreg.storage.local.path": str(tmp_path / "s"),
+                          "modelreg.storage.local.direct_writes": direct})
+    assert store.direct_writes is (direct == "true")
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    bounds = [(1, 0, 1024 * 1024), (2, 1024 * 1024, 3 * 1024 * 1024),
+              (3, 3 * 1024 * 1024, len(data))]
+    state = store.begin_upload()
+    parts = [_send(store, state, n, data[a:b], a) for n, a, b in reversed(bounds)]
+    info = store.complete_parts(state, parts[::-1], expected_sha256=sha(data))
+    assert _blob_path(store, info.sha256).read_bytes() == data
+
+
+def test_the_direct_writes_setting_is_a_boolean(tmp_path):
+    with pytest.raises(RuntimeError, match="direct_writes"):
+        create_store({"modelreg.storage.local.path": str(tmp_path),
+                      "modelreg.storage.local.direct_writes": "sometimes"})
+
+
+def _spooled(data: bytes, tmp_path, name: str):
+    """``data`` as the app gets a body Waitress spooled to a file (files/body.py)."""
+    from modelreg.files.body import BodyReader
+
+    spool = open(tmp_path / name, "w+b")
+    spool.write(b"headers" + data)
+    spool.seek(7)
+    return spool, BodyReader(spool, len(data))
+
+
+def test_parts_out_of_order_are_hashed_from_their_spool(store, tmp_path):
+    """A part that lands beyond the running hash keeps its spool open after the request;
+    once the gap is filled its bytes are hashed from there, so the running hash covers the
+    whole file without reading the data file."""
+    data = os.urandom(3 * 100_000)
+    state = store.begin_upload()
+    parts = {}
+    for n in (3, 2, 1):
+        piece = data[(n - 1) * 100_000:n * 100_000]
+        spool, body = _spooled(piece, tmp_path, f"spool-{n}")
+        with spool:  # Waitress closes its spool when the request ends
+            parts[n] = store.upload_part(state, number=n, stream=body, length=len(piece),
+                                         expected_sha256=sha(piece), offset=(n - 1) * 100_000)
+    running = store._running[state["id"]]
+    assert running.position == len(data) and not running._spools
+    os.truncate(store.root / "uploads" / state["id"], 0)  # so the data file cannot be read
+    os.truncate(store.root / "uploads" / state["id"], len(data))
+    digest, position = running.resume([parts[1], parts[2], parts[3]])
+    assert (digest.hexdigest(), position) == (sha(data), len(data))
+    store.abort_upload(state)
+
+
+def test_a_spool_that_changed_is_not_trusted(store, tmp_path):
+    data = os.urandom(200_000)
+    state = store.begin_upload()
+    spool, body = _spooled(data[100_000:], tmp_path, "spool-2")
+    with spool:
+        second = store.upload_part(state, number=2, stream=body, length=100_000,
+                                   expected_sha256=sha(data[100_000:]), offset=100_000)
+        spool.seek(0, 2)
+        spool.write(b"more")  # the spool is not what it was: read the data file instead
+        spool.flush()
+        first = _send(store, state, 1, data[:100_000], 0)
+    assert store._running[state["id"]].position == len(data)
+    info = store.complete_parts(state, [first, second], expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data
+
+
+def test_spools_are_kept_within_a_budget_and_an_age(store, tmp_path, monkeypatch):
+    """Spools only save a reading: past the process's budget none is kept, an old one is
+    closed, and the upload completes all the same (from the data file)."""
+    data = os.urandom(300_000)
+    state = store.begin_upload()
+    monkeypatch.setattr(local._Spool, "LIMIT", 150_000)
+    parts = {}
+    for n in (3, 2):
+        piece = data[(n - 1) * 100_000:n * 100_000]
+        spool, body = _spooled(piece, tmp_path, f"spool-{n}")
+        with spool:
+            parts[n] = store.upload_part(state, number=n, stream=body, length=len(piece),
+                                         expected_sha256=sha(piece), offset=(n - 1) * 100_000)
+    running = store._running[state["id"]]
+    assert list(running._spools) == [200_000]  # the second did not fit the budget
+    monkeypatch.setattr(local._Spool, "MAX_AGE", 0.0)
+    spool, body = _spooled(b"x", tmp_path, "spool-other")
+    with spool:
+        other = local._Spool.of(body, 1)
+        assert other is not None  # and the old one was closed
+        other.close()
+    assert running._spools[200_000].closed
+    parts[1] = _send(store, state, 1, data[:100_000], 0)
+    info = store.complete_parts(state, [parts[1], parts[2], parts[3]],
+                                expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data

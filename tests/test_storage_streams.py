@@ -68,5 +68,6 @@ def test_help_on_the_interface_shows_its_methods_with_keyword_only_parameters():
 
     text = pydoc.render_doc(IBlobStore, renderer=pydoc.plaintext)
     assert "put(stream, *, expected_sha256=None, max_size=None)" in text
-    assert "upload_part(state, *, number, stream, length, expected_sha256=None)" in text
+    assert ("upload_part(state, *, number, stream, length, expected_sha256=None, "
+            "offset=None)") in text
     assert "open(sha256, start=0, end=None)" in text

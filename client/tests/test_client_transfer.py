@@ -507,3 +507,27 @@ def test_a_body_cut_short_is_resumed_with_range_not_taken_as_corrupt(tmp_path):
     assert "Range" not in seen[0] and f"Range: bytes={cut}-" in seen[1]
     assert all("Accept-Encoding: identity" in head for head in seen)
     assert puller.received.value == len(data)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_pull_writes_the_same_bytes_with_and_without_direct_writes(
+        registry, client, model_name, tmp_path, direct):
+    """Downloads go to disk in whole aligned blocks (O_DIRECT where allowed) and a partial
+    last block; a resumed download that starts at an unaligned offset writes the rest
+    through the page cache.  Either way the pulled files are the pushed bytes."""
+    source = tmp_path / "model"
+    source.mkdir()
+    write_random(source / "big.bin", 9 * MiB + 4097)
+    write_random(source / "small.bin", 4095)
+    client.push(source, model_name)
+    destination = tmp_path / "pulled"
+    with Client(registry.url, registry.token, direct_writes=direct,
+                state_dir=tmp_path / "state", cache_dir=tmp_path / "cache") as puller:
+        with pytest.raises(Stop):
+            puller.pull(model_name, destination, progress=Counting("big.bin", 4 * MiB))
+        part = destination / "big.bin.part"
+        with open(part, "r+b") as partial:  # resume from an offset that is not aligned
+            partial.truncate(part.stat().st_size - 1000)
+        puller.pull(model_name, destination)
+    assert tree(destination) == tree(source)
+    assert not list(destination.rglob("*.part"))

@@ -189,7 +189,7 @@ class IBlobStore(Interface):
         Idempotent: aborting an aborted, completed or unknown upload does nothing.
         """
 
-    def upload_part(state, *, number, stream, length, expected_sha256=None):
+    def upload_part(state, *, number, stream, length, expected_sha256=None, offset=None):
         """Store part ``number`` of an upload: exactly ``length`` bytes read from ``stream``.
 
         Numbered parts may arrive in any order, in parallel, in several processes; the
@@ -203,6 +203,11 @@ class IBlobStore(Interface):
         :param state: the state :meth:`begin_upload` returned (never changed by parts).
         :param number: the part's number, 1 to :data:`MAX_PARTS`.
         :param expected_sha256: the part's digest as the client promised it, or ``None``.
+        :param offset: where the part starts in the whole file, or ``None`` if the caller
+            does not say.  The core always says (numbered parts and sequential chunks
+            alike); a backend may use it to write the part in place (the ``local`` backend
+            writes every part into one file, which becomes the blob at completion without
+            a copy), or ignore it.  Every backend must accept it.
         :returns: the part's description, a JSON-serialisable dict with at least
             ``number``, ``size`` and ``sha256`` (lowercase hex), plus whatever the backend
             needs to find the part again; the core stores it and hands it back to

@@ -62,6 +62,7 @@ SQLITE_BUSY_TIMEOUT_MS = "modelreg.sqlite.busy_timeout_ms"
 # storage
 STORAGE = "modelreg.storage"
 STORAGE_LOCAL_PATH = "modelreg.storage.local.path"
+STORAGE_LOCAL_DIRECT_WRITES = "modelreg.storage.local.direct_writes"
 
 # upload
 UPLOAD_CLAIM_TIMEOUT = "modelreg.upload.claim_timeout"

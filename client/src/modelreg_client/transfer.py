@@ -30,14 +30,16 @@ from the worker threads and may raise to abort the transfer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import json
+import mmap
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -88,8 +90,12 @@ MAX_PARTS = 10_000
 #: Suffix of files being downloaded; renamed away once verified.
 PART_SUFFIX = ".part"
 #: Bytes received at a time when downloading: one buffer per download, reused for every
-#: block so that the socket, the file and the hash all work on memory already in the cache.
-DOWNLOAD_BLOCK = 1024 * 1024
+#: block (the socket fills it, the hash reads it, the disk takes it), large enough that each
+#: direct write to the disk is worth its wait.
+DOWNLOAD_BLOCK = 4 * 1024 * 1024
+#: The alignment of direct writes (positions, lengths and buffers).
+_ALIGN = 4096
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
 #: Attempts at one file (or one chunk) after a network or server failure.
 TRANSFER_ATTEMPTS = 5
 T = TypeVar("T")
@@ -950,15 +956,18 @@ class Puller:
             if have and response.status_code != 206:
                 have, digest = 0, hashlib.sha256()  # the server sent the whole file
             self.progress.start("download", file.path, file.size, have)
-            buffer = memoryview(bytearray(DOWNLOAD_BLOCK))
-            # Unbuffered: each block goes to the file in one write, from the same buffer
-            # the socket filled and the hash read (no copy in between).
+            # One reused, page-aligned buffer, filled whole from the socket before it is
+            # hashed and written: whole blocks go to the file with O_DIRECT where the
+            # filesystem allows (no copy into the page cache, see _DownloadWriter).
+            buffer = memoryview(mmap.mmap(-1, DOWNLOAD_BLOCK))
+            read, finish = _body_reader(response)
             with open(part, "r+b" if have else "wb", buffering=0) as out:
                 out.seek(have)
                 out.truncate()
+                writer = _DownloadWriter(out, part, have, self.client.direct_writes)
                 written = have
                 try:
-                    for n in _blocks(response, buffer):
+                    while n := _fill(read, buffer):
                         self.pool.check()
                         written += n
                         if written > file.size:
@@ -966,14 +975,18 @@ class Puller:
                                 f"{file.path}: the server sent more than its {file.size} "
                                 "bytes", code="corrupted_download")
                         block = buffer[:n]
-                        _write_all(out, block)
                         digest.update(block)
+                        writer.write(block)
                         self.received.add(n)
                         self.progress.advance("download", file.path, n)
+                        if n < len(buffer):
+                            break
+                    finish()
                 except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError,
                         http.client.HTTPException, ConnectionError, TimeoutError) as exc:
                     raise NetworkError(f"{file.path}: the download broke off: {exc}") from exc
                 finally:
+                    writer.close()
                     if written == 0:  # nothing worth resuming from
                         part.unlink(missing_ok=True)
         return digest.hexdigest()
@@ -997,16 +1010,19 @@ def _check_writable(targets: dict[str, Path], root: Path, where: str) -> None:
                              "nothing was written", details={"path": path, "reason": reason})
 
 
-def _blocks(response: requests.Response, buffer: memoryview) -> Iterator[int]:
-    """Read a streaming response's body into ``buffer`` block after block; yield each
-    block's length (the block is ``buffer[:n]``, valid until the next one is read).
+def _body_reader(response: requests.Response
+                 ) -> tuple[Callable[[memoryview], int], Callable[[], None]]:
+    """``(read, finish)`` for a streaming response's body: ``read(view)`` reads into
+    ``view`` and returns how many bytes (0 at the end); ``finish()``, once ``read`` returned
+    0, checks the length.
 
     A body without content coding is read straight from the socket into the buffer through
     the standard library's response under urllib3's (one copy, no allocation per block), and
-    the connection goes back to the pool once the body is complete; anything else goes
-    through urllib3's decoding reads.
+    ``finish`` gives the connection back to the pool once the body is complete; anything
+    else goes through urllib3's decoding reads.
 
-    :raises http.client.IncompleteRead: the connection ended before ``Content-Length`` bytes.
+    :raises http.client.IncompleteRead: (from ``finish``) the connection ended before
+        ``Content-Length`` bytes.
     """
     raw = response.raw
     fp = getattr(raw, "_fp", None)
@@ -1014,18 +1030,85 @@ def _blocks(response: requests.Response, buffer: memoryview) -> Iterator[int]:
     if isinstance(fp, http.client.HTTPResponse) and coding in ("", "identity"):
         expected = response.headers.get("Content-Length")
         got = 0
-        while n := fp.readinto(buffer):
+
+        def read(view: memoryview) -> int:
+            nonlocal got
+            n = fp.readinto(view)
             got += n
-            yield n
-        if expected is not None and expected.isdigit() and got != int(expected):
-            raise http.client.IncompleteRead(b"", int(expected) - got)
-        if fp.isclosed():
-            raw.release_conn()  # the body is complete: the connection can serve again
-        return
-    size = len(buffer)
-    while block := raw.read(size, decode_content=True):
-        buffer[:len(block)] = block
-        yield len(block)
+            return n
+
+        def finish() -> None:
+            if expected is not None and expected.isdigit() and got != int(expected):
+                raise http.client.IncompleteRead(b"", int(expected) - got)
+            if fp.isclosed():
+                raw.release_conn()  # the body is complete: the connection can serve again
+
+        return read, finish
+
+    def decoded(view: memoryview) -> int:
+        block = raw.read(len(view), decode_content=True)
+        view[:len(block)] = block
+        return len(block)
+
+    return decoded, lambda: None
+
+
+def _fill(read: Callable[[memoryview], int], buffer: memoryview) -> int:
+    """Read into ``buffer`` until it is full or the body ends; how many bytes it holds."""
+    filled = 0
+    while filled < len(buffer):
+        n = read(buffer[filled:])
+        if not n:
+            break
+        filled += n
+    return filled
+
+
+class _DownloadWriter:
+    """Writes a download's blocks one after the other into ``out`` from ``position``.
+
+    Whole blocks of :data:`_ALIGN` bytes at aligned positions go through a second
+    descriptor opened with ``O_DIRECT`` (where the OS and filesystem allow it): from the
+    buffer straight to the disk, without the copy into the page cache, which on the
+    virtual machines measured costs more CPU than the copy itself (``docs/performance.md``,
+    "Uploads and pulls").  The rest (a last partial block, or everything when direct I/O is
+    refused or off) is written through ``out``.
+    """
+
+    def __init__(self, out: Any, path: Path, position: int, direct: bool) -> None:
+        self.out = out
+        self.position = position
+        self.direct: int | None = None
+        if direct and _O_DIRECT and position % _ALIGN == 0:
+            try:
+                self.direct = os.open(path, os.O_WRONLY | _O_DIRECT)
+            except OSError:  # tmpfs and others: through the page cache
+                self.direct = None
+
+    def write(self, block: memoryview) -> None:
+        if self.direct is not None and self.position % _ALIGN == 0:
+            whole = len(block) - len(block) % _ALIGN
+            done = 0
+            try:
+                while done < whole:
+                    n = os.pwrite(self.direct, block[done:whole], self.position + done)
+                    done += n
+                    if n % _ALIGN:
+                        break
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.close()  # refused after all: the rest through the page cache
+            block, self.position = block[done:], self.position + done
+        if block:
+            self.out.seek(self.position)
+            _write_all(self.out, block)
+            self.position += len(block)
+
+    def close(self) -> None:
+        if self.direct is not None:
+            os.close(self.direct)
+            self.direct = None
 
 
 def _write_all(out: Any, block: memoryview) -> None:

@@ -366,7 +366,7 @@ class UploadService:
                                   created_at=now))
             self._flush_claim(db, number, upload.offset, chunk=False)
             state = upload.state
-        info = self._store_part(state, number, stream, length, sha256, token)
+        info = self._store_part(state, number, stream, length, sha256, token, start)
         return self._record_part(public_id, number, token, info, state), True
 
     def append(self, public_id: str, start: int | None, stream: BinaryIO, length: int
@@ -422,7 +422,7 @@ class UploadService:
                                   seconds=claim_timeout(self.settings))))
             self._flush_claim(db, number, offset, chunk=True)
             state = upload.state
-        info = self._store_part(state, number, stream, length, None, token)
+        info = self._store_part(state, number, stream, length, None, token, start)
         self._record_part(public_id, number, token, info, state,
                           last=upload.size is None and length < minimum)
         return self.status(public_id)
@@ -442,11 +442,12 @@ class UploadService:
                            headers={"Retry-After": "5"}) from None
 
     def _store_part(self, state: dict[str, Any], number: int, stream: BinaryIO, length: int,
-                    sha256: str | None, token: str) -> dict[str, Any]:
-        """Write the claimed part's bytes; on any failure, give the claim back."""
+                    sha256: str | None, token: str, offset: int) -> dict[str, Any]:
+        """Write the claimed part's bytes (at ``offset`` of the file); on any failure, give
+        the claim back."""
         try:
             return self.store.upload_part(state, number=number, stream=stream, length=length,
-                                          expected_sha256=sha256)
+                                          expected_sha256=sha256, offset=offset)
         except BaseException:
             with self._transaction() as files:
                 files.db.execute(sa.delete(UploadPart).where(

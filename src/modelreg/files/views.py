@@ -27,6 +27,7 @@ from ..registry.services import RegistryService
 from ..security.access import Level
 from ..security.policy import ModelContext, denial, readable_models, root_factory, security_policy
 from . import direct, schemas
+from .body import body_stream
 from .download import _HUGE, _position, send_blob
 from .paths import check_path
 from .services import (
@@ -172,7 +173,7 @@ def upload_file(request: Request) -> dict[str, Any]:
     check_upload(request.dbsession, request.registry.settings, version, path,
                  request.content_length)
     body, outcome = request.upload_service.put_file(
-        model, ref, path, metered(request.body_file, "upload", request.registry),
+        model, ref, path, metered(body_stream(request), "upload", request.registry),
         expected_sha256=expected, max_size=limit,
         media_type=media_type(request.headers.get("Content-Type")))
     if outcome == "created":
@@ -269,7 +270,7 @@ def _receive_chunk(request: Request, context: UploadContext) -> UploadSnapshot:
     """Store the request's body as the session's next chunk."""
     _check_body_size(request, max_put_size(request.registry.settings))
     start, length = _chunk_bounds(request)
-    body = metered(request.body_file, "upload", request.registry)
+    body = metered(body_stream(request), "upload", request.registry)
     return request.upload_service.append(context.upload.public_id, start, body, length)
 
 
@@ -325,7 +326,7 @@ def put_part(request: Request) -> dict[str, Any]:
     if sha256 is None:
         raise BadRequest("a part needs its digest: ?digest=sha256:<hex>, or a "
                          "Content-Digest: sha-256=:<base64>: header", code="digest_required")
-    body = metered(request.body_file, "upload", request.registry)
+    body = metered(body_stream(request), "upload", request.registry)
     part, stored = request.upload_service.put_part(context.upload.public_id, number, body,
                                                    length, sha256=sha256)
     request.response.status_code = 201 if stored else 200

@@ -616,8 +616,10 @@ class S3BlobStore:
 
     def upload_part(
         self, state: dict[str, Any], *, number: int, stream: BinaryIO, length: int,
-        expected_sha256: str | None = None,
+        expected_sha256: str | None = None, offset: int | None = None,
     ) -> dict[str, Any]:
+        # ``offset`` (where the part starts in the file) is not needed: S3 orders parts by
+        # number.
         state = self._state(state)
         if expected_sha256 is not None:
             validate_sha256(expected_sha256)

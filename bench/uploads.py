@@ -1,0 +1,241 @@
+"""Upload benchmark: one large file pushed through the app on local storage, beside this
+machine's fsync'd disk write and MLflow's upload of the same size, all in one run.
+
+Each round measures, one after the other (the machine is shared, so rounds alternate and
+the ratios of one round are what to quote):
+
+* **disk**: ``dd if=/dev/zero of=… bs=4M conv=fdatasync`` of ``--size`` bytes into the
+  directory the blobs go to: the most an upload that keeps its bytes durable can reach;
+* **modelreg**: ``Client.push`` of a directory holding one ``--size`` file to a
+  :class:`modelreg.testing.server.LiveServer` (Waitress with ``production.ini``'s transfer
+  settings, SQLite, local storage), the upload phase timed apart from the client's hashing;
+  also the bytes the server process wrote to the block device (``/proc/<pid>/io``'s
+  ``write_bytes``, which does not depend on the load) and its CPU time;
+* **raw parts**: the same size through the numbered-part protocol with no client work,
+  parts streamed from memory ``--parallel`` at once with digests computed beforehand, as
+  ``bench/compare.py`` drives MLflow (what the server alone costs);
+* **mlflow** (with ``--mlflow``): one ``PUT`` of the same size to ``mlflow server
+  --serve-artifacts`` (MLflow's own upload path: ``mlflow-artifacts``), as
+  ``bench/compare.py`` sends it.
+
+Usage::
+
+    .venv/bin/python bench/uploads.py --size 1GiB --repeat 3 --mlflow
+
+MLflow is installed on first use into ``bench/.mlflow-venv`` (as ``bench/compare.py``
+does).  This prints figures; it is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from artifacts import SERVER_SETTINGS, Content, call, parse_size, rate
+from client import Phases, write_model
+from compare import MlflowServer, ensure_mlflow, put_stream, tree_usage
+
+from modelreg.testing import TestDatabase
+from modelreg.testing.server import LiveServer
+from modelreg_client import Client
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+def disk_write(directory: Path, size: int) -> float:
+    """MiB/s of ``dd … conv=fdatasync`` of ``size`` bytes into ``directory``."""
+    target = directory / "dd.bin"
+    start = time.perf_counter()
+    subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=4M",
+                    f"count={size // (4 * MiB)}", "conv=fdatasync"],
+                   check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    target.unlink()
+    return rate(size, seconds)
+
+
+def written_bytes(pid: int) -> int:
+    """Bytes ``pid`` caused to be written to storage (``/proc/<pid>/io``: ``write_bytes``
+    less ``cancelled_write_bytes``, those of files deleted before they reached the disk),
+    0 if unknown."""
+    fields = {}
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = int(value)
+    except (OSError, ValueError):
+        return 0
+    return fields.get("write_bytes", 0) - fields.get("cancelled_write_bytes", 0)
+
+
+def modelreg_push(server: LiveServer, model_dir: Path, name: str, work: Path,
+                  parallel: int, chunk: int) -> tuple[float, int, float]:
+    """(MiB/s of the upload phase, bytes the server wrote, server CPU seconds)."""
+    size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+    pid = server.process.pid
+    before, cpu = written_bytes(pid), tree_usage(pid)[0]
+    with Client(server.url, parallel=parallel, chunk_size=chunk,
+                state_dir=work / "state", cache_dir=work / "cache") as client:
+        phases = Phases()
+        client.push(model_dir, name, progress=phases)
+    return (rate(size, phases.seconds["upload"]), written_bytes(pid) - before,
+            tree_usage(pid)[0] - cpu)
+
+
+def part_digests(content: Content, part_size: int) -> list[str]:
+    """The sha256 of each part of ``content`` (computed before anything is timed)."""
+    digests = []
+    for start in range(0, content.size, part_size):
+        digest = hashlib.sha256()
+        for piece in content.chunks(start, min(start + part_size, content.size)):
+            digest.update(piece)
+        digests.append(digest.hexdigest())
+    return digests
+
+
+def modelreg_parts(server: LiveServer, content: Content, digests: list[str], name: str,
+                   part_size: int, parallel: int) -> tuple[float, int, float]:
+    """The raw protocol, as ``bench/compare.py`` drives MLflow: a session in numbered parts,
+    ``parallel`` parts at once, each streamed from memory with its digest (computed
+    beforehand), then completion.  (MiB/s, bytes the server wrote, server CPU seconds)."""
+    port, pid = server.port, server.process.pid
+    call(port, "POST", "/api/v1/models", json.dumps({"name": name}),
+         {"Content-Type": "application/json"}, expect=(201,))
+    call(port, "POST", f"/api/v1/models/{name}/versions", "{}",
+         {"Content-Type": "application/json"}, expect=(201,))
+    before, cpu = written_bytes(pid), tree_usage(pid)[0]
+    start = time.perf_counter()
+    _, body, _ = call(port, "POST", f"/api/v1/models/{name}/versions/1/uploads",
+                      json.dumps({"path": "blob.bin", "size": content.size,
+                                  "part_size": part_size}),
+                      {"Content-Type": "application/json"}, expect=(201,))
+    location = json.loads(body)["location"]
+
+    def send(number: int) -> None:
+        first = (number - 1) * part_size
+        put_stream(port, f"{location}/parts/{number}?digest=sha256:{digests[number - 1]}",
+                   content, first, min(first + part_size, content.size), expect=(201,))
+
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(send, range(1, len(digests) + 1)))
+    put_stream(port, f"{location}?digest=sha256:{content.sha256}", Content(0),
+               expect=(201,))
+    seconds = time.perf_counter() - start
+    return (rate(content.size, seconds), written_bytes(pid) - before,
+            tree_usage(pid)[0] - cpu)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=parse_size, default=GiB)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=4, help="client parts at once")
+    parser.add_argument("--chunk", type=parse_size, default=64 * MiB, help="part size")
+    parser.add_argument("--threads", type=int, default=8, help="Waitress threads")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--mlflow", action="store_true", help="also MLflow's upload")
+    parser.add_argument("--recv-bytes", type=parse_size, default=None,
+                        help="Waitress's recv_bytes (default: production.ini's)")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="also push to a server running the modelreg package of this "
+                             "src/ directory (e.g. `git archive main src | tar -x -C DIR`)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="modelreg-bench-uploads-", dir=args.workdir))
+    baseline: LiveServer | None = None
+    database = TestDatabase.create("sqlite")
+    mlflow = None
+    try:
+        model_dir = work / "model"
+        write_model(model_dir, args.size, 1)
+        settings = {
+            "sqlalchemy.url": database.url,
+            "modelreg.storage": "local",
+            "modelreg.storage.local.path": str(work / "blobs"),
+            "modelreg.auth.anonymous": "write",
+            "modelreg.plugins.disabled": "scan webhooks",
+        }
+        content = Content(args.size)
+        digests = part_digests(content, args.chunk)
+        if args.mlflow:
+            ensure_mlflow()
+            mlflow = MlflowServer(work / "mlflow")
+            mlflow.start()
+        rows = []
+
+        if args.baseline_src is not None:
+            baseline = LiveServer({**settings, "modelreg.storage.local.path":
+                                   str(work / "base-blobs")}, threads=args.threads,
+                                  server_settings=SERVER_SETTINGS,
+                                  environ={"PYTHONPATH": str(args.baseline_src.resolve())})
+            baseline.__enter__()
+        server_settings = dict(SERVER_SETTINGS)
+        if args.recv_bytes:
+            server_settings["recv_bytes"] = str(args.recv_bytes)
+        with LiveServer(settings, threads=args.threads,
+                        server_settings=server_settings) as server:
+            for round_ in range(1, args.repeat + 1):
+                base = None
+                if baseline is not None:
+                    with open(next(model_dir.rglob("*.bin")), "r+b") as file:
+                        file.write(os.urandom(4096))
+                    base = modelreg_push(baseline, model_dir, f"bench-{round_}", work,
+                                         args.parallel, args.chunk)
+                    shutil.rmtree(work / "base-blobs" / "blobs", ignore_errors=True)
+                disk = disk_write(work, args.size)
+                # A fresh file each round (else the push finds the blob already there).
+                with open(next(model_dir.rglob("*.bin")), "r+b") as file:
+                    file.write(os.urandom(4096))
+                ours, wrote, cpu = modelreg_push(server, model_dir, f"bench-{round_}", work,
+                                                 args.parallel, args.chunk)
+                shutil.rmtree(work / "blobs" / "blobs", ignore_errors=True)
+                raw = modelreg_parts(server, content, digests, f"raw-{round_}", args.chunk,
+                                     args.parallel)
+                theirs = None
+                if mlflow is not None:
+                    start = time.perf_counter()
+                    put_stream(mlflow.port, "/api/2.0/mlflow-artifacts/artifacts/bench/"
+                               f"{round_}/blob.bin", content)
+                    theirs = rate(args.size, time.perf_counter() - start)
+                rows.append((disk, ours, theirs, wrote, cpu, base, raw))
+                shutil.rmtree(work / "blobs" / "blobs", ignore_errors=True)
+        print(f"\n{args.size / MiB:.0f} MiB, client parallel={args.parallel}, part size "
+              f"{args.chunk / MiB:.0f} MiB, Waitress threads={args.threads}")
+        print("round   dd fdatasync   modelreg   mlflow   modelreg/dd   modelreg/mlflow   "
+              "server wrote   server CPU")
+        for i, (disk, ours, theirs, wrote, cpu, base, raw) in enumerate(rows, start=1):
+            versus = f"{ours / theirs:14.2f}x" if theirs else f"{'-':>15}"
+            mlf = f"{theirs:8.1f}" if theirs else f"{'-':>8}"
+            print(f"{i:5}   {disk:8.1f} MiB/s {ours:8.1f} {mlf}   {100 * ours / disk:9.0f}%   "
+                  f"{versus}   {wrote / MiB:8.0f} MiB   {cpu:6.2f} s")
+            versus = f" = {raw[0] / theirs:.2f}x MLflow" if theirs else ""
+            print(f"{'':5}   raw parts from memory: {raw[0]:8.1f} MiB/s = "
+                  f"{100 * raw[0] / disk:.0f}% of dd{versus}, wrote {raw[1] / MiB:.0f} MiB, "
+                  f"CPU {raw[2]:.2f} s")
+            if base is not None:
+                print(f"{'':5}   baseline server: {base[0]:8.1f} MiB/s = "
+                      f"{100 * base[0] / disk:.0f}% of dd, wrote {base[1] / MiB:.0f} MiB, "
+                      f"CPU {base[2]:.2f} s")
+    finally:
+        if baseline is not None:
+            baseline.__exit__(None, None, None)
+        if mlflow is not None:
+            mlflow.stop()
+        database.drop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
