@@ -18,6 +18,7 @@ from sqlalchemy import event
 
 from helpers import API, create_model, ready_version
 from modelreg.db import get_engine
+from security_helpers import add_principal, bearer, seed_model
 
 M = f"{API}/models/fraud-detector"
 
@@ -161,3 +162,29 @@ def test_a_postgresql_parameter_that_is_no_value_stops_start_up():
     with pytest.raises(ValueError, match="max_parallel_workers_per_gather"):
         get_engine({"sqlalchemy.url": "postgresql+psycopg://postgres@127.0.0.1/x",
                     "modelreg.postgresql.max_parallel_workers_per_gather": "0 -c fsync=off"})
+
+
+def test_a_read_with_a_bearer_token_is_two_statements(secure_wsgi_app, secure_app):
+    """The token (its principal, grants and the client's throttling block) in one
+    statement, then the read's own: revocation, expiry and grants are read on every
+    request, never cached."""
+    token = add_principal(secure_wsgi_app, "counted-reader", grants=[("*", "read")],
+                          scopes=["read"])
+    seed_model(secure_wsgi_app, "counted-model")
+    path = "/api/v1/models/counted-model/aliases/champion"
+    secure_app.get(path, headers=bearer(token))  # the first use stamps last_used_at
+    engine = secure_wsgi_app.registry["db_engine"]
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        body = secure_app.get(path, headers=bearer(token)).json
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert body["version"] == 1
+    assert len(statements) == 2, statements
+    assert "api_tokens" in statements[0] and "auth_failures" in statements[0]

@@ -353,3 +353,42 @@ def test_threads_pulling_overlapping_versions_share_each_download(
     assert not failures
     assert sent_bytes(registry) - before == distinct
     assert tree(cached.path(f"{model_name}/{second}", offline=True)) == tree(source)
+
+
+def test_polling_an_alias_revalidates_with_its_etag(cached, registry, model_name, tmp_path):
+    """``Client.resolve`` of an alias the cache resolved before asks with ``If-None-Match``:
+    the server's ``304`` keeps the cached resolution, and a moved alias is seen at once."""
+    source = tmp_path / "model"
+    make_model(source)
+    cached.push(source, model_name, alias="prod")
+    answers: list[tuple[int, str | None, str | None]] = []
+
+    def record(response, *args, **kwargs):
+        if response.request.path_url.endswith("/files"):
+            answers.append((response.status_code, response.request.headers.get("If-None-Match"),
+                            response.headers.get("ETag")))
+
+    cached._session.hooks["response"].append(record)
+    first = cached.resolve(f"{model_name}@prod")
+    assert first.version == 1
+    status, sent, etag = answers[-1]
+    assert (status, sent) == (200, None) and etag
+    record_file = next((tmp_path / "cache").glob(f"*/models/{model_name}/refs/prod.json"))
+    assert json.loads(record_file.read_text())["etag"] == etag
+
+    again = cached.resolve(f"{model_name}@prod")
+    assert answers[-1] == (304, etag, etag)
+    assert again == first
+
+    (source / "config.json").write_text("{}")
+    cached.push(source, model_name, alias="prod")  # prod → 2
+    moved = cached.resolve(f"{model_name}@prod")
+    status, sent, new_etag = answers[-1]
+    assert (status, sent, moved.version) == (200, etag, 2) and new_etag != etag
+    assert cached.resolve(f"{model_name}@prod") == moved
+    assert answers[-1] == (304, new_etag, new_etag)
+    # The cache lost the version's listing: asked without a condition, answered in full.
+    for manifest in (tmp_path / "cache").glob(f"*/models/{model_name}/manifests/2.json"):
+        manifest.unlink()
+    assert cached.resolve(f"{model_name}@prod") == moved
+    assert answers[-1][:2] == (200, None)

@@ -8,11 +8,14 @@ from typing import Any
 
 from pyramid.config import Configurator
 from pyramid.events import ContextFound, NewRequest
+from pyramid.interfaces import IRequestExtensions, IRequestFactory
 from pyramid.renderers import JSON
+from pyramid.request import Request
 
 from . import keys
 from .openapi import (
     add_method_not_allowed_views,
+    conditional_view,
     refuse_control_characters,
     refuse_undecodable_requests,
 )
@@ -47,6 +50,8 @@ def configure(
     config = Configurator(settings=settings)
     config.registry[keys.PLUGIN_MANAGER] = pm
     config.add_renderer("json", JSON(separators=(",", ":")))
+    # The ``etag=True`` view option (ETag, If-None-Match -> 304), around the rendered view.
+    config.add_view_deriver(conditional_view, "etag")
     # Order matters: errors first (every later failure renders as JSON), then the database
     # and its transaction management, then security (the policy, the default permission that
     # refuses any view declared without one, the admin API), then the features, then
@@ -76,4 +81,31 @@ def configure(
     # the start-up checks passed.
     config.include(".worker")
     config.commit()
+    bake_request_extensions(config.registry)
     return config
+
+
+def bake_request_extensions(registry: Any) -> None:
+    """Put the request methods and properties added so far (``config.add_request_method``:
+    ``request.dbsession``, ``request.tm``, ``request.modelreg`` …) on one request class, made
+    once, instead of on each request.
+
+    Pyramid applies reified request properties by making a new class for every request
+    (``pyramid.util.InstancePropertyHelper.apply_properties``): about 40 µs of CPU per
+    request here, and garbage that the cycle collector then walks (docs/performance.md,
+    "Read path").  The request factory becomes a subclass holding them; what is added after
+    this (a later ``config.commit()``) is applied per request as before, so nothing is lost.
+    """
+    extensions = registry.queryUtility(IRequestExtensions)
+    factory = registry.queryUtility(IRequestFactory, default=Request)
+    if extensions is None or not isinstance(factory, type):
+        return
+    if not (extensions.descriptors or extensions.methods):
+        return
+    attributes = {**extensions.methods, **extensions.descriptors,
+                  "__module__": factory.__module__,
+                  "__doc__": "The registry's request: Pyramid's, with the app's request "
+                             "methods and properties."}
+    registry.registerUtility(type(factory.__name__, (factory,), attributes), IRequestFactory)
+    extensions.methods.clear()
+    extensions.descriptors.clear()

@@ -17,6 +17,7 @@ not what the transaction it waited for has just committed, and counts checked un
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,7 +69,15 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "begin")
     def on_begin(conn: sa.Connection) -> None:
         immediate = conn.get_execution_options().get(WRITER_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        # Straight to the driver: SQLAlchemy's execution of a statement (its context,
+        # events and result) cost as much as the read that follows (docs/performance.md,
+        # "Read path").  Its errors are wrapped as SQLAlchemy would ("database is locked"
+        # stays an OperationalError, which is retried).
+        try:
+            conn.connection.driver_connection.execute(statement)  # type: ignore[union-attr]
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
 
 
 #: SQLSTATEs (PostgreSQL) and error numbers (MySQL/MariaDB) of transient conflicts.

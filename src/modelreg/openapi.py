@@ -20,6 +20,7 @@ from pydantic.json_schema import models_json_schema
 from pyramid.config import Configurator
 from pyramid.events import ContextFound, NewRequest
 from pyramid.request import Request
+from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from . import keys
@@ -188,8 +189,14 @@ class api_view:
 def add_api_view(
     config: Configurator, view: Callable[[Request], Any], operation: Operation, **options: Any
 ) -> None:
-    """Register ``view`` for ``operation`` and record the operation for the OpenAPI document."""
+    """Register ``view`` for ``operation`` and record the operation for the OpenAPI document.
+
+    ``etag=True`` (a ``GET`` with a JSON response) makes its answers conditional
+    (:func:`conditional_view`); the document then lists ``304`` among its answers.
+    """
     renderer = options.pop("renderer", "json" if operation.response is not None else None)
+    if options.get("etag") and 304 not in operation.empty:
+        operation.empty = (*operation.empty, 304)
     config.add_view(
         view,
         route_name=operation.route_name,
@@ -412,6 +419,52 @@ def refuse_control_characters(event: ContextFound) -> None:
                 f"no such resource: the {key} in the path contains a control character",
                 details={"field": key},
             )
+
+
+# ---------------------------------------------------------------------- conditional GETs
+
+#: Headers a 304 leaves out: it has no body (RFC 9110, 15.4.5: it carries the validators and
+#: ``Cache-Control``, ``Vary`` … the 200 would have carried, not the body's own fields).
+_BODY_HEADERS = frozenset(("content-length", "content-type", "content-encoding", "content-md5"))
+
+
+def conditional_view(view: Callable[[Any, Request], Any], info: Any) -> Callable[..., Any]:
+    """The view deriver of the ``etag`` view option: ``ETag`` and ``If-None-Match``.
+
+    A ``200`` of a view declared with ``etag=True`` carries a strong ``ETag``: the MD5 of the
+    rendered body (:meth:`webob.Response.md5_etag`), so it changes whenever a byte of the
+    body does (a tag, an alias, a state) and needs no bookkeeping per resource.  When the
+    request's ``If-None-Match`` (:attr:`webob.Request.if_none_match`: a list, weak tags
+    compared weakly as RFC 9110 13.1.2 asks, ``*``) holds it, the answer is ``304 Not
+    Modified`` with the ``ETag`` and no body.
+
+    The deriver wraps the rendered view, inside Pyramid's permission check and the view's own
+    lookups: a caller who may not read the resource, or a resource that does not exist, gets
+    the same ``401``/``404`` as without the header — a ``304`` reveals nothing a ``200``
+    would not.  The body is the same for every caller who may read it (the views with
+    ``etag`` render no per-caller field; a list filtered by the caller's grants sets
+    ``Vary: Authorization`` itself).
+    """
+    if not info.options.get("etag"):
+        return view
+
+    def conditional(context: Any, request: Request) -> Any:
+        response = view(context, request)
+        if response.status_code != 200 or request.method not in ("GET", "HEAD"):
+            return response
+        response.md5_etag()
+        if response.etag in request.if_none_match:
+            return Response(
+                status=304,
+                headerlist=[(name, value) for name, value in response.headerlist
+                            if name.lower() not in _BODY_HEADERS],
+            )
+        return response
+
+    return conditional
+
+
+conditional_view.options = ("etag",)  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------- 405 views

@@ -8,7 +8,7 @@ server::
         blobs/<ab>/<sha256>              the bytes, named by their sha256 (verified)
         blobs/<ab>/<sha256>.part         a download in progress (resumed with Range)
         locks/<sha256>.lock              held while a blob is downloaded, linked or pruned
-        models/<model>/manifests/<N>.json     the version's file list (path, size, sha256)
+        models/<model>/manifests/<N>.json     the version's file list (path, size, sha256 …)
         models/<model>/versions/<N>/…         the version's files: links to the blobs
         models/<model>/refs/<ref>.json        what an alias / latest / digest last resolved to
 
@@ -191,19 +191,31 @@ class Cache:
 
     # ---------------------------------------------------------------- resolution
 
-    def remember(self, listing: FileList, ref: str | None) -> None:
+    def remember(self, listing: FileList, ref: str | None, etag: str | None = None) -> None:
         """Record a version's file list, and that ``ref`` (an alias, ``latest``, a digest;
-        ``None`` or a number records nothing) resolved to it now."""
+        ``None`` or a number records nothing) resolved to it now, with the server's ``ETag``
+        of that answer (:meth:`validator`)."""
         manifest = self._manifest(listing.model, listing.version)
         record = {"model": listing.model, "version": listing.version, "digest": listing.digest,
-                  "files": [{"path": f.path, "size": f.size, "sha256": f.sha256}
-                            for f in listing.files]}
+                  "files": [f.as_dict() for f in listing.files]}
         if _read_json(manifest) != record:
             _write_json(manifest, record)
         if ref is not None and not ref.isdigit():
-            _write_json(self._ref(listing.model, ref),
-                        {"version": listing.version, "digest": listing.digest,
-                         "resolved_at": time.time()})
+            record = {"version": listing.version, "digest": listing.digest,
+                      "resolved_at": time.time()}
+            if etag:
+                record["etag"] = etag
+            _write_json(self._ref(listing.model, ref), record)
+
+    def validator(self, model: str, ref: str) -> str | None:
+        """The ``ETag`` of the server's answer ``ref`` last resolved from (an alias,
+        ``latest``, a digest), to ask with ``If-None-Match`` whether it still holds; ``None``
+        when none was recorded."""
+        if ref.isdigit():
+            return None
+        record = _read_json(self._ref(model, ref))
+        etag = record.get("etag") if isinstance(record, dict) else None
+        return etag if isinstance(etag, str) else None
 
     def lookup(self, model: str, ref: str) -> FileList:
         """What ``ref`` of ``model`` last resolved to, from the cache alone.
@@ -224,7 +236,7 @@ class Cache:
             raise NotCached(f"{model}/{number} is not in the cache at {self.root}",
                             details={"ref": f"{model}/{number}"})
         return FileList(model, number, data.get("digest"),
-                        [FileEntry(f["path"], f["size"], f["sha256"]) for f in data["files"]])
+                        [FileEntry.from_json(f) for f in data["files"]])
 
     # --------------------------------------------------------------------- links
 

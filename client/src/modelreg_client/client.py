@@ -475,6 +475,25 @@ class Client:
         return FileList.from_json(
             self._json("GET", self._version_path(model, ref) + "/files"))
 
+    def list_files_if_changed(
+        self, model: str, ref: str | int, etag: str | None
+    ) -> tuple[FileList | None, str | None]:
+        """:meth:`list_files` as a conditional request: ``(None, etag)`` when the server
+        answers ``304 Not Modified`` to ``If-None-Match: etag`` (the listing ``etag`` was
+        taken from still holds: the ref names the same version with the same files), else
+        ``(listing, its ETag)``.  For polling an alias without downloading its listing."""
+        response = self.request("GET", self._version_path(model, ref) + "/files",
+                                headers={"If-None-Match": etag} if etag else None)
+        if response.status_code == 304:
+            return None, response.headers.get("ETag") or etag
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ServerError(f"GET {self._version_path(model, ref)}/files: the server "
+                              "answered something that is not JSON", code="invalid_response",
+                              status=response.status_code) from exc
+        return FileList.from_json(body), response.headers.get("ETag")
+
     def file_info(self, model: str, ref: str | int, path: str) -> FileEntry:
         """A file's size and sha256 from a ``HEAD`` request (no body is sent)."""
         response = self.request("HEAD", self._file_path(model, ref, path))

@@ -758,13 +758,16 @@ class Puller:
         With a ``cache``: ``offline`` never asks the server (the ref resolves to what it last
         resolved to); otherwise the server is asked, the answer recorded, and if the server
         cannot be reached the cached answer is used (with a notice) unless ``refresh``.
+        The server is asked conditionally (``If-None-Match`` with the ``ETag`` of the answer
+        the cache recorded): ``304 Not Modified`` confirms the cached resolution without
+        sending the listing again.
         """
         parsed = parse_ref(ref)
         version_ref = parsed.version or "latest"
         if cache is not None and offline:
             return _checked(cache.lookup(parsed.model, version_ref)), True
         try:
-            listing = _checked(self.client.list_files(parsed.model, version_ref))
+            listing, etag = self._ask(parsed.model, version_ref, cache)
         except NetworkError as exc:
             if cache is None or refresh:
                 raise
@@ -777,8 +780,28 @@ class Puller:
                 f"what {parsed} resolved to when last asked (--refresh to require the server)")
             return listing, True
         if cache is not None:
-            cache.remember(listing, version_ref)
+            cache.remember(listing, version_ref, etag)
         return listing, False
+
+    def _ask(self, model: str, ref: str, cache: Cache | None) -> tuple[FileList, str | None]:
+        """The server's listing of ``ref`` and its ``ETag``; with a ``cache`` that recorded
+        an answer for ``ref`` (and still holds its listing), asked conditionally and taken
+        from the cache on ``304``."""
+        cached, known = None, cache.validator(model, ref) if cache is not None else None
+        if cache is not None and known is not None:
+            try:
+                cached = cache.lookup(model, ref)
+            except NotCached:
+                known = None
+        listing, etag = self.client.list_files_if_changed(model, ref, known)
+        if listing is None and cached is not None:
+            return _checked(cached), etag
+        if listing is None:  # a 304 to a request that named no ETag: not a registry's answer
+            raise ServerError(f"{model}@{ref}: the server answered 304 to a request without "
+                              "If-None-Match", code="invalid_response", status=304)
+        return _checked(listing), etag
+        listing, etag = self.client.list_files_if_changed(model, ref, None)
+        return _checked(listing), etag
 
     def pull(self, ref: str | FileList, destination: Path | None, *, cache: Cache | None = None,
              select: PathFilter | None = None, offline: bool = False,

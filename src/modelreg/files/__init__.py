@@ -70,5 +70,5 @@ def includeme(config: Configurator) -> None:
     """The file API's routes and views, and the rendering of blob-store errors."""
     config.add_exception_view(_storage_error_view, context=StorageError)
     config.include(".views")
-    config.include(".direct")  # the job that verifies direct uploads
+    config.include(".verify")  # the job that verifies direct uploads
 

@@ -38,7 +38,13 @@ from ..models import Blob, File, Model, UploadSession, Version, utcnow
 from ..names import DIGEST_PREFIX
 from ..policy import ARCHIVED, check_upload
 from ..registry.services import RegistryService, isotime
-from ..settings import UPLOAD_MAX_PUT_SIZE, UPLOAD_MIN_CHUNK_SIZE, UPLOAD_SESSION_TTL
+from ..settings import (
+    UPLOAD_CLAIM_TIMEOUT,
+    UPLOAD_MAX_OPEN_SESSIONS,
+    UPLOAD_MAX_PUT_SIZE,
+    UPLOAD_MIN_CHUNK_SIZE,
+    UPLOAD_SESSION_TTL,
+)
 from ..types import BlobInfo
 from .paths import check_new_path, conflict
 
@@ -430,3 +436,24 @@ def upload_json(
 def same_digest(a: str, b: str) -> bool:
     """Constant-time comparison of two hex digests."""
     return hmac.compare_digest(a, b)
+
+
+MAX_OPEN_SESSIONS_SETTING = UPLOAD_MAX_OPEN_SESSIONS
+DEFAULT_MAX_OPEN_SESSIONS = 32
+CLAIM_TIMEOUT_SETTING = UPLOAD_CLAIM_TIMEOUT
+DEFAULT_CLAIM_TIMEOUT = 900
+
+
+def max_open_sessions(settings: dict[str, Any]) -> int:
+    """The most upload sessions one principal may hold open at once."""
+    return setting_int(settings, MAX_OPEN_SESSIONS_SETTING, DEFAULT_MAX_OPEN_SESSIONS)
+
+
+def claim_timeout(settings: dict[str, Any]) -> int:
+    """Seconds a part (or a completion) stays claimed by a sender that may have died."""
+    return setting_int(settings, CLAIM_TIMEOUT_SETTING, DEFAULT_CLAIM_TIMEOUT)
+
+
+def parts_count(size: int, part_size: int) -> int:
+    """How many parts a file of ``size`` bytes has in parts of ``part_size``."""
+    return -(-size // part_size)

@@ -55,48 +55,30 @@ from ..models import Blob, File, Model, UploadPart, UploadSession, Version, utcn
 from ..names import DIGEST_PREFIX
 from ..policy import check_upload
 from ..registry.services import RegistryService
-from ..settings import UPLOAD_CLAIM_TIMEOUT, UPLOAD_MAX_OPEN_SESSIONS
 from ..storage.errors import DigestMismatch
 from ..types import BlobInfo
 from . import direct as direct_uploads
 from .paths import check_new_path
 from .services import (
+    MAX_OPEN_SESSIONS_SETTING,
     FileService,
+    claim_timeout,
     file_json,
+    max_open_sessions,
     max_put_size,
     min_chunk_size,
+    parts_count,
     same_digest,
     session_ttl,
-    setting_int,
     touch_blob,
     upload_not_found,
 )
-
-MAX_OPEN_SESSIONS_SETTING = UPLOAD_MAX_OPEN_SESSIONS
-DEFAULT_MAX_OPEN_SESSIONS = 32
-CLAIM_TIMEOUT_SETTING = UPLOAD_CLAIM_TIMEOUT
-DEFAULT_CLAIM_TIMEOUT = 900
-
-
-def max_open_sessions(settings: dict[str, Any]) -> int:
-    """The most upload sessions one principal may hold open at once."""
-    return setting_int(settings, MAX_OPEN_SESSIONS_SETTING, DEFAULT_MAX_OPEN_SESSIONS)
-
-
-def claim_timeout(settings: dict[str, Any]) -> int:
-    """Seconds a part (or a completion) stays claimed by a sender that may have died."""
-    return setting_int(settings, CLAIM_TIMEOUT_SETTING, DEFAULT_CLAIM_TIMEOUT)
 
 
 def part_json(part: UploadPart) -> dict[str, Any]:
     """The API representation of a received part."""
     return {"number": part.number, "start": part.start, "size": part.size,
             "digest": None if part.sha256 is None else DIGEST_PREFIX + part.sha256}
-
-
-def parts_count(size: int, part_size: int) -> int:
-    """How many parts a file of ``size`` bytes has in parts of ``part_size``."""
-    return -(-size // part_size)
 
 
 @dataclass

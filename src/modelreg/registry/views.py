@@ -40,10 +40,12 @@ def _query(request: Request, name: str) -> str | None:
 # ------------------------------------------------------------------------------- models
 
 
-@api_view("api.models", "GET", permission=READ, response=schemas.ModelList,
+@api_view("api.models", "GET", permission=READ, response=schemas.ModelList, etag=True,
           params=_LIST_PARAMS, tags=["models"])
 def list_models(request: Request) -> dict[str, Any]:
     """List and search the models the caller may read."""
+    # The page depends on the caller's grants: caches keep one per Authorization.
+    request.response.vary = ("Authorization",)
     models, token = request.registry_service.list_models(
         filter_text=_query(request, "filter"),
         order_by=_query(request, "order_by"),
@@ -67,7 +69,8 @@ def create_model(request: Request) -> dict[str, Any]:
     return service.model_json(model, new=True)
 
 
-@api_view("api.model", "GET", permission=READ, response=schemas.ModelOut, tags=["models"])
+@api_view("api.model", "GET", permission=READ, response=schemas.ModelOut, etag=True,
+          tags=["models"])
 def get_model(request: Request) -> dict[str, Any]:
     """Get a model."""
     service = request.registry_service
@@ -121,7 +124,7 @@ def delete_model_tag(request: Request) -> Response:
 # ----------------------------------------------------------------------------- versions
 
 
-@api_view("api.versions", "GET", permission=READ, response=schemas.VersionList,
+@api_view("api.versions", "GET", permission=READ, response=schemas.VersionList, etag=True,
           params=_LIST_PARAMS, tags=["versions"])
 def list_versions(request: Request) -> dict[str, Any]:
     """List and search the versions of a model (newest first by default)."""
@@ -155,7 +158,7 @@ def create_version(request: Request) -> dict[str, Any]:
     return service.version_json(version)
 
 
-@api_view("api.version", "GET", permission=READ, response=schemas.VersionOut,
+@api_view("api.version", "GET", permission=READ, response=schemas.VersionOut, etag=True,
           tags=["versions"])
 def get_version(request: Request) -> dict[str, Any]:
     """Get a version by number, alias, ``latest`` or ``sha256:<digest>``."""
@@ -265,14 +268,15 @@ def require_alias_admin(request: Request, alias: str | None = None) -> None:
                                   request.matchdict["alias"] if alias is None else alias)
 
 
-@api_view("api.aliases", "GET", permission=READ, response=schemas.AliasList,
+@api_view("api.aliases", "GET", permission=READ, response=schemas.AliasList, etag=True,
           tags=["aliases"])
 def list_aliases(request: Request) -> dict[str, Any]:
     """List the aliases of a model."""
     return {"aliases": request.registry_service.list_aliases(request.matchdict["model"])}
 
 
-@api_view("api.alias", "GET", permission=READ, response=schemas.AliasOut, tags=["aliases"])
+@api_view("api.alias", "GET", permission=READ, response=schemas.AliasOut, etag=True,
+          tags=["aliases"])
 def get_alias(request: Request) -> dict[str, Any]:
     """Resolve an alias to its version."""
     return request.registry_service.alias_document(
@@ -304,7 +308,7 @@ def delete_alias(request: Request) -> Response:
     return _no_content(request)
 
 
-@api_view("api.alias_history", "GET", permission=READ, response=schemas.AliasHistoryOut,
+@api_view("api.alias_history", "GET", permission=READ, response=schemas.AliasHistoryOut, etag=True,
           params=_LIST_PARAMS[2:], tags=["aliases"])
 def alias_history(request: Request) -> dict[str, Any]:
     """The moves of an alias, newest first."""

@@ -37,7 +37,7 @@ from ..registry.errors import model_not_found
 from ..types import TokenCredentials
 from .access import GRANTABLE, Access, Identity, Level
 from .throttle import Throttle
-from .tokens import TOKEN_PREFIX, authenticate_token, identity_for_name
+from .tokens import TOKEN_PREFIX, TokenUse, authenticate_token, identity_for_name
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,6 @@ class SecurityPolicy:
     def _load_identity(self, request: Request) -> Identity | None:
         header = request.headers.get("Authorization")
         if header is not None:
-            # A blocked client is refused before its credentials are even looked at.
-            self.throttle.check(request)
             scheme, _, credentials = header.strip().partition(" ")
             credentials = credentials.strip()
             if scheme.lower() == "basic":
@@ -140,20 +138,19 @@ class SecurityPolicy:
                 credentials = _basic_password(credentials)
                 scheme = "bearer" if credentials.startswith(TOKEN_PREFIX) else scheme
             if scheme.lower() == "bearer" and credentials.startswith(TOKEN_PREFIX):
-                identity, token = authenticate_token(request.dbsession, credentials, utcnow())
-                self._note_use(request, token)
-                return identity
+                return self._token_identity(request, credentials)
+            # A blocked client is refused before its credentials are even looked at (a
+            # bearer token's check reads the block in the token's own statement).
+            self.throttle.check(request)
         hook = request.registry[keys.PLUGIN_MANAGER].hook
         name = hook.modelreg_authenticate(request=request)
         if name is not None:
-            if header is None:
-                self.throttle.check(request)
             if isinstance(name, TokenCredentials):
                 # A token a plugin found elsewhere (the web UI's session): exactly a bearer
-                # token's identity, scopes, expiry and revocation.
-                identity, token = authenticate_token(request.dbsession, name.token, utcnow())
-                self._note_use(request, token)
-                return identity
+                # token's identity, scopes, expiry, revocation and throttling.
+                return self._token_identity(request, name.token)
+            if header is None:
+                self.throttle.check(request)
             return identity_for_name(request.dbsession, name)
         if header is not None:
             raise Unauthorized(
@@ -163,7 +160,16 @@ class SecurityPolicy:
             )
         return None
 
-    def _note_use(self, request: Request, token: ApiToken) -> None:
+    def _token_identity(self, request: Request, token: str) -> Identity:
+        """The identity of an API token, checked in one statement together with the
+        client's block (a blocked client is refused before the token is looked at)."""
+        identity, use = authenticate_token(
+            request.dbsession, token, utcnow(), client=self.throttle.client(request),
+            check_client=lambda blocked_until: self.throttle.check(request, blocked_until))
+        self._note_use(request, use)
+        return identity
+
+    def _note_use(self, request: Request, token: TokenUse) -> None:
         """Stamp ``last_used_at`` after the request, in a transaction of its own.
 
         After the request, so that it never waits on the request's own write lock (SQLite);

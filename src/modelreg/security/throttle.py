@@ -35,6 +35,7 @@ from ..errors import TooManyRequests
 from ..models import AuthFailure, utcnow
 from ..settings import AUTH_BLOCK_SECONDS, AUTH_FAILURE_WINDOW, AUTH_MAX_FAILURES
 from .http import client_address
+from .tokens import BLOCK_NOT_READ
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ DEFAULT_BLOCK_SECONDS = 60
 #: Attempts at recording one failure when concurrent writers collide.
 _RECORD_ATTEMPTS = 3
 
+
+#: :meth:`Throttle.check` reads the client's block itself.
+_NOT_READ: Any = BLOCK_NOT_READ
 
 #: The client of requests without ``REMOTE_ADDR`` (which WSGI servers normally set).
 UNKNOWN_CLIENT = "unknown"
@@ -96,15 +100,26 @@ class Throttle:
         """Whether failures are counted at all."""
         return self.max_failures > 0
 
-    def check(self, request: Request) -> None:
+    def client(self, request: Request) -> str | None:
+        """The client whose block a request's credentials are checked against (``None``
+        when throttling is off): for :func:`~modelreg.security.tokens.authenticate_token`,
+        which reads the block in its own statement."""
+        return _client(request) if self.enabled else None
+
+    def check(self, request: Request, blocked_until: Any = _NOT_READ) -> None:
         """Raise 429 when the request's client is blocked (call only when it sends
-        credentials)."""
+        credentials).
+
+        :param blocked_until: the client's ``auth_failures.blocked_until`` when the caller
+            read it already (``None``: not blocked); read here otherwise.
+        """
         if not self.enabled:
             return
         client = _client(request)
-        blocked_until = request.dbsession.scalar(
-            sa.select(AuthFailure.blocked_until).where(AuthFailure.client == client)
-        )
+        if blocked_until is _NOT_READ:
+            blocked_until = request.dbsession.scalar(
+                sa.select(AuthFailure.blocked_until).where(AuthFailure.client == client)
+            )
         now = utcnow()
         if blocked_until is None or blocked_until <= now:
             return
