@@ -571,3 +571,14 @@ def test_switching_from_archive_to_delete_deletes_the_archived(make_policy_app):
     assert done == [{"model": M, "version": 1, "action": "delete"}]
     assert [v["number"] for v in deleting.get(V).json["versions"]] == [2]
     assert [b for b, _ in gc(deleting).blobs] == [sha(b"first")]
+
+
+def test_alias_rules_are_known_with_the_installed_plugins():
+    """With the entry points loaded (the core's validators under their entry point's name),
+    no alias rule exists until a protected alias is configured."""
+    from modelreg.plugins import get_plugin_manager
+    from modelreg.validation import alias_rules
+
+    hook = get_plugin_manager({}).hook
+    assert alias_rules(hook, {}) is False
+    assert alias_rules(hook, {"modelreg.policy.protected_aliases": "champion"}) is True

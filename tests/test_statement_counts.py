@@ -68,7 +68,7 @@ def extra(engine: sa.Engine, operation: str) -> int:
     if not engine.dialect.update_returning:
         if operation.startswith("create version"):
             more += 2  # the model read first, its counter read back
-        elif "version tag" in operation:
+        elif "tag" in operation:  # a version tag's write
             more += 1  # the version locked by a SELECT, then updated
     return more
 

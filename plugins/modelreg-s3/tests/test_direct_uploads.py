@@ -38,8 +38,6 @@ from xml.etree import ElementTree
 
 import pytest
 
-from modelreg.migrations import upgrade
-from modelreg.plugins import get_plugin_manager
 from modelreg.testing import TestDatabase, add_principal, make_app, unavailable
 from modelreg.testing.server import LiveServer
 from modelreg_client import Client
@@ -58,11 +56,10 @@ def database() -> Iterator[TestDatabase]:
     if wanted and "postgresql" not in {name.strip() for name in wanted.split(",")}:
         pytest.skip("PostgreSQL is not among MODELREG_TEST_BACKENDS")
     try:
-        db = TestDatabase.create("postgresql")
+        db = TestDatabase.create("postgresql", installed=True)
     except ConnectionError as exc:
         unavailable(str(exc))
     try:
-        upgrade({"sqlalchemy.url": db.url}, get_plugin_manager({}).hook)
         yield db
     finally:
         db.drop()

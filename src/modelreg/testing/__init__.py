@@ -190,9 +190,14 @@ class TestDatabase:
 
     @classmethod
     def create(cls, backend: str, plugins: Iterable[Any] = CORE_PLUGINS, *,
-               migrate: bool = True) -> TestDatabase:
+               migrate: bool = True, installed: bool = False) -> TestDatabase:
         """Create an empty database on ``backend`` and run every migration on it (none with
         ``migrate=False``: an empty database, e.g. for another program to fill).
+
+        :param plugins: the plugins whose migrations run besides the core's.
+        :param installed: also those of every installed plugin (their entry points): the
+            database of a server that loads them all, such as
+            :class:`~modelreg.testing.server.LiveServer` with the settings of a deployment.
 
         :raises ConnectionError: when the backend's server cannot be reached.
         """
@@ -220,8 +225,14 @@ class TestDatabase:
             db = cls(backend, url, _admin_url=admin_url.render_as_string(hide_password=False),
                      _name=name)
         if migrate:
-            pm = get_plugin_manager({}, load_entrypoints=False,
-                                    plugins=resolve_plugins(plugins))
+            if installed:  # the entry points (the core's own plugins among them) first
+                pm = get_plugin_manager({})
+                for plugin in resolve_plugins(plugins):
+                    if not pm.is_registered(plugin):
+                        pm.register(plugin)
+            else:
+                pm = get_plugin_manager({}, load_entrypoints=False,
+                                        plugins=resolve_plugins(plugins))
             upgrade({"sqlalchemy.url": db.url}, pm.hook)
         return db
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import ApiError
+from ..policy import policy_rules
 from ..types import Problem
 
 
@@ -48,19 +49,22 @@ def validate_alias(
                                                  previous=previous, settings=settings))
 
 
+#: The module of the core's own validators (:mod:`.builtin`), whatever name it is registered
+#: under (its entry point's, or its module name in tests).
+BUILTIN = "modelreg.validation.builtin"
+
+
 def alias_rules(hook: Any, settings: dict[str, Any]) -> bool:
     """Whether anything may refuse an alias's target: a protected alias configured
     (``modelreg.policy.protected_aliases``, checked by the core's own validators) or a plugin
-    other than those implementing ``modelreg_validate_alias``.
+    other than the core implementing ``modelreg_validate_alias``.
 
     When nothing may, writes that would otherwise read the documents the rules see (setting
     an alias, changing an aliased version's tags) skip those reads and the model's lock that
     keeps them true (:mod:`modelreg.registry.commands`): the rules could not refuse anything.
     """
-    from ..policy import policy_rules
-    from . import builtin
-
     for impl in hook.modelreg_validate_alias.get_hookimpls():
-        if impl.plugin is not builtin or policy_rules(settings).protected_aliases:
+        if (getattr(impl.plugin, "__name__", None) != BUILTIN
+                or policy_rules(settings).protected_aliases):
             return True
     return False
