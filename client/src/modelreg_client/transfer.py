@@ -582,44 +582,12 @@ class Pusher:
                 if part.size == min(size, file.size - (part.number - 1) * size)}
         self.progress.start("upload", file.path, file.size,
                             sum(min(size, file.size - (n - 1) * size) for n in held))
-        failed = threading.Event()
-        on_block = self._on_block(file.path)
 
-        def guarded(n: int) -> None:
-            if failed.is_set():
-                raise _Cancelled
-            on_block(n)
+        def to_store(number: int, region: FileRegion, digest: str) -> None:
+            client.send_to_store(client.part_url(session.id, number, digest), region)
 
-        def send(number: int) -> None:
-            start = (number - 1) * size
-            length = min(size, file.size - start)
-            digest = self._part_digest(file, size, number)
-            for attempt in _attempts():
-                if failed.is_set():
-                    raise _Cancelled
-                try:
-                    with self.part_slots:
-                        signed = client.part_url(session.id, number, digest)
-                        client.send_to_store(signed, FileRegion(file.source, start, length,
-                                                                guarded))
-                    return
-                except (NetworkError, ServerError):
-                    if attempt == TRANSFER_ATTEMPTS:
-                        raise
-                time.sleep(min(0.5 * 2 ** attempt, 10))
-
-        todo = [n for n in range(1, count + 1) if n not in held]
-        if todo:
-            workers = max(1, min(client.parallel, len(todo)))
-            with ThreadPoolExecutor(workers, thread_name_prefix="modelreg-part") as executor:
-                futures = [executor.submit(send, n) for n in todo]
-                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                if any(f.exception() is not None for f in done):
-                    failed.set()
-                    wait(futures)
-                    errors = [f.exception() for f in futures if f.exception() is not None]
-                    raise next((e for e in errors if not isinstance(e, _Cancelled)),
-                               errors[0])
+        self._send_part_numbers(file, session, [n for n in range(1, count + 1)
+                                                if n not in held], to_store)
         upload = client.complete_direct_upload(session.id, file.sha256)
         try:
             client.wait_verified(upload)
@@ -672,12 +640,19 @@ class Pusher:
             digest.update(block)
         return digest.hexdigest()
 
-    def _send_part_numbers(self, file: LocalFile, session: Any, numbers: list[int]) -> None:
-        """Send the parts ``numbers`` of ``file`` on up to ``parallel`` threads; the first
-        failure stops the others."""
+    def _send_part_numbers(
+        self, file: LocalFile, session: Any, numbers: list[int],
+        put: Callable[[int, FileRegion, str], Any] | None = None,
+    ) -> None:
+        """Send the parts ``numbers`` of ``file`` on up to ``parallel`` threads with
+        ``put(number, region, digest)`` (by default through the app: ``upload_part``); the
+        first failure stops the others."""
         if not numbers:
             return
         client, size = self.client, session.part_size
+        if put is None:
+            def put(number: int, region: FileRegion, digest: str) -> None:
+                client.upload_part(session.id, number, region, digest)
         failed = threading.Event()
         on_block = self._on_block(file.path)
 
@@ -695,9 +670,7 @@ class Pusher:
                     raise _Cancelled
                 try:
                     with self.part_slots:
-                        client.upload_part(session.id, number,
-                                           FileRegion(file.source, start, length, guarded),
-                                           digest)
+                        put(number, FileRegion(file.source, start, length, guarded), digest)
                     return
                 except Conflict as exc:
                     # Another request of ours still sends it (a retry after a lost answer).
