@@ -30,6 +30,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from compare import tree_usage  # bench/compare.py: the CPU of a process tree, from /proc
+
 from modelreg.testing import TestDatabase
 from modelreg.testing.s3 import S3Server
 from modelreg.testing.server import LiveServer
@@ -37,7 +39,6 @@ from modelreg_client import Client
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def parse_size(text: str) -> int:
@@ -45,28 +46,6 @@ def parse_size(text: str) -> int:
     if match is None:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 256MiB)")
     return int(match.group(1)) * {"": 1, "MiB": MiB, "GiB": GiB}[match.group(2)]
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds (user + system) of ``root`` and its descendants, from /proc."""
-    parents: dict[int, int] = {}
-    cpu: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            text = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        parents[int(entry)] = int(fields[1])
-        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / TICKS
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += cpu.get(pid, 0.0)
-        todo.extend(child for child, parent in parents.items() if parent == pid)
-    return total
 
 
 def requests_answered(url: str) -> float:
@@ -103,10 +82,10 @@ def run(mode: str, s3: S3Server, work: Path, model_dir: Path, size: int, part_si
                 for index in range(repeat):
                     with open(model_dir / "weights.bin", "r+b") as out:  # new content: no
                         out.write(os.urandom(MiB))  # push may link what the server holds
-                    before, began = tree_cpu(pid), time.monotonic()
+                    before, began = tree_usage(pid)[0], time.monotonic()
                     client.push(model_dir, f"{mode}-{index}")
                     wall += time.monotonic() - began
-                    cpu += tree_cpu(pid) - before
+                    cpu += tree_usage(pid)[0] - before
             answered = requests_answered(server.url) - answered
     finally:
         database.drop()

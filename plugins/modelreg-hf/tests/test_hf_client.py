@@ -257,6 +257,17 @@ def test_a_commit_to_a_branch_builds_on_its_alias_and_moves_it(hub: Hub,
     assert alias["version"] == 5  # 3 the last on main, 4 rejected
 
 
+def upgrade(tmp_path: Path, url: str) -> None:
+    """``modelreg db upgrade`` on ``url``, as an operator runs it (every installed plugin's
+    migrations with the core's)."""
+    ini = tmp_path / "upgrade.ini"
+    ini.write_text(f"[app:main]\nuse = egg:modelreg\nsqlalchemy.url = {url}\n")
+    command = [str(Path(sys.executable).parent / "modelreg"), "db", "upgrade", str(ini)]
+    result = subprocess.run(command, capture_output=True, text=True,  # noqa: S603
+                            timeout=180)
+    assert result.returncode == 0, result.stderr
+
+
 def test_pserve_development_ini_serves_a_push_and_a_load(tmp_path: Path,
                                                          hub_class: type) -> None:
     """development.ini as shipped (SQLite, the embedded worker scanning, anonymous writes),
@@ -264,14 +275,8 @@ def test_pserve_development_ini_serves_a_push_and_a_load(tmp_path: Path,
     parser = configparser.ConfigParser(defaults={"here": str(tmp_path)})
     parser.read(Path(__file__).parents[3] / "development.ini", encoding="utf-8")
     settings = {k: v for k, v in parser.items("app:main") if k not in ("here", "use")}
-    ini = tmp_path / "upgrade.ini"
-    ini.write_text("[app:main]\nuse = egg:modelreg\nsqlalchemy.url = "
-                   + settings["sqlalchemy.url"] + "\n")
     (tmp_path / "var").mkdir()
-    command = [str(Path(sys.executable).parent / "modelreg"), "db", "upgrade", str(ini)]
-    result = subprocess.run(command, capture_output=True, text=True,  # noqa: S603
-                            timeout=180)
-    assert result.returncode == 0, result.stderr
+    upgrade(tmp_path, settings["sqlalchemy.url"])
     folder = tmp_path / "out"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(CONFIG_SMALL))
@@ -305,13 +310,7 @@ def test_with_s3_downloads_redirect_and_parts_join_in_the_bucket(
         "modelreg.storage.s3.presigned_downloads": "true",
         **modelreg_s3_server.settings(),
     }
-    ini = tmp_path / "upgrade.ini"
-    ini.write_text("[app:main]\nuse = egg:modelreg\nsqlalchemy.url = "
-                   + settings["sqlalchemy.url"] + "\n")
-    command = [str(Path(sys.executable).parent / "modelreg"), "db", "upgrade", str(ini)]
-    result = subprocess.run(command, capture_output=True, text=True,  # noqa: S603
-                            timeout=180)
-    assert result.returncode == 0, result.stderr
+    upgrade(tmp_path, settings["sqlalchemy.url"])
     folder = tmp_path / "out"
     folder.mkdir()
     files = {"config.json": json.dumps(CONFIG_SMALL).encode(),
