@@ -8,13 +8,10 @@ machine is, so that a change to the write path can be measured before and after 
 * ``statements``: what SQLAlchemy's ``before_cursor_execute`` event sees, transaction
   control (``BEGIN``, ``COMMIT``, ``ROLLBACK``) left out;
 * ``round trips`` (PostgreSQL): each query psycopg sends the server and waits for: a
-  statement, the ``BEGIN`` before the first statement of a transaction (since
-  ``modelreg.db._send_begin_with_first_statement``, in one pipeline with it), the
-  ``COMMIT``, the pool's pre-ping (since ``modelreg.db._ping_idle_connections``, only of a
-  connection idle for a second), the ``PREPARE`` of a statement run for the fifth time
-  (counted on libpq's calls, a pipeline's queries once at its sync, through psycopg's Python
-  binding of libpq, which this script selects with ``PSYCOPG_IMPL=python``: the same
-  protocol as the C binding);
+  statement, the ``BEGIN`` it sends before the first statement of a transaction, the
+  ``COMMIT``, the pool's pre-ping, the ``PREPARE`` of a statement run for the fifth time
+  (counted on libpq's calls, through psycopg's Python binding of libpq, which this script
+  selects with ``PSYCOPG_IMPL=python``: the same protocol as the C binding);
 
 What the worker then spends on each write's outbox event is measured by ``bench/outbox.py``.
 
@@ -78,10 +75,8 @@ def counting(engine: Any) -> Iterator[dict[str, Any]]:
         for name in _SENDS:
             patched[name] = original = getattr(pq.PGconn, name)
 
-            def send(self, *args, _original=original, _name=name, **kwargs):
-                # In a pipeline, what is sent goes at its sync, one round trip.
-                if _name == "pipeline_sync" or not self.pipeline_status:
-                    counts["round_trips"] += 1
+            def send(self, *args, _original=original, **kwargs):
+                counts["round_trips"] += 1
                 return _original(self, *args, **kwargs)
 
             setattr(pq.PGconn, name, send)
@@ -99,8 +94,7 @@ def counting(engine: Any) -> Iterator[dict[str, Any]]:
 #: The libpq calls that send a query and wait for its result.
 _SENDS = ("exec_", "exec_params", "exec_prepared", "send_query", "send_query_params",
           "send_prepare", "send_query_prepared", "send_describe_prepared",
-          "send_describe_portal", "send_close_prepared", "send_close_portal",
-          "pipeline_sync")
+          "send_describe_portal", "send_close_prepared", "send_close_portal")
 
 
 def settings_for(url: str, blobs: str) -> dict[str, str]:

@@ -187,44 +187,6 @@ def test_a_connection_used_a_moment_ago_is_not_pinged(modelreg_database, monkeyp
         engine.dispose()
 
 
-def test_the_first_statement_runs_in_the_transaction_its_begin_opens(modelreg_database):
-    """On PostgreSQL the ``BEGIN`` goes with the first statement (one round trip,
-    ``modelreg.db._send_begin_with_first_statement``): that statement is still part of the
-    transaction (rolled back with it), a failing first statement fails only its transaction,
-    and an ``isolation_level`` still reaches the ``BEGIN``."""
-    engine = get_engine({"sqlalchemy.url": modelreg_database.url,
-                         "sqlalchemy.pool_size": "1"})
-    table = "begin_fold_check"
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY)")
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f"INSERT INTO {table} (id) VALUES (1)")
-            conn.exec_driver_sql(f"INSERT INTO {table} (id) VALUES (2)")
-            conn.rollback()
-        with engine.connect() as conn:
-            assert conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() == 0
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"INSERT INTO {table} (id) VALUES (1)")
-        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
-            conn.exec_driver_sql(f"INSERT INTO {table} (id) VALUES (1)")
-        with engine.begin() as conn:
-            assert conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar() == 1
-        if modelreg_database.backend == "postgresql":
-            with engine.connect().execution_options(isolation_level="SERIALIZABLE") as conn:
-                level = conn.exec_driver_sql("SHOW transaction_isolation").scalar()
-                assert level == "serializable"
-                conn.rollback()
-            with engine.connect() as conn:
-                assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == (
-                    "read committed")
-                conn.rollback()
-    finally:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE {table}")
-        engine.dispose()
-
-
 def test_a_postgresql_parameter_that_is_no_value_stops_start_up():
     with pytest.raises(ValueError, match="max_parallel_workers_per_gather"):
         get_engine({"sqlalchemy.url": "postgresql+psycopg://postgres@127.0.0.1/x",

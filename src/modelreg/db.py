@@ -218,37 +218,7 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
         _configure_sqlite(engine, int(settings.get(SQLITE_BUSY_TIMEOUT_MS, 30000)))
     elif pre_ping:
         _ping_idle_connections(engine, PING_AFTER_IDLE_SECONDS)
-    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-        _send_begin_with_first_statement(engine)
     return engine
-
-
-def _send_begin_with_first_statement(engine: Engine) -> None:
-    """psycopg opens a transaction with a ``BEGIN`` of its own, sent and waited for before the
-    first statement: a round trip per transaction.  Here the ``BEGIN`` and the first statement
-    go in one psycopg pipeline, one round trip; the server runs them as before (a failing
-    ``BEGIN`` fails the statement, whose error is raised as it would be)."""
-    from psycopg.pq import TransactionStatus
-
-    idle = TransactionStatus.IDLE
-
-    @event.listens_for(engine, "do_execute")
-    def do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        conn = cursor.connection
-        if conn.autocommit or conn.pgconn.transaction_status != idle or conn._pipeline:
-            return False  # psycopg's own execution
-        begin = conn._get_tx_start_command()
-        # psycopg sends its BEGIN when it thinks it is not in autocommit mode; it is told it is
-        # for this statement (the attribute, not the property, which refuses a change inside a
-        # transaction).
-        conn._autocommit = True
-        try:
-            with conn.pipeline():
-                conn.execute(begin)
-                cursor.execute(statement, parameters)
-        finally:
-            conn._autocommit = False
-        return True
 
 
 #: A pooled connection is pinged before use only after it lay idle this long (seconds).
