@@ -14,9 +14,16 @@ For each write:
   (``bench/reads.py``'s attribution: a standard-library function's time goes to its caller's
   layer).
 
+With ``--callgrind``, the script runs itself under ``valgrind --tool=callgrind`` and counts
+instead the instructions per request of each write (the Python process only; the database
+server's are not counted): a figure that the machine's load does not change.  Only the
+measured requests are counted (they run inside ``collections.deque(map(...), maxlen=0)``,
+whose C function ``consume_iterator`` toggles the collection), one dump per write.
+
 Usage::
 
     .venv/bin/python bench/write_profile.py --requests 2000
+    .venv/bin/python bench/write_profile.py --callgrind --requests 100
     .venv/bin/python bench/write_profile.py --only tag --top 40    # and cProfile's top 40
     .venv/bin/python bench/write_profile.py --src /tmp/base/src     # another revision's code
 """
@@ -24,11 +31,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import io
 import json
 import os
 import pstats
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -133,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sort", default="tottime", help="the order of --top")
     parser.add_argument("--src", help="the modelreg package of this directory")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="instructions per request, under valgrind")
+    parser.add_argument("--under-callgrind", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.callgrind:
+        return run_callgrind(args, argv if argv is not None else sys.argv[1:])
     if args.src:
         sys.path.insert(0, args.src)
     os.environ.setdefault("MODELREG_AUTH_ANONYMOUS", "write")
@@ -150,8 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         for name, operation in operations(call).items():
             if args.only not in name:
                 continue
-            for _ in range(200):  # warm: statement caches, prepared statements
+            for _ in range(30 if args.under_callgrind else 200):  # warm: caches, prepares
                 operation(next(counter))
+            if args.under_callgrind:
+                collections.deque(map(operation, [next(counter) for _ in range(args.requests)]),
+                                  maxlen=0)
+                report[name] = {}
+                continue
             batch, timings = max(1, args.requests // 5), []
             for _ in range(5):
                 started = time.process_time()
@@ -176,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         app.registry["db_engine"].dispose()
         database.drop()
+    if args.under_callgrind:
+        Path(args.under_callgrind).write_text(json.dumps(list(report)))
+        return 0
     for name, data in report.items():
         print(f"{name:<16} {data['cpu_us']:6.0f} µs/req in process (no Waitress), "
               f"{data['calls']:6.0f} Python calls/req")
@@ -183,6 +206,31 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {layer:<58} {share:6.1%}  {share * data['cpu_us']:5.0f} µs")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def run_callgrind(args: argparse.Namespace, argv: list[str]) -> int:
+    """This script again under callgrind: instructions per request of each write."""
+    work = Path(tempfile.mkdtemp(prefix="modelreg-wprof-cg-"))
+    names = work / "names.json"
+    argv = [a for a in argv if a != "--callgrind"]
+    subprocess.run(
+        ["valgrind", "--tool=callgrind", "--toggle-collect=consume_iterator",
+         "--dump-after=consume_iterator", f"--callgrind-out-file={work}/cg.out",
+         sys.executable, __file__, *argv, "--under-callgrind", str(names)],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dumps = sorted(work.glob("cg.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
+    counts = {}
+    for name, dump in zip(json.loads(names.read_text()), dumps, strict=False):
+        match = re.search(r"^totals:\s+(\d+)", dump.read_text(errors="replace"), re.M)
+        counts[name] = int(match.group(1)) / args.requests if match else float("nan")
+    for name, count in counts.items():
+        print(f"{name:<16} {count / 1e6:8.3f} M instructions/req (in process, no Waitress)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(counts, indent=2))
+    for path in work.iterdir():
+        path.unlink()
+    work.rmdir()
     return 0
 
 
