@@ -195,6 +195,19 @@ def _version_insert(returning: bool = True) -> Any:
 
 
 @functools.cache
+def _set_tag_statement() -> Any:
+    """PostgreSQL: set a version's tag (parameters ``version_id``, ``key``, ``value``),
+    inserted or updated, returning its previous value (``NULL`` if it had none)."""
+    return sa.text(
+        "WITH previous AS (SELECT value FROM version_tags"
+        " WHERE version_id = :version_id AND key = :key),"
+        " upsert AS (INSERT INTO version_tags (version_id, key, value)"
+        " VALUES (:version_id, :key, :value)"
+        " ON CONFLICT (version_id, key) DO UPDATE SET value = excluded.value)"
+        " SELECT value FROM previous")
+
+
+@functools.cache
 def _next_number_statement() -> Any:
     """The model (parameter ``normalized``: its normalized name) with its version counter
     incremented, its
@@ -699,6 +712,17 @@ class RegistryCommands(RegistryQueries):
         version, name, rules = self._lock_for_tags(model_name, ref)
         if rules:
             self._check_alias_targets(version, lambda tags: {**tags, key: value})
+        if rules is None and self.db.get_bind().dialect.name in _DML_CTE_DIALECTS:
+            # One statement for the read of the tag and its INSERT or UPDATE, rather than
+            # a read and the unit of work's flush: under the version's lock (taken by the
+            # statement before), so the value it reads is the latest one.
+            previous = self.db.execute(_set_tag_statement(), {
+                "version_id": version.id, "key": key, "value": value}).scalar()
+            _expire_unloaded(self.db, version, "tags")
+            self.record("version.tag_set", "version_tag", f"{name}/{version.number}:{key}",
+                        name, before=None if previous is None else {"value": previous},
+                        after={"value": value})
+            return version
         tag = self.db.get(VersionTag, (version.id, key))
         before = None if tag is None else {"value": tag.value}
         if tag is None:
