@@ -200,16 +200,25 @@ def _version_and_alias_statement() -> Any:
 
 
 @functools.cache
-def _version_columns() -> dict[str, str]:
-    """The column name of each attribute of :class:`Version` that is a column."""
-    return {prop.key: prop.columns[0].name for prop in Version.__mapper__.column_attrs}
+def _name_taken_statement() -> Any:
+    """The name of the model whose normalized name is the parameter ``normalized`` (a Core
+    statement, built once: no ORM compilation per request)."""
+    models = Model.__table__
+    return sa.select(models.c.name).where(models.c.normalized_name == sa.bindparam("normalized"))
 
 
 @functools.cache
-def _version_insert(returning: bool = True) -> Any:
-    """The ``INSERT`` of a version (returning its id where the database can)."""
-    statement = sa.insert(Version.__table__)
-    return statement.returning(Version.__table__.c.id) if returning else statement
+def _columns_of(cls: Any) -> dict[str, str]:
+    """The column name of each attribute of the mapped class ``cls`` that is a column."""
+    return {prop.key: prop.columns[0].name for prop in cls.__mapper__.column_attrs}
+
+
+@functools.cache
+def _insert_of_class(cls: Any, returning: bool = True) -> Any:
+    """The ``INSERT`` of a row of ``cls``'s table (returning its id where the database
+    can)."""
+    statement = sa.insert(cls.__table__)
+    return statement.returning(cls.__table__.c.id) if returning else statement
 
 
 @functools.cache
@@ -289,7 +298,7 @@ class RegistryCommands(RegistryQueries):
         mark_changed(self.db)
 
     def _check_name_free(self, name: str, normalized: str) -> None:
-        existing = self.db.scalar(sa.select(Model.name).where(Model.normalized_name == normalized))
+        existing = self.db.scalar(_name_taken_statement(), {"normalized": normalized})
         if existing is not None:
             same = existing == name
             raise Conflict(
@@ -333,20 +342,19 @@ class RegistryCommands(RegistryQueries):
             {"name": name, "description": description, "tags": tags}, previous=None
         )
         now = utcnow()
-        model = Model(
-            name=name,
-            normalized_name=normalized,
-            description=description,
-            next_version=1,
-            created_at=now,
-            updated_at=now,
-            created_by=self.actor,
-            updated_by=self.actor,
-            tags=[ModelTag(key=k, value=v) for k, v in sorted(tags.items())],
-            aliases=[],
-        )
-        self.db.add(model)
-        self._flush_unique(name)
+        values = {"name": name, "normalized_name": normalized, "description": description,
+                  "next_version": 1, "created_at": now, "updated_at": now,
+                  "created_by": self.actor, "updated_by": self.actor}
+        # Two requests may pass the existence check at once; the unique index decides.
+        try:
+            model = self._insert_new(Model, values, ModelTag, tags, owner_key="model_id",
+                                     loaded={"aliases": []})
+        except IntegrityError as exc:
+            raise Conflict(
+                f"model name {name!r} is already taken",
+                code="model_exists",
+                details={"model": name},
+            ) from exc
         self.record("model.created", "model", name, name,
                     after={"description": description, "tags": tags})
         return model
@@ -462,38 +470,39 @@ class RegistryCommands(RegistryQueries):
                   "problems": None, "digest": None, "archived_files": None,
                   "created_at": now, "updated_at": now, "finalized_at": None,
                   "created_by": self.actor, "updated_by": self.actor}
-        version = self._insert_version(values, tags, model)
+        version = self._insert_new(Version, values, VersionTag, tags, owner_key="version_id",
+                                   loaded={"aliases": [], "model": model})
         self.record("version.created", "version", f"{model.name}/{number}", model.name,
                     after={"number": number, "tags": tags})
         return version
 
-    def _insert_version(self, values: dict[str, Any], tags: dict[str, str],
-                        model: Model) -> Version:
-        """A new version (``values`` by attribute) and its tags, written with ``INSERT``
-        statements at once rather than flushed by the unit of work, which cost as much CPU
-        as the rest of the request's statements together (docs/performance.md, "Write
-        path").  The object returned is in the session as if it had been read: its model,
-        its tags and its aliases (none) loaded."""
-        columns = _version_columns()
-        row = {columns[key]: value for key, value in values.items()}
+    def _insert_new(self, cls: Any, values: dict[str, Any], tag_cls: Any, tags: dict[str, str],
+                    *, owner_key: str, loaded: dict[str, Any]) -> Any:
+        """A new row of ``cls`` (``values`` by attribute) and its tags (rows of ``tag_cls``
+        whose ``owner_key`` is its id), written with ``INSERT`` statements at once rather
+        than flushed by the unit of work, which cost as much CPU as the rest of the
+        request's statements together (docs/performance.md, "Write path").  The object
+        returned is in the session as if it had been read, its tags and the relationships
+        in ``loaded`` (name: value) loaded."""
+        row = {_columns_of(cls)[key]: value for key, value in values.items()}
         if self.db.get_bind().dialect.insert_returning:
-            version_id = self.db.execute(_version_insert(), row).scalar_one()
+            new_id = self.db.execute(_insert_of_class(cls), row).scalar_one()
         else:
-            version_id = self.db.execute(_version_insert(returning=False),
-                                         row).inserted_primary_key[0]
+            new_id = self.db.execute(_insert_of_class(cls, returning=False),
+                                     row).inserted_primary_key[0]
         if tags:
-            self.db.execute(sa.insert(VersionTag.__table__), [
-                {"version_id": version_id, "key": k, "value": v} for k, v in tags.items()])
-        version = Version(id=version_id, **values)
-        tag_objects = [VersionTag(version_id=version_id, key=k, value=v)
+            self.db.execute(sa.insert(tag_cls.__table__), [
+                {owner_key: new_id, "key": k, "value": v} for k, v in tags.items()])
+        obj = cls(id=new_id, **values)
+        tag_objects = [tag_cls(**{owner_key: new_id}, key=k, value=v)
                        for k, v in sorted(tags.items())]
-        for obj in (version, *tag_objects):
-            make_transient_to_detached(obj)
-        set_committed_value(version, "tags", tag_objects)
-        set_committed_value(version, "aliases", [])
-        set_committed_value(version, "model", model)
-        self.db.add(version)
-        return version
+        for each in (obj, *tag_objects):
+            make_transient_to_detached(each)
+        set_committed_value(obj, "tags", tag_objects)
+        for name, value in loaded.items():
+            set_committed_value(obj, name, value)
+        self.db.add(obj)
+        return obj
 
     def _count_version(self, model_name: str) -> Model:
         """The model, its version counter incremented (its next number is then
