@@ -6,8 +6,8 @@ statement and budgets the writes of an app with its rules).  On PostgreSQL a sta
 round trip: the budgets below are what ``bench/statements.py`` measures there
 (docs/performance.md, "Write path").  Other databases get the statements their dialect needs
 on top, by what the dialect can do, never by name: the audit and outbox rows are two INSERTs
-where an INSERT cannot be a CTE of another (all but PostgreSQL), so is a tag's read and its
-write, and a counter or a touched
+where an INSERT cannot be a CTE of another (all but PostgreSQL), so are a tag's read and its
+write, and an alias's write, its history row and its model's update, and a counter or a touched
 row is read back where an UPDATE returns no rows (MariaDB).
 
 Every write still writes its audit event and its outbox event, in its transaction: each test
@@ -40,10 +40,11 @@ BUDGETS = {
     "create version": 3,
     # ... and the INSERT of its tags (one, whatever their number).
     "create version with tags": 4,
-    # The model locked; the version (locked) with the alias; the history row, the model's
-    # updated_at, the alias's INSERT or UPDATE; audit + outbox.
-    "set alias": 6,
-    "move alias": 6,
+    # The model locked; the version (locked) with the alias; the alias's INSERT or UPDATE
+    # with the history row and the model's updated_at (common table expressions of it);
+    # audit + outbox.
+    "set alias": 4,
+    "move alias": 4,
     # UPDATE of the version's updated_at RETURNING it (it locks it), the tag's INSERT or
     # UPDATE returning its previous value (one statement), audit + outbox: an alias on the
     # version changes nothing.
@@ -61,8 +62,9 @@ RULED_BUDGETS = {
     "set tag of an aliased version": 9,
     "delete version tag": 9,
     # The model locked; the version with the alias; the documents the rule sees (the model,
-    # the new and the previous version); history, updated_at, the alias; audit + outbox.
-    "move alias": 9,
+    # the new and the previous version); the alias with history and updated_at; audit +
+    # outbox.
+    "move alias": 7,
 }
 
 
@@ -71,6 +73,8 @@ def extra(engine: sa.Engine, operation: str) -> int:
     more = 0 if engine.dialect.name == "postgresql" else 1  # audit and outbox: two INSERTs
     if engine.dialect.name != "postgresql" and "tag" in operation and "delete" not in operation:
         more += 1  # the tag read, then written (not a CTE of its INSERT … ON CONFLICT)
+    if engine.dialect.name != "postgresql" and "alias" in operation:
+        more += 2  # the history row and the model's updated_at: not CTEs of the alias's write
     if not engine.dialect.update_returning:
         if operation.startswith("create version"):
             more += 2  # the model read first, its counter read back
