@@ -29,6 +29,7 @@ import zope.sqlalchemy
 from pyramid.config import Configurator
 from pyramid.interfaces import IRoutesMapper
 from pyramid.request import Request
+from pyramid.urldispatch import RoutesMapper
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -412,6 +413,29 @@ def add_read_only_view(config: Configurator, route_name: str, method: str = "GET
         read_only.add((route_name, "HEAD"))
 
 
+class MatchOnceRoutesMapper(RoutesMapper):
+    """Pyramid's routes mapper, matching a request's route once: what asks for the route
+    before the router does (:func:`tm_activate_hook`, :func:`is_streaming`) and the router
+    share one walk of the route list (156 routes with the plugins; about 5 µs a walk).
+
+    The match is kept on the request with its method and path, and made again if either
+    changed since.
+    """
+
+    def __call__(self, request: Request) -> dict[str, Any]:
+        """The route and match of ``request``, as :class:`RoutesMapper` finds them."""
+        key = (request.environ.get("REQUEST_METHOD"), request.environ.get("PATH_INFO"))
+        cached = request.__dict__.get(_MATCHED_KEY)
+        if cached is not None and cached[0] == key:
+            return cached[1]  # type: ignore[no-any-return]
+        info = super().__call__(request)
+        request.__dict__[_MATCHED_KEY] = (key, info)
+        return info  # type: ignore[no-any-return]
+
+
+_MATCHED_KEY = "_modelreg_matched_route"
+
+
 def _matched_route(request: Request) -> Any:
     route = getattr(request, "matched_route", None)
     if route is None:  # the tweens run before the router matched the route
@@ -474,3 +498,5 @@ def includeme(config: Configurator) -> None:
     config.registry[keys.DB_ENGINE] = engine
     config.registry[keys.DB_WRITER_ENGINE] = writer_engine(engine)
     config.add_request_method(_dbsession, "dbsession", reify=True)
+    if config.registry.queryUtility(IRoutesMapper) is None:  # no route added yet
+        config.registry.registerUtility(MatchOnceRoutesMapper(), IRoutesMapper)
