@@ -93,31 +93,13 @@ def install_record_factory() -> None:
 
 class TextFormatter(logging.Formatter):
     """:class:`logging.Formatter` whose format may use ``%(request_id)s`` on any record, even
-    one made before the app started (``-`` outside requests).
-
-    ``%(asctime)s`` is formatted once per second rather than once per record (the
-    ``time.strftime`` of :meth:`logging.Formatter.formatTime`), the milliseconds added to it
-    as the standard formatter does.
-    """
-
-    _second: tuple[int, str | None, str] | None = None
+    one made before the app started (``-`` outside requests)."""
 
     def format(self, record: logging.LogRecord) -> str:
         """The record through the format string."""
         if not hasattr(record, "request_id"):
             record.request_id = _current.get() or "-"
         return super().format(record)
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        """The record's time as :meth:`logging.Formatter.formatTime` writes it."""
-        second = int(record.created)
-        cached = self._second  # one tuple, replaced whole: safe across threads
-        if cached is None or cached[0] != second or cached[1] != datefmt:
-            text = time.strftime(datefmt or self.default_time_format, self.converter(second))
-            cached = self._second = (second, datefmt, text)
-        if datefmt or not self.default_msec_format:
-            return cached[2]
-        return self.default_msec_format % (cached[2], record.msecs)
 
 
 #: Attributes every LogRecord has; anything else on a record is an ``extra`` field.
