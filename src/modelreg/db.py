@@ -2,7 +2,9 @@
 
 Nothing here is built at import time.  :func:`includeme` builds the engine from the settings
 and gives every request a ``request.dbsession`` joined to ``request.tm`` (pyramid_tm commits or
-aborts it; views never commit by hand).  ``request.environ["app.dbsession"]`` wins when set,
+aborts it; views never commit by hand), except the requests of views declared read-only
+(:func:`add_read_only_view`), whose session belongs to no transaction manager, refuses to
+write and is closed when the request ends.  ``request.environ["app.dbsession"]`` wins when set,
 which is the seam tests use.
 
 SQLite is made fit for a multi-threaded server here, in one place: WAL, a busy timeout,
