@@ -228,7 +228,7 @@ def main() -> None:
                     base = modelreg_push(baseline, model_dir, f"bench-{round_}", work,
                                          args.parallel, args.chunk)
                     shutil.rmtree(work / "base-blobs" / "blobs", ignore_errors=True)
-                    base_raw = modelreg_parts(baseline, content, digests, f"raw-{round_}",
+                    base_raw = modelreg_parts(baseline, content, digests, f"base-raw-{round_}",
                                               args.chunk, args.parallel, args.order)
                     shutil.rmtree(work / "base-blobs" / "blobs", ignore_errors=True)
                 disk = None if args.no_disk else disk_write(work, args.size)
