@@ -48,7 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from artifacts import SERVER_SETTINGS, Content, call, parse_size, rate
-from client import Phases, write_model
+from client import Phases, touch_memory, write_model
 from compare import MlflowServer, ensure_mlflow, put_stream, tree_usage
 
 from modelreg.testing import TestDatabase
@@ -179,6 +179,10 @@ def main() -> None:
                         help="Waitress's recv_bytes (default: production.ini's)")
     parser.add_argument("--order", choices=("in", "reverse", "shuffle"), default="in",
                         help="the order the raw parts are sent in (shuffle: seeded)")
+    parser.add_argument("--warm-memory", type=parse_size, default=0,
+                        help="touch and free this much memory first (see bench/client.py): "
+                             "else whichever server first grows the page cache (Waitress's "
+                             "spools) pays the hypervisor for fresh memory")
     parser.add_argument("--no-disk", action="store_true",
                         help="skip the dd of each round (it only loads the disk)")
     parser.add_argument("--baseline-src", type=Path, default=None,
@@ -187,6 +191,8 @@ def main() -> None:
                              "`git archive main src | tar -x -C DIR`)")
     args = parser.parse_args()
 
+    if args.warm_memory:
+        touch_memory(args.warm_memory)
     work = Path(tempfile.mkdtemp(prefix="modelreg-bench-uploads-", dir=args.workdir))
     baseline: LiveServer | None = None
     database = TestDatabase.create("sqlite")
