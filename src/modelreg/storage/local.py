@@ -266,43 +266,6 @@ def _hash_region(file: Any, offset: int, length: int, digest: Any,
     return done
 
 
-def _hash_direct(path: Path, offset: int, length: int, digest: Any, direct: bool) -> int:
-    """Feed ``length`` bytes of the file at ``path`` from ``offset`` to ``digest``; return
-    how many there were.  With ``direct`` (the parts were written with ``O_DIRECT``, so
-    their bytes are on the disk and not in the page cache), read with ``O_DIRECT`` where the
-    filesystem allows: straight from the disk into one aligned buffer, without filling the
-    page cache on the way (which would cost what :class:`_DataWriter` saves)."""
-    fd = None
-    if direct and _O_DIRECT and offset % _ALIGN == 0:
-        with contextlib.suppress(OSError):
-            fd = os.open(path, os.O_RDONLY | _O_DIRECT)
-    done = 0
-    if fd is not None:
-        try:
-            buffer = memoryview(mmap.mmap(-1, CHUNK_SIZE))  # page-aligned
-            while done < length:
-                wanted = min(CHUNK_SIZE, length - done)
-                aligned = -(-wanted // _ALIGN) * _ALIGN  # whole blocks (the last one past)
-                try:
-                    got = min(os.preadv(fd, [buffer[:aligned]], offset + done), wanted)
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL:
-                        raise
-                    break  # the rest through the page cache
-                if not got:
-                    return done
-                digest.update(buffer[:got])
-                done += got
-                if got % _ALIGN:
-                    break
-        finally:
-            os.close(fd)
-    if done < length:
-        with open(path, "rb", buffering=0) as data:
-            done += _hash_region(data, offset + done, length - done, digest)
-    return done
-
-
 def _region(offset: Any, size: Any, sha256: Any) -> str:
     """The target of part ``n``'s ``n.in`` record."""
     return f"{offset}-{size}-{sha256}"
@@ -932,10 +895,9 @@ class LocalBlobStore:
             if not _read_region_record(directory, part):
                 return False
             digest = running.digest.copy()
-            path = self._upload_path(state)
-            if _hash_direct(path, part["offset"], part["size"], digest,
-                            self.direct_writes) != part["size"]:
-                return False
+            with open(self._upload_path(state), "rb", buffering=0) as data:
+                if _hash_region(data, part["offset"], part["size"], digest) != part["size"]:
+                    return False
             running.digest = digest
             return True
         finally:
