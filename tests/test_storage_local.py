@@ -385,18 +385,77 @@ def test_the_direct_writes_setting_is_a_boolean(tmp_path):
                       "modelreg.storage.local.direct_writes": "sometimes"})
 
 
-def test_parts_out_of_order_are_hashed_from_the_data_file(store):
-    """A part that lands beyond the running hash is read back from the data file once the
-    gap before it is filled, so the running hash covers the whole file and completion
-    reads nothing more."""
+def _spooled(data: bytes, tmp_path, name: str):
+    """``data`` as the app gets a body Waitress spooled to a file (files/body.py)."""
+    from modelreg.files.body import BodyReader
+
+    spool = open(tmp_path / name, "w+b")
+    spool.write(b"headers" + data)
+    spool.seek(7)
+    return spool, BodyReader(spool, len(data))
+
+
+def test_parts_out_of_order_are_hashed_from_their_spool(store, tmp_path):
+    """A part that lands beyond the running hash keeps its spool open after the request;
+    once the gap is filled its bytes are hashed from there, so the running hash covers the
+    whole file without reading the data file."""
     data = os.urandom(3 * 100_000)
     state = store.begin_upload()
-    parts = {n: _send(store, state, n, data[(n - 1) * 100_000:n * 100_000],
-                      (n - 1) * 100_000) for n in (3, 2, 1)}
+    parts = {}
+    for n in (3, 2, 1):
+        piece = data[(n - 1) * 100_000:n * 100_000]
+        spool, body = _spooled(piece, tmp_path, f"spool-{n}")
+        with spool:  # Waitress closes its spool when the request ends
+            parts[n] = store.upload_part(state, number=n, stream=body, length=len(piece),
+                                         expected_sha256=sha(piece), offset=(n - 1) * 100_000)
     running = store._running[state["id"]]
-    assert running.position == len(data) and not running._landed
+    assert running.position == len(data) and not running._spools
+    os.truncate(store.root / "uploads" / state["id"], 0)  # so the data file cannot be read
+    os.truncate(store.root / "uploads" / state["id"], len(data))
     digest, position = running.resume([parts[1], parts[2], parts[3]])
     assert (digest.hexdigest(), position) == (sha(data), len(data))
+    store.abort_upload(state)
+
+
+def test_a_spool_that_changed_is_not_trusted(store, tmp_path):
+    data = os.urandom(200_000)
+    state = store.begin_upload()
+    spool, body = _spooled(data[100_000:], tmp_path, "spool-2")
+    with spool:
+        second = store.upload_part(state, number=2, stream=body, length=100_000,
+                                   expected_sha256=sha(data[100_000:]), offset=100_000)
+        spool.seek(0, 2)
+        spool.write(b"more")  # the spool is not what it was: read the data file instead
+        spool.flush()
+        first = _send(store, state, 1, data[:100_000], 0)
+    assert store._running[state["id"]].position == len(data)
+    info = store.complete_parts(state, [first, second], expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data
+
+
+def test_spools_are_kept_within_a_budget_and_an_age(store, tmp_path, monkeypatch):
+    """Spools only save a reading: past the process's budget none is kept, an old one is
+    closed, and the upload completes all the same (from the data file)."""
+    data = os.urandom(300_000)
+    state = store.begin_upload()
+    monkeypatch.setattr(local._Spool, "LIMIT", 150_000)
+    parts = {}
+    for n in (3, 2):
+        piece = data[(n - 1) * 100_000:n * 100_000]
+        spool, body = _spooled(piece, tmp_path, f"spool-{n}")
+        with spool:
+            parts[n] = store.upload_part(state, number=n, stream=body, length=len(piece),
+                                         expected_sha256=sha(piece), offset=(n - 1) * 100_000)
+    running = store._running[state["id"]]
+    assert list(running._spools) == [200_000]  # the second did not fit the budget
+    monkeypatch.setattr(local._Spool, "MAX_AGE", 0.0)
+    spool, body = _spooled(b"x", tmp_path, "spool-other")
+    with spool:
+        other = local._Spool.of(body, 1)
+        assert other is not None  # and the old one was closed
+        other.close()
+    assert running._spools[200_000].closed
+    parts[1] = _send(store, state, 1, data[:100_000], 0)
     info = store.complete_parts(state, [parts[1], parts[2], parts[3]],
                                 expected_sha256=sha(data))
     assert store.open(info.sha256).read() == data

@@ -11,6 +11,8 @@ fills the buffer directly; :func:`body_stream` hands that on, bounded by
 from __future__ import annotations
 
 import io
+import os
+import stat
 from typing import Any
 
 from pyramid.request import Request
@@ -33,6 +35,18 @@ class BodyReader(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def spooled(self) -> tuple[int, int] | None:
+        """``(fd, offset)``: where the unread rest of the body lies in a regular file (the
+        spool Waitress wrote it to), or ``None`` (a body in memory).  A blob store may read
+        the bytes again from there (``os.pread``) after it read them from this stream;
+        the file is private to the request and never written again."""
+        try:
+            fd = self._file.fileno()
+            offset = self._file.tell()
+        except (AttributeError, OSError, ValueError):
+            return None
+        return (fd, offset) if stat.S_ISREG(os.fstat(fd).st_mode) else None
 
     def readinto(self, buffer: Any) -> int:
         if not self.remaining:

@@ -65,6 +65,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -149,6 +150,8 @@ _IN_PLACE = os.name == "posix" and hasattr(os, "pwrite")
 _COMPLETING = "completing"
 #: Uploads whose running hash one process keeps at most (the oldest are forgotten).
 _MAX_RUNNING = 256
+#: Spools of out-of-order parts one upload keeps open at most (see ``_Spool``).
+_MAX_SPOOLS = 32
 
 
 def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
@@ -316,6 +319,93 @@ class _RegionLock:
         return False
 
 
+class _Spool:
+    """A duplicate descriptor of the file a part's body was spooled to (Waitress's
+    temporary file), kept after the request so that the running hash can read the part's
+    bytes from memory the page cache still holds, instead of from the data file on the
+    disk.  The file is private to its request and never written again; its size and
+    modification time are checked before use all the same."""
+
+    #: Bytes of spools this process keeps at most, and seconds it keeps one at most:
+    #: spools are only a shortcut, and an upload whose gap is never filled must not pin
+    #: temporary space (they are the bodies' bytes, in TMPDIR).
+    LIMIT = 1024 * 1024 * 1024
+    MAX_AGE = 120.0
+    _lock = threading.Lock()
+    _held: dict[int, _Spool] = {}
+    _bytes = 0
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self.fd = os.dup(fd)
+        self.offset = offset
+        self.length = length
+        self.closed = False
+        self.since = time.monotonic()
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int]:
+        st = os.fstat(self.fd)
+        return st.st_size, st.st_mtime_ns
+
+    @classmethod
+    def of(cls, stream: Any, length: int) -> _Spool | None:
+        """The spool under ``stream`` (one with a ``spooled()`` method, see
+        :func:`modelreg.files.body.BodyReader.spooled`), before its ``length`` bytes are
+        read, or ``None``."""
+        spooled = getattr(stream, "spooled", None)
+        now = time.monotonic()
+        with cls._lock:
+            for old in [s for s in cls._held.values() if now - s.since > cls.MAX_AGE]:
+                old._release()
+            if cls._bytes + length > cls.LIMIT:
+                return None
+            cls._bytes += length  # reserved
+        spool = None
+        try:
+            where = spooled() if callable(spooled) else None
+            if where is not None:
+                spool = cls(where[0], where[1], length)
+        except (OSError, ValueError, TypeError):
+            spool = None
+        with cls._lock:
+            if spool is None:
+                cls._bytes -= length
+            else:
+                cls._held[id(spool)] = spool
+        return spool
+
+    def hashed(self, digest: Any) -> Any:
+        """A copy of ``digest`` fed the part's bytes, or ``None`` if the file changed or
+        the spool was closed (for its age) meanwhile."""
+        if self.closed or self._stat() != self._stamp:
+            return None
+        copy = digest.copy()
+        buffer = memoryview(bytearray(min(CHUNK_SIZE, max(self.length, 1))))
+        done = 0
+        while done < self.length:
+            got = os.preadv(self.fd, [buffer[:min(len(buffer), self.length - done)]],
+                            self.offset + done)
+            if not got:
+                return None
+            copy.update(buffer[:got])
+            done += got
+        with self._lock:  # not closed (its number not reused) while it was read
+            return copy if not self.closed and self._stat() == self._stamp else None
+
+    def _release(self) -> None:
+        """Close (the class's lock held)."""
+        if not self.closed:
+            self.closed = True
+            _Spool._bytes -= self.length
+            _Spool._held.pop(id(self), None)
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+
+    def close(self) -> None:
+        with self._lock:
+            self._release()
+
+
 def _part_key(part: dict[str, Any]) -> tuple[Any, ...]:
     return (part.get("number"), part.get("offset"), part.get("size"), part.get("sha256"))
 
@@ -335,6 +425,9 @@ class _RunningHash:
         self.position = 0
         self.consumed: list[tuple[Any, ...]] = []
         self._landed: dict[int, dict[str, Any]] = {}
+        #: For landed parts: a duplicate descriptor of the spool their bytes came from
+        #: (see :meth:`keep_spool`), read instead of the data file.
+        self._spools: dict[int, _Spool] = {}
         self._busy = False
         self._saved: Any = None
 
@@ -356,21 +449,29 @@ class _RunningHash:
                 self.consumed.append(_part_key(part))
             self._busy, self._saved = False, None
 
-    def landed(self, part: dict[str, Any]) -> None:
-        """A part was stored beyond ``position``: to be read from the data file once the
-        gap is filled."""
+    def landed(self, part: dict[str, Any], spool: _Spool | None = None) -> None:
+        """A part was stored beyond ``position``: to be read once the gap is filled (from
+        ``spool`` if given: this object closes it)."""
         with self._lock:
-            if part["offset"] >= self.position:
-                self._landed[part["offset"]] = part
+            offset = part["offset"]
+            if offset >= self.position:
+                self._landed[offset] = part
+                self._close_spool(offset)
+                if spool is not None:
+                    if len(self._spools) < _MAX_SPOOLS:
+                        self._spools[offset], spool = spool, None
+            if spool is not None:
+                spool.close()
 
     def forget(self, part: dict[str, Any]) -> None:
         with self._lock:
             if self._landed.get(part.get("offset")) == part:
                 del self._landed[part["offset"]]
+                self._close_spool(part["offset"])
 
-    def next_to_read(self) -> dict[str, Any] | None:
-        """The landed part at ``position`` (the caller reads it into ``digest``), if no
-        other thread is busy."""
+    def next_to_read(self) -> tuple[dict[str, Any], _Spool | None] | None:
+        """The landed part at ``position`` and its spool (the caller reads it into
+        ``digest`` and closes the spool), if no other thread is busy."""
         with self._lock:
             if self._busy:
                 return None
@@ -378,7 +479,18 @@ class _RunningHash:
             if part is None:
                 return None
             self._busy = True
-            return part
+            return part, self._spools.pop(part["offset"], None)
+
+    def _close_spool(self, offset: int) -> None:
+        spool = self._spools.pop(offset, None)
+        if spool is not None:
+            spool.close()
+
+    def close(self) -> None:
+        """Close the spools still kept (the upload is over, or forgotten here)."""
+        with self._lock:
+            for offset in list(self._spools):
+                self._close_spool(offset)
 
     def stop_reading(self, part: dict[str, Any] | None) -> None:
         with self._lock:
@@ -774,6 +886,8 @@ class LocalBlobStore:
         upload_id = state["id"]
         running = self._running_hash(upload_id)
         feeding = running.start_feeding(offset)
+        # Out of order: keep where the bytes were spooled, to hash them from there later.
+        spool = None if feeding else _Spool.of(stream, length)
         try:
             with _fs_errors("receiving a part"):
                 try:
@@ -799,6 +913,8 @@ class LocalBlobStore:
         except BaseException:
             if feeding:
                 running.stop_feeding(None)
+            if spool is not None:
+                spool.close()
             if not self._upload_path(state).exists():  # aborted meanwhile: no empty folder
                 self._remove_parts(state)
             raise
@@ -806,7 +922,7 @@ class LocalBlobStore:
         if feeding:
             running.stop_feeding(part)
         else:
-            running.landed(part)
+            running.landed(part, spool)
         self._catch_up(state, running)
         return part
 
@@ -864,22 +980,30 @@ class LocalBlobStore:
             running = self._running.get(upload_id)
             if running is None:
                 while len(self._running) >= _MAX_RUNNING:  # uploads abandoned here
-                    self._running.pop(next(iter(self._running)))
+                    self._running.pop(next(iter(self._running))).close()
                 running = self._running[upload_id] = _RunningHash()
             return running
 
     def _catch_up(self, state: dict[str, Any], running: _RunningHash) -> None:
-        """Hash the parts that landed here after the running hash's position (out of
-        order, or written while another was being hashed) once the gap before them is
-        filled: read back from the data file (from the disk, after direct writes)."""
+        """Hash the parts that landed here in order after the running hash's position
+        (parts written while another was being hashed): from their spool while it is
+        kept, else from the data file."""
         directory = self._parts_dir(state)
-        while (part := running.next_to_read()) is not None:
+        while (found := running.next_to_read()) is not None:
+            part, spool = found
             done = False
             try:
-                done = self._hash_from_data(state, directory, part, running)
+                if spool is not None:
+                    hashed = spool.hashed(running.digest)
+                    if hashed is not None:
+                        running.digest, done = hashed, True
+                if not done:
+                    done = self._hash_from_data(state, directory, part, running)
             except OSError:
                 done = False
             finally:
+                if spool is not None:
+                    spool.close()
                 running.stop_reading(part if done else None)
             if not done:
                 return
@@ -1011,7 +1135,9 @@ class LocalBlobStore:
             os.unlink(path)
         self._remove_parts(state)
         with self._running_lock:
-            self._running.pop(state["id"], None)
+            running = self._running.pop(state["id"], None)
+        if running is not None:
+            running.close()
 
 
 def create_store(settings: dict[str, Any]) -> LocalBlobStore:
