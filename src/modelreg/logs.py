@@ -300,9 +300,10 @@ def _log_access(request: Request, status: int, size: int | None, start: float, *
         method = request.method
         # The record is made here and handed to the logger's handlers as
         # ``access_log.info`` would, without its search of the stack for the caller
-        # (``Logger.findCaller``, a third of the line's cost; docs/performance.md, "Read
-        # path"): the caller is always this function.  Levels, filters, handlers and
-        # formatters of the ini's logging sections apply as to any record.
+        # (``Logger.findCaller``, about a sixth of the line's instructions;
+        # docs/performance.md, "Read path"): the caller is always this function.
+        # Levels, filters, handlers and formatters of the ini's logging sections apply
+        # as to any record.
         record = access_log.makeRecord(
             access_log.name, logging.INFO, _SOURCE_FILE, _SOURCE_LINE, _ACCESS_FORMAT,
             (method, path, status, duration_ms, "-" if size is None else size,
