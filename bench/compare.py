@@ -103,6 +103,20 @@ def _proc_table() -> dict[int, tuple[int, float, int]]:
     return table
 
 
+def database_cpu(command: str = "postgres") -> float:
+    """CPU seconds (user + system) of every process named ``command``: a database server
+    on this machine (PostgreSQL's postmaster and its backends), which shares the cores
+    with the app it serves."""
+    total = 0.0
+    for pid, (_, cpu, _) in _proc_table().items():
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == command:
+                total += cpu
+        except OSError:
+            continue
+    return total
+
+
 def tree_usage(root: int) -> tuple[float, int, int]:
     """(CPU seconds, RSS bytes, processes) of ``root`` and all its descendants."""
     table = _proc_table()
@@ -579,13 +593,13 @@ def measure(adapter: Adapter, operation: Callable[[Conn, int], Any], clients: in
 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(warm, range(clients)))
-    cpu_before = tree_usage(adapter.root_pid)[0]
+    cpu_before, db_before = tree_usage(adapter.root_pid)[0], database_cpu()
     start = time.perf_counter()
     deadline[0] = start + seconds
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(worker, range(clients)))
     elapsed = time.perf_counter() - start
-    cpu_after = tree_usage(adapter.root_pid)[0]
+    cpu_after, db_after = tree_usage(adapter.root_pid)[0], database_cpu()
     for conn in conns:
         conn.close()
     flat = [s for per in samples for s in per]
@@ -594,7 +608,8 @@ def measure(adapter: Adapter, operation: Callable[[Conn, int], Any], clients: in
     return {"requests": len(flat), "errors": len(errors), "first_error": errors[:1],
             "rps": len(flat) / elapsed, "p50_ms": statistics.median(flat),
             "p99_ms": percentile(flat, 0.99),
-            "cpu_ms": (cpu_after - cpu_before) * 1000 / len(flat)}
+            "cpu_ms": (cpu_after - cpu_before) * 1000 / len(flat),
+            "db_cpu_ms": (db_after - db_before) * 1000 / len(flat)}
 
 
 def seed(adapter: Adapter, start: int, stop: int, clients: int = 16) -> float:
@@ -769,9 +784,9 @@ def run_wrk(target: Any, specs: list[dict[str, Any]], connections: int, seconds:
         command += ["-H", "Connection: close"]
     command.append(f"http://127.0.0.1:{target.port}/")
     try:
-        cpu_before = tree_usage(target.root_pid)[0]
+        cpu_before, db_before = tree_usage(target.root_pid)[0], database_cpu()
         done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
-        cpu_after = tree_usage(target.root_pid)[0]
+        cpu_after, db_after = tree_usage(target.root_pid)[0], database_cpu()
     finally:
         os.unlink(script.name)
     line = next((x for x in done.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
@@ -786,7 +801,8 @@ def run_wrk(target: Any, specs: list[dict[str, Any]], connections: int, seconds:
                 if raw[k]][:1],
             "rps": ok / (raw["duration_us"] / 1e6), "p50_ms": raw["p50_us"] / 1000,
             "p99_ms": raw["p99_us"] / 1000,
-            "cpu_ms": (cpu_after - cpu_before) * 1000 / max(1, ok), "wrk": raw}
+            "cpu_ms": (cpu_after - cpu_before) * 1000 / max(1, ok),
+            "db_cpu_ms": (db_after - db_before) * 1000 / max(1, ok), "wrk": raw}
 
 
 class HelloServer(LiveServer):
@@ -1257,6 +1273,8 @@ def issue18_markdown(report: dict[str, Any]) -> str:
                 + (f"{_x(less)} less ({_x(less4) if less4 else '-'})" if less else "-")
                 + f" | ≤ 1/6 | {_met(None if less is None else less >= 6)} | "
                 + (f"hello {ceiling['cpu_ms']:.2f} ms" if ceiling else "-") + " |")
+        if phase == "postgresql" and driver == "wrk" and ours and best:
+            cpu_rows.append(_write_cpu_row(operation, ours, four, by, best, m["cpus"]))
     lines += cpu_rows
     transfers = report.get("transfers") or {}
     by_system = transfers.get("systems", {})
@@ -1314,17 +1332,46 @@ def issue18_markdown(report: dict[str, Any]) -> str:
 
     lines += ["", "Every measurement: requests/s of the answers below 400, p50 / p99 ms, "
               "server CPU ms per request (`/proc/<pid>/stat` of the server's processes), "
-              "errors (wrk: connect/read/write/status/timeout; Python: failed requests).", "",
+              "PostgreSQL's CPU ms per request (its processes on this machine; on SQLite "
+              "whatever else PostgreSQL did meanwhile), errors (wrk: "
+              "connect/read/write/status/timeout; Python: failed requests).", "",
               "| database | operation | clients | driver | system | mode | req/s | p50 | p99 "
-              "| CPU ms | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| CPU ms | PostgreSQL CPU ms | errors |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         lines.append(
             f"| {row['phase']} | {row['operation']} | {row['clients']} | {row['driver']} | "
             f"{row['system']} | {row['mode']} | {row['rps']:.0f} | {row['p50_ms']:.1f} | "
             f"{row['p99_ms']:.1f} | {row['cpu_ms']:.2f} | "
+            + (f"{row['db_cpu_ms']:.2f} | " if "db_cpu_ms" in row else "- | ")
             + (f"{row['errors']} ({'; '.join(row['first_error'])[:80]})" if row["errors"]
                else "0") + " |")
     return "\n".join(lines) + "\n"
+
+
+def _write_cpu_row(operation: str, ours: dict[str, Any], four: dict[str, Any] | None,
+                   by: dict[tuple[str, str], dict[str, Any]], best: dict[str, Any],
+                   cpus: int) -> str:
+    """The CPU a write costs on PostgreSQL — the app's and the database server's, both on
+    this machine's cores — and the rate those cores allow at that cost, beside the rate
+    that 3x MLflow's best would need."""
+    def total(row: dict[str, Any]) -> float:
+        return row["cpu_ms"] + row.get("db_cpu_ms", 0.0)
+
+    mlflow = [r for r in by.values() if r["system"] == "MLflow" and r["cpu_ms"]]
+    least = min(mlflow, key=total) if mlflow else None
+    def cell(row: dict[str, Any]) -> str:
+        return f"{row['cpu_ms']:.2f} + {row.get('db_cpu_ms', 0.0):.2f} ms"
+
+    allowed = cpus * 1000 / total(ours) if total(ours) else 0.0
+    one_core = 1000 / ours["cpu_ms"] if ours["cpu_ms"] else 0.0
+    return (f"| CPU per write (app + PostgreSQL): {operation} (wrk) | {cell(ours)} | "
+            + (cell(four) if four else "-")
+            + (f" | {cell(least)} ({least['mode']}, its least) | "
+               f"{_x(total(least) / total(ours))} less" if least and total(ours) else " | - | -")
+            + f" | — | — | {cpus} cores at modelreg's app + PostgreSQL CPU per write allow "
+            f"{allowed:.0f} writes/s, its app's {ours['cpu_ms']:.2f} ms on one core "
+            f"{one_core:.0f}/s; 3x MLflow's best needs {3 * best['rps']:.0f}/s |")
 
 
 def start_system(system: str, work: Path, database_kind: str, databases: list[TestDatabase],

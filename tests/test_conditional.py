@@ -141,6 +141,33 @@ def test_head_answers_the_etag_and_304(served, client):
     assert (status, body, headers["ETag"]) == (304, b"", get_headers["ETag"])
 
 
+def test_revalidations_keep_their_connection(served, client):
+    """A poller's ``304``s (and a ``204``) arrive on one connection: Waitress by itself
+    closed it after every answer without a body (modelreg.servers, BodilessKeepAliveTask)."""
+    path = f"{BASE}/aliases/champion"
+    status, headers, _ = client.call("GET", path, headers=bearer(served.reader))
+    assert status == 200
+    sock = client.conn.sock
+    assert sock is not None
+    for _ in range(3):
+        status, headers304, body = client.call(
+            "GET", path, headers={**bearer(served.reader), "If-None-Match": headers["ETag"]})
+        assert (status, body) == (304, b"")
+        assert headers304.get("Connection") is None
+        assert client.conn.sock is sock, "the connection was closed after a 304"
+    # A 204 (a tag deleted) keeps it too, and a request that asks to close still closes.
+    client.json("PUT", f"{BASE}/tags/poll", {"value": "x"}, headers=bearer(served.admin))
+    status, headers204, body = client.call("DELETE", f"{BASE}/tags/poll",
+                                           headers=bearer(served.admin))
+    assert (status, body) == (204, b"")
+    assert headers204.get("Connection") is None and client.conn.sock is sock
+    status, headers304, _ = client.call(
+        "GET", path, headers={**bearer(served.reader), "If-None-Match": headers["ETag"],
+                              "Connection": "close"})
+    assert status == 304 and headers304["Connection"] == "close"
+    assert client.conn.sock is None
+
+
 def _etag(client: LiveClient, served: Served, path: str) -> str:
     status, headers, body = client.call("GET", path, headers=bearer(served.reader))
     assert status == 200, body

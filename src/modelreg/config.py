@@ -8,7 +8,8 @@ from typing import Any
 
 from pyramid.config import Configurator
 from pyramid.events import ContextFound, NewRequest
-from pyramid.interfaces import IRequestExtensions, IRequestFactory
+from pyramid.interfaces import IMultiView, IRequestExtensions, IRequestFactory
+from pyramid.predicates import RequestMethodPredicate
 from pyramid.renderers import JSON
 from pyramid.request import Request
 
@@ -82,7 +83,50 @@ def configure(
     config.include(".worker")
     config.commit()
     bake_request_extensions(config.registry)
+    order_views_by_method(config.registry)
     return config
+
+
+def _methods_of(view: Any) -> frozenset[str] | None:
+    """The methods of a view's ``request_method`` predicate (``None`` without one)."""
+    for predicate in getattr(view, "__predicates__", ()):
+        if isinstance(predicate, RequestMethodPredicate):
+            return frozenset(predicate.val)
+    return None
+
+
+def order_views_by_method(registry: Any) -> int:
+    """In each of Pyramid's multi-views (the views of one route), try the ``GET`` view
+    before the other methods' views of the same rank; returns how many were reordered.
+
+    Pyramid tries a route's views in order (their number of predicates, then the order in
+    which they were added: here venusian's, alphabetical, so ``delete_alias`` before
+    ``get_alias``), and each view whose ``request_method`` does not match raises
+    ``PredicateMismatch`` — an HTTP exception, that is a whole WebOb ``Response``, about
+    7 µs — before the next is tried: every read paid for one.  Only views of one rank whose
+    ``request_method`` sets are pairwise disjoint are reordered, so that the view that
+    answers a request is the same as before.
+    """
+    reordered = 0
+    for registration in registry.registeredAdapters():
+        if registration.provided is not IMultiView:
+            continue
+        multiview = registration.factory
+        ranks: dict[Any, list[tuple[Any, Any, Any]]] = {}
+        for entry in multiview.views:
+            ranks.setdefault(entry[0], []).append(entry)
+        views = []
+        for rank in sorted(ranks):
+            entries = ranks[rank]
+            methods = [_methods_of(view) for _, view, _ in entries]
+            if (len(entries) > 1 and None not in methods
+                    and sum(map(len, methods)) == len(frozenset().union(*methods))):
+                ordered = sorted(entries, key=lambda e: "GET" not in (_methods_of(e[1]) or ()))
+                reordered += ordered != entries
+                entries = ordered
+            views += entries
+        multiview.views[:] = views
+    return reordered
 
 
 def bake_request_extensions(registry: Any) -> None:

@@ -2,7 +2,9 @@
 
 Nothing here is built at import time.  :func:`includeme` builds the engine from the settings
 and gives every request a ``request.dbsession`` joined to ``request.tm`` (pyramid_tm commits or
-aborts it; views never commit by hand).  ``request.environ["app.dbsession"]`` wins when set,
+aborts it; views never commit by hand), except the requests of views declared read-only
+(:func:`add_read_only_view`), whose session belongs to no transaction manager, refuses to
+write and is closed when the request ends.  ``request.environ["app.dbsession"]`` wins when set,
 which is the seam tests use.
 
 SQLite is made fit for a multi-threaded server here, in one place: WAL, a busy timeout,
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from pyramid.config import Configurator
 from pyramid.interfaces import IRoutesMapper
 from pyramid.request import Request
 from pyramid.settings import asbool
+from pyramid.urldispatch import RoutesMapper
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -52,6 +55,10 @@ MAX_RETRIED_BODY = 1024 * 1024
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Where the (route name, method) pairs of streaming views are kept in the registry.
 STREAMING_KEY = keys.DB_STREAMING
+#: Where the (route name, method) pairs of read-only views are kept in the registry.
+READ_ONLY_KEY = keys.DB_READ_ONLY
+#: Set in the WSGI environ of a request that :func:`tm_activate_hook` kept out of pyramid_tm.
+READ_ONLY_REQUEST = "modelreg.read_only"
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
@@ -307,6 +314,39 @@ def get_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, class_=session_class)
 
 
+class ReadOnlyRequestError(RuntimeError):
+    """A write through the session of a request served outside pyramid_tm
+    (:func:`add_read_only_view`): nothing would ever commit it."""
+
+
+def _refuse_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    raise ReadOnlyRequestError(
+        "this request's view was declared read-only (modelreg.db.add_read_only_view): "
+        "its session cannot write")
+
+
+def _refuse_orm_writes(state: Any) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        _refuse_flush(state.session, None, None)
+
+
+def get_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A session factory for the requests of read-only views (:func:`add_read_only_view`):
+    no transaction manager; the session is rolled back and closed when the request ends.
+
+    Its sessions refuse to write (:class:`ReadOnlyRequestError`): a flush of anything, an
+    ORM ``INSERT``/``UPDATE``/``DELETE`` statement, and :func:`mark_changed` (which every
+    Core write of the app and its plugins calls) raise, so that a view declared read-only
+    by mistake fails loudly instead of losing its writes to the rollback.
+    """
+    session_class = type("ReadOnlySession", (Session,), {
+        "__doc__": "A session of a read-only request of modelreg."})
+    event.listen(session_class, "before_flush", _refuse_flush)
+    event.listen(session_class, "do_orm_execute", _refuse_orm_writes)
+    session_class.modelreg_read_only = True  # type: ignore[attr-defined]
+    return sessionmaker(bind=engine, expire_on_commit=False, class_=session_class)
+
+
 def writer_engine(engine: Engine) -> Engine:
     """``engine`` marked for writing sessions: on SQLite they begin with ``BEGIN IMMEDIATE``."""
     return engine.execution_options(**{WRITER_OPTION: True})
@@ -357,6 +397,8 @@ def transaction(registry: Any, *, write: bool = True) -> Iterator[Session]:
 def mark_changed(dbsession: Session) -> None:
     """Tell the session's transaction manager that it wrote through a Core statement (which
     zope.sqlalchemy does not see), so that the transaction commits rather than rolls back."""
+    if getattr(dbsession, "modelreg_read_only", False):
+        _refuse_flush(dbsession, None, None)
     events = dbsession.info.get(ZOPE_EVENTS_KEY)
     if events is not None:
         events.mark_changed(dbsession)
@@ -364,10 +406,21 @@ def mark_changed(dbsession: Session) -> None:
         zope.sqlalchemy.mark_changed(dbsession)
 
 
+def _close_read_session(dbsession: Session) -> Callable[[Request], None]:
+    def close(request: Request) -> None:
+        dbsession.close()  # rolls back the read's transaction, returns the connection
+
+    return close
+
+
 def _dbsession(request: Request) -> Session:
     dbsession = request.environ.get("app.dbsession")
     if dbsession is None:
         registry = request.registry
+        if request.environ.get(READ_ONLY_REQUEST) and "tm.active" not in request.environ:
+            dbsession = registry[keys.DB_READ_SESSION_FACTORY]()
+            request.add_finished_callback(_close_read_session(dbsession))
+            return dbsession
         writes = request.method not in READ_METHODS and not is_streaming(request)
         dbsession = get_tm_session(
             registry[keys.DB_SESSION_FACTORY],
@@ -393,13 +446,71 @@ def is_streaming(request: Request) -> bool:
     streaming = request.registry.get(STREAMING_KEY)
     if not streaming or request.method in READ_METHODS:
         return False
+    route = _matched_route(request)  # pyramid_retry asks before the router matched it
+    return route is not None and (route.name, request.method) in streaming
+
+
+def add_read_only_view(config: Configurator, route_name: str, method: str = "GET") -> None:
+    """Mark the view of ``route_name`` and ``method`` (``GET``, and ``HEAD`` with it) as one
+    that only reads: its requests run outside pyramid_tm (:func:`tm_activate_hook`).
+
+    Such a request's ``request.dbsession`` belongs to no transaction manager: it is rolled
+    back and closed when the request ends (a finished callback), and it refuses to write
+    (:func:`get_read_session_factory`).  That saves the transaction package's two-phase
+    commit, zope.sqlalchemy's data manager and their events on every read
+    (docs/performance.md, "Read path").  Only views that never write (no audit record,
+    no lazily created row, no after-commit hook) may be marked.
+    """
+    read_only = config.registry.setdefault(READ_ONLY_KEY, set())
+    read_only.add((route_name, method))
+    if method == "GET":
+        read_only.add((route_name, "HEAD"))
+
+
+class MatchOnceRoutesMapper(RoutesMapper):
+    """Pyramid's routes mapper, matching a request's route once: what asks for the route
+    before the router does (:func:`tm_activate_hook`, :func:`is_streaming`) and the router
+    share one walk of the route list (156 routes with the plugins; about 5 µs a walk).
+
+    The match is kept on the request with its method and path, and made again if either
+    changed since.
+    """
+
+    def __call__(self, request: Request) -> dict[str, Any]:
+        """The route and match of ``request``, as :class:`RoutesMapper` finds them."""
+        key = (request.environ.get("REQUEST_METHOD"), request.environ.get("PATH_INFO"))
+        cached = request.__dict__.get(_MATCHED_KEY)
+        if cached is not None and cached[0] == key:
+            return cached[1]  # type: ignore[no-any-return]
+        info = super().__call__(request)
+        request.__dict__[_MATCHED_KEY] = (key, info)
+        return info  # type: ignore[no-any-return]
+
+
+_MATCHED_KEY = "_modelreg_matched_route"
+
+
+def _matched_route(request: Request) -> Any:
     route = getattr(request, "matched_route", None)
-    if route is None:  # pyramid_retry asks before the router matched the route
+    if route is None:  # the tweens run before the router matched the route
         try:
             route = request.registry.getUtility(IRoutesMapper)(request)["route"]
         except UnicodeDecodeError:  # a path that is not UTF-8: refused with a 400 later
-            return False
-    return route is not None and (route.name, request.method) in streaming
+            return None
+    return route
+
+
+def tm_activate_hook(request: Request) -> bool:
+    """pyramid_tm's ``tm.activate_hook``: whether ``request`` runs in a transaction of
+    pyramid_tm — every request but those to a view marked with :func:`add_read_only_view`."""
+    read_only = request.registry.get(READ_ONLY_KEY)
+    if not read_only or request.method not in ("GET", "HEAD"):
+        return True
+    route = _matched_route(request)
+    if route is None or (route.name, request.method) not in read_only:
+        return True
+    request.environ[READ_ONLY_REQUEST] = True
+    return False
 
 
 def retry_activate_hook(request: Request) -> int | None:
@@ -431,11 +542,15 @@ def includeme(config: Configurator) -> None:
     # pyramid_tm would authenticate the caller to annotate the transaction, above the
     # exception views: a refused token would escape as a bare 500 instead of a JSON 401.
     settings.setdefault("tm.annotate_user", False)
+    settings.setdefault("tm.activate_hook", tm_activate_hook)
     config.include("pyramid_tm")
     settings.setdefault("retry.activate_hook", retry_activate_hook)
     config.include("pyramid_retry")
     engine = get_engine(settings)
     config.registry[keys.DB_SESSION_FACTORY] = get_session_factory(engine)
+    config.registry[keys.DB_READ_SESSION_FACTORY] = get_read_session_factory(engine)
     config.registry[keys.DB_ENGINE] = engine
     config.registry[keys.DB_WRITER_ENGINE] = writer_engine(engine)
     config.add_request_method(_dbsession, "dbsession", reify=True)
+    if config.registry.queryUtility(IRoutesMapper) is None:  # no route added yet
+        config.registry.registerUtility(MatchOnceRoutesMapper(), IRoutesMapper)

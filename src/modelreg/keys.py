@@ -17,6 +17,11 @@ DB_WRITER_ENGINE = "db_writer_engine"
 DB_SESSION_FACTORY = "dbsession_factory"
 #: The routes whose responses stream from the database (:func:`modelreg.db.streaming_view`).
 DB_STREAMING = "modelreg.db.streaming"
+#: The (route name, method) pairs of views that only read, served outside pyramid_tm
+#: (:func:`modelreg.db.add_read_only_view`).
+DB_READ_ONLY = "modelreg.db.read_only"
+#: The session factory of those views' sessions (:func:`modelreg.db.get_read_session_factory`).
+DB_READ_SESSION_FACTORY = "modelreg.db.read_session_factory"
 #: The active blob store (:mod:`modelreg.storage`).
 BLOB_STORE = "modelreg.blob_store"
 #: The security policy (:class:`modelreg.security.policy.SecurityPolicy`).

@@ -24,6 +24,7 @@ from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from . import keys
+from .db import add_read_only_view
 from .errors import ApiError, BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from .settings import API_MAX_JSON_BODY
 
@@ -193,8 +194,12 @@ def add_api_view(
 
     ``etag=True`` (a ``GET`` with a JSON response) makes its answers conditional
     (:func:`conditional_view`); the document then lists ``304`` among its answers.
+    ``read_only=True`` (a ``GET`` that never writes) serves its requests outside pyramid_tm
+    (:func:`modelreg.db.add_read_only_view`).
     """
     renderer = options.pop("renderer", "json" if operation.response is not None else None)
+    if options.pop("read_only", False):
+        add_read_only_view(config, operation.route_name, operation.method)
     if options.get("etag") and 304 not in operation.empty:
         operation.empty = (*operation.empty, 304)
     config.add_view(

@@ -17,7 +17,8 @@ are known, start-up warns if the pool is the smaller.
 
 It also holds the Waitress that modelreg's ini files serve with (``use = egg:modelreg#waitress``,
 :func:`serve_paste`): Waitress itself, with a request parser that closes what Waitress 3.0.x
-leaves open (:class:`FramingGuardParser`).
+leaves open (:class:`FramingGuardParser`), and a task that keeps an HTTP/1.1 connection
+open after a ``304`` or ``204`` (:class:`BodilessKeepAliveTask`).
 """
 
 from __future__ import annotations
@@ -139,7 +140,40 @@ def _guard_classes() -> tuple[type, type]:
     """The parser and channel classes, built against Waitress 3.0.x."""
     from waitress.channel import HTTPChannel
     from waitress.parser import HTTPRequestParser, ParsingError
+    from waitress.task import WSGITask
     from waitress.utilities import RequestEntityTooLarge
+
+    class BodilessKeepAliveTask(WSGITask):
+        """Waitress 3.0.x's task, keeping an HTTP/1.1 connection open after a response that
+        has no body by its status (``204``, ``304``).
+
+        Waitress keeps a connection open only after a response with a ``Content-Length``
+        header, and it drops that header from a ``1xx``, ``204`` or ``304`` (which may not
+        carry one, RFC 9110 8.6), so it closed the connection after every such answer
+        (``build_response_header`` in ``waitress/task.py``: no ``Content-Length`` ->
+        ``set_close_on_finish``): a client polling an alias with ``If-None-Match``
+        reconnected after each ``304``.  Such a response ends with its header section (RFC
+        9112 6.3, rule 1), so the connection can carry the next request.  Only that one
+        close is skipped: a request's ``Connection: close``, HTTP/1.0, and every other
+        reason Waitress closes for (an error, a short body) still close.
+        """
+
+        _bodiless_keep_alive = False
+
+        def build_response_header(self) -> bytes:
+            self._bodiless_keep_alive = (
+                self.version == "1.1" and not self.has_body and not self.close_on_finish
+                and self.request.headers.get("CONNECTION", "").lower() != "close")
+            try:
+                return super().build_response_header()  # type: ignore[no-any-return]
+            finally:
+                self._bodiless_keep_alive = False
+
+        def set_close_on_finish(self) -> None:
+            # While the header of a bodiless HTTP/1.1 answer is built, the only call left
+            # is the "no Content-Length" one (see the class).
+            if not self._bodiless_keep_alive:
+                super().set_close_on_finish()
 
     class FramingGuardParser(HTTPRequestParser):
         """Waitress 3.0.x's request parser, refusing what it lets through.
@@ -195,6 +229,7 @@ def _guard_classes() -> tuple[type, type]:
 
     class FramingGuardChannel(HTTPChannel):
         parser_class = FramingGuardParser
+        task_class = BodilessKeepAliveTask
 
     return FramingGuardParser, FramingGuardChannel
 

@@ -106,7 +106,7 @@ def _check_body_size(request: Request, limit: int) -> None:
 
 
 @api_view("api.files", "GET", permission=READ, response=schemas.FileList, etag=True,
-          tags=["files"])
+          read_only=True, tags=["files"])
 def list_files(request: Request) -> dict[str, Any]:
     """List the files of a version (by number, alias, ``latest`` or digest)."""
     version, files = request.file_service.list_files(

@@ -41,7 +41,7 @@ def _query(request: Request, name: str) -> str | None:
 
 
 @api_view("api.models", "GET", permission=READ, response=schemas.ModelList, etag=True,
-          params=_LIST_PARAMS, tags=["models"])
+          read_only=True, params=_LIST_PARAMS, tags=["models"])
 def list_models(request: Request) -> dict[str, Any]:
     """List and search the models the caller may read."""
     # The page depends on the caller's grants: caches keep one per Authorization.
@@ -70,7 +70,7 @@ def create_model(request: Request) -> dict[str, Any]:
 
 
 @api_view("api.model", "GET", permission=READ, response=schemas.ModelOut, etag=True,
-          tags=["models"])
+          read_only=True, tags=["models"])
 def get_model(request: Request) -> dict[str, Any]:
     """Get a model."""
     service = request.registry_service
@@ -125,7 +125,7 @@ def delete_model_tag(request: Request) -> Response:
 
 
 @api_view("api.versions", "GET", permission=READ, response=schemas.VersionList, etag=True,
-          params=_LIST_PARAMS, tags=["versions"])
+          read_only=True, params=_LIST_PARAMS, tags=["versions"])
 def list_versions(request: Request) -> dict[str, Any]:
     """List and search the versions of a model (newest first by default)."""
     versions, token = request.registry_service.list_versions(
@@ -159,7 +159,7 @@ def create_version(request: Request) -> dict[str, Any]:
 
 
 @api_view("api.version", "GET", permission=READ, response=schemas.VersionOut, etag=True,
-          tags=["versions"])
+          read_only=True, tags=["versions"])
 def get_version(request: Request) -> dict[str, Any]:
     """Get a version by number, alias, ``latest`` or ``sha256:<digest>``."""
     return request.registry_service.version_document(
@@ -269,14 +269,14 @@ def require_alias_admin(request: Request, alias: str | None = None) -> None:
 
 
 @api_view("api.aliases", "GET", permission=READ, response=schemas.AliasList, etag=True,
-          tags=["aliases"])
+          read_only=True, tags=["aliases"])
 def list_aliases(request: Request) -> dict[str, Any]:
     """List the aliases of a model."""
     return {"aliases": request.registry_service.list_aliases(request.matchdict["model"])}
 
 
 @api_view("api.alias", "GET", permission=READ, response=schemas.AliasOut, etag=True,
-          tags=["aliases"])
+          read_only=True, tags=["aliases"])
 def get_alias(request: Request) -> dict[str, Any]:
     """Resolve an alias to its version."""
     return request.registry_service.alias_document(
@@ -309,7 +309,7 @@ def delete_alias(request: Request) -> Response:
 
 
 @api_view("api.alias_history", "GET", permission=READ, response=schemas.AliasHistoryOut, etag=True,
-          params=_LIST_PARAMS[2:], tags=["aliases"])
+          read_only=True, params=_LIST_PARAMS[2:], tags=["aliases"])
 def alias_history(request: Request) -> dict[str, Any]:
     """The moves of an alias, newest first."""
     alias = request.matchdict["alias"]

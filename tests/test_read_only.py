@@ -1,0 +1,111 @@
+"""Views declared read-only (``modelreg.db.add_read_only_view``, ``read_only=True`` on an
+API view) run outside pyramid_tm: their session belongs to no transaction manager, is closed
+when the request ends, and refuses to write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import webtest
+from pyramid.security import NO_PERMISSION_REQUIRED
+
+from modelreg import api, keys
+from modelreg.db import READ_ONLY_KEY, add_read_only_view, mark_changed
+from modelreg.models import Model
+from modelreg.testing import CORE_PLUGINS, clear_database, make_app
+
+OPEN = NO_PERMISSION_REQUIRED
+
+
+def peek(request: Any) -> dict[str, Any]:
+    request.dbsession.execute(sa.text("SELECT 1")).all()
+    return {"tm_active": bool(request.environ.get("tm.active")),
+            "session": type(request.dbsession).__name__}
+
+
+def add_object(request: Any) -> dict[str, Any]:
+    request.dbsession.add(Model(name="written", normalized_name="written"))
+    request.dbsession.flush()
+    return {}
+
+
+def orm_insert(request: Any) -> dict[str, Any]:
+    request.dbsession.execute(sa.insert(Model).values(name="written",
+                                                      normalized_name="written"))
+    return {}
+
+
+def core_write(request: Any) -> dict[str, Any]:
+    request.dbsession.connection().execute(sa.insert(Model.__table__).values(
+        name="written", normalized_name="written"))
+    mark_changed(request.dbsession)
+    return {}
+
+
+class ReadOnlyPlugin:
+    """A read-only view, the same view not declared read-only, and read-only views that
+    try to write in each way the app writes."""
+
+    @api.hookimpl
+    def modelreg_pyramid_configure(self, config: Any) -> None:
+        """The test routes."""
+        for name, view, read_only in (("ro.peek", peek, True), ("ro.tm", peek, False),
+                                      ("ro.add", add_object, True),
+                                      ("ro.orm", orm_insert, True),
+                                      ("ro.core", core_write, True)):
+            config.add_route(name, f"/ro/{name}")
+            config.add_view(view, route_name=name, request_method="GET", permission=OPEN,
+                            renderer="json")
+            if read_only:
+                add_read_only_view(config, name)
+
+
+@pytest.fixture
+def app(modelreg_settings: dict[str, Any], modelreg_database: Any) -> Any:
+    wsgi = make_app(modelreg_settings, (*CORE_PLUGINS, ReadOnlyPlugin()))
+    yield webtest.TestApp(wsgi, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+    clear_database(wsgi.registry["db_engine"])
+    wsgi.registry["db_engine"].dispose()
+
+
+def _checked_out(app: Any) -> int:
+    pool = app.app.registry[keys.DB_ENGINE].pool
+    return pool.checkedout() if hasattr(pool, "checkedout") else 0
+
+
+def test_a_read_only_view_runs_outside_pyramid_tm_and_returns_its_connection(app):
+    assert app.get("/ro/ro.peek").json == {"tm_active": False, "session": "ReadOnlySession"}
+    assert _checked_out(app) == 0
+    app.head("/ro/ro.peek", status=200)
+    assert _checked_out(app) == 0
+    # The same view, not declared read-only: in pyramid_tm's transaction, as before.
+    assert app.get("/ro/ro.tm").json == {"tm_active": True, "session": "TmSession"}
+
+
+@pytest.mark.parametrize("path", ["/ro/ro.add", "/ro/ro.orm", "/ro/ro.core"])
+def test_a_write_in_a_read_only_view_fails_and_writes_nothing(app, path):
+    response = app.get(path, status=500)
+    assert response.json["error"]["code"] == "internal_error"
+    assert _checked_out(app) == 0
+    engine = app.app.registry[keys.DB_ENGINE]
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(Model.__table__)
+                            .where(Model.name == "written")).scalar() == 0
+
+
+def test_the_core_json_reads_are_read_only(app):
+    read_only = app.app.registry[READ_ONLY_KEY]
+    for route in ("api.models", "api.model", "api.versions", "api.version", "api.aliases",
+                  "api.alias", "api.alias_history", "api.files"):
+        assert {(route, "GET"), (route, "HEAD")} <= read_only, route
+    # Writes, downloads and uploads stay in pyramid_tm.
+    assert not any(method not in ("GET", "HEAD") for _, method in read_only)
+    assert ("api.file", "GET") not in read_only
+
+
+def test_a_core_read_answers_and_returns_its_connection(app):
+    app.get("/api/v1/models/nothing/versions/1", status=(401, 404))
+    app.get("/api/v1/models", status=(200, 401))
+    assert _checked_out(app) == 0
