@@ -9,8 +9,9 @@ machine is, so that a change to the write path can be measured before and after 
   control (``BEGIN``, ``COMMIT``, ``ROLLBACK``) left out;
 * ``round trips`` (PostgreSQL): each query psycopg sends the server and waits for: a
   statement, the ``BEGIN`` it sends before the first statement of a transaction, the
-  ``COMMIT``, the pool's pre-ping, the ``PREPARE`` of a statement run for the fifth time
-  (counted on libpq's calls, through psycopg's Python binding of libpq, which this script
+  ``COMMIT``, the pool's pre-ping (since ``modelreg.db._ping_idle_connections``, only of a
+  connection idle for a second: none here), the ``PREPARE`` of a statement run for the
+  fifth time (counted on libpq's calls, through psycopg's Python binding of libpq, which this script
   selects with ``PSYCOPG_IMPL=python``: the same protocol as the C binding);
 
 What the worker then spends on each write's outbox event is measured by ``bench/outbox.py``.

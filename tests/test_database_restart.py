@@ -330,3 +330,35 @@ def test_an_unreachable_database_answers_json_503(scheme, tmp_path):
         assert "503" in paths[f"{API}/models"]["post"]["responses"]
     finally:
         app.registry["db_engine"].dispose()
+
+
+@pytest.mark.parametrize("ping_after", [0.0, 3600.0], ids=["pinged", "retried"])
+def test_a_restart_between_requests_fails_no_request(private_postgresql, tmp_path, monkeypatch,
+                                                     ping_after):
+    """The database restarts between two requests: the second one succeeds, whether its
+    pooled connection is pinged first (it lay idle long enough) or not (used a moment ago:
+    its first statement finds the connection lost, and the request is run again)."""
+    import webtest
+
+    from modelreg import db
+    from modelreg.testing import make_app
+
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", ping_after)
+    app = make_app({"sqlalchemy.url": private_postgresql.url, "retry.attempts": "3",
+                    "modelreg.auth.anonymous": "write",
+                    "modelreg.storage.local.path": str(tmp_path / "blobs")})
+    engine = app.registry["db_engine"]
+    pings = []
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping",
+                        lambda conn: pings.append(conn) or real_ping(conn))
+    try:
+        test = webtest.TestApp(app)
+        test.post_json(f"{API}/models", {"name": "m"}, status=201)
+        test.post_json(f"{API}/models/m/versions", {}, status=201)
+        private_postgresql.restart()
+        assert test.post_json(f"{API}/models/m/versions", {}, status=201).json["number"] == 2
+        assert test.get(f"{API}/models/m/versions/2", status=200).json["number"] == 2
+        assert bool(pings) == (ping_after == 0.0)
+    finally:
+        engine.dispose()

@@ -158,6 +158,35 @@ def test_postgresql_connections_are_set_for_short_statements(modelreg_database, 
         engine.dispose()
 
 
+@pytest.mark.parametrize(("pre_ping", "ping_after", "pings"), [
+    (None, None, 0), ("true", 0.0, 2), ("false", 0.0, 0)])
+def test_a_connection_used_a_moment_ago_is_not_pinged(modelreg_database, monkeypatch,
+                                                      pre_ping, ping_after, pings):
+    """``sqlalchemy.pool_pre_ping`` (default on) pings a pooled connection before use only
+    when it lay idle longer than ``PING_AFTER_IDLE_SECONDS``: a round trip per request less
+    under load (a restarted database: tests/test_database_restart.py)."""
+    if modelreg_database.backend == "sqlite":
+        pytest.skip("no server to lose")
+    from modelreg import db
+
+    if ping_after is not None:
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", ping_after)
+    settings = {"sqlalchemy.url": modelreg_database.url, "sqlalchemy.pool_size": "1"}
+    if pre_ping is not None:
+        settings["sqlalchemy.pool_pre_ping"] = pre_ping
+    engine = get_engine(settings)
+    seen = []
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda conn: seen.append(1) or real_ping(conn))
+    try:
+        for _ in range(3):  # a new connection (never pinged), then the same one twice
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+        assert len(seen) == pings
+    finally:
+        engine.dispose()
+
+
 def test_a_postgresql_parameter_that_is_no_value_stops_start_up():
     with pytest.raises(ValueError, match="max_parallel_workers_per_gather"):
         get_engine({"sqlalchemy.url": "postgresql+psycopg://postgres@127.0.0.1/x",

@@ -6,7 +6,8 @@ statement and budgets the writes of an app with its rules).  On PostgreSQL a sta
 round trip: the budgets below are what ``bench/statements.py`` measures there
 (docs/performance.md, "Write path").  Other databases get the statements their dialect needs
 on top, by what the dialect can do, never by name: the audit and outbox rows are two INSERTs
-where an INSERT cannot be a CTE of another (all but PostgreSQL), and a counter or a touched
+where an INSERT cannot be a CTE of another (all but PostgreSQL), so are a tag's read and its
+write, and an alias's write, its history row and its model's update, and a counter or a touched
 row is read back where an UPDATE returns no rows (MariaDB).
 
 Every write still writes its audit event and its outbox event, in its transaction: each test
@@ -16,6 +17,7 @@ budget here and say why in the commit.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,15 +40,18 @@ BUDGETS = {
     "create version": 3,
     # ... and the INSERT of its tags (one, whatever their number).
     "create version with tags": 4,
-    # The model locked; the version (locked) with the alias; the history row, the model's
-    # updated_at, the alias's INSERT or UPDATE; audit + outbox.
-    "set alias": 6,
-    "move alias": 6,
-    # UPDATE of the version's updated_at RETURNING it (it locks it), the tag, its INSERT or
-    # UPDATE (or DELETE), audit + outbox: an alias on the version changes nothing.
-    "set version tag": 4,
-    "replace version tag": 4,
-    "set tag of an aliased version": 4,
+    # The model locked; the version (locked) with the alias; the alias's INSERT or UPDATE
+    # with the history row and the model's updated_at (common table expressions of it);
+    # audit + outbox.
+    "set alias": 4,
+    "move alias": 4,
+    # UPDATE of the version's updated_at RETURNING it (it locks it), the tag's INSERT or
+    # UPDATE returning its previous value (one statement), audit + outbox: an alias on the
+    # version changes nothing.
+    "set version tag": 3,
+    "replace version tag": 3,
+    "set tag of an aliased version": 3,
+    # ... the tag read, its DELETE.
     "delete version tag": 4,
 }
 
@@ -57,14 +62,19 @@ RULED_BUDGETS = {
     "set tag of an aliased version": 9,
     "delete version tag": 9,
     # The model locked; the version with the alias; the documents the rule sees (the model,
-    # the new and the previous version); history, updated_at, the alias; audit + outbox.
-    "move alias": 9,
+    # the new and the previous version); the alias with history and updated_at; audit +
+    # outbox.
+    "move alias": 7,
 }
 
 
 def extra(engine: sa.Engine, operation: str) -> int:
     """Statements the dialect of ``engine`` needs beyond PostgreSQL's for ``operation``."""
     more = 0 if engine.dialect.name == "postgresql" else 1  # audit and outbox: two INSERTs
+    if engine.dialect.name != "postgresql" and "tag" in operation and "delete" not in operation:
+        more += 1  # the tag read, then written (not a CTE of its INSERT … ON CONFLICT)
+    if engine.dialect.name != "postgresql" and "alias" in operation:
+        more += 2  # the history row and the model's updated_at: not CTEs of the alias's write
     if not engine.dialect.update_returning:
         if operation.startswith("create version"):
             more += 2  # the model read first, its counter read back
@@ -176,3 +186,33 @@ def test_the_rule_still_refuses(ruled_app):
     response = ruled_app.put_json(f"{M}/aliases/champion", {"version": 2}, status=422)
     assert response.json["error"]["code"] == "validation_failed"
     assert ruled_app.get(f"{M}/aliases/champion").json["version"] == 1
+
+
+def test_a_tag_write_audits_the_value_it_replaced(testapp):
+    """A version tag's write reads its previous value with it (on PostgreSQL in the same
+    statement): the audit event says what it was, a new tag has none, and a new version's
+    tags (written without the unit of work) are the version's."""
+    populate(testapp)
+    engine = testapp.app.registry["db_engine"]
+
+    def last_event() -> tuple[Any, Any]:
+        with engine.connect() as conn:
+            audit = sa.table("audit_events", sa.column("id"), sa.column("before"),
+                             sa.column("after"))
+            before, after = conn.execute(sa.select(audit.c.before, audit.c.after)
+                                         .order_by(audit.c.id.desc())).first()
+        decode = lambda v: json.loads(v) if isinstance(v, str) else v  # noqa: E731
+        return decode(before), decode(after)
+
+    testapp.put_json(f"{M}/versions/1/tags/stage", {"value": "prod"}, status=200)
+    assert last_event() == ({"value": "dev"}, {"value": "prod"})
+    testapp.put_json(f"{M}/versions/1/tags/owner", {"value": "ana"}, status=200)
+    assert last_event() == (None, {"value": "ana"})
+    testapp.put_json(f"{M}/versions/1/tags/owner", {"value": "bo"}, status=200)
+    assert last_event() == ({"value": "ana"}, {"value": "bo"})
+    tags = testapp.get(f"{M}/versions/1").json["tags"]
+    assert tags == {"stage": "prod", "approved": "true", "owner": "bo"}
+    created = testapp.post_json(f"{M}/versions", {"tags": {"b": "2", "a": "1"}},
+                                status=201).json
+    assert created["tags"] == {"a": "1", "b": "2"} and created["aliases"] == []
+    assert testapp.get(f"{M}/versions/{created['number']}").json["tags"] == {"a": "1", "b": "2"}

@@ -20,6 +20,7 @@ not what the transaction it waited for has just committed, and counts checked un
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ import zope.sqlalchemy
 from pyramid.config import Configurator
 from pyramid.interfaces import IRoutesMapper
 from pyramid.request import Request
+from pyramid.settings import asbool
 from pyramid.urldispatch import RoutesMapper
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -90,6 +92,16 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 #: SQLSTATEs (PostgreSQL) and error numbers (MySQL/MariaDB) of transient conflicts.
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 _TRANSIENT_MYSQL_ERRORS = frozenset({1205, 1213})
+
+
+def is_lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` is a connection lost while a statement ran (the database restarted,
+    the connection was cut): the transaction was never committed, so running the request again
+    on a new connection is as safe as after a deadlock.  A connection lost during ``COMMIT``
+    (no statement) is not: whether the transaction landed is unknown."""
+    return (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+            and exc.statement is not None
+            and not exc.statement.lstrip()[:6].upper().startswith("COMMIT"))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -197,7 +209,10 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False}
     else:
-        kwargs["pool_pre_ping"] = True
+        # pool_pre_ping (default on) is the cheaper ping of _ping_idle_connections.
+        pre_ping = asbool(settings.get(prefix + "pool_pre_ping", True))
+        settings = {k: v for k, v in settings.items() if k != prefix + "pool_pre_ping"}
+        kwargs["pool_pre_ping"] = False
         if (url.get_backend_name() in ("mysql", "mariadb")
                 and not settings.get(prefix + "isolation_level")):
             kwargs["isolation_level"] = "READ COMMITTED"
@@ -208,7 +223,44 @@ def get_engine(settings: dict[str, Any], prefix: str = "sqlalchemy.") -> Engine:
     engine = sa.engine_from_config(settings, prefix, **kwargs)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, int(settings.get(SQLITE_BUSY_TIMEOUT_MS, 30000)))
+    elif pre_ping:
+        _ping_idle_connections(engine, PING_AFTER_IDLE_SECONDS)
     return engine
+
+
+#: A pooled connection is pinged before use only after it lay idle this long (seconds).
+PING_AFTER_IDLE_SECONDS = 1.0
+_IDLE_SINCE = "modelreg.idle_since"
+
+
+def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, only for connections idle more than ``idle_seconds``.
+
+    The pre-ping cost a round trip per request (docs/performance.md, "Write path").  A
+    connection in use a moment ago is not pinged: if the database restarted since, its first
+    statement fails as a disconnect, which invalidates every older pooled connection and is
+    retried like a deadlock (:func:`is_lost_connection`).  A connection that lay idle (a quiet
+    server, the worker) is pinged as before, so the first request after a restart needs no
+    retry.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine.pool, "checkin")
+    def on_checkin(dbapi_connection: Any, connection_record: Any) -> None:
+        connection_record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def on_checkout(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+        since = connection_record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < idle_seconds:
+            return  # a new connection, or one used a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                # The pool replaces it (and every connection older than it) and tries again.
+                raise sa.exc.InvalidatePoolError() from exc
+            raise
 
 
 #: Where a session made by :func:`get_session_factory` keeps the zope.sqlalchemy events of

@@ -17,7 +17,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid_retry import is_error_retryable, mark_error_retryable
 
-from .db import is_transient, is_unavailable
+from .db import is_lost_connection, is_transient, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +254,13 @@ def _internal_error_view(exc: Exception, request: Request) -> Response:
                 headers={"Retry-After": "1"},
             ),
         )
+    if is_lost_connection(exc):
+        # The database restarted under a pooled connection: the pool was invalidated, and
+        # another attempt gets a new connection (no pre-ping of recently used connections,
+        # modelreg.db._ping_idle_connections).
+        mark_error_retryable(exc)
+        if is_error_retryable(request, exc):
+            raise exc
     if is_unavailable(exc):
         log.warning("database unavailable on %s %s: %s", request.method, shown_path(request), exc)
         return error_response(

@@ -10,6 +10,7 @@ same transaction as the change.  Every write to a version reaches its row throug
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -19,8 +20,15 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased, contains_eager, lazyload
+from sqlalchemy.orm import (
+    Session,
+    aliased,
+    contains_eager,
+    lazyload,
+    make_transient_to_detached,
+)
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from ..db import mark_changed
 from ..errors import Conflict, NotFound, Unprocessable
@@ -143,19 +151,29 @@ def _locked_version_statement() -> Any:
 @functools.cache
 def _touch_version_statement() -> Any:
     """``UPDATE`` of a version's ``updated_at`` (parameter ``touched_at``) by its model's
-    normalized name (``model_name``) and number (``version_number``), returning the version
-    (read as it is under the row lock the UPDATE takes) and its model's name."""
-    model_id = (sa.select(Model.id).where(Model.normalized_name == sa.bindparam("model_name"))
+    normalized name (``model_name``) and number (``version_number``), returning the version's
+    id and number (read under the row lock the UPDATE takes) and its model's name."""
+    versions, models = Version.__table__, Model.__table__
+    model_id = (sa.select(models.c.id)
+                .where(models.c.normalized_name == sa.bindparam("model_name"))
                 .scalar_subquery())
-    model_name = sa.select(Model.name).where(Model.id == Version.model_id).scalar_subquery()
+    model_name = (sa.select(models.c.name).where(models.c.id == versions.c.model_id)
+                  .scalar_subquery())
     return (
-        sa.update(Version)
-        .where(Version.model_id == model_id,
-               Version.number == sa.bindparam("version_number"))
+        sa.update(versions)
+        .where(versions.c.model_id == model_id,
+               versions.c.number == sa.bindparam("version_number"))
         .values(updated_at=sa.bindparam("touched_at"))
-        .returning(Version, model_name)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        .returning(versions.c.id, versions.c.number, model_name)
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class LockedVersion:
+    """A version whose row a tag's write locked: what the write needs of it."""
+
+    id: int
+    number: int
 
 
 @functools.cache
@@ -182,17 +200,78 @@ def _version_and_alias_statement() -> Any:
 
 
 @functools.cache
+def _alias_statements(as_ctes: bool) -> dict[bool, tuple[Any, ...]]:
+    """What :meth:`RegistryCommands.set_alias` writes, for a moved alias (``False``) and a
+    new one (``True``): the history row, the model's ``updated_at`` and ``updated_by``, the
+    alias's UPDATE or INSERT; in one statement if ``as_ctes``.  Parameters prefixed
+    ``history_``, ``touch_``, ``alias_``."""
+    aliases, models = Alias.__table__, Model.__table__
+    history = _insert_of(AliasHistory.__table__, ("model_id", "alias", "from_version",
+                                                  "to_version", "actor", "at"), "history_")
+    touch = (sa.update(models).where(models.c.id == sa.bindparam("touch_model_id"))
+             .values(updated_at=sa.bindparam("touch_at", type_=models.c.updated_at.type),
+                     updated_by=sa.bindparam("touch_by", type_=models.c.updated_by.type)))
+    insert = _insert_of(aliases, ("model_id", "name", "version_id", "updated_at",
+                                  "updated_by"), "alias_")
+    move = (sa.update(aliases)
+            .where(aliases.c.model_id == sa.bindparam("alias_model_id"),
+                   aliases.c.name == sa.bindparam("alias_name"))
+            .values({name: sa.bindparam("alias_" + name, type_=aliases.c[name].type)
+                     for name in ("version_id", "updated_at", "updated_by")}))
+    if as_ctes:
+        return {created: (write.add_cte(history.cte("alias_history_row"))
+                          .add_cte(touch.cte("model_touched")),)
+                for created, write in ((True, insert), (False, move))}
+    return {True: (history, touch, insert), False: (history, touch, move)}
+
+
+@functools.cache
+def _name_taken_statement() -> Any:
+    """The name of the model whose normalized name is the parameter ``normalized`` (a Core
+    statement, built once: no ORM compilation per request)."""
+    models = Model.__table__
+    return sa.select(models.c.name).where(models.c.normalized_name == sa.bindparam("normalized"))
+
+
+@functools.cache
+def _columns_of(cls: Any) -> dict[str, str]:
+    """The column name of each attribute of the mapped class ``cls`` that is a column."""
+    return {prop.key: prop.columns[0].name for prop in cls.__mapper__.column_attrs}
+
+
+@functools.cache
+def _insert_of_class(cls: Any, returning: bool = True) -> Any:
+    """The ``INSERT`` of a row of ``cls``'s table (returning its id where the database
+    can)."""
+    statement = sa.insert(cls.__table__)
+    return statement.returning(cls.__table__.c.id) if returning else statement
+
+
+@functools.cache
+def _set_tag_statement() -> Any:
+    """PostgreSQL: set a version's tag (parameters ``version_id``, ``key``, ``value``),
+    inserted or updated, returning its previous value (``NULL`` if it had none)."""
+    return sa.text(
+        "WITH previous AS (SELECT value FROM version_tags"
+        " WHERE version_id = :version_id AND key = :key),"
+        " upsert AS (INSERT INTO version_tags (version_id, key, value)"
+        " VALUES (:version_id, :key, :value)"
+        " ON CONFLICT (version_id, key) DO UPDATE SET value = excluded.value)"
+        " SELECT value FROM previous")
+
+
+@functools.cache
 def _next_number_statement() -> Any:
-    """The model (parameter ``normalized``: its normalized name) with its version counter
-    incremented, its
-    row locked by the UPDATE and returned by it: :meth:`RegistryCommands.create_version` in
+    """The model's columns (parameter ``normalized``: its normalized name), in the order of
+    :func:`_columns_of`, with its version counter incremented, its row locked by the UPDATE
+    and returned by it: :meth:`RegistryCommands.create_version` in
     one statement where the database returns rows of an UPDATE."""
+    models = Model.__table__
     return (
-        sa.update(Model)
-        .where(Model.normalized_name == sa.bindparam("normalized"))
-        .values(next_version=Model.next_version + 1)
-        .returning(Model)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        sa.update(models)
+        .where(models.c.normalized_name == sa.bindparam("normalized"))
+        .values(next_version=models.c.next_version + 1)
+        .returning(*(models.c[column] for column in _columns_of(Model).values()))
     )
 
 
@@ -245,7 +324,7 @@ class RegistryCommands(RegistryQueries):
         mark_changed(self.db)
 
     def _check_name_free(self, name: str, normalized: str) -> None:
-        existing = self.db.scalar(sa.select(Model.name).where(Model.normalized_name == normalized))
+        existing = self.db.scalar(_name_taken_statement(), {"normalized": normalized})
         if existing is not None:
             same = existing == name
             raise Conflict(
@@ -289,20 +368,19 @@ class RegistryCommands(RegistryQueries):
             {"name": name, "description": description, "tags": tags}, previous=None
         )
         now = utcnow()
-        model = Model(
-            name=name,
-            normalized_name=normalized,
-            description=description,
-            next_version=1,
-            created_at=now,
-            updated_at=now,
-            created_by=self.actor,
-            updated_by=self.actor,
-            tags=[ModelTag(key=k, value=v) for k, v in sorted(tags.items())],
-            aliases=[],
-        )
-        self.db.add(model)
-        self._flush_unique(name)
+        values = {"name": name, "normalized_name": normalized, "description": description,
+                  "next_version": 1, "created_at": now, "updated_at": now,
+                  "created_by": self.actor, "updated_by": self.actor}
+        # Two requests may pass the existence check at once; the unique index decides.
+        try:
+            model = self._insert_new(Model, values, ModelTag, tags, owner_key="model_id",
+                                     loaded={"aliases": []})
+        except IntegrityError as exc:
+            raise Conflict(
+                f"model name {name!r} is already taken",
+                code="model_exists",
+                details={"model": name},
+            ) from exc
         self.record("model.created", "model", name, name,
                     after={"description": description, "tags": tags})
         return model
@@ -413,25 +491,44 @@ class RegistryCommands(RegistryQueries):
         # The update above locked the model's row: concurrent creators count one by one.
         check_new_version(self.db, self.settings, model)
         now = utcnow()
-        version = Version(
-            model=model,
-            number=number,
-            status="draft",
-            description=description,
-            metadata_=metadata,
-            lineage=lineage,
-            created_at=now,
-            updated_at=now,
-            created_by=self.actor,
-            updated_by=self.actor,
-            tags=[VersionTag(key=k, value=v) for k, v in sorted(tags.items())],
-        )
-        self.db.add(version)
-        self.db.flush()
-        set_committed_value(version, "aliases", [])  # a new version has none: no query
+        values = {"model_id": model.id, "number": number, "status": "draft",
+                  "description": description, "metadata_": metadata, "lineage": lineage,
+                  "problems": None, "digest": None, "archived_files": None,
+                  "created_at": now, "updated_at": now, "finalized_at": None,
+                  "created_by": self.actor, "updated_by": self.actor}
+        version = self._insert_new(Version, values, VersionTag, tags, owner_key="version_id",
+                                   loaded={"aliases": [], "model": model})
         self.record("version.created", "version", f"{model.name}/{number}", model.name,
                     after={"number": number, "tags": tags})
         return version
+
+    def _insert_new(self, cls: Any, values: dict[str, Any], tag_cls: Any, tags: dict[str, str],
+                    *, owner_key: str, loaded: dict[str, Any]) -> Any:
+        """A new row of ``cls`` (``values`` by attribute) and its tags (rows of ``tag_cls``
+        whose ``owner_key`` is its id), written with ``INSERT`` statements at once rather
+        than flushed by the unit of work, which cost as much CPU as the rest of the
+        request's statements together (docs/performance.md, "Write path").  The object
+        returned is in the session as if it had been read, its tags and the relationships
+        in ``loaded`` (name: value) loaded."""
+        row = {_columns_of(cls)[key]: value for key, value in values.items()}
+        if self.db.get_bind().dialect.insert_returning:
+            new_id = self.db.execute(_insert_of_class(cls), row).scalar_one()
+        else:
+            new_id = self.db.execute(_insert_of_class(cls, returning=False),
+                                     row).inserted_primary_key[0]
+        if tags:
+            self.db.execute(sa.insert(tag_cls.__table__), [
+                {owner_key: new_id, "key": k, "value": v} for k, v in tags.items()])
+        obj = cls(id=new_id, **values)
+        tag_objects = [tag_cls(**{owner_key: new_id}, key=k, value=v)
+                       for k, v in sorted(tags.items())]
+        for each in (obj, *tag_objects):
+            make_transient_to_detached(each)
+        set_committed_value(obj, "tags", tag_objects)
+        for name, value in loaded.items():
+            set_committed_value(obj, name, value)
+        self.db.add(obj)
+        return obj
 
     def _count_version(self, model_name: str) -> Model:
         """The model, its version counter incremented (its next number is then
@@ -440,9 +537,20 @@ class RegistryCommands(RegistryQueries):
         statement instead of three (read the model, update, read the counter back)."""
         name = normalize_name(model_name)
         if self.db.get_bind().dialect.update_returning:
-            model = self.db.scalars(_next_number_statement(), {"normalized": name}).first()
-            if model is None:
+            # A Core statement, its row made the model object here: the ORM's loading of
+            # an UPDATE's RETURNING cost more CPU than the rest of the statement.
+            row = self.db.execute(_next_number_statement(), {"normalized": name}).first()
+            if row is None:
                 raise model_not_found(model_name)
+            values = dict(zip(_columns_of(Model), row, strict=True))
+            held = self.db.identity_map.get(identity_key(Model, values["id"]))
+            if held is not None:  # read earlier in this session: as it is now
+                for key, value in values.items():
+                    set_committed_value(held, key, value)
+                return held
+            model = Model(**values)
+            make_transient_to_detached(model)
+            self.db.add(model)
             return model
         model = self.get_model(model_name)
         models = Model.__table__
@@ -662,26 +770,39 @@ class RegistryCommands(RegistryQueries):
                         after={"status": "ready", "digest": version.digest})
             self.queue_retention(version.model)
 
-    def set_version_tag(self, model_name: str, ref: str, key: str, value: str) -> Version:
+    def set_version_tag(self, model_name: str, ref: str, key: str, value: str) -> None:
         """Set a tag on a version (any state: tags annotate, they are not content)."""
         check_tag(key, value)
         version, name, rules = self._lock_for_tags(model_name, ref)
         if rules:
             self._check_alias_targets(version, lambda tags: {**tags, key: value})
+        if rules is None and self.db.get_bind().dialect.name in _DML_CTE_DIALECTS:
+            # One statement for the read of the tag and its INSERT or UPDATE, rather than
+            # a read and the unit of work's flush: under the version's lock (taken by the
+            # statement before), so the value it reads is the latest one.
+            previous = self.db.execute(_set_tag_statement(), {
+                "version_id": version.id, "key": key, "value": value}).scalar()
+            tag = self.db.identity_map.get(identity_key(VersionTag, (version.id, key)))
+            if tag is not None:
+                self.db.expire(tag, ["value"])
+            self._forget_tags(version)
+            self.record("version.tag_set", "version_tag", f"{name}/{version.number}:{key}",
+                        name, before=None if previous is None else {"value": previous},
+                        after={"value": value})
+            return
         tag = self.db.get(VersionTag, (version.id, key))
         before = None if tag is None else {"value": tag.value}
         if tag is None:
             # Added to the session, not appended to version.tags: that would load the whole
             # collection first, a query this request has no use for.
             self.db.add(VersionTag(version_id=version.id, key=key, value=value))
-            _expire_unloaded(self.db, version, "tags")
+            self._forget_tags(version)
         else:
             tag.value = value
         if rules is not None:
             version.updated_at = utcnow()
         self.record("version.tag_set", "version_tag", f"{name}/{version.number}:{key}", name,
                     before=before, after={"value": value})
-        return version
 
     def delete_version_tag(self, model_name: str, ref: str, key: str) -> None:
         """Delete a tag of a version; 404 if it has no such tag."""
@@ -699,13 +820,23 @@ class RegistryCommands(RegistryQueries):
         # Deleted as a row, not removed from version.tags: that would load the whole
         # collection first, a query this request has no use for.
         self.db.delete(tag)
-        _expire_unloaded(self.db, version, "tags")
+        self._forget_tags(version)
         if rules is not None:
             version.updated_at = utcnow()
         self.record("version.tag_deleted", "version_tag", f"{name}/{version.number}:{key}",
                     name, before={"value": tag.value})
 
-    def _lock_for_tags(self, model_name: str, ref: str) -> tuple[Version, str, bool | None]:
+    def _forget_tags(self, version: Version | LockedVersion) -> None:
+        """Forget the version's loaded tags (if this session holds it), after a tag's write
+        behind their back."""
+        if not isinstance(version, Version):
+            version = self.db.identity_map.get(identity_key(Version, version.id))
+            if version is None:
+                return
+        _expire_unloaded(self.db, version, "tags")
+
+    def _lock_for_tags(self, model_name: str, ref: str
+                       ) -> tuple[Version | LockedVersion, str, bool | None]:
         """The version whose tags a request changes, its row locked, with its model's name,
         and whether alias rules apply (:meth:`_alias_rules`).
 
@@ -718,12 +849,17 @@ class RegistryCommands(RegistryQueries):
         if rules or not self.db.get_bind().dialect.update_returning:
             version = self.lock_version(model_name, ref, lock_model=rules)
             return version, version.model.name, rules
+        # A Core statement: loading the version as an object cost a third of the CPU of
+        # a tag's write, and the write needs only its id and number.
         row = self.db.execute(_touch_version_statement(), {
             "model_name": normalize_name(model_name), "version_number": version_number(ref),
             "touched_at": utcnow()}).first()
         if row is None:
             raise self._ref_not_found(model_name, ref)
-        return row[0], row[1], None
+        held = self.db.identity_map.get(identity_key(Version, row[0]))
+        if held is not None:  # read earlier in this session: its updated_at just changed
+            self.db.expire(held, ["updated_at"])
+        return LockedVersion(row[0], row[1]), row[2], None
 
     def _alias_rules(self) -> bool:
         """Whether an alias rule may refuse anything (:func:`modelreg.validation.alias_rules`).
@@ -797,19 +933,19 @@ class RegistryCommands(RegistryQueries):
             if problems:
                 raise refusal(problems, f"alias {name!r} of {model.name!r}")
         now = utcnow()
+        self._write_alias(model, name, version, previous, created, now)
         if created:
-            alias = Alias(model_id=model.id, name=name, version=version, updated_at=now,
+            alias = Alias(model_id=model.id, name=name, version_id=version.id, updated_at=now,
                           updated_by=self.actor)
+            make_transient_to_detached(alias)
+            set_committed_value(alias, "version", version)
             self.db.add(alias)
         else:
-            alias.version = version
-            alias.version_id = version.id
-            alias.updated_at = now
-            alias.updated_by = self.actor
-        self.db.add(AliasHistory(model_id=model.id, alias=name, from_version=previous,
-                                 to_version=number, actor=self.actor, at=now))
-        self._touch(model)
-        self.db.flush()
+            for key, value in (("version_id", version.id), ("version", version),
+                               ("updated_at", now), ("updated_by", self.actor)):
+                set_committed_value(alias, key, value)
+        set_committed_value(model, "updated_at", now)
+        set_committed_value(model, "updated_by", self.actor)
         self.db.expire(model, ["aliases"])
         self.db.expire(version, ["aliases"])
         self.record("alias.set" if created else "alias.moved", "alias",
@@ -819,6 +955,24 @@ class RegistryCommands(RegistryQueries):
         if not created:
             self.queue_retention(model)  # the version it left may now be past keep_last
         return alias, model, created
+
+    def _write_alias(self, model: Model, name: str, version: Version, previous: int | None,
+                     created: bool, now: Any) -> None:
+        """The alias's INSERT or UPDATE, its history row and the model's ``updated_at``, as
+        Core statements rather than the unit of work's flush (which cost more CPU than the
+        rest of the request's statements); on PostgreSQL one statement, the history and the
+        model's update common table expressions of the alias's write."""
+        params = {
+            "history_model_id": model.id, "history_alias": name,
+            "history_from_version": previous, "history_to_version": version.number,
+            "history_actor": self.actor, "history_at": now,
+            "touch_model_id": model.id, "touch_at": now, "touch_by": self.actor,
+            "alias_model_id": model.id, "alias_name": name, "alias_version_id": version.id,
+            "alias_updated_at": now, "alias_updated_by": self.actor,
+        }
+        statements = _alias_statements(self.db.get_bind().dialect.name in _DML_CTE_DIALECTS)
+        for statement in statements[created]:
+            self.db.execute(statement, params)
 
     def delete_alias(self, model_name: str, name: str) -> None:
         """Delete an alias, recording the move to nothing in its history."""
