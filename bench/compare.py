@@ -106,15 +106,26 @@ def _proc_table() -> dict[int, tuple[int, float, int]]:
 def database_cpu(command: str = "postgres") -> float:
     """CPU seconds (user + system) of every process named ``command``: a database server
     on this machine (PostgreSQL's postmaster and its backends), which shares the cores
-    with the app it serves."""
-    total = 0.0
-    for pid, (_, cpu, _) in _proc_table().items():
+    with the app it serves.  A backend that exited (a client's connection closed) counts
+    too: its time is in its parent's ``cutime``/``cstime`` once the postmaster reaped it."""
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == command:
-                total += cpu
+            if Path(f"/proc/{entry}/comm").read_text().strip() != command:
+                continue
+            text = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-    return total
+        stats[int(entry)] = text[text.rindex(")") + 2:].split()
+    total = 0
+    for fields in stats.values():
+        # Fields after the name: state, ppid, …; utime, stime, cutime, cstime are 14 to 17.
+        total += int(fields[11]) + int(fields[12])
+        if int(fields[1]) not in stats:  # the postmaster: its reaped backends' time too
+            total += int(fields[13]) + int(fields[14])
+    return total / CLK_TCK
 
 
 def tree_usage(root: int) -> tuple[float, int, int]:
