@@ -102,6 +102,8 @@ class Setup:
     database_url: str
     token: str
     admin: str
+    #: ``[server:main] threads`` for modelreg's server (``None``: production.ini's).
+    threads: int | None = None
 
     def ini(self, port: int, worker: bool = True) -> Path:
         """production.ini for this database, on ``port``, scan and webhooks off (and the
@@ -117,6 +119,8 @@ class Setup:
         app["modelreg.auth.anonymous"] = "read"
         app["modelreg.worker.embedded"] = "true" if worker else "false"
         parser["server:main"]["listen"] = f"127.0.0.1:{port}"
+        if self.threads:
+            parser["server:main"]["threads"] = str(self.threads)
         path = self.work / f"reads-{port}.ini"
         with open(path, "w") as out:
             parser.write(out)
@@ -490,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--src", help="serve the modelreg package of this directory")
     parser.add_argument("--json", action="store_true", help="print JSON, not tables")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="modelreg's Waitress threads (production.ini's 8 by default)")
     args = parser.parse_args(argv)
     if args.src:  # that revision's models and migrations make the database too
         sys.path.insert(0, args.src)
@@ -497,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"src": args.src or "installed"}
     try:
         s = setup(work)
+        s.threads = args.threads
         if args.mode in ("wrk", "all"):
             report["wrk"] = run_wrk(s, args.seconds, args.src)
         if args.mode in ("callgrind", "all"):
