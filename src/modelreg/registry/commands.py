@@ -10,12 +10,13 @@ same transaction as the change.  Every write to a version reaches its row throug
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -345,10 +346,12 @@ class RegistryCommands(RegistryQueries):
                 details={"problems": [p.as_json() for p in problems]},
             )
 
-    def _flush_unique(self, name: str) -> None:
-        # Two requests may pass the existence check at once; the unique index decides.
+    @contextlib.contextmanager
+    def _name_unique(self, name: str) -> Iterator[None]:
+        """A 409 for ``name`` if the block's write breaks the unique index on model names:
+        two requests may pass the existence check at once, and the index decides."""
         try:
-            self.db.flush()
+            yield
         except IntegrityError as exc:
             raise Conflict(
                 f"model name {name!r} is already taken",
@@ -371,16 +374,9 @@ class RegistryCommands(RegistryQueries):
         values = {"name": name, "normalized_name": normalized, "description": description,
                   "next_version": 1, "created_at": now, "updated_at": now,
                   "created_by": self.actor, "updated_by": self.actor}
-        # Two requests may pass the existence check at once; the unique index decides.
-        try:
+        with self._name_unique(name):
             model = self._insert_new(Model, values, ModelTag, tags, owner_key="model_id",
                                      loaded={"aliases": []})
-        except IntegrityError as exc:
-            raise Conflict(
-                f"model name {name!r} is already taken",
-                code="model_exists",
-                details={"model": name},
-            ) from exc
         self.record("model.created", "model", name, name,
                     after={"description": description, "tags": tags})
         return model
@@ -411,7 +407,8 @@ class RegistryCommands(RegistryQueries):
         if description is not None:
             model.description = description
         self._touch(model)
-        self._flush_unique(model.name)
+        with self._name_unique(model.name):
+            self.db.flush()
         after = {"name": model.name, "description": model.description}
         if after != before:
             self.record("model.renamed" if renamed else "model.updated", "model", model.name,
