@@ -1,4 +1,4 @@
-"""Views declared read-only (``modelreg.db.add_read_only_view``, ``read_only=True`` on an
+"""Views declared read-only (``modelreg.api.add_read_only_view``, ``read_only=True`` on an
 API view) run outside pyramid_tm: their session belongs to no transaction manager, is closed
 when the request ends, and refuses to write."""
 
@@ -12,7 +12,8 @@ import webtest
 from pyramid.security import NO_PERMISSION_REQUIRED
 
 from modelreg import api, keys
-from modelreg.db import READ_ONLY_KEY, add_read_only_view, mark_changed
+from modelreg.api import add_read_only_view, mark_changed
+from modelreg.db import READ_ONLY_KEY
 from modelreg.models import Model
 from modelreg.testing import CORE_PLUGINS, clear_database, make_app
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pluggy
 
 from .auditing import audit_request, record_audit
-from .db import add_streaming_view, mark_changed, transaction
+from .db import add_read_only_view, add_streaming_view, mark_changed, transaction
 from .db import get_engine as database_engine
 from .errors import (
     ApiError,
@@ -95,6 +95,7 @@ __all__ = [
     "WebSection",
     "add_api_view",
     "add_error_shape",
+    "add_read_only_view",
     "add_route_error_shape",
     "add_streaming_view",
     "api_view",
