@@ -9,14 +9,10 @@ here and say why in the commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import event
 
-from helpers import API, create_model, ready_version
+from helpers import API, counting, create_model, ready_version
 from modelreg.db import get_engine
 from security_helpers import add_principal, bearer, seed_model
 
@@ -48,24 +44,6 @@ BUDGETS = {
 }
 
 
-@contextmanager
-def counting(testapp) -> Iterator[list[str]]:
-    """The statements the engine of ``testapp``'s app runs inside the block (its writer
-    engine shares the events)."""
-    engine = testapp.app.registry["db_engine"]
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-
-
 @pytest.fixture
 def populated(testapp):
     create_model(testapp, tags={"team": "risk", "tier": "gold"})
@@ -93,7 +71,7 @@ def populated(testapp):
 def test_statements_per_request(populated, operation, method, path, body):
     app = populated
     args = (path,) if body is None else (path, body)
-    with counting(app) as statements:
+    with counting(app.app.registry["db_engine"]) as statements:
         response = getattr(app, method)(*args, status=200)
     assert len(statements) <= BUDGETS[operation], (operation, statements)
     assert response.json
@@ -102,7 +80,7 @@ def test_statements_per_request(populated, operation, method, path, body):
 def test_a_page_is_one_statement_whatever_its_size(populated):
     app = populated
     for size in (1, 4, 100):
-        with counting(app) as statements:
+        with counting(app.app.registry["db_engine"]) as statements:
             page = app.get(f"{API}/models", {"page_size": str(size)}).json
         assert len(statements) == 1, statements
         assert len(page["models"]) == min(size, 6)
@@ -202,18 +180,8 @@ def test_a_read_with_a_bearer_token_is_two_statements(secure_wsgi_app, secure_ap
     seed_model(secure_wsgi_app, "counted-model")
     path = "/api/v1/models/counted-model/aliases/champion"
     secure_app.get(path, headers=bearer(token))  # the first use stamps last_used_at
-    engine = secure_wsgi_app.registry["db_engine"]
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with counting(secure_wsgi_app.registry["db_engine"]) as statements:
         body = secure_app.get(path, headers=bearer(token)).json
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     assert body["version"] == 1
     assert len(statements) == 2, statements
     assert "api_tokens" in statements[0] and "auth_failures" in statements[0]

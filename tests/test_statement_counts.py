@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import event
 
-from helpers import API, create_model, ready_version
+from helpers import API, counting, create_model, ready_version
 from modelreg.testing import clear_database, make_app
 from openapi_checking import CheckedTestApp
 
@@ -81,22 +79,6 @@ def extra(engine: sa.Engine, operation: str) -> int:
         elif "tag" in operation:  # a version tag's write
             more += 1  # the version locked by a SELECT, then updated
     return more
-
-
-@contextmanager
-def counting(engine: sa.Engine) -> Iterator[list[str]]:
-    """The statements ``engine`` runs inside the block, transaction control left out."""
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def events(engine: sa.Engine) -> tuple[int, int]:
