@@ -104,6 +104,10 @@ class Setup:
     admin: str
     #: ``[server:main] threads`` for modelreg's server (``None``: production.ini's).
     threads: int | None = None
+    #: ``[server:main] reads_at_once`` (``None``: production.ini's; an older revision
+    #: given with ``--src`` that has no such setting gets none).
+    reads_at_once: int | None = None
+    src: str | None = None
 
     def ini(self, port: int, worker: bool = True) -> Path:
         """production.ini for this database, on ``port``, scan and webhooks off (and the
@@ -121,6 +125,11 @@ class Setup:
         parser["server:main"]["listen"] = f"127.0.0.1:{port}"
         if self.threads:
             parser["server:main"]["threads"] = str(self.threads)
+        if self.reads_at_once is not None:
+            parser["server:main"]["reads_at_once"] = str(self.reads_at_once)
+        elif self.src and not (Path(self.src) / "modelreg" / "servers.py").read_text(
+                ).count("reads_at_once"):
+            parser["server:main"].pop("reads_at_once", None)
         path = self.work / f"reads-{port}.ini"
         with open(path, "w") as out:
             parser.write(out)
@@ -496,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON, not tables")
     parser.add_argument("--threads", type=int, default=None,
                         help="modelreg's Waitress threads (production.ini's 8 by default)")
+    parser.add_argument("--reads-at-once", type=int, default=None,
+                        help="[server:main] reads_at_once (production.ini's 1 by default; "
+                        "0: every thread reads at once)")
     args = parser.parse_args(argv)
     if args.src:  # that revision's models and migrations make the database too
         sys.path.insert(0, args.src)
@@ -504,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s = setup(work)
         s.threads = args.threads
+        s.reads_at_once = args.reads_at_once
+        s.src = args.src
         if args.mode in ("wrk", "all"):
             report["wrk"] = run_wrk(s, args.seconds, args.src)
         if args.mode in ("callgrind", "all"):
