@@ -22,12 +22,20 @@ Three measurements, each of the same requests:
     the app called in this process (no Waitress) under :mod:`cProfile`: the share of each
     layer (WebOb/Pyramid, security, SQLAlchemy, the driver, rendering, logging, modelreg),
     by the functions' own time.
+``turns``
+    two servers at once, one with ``reads_at_once = 0`` (every thread reads at once) and
+    one with ``1`` (read turns, production.ini's), ``wrk -c16`` on each in turn for
+    ``--rounds`` rounds: requests/s, CPU and context switches (all the server's threads,
+    ``/proc/<pid>/task/*/status``) per request.  Each round waits until the machine has been
+    idle (under 8 % busy) for two seconds first: what turns save shows only when both cores
+    are free for the server's threads.
 
 Usage::
 
     .venv/bin/python bench/reads.py wrk --seconds 3
     .venv/bin/python bench/reads.py callgrind --requests 300
     .venv/bin/python bench/reads.py profile --requests 3000
+    .venv/bin/python bench/reads.py turns --rounds 3 --seconds 4
     .venv/bin/python bench/reads.py all
 
 ``--src DIR`` serves (and profiles) the modelreg package found in ``DIR`` instead of the
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import cProfile
 import http.client
 import io
@@ -104,6 +113,10 @@ class Setup:
     admin: str
     #: ``[server:main] threads`` for modelreg's server (``None``: production.ini's).
     threads: int | None = None
+    #: ``[server:main] reads_at_once`` (``None``: production.ini's; an older revision
+    #: given with ``--src`` that has no such setting gets none).
+    reads_at_once: int | None = None
+    src: str | None = None
 
     def ini(self, port: int, worker: bool = True) -> Path:
         """production.ini for this database, on ``port``, scan and webhooks off (and the
@@ -121,6 +134,11 @@ class Setup:
         parser["server:main"]["listen"] = f"127.0.0.1:{port}"
         if self.threads:
             parser["server:main"]["threads"] = str(self.threads)
+        if self.reads_at_once is not None:
+            parser["server:main"]["reads_at_once"] = str(self.reads_at_once)
+        elif self.src and not (Path(self.src) / "modelreg" / "servers.py").read_text(
+                ).count("reads_at_once"):
+            parser["server:main"].pop("reads_at_once", None)
         path = self.work / f"reads-{port}.ini"
         with open(path, "w") as out:
             parser.write(out)
@@ -484,18 +502,76 @@ def run_profile(s: Setup, requests: int, src: str | None) -> dict[str, Any]:
     return out
 
 
+# ----------------------------------------------------------------------------- turns
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of process ``pid``."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:  # a thread that ended
+            continue
+        total += sum(int(n) for n in re.findall(r"ctxt_switches:\s+(\d+)", text))
+    return total
+
+
+def machine_busy(seconds: float = 2.0) -> float:
+    """The share of the machine's CPU time that was not idle over ``seconds``."""
+    def sample() -> list[int]:
+        return [int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    before = sample()
+    time.sleep(seconds)
+    delta = [b - a for a, b in zip(before, sample(), strict=True)]
+    return 1 - (delta[3] + delta[4]) / max(1, sum(delta))
+
+
+def run_turns(s: Setup, seconds: float, rounds: int, src: str | None,
+              quiet_wait: float = 600) -> list[dict[str, Any]]:
+    """Rows of :func:`wrk` -c16 on a server without read turns and one with them, in turn."""
+    results = []
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for at_once in (0, 1):
+            s.reads_at_once = at_once
+            port = free_port()
+            process = stack.enter_context(serving(
+                pserve(s.ini(port, worker=False)), port, s.work / f"turns-{at_once}.log", src))
+            seed_once(s, port)
+            servers.append((at_once, port, process))
+        for round_ in range(rounds):
+            waited = 0.0
+            while (busy := machine_busy()) > 0.08 and waited < quiet_wait:
+                waited += 2
+            for at_once, port, process in servers:
+                for name, path in PATHS.items():
+                    wrk(port, path, 1, {}, process.pid)  # warm
+                    switches = context_switches(process.pid)
+                    rate, cpu = wrk(port, path, seconds, {}, process.pid)
+                    switched = context_switches(process.pid) - switches
+                    results.append({"round": round_, "reads_at_once": at_once, "row": name,
+                                    "rate": rate, "cpu_us": cpu, "busy_before": busy,
+                                    "switches": switched / (rate * max(1, round(seconds)))})
+    return results
+
+
 # ------------------------------------------------------------------------------ main
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("wrk", "callgrind", "profile", "all"))
+    parser.add_argument("mode", choices=("wrk", "callgrind", "profile", "turns", "all"))
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--src", help="serve the modelreg package of this directory")
     parser.add_argument("--json", action="store_true", help="print JSON, not tables")
     parser.add_argument("--threads", type=int, default=None,
                         help="modelreg's Waitress threads (production.ini's 8 by default)")
+    parser.add_argument("--reads-at-once", type=int, default=None,
+                        help="[server:main] reads_at_once (production.ini's 1 by default; "
+                        "0: every thread reads at once)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the turns mode")
     args = parser.parse_args(argv)
     if args.src:  # that revision's models and migrations make the database too
         sys.path.insert(0, args.src)
@@ -504,12 +580,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s = setup(work)
         s.threads = args.threads
+        s.reads_at_once = args.reads_at_once
+        s.src = args.src
         if args.mode in ("wrk", "all"):
             report["wrk"] = run_wrk(s, args.seconds, args.src)
         if args.mode in ("callgrind", "all"):
             report["callgrind"] = run_callgrind(s, args.requests, args.src)
         if args.mode in ("profile", "all"):
             report["profile"] = run_profile(s, args.requests * 10, args.src)
+        if args.mode == "turns":
+            report["turns"] = run_turns(s, args.seconds, args.rounds, args.src)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -517,6 +597,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for row in report.get("wrk", []):
         print(f"wrk  {row['row']:<34} {row['rate']:8.0f} req/s  {row['cpu_us']:7.0f} µs CPU/req")
+    for row in report.get("turns", []):
+        print(f"turns round {row['round']} (machine {row['busy_before']:3.0%} busy before it) "
+              f"reads_at_once={row['reads_at_once']} {row['row']:<14} {row['rate']:6.0f} req/s "
+              f"{row['cpu_us']:5.0f} µs CPU/req {row['switches']:5.1f} context switches/req")
     for row in report.get("callgrind", []):
         print(f"cg   {row['row']:<34} {row['instructions'] / 1e6:8.3f} M instructions/req")
     for row, data in report.get("profile", {}).items():

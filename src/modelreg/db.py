@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import keys
+from .servers import give_up_read_turn
 from .settings import (
     API_MAX_JSON_BODY,
     POSTGRESQL_MAX_PARALLEL_WORKERS_PER_GATHER,
@@ -459,7 +460,10 @@ def add_read_only_view(config: Configurator, route_name: str, method: str = "GET
     (:func:`get_read_session_factory`).  That saves the transaction package's two-phase
     commit, zope.sqlalchemy's data manager and their events on every read
     (docs/performance.md, "Read path").  Only views that never write (no audit record,
-    no lazily created row, no after-commit hook) may be marked.
+    no lazily created row, no after-commit hook) may be marked, and only views that wait on
+    nothing but the database: under modelreg's Waitress their requests take turns, one
+    process running ``reads_at_once`` of them at a time (:class:`modelreg.servers.ReadTurns`),
+    so a view that waited on the network would hold up every other read.
     """
     read_only = config.registry.setdefault(READ_ONLY_KEY, set())
     read_only.add((route_name, method))
@@ -502,15 +506,21 @@ def _matched_route(request: Request) -> Any:
 
 def tm_activate_hook(request: Request) -> bool:
     """pyramid_tm's ``tm.activate_hook``: whether ``request`` runs in a transaction of
-    pyramid_tm — every request but those to a view marked with :func:`add_read_only_view`."""
+    pyramid_tm — every request but those to a view marked with :func:`add_read_only_view`.
+
+    The one place that decides whether a request is a read-only view's: the others give up
+    the read turn that modelreg's Waitress gave their ``GET`` or ``HEAD``
+    (:class:`modelreg.servers.ReadTurns`), read-only ones keep it until they are answered."""
     read_only = request.registry.get(READ_ONLY_KEY)
-    if not read_only or request.method not in ("GET", "HEAD"):
-        return True
-    route = _matched_route(request)
-    if route is None or (route.name, request.method) not in read_only:
-        return True
-    request.environ[READ_ONLY_REQUEST] = True
-    return False
+    if read_only and request.method in ("GET", "HEAD"):
+        route = _matched_route(request)
+        if route is not None and (route.name, request.method) in read_only:
+            request.environ[READ_ONLY_REQUEST] = True
+            return False
+    # Not a read-only view's request: it may wait on more than the database (storage, a
+    # plugin), so it gives up its read turn, if it took one (modelreg.servers.ReadTurns).
+    give_up_read_turn(request.environ)
+    return True
 
 
 def retry_activate_hook(request: Request) -> int | None:

@@ -18,7 +18,24 @@ are known, start-up warns if the pool is the smaller.
 It also holds the Waitress that modelreg's ini files serve with (``use = egg:modelreg#waitress``,
 :func:`serve_paste`): Waitress itself, with a request parser that closes what Waitress 3.0.x
 leaves open (:class:`FramingGuardParser`), and a task that keeps an HTTP/1.1 connection
-open after a ``304`` or ``204`` (:class:`BodilessKeepAliveTask`).
+open after a ``304`` or ``204`` (:class:`BodilessKeepAliveTask`), and that lets the requests of
+read-only views take turns (:class:`ReadTurns`).
+
+Read turns
+    Each of Waitress's threads runs one request; Python runs one thread at a time, and
+    every call that lets go of the GIL (a database call, a socket or log write) hands it to
+    another runnable thread.  With many reads in flight that is a context switch for each
+    such call: served by eight threads at 16 connections, a read on SQLite took 62 context
+    switches and twice the CPU it takes alone (docs/performance.md, "Read turns").  So the
+    ``GET`` and ``HEAD`` requests of one process take turns: each takes a turn before its
+    task runs and keeps it while the app answers, unless the app finds it is not a request
+    to a read-only view (:func:`modelreg.db.add_read_only_view`; the decision is
+    :func:`modelreg.db.tm_activate_hook`'s), which gives it up at once.  Read-only views
+    only compute and read the database, which never makes a reader wait for a writer
+    (SQLite's WAL, PostgreSQL's MVCC), so a turn is never held while waiting for something
+    that needs one.  Every other request (writes, downloads, uploads, the plugins' pages)
+    runs as before.  ``reads_at_once`` in ``[server:main]`` sets how many reads run at
+    once (1 by default; 0 switches turns off).
 """
 
 from __future__ import annotations
@@ -28,7 +45,8 @@ import importlib.metadata
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -37,8 +55,75 @@ from sqlalchemy.pool import QueuePool
 log = logging.getLogger(__name__)
 
 THREADS_VARIABLE = "MODELREG_SERVER_THREADS"
+#: ``[server:main]``: how many requests to read-only views one process runs at once
+#: (:class:`ReadTurns`); ``0`` for no limit.
+READS_AT_ONCE_SETTING = "reads_at_once"
+DEFAULT_READS_AT_ONCE = 1
+#: The WSGI environ key of a request's :class:`ReadTurn`.
+READ_TURN_KEY = "modelreg.read_turn"
+#: The methods whose requests take a read turn.
+_TURN_METHODS = frozenset({"GET", "HEAD"})
 #: SQLAlchemy's defaults for :class:`~sqlalchemy.pool.QueuePool`.
 DEFAULT_MAX_OVERFLOW = 10
+
+
+class ReadTurn:
+    """A request's turn (:class:`ReadTurns`), held from its task's start until
+    :meth:`give_up` (which the task calls when it ends, if no one did before)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: Any) -> None:
+        self._lock = lock
+
+    @property
+    def held(self) -> bool:
+        """Whether the turn is still held."""
+        return self._lock is not None
+
+    def give_up(self) -> None:
+        """Let the next request have the turn; a second call does nothing."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+
+class ReadTurns:
+    """The turns of one process's ``GET`` and ``HEAD`` requests: at most ``at_once`` of them
+    run at the same time (see "Read turns" above)."""
+
+    def __init__(self, at_once: int) -> None:
+        if at_once < 1:
+            raise ValueError(f"{READS_AT_ONCE_SETTING} must be 1 or more here, not {at_once}")
+        self.at_once = at_once
+        # A plain lock for one at a time: taken and given in C, with no Python-level
+        # condition as a semaphore has.
+        self._lock = threading.Lock() if at_once == 1 else threading.BoundedSemaphore(at_once)
+
+    def take(self) -> ReadTurn:
+        """Wait for a turn and hold it."""
+        self._lock.acquire()
+        return ReadTurn(self._lock)
+
+
+def give_up_read_turn(environ: MutableMapping[str, Any]) -> None:
+    """Give up the turn of the request of ``environ``, if it holds one: for a request that
+    is not a read-only view's, once the app knows."""
+    turn = environ.get(READ_TURN_KEY)
+    if turn is not None:
+        turn.give_up()
+
+
+def reads_at_once(value: Any) -> int:
+    """The ``reads_at_once`` setting (a count, ``0`` for no limit)."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ValueError(f"[server:main] {READS_AT_ONCE_SETTING} must be a whole number, 0 "
+                         f"for no limit, not {value!r}")
+    return number
 
 
 def ini_waitress_setting(ini_path: str | os.PathLike[str] | None, name: str, default: int,
@@ -159,6 +244,25 @@ def _guard_classes() -> tuple[type, type]:
         """
 
         _bodiless_keep_alive = False
+        _read_turn: ReadTurn | None = None
+
+        def service(self) -> None:
+            # A GET or HEAD takes a turn for the whole task: the app, then the response's
+            # writing (see "Read turns" in this module's docstring).
+            turns: ReadTurns | None = getattr(self.channel.server, "modelreg_read_turns", None)
+            if turns is None or self.request.command not in _TURN_METHODS:
+                return super().service()  # type: ignore[no-any-return]
+            self._read_turn = turn = turns.take()
+            try:
+                return super().service()  # type: ignore[no-any-return]
+            finally:
+                turn.give_up()
+
+        def get_environment(self) -> dict[str, Any]:
+            environ: dict[str, Any] = super().get_environment()
+            if self._read_turn is not None:
+                environ[READ_TURN_KEY] = self._read_turn
+            return environ
 
         def build_response_header(self) -> bytes:
             self._bodiless_keep_alive = (
@@ -249,11 +353,14 @@ def framing_guard() -> type | None:
 
 def create_server(app: Callable[..., Any], **settings: Any) -> Any:
     """Waitress's ``create_server`` with modelreg's channel (:func:`framing_guard`) on every
-    listening socket."""
+    listening socket, and the read turns of ``reads_at_once`` (:class:`ReadTurns`) shared by
+    them; the other settings are Waitress's."""
     from waitress.server import BaseWSGIServer
     from waitress.server import create_server as waitress_create_server
 
     channel = framing_guard()
+    at_once = reads_at_once(settings.pop(READS_AT_ONCE_SETTING, DEFAULT_READS_AT_ONCE))
+    turns = ReadTurns(at_once) if at_once and channel is not None else None
     socket_map: dict[int, Any] | None = settings.pop("map", None)
     if socket_map is None:
         socket_map = {}
@@ -262,6 +369,7 @@ def create_server(app: Callable[..., Any], **settings: Any) -> Any:
         for dispatcher in list(socket_map.values()):
             if isinstance(dispatcher, BaseWSGIServer):
                 dispatcher.channel_class = channel
+                dispatcher.modelreg_read_turns = turns  # one set for every socket
     return server
 
 
