@@ -48,6 +48,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,27 @@ def perf_result(perf: subprocess.Popen[str]) -> int:
     raise RuntimeError(f"perf said: {err}")
 
 
+def machine_busy(seconds: float = 2.0) -> float:
+    """The share of the machine's CPU time that was not idle over ``seconds`` (as
+    bench/reads.py measures it)."""
+    def sample() -> list[int]:
+        return [int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    before = sample()
+    time.sleep(seconds)
+    delta = [b - a for a, b in zip(before, sample(), strict=True)]
+    return 1 - (delta[3] + delta[4]) / max(1, sum(delta))
+
+
+def wait_until_quiet(limit: float) -> float:
+    """Wait (at most ``limit`` seconds) until the machine was under 8 % busy for two
+    seconds; the last share measured.  The GIL convoy shows only when the cores are free
+    for the server's threads (docs/performance.md, "Read turns")."""
+    waited = 0.0
+    while (busy := machine_busy()) > 0.08 and waited < limit:
+        waited += 2
+    return busy
+
+
 def server_option(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -309,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-server", type=server_option, action="append",
                         default=[], metavar="KEY=VALUE",
                         help="a [server:main] option of the baseline's server")
+    parser.add_argument("--quiet-wait", type=float, default=0,
+                        help="before each run, wait up to this many seconds for the machine "
+                             "to be idle (under 8 %% busy for 2 s); 0: do not wait")
     parser.add_argument("--perf", action="store_true",
                         help="also count the server's context switches with perf stat")
     parser.add_argument("--app", type=server_option, action="append", default=[],
@@ -363,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                     order.reverse()
                 for label, server in order:
                     pid = server.process.pid
+                    busy = wait_until_quiet(args.quiet_wait) if args.quiet_wait else None
                     before, switches = cpu_seconds(pid), context_switches(pid)
                     per_thread = thread_cpu(pid)
                     perf = perf_switches(pid) if args.perf else None
@@ -386,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                           + f" main/requests/other) cs/req {result['switches']:5.1f} "
                           + (f"perf cs/req {result['perf_switches']:5.1f} "
                              if perf is not None else "")
+                          + (f"busy before {busy:.0%} " if busy is not None else "")
                           + f"non-2xx {result['non_2xx']} "
                           f"socket errors {result['socket_errors']}",
                           file=sys.stderr, flush=True)
