@@ -24,6 +24,7 @@ from waitress import wasyncore
 from waitress.server import BaseWSGIServer
 
 from modelreg import api, servers
+from modelreg.db import READ_TURN_KEY
 from modelreg.testing import CORE_PLUGINS, clear_database, make_app
 
 #: How long each test view sleeps: long enough that requests sent together overlap.
@@ -68,12 +69,12 @@ class TurnsPlugin:
         with self.reads:
             request.dbsession.connection().exec_driver_sql("SELECT 1").all()
             self.nap()
-        return {"turn": request.environ.get(servers.READ_TURN_KEY) is not None}
+        return {"turn": request.environ.get(READ_TURN_KEY) is not None}
 
     def page(self, request: Any) -> dict[str, Any]:
         with self.pages:
             self.nap()
-        turn = request.environ.get(servers.READ_TURN_KEY)
+        turn = request.environ.get(READ_TURN_KEY)
         return {"turn": turn is not None and turn.held}
 
     def fail(self, request: Any) -> dict[str, Any]:

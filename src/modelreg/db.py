@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import keys
-from .servers import give_up_read_turn
 from .settings import (
     API_MAX_JSON_BODY,
     POSTGRESQL_MAX_PARALLEL_WORKERS_PER_GATHER,
@@ -502,6 +501,20 @@ def _matched_route(request: Request) -> Any:
         except UnicodeDecodeError:  # a path that is not UTF-8: refused with a 400 later
             return None
     return route
+
+
+#: The WSGI environ key of a request's read turn (:class:`modelreg.servers.ReadTurn`), which
+#: modelreg's Waitress gives ``GET`` and ``HEAD`` requests.
+READ_TURN_KEY = "modelreg.read_turn"
+
+
+def give_up_read_turn(environ: MutableMapping[str, Any]) -> None:
+    """Give up the read turn of the request of ``environ``, if it holds one
+    (:class:`modelreg.servers.ReadTurns`): for a request that is not a read-only view's,
+    once :func:`tm_activate_hook` knows."""
+    turn = environ.get(READ_TURN_KEY)
+    if turn is not None:
+        turn.give_up()
 
 
 def tm_activate_hook(request: Request) -> bool:

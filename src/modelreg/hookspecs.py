@@ -254,9 +254,12 @@ def modelreg_web_sections(
 ) -> Iterable[WebSection] | None:
     """Sections a plugin adds to a page of the web UI.
 
-    Called by the web UI while it renders ``page``, inside the request's transaction, after
-    the caller's permission on the page was checked; ``request.modelreg`` reads more with
-    the caller's permissions.  Without a web UI plugin nothing calls it.
+    Called by the web UI while it renders ``page``, after the caller's permission on the
+    page was checked; ``request.modelreg`` reads more with the caller's permissions.  A page
+    may be a read-only view (modelreg-web's ``version`` and ``admin`` pages are,
+    :func:`modelreg.api.add_read_only_view`): there ``request.dbsession`` refuses to write
+    and the request holds a read turn, so a section only reads the database and waits on
+    nothing else.  Without a web UI plugin nothing calls it.
 
     :param page: which page: ``model`` or ``version``, or ``admin`` (modelreg-web's page for
         global admins; ``subject`` is ``{}``) (the UI may add more; unknown pages are to be

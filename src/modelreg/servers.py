@@ -25,7 +25,7 @@ Read turns
     Each of Waitress's threads runs one request; Python runs one thread at a time, and
     every call that lets go of the GIL (a database call, a socket or log write) hands it to
     another runnable thread.  With many reads in flight that is a context switch for each
-    such call: served by eight threads at 16 connections, a read on SQLite took 62 context
+    such call: served by eight threads at 16 connections, a read on SQLite took 60 to 70 context
     switches and twice the CPU it takes alone (docs/performance.md, "Read turns").  So the
     ``GET`` and ``HEAD`` requests of one process take turns: each takes a turn before its
     task runs and keeps it while the app answers, unless the app finds it is not a request
@@ -33,9 +33,9 @@ Read turns
     :func:`modelreg.db.tm_activate_hook`'s), which gives it up at once.  Read-only views
     only compute and read the database, which never makes a reader wait for a writer
     (SQLite's WAL, PostgreSQL's MVCC), so a turn is never held while waiting for something
-    that needs one.  Every other request (writes, downloads, uploads, the plugins' pages)
-    runs as before.  ``reads_at_once`` in ``[server:main]`` sets how many reads run at
-    once (1 by default; 0 switches turns off).
+    that needs one.  Every other request (writes, uploads, downloads, the views that are
+    not marked read-only) runs as before.  ``reads_at_once`` in ``[server:main]`` sets how
+    many reads run at once (1 by default; 0 switches turns off).
 """
 
 from __future__ import annotations
@@ -46,11 +46,13 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import QueuePool
+
+from .db import READ_TURN_KEY
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,6 @@ THREADS_VARIABLE = "MODELREG_SERVER_THREADS"
 #: (:class:`ReadTurns`); ``0`` for no limit.
 READS_AT_ONCE_SETTING = "reads_at_once"
 DEFAULT_READS_AT_ONCE = 1
-#: The WSGI environ key of a request's :class:`ReadTurn`.
-READ_TURN_KEY = "modelreg.read_turn"
 #: The methods whose requests take a read turn.
 _TURN_METHODS = frozenset({"GET", "HEAD"})
 #: SQLAlchemy's defaults for :class:`~sqlalchemy.pool.QueuePool`.
@@ -104,14 +104,6 @@ class ReadTurns:
         """Wait for a turn and hold it."""
         self._lock.acquire()
         return ReadTurn(self._lock)
-
-
-def give_up_read_turn(environ: MutableMapping[str, Any]) -> None:
-    """Give up the turn of the request of ``environ``, if it holds one: for a request that
-    is not a read-only view's, once the app knows."""
-    turn = environ.get(READ_TURN_KEY)
-    if turn is not None:
-        turn.give_up()
 
 
 def reads_at_once(value: Any) -> int:

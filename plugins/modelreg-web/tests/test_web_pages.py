@@ -91,7 +91,7 @@ def test_revoking_the_token_ends_the_session(world: World) -> None:
     world.api("root").post(f"{API}/admin/tokens/{token_id}/revoke")
     ended = browser.get("/", headers=HTML, status=303)
     assert "session+ended" in ended.location or "session%20ended" in ended.location
-    assert browser.get("/", headers=HTML, status=303)  # the session row is gone too
+    assert browser.get("/", headers=HTML, status=303)  # the cookie is gone too
 
 
 def test_grants_apply_as_in_the_api(world: World) -> None:

@@ -32,6 +32,7 @@ from modelreg.api import (
     Registry,
     Unprocessable,
     add_error_shape,
+    add_read_only_view,
     add_route_error_shape,
     add_streaming_view,
     read_json_body,
@@ -70,6 +71,12 @@ MAX_COMMITS = 1000
 #: model comes from a repo id, which the core's route context does not parse); the signed
 #: upload URLs need none.
 PUBLIC = NO_PERMISSION_REQUIRED
+#: The routes whose ``GET`` (and ``HEAD``) only reads the database and answers a bounded body:
+#: served outside pyramid_tm, taking read turns (``modelreg.api.add_read_only_view``;
+#: docs/plugins.md).  ``hf.api_models`` answers model info, ``tree``, ``refs`` and ``commits``
+#: (at most :data:`MAX_COMMITS`) on ``GET``; its writes are ``POST``s.  Not the ``resolve``
+#: routes: they send a file, or a redirect the blob store makes.
+READ_ONLY_ROUTES = ("hf.whoami", "hf.api_models")
 
 
 def _settings(request: Request) -> HubSettings:
@@ -764,6 +771,8 @@ def includeme(config: Configurator) -> None:
         config.add_view(resolve_file, route_name=name, request_method=("GET", "HEAD"),
                         permission=PUBLIC)
         add_route_error_shape(config, name, render_error)
+    for name in READ_ONLY_ROUTES:
+        add_read_only_view(config, name, "GET")
     add_streaming_view(config, "hf.lfs_upload", "PUT")
     add_streaming_view(config, "hf.lfs_part", "PUT")
     add_streaming_view(config, "hf.lfs_complete", "POST")

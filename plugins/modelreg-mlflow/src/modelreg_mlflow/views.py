@@ -8,7 +8,13 @@ from typing import Any
 from pyramid.config import Configurator
 from pyramid.security import NO_PERMISSION_REQUIRED
 
-from modelreg.api import ADMIN, READ, add_error_shape, add_streaming_view
+from modelreg.api import (
+    ADMIN,
+    READ,
+    add_error_shape,
+    add_read_only_view,
+    add_streaming_view,
+)
 
 from . import artifacts, registry, tracking
 from .protocol import render_error
@@ -16,6 +22,21 @@ from .protocol import render_error
 #: The prefixes MLflow's clients call (the UI's ``ajax-api`` too).
 PREFIXES = {"api": "/api/2.0/mlflow/", "ajax": "/ajax-api/2.0/mlflow/"}
 ARTIFACTS = "/api/2.0/mlflow-artifacts"
+#: The ``GET`` paths under :data:`PREFIXES` whose views only read the database and answer a
+#: bounded body: served outside pyramid_tm, taking read turns (``modelreg.api.
+#: add_read_only_view``; docs/plugins.md).  Not here: ``experiments/get``,
+#: ``experiments/get-by-name`` and ``experiments/search`` (they create the ``Default``
+#: experiment on first use, tracking.py ``_ensure_default``), ``model-versions/search``
+#: (its body holds up to 200,000 versions).
+READ_ONLY_PATHS = frozenset({
+    "registered-models/get", "registered-models/search",
+    "registered-models/get-latest-versions", "registered-models/alias",
+    "model-versions/get", "model-versions/get-download-uri",
+    "runs/get", "metrics/get-history", "logged-models/{model_id}", "artifacts/list",
+})
+#: The artifact routes whose ``GET`` only reads the database: the listing of a directory
+#: (not ``mlflow.artifact``, whose ``GET`` sends a file from the blob store).
+READ_ONLY_ARTIFACT_ROUTES = frozenset({"mlflow.artifacts"})
 
 _ARTIFACT_ROUTES: list[tuple[str, str, str, Callable[..., Any], bool]] = [
     # (route name, pattern, method, view, streams a body)
@@ -53,6 +74,8 @@ def includeme(config: Configurator) -> None:
                 added.add(name)
             config.add_view(view, route_name=name, request_method=method, renderer="json",
                             permission=READ)
+            if method == "GET" and path in READ_ONLY_PATHS:
+                add_read_only_view(config, name, "GET")
     # modelreg import mlflow: a draft with MLflow's number (the core's error shape), for
     # global admins only (the facade checks it again).
     config.add_route("mlflow.import_version", "/api/v1/mlflow/import/models/{model}/versions")
@@ -70,3 +93,5 @@ def includeme(config: Configurator) -> None:
                                                   artifacts.mpu_part) else "json")
         if streams:
             add_streaming_view(config, name, method)
+        if method == "GET" and name in READ_ONLY_ARTIFACT_ROUTES:
+            add_read_only_view(config, name, "GET")

@@ -157,6 +157,13 @@ def end(request: Request, response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/")
 
 
+def forget(request: Request, response: Response) -> None:
+    """Delete the session's cookie only, for a request whose session cannot write (a
+    read-only page, modelreg_web.views.READ_ONLY_PAGES): its row expires on its own."""
+    request.environ[_STATE] = None
+    response.delete_cookie(SESSION_COOKIE, path="/")
+
+
 def csrf_token(request: Request) -> str:
     """The CSRF value the request's forms carry (the session's, or the cookie's, creating
     that cookie on the response when missing)."""

@@ -32,6 +32,7 @@ from modelreg.api import (
     ApiError,
     BadRequest,
     add_error_shape,
+    add_read_only_view,
     plugin_hooks,
 )
 
@@ -46,6 +47,12 @@ FILE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandb
 PAGE_SIZE = 50
 STATUSES = ("draft", "validating", "ready", "rejected", "archived")
 Page = Callable[[Request], Any]
+#: The routes whose ``GET`` (and ``HEAD``) page only reads the database: served outside
+#: pyramid_tm, taking read turns (``modelreg.api.add_read_only_view``; docs/plugins.md).
+#: Not ``web.model`` (it reads the model card's bytes from the blob store) nor ``web.file``
+#: (it sends a file); ``signout``, ``revoke`` and ``alias`` are ``POST``s.
+READ_ONLY_PAGES = ("web.home", "web.models", "web.signin", "web.tokens", "web.admin",
+                   "web.audit", "web.compare", "web.version")
 
 
 # --------------------------------------------------------------------------- rendering
@@ -127,7 +134,12 @@ def page(view: Page) -> Page:
                 had_session = sessions.current(request) is not None
                 response = _signin_redirect(
                     request, f"Your session ended: {exc.message}" if had_session else None)
-                if had_session:
+                if had_session and _read_only(request):
+                    # Its session cannot write: the cookie goes, and the row, useless
+                    # without the cookie's key and holding a refused token, stays until it
+                    # expires (sessions.start deletes expired rows).
+                    sessions.forget(request, response)
+                elif had_session:
                     sessions.end(request, response)
                 return response
             request.environ.setdefault("modelreg_web.me", None)
@@ -136,6 +148,13 @@ def page(view: Page) -> Page:
                           message=exc.message)
 
     return wrapper
+
+
+def _read_only(request: Request) -> bool:
+    """Whether ``request`` is one of the read-only pages' (:data:`READ_ONLY_PAGES`)."""
+    route = request.matched_route
+    return (request.method in ("GET", "HEAD") and route is not None
+            and route.name in READ_ONLY_PAGES)
 
 
 def _file_url(request: Request, model: str, ref: Any, path: str) -> str:
@@ -579,6 +598,8 @@ def includeme(config: Configurator) -> None:
         ("web.file", file_download, get),
     ):
         config.add_view(view, route_name=route, request_method=methods, permission=public)
+    for route in READ_ONLY_PAGES:
+        add_read_only_view(config, route, "GET")
     config.add_static_view(f"{p}static", "modelreg_web:static", cache_max_age=3600,
                            permission=public)
     config.add_subscriber(security_headers, NewResponse)
