@@ -26,9 +26,16 @@ load drifts)::
     .venv/bin/python bench/writes.py                                        # this tree
     .venv/bin/python bench/writes.py --baseline /work/main/.venv/bin/python  # and main's
 
+``--baseline "$PWD/.venv/bin/python"`` with ``--threads``/``--baseline-threads``,
+``--server KEY=VALUE``/``--baseline-server`` (``[server:main]`` options) and ``--app
+KEY=VALUE``/``--baseline-app`` (``[app:main]`` settings) compares two settings of one tree.
+
 Prints a Markdown table: requests/s (the best of the rounds), latency p50/p99 and non-2xx
 answers per operation, the server's CPU time per request (``/proc/<pid>/stat`` of the
 server process, the embedded worker's thread included), and the ratios to the baseline.
+Each run's line also splits the CPU per request between Waitress's main thread, its request
+threads and the rest (the embedded worker), and gives the server's context switches per
+request (every thread's, from ``/proc``; ``--perf`` also counts them with ``perf stat``).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +182,91 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """The CPU seconds of each thread of process ``pid`` so far, by thread id."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        found[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def cpu_by_part(pid: int, threads: int, before: dict[int, float], after: dict[int, float]
+                ) -> dict[str, float]:
+    """CPU seconds between ``before`` and ``after`` by part of the server: Waitress's main
+    thread (its socket loop), its ``threads`` request threads (started last, so the highest
+    thread ids) and the rest (the embedded worker, started with the app)."""
+    spent = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
+    newest = sorted(spent)[-threads:]
+    parts = {"main": spent.get(pid, 0.0), "requests": sum(spent[tid] for tid in newest)}
+    parts["other"] = sum(spent.values()) - parts["main"] - parts["requests"]
+    return parts
+
+
+def context_switches(pid: int) -> int:
+    """The context switches of every thread of process ``pid`` so far (what ``perf stat -e
+    context-switches -p PID`` counts)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except OSError:  # the thread ended
+            continue
+        for line in text.splitlines():
+            if "ctxt_switches:" in line:  # voluntary and nonvoluntary
+                total += int(line.split()[1])
+    return total
+
+
+def perf_switches(pid: int) -> subprocess.Popen[str]:
+    """``perf stat -e context-switches`` on process ``pid`` until :func:`perf_result`."""
+    return subprocess.Popen(["perf", "stat", "-x", ",", "-e", "context-switches", "-p",
+                             str(pid)], stderr=subprocess.PIPE, text=True)
+
+
+def perf_result(perf: subprocess.Popen[str]) -> int:
+    """The context switches ``perf`` counted (it is stopped with SIGINT, as by Ctrl-C)."""
+    perf.send_signal(2)
+    _, err = perf.communicate()
+    for line in err.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] == "context-switches" and fields[0].isdigit():
+            return int(fields[0])
+    raise RuntimeError(f"perf said: {err}")
+
+
+def machine_busy(seconds: float = 2.0) -> float:
+    """The share of the machine's CPU time that was not idle over ``seconds`` (as
+    bench/reads.py measures it)."""
+    def sample() -> list[int]:
+        return [int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    before = sample()
+    time.sleep(seconds)
+    delta = [b - a for a, b in zip(before, sample(), strict=True)]
+    return 1 - (delta[3] + delta[4]) / max(1, sum(delta))
+
+
+def wait_until_quiet(limit: float) -> float:
+    """Wait (at most ``limit`` seconds) until the machine was under 8 % busy for two
+    seconds; the last share measured.  The GIL convoy shows only when the cores are free
+    for the server's threads (docs/performance.md, "Read turns")."""
+    waited = 0.0
+    while (busy := machine_busy()) > 0.08 and waited < limit:
+        waited += 2
+    return busy
+
+
+def server_option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"not KEY=VALUE: {text}")
+    return key.strip(), value.strip()
+
+
 def run_wrk(port: int, lua: str, connections: int, seconds: float, threads: int) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(lua)
@@ -224,11 +317,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk-threads", type=int, default=0,
                         help="wrk threads (default: one per connection, so that each "
                              "connection's requests are in order: its alias always moves)")
-    parser.add_argument("--only", default="", help="operations whose name contains this")
+    parser.add_argument("--only", default="",
+                        help="operations whose name contains this (or one of A|B|…)")
     parser.add_argument("--baseline", help="another environment's Python to compare with")
     parser.add_argument("--rounds", type=int, default=2,
                         help="runs of each operation on each server, alternating (2)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--threads", type=int, default=8, help="Waitress threads (8)")
+    parser.add_argument("--baseline-threads", type=int, default=8,
+                        help="the baseline's Waitress threads (8)")
+    parser.add_argument("--server", type=server_option, action="append", default=[],
+                        metavar="KEY=VALUE", help="a [server:main] option of this server")
+    parser.add_argument("--baseline-server", type=server_option, action="append",
+                        default=[], metavar="KEY=VALUE",
+                        help="a [server:main] option of the baseline's server")
+    parser.add_argument("--quiet-wait", type=float, default=0,
+                        help="before each run, wait up to this many seconds for the machine "
+                             "to be idle (under 8 %% busy for 2 s); 0: do not wait")
+    parser.add_argument("--perf", action="store_true",
+                        help="also count the server's context switches with perf stat")
+    parser.add_argument("--app", type=server_option, action="append", default=[],
+                        metavar="KEY=VALUE", help="an [app:main] setting of this server")
+    parser.add_argument("--baseline-app", type=server_option, action="append", default=[],
+                        metavar="KEY=VALUE", help="an [app:main] setting of the baseline's")
     args = parser.parse_args(argv)
     args.wrk_threads = args.wrk_threads or args.connections
 
@@ -254,16 +365,20 @@ def main(argv: list[str] | None = None) -> int:
                 "modelreg.plugins.disabled": "scan webhooks",
                 "modelreg.worker.embedded": "true",
                 "pyramid.reload_templates": "false",
+                **dict(args.baseline_app if label == "baseline" else args.app),
             }
-            server = Server(python, settings, threads=8, server_settings=SERVER_SETTINGS,
-                            startup_timeout=60)
+            baseline = label == "baseline"
+            threads = args.baseline_threads if baseline else args.threads
+            options = dict(args.baseline_server if baseline else args.server)
+            server = Server(python, settings, threads=threads,
+                            server_settings={**SERVER_SETTINGS, **options}, startup_timeout=60)
             servers[label] = server
             server.start()
             seed_model(server.port, "bench")
             for k in range(args.models):
                 seed_model(server.port, f"m-{k}")
         for name, body in OPERATIONS.items():
-            if args.only not in name:
+            if not any(part in name for part in args.only.split("|")):
                 continue
             for round_ in range(args.rounds):
                 lua = (LUA_HEAD + body.replace("MODELS", str(args.models))
@@ -273,14 +388,32 @@ def main(argv: list[str] | None = None) -> int:
                     order.reverse()
                 for label, server in order:
                     pid = server.process.pid
-                    before = cpu_seconds(pid)
+                    busy = wait_until_quiet(args.quiet_wait) if args.quiet_wait else None
+                    before, switches = cpu_seconds(pid), context_switches(pid)
+                    per_thread = thread_cpu(pid)
+                    perf = perf_switches(pid) if args.perf else None
                     result = run_wrk(server.port, lua, args.connections, args.seconds,
                                      args.wrk_threads)
+                    if perf is not None:
+                        result["perf_switches"] = (perf_result(perf)
+                                                   / max(result["requests"], 1))
                     result["cpu_ms"] = ((cpu_seconds(pid) - before) * 1000
                                         / max(result["requests"], 1))
+                    result["cpu_parts_ms"] = {
+                        part: seconds * 1000 / max(result["requests"], 1)
+                        for part, seconds in cpu_by_part(pid, server.threads, per_thread,
+                                                         thread_cpu(pid)).items()}
+                    result["switches"] = ((context_switches(pid) - switches)
+                                          / max(result["requests"], 1))
                     print(f"{name:30} {label:8} {result['rps']:7.1f} req/s "
                           f"p50 {result['p50_ms']:6.1f} ms p99 {result['p99_ms']:6.1f} ms "
-                          f"cpu {result['cpu_ms']:5.2f} ms non-2xx {result['non_2xx']} "
+                          f"cpu {result['cpu_ms']:5.2f} ms ("
+                          + "/".join(f"{v:.2f}" for v in result["cpu_parts_ms"].values())
+                          + f" main/requests/other) cs/req {result['switches']:5.1f} "
+                          + (f"perf cs/req {result['perf_switches']:5.1f} "
+                             if perf is not None else "")
+                          + (f"busy before {busy:.0%} " if busy is not None else "")
+                          + f"non-2xx {result['non_2xx']} "
                           f"socket errors {result['socket_errors']}",
                           file=sys.stderr, flush=True)
                     best = rows.get((name, label))
