@@ -48,13 +48,13 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from artifacts import SERVER_SETTINGS
+from reads import context_switches, machine_busy
 
 from modelreg.testing import TestDatabase
 from modelreg.testing.server import LiveServer
@@ -207,21 +207,6 @@ def cpu_by_part(pid: int, threads: int, before: dict[int, float], after: dict[in
     return parts
 
 
-def context_switches(pid: int) -> int:
-    """The context switches of every thread of process ``pid`` so far (what ``perf stat -e
-    context-switches -p PID`` counts)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            text = (task / "status").read_text()
-        except OSError:  # the thread ended
-            continue
-        for line in text.splitlines():
-            if "ctxt_switches:" in line:  # voluntary and nonvoluntary
-                total += int(line.split()[1])
-    return total
-
-
 def perf_switches(pid: int) -> subprocess.Popen[str]:
     """``perf stat -e context-switches`` on process ``pid`` until :func:`perf_result`."""
     return subprocess.Popen(["perf", "stat", "-x", ",", "-e", "context-switches", "-p",
@@ -237,17 +222,6 @@ def perf_result(perf: subprocess.Popen[str]) -> int:
         if len(fields) > 2 and fields[2] == "context-switches" and fields[0].isdigit():
             return int(fields[0])
     raise RuntimeError(f"perf said: {err}")
-
-
-def machine_busy(seconds: float = 2.0) -> float:
-    """The share of the machine's CPU time that was not idle over ``seconds`` (as
-    bench/reads.py measures it)."""
-    def sample() -> list[int]:
-        return [int(n) for n in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    before = sample()
-    time.sleep(seconds)
-    delta = [b - a for a, b in zip(before, sample(), strict=True)]
-    return 1 - (delta[3] + delta[4]) / max(1, sum(delta))
 
 
 def wait_until_quiet(limit: float) -> float:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import webtest
-from pyramid.events import ContextFound
 
-from modelreg.api import hookimpl
-from modelreg.testing import CORE_PLUGINS, TestDatabase, make_app
+from modelreg.testing import (
+    CORE_PLUGINS,
+    TestDatabase,
+    TransactionRecorder,
+    make_app,
+    routes_with_views,
+)
 
 PLUGINS = (*CORE_PLUGINS, "modelreg_hf.plugin")
 #: The routes whose GET only reads the database: the caller, and everything ``GET`` under
@@ -22,33 +25,13 @@ PLUGINS = (*CORE_PLUGINS, "modelreg_hf.plugin")
 READ_ONLY = {"hf.whoami", "hf.api_models"}
 
 
-class TmRecorder:
-    """Records, for each request that reached a view, its route, its method and whether
-    pyramid_tm's transaction was active (``tm.active``, as tests/test_read_only.py reads it)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str, bool]] = []
-
-    @hookimpl
-    def modelreg_pyramid_configure(self, config: Any) -> None:
-        """The subscriber: ``ContextFound`` is sent inside pyramid_tm's tween."""
-        config.add_subscriber(self.record, ContextFound)
-
-    def record(self, event: Any) -> None:
-        """Note the request."""
-        request = event.request
-        route = request.matched_route
-        self.seen.append((route.name if route is not None else "", request.method,
-                          bool(request.environ.get("tm.active"))))
-
-
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[tuple[webtest.TestApp, TmRecorder]]:
+             ) -> Iterator[tuple[webtest.TestApp, TransactionRecorder]]:
     """The app in this process on SQLite (anonymous callers may write), with the recorder,
     and ``acme--tiny`` with one ready version and the alias ``champion``."""
     db = TestDatabase.create("sqlite", PLUGINS)
-    recorder = TmRecorder()
+    recorder = TransactionRecorder()
     blobs: Path = tmp_path_factory.mktemp("ro-blobs")
     app = make_app({"sqlalchemy.url": db.url, "modelreg.auth.anonymous": "write",
                     "modelreg.storage.local.path": str(blobs),
@@ -68,18 +51,6 @@ def recorded(tmp_path_factory: pytest.TempPathFactory
         db.drop()
 
 
-def _get_routes(app: Any) -> set[str]:
-    """The routes of the plugin with a ``GET`` view (Pyramid's introspector)."""
-    found = set()
-    for item in app.registry.introspector.get_category("views"):
-        view = item["introspectable"]
-        methods = view["request_methods"]
-        methods = (methods,) if isinstance(methods, str) else methods or ()
-        if str(view["route_name"] or "").startswith("hf.") and "GET" in methods:
-            found.add(view["route_name"])
-    return found
-
-
 def test_exactly_the_read_only_views_run_outside_pyramid_tm(recorded) -> None:
     client, recorder = recorded
     recorder.seen.clear()
@@ -90,7 +61,7 @@ def test_exactly_the_read_only_views_run_outside_pyramid_tm(recorded) -> None:
     client.get("/api/models/acme/tiny/xet-read-token/main", status=501)
     client.get("/acme/tiny/resolve/main/config.json", status=200)
     client.get("/tiny/resolve/main/config.json", status=404)
-    assert {name for name, _, _ in recorder.seen} == _get_routes(client.app)
+    assert {name for name, _, _ in recorder.seen} == routes_with_views(client.app, "hf.")
     assert {name for name, _, active in recorder.seen if not active} == READ_ONLY
     assert {(name, active) for name, _, active in recorder.seen} == {
         ("hf.whoami", False), ("hf.api_models", False), ("hf.resolve_org", True),

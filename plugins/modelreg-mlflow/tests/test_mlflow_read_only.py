@@ -5,15 +5,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import webtest
 from mlflow_helpers import PLUGINS, selected_backends
-from pyramid.events import ContextFound
 
-from modelreg.api import hookimpl
-from modelreg.testing import TestDatabase, make_app, unavailable
+from modelreg.testing import (
+    TestDatabase,
+    TransactionRecorder,
+    make_app,
+    routes_with_views,
+    unavailable,
+)
 
 API, AJAX = "/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
@@ -30,35 +33,15 @@ READ_ONLY = ({f"mlflow.{prefix}.{path}" for prefix in ("api", "ajax")
               for path in READ_ONLY_PATHS} | {"mlflow.artifacts"})
 
 
-class TmRecorder:
-    """Records, for each request that reached a view, its route, its method and whether
-    pyramid_tm's transaction was active (``tm.active``, as tests/test_read_only.py reads it)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str, bool]] = []
-
-    @hookimpl
-    def modelreg_pyramid_configure(self, config: Any) -> None:
-        """The subscriber: ``ContextFound`` is sent inside pyramid_tm's tween."""
-        config.add_subscriber(self.record, ContextFound)
-
-    def record(self, event: Any) -> None:
-        """Note the request."""
-        request = event.request
-        route = request.matched_route
-        self.seen.append((route.name if route is not None else "", request.method,
-                          bool(request.environ.get("tm.active"))))
-
-
 @pytest.fixture(scope="module", params=selected_backends())
 def recorded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[tuple[webtest.TestApp, TmRecorder]]:
+             ) -> Iterator[tuple[webtest.TestApp, TransactionRecorder]]:
     """The app in this process (anonymous callers may write), with the recorder."""
     try:
         db = TestDatabase.create(request.param, PLUGINS)
     except ConnectionError as exc:
         unavailable(str(exc))
-    recorder = TmRecorder()
+    recorder = TransactionRecorder()
     settings = {"sqlalchemy.url": db.url, "retry.attempts": "3",
                 "modelreg.storage.local.path": str(tmp_path_factory.mktemp("ro-blobs")),
                 "modelreg.auth.anonymous": "write"}
@@ -68,18 +51,6 @@ def recorded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     finally:
         app.registry["db_engine"].dispose()
         db.drop()
-
-
-def _get_routes(app: Any) -> set[str]:
-    """The routes of the plugin with a ``GET`` view (Pyramid's introspector)."""
-    found = set()
-    for item in app.registry.introspector.get_category("views"):
-        view = item["introspectable"]
-        methods = view["request_methods"]
-        methods = (methods,) if isinstance(methods, str) else methods or ()
-        if str(view["route_name"] or "").startswith("mlflow.") and "GET" in methods:
-            found.add(view["route_name"])
-    return found
 
 
 def test_exactly_the_read_only_views_run_outside_pyramid_tm(recorded) -> None:
@@ -113,7 +84,7 @@ def test_exactly_the_read_only_views_run_outside_pyramid_tm(recorded) -> None:
     client.get(ARTIFACTS + "?path=", status=200)
     client.get(ARTIFACTS + "/0/" + run_id + "/artifacts/none.txt", status=404)
     seen_routes = {name for name, _, _ in recorder.seen}
-    assert seen_routes == _get_routes(client.app)  # every GET is decided on here
+    assert seen_routes == routes_with_views(client.app, "mlflow.")  # every GET is decided on here
     assert {name for name, _, active in recorder.seen if not active} == READ_ONLY
     # HEAD with GET; writes stay in pyramid_tm
     recorder.seen.clear()

@@ -9,12 +9,10 @@ from typing import Any
 
 import pytest
 import webtest
-from pyramid.events import ContextFound
 from pyramid.interfaces import IRoutesMapper
 from webui_support import API, WEB_PLUGINS, World
 
-from modelreg.api import hookimpl
-from modelreg.testing import make_app
+from modelreg.testing import TransactionRecorder, make_app
 
 HTML = {"Accept": "text/html"}
 #: The GET pages that only read the database.  Not ``web.model`` (the model card's bytes
@@ -37,30 +35,11 @@ SAMPLES = {
 POST_ONLY = {"web.signout", "web.revoke", "web.alias"}
 
 
-class TmRecorder:
-    """Records, for each request that reached a view, its route, its method and whether
-    pyramid_tm's transaction was active (``tm.active``, as tests/test_read_only.py reads it)."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, str, bool]] = []
-
-    @hookimpl
-    def modelreg_pyramid_configure(self, config: Any) -> None:
-        """The subscriber: ``ContextFound`` is sent inside pyramid_tm's tween."""
-        config.add_subscriber(self.record, ContextFound)
-
-    def record(self, event: Any) -> None:
-        """Note the request."""
-        request = event.request
-        route = request.matched_route
-        self.seen.append((route.name if route is not None else "", request.method,
-                          bool(request.environ.get("tm.active"))))
-
-
 @pytest.fixture(scope="module")
-def recorded(web_settings: dict[str, Any], world: World) -> Iterator[tuple[Any, TmRecorder]]:
+def recorded(web_settings: dict[str, Any], world: World
+             ) -> Iterator[tuple[Any, TransactionRecorder]]:
     """An app of its own over the world's database, with the recorder."""
-    recorder = TmRecorder()
+    recorder = TransactionRecorder()
     app = make_app(web_settings, (*WEB_PLUGINS, recorder))
     yield app, recorder
     app.registry["db_engine"].dispose()

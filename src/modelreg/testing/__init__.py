@@ -43,8 +43,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from pyramid.events import ContextFound
 
 from .. import keys
+from ..api import hookimpl
 from ..config import configure
 from ..db import transaction
 from ..migrations import upgrade
@@ -60,6 +62,7 @@ __all__ = [
     "DirectUploadsContract",
     "HookRecorder",
     "TestDatabase",
+    "TransactionRecorder",
     "add_principal",
     "clear_database",
     "hook_recorder",
@@ -73,6 +76,7 @@ __all__ = [
     "modelreg_s3_server",
     "modelreg_settings",
     "resolve_plugins",
+    "routes_with_views",
     "run_worker",
     "testapp",
     "unavailable",
@@ -289,6 +293,46 @@ class HookRecorder:
     def close(self) -> None:
         """Stop recording."""
         self._undo()
+
+
+class TransactionRecorder:
+    """A plugin recording, for each request that reached a view, its route name, its method
+    and whether it ran in pyramid_tm's transaction: ``seen`` holds ``(route, method,
+    in_transaction)``.  Give it to :func:`make_app` with the plugins under test to check
+    which of their views run as read-only views (``modelreg.api.add_read_only_view``:
+    outside pyramid_tm)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, bool]] = []
+
+    @hookimpl
+    def modelreg_pyramid_configure(self, config: Any) -> None:
+        """Subscribe to ``ContextFound``, which Pyramid sends inside pyramid_tm's tween."""
+        config.add_subscriber(self.record, ContextFound)
+
+    def record(self, event: Any) -> None:
+        """Note the request of ``event``."""
+        request = event.request
+        route = request.matched_route
+        self.seen.append((route.name if route is not None else "", request.method,
+                          bool(request.environ.get("tm.active"))))
+
+    def outside_transaction(self) -> set[tuple[str, str]]:
+        """The ``(route, method)`` pairs seen running outside pyramid_tm."""
+        return {(route, method) for route, method, active in self.seen if not active}
+
+
+def routes_with_views(app: Any, prefix: str, method: str = "GET") -> set[str]:
+    """The names of ``app``'s routes starting with ``prefix`` that have a view for
+    ``method`` (from Pyramid's introspector)."""
+    found = set()
+    for item in app.registry.introspector.get_category("views"):
+        view = item["introspectable"]
+        methods = view["request_methods"]
+        methods = (methods,) if isinstance(methods, str) else methods or ()
+        if str(view["route_name"] or "").startswith(prefix) and method in methods:
+            found.add(view["route_name"])
+    return found
 
 
 # --------------------------------------------------------------------------- fixtures
