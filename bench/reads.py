@@ -117,6 +117,8 @@ class Setup:
     #: given with ``--src`` that has no such setting gets none).
     reads_at_once: int | None = None
     src: str | None = None
+    #: The :class:`modelreg.testing.TestDatabase` (dropped when the bench ends).
+    database: Any = None
 
     def ini(self, port: int, worker: bool = True) -> Path:
         """production.ini for this database, on ``port``, scan and webhooks off (and the
@@ -156,7 +158,7 @@ def setup(work: Path) -> Setup:
     admin = add_principal(app, "admin", admin=True)
     token = add_principal(app, "reader", grants=[("*", "read")], scopes=["read"])
     app.registry["db_engine"].dispose()
-    return Setup(work, database.url, token, admin)
+    return Setup(work, database.url, token, admin, database=database)
 
 
 def call(port: int, method: str, path: str, body: bytes | None = None,
@@ -577,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, args.src)
     work = Path(tempfile.mkdtemp(prefix="modelreg-reads-"))
     report: dict[str, Any] = {"src": args.src or "installed"}
+    s: Setup | None = None
     try:
         s = setup(work)
         s.threads = args.threads
@@ -591,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode == "turns":
             report["turns"] = run_turns(s, args.seconds, args.rounds, args.src)
     finally:
+        if s is not None:
+            s.database.drop()
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -38,6 +38,7 @@ import json
 import os
 import pstats
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
     reads.LAYERS = LAYERS  # the attribution below uses these layers
     database = TestDatabase.create("postgresql")
-    app = make_app(settings_for(database.url, tempfile.mkdtemp(prefix="modelreg-wprof-")))
+    blobs = tempfile.mkdtemp(prefix="modelreg-wprof-")
+    app = make_app(settings_for(database.url, blobs))
     report: dict[str, Any] = {}
     counter = iter(range(10**9))
     try:
@@ -196,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         app.registry["db_engine"].dispose()
         database.drop()
+        shutil.rmtree(blobs, ignore_errors=True)
     if args.under_callgrind:
         Path(args.under_callgrind).write_text(json.dumps(list(report)))
         return 0

@@ -45,6 +45,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -321,18 +322,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         pythons["baseline"] = args.baseline
     databases: list[TestDatabase] = []
+    blobs: list[str] = []
     servers: dict[str, Server] = {}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         for label, python in pythons.items():
             database = TestDatabase.create("postgresql")
             databases.append(database)
+            blobs.append(tempfile.mkdtemp(prefix="modelreg-writes-"))
             settings = {
                 "sqlalchemy.url": database.url,
                 "sqlalchemy.pool_size": "10",
                 "sqlalchemy.max_overflow": "4",
                 "modelreg.storage": "local",
-                "modelreg.storage.local.path": tempfile.mkdtemp(prefix="modelreg-writes-"),
+                "modelreg.storage.local.path": blobs[-1],
                 "modelreg.auth.anonymous": "write",
                 "modelreg.auth.allow_anonymous_write": "true",
                 "modelreg.metrics.enabled": "false",
@@ -400,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers.values():
             server.stop()
+        for blob_dir in blobs:
+            shutil.rmtree(blob_dir, ignore_errors=True)
         for database in databases:
             database.drop()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -158,7 +159,8 @@ def modelreg_digests(api: Api, name: str, number: int) -> dict[str, str]:
 # The importer talks HTTP to both servers: one backend under modelreg is enough here
 # (test_mlflow_client.py runs the plugin on every backend).
 @pytest.mark.parametrize("mlflow_server", ["sqlite"], indirect=True)
-def test_import_copies_resumes_and_reruns(mlflow_server: Server, mlflow_source: str) -> None:
+def test_import_copies_resumes_and_reruns(mlflow_server: Server, mlflow_source: str,
+                                          tmp_path: Path) -> None:
     api = Api(mlflow_server)
     seed(mlflow_server, mlflow_source, "first")
     # A model of the same name that modelreg holds already: merged only with --merge.
@@ -202,8 +204,12 @@ def test_import_copies_resumes_and_reruns(mlflow_server: Server, mlflow_source: 
 
     # MLflow moves on: an alias moves, a version and a model with a 24 MiB file appear.
     seed(mlflow_server, mlflow_source, "more")
+    # The import is killed mid-file, so its temporary directory is never removed: it goes
+    # under this test's own directory, removed below.
+    scratch = tmp_path / "killed-import"
+    scratch.mkdir()
     environ = {**os.environ, "MODELREG_URL": mlflow_server.url,
-               "MODELREG_TOKEN": mlflow_server.tokens["admin"]}
+               "MODELREG_TOKEN": mlflow_server.tokens["admin"], "TMPDIR": str(scratch)}
     process = subprocess.Popen(  # noqa: S603
         [MODELREG, "import", "mlflow", "--from", mlflow_source, "--models", "imp-*"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environ)
@@ -218,6 +224,7 @@ def test_import_copies_resumes_and_reruns(mlflow_server: Server, mlflow_source: 
             break
         time.sleep(0.02)
     process.communicate(timeout=60)
+    shutil.rmtree(scratch)
     assert interrupted, "the import ended before it could be interrupted"
     assert api.get("/models/imp-big/versions/1")["status"] == "draft"
 
