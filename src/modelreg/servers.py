@@ -338,7 +338,8 @@ def framing_guard() -> type | None:
         log.warning(
             "Waitress %s is not %sx: modelreg's guard against requests with both "
             "Content-Length and Transfer-Encoding is off; run behind a proxy that refuses "
-            "them (deploy/nginx/modelreg.conf does)", version, GUARDED_WAITRESS)
+            "them (deploy/nginx/modelreg.conf does); read turns (reads_at_once) are off too",
+            version, GUARDED_WAITRESS)
         return None
     return _guard_classes()[1]
 
