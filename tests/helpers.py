@@ -2,30 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event
-
 API = "/api/v1"
-
-
-@contextmanager
-def counting(engine: Any) -> Iterator[list[str]]:
-    """The statements ``engine`` runs inside the block (an app's writer engine shares its
-    events), transaction control (``BEGIN``, ``COMMIT``, ``ROLLBACK``) left out."""
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def create_model(app, name: str = "fraud-detector", **body: Any) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def test_the_test_kit_is_documented():
     for name in ("make_app", "make_plugin_manager", "HookRecorder", "TestDatabase",
                  "BlobStoreContract", "CORE_PLUGINS", "modelreg_plugins", "modelreg_database",
                  "modelreg_settings", "modelreg_app", "testapp", "hook_recorder",
-                 "TransactionRecorder", "routes_with_views"):
+                 "TransactionRecorder", "routes_with_views", "counting_statements"):
         assert hasattr(kit, name), name
         assert f"`{name}" in DOC, name
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from helpers import API, counting, create_model, ready_version
+from helpers import API, create_model, ready_version
 from modelreg.db import get_engine
+from modelreg.testing import counting_statements
 from security_helpers import add_principal, bearer, seed_model
 
 M = f"{API}/models/fraud-detector"
@@ -71,7 +72,7 @@ def populated(testapp):
 def test_statements_per_request(populated, operation, method, path, body):
     app = populated
     args = (path,) if body is None else (path, body)
-    with counting(app.app.registry["db_engine"]) as statements:
+    with counting_statements(app.app.registry["db_engine"]) as statements:
         response = getattr(app, method)(*args, status=200)
     assert len(statements) <= BUDGETS[operation], (operation, statements)
     assert response.json
@@ -80,7 +81,7 @@ def test_statements_per_request(populated, operation, method, path, body):
 def test_a_page_is_one_statement_whatever_its_size(populated):
     app = populated
     for size in (1, 4, 100):
-        with counting(app.app.registry["db_engine"]) as statements:
+        with counting_statements(app.app.registry["db_engine"]) as statements:
             page = app.get(f"{API}/models", {"page_size": str(size)}).json
         assert len(statements) == 1, statements
         assert len(page["models"]) == min(size, 6)
@@ -180,7 +181,7 @@ def test_a_read_with_a_bearer_token_is_two_statements(secure_wsgi_app, secure_ap
     seed_model(secure_wsgi_app, "counted-model")
     path = "/api/v1/models/counted-model/aliases/champion"
     secure_app.get(path, headers=bearer(token))  # the first use stamps last_used_at
-    with counting(secure_wsgi_app.registry["db_engine"]) as statements:
+    with counting_statements(secure_wsgi_app.registry["db_engine"]) as statements:
         body = secure_app.get(path, headers=bearer(token)).json
     assert body["version"] == 1
     assert len(statements) == 2, statements

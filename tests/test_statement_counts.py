@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from helpers import API, counting, create_model, ready_version
-from modelreg.testing import clear_database, make_app
+from helpers import API, create_model, ready_version
+from modelreg.testing import clear_database, counting_statements, make_app
 from openapi_checking import CheckedTestApp
 
 M = f"{API}/models/fraud-detector"
@@ -92,7 +92,7 @@ def run(app: Any, operation: str, method: str, path: str, body: Any, status: int
     """Run one write; check its status, its statement count, and its two events."""
     engine = app.app.registry["db_engine"]
     before = events(engine)
-    with counting(engine) as statements:
+    with counting_statements(engine) as statements:
         args = (path,) if body is None else (path, body)
         getattr(app, method)(*args, status=status)
     limit = budget + extra(engine, operation)

@@ -5,12 +5,10 @@ budget here and say why in the commit."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
-from sqlalchemy import event
 from webui_support import World
+
+from modelreg.testing import counting_statements
 
 HTML = {"Accept": "text/html"}
 #: Statements per page, at most (signed in: the session, the token's identity).
@@ -32,28 +30,11 @@ BUDGETS = {
 PER_ALIAS = {"/ui/models/fraud-detector": 2}
 
 
-@contextmanager
-def counting(app) -> Iterator[list[str]]:
-    engine = app.registry["db_engine"]
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK",
-                                                      "SAVEPOINT", "RELEASE")):
-            statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-
-
 @pytest.mark.parametrize("path", list(BUDGETS))
 def test_statements_per_page(world: World, path: str) -> None:
     browser = world.browser("bob")
     browser.get(path, headers=HTML)  # warm: the token's last use stamped
-    with counting(world.app) as statements:
+    with counting_statements(world.app.registry["db_engine"]) as statements:
         browser.get(path, headers=HTML, status=200)
     aliases = len(world.api("root").get("/api/v1/models/fraud-detector/aliases").json[
         "aliases"])

@@ -37,6 +37,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ __all__ = [
     "TransactionRecorder",
     "add_principal",
     "clear_database",
+    "counting_statements",
     "hook_recorder",
     "in_ci",
     "make_app",
@@ -320,6 +322,30 @@ class TransactionRecorder:
     def outside_transaction(self) -> set[tuple[str, str]]:
         """The ``(route, method)`` pairs seen running outside pyramid_tm."""
         return {(route, method) for route, method, active in self.seen if not active}
+
+
+#: The statements :func:`counting_statements` leaves out: transaction control.
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+
+
+@contextmanager
+def counting_statements(engine: sa.Engine) -> Iterator[list[str]]:
+    """The SQL statements ``engine`` runs inside the block, in order, transaction control
+    (:data:`TRANSACTION_CONTROL`) left out: for budgets of statements per request (an app's
+    writer engine shares the reading engine's events, so ``app.registry["db_engine"]``
+    sees both)."""
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+              executemany: bool) -> None:
+        if not statement.lstrip().upper().startswith(TRANSACTION_CONTROL):
+            statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
 
 
 def routes_with_views(app: Any, prefix: str, method: str = "GET") -> set[str]:
