@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,7 @@ class Served:
     admin: str
     reader: str
     stranger: str
+    settings: dict[str, str]
 
 
 @pytest.fixture
@@ -75,7 +77,7 @@ def served() -> Iterator[Served]:
             registry.set_alias(MODEL, "champion", 1)
         app.registry["db_engine"].dispose()
         with LiveServer(settings, threads=4) as server:
-            yield Served(server, admin, reader, stranger)
+            yield Served(server, admin, reader, stranger, settings)
     finally:
         database.drop()
         shutil.rmtree(blobs, ignore_errors=True)
@@ -230,3 +232,39 @@ def test_a_missing_resource_is_404_whatever_the_condition(served, client):
     status, _, body = client.call(
         "GET", f"{BASE}/aliases/nope", headers={**bearer(served.reader), "If-None-Match": "*"})
     assert status == 404 and b'"alias_not_found"' in body
+
+
+def test_json_reads_answer_as_pyramids_renderer_does(served):
+    """The JSON reads rendered with their ETag under Pyramid's renderer
+    (:func:`modelreg.openapi.json_etag_view`) answer byte for byte and header for header as
+    Pyramid's renderer and the ``etag`` deriver do, which render instead in an app with a
+    ``BeforeRender`` subscriber: ``200``, ``304``, ``HEAD`` and the list's ``Vary``."""
+    import webtest
+    from pyramid.interfaces import IBeforeRender
+
+    rendered: list[Any] = []
+    fast, pyramids = make_app(served.settings), make_app(served.settings)
+    pyramids.registry.registerHandler(rendered.append, (IBeforeRender,))
+    try:
+        apps = [webtest.TestApp(app, extra_environ={"REMOTE_ADDR": "127.0.0.1"})
+                for app in (fast, pyramids)]
+        for path in READS:
+            for method, condition in [("GET", None), ("GET", "etag"), ("GET", '"other"'),
+                                      ("HEAD", None), ("HEAD", "*")]:
+                answers = []
+                for app in apps:
+                    headers = bearer(served.reader)
+                    if condition == "etag":
+                        headers["If-None-Match"] = app.get(path, headers=headers).headers["ETag"]
+                    elif condition:
+                        headers["If-None-Match"] = condition
+                    response = app.request(path, method=method, headers=headers)
+                    answers.append((response.status, [
+                        (name, value) for name, value in response.headerlist
+                        if name != "X-Request-ID"], response.body))
+                assert answers[0] == answers[1], (path, method, condition)
+                assert answers[0][0] in ("200 OK", "304 Not Modified"), answers[0]
+        assert rendered, "the app with a BeforeRender subscriber rendered through Pyramid"
+    finally:
+        for app in (fast, pyramids):
+            app.registry["db_engine"].dispose()

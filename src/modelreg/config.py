@@ -17,6 +17,7 @@ from . import keys
 from .openapi import (
     add_method_not_allowed_views,
     conditional_view,
+    json_etag_view,
     refuse_control_characters,
     refuse_undecodable_requests,
 )
@@ -51,8 +52,11 @@ def configure(
     config = Configurator(settings=settings)
     config.registry[keys.PLUGIN_MANAGER] = pm
     config.add_renderer("json", JSON(separators=(",", ":")))
-    # The ``etag=True`` view option (ETag, If-None-Match -> 304), around the rendered view.
+    # The ``etag=True`` view option (ETag, If-None-Match -> 304), around the rendered view;
+    # a JSON read's dict is rendered with its ETag under Pyramid's renderer.
     config.add_view_deriver(conditional_view, "etag")
+    config.add_view_deriver(json_etag_view, "etag_json", under="rendered_view",
+                            over="mapped_view")
     # Order matters: errors first (every later failure renders as JSON), then the database
     # and its transaction management, then security (the policy, the default permission that
     # refuses any view declared without one, the admin API), then the features, then
