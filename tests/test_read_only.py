@@ -13,7 +13,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 from modelreg import api, keys
 from modelreg.api import add_read_only_view, mark_changed
-from modelreg.db import READ_ONLY_KEY
+from modelreg.db import READ_ONLY_KEY, plain_connection
 from modelreg.models import Model
 from modelreg.testing import CORE_PLUGINS, clear_database, make_app
 
@@ -45,6 +45,20 @@ def core_write(request: Any) -> dict[str, Any]:
     return {}
 
 
+def plain_then_orm(request: Any) -> dict[str, Any]:
+    plain = plain_connection(request.dbsession)
+    plain.execute(sa.select(sa.literal(1))).all()
+    request.dbsession.execute(sa.text("SELECT 1")).all()
+    return {"one_connection": request.dbsession.connection() is plain,
+            "again": plain_connection(request.dbsession) is plain}
+
+
+def add_then_plain(request: Any) -> dict[str, Any]:
+    request.dbsession.add(Model(name="written", normalized_name="written"))
+    plain_connection(request.dbsession)
+    return {}
+
+
 class ReadOnlyPlugin:
     """A read-only view, the same view not declared read-only, and read-only views that
     try to write in each way the app writes."""
@@ -55,7 +69,10 @@ class ReadOnlyPlugin:
         for name, view, read_only in (("ro.peek", peek, True), ("ro.tm", peek, False),
                                       ("ro.add", add_object, True),
                                       ("ro.orm", orm_insert, True),
-                                      ("ro.core", core_write, True)):
+                                      ("ro.core", core_write, True),
+                                      ("ro.plain", plain_then_orm, True),
+                                      ("ro.tm_plain", plain_then_orm, False),
+                                      ("ro.add_plain", add_then_plain, True)):
             config.add_route(name, f"/ro/{name}")
             config.add_view(view, route_name=name, request_method="GET", permission=OPEN,
                             renderer="json")
@@ -85,7 +102,8 @@ def test_a_read_only_view_runs_outside_pyramid_tm_and_returns_its_connection(app
     assert app.get("/ro/ro.tm").json == {"tm_active": True, "session": "TmSession"}
 
 
-@pytest.mark.parametrize("path", ["/ro/ro.add", "/ro/ro.orm", "/ro/ro.core"])
+@pytest.mark.parametrize("path", ["/ro/ro.add", "/ro/ro.orm", "/ro/ro.core",
+                                  "/ro/ro.add_plain"])
 def test_a_write_in_a_read_only_view_fails_and_writes_nothing(app, path):
     response = app.get(path, status=500)
     assert response.json["error"]["code"] == "internal_error"
@@ -110,3 +128,19 @@ def test_a_core_read_answers_and_returns_its_connection(app):
     app.get("/api/v1/models/nothing/versions/1", status=(401, 404))
     app.get("/api/v1/models", status=(200, 401))
     assert _checked_out(app) == 0
+
+
+def test_plain_reads_and_the_orm_share_the_read_only_requests_connection(app):
+    """A read-only request's plain reads (modelreg.db.plain_connection) run on a connection
+    of the engine, no session transaction; what the session then reads joins it; both go
+    back to the pool when the request ends.  In pyramid_tm, the session's own connection."""
+    assert app.get("/ro/ro.plain").json == {"one_connection": True, "again": True}
+    assert _checked_out(app) == 0
+    assert app.get("/ro/ro.tm_plain").json == {"one_connection": True, "again": True}
+    assert _checked_out(app) == 0
+    # An alias that is not there: the plain read finds nothing, the ORM then reads the model.
+    app.post_json("/api/v1/models", {"name": "plain"}, status=201)
+    for path in ("/api/v1/models/plain/aliases/nope", "/api/v1/models/nope/aliases/nope",
+                 "/api/v1/models/nope/versions/1"):
+        app.get(path, status=404)
+        assert _checked_out(app) == 0

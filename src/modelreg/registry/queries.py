@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, contains_eager, selectinload
 
 from .. import paging
+from ..db import plain_connection
 from ..errors import NotFound, Unprocessable
 from ..models import (
     Alias,
@@ -487,12 +488,12 @@ class RegistryQueries:
         return document
 
     def _plain_rows(self, statement: Any, params: dict[str, Any]) -> Any:
-        """The result of a statement of plain columns, on the session's connection: none of
-        the ORM's per-execution work (its compile state, loading context and result
-        wrapping — about a third of the statement's CPU; docs/performance.md, "Read path").
-        The session's pending changes are flushed first, as the ORM's autoflush would."""
-        self.db.flush()
-        return self.db.connection().execute(statement, params)
+        """The result of a statement of plain columns, on the session's connection
+        (:func:`modelreg.db.plain_connection`): none of the ORM's per-execution work (its
+        compile state, loading context and result wrapping — about a third of the
+        statement's CPU; docs/performance.md, "Read path").  The session's pending changes
+        are flushed first, as the ORM's autoflush would."""
+        return plain_connection(self.db).execute(statement, params)
 
     def _version_document(self, normalized: str, kind: str, value: Any) -> dict[str, Any] | None:
         rows = self._plain_rows(

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from ..db import plain_connection
 from ..errors import Unauthorized
 from ..models import ApiToken, AuthFailure, Grant, GroupMember, Principal
 from .access import Identity, Level, Scope, parse_scopes
@@ -158,7 +159,8 @@ def authenticate_token(
     check_client: Callable[[Any], None] | None = None,
 ) -> tuple[Identity, TokenUse]:
     """The identity a bearer token stands for, and the token's use; :class:`Unauthorized` if
-    refused.  One statement (:func:`_token_statement`), on the session's connection.
+    refused.  One statement (:func:`_token_statement`), on the session's connection
+    (:func:`modelreg.db.plain_connection`).
 
     :param client: the client address whose block (``auth_failures.blocked_until``) is read
         in the same statement.
@@ -178,7 +180,8 @@ def authenticate_token(
     params = {"public_id": public_id}
     if client is not None:
         params["client"] = client
-    rows = db.connection().execute(_token_statement(client is not None), params).all()
+    rows = plain_connection(db, flush=False).execute(
+        _token_statement(client is not None), params).all()
     row = rows[0] if rows else None
     if check_client is not None:
         check_client(row.blocked_until if row is not None and client is not None
