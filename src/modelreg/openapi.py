@@ -402,6 +402,8 @@ def refuse_undecodable_requests(event: NewRequest) -> None:
         raise BadRequest(
             "the request path is not valid UTF-8 once percent-decoded", code="invalid_encoding"
         ) from None
+    if not request.environ.get("QUERY_STRING"):
+        return  # no parameters (request.GET is parsed when a view asks for it)
     try:
         params = request.GET
     except UnicodeDecodeError:
