@@ -26,7 +26,7 @@ import logging
 from typing import Any
 
 import sqlalchemy as sa
-from pyramid.request import Request, RequestLocalCache
+from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.security import Allowed, Denied
 
@@ -75,6 +75,15 @@ def _context_model(request: Request, context: Any) -> str | None:
     return (request.matchdict or {}).get("model")
 
 
+#: Where a request keeps its identity (``None`` when anonymous or refused) and the error
+#: that refused its credentials, if any: in its ``__dict__``, found once per request (a new
+#: attempt of pyramid_retry is a new request).  Pyramid's ``RequestLocalCache`` did the same
+#: in weak dictionaries, emptied by a finished callback, at several times the instructions.
+_IDENTITY_KEY = "_modelreg_identity"
+_REFUSAL_KEY = "_modelreg_identity_refusal"
+_UNKNOWN: Any = object()
+
+
 class SecurityPolicy:
     """:class:`pyramid.interfaces.ISecurityPolicy` of the registry.
 
@@ -86,10 +95,6 @@ class SecurityPolicy:
     def __init__(self, anonymous: Level, throttle: Throttle) -> None:
         self.anonymous = anonymous
         self.throttle = throttle
-        #: The identity of each request (``None`` when anonymous or refused)...
-        self._identities = RequestLocalCache(self._identify)
-        #: ...and the error that refused its credentials, if any.
-        self._refusals: RequestLocalCache = RequestLocalCache()
 
     # ------------------------------------------------------------------ identification
 
@@ -108,11 +113,14 @@ class SecurityPolicy:
             asked, but counted as one failed authentication).
         :raises TooManyRequests: when the client is blocked for failing too often.
         """
-        identity = self._identities.get_or_create(request)
-        refusal = self._refusals.get(request, None)
+        kept = request.__dict__
+        identity = kept.get(_IDENTITY_KEY, _UNKNOWN)
+        if identity is _UNKNOWN:
+            identity = kept[_IDENTITY_KEY] = self._identify(request)
+        refusal = kept.get(_REFUSAL_KEY)
         if refusal is not None:
             raise refusal
-        return identity
+        return identity  # type: ignore[no-any-return]
 
     def _identify(self, request: Request) -> Identity | None:
         """The caller; when its credentials are refused, ``None`` with the error kept for
@@ -122,9 +130,9 @@ class SecurityPolicy:
             return self._load_identity(request)
         except Unauthorized as exc:
             self.throttle.failed(request)
-            self._refusals.set(request, exc)
+            request.__dict__[_REFUSAL_KEY] = exc
         except ApiError as exc:
-            self._refusals.set(request, exc)
+            request.__dict__[_REFUSAL_KEY] = exc
         return None
 
     def _load_identity(self, request: Request) -> Identity | None:
@@ -198,7 +206,7 @@ class SecurityPolicy:
     def known_identity_name(self, request: Request) -> str | None:
         """The caller's name if this request already identified it, without authenticating
         (for the access log, after the request)."""
-        identity = self._identities.get(request, None)
+        identity = request.__dict__.get(_IDENTITY_KEY)
         return identity.name if identity is not None else None
 
     def authenticated_userid(self, request: Request) -> str | None:
