@@ -592,10 +592,16 @@ def retry_activate_hook(request: Request) -> int | None:
     and every streaming view (uploads) gets exactly one attempt, since copying the body would
     cost what the upload costs and a retry would repeat storage writes.
     """
+    environ = request.environ
+    if request.method in READ_METHODS:
+        if (environ.get("CONTENT_LENGTH") in (None, "", "0")
+                and "HTTP_TRANSFER_ENCODING" not in environ):
+            # No body: what pyramid_retry's make_body_seekable would make of it (a copy of
+            # the server's stream, read to its end), made at once.
+            request.body = b""
+        return None
     limit = int(request.registry.settings.get(MAX_RETRIED_BODY_SETTING, MAX_RETRIED_BODY))
     length = request.content_length
-    if request.method in READ_METHODS:
-        return None
     if is_streaming(request):
         return 1
     if length == 0:
