@@ -14,7 +14,7 @@ from pyramid_retry import RetryableException
 
 from modelreg import api, keys
 from modelreg.api import add_read_only_view, mark_changed
-from modelreg.db import READ_ONLY_KEY, plain_connection
+from modelreg.db import READ_ONLY_KEY, plain_connection, plain_row_type
 from modelreg.models import Model
 from modelreg.testing import CORE_PLUGINS, clear_database, make_app
 
@@ -163,3 +163,22 @@ def test_a_read_is_retried_with_its_body(app):
     response = app.request("/ro/ro.flaky", method="GET", body=b"sent")
     assert response.json == {"attempt": 1, "body": "sent"}
     assert _checked_out(app) == 0
+
+
+def test_plain_row_types_name_the_columns_as_the_results_do(app):
+    """modelreg.db.plain_row_type: the named tuples that the version document, the alias
+    document and the token's check read their rows into have the result's column names,
+    in its order, on each database."""
+    from modelreg.registry.queries import _alias_document_statement, _version_document_statement
+    from modelreg.security.tokens import _token_statement
+
+    statements = [(_version_document_statement(kind), {"model": "m", "value": value})
+                  for kind, value in (("number", 1), ("id", 1), ("latest", None),
+                                      ("digest", "sha256:0"), ("alias", "a"))]
+    statements += [(_token_statement(True), {"public_id": "p", "client": "c"}),
+                   (_token_statement(False), {"public_id": "p"}),
+                   (_alias_document_statement(), {"model": "m", "alias": "a"})]
+    with app.app.registry[keys.DB_ENGINE].connect() as conn:
+        for statement, params in statements:
+            names = tuple(conn.execute(statement, params).keys())
+            assert plain_row_type(statement)._fields == names

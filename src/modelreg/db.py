@@ -19,6 +19,8 @@ not what the transaction it waited for has just committed, and counts checked un
 
 from __future__ import annotations
 
+import collections
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, MutableMapping
@@ -436,6 +438,24 @@ def plain_connection(dbsession: Session, *, flush: bool = True) -> sa.Connection
         dbsession.bind = connection
         return connection
     return dbsession.connection()
+
+
+@functools.cache
+def _row_type(names: tuple[str, ...]) -> Any:
+    return collections.namedtuple("PlainRow", names)  # type: ignore[misc]
+
+
+def plain_row_type(statement: Any) -> Any:
+    """A named tuple class with the columns of ``statement`` (a Core ``SELECT`` or
+    ``UNION``), one per set of names: ``row_type._make(row)`` for each row of its result
+    gives the same values under the same names as the result's rows.
+
+    Reading a column of SQLAlchemy's ``Row`` by name (``row.number``) raises and catches an
+    ``AttributeError`` inside (the name is looked up on its type first): about 0.35 µs,
+    against 0.05 µs for a named tuple's field after a 0.35 µs conversion.  Worth it for a
+    row whose columns are read several times (docs/performance.md, "Read path").
+    """
+    return _row_type(tuple(column.key for column in statement.selected_columns))
 
 
 def close_read_session(dbsession: Session) -> None:

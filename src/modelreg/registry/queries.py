@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, contains_eager, selectinload
 
 from .. import paging
-from ..db import plain_connection
+from ..db import plain_connection, plain_row_type
 from ..errors import NotFound, Unprocessable
 from ..models import (
     Alias,
@@ -496,9 +496,10 @@ class RegistryQueries:
         return plain_connection(self.db).execute(statement, params)
 
     def _version_document(self, normalized: str, kind: str, value: Any) -> dict[str, Any] | None:
-        rows = self._plain_rows(
-            _version_document_statement(kind), {"model": normalized, "value": value}
-        ).all()
+        statement = _version_document_statement(kind)
+        row_type = plain_row_type(statement)
+        rows = [row_type._make(row) for row in self._plain_rows(
+            statement, {"model": normalized, "value": value})]
         version = next((row for row in rows if row.kind == 0), None)
         if version is None:
             return None
@@ -601,9 +602,10 @@ class RegistryQueries:
         if row is None:
             model = self.get_model(model_name)
             raise alias_not_found(model.name, name, self._alias_names(model))
+        model_name, alias, number, updated_at, updated_by = row  # the statement's columns
         return documents.alias_document(
-            model=row.name, alias=row.alias, version=row.number, updated_at=row.updated_at,
-            updated_by=row.updated_by)
+            model=model_name, alias=alias, version=number, updated_at=updated_at,
+            updated_by=updated_by)
 
     def list_aliases(self, model_name: str) -> list[dict[str, Any]]:
         """Every alias of a model."""

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..db import plain_connection
+from ..db import plain_connection, plain_row_type
 from ..errors import Unauthorized
 from ..models import ApiToken, AuthFailure, Grant, GroupMember, Principal
 from .access import Identity, Level, Scope, parse_scopes
@@ -180,8 +180,10 @@ def authenticate_token(
     params = {"public_id": public_id}
     if client is not None:
         params["client"] = client
-    rows = plain_connection(db, flush=False).execute(
-        _token_statement(client is not None), params).all()
+    statement = _token_statement(client is not None)
+    row_type = plain_row_type(statement)
+    rows = [row_type._make(row)
+            for row in plain_connection(db, flush=False).execute(statement, params)]
     row = rows[0] if rows else None
     if check_client is not None:
         check_client(row.blocked_until if row is not None and client is not None
