@@ -182,3 +182,31 @@ def test_plain_row_types_name_the_columns_as_the_results_do(app):
         for statement, params in statements:
             names = tuple(conn.execute(statement, params).keys())
             assert plain_row_type(statement)._fields == names
+
+
+def test_sqlite_reads_begin_and_writes_begin_immediate(app):
+    """On SQLite every transaction begins with BEGIN (the dialect's do_begin), a writing
+    engine's with BEGIN IMMEDIATE (its own begin listener), each once; the reading engine
+    has no connection event to call."""
+    from modelreg.db import writer_engine
+
+    engine = app.app.registry[keys.DB_ENGINE]
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's transactions")
+    assert not engine._has_events  # what a begin listener on it would change
+    for bind, begin in ((engine, "BEGIN"), (app.app.registry[keys.DB_WRITER_ENGINE],
+                                            "BEGIN IMMEDIATE"), (writer_engine(engine),
+                                                                 "BEGIN IMMEDIATE"),
+                        (writer_engine(writer_engine(engine)), "BEGIN IMMEDIATE")):
+        with bind.connect() as conn:
+            driver = conn.connection.driver_connection
+            traced: list[str] = []
+            driver.set_trace_callback(traced.append)
+            try:
+                conn.execute(sa.select(sa.func.count()).select_from(Model.__table__)).all()
+                assert driver.in_transaction
+                conn.rollback()
+                conn.execute(sa.select(sa.literal(1))).all()
+            finally:
+                driver.set_trace_callback(None)
+        assert [s for s in traced if s.startswith("BEGIN")] == [begin, begin], traced

@@ -66,7 +66,7 @@ READ_ONLY_REQUEST = "modelreg.read_only"
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
-        # Let SQLAlchemy's "begin" event below emit BEGIN itself (pysqlite's own
+        # Transactions begin with the BEGIN of _sqlite_begin below (pysqlite's own
         # transaction handling would defer it).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -77,18 +77,36 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA case_sensitive_like = ON")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def on_begin(conn: sa.Connection) -> None:
-        immediate = conn.get_execution_options().get(WRITER_OPTION, False)
-        statement = "BEGIN IMMEDIATE" if immediate else "BEGIN"
-        # Straight to the driver: SQLAlchemy's execution of a statement (its context,
-        # events and result) cost as much as the read that follows (docs/performance.md,
-        # "Read path").  Its errors are wrapped as SQLAlchemy would ("database is locked"
-        # stays an OperationalError, which is retried).
-        try:
-            conn.connection.driver_connection.execute(statement)  # type: ignore[union-attr]
-        except sqlite3.Error as exc:
-            raise sa.exc.DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
+    # The dialect of this engine (its own instance) begins each transaction; a listener of
+    # the engine's "begin" event did, but any listener of a connection event makes every
+    # connection of the engine join the engine's events and call them on each statement,
+    # begin and rollback: about 5 % of a read's instructions (docs/performance.md, "Read
+    # path").  Writers begin with BEGIN IMMEDIATE instead (writer_engine).
+    engine.dialect.do_begin = _sqlite_begin  # type: ignore[method-assign]
+
+
+def _sqlite_begin(dbapi_connection: Any) -> None:
+    """``BEGIN``, straight to the driver, unless a transaction was begun already (by
+    :func:`_sqlite_begin_immediate`, which runs first for a writer's connection).  A
+    driver's error is wrapped by SQLAlchemy as any other."""
+    driver = dbapi_connection.driver_connection
+    if not driver.in_transaction:
+        driver.execute("BEGIN")
+
+
+def _sqlite_begin_immediate(conn: sa.Connection) -> None:
+    """The ``begin`` listener of a writing engine on SQLite (:func:`writer_engine`): its
+    transactions begin with ``BEGIN IMMEDIATE``, so that they queue on the busy timeout
+    instead of failing on their first write."""
+    statement = "BEGIN IMMEDIATE"
+    # Straight to the driver: SQLAlchemy's execution of a statement (its context, events
+    # and result) cost as much as the read that follows (docs/performance.md, "Read path").
+    # Its errors are wrapped as SQLAlchemy would ("database is locked" stays an
+    # OperationalError, which is retried).
+    try:
+        conn.connection.driver_connection.execute(statement)  # type: ignore[union-attr]
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
 
 
 #: SQLSTATEs (PostgreSQL) and error numbers (MySQL/MariaDB) of transient conflicts.
@@ -350,8 +368,15 @@ def get_read_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def writer_engine(engine: Engine) -> Engine:
-    """``engine`` marked for writing sessions: on SQLite they begin with ``BEGIN IMMEDIATE``."""
-    return engine.execution_options(**{WRITER_OPTION: True})
+    """``engine`` marked for writing sessions: on SQLite they begin with ``BEGIN IMMEDIATE``
+    (a listener of this engine's ``begin`` event only: its connections call the engine's
+    events, the reading engine's do not)."""
+    if engine.get_execution_options().get(WRITER_OPTION):
+        return engine  # a writer already (its begin listener would run twice)
+    writer = engine.execution_options(**{WRITER_OPTION: True})
+    if engine.dialect.name == "sqlite":
+        event.listen(writer, "begin", _sqlite_begin_immediate)
+    return writer
 
 
 def get_tm_session(
