@@ -413,7 +413,7 @@ class RegistryCommands(RegistryQueries):
         """
         params = self._record_params(action, target_type, target, model, before, after)
         if self.db.get_bind().dialect.name in _DML_CTE_DIALECTS:
-            self.db.execute(_RECORD_INSERT, params)
+            self.db.connection().execute(_RECORD_INSERT, params)
         else:
             self.db.execute(_AUDIT_INSERT, params)
             self.db.execute(_OUTBOX_INSERT, params)
@@ -609,7 +609,7 @@ class RegistryCommands(RegistryQueries):
         if (parent is None and policy_rules(self.settings).max_versions is None
                 and self.db.get_bind().dialect.name in _DML_CTE_DIALECTS):
             # Nothing to check under the model's lock: all of it in one statement.
-            row = self.db.execute(_create_version_statement(), {
+            row = self.db.connection().execute(_create_version_statement(), {
                 "normalized": normalize_name(model_name), "tags": tags,
                 **{"version_" + column: values[key]
                    for key, column in _columns_of(Version).items() if key in values},
@@ -683,7 +683,8 @@ class RegistryCommands(RegistryQueries):
         if self.db.get_bind().dialect.update_returning:
             # A Core statement, its row made the model object here: the ORM's loading of
             # an UPDATE's RETURNING cost more CPU than the rest of the statement.
-            row = self.db.execute(_next_number_statement(), {"normalized": name}).first()
+            row = self.db.connection().execute(_next_number_statement(),
+                                               {"normalized": name}).first()
             if row is None:
                 raise model_not_found(model_name)
             return self._loaded_model(dict(zip(_columns_of(Model), row, strict=True)))
@@ -928,7 +929,7 @@ class RegistryCommands(RegistryQueries):
             # One statement for the read of the tag and its INSERT or UPDATE, rather than
             # a read and the unit of work's flush: under the version's lock (taken by the
             # statement before), so the value it reads is the latest one.
-            self.db.execute(_set_tag_statement(), {
+            self.db.connection().execute(_set_tag_statement(), {
                 "version_id": version.id, "key": key, "value": value,
                 **self._record_params("version.tag_set", "version_tag",
                                       f"{name}/{version.number}:{key}", name,
@@ -1000,7 +1001,7 @@ class RegistryCommands(RegistryQueries):
             return version, version.model.name, rules
         # A Core statement: loading the version as an object cost a third of the CPU of
         # a tag's write, and the write needs only its id and number.
-        row = self.db.execute(_touch_version_statement(), {
+        row = self.db.connection().execute(_touch_version_statement(), {
             "model_name": normalize_name(model_name), "version_number": version_number(ref),
             "touched_at": utcnow()}).first()
         if row is None:
