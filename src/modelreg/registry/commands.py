@@ -14,12 +14,14 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import (
     Session,
@@ -31,6 +33,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from ..auditing import TARGET_LENGTH
 from ..db import mark_changed
 from ..errors import Conflict, NotFound, Unprocessable
 from ..jobs import enqueue
@@ -59,6 +62,7 @@ from ..policy import (
     ARCHIVED,
     RETENTION_JOB,
     check_new_version,
+    policy_rules,
     refusal,
     retention_victims,
     size_problems,
@@ -251,14 +255,25 @@ def _insert_of_class(cls: Any, returning: bool = True) -> Any:
 @functools.cache
 def _set_tag_statement() -> Any:
     """PostgreSQL: set a version's tag (parameters ``version_id``, ``key``, ``value``),
-    inserted or updated, returning its previous value (``NULL`` if it had none)."""
-    return sa.text(
-        "WITH previous AS (SELECT value FROM version_tags"
-        " WHERE version_id = :version_id AND key = :key),"
-        " upsert AS (INSERT INTO version_tags (version_id, key, value)"
-        " VALUES (:version_id, :key, :value)"
-        " ON CONFLICT (version_id, key) DO UPDATE SET value = excluded.value)"
-        " SELECT value FROM previous")
+    inserted or updated, and record it (the audit and outbox events of
+    :meth:`RegistryCommands.record`, parameters ``audit_*`` and ``outbox_*``, the event's
+    ``before`` the tag's previous value), returning that previous value (``NULL`` if it had
+    none).  Run under the version's lock (taken by the statement before), so the value it
+    reads is the latest one."""
+    tags = VersionTag.__table__
+    previous = (sa.select(tags.c.value)
+                .where(tags.c.version_id == sa.bindparam("version_id"),
+                       tags.c.key == sa.bindparam("key"))
+                .cte("previous"))
+    upsert = postgresql.insert(tags).values(
+        version_id=sa.bindparam("version_id"), key=sa.bindparam("key"),
+        value=sa.bindparam("value"))
+    upsert = upsert.on_conflict_do_update(
+        index_elements=[tags.c.version_id, tags.c.key],
+        set_={"value": upsert.excluded.value})
+    before = sa.select(_json_object(value=previous.c.value)).scalar_subquery()
+    audit, event = _record_ctes(sa.select(), before=before)
+    return sa.select(previous.c.value).add_cte(upsert.cte("upsert"), audit, event)
 
 
 @functools.cache
@@ -273,6 +288,104 @@ def _next_number_statement() -> Any:
         .where(models.c.normalized_name == sa.bindparam("normalized"))
         .values(next_version=models.c.next_version + 1)
         .returning(*(models.c[column] for column in _columns_of(Model).values()))
+    )
+
+
+def _json_object(**members: Any) -> Any:
+    """SQL's ``json_build_object`` of ``members`` (name: SQL expression), in their order."""
+    return sa.func.json_build_object(
+        *itertools.chain.from_iterable(
+            (sa.literal_column(f"'{name}'"), value) for name, value in members.items()),
+        type_=AuditEvent.__table__.c.after.type)
+
+
+def _record_ctes(rows: sa.Select, **exprs: Any) -> tuple[Any, Any]:
+    """PostgreSQL: the INSERTs of :meth:`RegistryCommands.record`, as common table
+    expressions of a statement that also makes the change they record, one event for each
+    row of ``rows`` (a ``SELECT`` of no columns: its ``FROM`` and ``WHERE``).  Each of
+    ``target``, ``model``, ``before`` and ``after`` is the SQL expression in ``exprs`` where
+    given, else the parameter of :meth:`RegistryCommands._record_params`; the outbox's payload
+    is made of them as ``record`` makes it."""
+    audits, outbox = AuditEvent.__table__, OutboxEvent.__table__
+    given = {name: exprs.get(name, sa.bindparam("audit_" + name, type_=audits.c[name].type))
+             for name in ("target", "before", "after")}
+    given["model"] = exprs.get("model", sa.bindparam("outbox_model",
+                                                     type_=outbox.c.model.type))
+    given["payload"] = _json_object(
+        target=given["target"],
+        actor=sa.bindparam("audit_actor", type_=audits.c.actor.type),
+        before=given["before"], after=given["after"])
+    audit = audits.insert().from_select(list(_AUDIT_COLUMNS), rows.add_columns(*(
+        given.get(column, sa.bindparam("audit_" + column, type_=audits.c[column].type))
+        for column in _AUDIT_COLUMNS)))
+    event = outbox.insert().from_select(list(_OUTBOX_COLUMNS), rows.add_columns(*(
+        given.get(column, sa.bindparam("outbox_" + column, type_=outbox.c[column].type))
+        for column in _OUTBOX_COLUMNS)))
+    return audit.cte("audit_event"), event.cte("outbox_event")
+
+
+def _as_read(cls: Any, values: dict[str, Any]) -> Any:
+    """An object of the mapped class ``cls`` whose attributes are ``values`` (by name), as
+    the ORM makes one from a row it reads (its state made, the values put in its
+    ``__dict__``), not through the constructor, whose event for each attribute set cost a
+    third of the CPU of :meth:`RegistryCommands.create_version`'s objects."""
+    obj = cls.__mapper__.class_manager.new_instance()
+    obj.__dict__.update(values)
+    return obj
+
+
+#: The columns of a version :meth:`RegistryCommands.create_version` sets from parameters
+#: (each ``version_<column>``): all but its model and number.
+_NEW_VERSION_COLUMNS = ("status", "description", "metadata", "lineage", "problems", "digest",
+                        "archived_files", "created_at", "updated_at", "finalized_at",
+                        "created_by", "updated_by")
+
+
+@functools.cache
+def _create_version_statement() -> Any:
+    """PostgreSQL: :meth:`RegistryCommands.create_version` in one statement, each write a
+    common table expression of it: the model's counter incremented (its row locked, as by
+    :func:`_next_number_statement`), the version inserted with the number it took, its tags
+    (parameter ``tags``, a JSON object) inserted, and its audit and outbox events (as
+    :meth:`RegistryCommands.record` writes them, parameters ``audit_*`` and ``outbox_*``).
+    Returns the model's columns (in the order of :func:`_columns_of`) and the new version's
+    id; no row if there is no such model, and then nothing was written.
+
+    The model's lock is then held for this statement and the ``COMMIT`` only, rather than
+    across four round trips: concurrent creators of one model's versions queue on that lock
+    (docs/performance.md, "Write path").  Nothing in it reads another table, so the
+    statement's snapshot, taken before the lock was granted, hides nothing it needs."""
+    versions = Version.__table__
+    tags = VersionTag.__table__
+    counted = _next_number_statement().cte("counted")
+    new_version = (
+        sa.insert(versions)
+        .from_select(
+            ["model_id", "number", *_NEW_VERSION_COLUMNS],
+            sa.select(counted.c.id, counted.c.next_version - 1, *(
+                sa.bindparam("version_" + column, type_=versions.c[column].type)
+                for column in _NEW_VERSION_COLUMNS)))
+        .returning(versions.c.id, versions.c.number)
+        .cte("new_version")
+    )
+    given_tags = sa.bindparam("tags", type_=AuditEvent.__table__.c.after.type)
+    given = sa.func.json_each_text(given_tags).table_valued("key", "value")
+    new_tags = tags.insert().from_select(
+        ["version_id", "key", "value"],
+        sa.select(new_version.c.id, given.c.key, given.c.value)
+        .select_from(new_version).join(given, sa.true()))
+    target = sa.func.left(
+        counted.c.name + sa.literal_column("'/'", sa.String)
+        + sa.cast(new_version.c.number, sa.String), sa.literal_column(str(TARGET_LENGTH)))
+    after = _json_object(number=new_version.c.number, tags=given_tags)
+    audit, event = _record_ctes(
+        sa.select().select_from(counted).join(new_version, sa.true()),
+        target=target, model=counted.c.name, before=sa.null(), after=after)
+    return (
+        sa.select(*(counted.c[column] for column in _columns_of(Model).values()),
+                  new_version.c.id)
+        .select_from(counted).join(new_version, sa.true())
+        .add_cte(new_tags.cte("new_tags"), audit, event)
     )
 
 
@@ -298,6 +411,21 @@ class RegistryCommands(RegistryQueries):
         the outbox INSERT): one round trip.  The session is marked changed, so that its
         transaction commits even where nothing else was flushed.
         """
+        params = self._record_params(action, target_type, target, model, before, after)
+        if self.db.get_bind().dialect.name in _DML_CTE_DIALECTS:
+            self.db.connection().execute(_RECORD_INSERT, params)
+        else:
+            self.db.execute(_AUDIT_INSERT, params)
+            self.db.execute(_OUTBOX_INSERT, params)
+        mark_changed(self.db)
+
+    def _record_params(
+        self, action: str, target_type: str, target: str | None, model: str | None,
+        before: dict[str, Any] | None = None, after: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The parameters of :meth:`record`'s statements (prefixed ``audit_`` and
+        ``outbox_``).  ``target`` ``None``: a statement that makes the target and the
+        events' documents itself (:func:`_create_version_statement`) takes the rest."""
         now = utcnow()
         params = {
             "audit_at": now,
@@ -317,12 +445,7 @@ class RegistryCommands(RegistryQueries):
             "outbox_created_at": now,
             "outbox_attempts": 0,
         }
-        if self.db.get_bind().dialect.name in _DML_CTE_DIALECTS:
-            self.db.execute(_RECORD_INSERT, params)
-        else:
-            self.db.execute(_AUDIT_INSERT, params)
-            self.db.execute(_OUTBOX_INSERT, params)
-        mark_changed(self.db)
+        return params
 
     def _check_name_free(self, name: str, normalized: str) -> None:
         existing = self.db.scalar(_name_taken_statement(), {"normalized": normalized})
@@ -476,9 +599,31 @@ class RegistryCommands(RegistryQueries):
         _check_document("metadata", metadata)
         _check_document("lineage", lineage)
         _check_tags(tags)
+        now = utcnow()
+        values = {"status": "draft", "description": description, "metadata_": metadata,
+                  "lineage": lineage, "problems": None, "digest": None,
+                  "archived_files": None, "created_at": now, "updated_at": now,
+                  "finalized_at": None, "created_by": self.actor, "updated_by": self.actor}
+        loaded = {"aliases": []}
+        parent = lineage.get("parent_version")
+        if (parent is None and policy_rules(self.settings).max_versions is None
+                and self.db.get_bind().dialect.name in _DML_CTE_DIALECTS):
+            # Nothing to check under the model's lock: all of it in one statement.
+            row = self.db.connection().execute(_create_version_statement(), {
+                "normalized": normalize_name(model_name), "tags": tags,
+                **{"version_" + column: values[key]
+                   for key, column in _columns_of(Version).items() if key in values},
+                **self._record_params("version.created", "version", None, None),
+            }).first()
+            if row is None:
+                raise model_not_found(model_name)
+            mark_changed(self.db)
+            model = self._loaded_model(dict(zip(_columns_of(Model), row[:-1], strict=True)))
+            values.update(model_id=model.id, number=model.next_version - 1)
+            return self._as_loaded(Version, row[-1], values, VersionTag, tags,
+                                   owner_key="version_id", loaded={**loaded, "model": model})
         model = self._count_version(model_name)
         number = model.next_version - 1
-        parent = lineage.get("parent_version")
         if parent is not None and self._find_version(model, parent) is None:
             raise Unprocessable(
                 f"lineage.parent_version {parent} is not a version of {model.name!r}",
@@ -487,14 +632,9 @@ class RegistryCommands(RegistryQueries):
             )
         # The update above locked the model's row: concurrent creators count one by one.
         check_new_version(self.db, self.settings, model)
-        now = utcnow()
-        values = {"model_id": model.id, "number": number, "status": "draft",
-                  "description": description, "metadata_": metadata, "lineage": lineage,
-                  "problems": None, "digest": None, "archived_files": None,
-                  "created_at": now, "updated_at": now, "finalized_at": None,
-                  "created_by": self.actor, "updated_by": self.actor}
+        values.update(model_id=model.id, number=number)
         version = self._insert_new(Version, values, VersionTag, tags, owner_key="version_id",
-                                   loaded={"aliases": [], "model": model})
+                                   loaded={**loaded, "model": model})
         self.record("version.created", "version", f"{model.name}/{number}", model.name,
                     after={"number": number, "tags": tags})
         return version
@@ -516,8 +656,15 @@ class RegistryCommands(RegistryQueries):
         if tags:
             self.db.execute(sa.insert(tag_cls.__table__), [
                 {owner_key: new_id, "key": k, "value": v} for k, v in tags.items()])
-        obj = cls(id=new_id, **values)
-        tag_objects = [tag_cls(**{owner_key: new_id}, key=k, value=v)
+        return self._as_loaded(cls, new_id, values, tag_cls, tags, owner_key=owner_key,
+                               loaded=loaded)
+
+    def _as_loaded(self, cls: Any, new_id: int, values: dict[str, Any], tag_cls: Any,
+                   tags: dict[str, str], *, owner_key: str, loaded: dict[str, Any]) -> Any:
+        """The row of ``cls`` just inserted with id ``new_id``, as :meth:`_insert_new`
+        returns it."""
+        obj = _as_read(cls, {"id": new_id, **values})
+        tag_objects = [_as_read(tag_cls, {owner_key: new_id, "key": k, "value": v})
                        for k, v in sorted(tags.items())]
         for each in (obj, *tag_objects):
             make_transient_to_detached(each)
@@ -536,19 +683,11 @@ class RegistryCommands(RegistryQueries):
         if self.db.get_bind().dialect.update_returning:
             # A Core statement, its row made the model object here: the ORM's loading of
             # an UPDATE's RETURNING cost more CPU than the rest of the statement.
-            row = self.db.execute(_next_number_statement(), {"normalized": name}).first()
+            row = self.db.connection().execute(_next_number_statement(),
+                                               {"normalized": name}).first()
             if row is None:
                 raise model_not_found(model_name)
-            values = dict(zip(_columns_of(Model), row, strict=True))
-            held = self.db.identity_map.get(identity_key(Model, values["id"]))
-            if held is not None:  # read earlier in this session: as it is now
-                for key, value in values.items():
-                    set_committed_value(held, key, value)
-                return held
-            model = Model(**values)
-            make_transient_to_detached(model)
-            self.db.add(model)
-            return model
+            return self._loaded_model(dict(zip(_columns_of(Model), row, strict=True)))
         model = self.get_model(model_name)
         models = Model.__table__
         self.db.execute(
@@ -557,6 +696,19 @@ class RegistryCommands(RegistryQueries):
             .values(next_version=models.c.next_version + 1)
         )
         self.db.refresh(model, ["next_version"])
+        return model
+
+    def _loaded_model(self, values: dict[str, Any]) -> Model:
+        """The model whose columns (by attribute) a statement returned, in the session as if
+        it had been read."""
+        held = self.db.identity_map.get(identity_key(Model, values["id"]))
+        if held is not None:  # read earlier in this session: as it is now
+            for key, value in values.items():
+                set_committed_value(held, key, value)
+            return held
+        model = _as_read(Model, values)
+        make_transient_to_detached(model)
+        self.db.add(model)
         return model
 
     def lock_version(
@@ -777,15 +929,16 @@ class RegistryCommands(RegistryQueries):
             # One statement for the read of the tag and its INSERT or UPDATE, rather than
             # a read and the unit of work's flush: under the version's lock (taken by the
             # statement before), so the value it reads is the latest one.
-            previous = self.db.execute(_set_tag_statement(), {
-                "version_id": version.id, "key": key, "value": value}).scalar()
+            self.db.connection().execute(_set_tag_statement(), {
+                "version_id": version.id, "key": key, "value": value,
+                **self._record_params("version.tag_set", "version_tag",
+                                      f"{name}/{version.number}:{key}", name,
+                                      after={"value": value})})
+            mark_changed(self.db)
             tag = self.db.identity_map.get(identity_key(VersionTag, (version.id, key)))
             if tag is not None:
                 self.db.expire(tag, ["value"])
             self._forget_tags(version)
-            self.record("version.tag_set", "version_tag", f"{name}/{version.number}:{key}",
-                        name, before=None if previous is None else {"value": previous},
-                        after={"value": value})
             return
         tag = self.db.get(VersionTag, (version.id, key))
         before = None if tag is None else {"value": tag.value}
@@ -848,7 +1001,7 @@ class RegistryCommands(RegistryQueries):
             return version, version.model.name, rules
         # A Core statement: loading the version as an object cost a third of the CPU of
         # a tag's write, and the write needs only its id and number.
-        row = self.db.execute(_touch_version_statement(), {
+        row = self.db.connection().execute(_touch_version_statement(), {
             "model_name": normalize_name(model_name), "version_number": version_number(ref),
             "touched_at": utcnow()}).first()
         if row is None:
