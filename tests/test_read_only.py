@@ -210,3 +210,8 @@ def test_sqlite_reads_begin_and_writes_begin_immediate(app):
             finally:
                 driver.set_trace_callback(None)
         assert [s for s in traced if s.startswith("BEGIN")] == [begin, begin], traced
+    # A connection left in a transaction is not quietly reused: BEGIN fails, as before.
+    with engine.connect() as conn:
+        conn.connection.driver_connection.execute("BEGIN")
+        with pytest.raises(sa.exc.OperationalError, match="within a transaction"):
+            conn.execute(sa.select(sa.literal(1)))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
@@ -80,33 +79,32 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     # The dialect of this engine (its own instance) begins each transaction; a listener of
     # the engine's "begin" event did, but any listener of a connection event makes every
     # connection of the engine join the engine's events and call them on each statement,
-    # begin and rollback: about 5 % of a read's instructions (docs/performance.md, "Read
+    # begin and rollback: about a tenth of a read's instructions (docs/performance.md, "Read
     # path").  Writers begin with BEGIN IMMEDIATE instead (writer_engine).
     engine.dialect.do_begin = _sqlite_begin  # type: ignore[method-assign]
 
 
+#: Set by a writing engine's begin listener on the connection it begins (its pool record's
+#: ``info``) and taken by :func:`_sqlite_begin`: this transaction begins ``IMMEDIATE``.
+_BEGIN_IMMEDIATE = "modelreg.begin_immediate"
+
+
 def _sqlite_begin(dbapi_connection: Any) -> None:
-    """``BEGIN``, straight to the driver, unless a transaction was begun already (by
-    :func:`_sqlite_begin_immediate`, which runs first for a writer's connection).  A
-    driver's error is wrapped by SQLAlchemy as any other."""
-    driver = dbapi_connection.driver_connection
-    if not driver.in_transaction:
-        driver.execute("BEGIN")
+    """The dialect's ``do_begin`` on SQLite: ``BEGIN`` straight to the driver (SQLAlchemy's
+    execution of a statement, its context, events and result, cost as much as the read that
+    follows; docs/performance.md, "Read path"), ``BEGIN IMMEDIATE`` for a writer's
+    connection (:func:`_sqlite_writer_begin`).  The driver's errors are wrapped by
+    SQLAlchemy ("database is locked" is an OperationalError, which is retried)."""
+    immediate = dbapi_connection.info.pop(_BEGIN_IMMEDIATE, False)
+    dbapi_connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _sqlite_begin_immediate(conn: sa.Connection) -> None:
-    """The ``begin`` listener of a writing engine on SQLite (:func:`writer_engine`): its
-    transactions begin with ``BEGIN IMMEDIATE``, so that they queue on the busy timeout
-    instead of failing on their first write."""
-    statement = "BEGIN IMMEDIATE"
-    # Straight to the driver: SQLAlchemy's execution of a statement (its context, events
-    # and result) cost as much as the read that follows (docs/performance.md, "Read path").
-    # Its errors are wrapped as SQLAlchemy would ("database is locked" stays an
-    # OperationalError, which is retried).
-    try:
-        conn.connection.driver_connection.execute(statement)  # type: ignore[union-attr]
-    except sqlite3.Error as exc:
-        raise sa.exc.DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
+def _sqlite_writer_begin(conn: sa.Connection) -> None:
+    """The ``begin`` listener of a writing engine on SQLite (:func:`writer_engine`), which
+    runs just before the dialect's ``do_begin``: its transactions begin with ``BEGIN
+    IMMEDIATE``, so that they queue on the busy timeout instead of failing on their first
+    write."""
+    conn.connection.info[_BEGIN_IMMEDIATE] = True
 
 
 #: SQLSTATEs (PostgreSQL) and error numbers (MySQL/MariaDB) of transient conflicts.
@@ -375,7 +373,7 @@ def writer_engine(engine: Engine) -> Engine:
         return engine  # a writer already (its begin listener would run twice)
     writer = engine.execution_options(**{WRITER_OPTION: True})
     if engine.dialect.name == "sqlite":
-        event.listen(writer, "begin", _sqlite_begin_immediate)
+        event.listen(writer, "begin", _sqlite_writer_begin)
     return writer
 
 
