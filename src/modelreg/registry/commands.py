@@ -926,9 +926,10 @@ class RegistryCommands(RegistryQueries):
         if rules:
             self._check_alias_targets(version, lambda tags: {**tags, key: value})
         if rules is None and self.db.get_bind().dialect.name in _DML_CTE_DIALECTS:
-            # One statement for the read of the tag and its INSERT or UPDATE, rather than
-            # a read and the unit of work's flush: under the version's lock (taken by the
-            # statement before), so the value it reads is the latest one.
+            # One statement for the read of the tag, its INSERT or UPDATE and the two
+            # events, rather than a read, the unit of work's flush and record(): under the
+            # version's lock (taken by the statement before), so the value it reads is the
+            # latest one.
             self.db.connection().execute(_set_tag_statement(), {
                 "version_id": version.id, "key": key, "value": value,
                 **self._record_params("version.tag_set", "version_tag",
