@@ -35,6 +35,7 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -188,6 +189,7 @@ def measure(backend: str, verbose: bool) -> dict[str, dict[str, Any]]:
     finally:
         app_.registry["db_engine"].dispose()
         database.drop()
+        shutil.rmtree(blobs, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -266,6 +266,11 @@ class LiveServer:
             # Blobs go to the server's own directory unless the settings or the caller's
             # environment name a place (removed with the directory when the server stops).
             environ.setdefault("MODELREG_STORAGE_LOCAL_PATH", str(self.directory / "blobs"))
+            # Its temporary files (a scan's copy, a spooled body) too, unless the caller
+            # names a place: a server stopped mid-scan cannot leave them behind.
+            if "TMPDIR" not in self.environ:
+                environ["TMPDIR"] = str(self.directory / "tmp")
+                (self.directory / "tmp").mkdir()
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and file
                 self.command(ini),
                 stdin=subprocess.DEVNULL,
