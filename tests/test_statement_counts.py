@@ -51,7 +51,6 @@ BUDGETS = {
     "replace version tag": 2,
     "set tag of an aliased version": 2,
     # The version locked; the tag read, its DELETE, audit + outbox.
-    # ... the tag read, its DELETE.
     "delete version tag": 4,
 }
 
