@@ -431,6 +431,45 @@ def mark_changed(dbsession: Session) -> None:
         zope.sqlalchemy.mark_changed(dbsession)
 
 
+def execute_alone(dbsession: Session, statement: Any, params: dict[str, Any]) -> Any:
+    """Run ``statement``, a write the caller promises is the whole of the transaction of
+    ``dbsession``, and mark the session changed (:func:`mark_changed`); its result.
+
+    Where the statement is the transaction's first on PostgreSQL, it runs outside a
+    transaction block, in the transaction PostgreSQL makes for a statement alone: atomic and
+    durable as the same statement between ``BEGIN`` and ``COMMIT``, without their two round
+    trips (the session's commit then has nothing to send).  Anywhere else (another database,
+    a statement already run in this transaction, an isolation level or access mode
+    configured for the engine's transactions, a driver other than psycopg) it runs in the
+    session's transaction as any other statement.
+
+    The promise is what makes this safe: a statement the same request ran after this one
+    would be a transaction of its own, so only a command that is its request's only write,
+    called by the view that knows it, asks for this (``alone=True`` of
+    :meth:`modelreg.registry.commands.RegistryCommands.create_version`).
+    """
+    mark_changed(dbsession)
+    connection = dbsession.connection()
+    if (connection.dialect.name, connection.dialect.driver) != ("postgresql", "psycopg"):
+        return connection.execute(statement, params)
+    driver = connection.connection.dbapi_connection
+    if (driver.info.transaction_status != _PG_IDLE or driver.isolation_level is not None
+            or driver.read_only is not None or driver.deferrable is not None):
+        return connection.execute(statement, params)
+    driver.autocommit = True
+    try:
+        return connection.execute(statement, params)
+    finally:
+        if driver.info.transaction_status == _PG_IDLE:
+            driver.autocommit = False
+        else:  # the connection is lost: never back to the pool in autocommit
+            connection.invalidate()
+
+
+#: libpq's ``PQTRANS_IDLE``: a connection outside any transaction block.
+_PG_IDLE = 0
+
+
 #: Where a read-only session keeps the connection of :func:`plain_connection` (its ``info``).
 PLAIN_CONNECTION_KEY = "modelreg.plain_connection"
 

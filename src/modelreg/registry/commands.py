@@ -34,7 +34,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from ..auditing import TARGET_LENGTH
-from ..db import mark_changed
+from ..db import execute_alone, mark_changed
 from ..errors import Conflict, NotFound, Unprocessable
 from ..jobs import enqueue
 from ..models import (
@@ -588,6 +588,7 @@ class RegistryCommands(RegistryQueries):
         metadata: dict[str, Any],
         lineage: dict[str, Any],
         tags: dict[str, str],
+        alone: bool = False,
     ) -> Version:
         """Create a draft version numbered from the model's counter.
 
@@ -595,6 +596,10 @@ class RegistryCommands(RegistryQueries):
         the rest of the transaction: concurrent creators queue there and each reads back its
         own number, so numbers have no gaps and no duplicates and are never reused (the
         unique constraint on (model, number) is the last guard).
+
+        :param alone: the caller's promise that its transaction writes nothing else (the
+            REST view): where the creation is one statement, it may then commit itself
+            (:func:`modelreg.db.execute_alone`).
         """
         _check_document("metadata", metadata)
         _check_document("lineage", lineage)
@@ -609,15 +614,19 @@ class RegistryCommands(RegistryQueries):
         if (parent is None and policy_rules(self.settings).max_versions is None
                 and self.db.get_bind().dialect.name in _DML_CTE_DIALECTS):
             # Nothing to check under the model's lock: all of it in one statement.
-            row = self.db.connection().execute(_create_version_statement(), {
+            params = {
                 "normalized": normalize_name(model_name), "tags": tags,
                 **{"version_" + column: values[key]
                    for key, column in _columns_of(Version).items() if key in values},
                 **self._record_params("version.created", "version", None, None),
-            }).first()
+            }
+            if alone:
+                row = execute_alone(self.db, _create_version_statement(), params).first()
+            else:
+                row = self.db.connection().execute(_create_version_statement(), params).first()
+                mark_changed(self.db)
             if row is None:
                 raise model_not_found(model_name)
-            mark_changed(self.db)
             model = self._loaded_model(dict(zip(_columns_of(Model), row[:-1], strict=True)))
             values.update(model_id=model.id, number=model.next_version - 1)
             return self._as_loaded(Version, row[-1], values, VersionTag, tags,

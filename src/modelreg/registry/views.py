@@ -150,6 +150,7 @@ def create_version(request: Request) -> dict[str, Any]:
         metadata=body.metadata,
         lineage=body.lineage.model_dump(exclude_none=True),
         tags=body.tags,
+        alone=True,  # this request writes nothing else
     )
     request.response.status_code = 201
     request.response.location = request.route_url(

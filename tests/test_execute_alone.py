@@ -1,0 +1,135 @@
+"""A write that is the whole of its transaction (``modelreg.db.execute_alone``): on
+PostgreSQL it runs outside a transaction block and commits itself, with no ``BEGIN`` and no
+``COMMIT`` (two round trips of the three of a new version); anywhere else, and after
+another statement of the same transaction, it is an ordinary statement of the transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from helpers import API, create_model
+from modelreg import keys
+from modelreg.db import execute_alone, mark_changed, transaction
+from modelreg.models import Model
+
+MODELS = Model.__table__
+
+
+def insert(name: str) -> sa.Insert:
+    return sa.insert(MODELS).values(name=name, normalized_name=name)
+
+
+def names(engine: sa.Engine) -> list[str]:
+    """The models' names, read on a connection of its own (what another client sees)."""
+    with engine.connect() as conn:
+        return list(conn.scalars(sa.select(MODELS.c.name).order_by(MODELS.c.name)))
+
+
+class Abort(Exception):
+    pass
+
+
+def test_a_lone_write_commits_itself_on_postgresql(testapp, backend):
+    """Another client sees the write as soon as it ran on PostgreSQL (no transaction block
+    was open); elsewhere once the transaction commits."""
+    registry = testapp.app.registry
+    engine = registry[keys.DB_ENGINE]
+    with transaction(registry) as session:
+        execute_alone(session, insert("alone"), {})
+        seen_before_commit = names(engine)
+    assert seen_before_commit == (["alone"] if backend == "postgresql" else [])
+    assert names(engine) == ["alone"]
+
+
+def test_after_another_statement_it_stays_in_the_transaction(testapp):
+    """Where the transaction already ran a statement, the write is one more of it: an
+    aborted transaction leaves nothing, on every database."""
+    registry = testapp.app.registry
+    with pytest.raises(Abort), transaction(registry) as session:
+        session.execute(sa.select(sa.func.count()).select_from(MODELS)).scalar()
+        execute_alone(session, insert("alone"), {})
+        raise Abort
+    assert names(registry[keys.DB_ENGINE]) == []
+
+
+def test_the_connection_goes_back_to_transactions(testapp, backend):
+    """After a lone write, successful or refused, the connection's next statements are in a
+    transaction again: aborting it undoes them."""
+    registry = testapp.app.registry
+    engine = registry[keys.DB_ENGINE]
+    with transaction(registry) as session:
+        execute_alone(session, insert("first"), {})
+    with pytest.raises(IntegrityError), transaction(registry) as session:
+        execute_alone(session, insert("first"), {})  # the name is taken
+    for _ in range(engine.pool.size()):  # whichever pooled connection each gets
+        with pytest.raises(Abort), transaction(registry) as session:
+            execute_alone(session, insert("second"), {})
+            if backend == "postgresql":
+                assert session.connection().connection.dbapi_connection.autocommit is False
+            session.connection().execute(insert("third"))
+            raise Abort
+        # the lone write committed itself on PostgreSQL; the statement after it did not
+        expected = ["first", "second"] if backend == "postgresql" else ["first"]
+        assert names(engine) == expected
+        with transaction(registry) as session:
+            session.connection().execute(sa.delete(MODELS).where(MODELS.c.name == "second"))
+            mark_changed(session)
+
+
+@pytest.fixture
+def transaction_control(monkeypatch) -> list[bytes]:
+    """The transaction control psycopg sends (``BEGIN``, ``COMMIT``, ``ROLLBACK``)."""
+    sent: list[bytes] = []
+    original = psycopg.Connection._exec_command
+
+    def exec_command(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(command if isinstance(command, bytes) else str(command).encode())
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "_exec_command", exec_command)
+    return sent
+
+
+def test_a_new_version_is_one_round_trip(testapp, backend, transaction_control):
+    """``POST …/versions`` sends its one statement and no transaction control; its version,
+    its tags and its two events are all there.  A tag's write (two statements) still runs
+    between ``BEGIN`` and ``COMMIT``."""
+    if backend != "postgresql":
+        pytest.skip("transaction control of psycopg")
+    create_model(testapp)
+    transaction_control.clear()
+    created = testapp.post_json(f"{API}/models/fraud-detector/versions",
+                                {"tags": {"stage": "dev"}}, status=201).json
+    assert (created["number"], created["tags"]) == (1, {"stage": "dev"})
+    assert transaction_control == []
+    engine = testapp.app.registry[keys.DB_ENGINE]
+    with engine.connect() as conn:
+        actions = list(conn.scalars(sa.text("SELECT action FROM audit_events ORDER BY id")))
+        outbox = conn.scalar(sa.text("SELECT count(*) FROM outbox"))
+        tags = conn.execute(sa.text("SELECT key, value FROM version_tags")).all()
+    assert actions[-1] == "version.created" and outbox == len(actions)
+    assert [tuple(t) for t in tags] == [("stage", "dev")]
+    assert testapp.get(f"{API}/models/fraud-detector/versions/1").json["tags"] == {
+        "stage": "dev"}
+
+    transaction_control.clear()
+    testapp.put_json(f"{API}/models/fraud-detector/versions/1/tags/owner", {"value": "ana"},
+                     status=200)
+    assert [c.split()[0] for c in transaction_control] == [b"BEGIN", b"COMMIT"]
+
+
+def test_a_refused_new_version_writes_nothing(testapp, backend):
+    """A version for a model that does not exist: 404, and no row anywhere."""
+    engine = testapp.app.registry[keys.DB_ENGINE]
+    response = testapp.post_json(f"{API}/models/nowhere/versions", {}, status=404)
+    assert response.json["error"]["code"] == "model_not_found"
+    with engine.connect() as conn:
+        counts = [conn.scalar(sa.text(f"SELECT count(*) FROM {table}"))
+                  for table in ("versions", "audit_events", "outbox")]
+    assert counts == [0, 0, 0]
