@@ -6,6 +6,8 @@ another statement of the same transaction, it is an ordinary statement of the tr
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import psycopg
@@ -133,3 +135,67 @@ def test_a_refused_new_version_writes_nothing(testapp, backend):
         counts = [conn.scalar(sa.text(f"SELECT count(*) FROM {table}"))
                   for table in ("versions", "audit_events", "outbox")]
     assert counts == [0, 0, 0]
+
+
+def test_a_new_version_whose_connection_is_lost_is_not_run_again(testapp, backend):
+    """A statement that commits itself and loses its connection may have landed: the request
+    is answered 503 (the client decides), not run again by the app, which could make a
+    second version.  The connection is cut for real: the statement waits for the model's row,
+    locked by another client, and its server process is terminated."""
+    if backend != "postgresql":
+        pytest.skip("a PostgreSQL server process to terminate")
+    create_model(testapp)
+    engine = testapp.app.registry[keys.DB_ENGINE]
+    answers: list[Any] = []
+    with (engine.connect() as holder,
+          engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin):
+        holder.execute(sa.update(MODELS).values(description="held"))  # locks the row
+        request = threading.Thread(target=lambda: answers.append(testapp.post_json(
+            f"{API}/models/fraud-detector/versions", {}, expect_errors=True)))
+        request.start()
+        waiting = None
+        for _ in range(200):  # pg_stat_activity anew each time: outside a transaction
+            waiting = admin.scalar(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database() AND pid <> pg_backend_pid()"))
+            if waiting is not None:
+                break
+            time.sleep(0.05)
+        assert waiting is not None, "the new version never waited for the model's row"
+        admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": waiting})
+        request.join(30)
+        holder.rollback()
+    (answer,) = answers
+    assert answer.status_int == 503, answer.text
+    assert answer.json["error"]["code"] == "database_unavailable"
+    assert testapp.get(f"{API}/models/fraud-detector/versions").json["versions"] == []
+    # and the next request gets a connection that works
+    testapp.post_json(f"{API}/models/fraud-detector/versions", {}, status=201)
+
+
+def test_a_pooled_connection_terminated_while_idle_is_no_lost_version(testapp, backend):
+    """The server ends a pooled connection between two requests (as a restart does): the
+    next new version sees the termination waiting on it, takes the path a retry can
+    follow, and is made once (``tests/test_database_restart.py`` restarts a whole server)."""
+    if backend != "postgresql":
+        pytest.skip("a PostgreSQL server process to terminate")
+    create_model(testapp)
+    testapp.post_json(f"{API}/models/fraud-detector/versions", {}, status=201)
+    # not a connection of the app's pool, which would be the one to end
+    outside = sa.create_engine(testapp.app.registry[keys.DB_ENGINE].url,
+                               poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with outside.connect() as admin:
+            ended = admin.scalar(sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND state = 'idle'"))
+    finally:
+        outside.dispose()
+    assert ended >= 1
+    time.sleep(0.2)  # the termination's message reaches the pooled connections
+    created = testapp.post_json(f"{API}/models/fraud-detector/versions", {}, status=201)
+    assert created.json["number"] == 2
+    numbers = [v["number"] for v in
+               testapp.get(f"{API}/models/fraud-detector/versions").json["versions"]]
+    assert numbers == [2, 1]

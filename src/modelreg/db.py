@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import select
 import time
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
@@ -116,10 +117,12 @@ def is_lost_connection(exc: BaseException) -> bool:
     """Whether ``exc`` is a connection lost while a statement ran (the database restarted,
     the connection was cut): the transaction was never committed, so running the request again
     on a new connection is as safe as after a deadlock.  A connection lost during ``COMMIT``
-    (no statement) is not: whether the transaction landed is unknown."""
+    (no statement), or during a statement that commits itself (:func:`execute_alone`), is
+    not: whether the transaction landed is unknown."""
     return (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
             and exc.statement is not None
-            and not exc.statement.lstrip()[:6].upper().startswith("COMMIT"))
+            and not exc.statement.lstrip()[:6].upper().startswith("COMMIT")
+            and not getattr(exc, _COMMITTING, False))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -431,6 +434,12 @@ def mark_changed(dbsession: Session) -> None:
         zope.sqlalchemy.mark_changed(dbsession)
 
 
+#: libpq's ``PQTRANS_IDLE``: a connection outside any transaction block.
+_PG_IDLE = 0
+#: Set on the error of a statement that commits itself (:func:`execute_alone`).
+_COMMITTING = "modelreg_committing"
+
+
 def execute_alone(dbsession: Session, statement: Any, params: dict[str, Any]) -> Any:
     """Run ``statement``, a write the caller promises is the whole of the transaction of
     ``dbsession``, and mark the session changed (:func:`mark_changed`); its result.
@@ -454,11 +463,15 @@ def execute_alone(dbsession: Session, statement: Any, params: dict[str, Any]) ->
         return connection.execute(statement, params)
     driver = connection.connection.dbapi_connection
     if (driver.info.transaction_status != _PG_IDLE or driver.isolation_level is not None
-            or driver.read_only is not None or driver.deferrable is not None):
+            or driver.read_only is not None or driver.deferrable is not None
+            or _input_waiting(driver)):
         return connection.execute(statement, params)
     driver.autocommit = True
     try:
         return connection.execute(statement, params)
+    except sa.exc.DBAPIError as exc:
+        setattr(exc, _COMMITTING, True)  # lost, it may have landed: not to retry
+        raise
     finally:
         if driver.info.transaction_status == _PG_IDLE:
             driver.autocommit = False
@@ -466,8 +479,13 @@ def execute_alone(dbsession: Session, statement: Any, params: dict[str, Any]) ->
             connection.invalidate()
 
 
-#: libpq's ``PQTRANS_IDLE``: a connection outside any transaction block.
-_PG_IDLE = 0
+def _input_waiting(driver: Any) -> bool:
+    """Whether the server sent this idle connection something, which is mostly that it
+    terminated it (a restart, ``pg_terminate_backend``): one ``select`` with no wait.  Such a
+    connection's statement fails before it can have run, so it goes the way a retried
+    request can take, in a transaction (:func:`is_lost_connection`)."""
+    readable, _, _ = select.select([driver.fileno()], [], [], 0)
+    return bool(readable)
 
 
 #: Where a read-only session keeps the connection of :func:`plain_connection` (its ``info``).
