@@ -334,6 +334,10 @@ def _as_read(cls: Any, values: dict[str, Any]) -> Any:
     return obj
 
 
+#: The model's columns a version created ``alone`` needs (its document: the model's name,
+#: and the number the counter gave), of :meth:`RegistryCommands.create_version`.
+_ALONE_MODEL_COLUMNS = ("id", "name", "next_version")
+
 #: The columns of a version :meth:`RegistryCommands.create_version` sets from parameters
 #: (each ``version_<column>``): all but its model and number.
 _NEW_VERSION_COLUMNS = ("status", "description", "metadata", "lineage", "problems", "digest",
@@ -342,7 +346,7 @@ _NEW_VERSION_COLUMNS = ("status", "description", "metadata", "lineage", "problem
 
 
 @functools.cache
-def _create_version_statement() -> Any:
+def _create_version_statement(model_columns: tuple[str, ...] | None = None) -> Any:
     """PostgreSQL: :meth:`RegistryCommands.create_version` in one statement, each write a
     common table expression of it: the model's counter incremented (its row locked, as by
     :func:`_next_number_statement`), the version inserted with the number it took, its tags
@@ -382,7 +386,8 @@ def _create_version_statement() -> Any:
         sa.select().select_from(counted).join(new_version, sa.true()),
         target=target, model=counted.c.name, before=sa.null(), after=after)
     return (
-        sa.select(*(counted.c[column] for column in _columns_of(Model).values()),
+        sa.select(*(counted.c[column]
+                    for column in model_columns or _columns_of(Model).values()),
                   new_version.c.id)
         .select_from(counted).join(new_version, sa.true())
         .add_cte(new_tags.cte("new_tags"), audit, event)
@@ -597,9 +602,11 @@ class RegistryCommands(RegistryQueries):
         own number, so numbers have no gaps and no duplicates and are never reused (the
         unique constraint on (model, number) is the last guard).
 
-        :param alone: the caller's promise that its transaction writes nothing else (the
-            REST view): where the creation is one statement, it may then commit itself
-            (:func:`modelreg.db.execute_alone`).
+        :param alone: the caller's promise that its transaction writes nothing else and
+            only reads the version returned (the REST view, which renders it): where the
+            creation is one statement, it may then commit itself
+            (:func:`modelreg.db.execute_alone`), and the version and its model are made
+            outside the session, which then has nothing to flush or to track.
         """
         _check_document("metadata", metadata)
         _check_document("lineage", lineage)
@@ -621,16 +628,21 @@ class RegistryCommands(RegistryQueries):
                 **self._record_params("version.created", "version", None, None),
             }
             if alone:
-                row = execute_alone(self.db, _create_version_statement(), params).first()
+                row = execute_alone(self.db, _create_version_statement(_ALONE_MODEL_COLUMNS),
+                                    params).first()
             else:
                 row = self.db.connection().execute(_create_version_statement(), params).first()
                 mark_changed(self.db)
             if row is None:
                 raise model_not_found(model_name)
-            model = self._loaded_model(dict(zip(_columns_of(Model), row[:-1], strict=True)))
+            if alone:
+                model = _as_read(Model, dict(zip(_ALONE_MODEL_COLUMNS, row[:-1], strict=True)))
+            else:
+                model = self._loaded_model(dict(zip(_columns_of(Model), row[:-1], strict=True)))
             values.update(model_id=model.id, number=model.next_version - 1)
             return self._as_loaded(Version, row[-1], values, VersionTag, tags,
-                                   owner_key="version_id", loaded={**loaded, "model": model})
+                                   owner_key="version_id", loaded={**loaded, "model": model},
+                                   in_session=not alone)
         model = self._count_version(model_name)
         number = model.next_version - 1
         if parent is not None and self._find_version(model, parent) is None:
@@ -669,18 +681,21 @@ class RegistryCommands(RegistryQueries):
                                loaded=loaded)
 
     def _as_loaded(self, cls: Any, new_id: int, values: dict[str, Any], tag_cls: Any,
-                   tags: dict[str, str], *, owner_key: str, loaded: dict[str, Any]) -> Any:
+                   tags: dict[str, str], *, owner_key: str, loaded: dict[str, Any],
+                   in_session: bool = True) -> Any:
         """The row of ``cls`` just inserted with id ``new_id``, as :meth:`_insert_new`
-        returns it."""
+        returns it (``in_session=False``: outside the session, to be read only)."""
         obj = _as_read(cls, {"id": new_id, **values})
         tag_objects = [_as_read(tag_cls, {owner_key: new_id, "key": k, "value": v})
                        for k, v in sorted(tags.items())]
-        for each in (obj, *tag_objects):
-            make_transient_to_detached(each)
+        if in_session:
+            for each in (obj, *tag_objects):
+                make_transient_to_detached(each)
         set_committed_value(obj, "tags", tag_objects)
         for name, value in loaded.items():
             set_committed_value(obj, name, value)
-        self.db.add(obj)
+        if in_session:
+            self.db.add(obj)
         return obj
 
     def _count_version(self, model_name: str) -> Model:
