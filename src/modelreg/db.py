@@ -481,11 +481,13 @@ def execute_alone(dbsession: Session, statement: Any, params: dict[str, Any]) ->
 
 def _input_waiting(driver: Any) -> bool:
     """Whether the server sent this idle connection something, which is mostly that it
-    terminated it (a restart, ``pg_terminate_backend``): one ``select`` with no wait.  Such a
-    connection's statement fails before it can have run, so it goes the way a retried
-    request can take, in a transaction (:func:`is_lost_connection`)."""
-    readable, _, _ = select.select([driver.fileno()], [], [], 0)
-    return bool(readable)
+    terminated it (a restart, ``pg_terminate_backend``): one ``poll`` with no wait (not
+    ``select``, which refuses descriptors past 1023).  Such a connection's statement fails
+    before it can have run, so it goes the way a retried request can take, in a transaction
+    (:func:`is_lost_connection`)."""
+    poller = select.poll()
+    poller.register(driver.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 #: Where a read-only session keeps the connection of :func:`plain_connection` (its ``info``).
