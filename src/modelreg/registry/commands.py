@@ -352,8 +352,9 @@ def _create_version_statement(model_columns: tuple[str, ...] | None = None) -> A
     :func:`_next_number_statement`), the version inserted with the number it took, its tags
     (parameter ``tags``, a JSON object) inserted, and its audit and outbox events (as
     :meth:`RegistryCommands.record` writes them, parameters ``audit_*`` and ``outbox_*``).
-    Returns the model's columns (in the order of :func:`_columns_of`) and the new version's
-    id; no row if there is no such model, and then nothing was written.
+    Returns the model's columns (``model_columns``, else all of them in the order of
+    :func:`_columns_of`) and the new version's id; no row if there is no such model, and then
+    nothing was written.
 
     The model's lock is then held for this statement and the ``COMMIT`` only, rather than
     across four round trips: concurrent creators of one model's versions queue on that lock
