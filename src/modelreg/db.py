@@ -540,6 +540,15 @@ def plain_row_type(statement: Any) -> Any:
     return _row_type(tuple(column.key for column in statement.selected_columns))
 
 
+def plain_rows(dbsession: Session, statement: Any, params: dict[str, Any], *,
+               flush: bool = True) -> list[Any]:
+    """The rows of ``statement`` (plain columns, only reading) as named tuples
+    (:func:`plain_row_type`), run on :func:`plain_connection` (``flush`` as there)."""
+    row_type = plain_row_type(statement)
+    return [row_type._make(row)
+            for row in plain_connection(dbsession, flush=flush).execute(statement, params)]
+
+
 def close_read_session(dbsession: Session) -> None:
     """Close a read-only request's session: roll back its transaction and return its
     connection (that of :func:`plain_connection` too) to the pool.

@@ -561,7 +561,6 @@ def json_etag_view(view: Callable[[Any, Request], Any], info: Any) -> Callable[.
 json_etag_view.options = ("etag",)  # type: ignore[attr-defined]
 
 
-
 # ---------------------------------------------------------------------------- 405 views
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, contains_eager, selectinload
 
 from .. import paging
-from ..db import plain_connection, plain_row_type
+from ..db import plain_connection, plain_rows
 from ..errors import NotFound, Unprocessable
 from ..models import (
     Alias,
@@ -496,10 +496,8 @@ class RegistryQueries:
         return plain_connection(self.db).execute(statement, params)
 
     def _version_document(self, normalized: str, kind: str, value: Any) -> dict[str, Any] | None:
-        statement = _version_document_statement(kind)
-        row_type = plain_row_type(statement)
-        rows = [row_type._make(row) for row in self._plain_rows(
-            statement, {"model": normalized, "value": value})]
+        rows = plain_rows(self.db, _version_document_statement(kind),
+                          {"model": normalized, "value": value})
         version = next((row for row in rows if row.kind == 0), None)
         if version is None:
             return None

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..db import plain_connection, plain_row_type
+from ..db import plain_rows
 from ..errors import Unauthorized
 from ..models import ApiToken, AuthFailure, Grant, GroupMember, Principal
 from .access import Identity, Level, Scope, parse_scopes
@@ -160,7 +160,7 @@ def authenticate_token(
 ) -> tuple[Identity, TokenUse]:
     """The identity a bearer token stands for, and the token's use; :class:`Unauthorized` if
     refused.  One statement (:func:`_token_statement`), on the session's connection
-    (:func:`modelreg.db.plain_connection`).
+    (:func:`modelreg.db.plain_rows`).
 
     :param client: the client address whose block (``auth_failures.blocked_until``) is read
         in the same statement.
@@ -180,10 +180,7 @@ def authenticate_token(
     params = {"public_id": public_id}
     if client is not None:
         params["client"] = client
-    statement = _token_statement(client is not None)
-    row_type = plain_row_type(statement)
-    rows = [row_type._make(row)
-            for row in plain_connection(db, flush=False).execute(statement, params)]
+    rows = plain_rows(db, _token_statement(client is not None), params, flush=False)
     row = rows[0] if rows else None
     if check_client is not None:
         check_client(row.blocked_until if row is not None and client is not None
