@@ -13,6 +13,7 @@ import pluggy
 from .auditing import audit_request, record_audit
 from .db import add_read_only_view, add_streaming_view, mark_changed, transaction
 from .db import get_engine as database_engine
+from .db import writer_engine as database_writer
 from .errors import (
     ApiError,
     BadRequest,
@@ -101,6 +102,7 @@ __all__ = [
     "api_view",
     "audit_request",
     "database_engine",
+    "database_writer",
     "hookimpl",
     "mark_changed",
     "parse_body",

@@ -4,18 +4,23 @@ and a worker killed in the middle of a delivery."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import signal
 import threading
 import time
 import urllib.request
+import uuid
 from typing import Any
 
+import sqlalchemy as sa
 from modelreg_webhooks import delivery
 from modelreg_webhooks.config import WebhookSettings
+from modelreg_webhooks.tables import deliveries, subscriptions
 
 from conftest import SECRET, Deployment, Receiver
+from modelreg.api import Event, database_engine
 
 W = "/api/v1/webhooks"
 _names = itertools.count()
@@ -227,6 +232,46 @@ def test_a_worker_killed_mid_delivery_loses_nothing(admin, receiver, deployment:
     assert receiver.received[2].event_id in [e.event_id for e in receiver.received[3:]]
 
 
+def test_an_event_is_queued_when_another_write_commits_between_its_reads_and_its_insert(
+    admin, receiver, plugin_engine, webhooks_settings
+):
+    """``enqueue`` reads the subscriptions, then inserts the deliveries.  A write of the
+    app's that commits in between must not fail it: on SQLite, a transaction that began
+    ``DEFERRED`` cannot wait for it and fails at once (``database is locked``), so the
+    plugin's transactions begin ``IMMEDIATE`` (``database_writer``), and the app's write waits
+    for the insert instead."""
+    subscribe(admin, receiver, ["model.created"])
+    other = database_engine(webhooks_settings)
+    done: list[int] = []
+
+    def app_writes() -> None:
+        with other.begin() as conn:  # a write of another connection, as the app's would be
+            done.append(conn.execute(sa.update(subscriptions).values(
+                description="changed meanwhile")).rowcount)
+
+    writer = threading.Thread(target=app_writes)
+
+    def before_insert(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO webhook_deliveries") and writer.ident is None:
+            writer.start()
+            writer.join(1.0)  # committed at once unless it waits for this transaction
+
+    event = Event(id=str(uuid.uuid4()), type="model.created", model=f"raced-{next(_names)}",
+                  payload={}, created_at=dt.datetime.now(dt.UTC))
+    sa.event.listen(plugin_engine, "before_cursor_execute", before_insert)
+    try:
+        ids = delivery.enqueue(plugin_engine, event)
+    finally:
+        sa.event.remove(plugin_engine, "before_cursor_execute", before_insert)
+        writer.join(30)
+        other.dispose()
+    assert writer.ident is not None and done == [1]
+    assert len(ids) == 1
+    with plugin_engine.connect() as conn:
+        assert conn.execute(sa.select(deliveries.c.event_id, deliveries.c.status)
+                            .where(deliveries.c.id == ids[0])).one() == (event.id, "pending")
+
+
 def test_a_server_with_embedded_worker_killed_mid_delivery_loses_nothing(
     admin, receiver, webhooks_settings
 ):
@@ -261,11 +306,16 @@ def test_a_server_with_embedded_worker_killed_mid_delivery_loses_nothing(
             headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             assert response.status == 201
+        # Each model's events arrive in order, but the two models' in any order: wait for
+        # the last event of each, and nothing left to send.
+        ends = {(first, "model.deleted"), (second, "model.created")}
         deadline = time.monotonic() + 60
-        while not (len(log(admin, sub)) > len(SESSION_TYPES)
-                   and {d["status"] for d in log(admin, sub)} == {"delivered"}
-                   and any(d["model"] == second for d in log(admin, sub))):
-            assert time.monotonic() < deadline, log(admin, sub)
+        while True:
+            entries = log(admin, sub)
+            if (ends <= {(d["model"], d["event_type"]) for d in entries}
+                    and {d["status"] for d in entries} == {"delivered"}):
+                break
+            assert time.monotonic() < deadline, entries
             time.sleep(0.2)
     got = receiver.unique()
     assert all(entry.verified for entry in receiver.received)

@@ -25,7 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from modelreg.api import database_engine
+from modelreg.api import database_engine, database_writer
 
 from . import targets
 from .config import WebhookSettings
@@ -47,14 +47,19 @@ def utcnow() -> dt.datetime:
 
 
 def get_engine(settings: dict[str, Any]) -> sa.Engine:
-    """The plugin's engine for the registry's database (``sqlalchemy.url``), one per URL."""
+    """The plugin's engine for the registry's database (``sqlalchemy.url``), one per URL.
+
+    The core's engine setup (SQLite's busy timeout, MariaDB's isolation level, PostgreSQL's
+    options), as the app's own engine has it, marked for writing: nearly every transaction
+    here writes, and most read first (:func:`enqueue`).  On SQLite such a transaction must
+    begin ``IMMEDIATE``, or a write of the app's committed after its first read fails it at
+    once with ``database is locked``; the few that only read wait their turn as well.
+    """
     url = settings["sqlalchemy.url"]
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            # The core's engine setup (SQLite's busy timeout and write locks, MariaDB's
-            # isolation level, PostgreSQL's options), as the app's own engine has it.
-            engine = _engines[url] = database_engine(settings)
+            engine = _engines[url] = database_writer(database_engine(settings))
         return engine
 
 
