@@ -37,6 +37,19 @@ class Abort(Exception):
     pass
 
 
+def waiting_for_a_lock(admin: sa.Connection) -> int | None:
+    """The server process of this database that waits for a lock, once one does (for up to
+    10 s); ``admin`` in autocommit, so that each look at ``pg_stat_activity`` is anew."""
+    for _ in range(200):
+        waiting = admin.scalar(sa.text(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database() AND pid <> pg_backend_pid()"))
+        if waiting is not None:
+            return waiting
+        time.sleep(0.05)
+    return None
+
+
 def test_a_lone_write_commits_itself_on_postgresql(testapp, backend):
     """Another client sees the write as soon as it ran on PostgreSQL (no transaction block
     was open); elsewhere once the transaction commits."""
@@ -98,10 +111,12 @@ def transaction_control(monkeypatch) -> list[bytes]:
     return sent
 
 
-def test_a_new_version_is_one_round_trip(testapp, backend, transaction_control):
-    """``POST …/versions`` sends its one statement and no transaction control; its version,
-    its tags and its two events are all there.  A tag's write (two statements) still runs
-    between ``BEGIN`` and ``COMMIT``."""
+def test_a_new_version_and_a_tag_are_one_round_trip_each(testapp, backend,
+                                                         transaction_control):
+    """``POST …/versions`` and ``PUT …/tags/{key}`` each send their one statement and no
+    transaction control; the version, its tags, the tag's previous value and the events are
+    all there.  A write of more statements (a tag's deletion) still runs between ``BEGIN``
+    and ``COMMIT``."""
     if backend != "postgresql":
         pytest.skip("transaction control of psycopg")
     create_model(testapp)
@@ -121,9 +136,82 @@ def test_a_new_version_is_one_round_trip(testapp, backend, transaction_control):
         "stage": "dev"}
 
     transaction_control.clear()
-    testapp.put_json(f"{API}/models/fraud-detector/versions/1/tags/owner", {"value": "ana"},
-                     status=200)
+    for value in ("ana", "bo"):
+        testapp.put_json(f"{API}/models/fraud-detector/versions/1/tags/owner",
+                         {"value": value}, status=200)
+    assert transaction_control == []
+    with engine.connect() as conn:
+        audits = conn.execute(sa.text(
+            "SELECT action, target, before, after FROM audit_events ORDER BY id")).all()[-2:]
+        outbox = conn.execute(sa.text(
+            "SELECT type, model, payload FROM outbox ORDER BY id")).all()[-2:]
+    assert [tuple(a) for a in audits] == [
+        ("version.tag_set", "fraud-detector/1:owner", None, {"value": "ana"}),
+        ("version.tag_set", "fraud-detector/1:owner", {"value": "ana"}, {"value": "bo"})]
+    assert [(e.type, e.model, e.payload["target"], e.payload["before"]) for e in outbox] == [
+        ("version.tag_set", "fraud-detector", "fraud-detector/1:owner", None),
+        ("version.tag_set", "fraud-detector", "fraud-detector/1:owner", {"value": "ana"})]
+    assert testapp.get(f"{API}/models/fraud-detector/versions/1").json["tags"] == {
+        "stage": "dev", "owner": "bo"}
+
+    transaction_control.clear()
+    testapp.delete(f"{API}/models/fraud-detector/versions/1/tags/owner", status=204)
     assert [c.split()[0] for c in transaction_control] == [b"BEGIN", b"COMMIT"]
+
+
+def test_a_tag_added_while_its_write_waits_for_the_lock_is_its_before(testapp, backend):
+    """Another writer holds the version's row and adds the tag; the write that waited for
+    the row (its statement, one, began before the tag existed) records that tag's value as
+    its ``before`` and replaces it."""
+    if backend != "postgresql":
+        pytest.skip("a write that waits for a row lock inside its one statement")
+    create_model(testapp)
+    testapp.post_json(f"{API}/models/fraud-detector/versions", {}, status=201)
+    engine = testapp.app.registry[keys.DB_ENGINE]
+    answers: list[Any] = []
+    with (engine.connect() as holder,
+          engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin):
+        version_id = holder.scalar(sa.text(  # locks the row, as a tag's write does
+            "UPDATE versions SET updated_at = updated_at WHERE number = 1 RETURNING id"))
+        holder.execute(sa.text("INSERT INTO version_tags (version_id, key, value) "
+                               "VALUES (:id, 'owner', 'first')"), {"id": version_id})
+        request = threading.Thread(target=lambda: answers.append(testapp.put_json(
+            f"{API}/models/fraud-detector/versions/1/tags/owner", {"value": "second"},
+            expect_errors=True)))
+        request.start()
+        assert waiting_for_a_lock(admin) is not None, "the tag's write never waited"
+        holder.commit()
+        request.join(30)
+    (answer,) = answers
+    assert answer.status_int == 200, answer.text
+    with engine.connect() as conn:
+        audit = conn.execute(sa.text("SELECT before, after FROM audit_events "
+                                     "WHERE action = 'version.tag_set'")).one()
+        payload = conn.scalar(sa.text("SELECT payload FROM outbox "
+                                      "WHERE type = 'version.tag_set'"))
+    assert tuple(audit) == ({"value": "first"}, {"value": "second"})
+    assert payload["before"] == {"value": "first"}
+    assert testapp.get(f"{API}/models/fraud-detector/versions/1").json["tags"] == {
+        "owner": "second"}
+
+
+def test_a_tag_of_a_missing_version_writes_nothing(testapp, backend):
+    """A tag for a version that does not exist: 404, and no row anywhere."""
+    create_model(testapp)
+    engine = testapp.app.registry[keys.DB_ENGINE]
+    with engine.connect() as conn:
+        before = [conn.scalar(sa.text(f"SELECT count(*) FROM {table}"))
+                  for table in ("version_tags", "audit_events", "outbox")]
+    response = testapp.put_json(f"{API}/models/fraud-detector/versions/7/tags/owner",
+                                {"value": "ana"}, status=404)
+    assert response.json["error"]["code"] == "version_not_found"
+    response = testapp.put_json(f"{API}/models/nowhere/versions/1/tags/owner",
+                                {"value": "ana"}, status=404)
+    assert response.json["error"]["code"] == "model_not_found"
+    with engine.connect() as conn:
+        after = [conn.scalar(sa.text(f"SELECT count(*) FROM {table}"))
+                 for table in ("version_tags", "audit_events", "outbox")]
+    assert after == before
 
 
 def test_a_refused_new_version_writes_nothing(testapp, backend):
@@ -153,14 +241,7 @@ def test_a_new_version_whose_connection_is_lost_is_not_run_again(testapp, backen
         request = threading.Thread(target=lambda: answers.append(testapp.post_json(
             f"{API}/models/fraud-detector/versions", {}, expect_errors=True)))
         request.start()
-        waiting = None
-        for _ in range(200):  # pg_stat_activity anew each time: outside a transaction
-            waiting = admin.scalar(sa.text(
-                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND datname = current_database() AND pid <> pg_backend_pid()"))
-            if waiting is not None:
-                break
-            time.sleep(0.05)
+        waiting = waiting_for_a_lock(admin)
         assert waiting is not None, "the new version never waited for the model's row"
         admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": waiting})
         request.join(30)

@@ -44,12 +44,12 @@ BUDGETS = {
     # audit + outbox.
     "set alias": 4,
     "move alias": 4,
-    # UPDATE of the version's updated_at RETURNING it (it locks it); the tag's INSERT or
-    # UPDATE with its previous value, audit + outbox (one statement): an alias on the
+    # One: the UPDATE of the version's updated_at (it locks it), the tag's previous value,
+    # its INSERT or UPDATE, audit + outbox, as common table expressions: an alias on the
     # version changes nothing.
-    "set version tag": 2,
-    "replace version tag": 2,
-    "set tag of an aliased version": 2,
+    "set version tag": 1,
+    "replace version tag": 1,
+    "set tag of an aliased version": 1,
     # The version locked; the tag read, its DELETE, audit + outbox.
     "delete version tag": 4,
 }
@@ -81,7 +81,8 @@ def extra(engine: sa.Engine, operation: str, ruled: bool = False) -> int:
         more += 2 + ("tags" in operation)
     if tag_set:
         more += 1  # the tag read, then written (not a CTE of its INSERT … ON CONFLICT)
-        more += not ruled  # the events: not CTEs of the tag's write
+        # The version's lock and the events: not CTEs of the tag's write.
+        more += 2 * (not ruled)
     if "alias" in operation and not tag_set:
         more += 2  # the history row and the model's updated_at: not CTEs of the alias's write
     if not engine.dialect.update_returning:

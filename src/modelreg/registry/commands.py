@@ -169,7 +169,7 @@ def _touch_version_statement() -> Any:
         .where(versions.c.model_id == model_id,
                versions.c.number == sa.bindparam("version_number"))
         .values(updated_at=sa.bindparam("touched_at"))
-        .returning(versions.c.id, versions.c.number, model_name)
+        .returning(versions.c.id, versions.c.number, model_name.label("model_name"))
     )
 
 
@@ -252,28 +252,53 @@ def _insert_of_class(cls: Any, returning: bool = True) -> Any:
     return statement.returning(cls.__table__.c.id) if returning else statement
 
 
+#: The function of migration 0012 (PostgreSQL): a version tag's value, read with a snapshot
+#: taken when it runs.
+_TAG_VALUE_FUNCTION = "modelreg_version_tag_value"
+
+
 @functools.cache
 def _set_tag_statement() -> Any:
-    """PostgreSQL: set a version's tag (parameters ``version_id``, ``key``, ``value``),
-    inserted or updated, and record it (the audit and outbox events of
-    :meth:`RegistryCommands.record`, parameters ``audit_*`` and ``outbox_*``, the event's
-    ``before`` the tag's previous value), returning that previous value (``NULL`` if it had
-    none).  Run under the version's lock (taken by the statement before), so the value it
-    reads is the latest one."""
+    """PostgreSQL: :meth:`RegistryCommands.set_version_tag` in one statement, each step a
+    common table expression of it: the version's row locked and touched (as by
+    :func:`_touch_version_statement`, parameters ``model_name``, ``version_number``,
+    ``touched_at``), the tag's previous value read, the tag inserted or updated (parameters
+    ``key``, ``value``), and the audit and outbox events (as :meth:`RegistryCommands.record`
+    writes them, parameters ``audit_*`` and ``outbox_*``; ``before`` the previous value).
+    Returns the version's id and number, its model's name and the previous value (``NULL``
+    if it had none); no row if there is no such version, and then nothing was written.
+
+    The version's lock is then held for this statement and the ``COMMIT`` only, rather than
+    across three round trips: sixteen writers of one version's tags queue on it
+    (docs/performance.md, "Write path").  The previous value is read by the ``VOLATILE``
+    function of migration 0012, whose query takes its own snapshot once the lock is granted
+    (the statement's own snapshot predates the wait, and would miss a tag another writer
+    added meanwhile); the tag's write takes its rows from that read, so it runs after it."""
     tags = VersionTag.__table__
-    previous = (sa.select(tags.c.value)
-                .where(tags.c.version_id == sa.bindparam("version_id"),
-                       tags.c.key == sa.bindparam("key"))
-                .cte("previous"))
-    upsert = postgresql.insert(tags).values(
-        version_id=sa.bindparam("version_id"), key=sa.bindparam("key"),
-        value=sa.bindparam("value"))
+    touched = _touch_version_statement().cte("touched")
+    key = sa.bindparam("key", type_=tags.c.key.type)
+    previous = sa.select(
+        touched.c.id, touched.c.number, touched.c.model_name,
+        getattr(sa.func, _TAG_VALUE_FUNCTION)(touched.c.id, key,
+                                              type_=tags.c.value.type).label("value"),
+    ).cte("previous")
+    upsert = postgresql.insert(tags).from_select(
+        ["version_id", "key", "value"],
+        sa.select(previous.c.id, key, sa.bindparam("value", type_=tags.c.value.type)))
     upsert = upsert.on_conflict_do_update(
         index_elements=[tags.c.version_id, tags.c.key],
         set_={"value": upsert.excluded.value})
-    before = sa.select(_json_object(value=previous.c.value)).scalar_subquery()
-    audit, event = _record_ctes(sa.select(), before=before)
-    return sa.select(previous.c.value).add_cte(upsert.cte("upsert"), audit, event)
+    target = sa.func.left(
+        previous.c.model_name + sa.literal_column("'/'", sa.String)
+        + sa.cast(previous.c.number, sa.String) + sa.literal_column("':'", sa.String) + key,
+        sa.literal_column(str(TARGET_LENGTH)))
+    before = sa.case((previous.c.value.is_(None), sa.null()),
+                     else_=_json_object(value=previous.c.value))
+    audit, event = _record_ctes(sa.select().select_from(previous), target=target,
+                                model=previous.c.model_name, before=before)
+    return (sa.select(previous.c.id, previous.c.number, previous.c.model_name,
+                      previous.c.value)
+            .add_cte(upsert.cte("upsert"), audit, event))
 
 
 @functools.cache
@@ -944,28 +969,43 @@ class RegistryCommands(RegistryQueries):
                         after={"status": "ready", "digest": version.digest})
             self.queue_retention(version.model)
 
-    def set_version_tag(self, model_name: str, ref: str, key: str, value: str) -> None:
-        """Set a tag on a version (any state: tags annotate, they are not content)."""
+    def set_version_tag(self, model_name: str, ref: str, key: str, value: str, *,
+                        alone: bool = False) -> None:
+        """Set a tag on a version (any state: tags annotate, they are not content).
+
+        :param alone: the caller's promise that its transaction writes nothing else (the
+            REST view): where the write is one statement, it may then commit itself
+            (:func:`modelreg.db.execute_alone`).
+        """
         check_tag(key, value)
+        if (self.db.get_bind().dialect.name in _DML_CTE_DIALECTS
+                and not self._alias_rules()):
+            # The lock, the read of the tag, its INSERT or UPDATE and the two events in one
+            # statement, rather than the lock's, a read, the unit of work's flush and
+            # record()'s.
+            params = {"model_name": normalize_name(model_name),
+                      "version_number": version_number(ref), "touched_at": utcnow(),
+                      "key": key, "value": value,
+                      **self._record_params("version.tag_set", "version_tag", None, None,
+                                            after={"value": value})}
+            if alone:
+                row = execute_alone(self.db, _set_tag_statement(), params).first()
+            else:
+                row = self.db.connection().execute(_set_tag_statement(), params).first()
+                mark_changed(self.db)
+            if row is None:
+                raise self._ref_not_found(model_name, ref)
+            held = self.db.identity_map.get(identity_key(Version, row[0]))
+            if held is not None:  # read earlier in this session: changed behind its back
+                self.db.expire(held, ["updated_at"])
+            tag = self.db.identity_map.get(identity_key(VersionTag, (row[0], key)))
+            if tag is not None:
+                self.db.expire(tag, ["value"])
+            self._forget_tags(LockedVersion(row[0], row[1]))
+            return
         version, name, rules = self._lock_for_tags(model_name, ref)
         if rules:
             self._check_alias_targets(version, lambda tags: {**tags, key: value})
-        if rules is None and self.db.get_bind().dialect.name in _DML_CTE_DIALECTS:
-            # One statement for the read of the tag, its INSERT or UPDATE and the two
-            # events, rather than a read, the unit of work's flush and record(): under the
-            # version's lock (taken by the statement before), so the value it reads is the
-            # latest one.
-            self.db.connection().execute(_set_tag_statement(), {
-                "version_id": version.id, "key": key, "value": value,
-                **self._record_params("version.tag_set", "version_tag",
-                                      f"{name}/{version.number}:{key}", name,
-                                      after={"value": value})})
-            mark_changed(self.db)
-            tag = self.db.identity_map.get(identity_key(VersionTag, (version.id, key)))
-            if tag is not None:
-                self.db.expire(tag, ["value"])
-            self._forget_tags(version)
-            return
         tag = self.db.get(VersionTag, (version.id, key))
         before = None if tag is None else {"value": tag.value}
         if tag is None:

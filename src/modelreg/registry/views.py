@@ -241,7 +241,8 @@ def set_version_tag(request: Request) -> dict[str, Any]:
     body = parse_body(request, schemas.TagSet)
     key = request.matchdict["key"]
     request.registry_service.set_version_tag(
-        request.matchdict["model"], request.matchdict["version"], key, body.value
+        request.matchdict["model"], request.matchdict["version"], key, body.value,
+        alone=True,  # this request writes nothing else
     )
     return {"key": key, "value": body.value}
 
