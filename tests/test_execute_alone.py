@@ -159,22 +159,27 @@ def test_a_new_version_and_a_tag_are_one_round_trip_each(testapp, backend,
     assert [c.split()[0] for c in transaction_control] == [b"BEGIN", b"COMMIT"]
 
 
-def test_a_tag_added_while_its_write_waits_for_the_lock_is_its_before(testapp, backend):
-    """Another writer holds the version's row and adds the tag; the write that waited for
-    the row (its statement, one, began before the tag existed) records that tag's value as
-    its ``before`` and replaces it."""
+@pytest.mark.parametrize("existed", [False, True], ids=["added", "changed"])
+def test_a_tag_written_while_its_write_waits_for_the_lock_is_its_before(testapp, backend,
+                                                                        existed):
+    """Another writer holds the version's row and adds the tag (or changes it); the write
+    that waited for the row (its one statement began before that) records the other
+    writer's value as its ``before`` and replaces it."""
     if backend != "postgresql":
         pytest.skip("a write that waits for a row lock inside its one statement")
     create_model(testapp)
-    testapp.post_json(f"{API}/models/fraud-detector/versions", {}, status=201)
+    testapp.post_json(f"{API}/models/fraud-detector/versions",
+                      {"tags": {"owner": "zero"} if existed else {}}, status=201)
     engine = testapp.app.registry[keys.DB_ENGINE]
     answers: list[Any] = []
     with (engine.connect() as holder,
           engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin):
         version_id = holder.scalar(sa.text(  # locks the row, as a tag's write does
             "UPDATE versions SET updated_at = updated_at WHERE number = 1 RETURNING id"))
-        holder.execute(sa.text("INSERT INTO version_tags (version_id, key, value) "
-                               "VALUES (:id, 'owner', 'first')"), {"id": version_id})
+        holder.execute(sa.text(
+            "UPDATE version_tags SET value = 'first' WHERE version_id = :id" if existed else
+            "INSERT INTO version_tags (version_id, key, value) VALUES (:id, 'owner', 'first')"
+        ), {"id": version_id})
         request = threading.Thread(target=lambda: answers.append(testapp.put_json(
             f"{API}/models/fraud-detector/versions/1/tags/owner", {"value": "second"},
             expect_errors=True)))

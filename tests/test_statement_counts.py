@@ -7,9 +7,9 @@ round trip: the budgets below are what ``bench/statements.py`` measures there
 (docs/performance.md, "Write path").  Other databases get the statements their dialect needs
 on top, by what the dialect can do, never by name: the audit and outbox rows are two INSERTs
 where an INSERT cannot be a CTE of another (all but PostgreSQL), so are a new version's
-counter, its INSERT, its tags' and its events, a tag's read, its write and its events, and an
-alias's write, its history row and its model's update, and a counter or a touched row is read
-back where an UPDATE returns no rows (MariaDB).
+counter, its INSERT, its tags' and its events, a tag's lock, its read, its write and its
+events, and an alias's write, its history row and its model's update, and a counter or a
+touched row is read back where an UPDATE returns no rows (MariaDB).
 
 Every write still writes its audit event and its outbox event, in its transaction: each test
 checks that one of each was added.  If a change needs more statements on purpose, raise the

@@ -273,7 +273,8 @@ def _set_tag_statement() -> Any:
     (docs/performance.md, "Write path").  The previous value is read by the ``VOLATILE``
     function of migration 0012, whose query takes its own snapshot once the lock is granted
     (the statement's own snapshot predates the wait, and would miss a tag another writer
-    added meanwhile); the tag's write takes its rows from that read, so it runs after it."""
+    added meanwhile, or see its old value); the tag's write takes its rows from that read,
+    so it runs after it."""
     tags = VersionTag.__table__
     touched = _touch_version_statement().cte("touched")
     key = sa.bindparam("key", type_=tags.c.key.type)

@@ -7,8 +7,9 @@ Create Date: 2026-12-05 19:00:00.000000
 A tag's write on PostgreSQL is one statement (src/modelreg/registry/commands.py,
 ``_set_tag_statement``): it takes the version's row lock, then reads the tag's previous value
 for the audit event's ``before``.  A statement sees the database as of its start, before it
-waited for that lock, so a tag another writer added meanwhile would be missing; a ``VOLATILE``
-function's query takes a snapshot of its own when it runs, after the lock was granted.
+waited for that lock, so a tag another writer added or changed meanwhile would be missing or
+stale; a ``VOLATILE`` function's query takes a snapshot of its own when it runs, after the
+lock was granted.
 Nothing on SQLite or MariaDB, where the write takes more than one statement.
 """
 
