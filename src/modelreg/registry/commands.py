@@ -265,8 +265,8 @@ def _set_tag_statement() -> Any:
     ``touched_at``), the tag's previous value read, the tag inserted or updated (parameters
     ``key``, ``value``), and the audit and outbox events (as :meth:`RegistryCommands.record`
     writes them, parameters ``audit_*`` and ``outbox_*``; ``before`` the previous value).
-    Returns the version's id and number, its model's name and the previous value (``NULL``
-    if it had none); no row if there is no such version, and then nothing was written.
+    Returns the version's id and number; no row if there is no such version, and then
+    nothing was written.
 
     The version's lock is then held for this statement and the ``COMMIT`` only, rather than
     across three round trips: sixteen writers of one version's tags queue on it
@@ -297,8 +297,7 @@ def _set_tag_statement() -> Any:
                      else_=_json_object(value=previous.c.value))
     audit, event = _record_ctes(sa.select().select_from(previous), target=target,
                                 model=previous.c.model_name, before=before)
-    return (sa.select(previous.c.id, previous.c.number, previous.c.model_name,
-                      previous.c.value)
+    return (sa.select(previous.c.id, previous.c.number)
             .add_cte(upsert.cte("upsert"), audit, event))
 
 
