@@ -361,29 +361,6 @@ class Worker:
                 .execution_options(synchronize_session=False)
             ).rowcount
 
-    def _claim_event(self, row_id: int) -> tuple[Event | None, int]:
-        now = utcnow()
-        with self.transaction(write=True) as db:
-            claimed = db.execute(
-                sa.update(OutboxEvent)
-                .where(OutboxEvent.id == row_id, OutboxEvent.delivered_at.is_(None),
-                       # due, not only unlocked: the caller's list may be older than another
-                       # worker's failed delivery, which set the backoff and released it
-                       sa.or_(OutboxEvent.next_attempt_at.is_(None),
-                              OutboxEvent.next_attempt_at <= now),
-                       sa.or_(OutboxEvent.locked_until.is_(None),
-                              OutboxEvent.locked_until < now))
-                .values(locked_until=now + self.lease)
-            ).rowcount
-            if claimed != 1:
-                return None, 0
-            row = db.get(OutboxEvent, row_id)
-            event = Event(id=row.event_id, type=row.type, model=row.model,
-                          payload=dict(row.payload),
-                          # Stored as naive UTC; plugins get an aware time.
-                          created_at=row.created_at.replace(tzinfo=dt.UTC))
-            return event, row.attempts
-
 
 class EmbeddedWorker:
     """A :class:`Worker` in a daemon thread of the app's process (``pserve development.ini``).
