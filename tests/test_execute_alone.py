@@ -1,7 +1,8 @@
 """A write that is the whole of its transaction (``modelreg.db.execute_alone``): on
 PostgreSQL it runs outside a transaction block and commits itself, with no ``BEGIN`` and no
-``COMMIT`` (two round trips of the three of a new version); anywhere else, and after
-another statement of the same transaction, it is an ordinary statement of the transaction.
+``COMMIT`` (two round trips of the three of a new version or a tag's write); anywhere else,
+and after another statement of the same transaction, it is an ordinary statement of the
+transaction.
 """
 
 from __future__ import annotations
