@@ -286,3 +286,31 @@ def test_a_pooled_connection_terminated_while_idle_is_no_lost_version(testapp, b
     numbers = [v["number"] for v in
                testapp.get(f"{API}/models/fraud-detector/versions").json["versions"]]
     assert numbers == [2, 1]
+
+
+def test_a_caller_with_a_token_writes_in_one_round_trip(secure_app, backend,
+                                                        transaction_control):
+    """The token's read runs outside a transaction block too (``read_alone``), so that a new
+    version and a tag's write of a caller with a token still send no ``BEGIN`` and no
+    ``COMMIT``; a refused token leaves the connection as it found it."""
+    from security_helpers import add_principal, bearer, seed_model
+
+    if backend != "postgresql":
+        pytest.skip("transaction control of psycopg")
+    token = add_principal(secure_app.app, "ana", admin=True)
+    seed_model(secure_app.app)
+    secure_app.get(f"{API}/models/fraud-detector", headers=bearer(token))  # stamps last use
+    secure_app.get(f"{API}/models/fraud-detector", headers=bearer("mr_nope_nope"), status=401)
+    transaction_control.clear()
+    number = secure_app.post_json(f"{API}/models/fraud-detector/versions", {},
+                                  headers=bearer(token), status=201).json["number"]
+    secure_app.put_json(f"{API}/models/fraud-detector/versions/{number}/tags/owner",
+                        {"value": "ana"}, headers=bearer(token), status=200)
+    assert transaction_control == []
+    engine = secure_app.app.registry[keys.DB_ENGINE]
+    with engine.connect() as conn:
+        audits = conn.execute(sa.text(
+            "SELECT action, actor FROM audit_events ORDER BY id")).all()[-2:]
+    assert [tuple(a) for a in audits] == [("version.created", "ana"),
+                                          ("version.tag_set", "ana")]
+    secure_app.post_json(f"{API}/models/fraud-detector/versions", {}, status=401)

@@ -458,7 +458,31 @@ def execute_alone(dbsession: Session, statement: Any, params: dict[str, Any]) ->
     :meth:`modelreg.registry.commands.RegistryCommands.create_version`).
     """
     mark_changed(dbsession)
-    connection = dbsession.connection()
+    return _outside_transaction(dbsession.connection(), statement, params, writes=True)
+
+
+def read_alone(connection: sa.Connection, statement: Any, params: dict[str, Any]) -> Any:
+    """Run ``statement``, which only reads, on ``connection``: on PostgreSQL, where it is the
+    transaction's first statement, outside a transaction block (as :func:`execute_alone`),
+    so that it sends no ``BEGIN`` and leaves the connection outside a transaction; anywhere
+    else as any other statement.
+
+    A read needs no transaction of its own: at READ COMMITTED (PostgreSQL's default; an
+    engine with an isolation level of its own never gets here) each statement sees the
+    database as of its own start anyway, and a read commits nothing.  What the request runs
+    after it then begins its transaction, and a request whose one write commits itself
+    (:func:`execute_alone`) stays one round trip with this read before it (the token's,
+    :func:`modelreg.security.tokens.authenticate_token`).
+    """
+    return _outside_transaction(connection, statement, params, writes=False)
+
+
+def _outside_transaction(connection: sa.Connection, statement: Any, params: dict[str, Any],
+                         *, writes: bool) -> Any:
+    """:func:`execute_alone` and :func:`read_alone`: the statement with psycopg's autocommit
+    on where the connection is idle, and off again at once (a lost connection is
+    invalidated, never pooled in autocommit).  A write lost meanwhile may have landed: its
+    error is marked not to be retried (:func:`is_lost_connection`); a lost read may be."""
     if (connection.dialect.name, connection.dialect.driver) != ("postgresql", "psycopg"):
         return connection.execute(statement, params)
     driver = connection.connection.dbapi_connection
@@ -470,7 +494,8 @@ def execute_alone(dbsession: Session, statement: Any, params: dict[str, Any]) ->
     try:
         return connection.execute(statement, params)
     except sa.exc.DBAPIError as exc:
-        setattr(exc, _COMMITTING, True)  # lost, it may have landed: not to retry
+        if writes:
+            setattr(exc, _COMMITTING, True)  # lost, it may have landed: not to retry
         raise
     finally:
         if driver.info.transaction_status == _PG_IDLE:
@@ -541,12 +566,15 @@ def plain_row_type(statement: Any) -> Any:
 
 
 def plain_rows(dbsession: Session, statement: Any, params: dict[str, Any], *,
-               flush: bool = True) -> list[Any]:
+               flush: bool = True, alone: bool = False) -> list[Any]:
     """The rows of ``statement`` (plain columns, only reading) as named tuples
-    (:func:`plain_row_type`), run on :func:`plain_connection` (``flush`` as there)."""
+    (:func:`plain_row_type`), run on :func:`plain_connection` (``flush`` as there); with
+    ``alone``, through :func:`read_alone`."""
     row_type = plain_row_type(statement)
-    return [row_type._make(row)
-            for row in plain_connection(dbsession, flush=flush).execute(statement, params)]
+    connection = plain_connection(dbsession, flush=flush)
+    rows = (read_alone(connection, statement, params) if alone
+            else connection.execute(statement, params))
+    return [row_type._make(row) for row in rows]
 
 
 def close_read_session(dbsession: Session) -> None:

@@ -180,7 +180,10 @@ def authenticate_token(
     params = {"public_id": public_id}
     if client is not None:
         params["client"] = client
-    rows = plain_rows(db, _token_statement(client is not None), params, flush=False)
+    # Outside a transaction block where the request has none yet (modelreg.db.read_alone):
+    # a write after it may then still commit itself in its one round trip.
+    rows = plain_rows(db, _token_statement(client is not None), params, flush=False,
+                      alone=True)
     row = rows[0] if rows else None
     if check_client is not None:
         check_client(row.blocked_until if row is not None and client is not None
