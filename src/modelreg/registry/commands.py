@@ -478,6 +478,16 @@ class RegistryCommands(RegistryQueries):
         }
         return params
 
+    def _write_one(self, statement: Any, params: dict[str, Any], *, alone: bool) -> Any:
+        """Run a write of one Core statement on the session's connection, the session marked
+        changed (:func:`mark_changed`); through :func:`modelreg.db.execute_alone` (it may
+        commit itself) when the caller promised that its transaction writes nothing else."""
+        if alone:
+            return execute_alone(self.db, statement, params)
+        result = self.db.connection().execute(statement, params)
+        mark_changed(self.db)
+        return result
+
     def _check_name_free(self, name: str, normalized: str) -> None:
         existing = self.db.scalar(_name_taken_statement(), {"normalized": normalized})
         if existing is not None:
@@ -653,12 +663,9 @@ class RegistryCommands(RegistryQueries):
                    for key, column in _columns_of(Version).items() if key in values},
                 **self._record_params("version.created", "version", None, None),
             }
-            if alone:
-                row = execute_alone(self.db, _create_version_statement(_ALONE_MODEL_COLUMNS),
-                                    params).first()
-            else:
-                row = self.db.connection().execute(_create_version_statement(), params).first()
-                mark_changed(self.db)
+            row = self._write_one(
+                _create_version_statement(_ALONE_MODEL_COLUMNS if alone else None), params,
+                alone=alone).first()
             if row is None:
                 raise model_not_found(model_name)
             if alone:
@@ -988,11 +995,7 @@ class RegistryCommands(RegistryQueries):
                       "key": key, "value": value,
                       **self._record_params("version.tag_set", "version_tag", None, None,
                                             after={"value": value})}
-            if alone:
-                row = execute_alone(self.db, _set_tag_statement(), params).first()
-            else:
-                row = self.db.connection().execute(_set_tag_statement(), params).first()
-                mark_changed(self.db)
+            row = self._write_one(_set_tag_statement(), params, alone=alone).first()
             if row is None:
                 raise self._ref_not_found(model_name, ref)
             held = self.db.identity_map.get(identity_key(Version, row[0]))
