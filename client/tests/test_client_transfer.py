@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -272,7 +273,9 @@ def test_interrupted_push_resumes_and_sends_only_what_is_missing(
     counting = Counting()
     resumed = client.push(source, model_name, progress=counting)
     assert resumed.version.number == draft.number and resumed.version.status == "ready"
-    missing = total - already - 2 * MAX_PUT
+    # What the server held already (earlier tests' small files) is added by digest.
+    linked = sum((source / path).stat().st_size for path in resumed.linked_files)
+    missing = total - already - 2 * MAX_PUT - linked
     assert resumed.uploaded_bytes == counting.total("upload") == missing
     assert counting.bytes[("upload", "big.bin")] == size - 2 * MAX_PUT
     assert not journal.exists()
@@ -310,6 +313,97 @@ def test_large_files_go_in_parallel_parts_and_a_wrong_part_is_sent_again(
     assert counting.bytes[("upload", "big.bin")] == size
     pulled = tmp_path / "pulled"
     client.pull(f"{model_name}/{pushed.version.number}", pulled)
+    assert tree(pulled) == tree(source)
+
+
+class Timeline(Counting):
+    """Counts bytes, and notes when each kind's first byte went and each file's hash ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: dict[str, float] = {}
+        self.hashed: dict[str, float] = {}
+
+    def advance(self, kind: str, path: str, nbytes: int) -> None:
+        self.first.setdefault(kind, time.perf_counter())
+        super().advance(kind, path, nbytes)
+
+    def finish(self, kind: str, path: str) -> None:
+        if kind == "hash":
+            self.hashed[path] = time.perf_counter()
+
+
+def test_a_large_file_is_sent_while_it_is_hashed(client, model_name, tmp_path):
+    """No ready version of the model can be identical to the push, so its large file's
+    parts go while the file is still being hashed; the version is as a push in turn."""
+    source = tmp_path / "model"
+    small_tree(source)
+    size = 4 * MAX_PUT + 4321
+    write_random(source / "big.bin", size)
+    timeline = Timeline()
+    pushed = client.push(source, model_name, progress=timeline)
+    assert timeline.first["upload"] < timeline.hashed["big.bin"]
+    assert pushed.version.status == "ready" and not pushed.existing
+    assert "big.bin" in pushed.uploaded_files  # the small files may be linked (other tests')
+    assert sorted(pushed.uploaded_files + pushed.linked_files) == sorted(tree(source))
+    assert pushed.uploaded_bytes == timeline.total("upload") == sum(
+        (source / path).stat().st_size for path in pushed.uploaded_files)
+    files = [{"path": path, "size": location.stat().st_size,
+              "sha256": hashlib.sha256(location.read_bytes()).hexdigest()}
+             for path, location in scan_directory(source)]
+    assert pushed.version.digest == pushed.digest == version_digest(files)
+    pulled = tmp_path / "pulled"
+    client.pull(f"{model_name}/{pushed.version.number}", pulled)
+    assert tree(pulled) == tree(source)
+
+
+def test_a_large_push_that_may_repeat_a_ready_version_hashes_first(
+        client, model_name, tmp_path):
+    """A second push of the same directory (the same metadata too) may be the version
+    already made: it hashes before it sends anything, finds it, and makes no draft (the
+    next version's number is the next one)."""
+    source = tmp_path / "model"
+    write_random(source / "big.bin", 3 * MAX_PUT + 99)
+    first = client.push(source, model_name, metadata={"run": 1})
+    timeline = Timeline()
+    again = client.push(source, model_name, metadata={"run": 1}, progress=timeline)
+    assert again.existing and again.version.number == first.version.number
+    assert "upload" not in timeline.first and again.uploaded_bytes == 0
+    with (source / "big.bin").open("r+b") as file:
+        file.write(b"changed")
+    changed = client.push(source, model_name, metadata={"run": 1})
+    assert changed.version.number == first.version.number + 1
+    assert [v.number for v in client.list_versions(model_name, order_by="number asc")] == [
+        first.version.number, changed.version.number]
+
+
+def test_a_large_file_the_server_holds_is_added_by_digest_once_hashed(
+        client, registry, model_name, tmp_path, monkeypatch):
+    """Sent while hashed (no version of the new model can repeat), a file whose bytes the
+    server holds in another model is added by digest once its digest is known: the parts
+    not yet sent never go, the session is aborted, and the version holds the bytes."""
+    source = tmp_path / "model"
+    size = 6 * MAX_PUT + 7
+    write_random(source / "big.bin", size)
+    client.push(source, model_name)
+    opened = []
+    open_upload = client.open_upload
+
+    def spy(*args, **kwargs):
+        upload = open_upload(*args, **kwargs)
+        opened.append(upload.id)
+        return upload
+
+    monkeypatch.setattr(client, "open_upload", spy)
+    client.parallel = 1
+    copy = client.push(source, f"{model_name}-copy")
+    assert copy.linked_files == ["big.bin"] and copy.uploaded_files == []
+    assert copy.version.status == "ready" and copy.version.digest == copy.digest
+    assert len(opened) == 1 and copy.uploaded_bytes < size
+    with pytest.raises(NotFound):
+        client.get_upload(opened[0])
+    pulled = tmp_path / "pulled"
+    client.pull(f"{model_name}-copy/{copy.version.number}", pulled)
     assert tree(pulled) == tree(source)
 
 

@@ -18,6 +18,14 @@
    file's are sent again); servers without numbered parts get sequential chunks;
 6. finalizes, checks the server's digest against the local one, moves the alias.
 
+When no ready version of the model has the push's metadata, lineage, description and tags
+(:meth:`Pusher._may_repeat`: one page of ready versions), the push cannot repeat one and
+needs a draft whatever its digest: then the draft comes first, and the files sent in more
+than one part go while a thread of their own hashes them (each part is hashed as it is
+sent; the whole file's digest is needed only to complete its session, and a file the server
+turns out to hold is added by digest instead, the parts not yet sent left unsent).  Such a
+push resumes by its files' paths, sizes and modification times instead of its digest.
+
 :class:`Puller` (behind :meth:`Client.pull`) downloads each file to ``<name>.part``, resumes a
 partial file with ``Range``, verifies the sha256 and only then renames it into place.  Through
 the local cache (:mod:`modelreg_client.cache`) the file downloaded is the blob, under its
@@ -98,6 +106,8 @@ _ALIGN = 4096
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 #: Attempts at one file (or one chunk) after a network or server failure.
 TRANSFER_ATTEMPTS = 5
+#: Ready versions a push looks at to know whether it may repeat one (see ``_may_repeat``).
+_CANDIDATES = 100
 T = TypeVar("T")
 
 
@@ -256,7 +266,10 @@ class Pusher:
                        left_out: list[str] | None = None) -> list[LocalFile]:
         """Every file under ``directory`` that ``rules`` keep, with its size and sha256 (the
         paths left out are appended to ``left_out``)."""
-        found = scan_directory(directory, rules, left_out)
+        return self._hash_found(scan_directory(directory, rules, left_out))
+
+    def _hash_found(self, found: list[tuple[str, Path]]) -> list[LocalFile]:
+        """``found`` (``(path, location)`` pairs) with their sizes and sha256, in parallel."""
         sizes = {path: location.stat().st_size for path, location in found}
         self.progress.begin("hash", len(found), sum(sizes.values()))
 
@@ -285,36 +298,59 @@ class Pusher:
     ) -> PushResult:
         """Push ``directory`` as a version of ``model``; see :meth:`Client.push`."""
         left_out: list[str] = []
-        files = self.hash_directory(directory, rules, left_out)
-        if not files:
+        found = scan_directory(directory, rules, left_out)
+        if not found:
             raise InvalidRequest(f"{directory} holds no files to push"
                                  + (f" ({len(left_out)} left out by the ignore rules)"
                                     if left_out else ""), code="empty_directory")
-        digest = version_digest(files)
-        every_path = [f.path for f in files]
-        existing = self._existing(model, digest, tags=tags, metadata=metadata,
-                                  lineage=lineage, description=description)
-        if existing is not None:
-            version = self._label(existing, {}, alias)
-            return PushResult(version, digest, True, [], every_path, 0,
-                              self.client.list_findings(model, version.number),
-                              excluded_files=left_out)
-        self._ensure_model(model)
-        journal = Journal.for_push(
-            self.client.state_dir or default_state_dir(),
-            [self.client.url, model, digest, metadata, lineage, description, tags])
-        version = self._draft(model, journal, tags=tags, metadata=metadata, lineage=lineage,
-                              description=description)
-        number = version.number
-        remote = {f.path: f for f in self.client.list_files(model, number).files}
+        fields = {"tags": tags, "metadata": metadata, "lineage": lineage,
+                  "description": description}
+        state = self.client.state_dir or default_state_dir()
+        early: dict[str, LocalFile] = {}  # sent while hashing: path -> the file, hashed
+        early_linked: set[str] = set()
+        large = self._large(found)
+        if large and not self._may_repeat(model, **fields):
+            # No ready version can be identical to this push: its draft is needed whatever
+            # the digests, so the large files go while they are hashed.
+            self._ensure_model(model)
+            journal = Journal.for_push(state, [self.client.url, model, [
+                [path, location.stat().st_size, location.stat().st_mtime_ns]
+                for path, location in sorted(found)], metadata, lineage, description, tags])
+            version = self._draft(model, journal, **fields)
+            number = version.number
+            remote = {f.path: f for f in self.client.list_files(model, number).files}
+            # A file the draft holds at its size may be complete: it waits for its digest.
+            large = [item for item in large
+                     if getattr(remote.get(item[0]), "size", None) != item[1].stat().st_size]
+            early, early_linked = self._send_while_hashing(model, number, large, journal)
+            rest = [item for item in found if item[0] not in early]
+            files = [*early.values(), *(self._hash_found(rest) if rest else [])]
+            digest = version_digest(files)
+        else:
+            files = self._hash_found(found)
+            digest = version_digest(files)
+            existing = self._existing(model, digest, **fields)
+            if existing is not None:
+                version = self._label(existing, {}, alias)
+                return PushResult(version, digest, True, [], [f.path for f in files], 0,
+                                  self.client.list_findings(model, version.number),
+                                  excluded_files=left_out)
+            self._ensure_model(model)
+            journal = Journal.for_push(
+                state, [self.client.url, model, digest, metadata, lineage, description, tags])
+            version = self._draft(model, journal, **fields)
+            number = version.number
+            remote = {f.path: f for f in self.client.list_files(model, number).files}
         local = {f.path: f for f in files}
         for path in sorted(remote.keys() - local.keys()):
             self.client.delete_file(model, number, path)
-        todo = [f for f in files if path_differs(remote.get(f.path), f)]
-        skipped = [f.path for f in files if f not in todo]
-        linked = self._link_all(model, number, todo, journal)
+        todo = [f for f in files if f.path not in early and path_differs(remote.get(f.path), f)]
+        skipped = [f.path for f in files if f not in todo and f.path not in early]
+        linked = self._link_all(model, number, todo, journal) | early_linked
         todo = [f for f in todo if f.path not in linked]
-        self._upload_all(model, number, todo, journal)
+        if todo or not early:
+            self._upload_all(model, number, todo, journal)
+        uploaded = [f.path for f in todo] + [path for path in early if path not in linked]
         version = self.client.finalize_version(model, number, wait=wait,
                                                on_notice=self.progress.notice)
         journal.remove()
@@ -327,7 +363,7 @@ class Pusher:
         if version.status == "ready":
             self._check_digest(version, digest)
             version = self._label(version, {}, alias)
-        return PushResult(version, digest, False, [f.path for f in todo], skipped,
+        return PushResult(version, digest, False, uploaded, skipped,
                           self.sent.value, findings, sorted(linked), excluded_files=left_out)
 
     def _existing(self, model: str, digest: str, *, tags: dict[str, str],
@@ -343,15 +379,30 @@ class Pusher:
         try:
             candidates = self.client.list_versions(model, statement, order_by="number asc")
             for version in candidates:
-                if (version.digest == digest
-                        and version.metadata == (metadata or {})
-                        and _stated(version.lineage) == _stated(lineage or {})
-                        and version.description == description
-                        and all(version.tags.get(k) == v for k, v in tags.items())):
+                if version.digest == digest and _same_fields(
+                        version, tags=tags, metadata=metadata, lineage=lineage,
+                        description=description):
                     return version
         except NotFound:
             return None
         return None
+
+    def _may_repeat(self, model: str, *, tags: dict[str, str],
+                    metadata: dict[str, Any] | None, lineage: dict[str, Any] | None,
+                    description: str) -> bool:
+        """Whether a ready version of ``model`` has this push's metadata, lineage,
+        description and tags, so that only the digest can tell whether the push is one
+        already made (also when there are too many ready versions to look at: one page)."""
+        try:
+            for seen, version in enumerate(self.client.list_versions(
+                    model, "status = 'ready'", page_size=_CANDIDATES), 1):
+                if seen >= _CANDIDATES or _same_fields(
+                        version, tags=tags, metadata=metadata, lineage=lineage,
+                        description=description):
+                    return True
+        except NotFound:
+            return False
+        return False
 
     def _ensure_model(self, model: str) -> None:
         try:
@@ -416,8 +467,11 @@ class Pusher:
         found = self.pool.run(one, candidates[1:]) if self._can_link else []
         return {path for path in [first, *found] if path is not None}
 
-    def _link(self, model: str, number: int, file: LocalFile, journal: Journal) -> bool:
-        """Whether the server added ``file`` by its digest (else it must be uploaded)."""
+    def _link(self, model: str, number: int, file: LocalFile, journal: Journal, *,
+              keep_session: bool = False) -> bool:
+        """Whether the server added ``file`` by its digest (else it must be uploaded); the
+        session of an interrupted push is then aborted (unless ``keep_session``: the
+        caller still sends to it and aborts it once the sending has stopped)."""
         if not self._can_link:
             return False
         try:
@@ -433,14 +487,85 @@ class Pusher:
             raise
         except (NetworkError, ServerError):
             return False  # the upload that follows retries
-        upload_id = journal.uploads.get(file.path)
-        if upload_id is not None:  # a session of an interrupted push is no longer needed
-            with contextlib.suppress(NotFound, NetworkError, ServerError):
-                self.client.abort_upload(upload_id)
-            journal.set_upload(file.path, None)
+        if not keep_session:  # a session of an interrupted push is no longer needed
+            self._drop_session(file.path, journal)
         return True
 
     # ------------------------------------------------------------------- uploading
+
+    def _large(self, found: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+        """The files of ``found`` sent in more than one part (largest first)."""
+        client = self.client
+        floor = max(client.max_put_size or _floor(client), client.chunk_size)
+        sized = [(location.stat().st_size, path, location) for path, location in found]
+        return [(path, location) for size, path, location in sorted(sized, reverse=True)
+                if size > floor]
+
+    def _send_while_hashing(self, model: str, number: int, large: list[tuple[str, Path]],
+                            journal: Journal) -> tuple[dict[str, LocalFile], set[str]]:
+        """Upload the ``large`` files (``(path, location)``) one after the other, each in
+        ``parallel`` parts at once, while a thread of its own hashes them in the same order:
+        a part's digest is computed as it is sent, the whole file's is needed only to
+        complete.  A file whose bytes the server turns out to hold once its digest is known
+        is added by digest instead (its session is dropped, its parts not yet sent never
+        go).  Returns the files, hashed, and the paths added by digest."""
+        sizes = {path: location.stat().st_size for path, location in large}
+        stops = {path: threading.Event() for path in sizes}
+        self.progress.begin("hash", len(large), sum(sizes.values()))
+        self.progress.begin("upload", len(large), sum(sizes.values()))
+
+        def hash_then_link(item: tuple[str, Path]) -> tuple[LocalFile, bool]:
+            path, location = item
+            self.progress.start("hash", path, sizes[path])
+
+            def advance(n: int) -> None:
+                self.pool.check()
+                self.progress.advance("hash", path, n)
+
+            size, sha256 = hash_file(location, advance)
+            self.progress.finish("hash", path)
+            file = LocalFile(path, location, size, sha256.hexdigest())
+            if self._link(model, number, file, journal, keep_session=True):
+                stops[path].set()
+                return file, True
+            return file, False
+
+        files: dict[str, LocalFile] = {}
+        linked: set[str] = set()
+        with ThreadPoolExecutor(1, thread_name_prefix="modelreg-hash") as hasher:
+            pending = [(path, location, hasher.submit(hash_then_link, (path, location)))
+                       for path, location in large]
+            try:
+                for path, location, hashed in pending:
+                    file = LocalFile(path, location, sizes[path], "")
+                    try:
+                        session = self._session_for(model, number, file, journal)
+                        if not stops[path].is_set():
+                            self._send_parts(
+                                file, session, journal, stop=stops[path],
+                                digest=lambda hashed=hashed: hashed.result()[0].sha256)
+                    except Exception:
+                        if not stops[path].is_set():
+                            raise
+                    files[path], added = hashed.result()
+                    if added:  # the parts sent are not needed: the server had the bytes
+                        linked.add(path)
+                        self._drop_session(path, journal)
+                    self.progress.finish("upload", path)
+            except BaseException:
+                self.pool.cancel.set()  # the hashing stops at its next block
+                raise
+        self.progress.end("hash")
+        self.progress.end("upload")
+        return files, linked
+
+    def _drop_session(self, path: str, journal: Journal) -> None:
+        """Abort the upload session of ``path`` the journal holds, if any."""
+        upload_id = journal.uploads.get(path)
+        if upload_id is not None:
+            with contextlib.suppress(NotFound, Conflict, NetworkError, ServerError):
+                self.client.abort_upload(upload_id)
+            journal.set_upload(path, None)
 
     def _upload_all(self, model: str, number: int, files: list[LocalFile],
                     journal: Journal) -> None:
@@ -572,7 +697,8 @@ class Pusher:
                 time.sleep(min(0.5 * 2 ** failures, 10))
                 offset = client.get_upload(session.id).offset
 
-    def _send_direct(self, file: LocalFile, session: Any, journal: Journal) -> None:
+    def _send_direct(self, file: LocalFile, session: Any, journal: Journal,
+                     digest: Callable[[], str], stop: threading.Event | None) -> None:
         """A direct upload (``session.direct``): each part the store lacks goes straight to
         the blob store at the presigned URL the server signs for it, ``parallel`` at once;
         then complete, and wait until the server has verified the whole file's digest."""
@@ -587,20 +713,31 @@ class Pusher:
             client.send_to_store(client.part_url(session.id, number, digest), region)
 
         self._send_part_numbers(file, session, [n for n in range(1, count + 1)
-                                                if n not in held], to_store)
-        upload = client.complete_direct_upload(session.id, file.sha256)
+                                                if n not in held], to_store, stop)
+        sha256 = digest()
+        if stop is not None and stop.is_set():
+            return
+        upload = client.complete_direct_upload(session.id, sha256)
         try:
             client.wait_verified(upload)
         finally:
             if upload.status != "open":
                 journal.set_upload(file.path, None)
 
-    def _send_parts(self, file: LocalFile, session: Any, journal: Journal) -> None:
+    def _send_parts(self, file: LocalFile, session: Any, journal: Journal, *,
+                    digest: Callable[[], str] | None = None,
+                    stop: threading.Event | None = None) -> None:
         """Send the parts the session lacks, ``parallel`` at once, then complete; if the
         server finds the whole digest wrong, send again the parts whose digest differs from
-        the local file's (the others stay on the server) and complete once more."""
+        the local file's (the others stay on the server) and complete once more.
+
+        :param digest: the whole file's sha256, once its parts are sent (by default
+            ``file.sha256``: known before).
+        :param stop: once set, no more parts are sent and the session is not completed.
+        """
+        digest = digest or (lambda: file.sha256)
         if getattr(session, "direct", False):
-            self._send_direct(file, session, journal)
+            self._send_direct(file, session, journal, digest, stop)
             return
         client = self.client
         size, count = session.part_size, -(-file.size // session.part_size)
@@ -609,9 +746,12 @@ class Pusher:
                             sum(min(size, file.size - (n - 1) * size) for n in held))
         todo = [n for n in range(1, count + 1) if n not in held]
         for round_ in range(2):
-            self._send_part_numbers(file, session, todo)
+            self._send_part_numbers(file, session, todo, stop=stop)
+            sha256 = digest()
+            if stop is not None and stop.is_set():
+                return
             try:
-                client.complete_upload(session.id, file.sha256)
+                client.complete_upload(session.id, sha256)
             except InvalidRequest as exc:
                 if exc.code != "digest_mismatch" or "parts" not in exc.details or round_:
                     raise
@@ -643,10 +783,12 @@ class Pusher:
     def _send_part_numbers(
         self, file: LocalFile, session: Any, numbers: list[int],
         put: Callable[[int, FileRegion, str], Any] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         """Send the parts ``numbers`` of ``file`` on up to ``parallel`` threads with
         ``put(number, region, digest)`` (by default through the app: ``upload_part``); the
-        first failure stops the others."""
+        first failure stops the others, as does ``stop`` once set (the parts not started
+        then are not sent)."""
         if not numbers:
             return
         client, size = self.client, session.part_size
@@ -662,6 +804,8 @@ class Pusher:
             on_block(n)
 
         def send(number: int) -> None:
+            if stop is not None and stop.is_set():
+                return
             start = (number - 1) * size
             length = min(size, file.size - start)
             digest = self._part_digest(file, size, number)
@@ -690,6 +834,17 @@ class Pusher:
                 wait(futures)
                 errors = [f.exception() for f in futures if f.exception() is not None]
                 raise next((e for e in errors if not isinstance(e, _Cancelled)), errors[0])
+
+
+def _same_fields(version: Version, *, tags: dict[str, str], metadata: dict[str, Any] | None,
+                 lineage: dict[str, Any] | None, description: str) -> bool:
+    """Whether ``version`` has this push's metadata, lineage and description, and every tag
+    the push sets already set to the same value (all that makes a push identical to a
+    ready version, but its files)."""
+    return (version.metadata == (metadata or {})
+            and _stated(version.lineage) == _stated(lineage or {})
+            and version.description == description
+            and all(version.tags.get(k) == v for k, v in tags.items()))
 
 
 def _stated(fields: dict[str, Any]) -> dict[str, Any]:

@@ -260,6 +260,27 @@ def test_a_push_sends_its_parts_straight_to_s3_and_is_ready_once_verified(
     assert bucket_keys(settings, "tmp/") == set()  # the assembled object was promoted
 
 
+def test_a_file_sent_while_it_is_hashed_goes_straight_to_s3_too(server, settings, tmp_path):
+    """With parts of 8 MiB the file is large enough to go while the client hashes it (a new
+    model: no version to repeat): its parts still go to S3, and the completion waits for
+    the whole file's digest."""
+    content = os.urandom(2 * PART + 777)
+    source = tmp_path / "push"
+    source.mkdir()
+    (source / "model.bin").write_bytes(content)
+    signed = route_requests(server, "api.upload_part_url").get("POST", 0)
+    through = route_requests(server, "api.upload_part")
+    with Client(server.url, server.token, timeout=60, chunk_size=PART,
+                state_dir=tmp_path / "state", cache_dir=tmp_path / "cache") as client:
+        pushed = client.push(source, "direct-while-hashed")
+        assert pushed.uploaded_files == ["model.bin"] and pushed.version.status == "ready"
+        assert pushed.version.digest == pushed.digest
+        client.pull("direct-while-hashed/1", tmp_path / "pulled")
+    assert (tmp_path / "pulled" / "model.bin").read_bytes() == content
+    assert route_requests(server, "api.upload_part_url").get("POST", 0) - signed == 3
+    assert route_requests(server, "api.upload_part") == through
+
+
 def test_the_session_of_a_direct_upload_and_its_completion(server, settings):
     base = draft(server, "steps")
     content = os.urandom(PART + 777)
