@@ -995,6 +995,7 @@ def _transfer_round(adapter: Adapter, work: Path, source_dir: Path, source: Path
     peaks[adapter.name].reset()
     cpu0 = tree_usage(adapter.root_pid)[0]
     row: dict[str, Any] = {"round": round_}
+    client_cpu = time.process_time()  # this process: the client (the harness waits)
     began = time.perf_counter()
     if isinstance(adapter, Mlflow):
         location = f"/api/2.0/mlflow-artifacts/artifacts/bench/{round_}/model.bin"
@@ -1009,8 +1010,10 @@ def _transfer_round(adapter: Adapter, work: Path, source_dir: Path, source: Path
         row["upload_phase_mib_s"] = size / MiB / phases.seconds["upload"]
         row["hash_s"] = phases.seconds.get("hash")
     up = time.perf_counter() - began
+    client_cpu = time.process_time() - client_cpu
     cpu1 = tree_usage(adapter.root_pid)[0]
     row.update(upload_mib_s=size / MiB / up, upload_s=up, upload_cpu_s=cpu1 - cpu0,
+               upload_client_cpu_s=client_cpu,
                upload_peak_rss_mib=peaks[adapter.name].peak / MiB)
     peaks[adapter.name].reset()
     began = time.perf_counter()
@@ -1225,9 +1228,23 @@ def _hash_floor(transfers: dict[str, Any]) -> str:
     if not sha256_ms:
         return ""
     cores = os.cpu_count() or 1
-    return (f"; sha256 {1000 / sha256_ms:.0f} MiB/s per core: a verified push makes 4 passes "
-            f"(3 in its upload phase), at most {cores * 1000 / (4 * sha256_ms):.0f} MiB/s "
-            f"({cores * 1000 / (3 * sha256_ms):.0f}) on {cores} cores before any I/O")
+    return (f"; sha256 {1000 / sha256_ms:.0f} MiB/s per core: a verified push makes 4 passes, "
+            f"at most {cores * 1000 / (4 * sha256_ms):.0f} MiB/s on {cores} cores before any "
+            f"I/O")
+
+
+def _cpu_floor(ours: dict[str, Any], theirs: dict[str, Any], size: int) -> str:
+    """The CPU each upload took per GiB, client and server (measured in the same round),
+    and the rate the machine's cores allow at modelreg's: the upload's CPU ceiling."""
+    if "upload_client_cpu_s" not in ours or "upload_client_cpu_s" not in theirs:
+        return ""
+    gib = size / GiB
+    a, b = ours["upload_client_cpu_s"] / gib, ours["upload_cpu_s"] / gib
+    c, d = theirs["upload_client_cpu_s"] / gib, theirs["upload_cpu_s"] / gib
+    cores = os.cpu_count() or 1
+    return (f"; CPU per GiB, client + server: modelreg {a:.2f} + {b:.2f} s, MLflow {c:.2f} + "
+            f"{d:.2f} s; {cores} cores at modelreg's allow at most {cores * 1024 / (a + b):.0f} "
+            f"MiB/s, 1.5x MLflow is {1.5 * theirs['upload_mib_s']:.0f}")
 
 
 def issue18_markdown(report: dict[str, Any]) -> str:
@@ -1335,7 +1352,7 @@ def issue18_markdown(report: dict[str, Any]) -> str:
                 f"({_x(ratio4) if ratio4 else '-'}) | ≥ 1.5x (goal 2x), ≥ 60 % of disk | "
                 f"{_met(ratio >= 1.5 and share >= 0.6)} | disk, 1 MiB writes + fsync: "
                 f"{disk['write_fsync_mib_s']:.0f} MiB/s, modelreg at {100 * share:.0f} %{dd}"
-                f"{_hash_floor(transfers)} |")
+                f"{_hash_floor(transfers)}{_cpu_floor(ours, theirs, size)} |")
             lines.append(
                 f"| {label} download, sha256 verified | {ours['download_mib_s']:.0f} MiB/s | "
                 + (f"{four['download_mib_s']:.0f}" if four else "-")
