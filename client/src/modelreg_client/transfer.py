@@ -272,22 +272,21 @@ class Pusher:
         """``found`` (``(path, location)`` pairs) with their sizes and sha256, in parallel."""
         sizes = {path: location.stat().st_size for path, location in found}
         self.progress.begin("hash", len(found), sum(sizes.values()))
-
-        def one(item: tuple[str, Path]) -> LocalFile:
-            path, location = item
-            self.progress.start("hash", path, sizes[path])
-
-            def advance(n: int) -> None:
-                self.pool.check()
-                self.progress.advance("hash", path, n)
-
-            size, sha256 = hash_file(location, advance)
-            self.progress.finish("hash", path)
-            return LocalFile(path, location, size, sha256.hexdigest())
-
-        files = self.pool.run(one, found)
+        files = self.pool.run(lambda item: self._hash_one(*item, sizes[item[0]]), found)
         self.progress.end("hash")
         return files
+
+    def _hash_one(self, path: str, location: Path, size: int) -> LocalFile:
+        """The file at ``location`` (``size`` bytes when listed), hashed, with progress."""
+        self.progress.start("hash", path, size)
+
+        def advance(n: int) -> None:
+            self.pool.check()
+            self.progress.advance("hash", path, n)
+
+        size, sha256 = hash_file(location, advance)
+        self.progress.finish("hash", path)
+        return LocalFile(path, location, size, sha256.hexdigest())
 
     # ---------------------------------------------------------------------- push
 
@@ -514,17 +513,8 @@ class Pusher:
         self.progress.begin("hash", len(large), sum(sizes.values()))
         self.progress.begin("upload", len(large), sum(sizes.values()))
 
-        def hash_then_link(item: tuple[str, Path]) -> tuple[LocalFile, bool]:
-            path, location = item
-            self.progress.start("hash", path, sizes[path])
-
-            def advance(n: int) -> None:
-                self.pool.check()
-                self.progress.advance("hash", path, n)
-
-            size, sha256 = hash_file(location, advance)
-            self.progress.finish("hash", path)
-            file = LocalFile(path, location, size, sha256.hexdigest())
+        def hash_then_link(path: str, location: Path) -> tuple[LocalFile, bool]:
+            file = self._hash_one(path, location, sizes[path])
             if self._link(model, number, file, journal, keep_session=True):
                 stops[path].set()
                 return file, True
@@ -533,7 +523,7 @@ class Pusher:
         files: dict[str, LocalFile] = {}
         linked: set[str] = set()
         with ThreadPoolExecutor(1, thread_name_prefix="modelreg-hash") as hasher:
-            pending = [(path, location, hasher.submit(hash_then_link, (path, location)))
+            pending = [(path, location, hasher.submit(hash_then_link, path, location))
                        for path, location in large]
             try:
                 for path, location, hashed in pending:
