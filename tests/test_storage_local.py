@@ -395,6 +395,68 @@ def _spooled(data: bytes, tmp_path, name: str):
     return spool, BodyReader(spool, len(data))
 
 
+def test_a_body_spooled_at_a_page_boundary_is_mapped_not_copied(store, tmp_path, monkeypatch):
+    """Waitress's spool holds the body from a page boundary: the store hashes and writes the
+    part straight from a read-only mapping of it (no copy into a buffer), the metered stream
+    counts every byte once, and the bytes on disk are the body's."""
+    from modelreg.files.body import BodyReader
+    from modelreg.metrics import MeteredStream
+
+    class Counter:
+        value = 0
+
+        def inc(self, n: int) -> None:
+            self.value += n
+
+    mapped = []
+    original = BodyReader.mapped
+
+    def spy(self, length):
+        view = original(self, length)
+        mapped.append(view is not None)
+        return view
+
+    monkeypatch.setattr(BodyReader, "mapped", spy)
+    data = os.urandom(3 * local.CHUNK_SIZE + 4567)  # whole blocks and a tail
+    state = store.begin_upload()
+    with open(tmp_path / "spool", "w+b") as spool:
+        spool.write(b"h" * 4096 + data)
+        spool.seek(4096)
+        counter = Counter()
+        body = MeteredStream(BodyReader(spool, len(data)), counter)
+        part = store.upload_part(state, number=1, stream=body, length=len(data),
+                                 expected_sha256=sha(data), offset=0)
+        assert spool.tell() == 4096 + len(data)
+    assert mapped == [True] and counter.value == len(data)
+    assert part["sha256"] == sha(data)
+    info = store.complete_parts(state, [part], expected_sha256=sha(data))
+    assert store.open(info.sha256).read() == data
+
+
+def test_a_body_is_mapped_only_where_the_spool_allows_it(tmp_path):
+    """Off a page boundary, or with fewer bytes spooled than the body's length (a client gone
+    before the end), there is no mapping: the body is read, and a short one is refused."""
+    from webob.request import DisconnectionError
+
+    from modelreg.files.body import BodyReader
+
+    with open(tmp_path / "spool", "w+b") as spool:
+        spool.write(b"h" * 4096 + b"x" * 10_000)
+        spool.seek(7)
+        assert BodyReader(spool, 100).mapped(100) is None  # not on a page boundary
+        spool.seek(4096)
+        short = BodyReader(spool, 20_000)
+        assert short.mapped(20_000) is None  # the spool ends first
+        with pytest.raises(DisconnectionError):
+            short.read()
+        spool.seek(4096)
+        body = BodyReader(spool, 10_000)
+        view = body.mapped(10_000)
+        assert bytes(view) == b"x" * 10_000 and body.remaining == 0 and body.read() == b""
+        view.release()
+    assert BodyReader(io.BytesIO(b"in memory"), 9).mapped(9) is None
+
+
 def test_parts_out_of_order_are_hashed_from_their_spool(store, tmp_path):
     """A part that lands beyond the running hash keeps its spool open after the request;
     once the gap is filled its bytes are hashed from there, so the running hash covers the

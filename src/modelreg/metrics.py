@@ -192,7 +192,7 @@ class MeteredStream:
     a block, seeks back, and seeks forward past what the socket took, so the part of a block
     that was not sent is read again; only reads past the furthest position reached so far
     count.  Everything but ``read``,
-    ``readinto`` and ``seek`` goes to the wrapped stream unchanged.
+    ``readinto``, ``mapped`` and ``seek`` goes to the wrapped stream unchanged.
     """
 
     def __init__(self, stream: Any, counter: Any) -> None:
@@ -221,6 +221,16 @@ class MeteredStream:
         n = self._stream.readinto(buffer) or 0
         self._advance(n)
         return n
+
+    def mapped(self, length: int) -> Any:
+        """The wrapped stream's ``mapped(length)`` (see
+        :meth:`modelreg.files.body.BodyReader.mapped`), counted as read; ``None`` if it has
+        none."""
+        mapped = getattr(self._stream, "mapped", None)
+        view = mapped(length) if callable(mapped) else None
+        if view is not None:
+            self._advance(len(view))
+        return view
 
     def seek(self, offset: int, whence: int = 0) -> int:
         """Seek the wrapped stream (nothing is counted)."""

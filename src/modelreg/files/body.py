@@ -11,6 +11,7 @@ fills the buffer directly; :func:`body_stream` hands that on, bounded by
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import stat
 from typing import Any
@@ -47,6 +48,22 @@ class BodyReader(io.RawIOBase):
         except (AttributeError, OSError, ValueError):
             return None
         return (fd, offset) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+
+    def mapped(self, length: int) -> memoryview | None:
+        """The next ``length`` bytes of the body as a read-only view of the spool mapped into
+        memory (no copy), which counts them as read; ``None`` when the body is not in a
+        regular file at a page-aligned offset (then read it).  The spool is private to the
+        request and never written again, so the mapping cannot lose its pages under it."""
+        where = self.spooled() if 0 < length <= self.remaining else None
+        if where is None or where[1] % mmap.ALLOCATIONGRANULARITY:
+            return None
+        fd, offset = where
+        if os.fstat(fd).st_size < offset + length:
+            return None
+        view = memoryview(mmap.mmap(fd, length, offset=offset, access=mmap.ACCESS_READ))
+        self._file.seek(offset + length)
+        self.remaining -= length
+        return view
 
     def readinto(self, buffer: Any) -> int:
         if not self.remaining:

@@ -166,12 +166,29 @@ def _copy_in(stream: BinaryIO, length: int, write: Callable[[memoryview, int], N
     (``readinto`` where the stream has it: no allocation per block), hash them (and feed
     them to ``also``, a second digest, if given) and ``write(block, offset)`` each block.
     Every block but the last fills the buffer, so that blocks stay aligned for
-    :class:`_DataWriter`'s direct writes.
+    :class:`_DataWriter`'s direct writes.  A stream that can map its bytes (``mapped``:
+    the spool Waitress wrote the body to, see :mod:`modelreg.files.body`) is not read at
+    all: its blocks are hashed and written from the mapping (page-aligned too).
 
     :returns: the sha256 of the bytes.
     :raises ValueError: if the stream ends early or returns more than asked for.
     """
     digest = hashlib.sha256()
+    mapped = getattr(stream, "mapped", None)
+    view = mapped(length) if callable(mapped) else None
+    if view is not None:  # the spool, mapped: hashed and written from the page cache
+        try:
+            for start in range(0, length, CHUNK_SIZE):
+                block = view[start:start + CHUNK_SIZE]
+                digest.update(block)
+                if also is not None:
+                    also.update(block)
+                with _fs_errors("receiving a part"):
+                    write(block, offset + start)
+                block.release()
+        finally:
+            view.release()
+        return digest
     size = min(CHUNK_SIZE, max(length, 1))
     # Anonymous memory is page-aligned, as direct writes need; freed with its last view.
     buffer = memoryview(mmap.mmap(-1, size))
