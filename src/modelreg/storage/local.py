@@ -150,6 +150,8 @@ _IN_PLACE = os.name == "posix" and hasattr(os, "pwrite")
 _COMPLETING = "completing"
 #: Uploads whose running hash one process keeps at most (the oldest are forgotten).
 _MAX_RUNNING = 256
+#: Bytes of a spooled body mapped at once (see ``_copy_in``): a whole number of blocks.
+_MAP_WINDOW = 2 * CHUNK_SIZE
 #: Spools of out-of-order parts one upload keeps open at most (see ``_Spool``).
 _MAX_SPOOLS = 32
 
@@ -168,32 +170,40 @@ def _copy_in(stream: BinaryIO, length: int, write: Callable[[memoryview, int], N
     Every block but the last fills the buffer, so that blocks stay aligned for
     :class:`_DataWriter`'s direct writes.  A stream that can map its bytes (``mapped``:
     the spool Waitress wrote the body to, see :mod:`modelreg.files.body`) is not read at
-    all: its blocks are hashed and written from the mapping (page-aligned too).
+    all: its blocks are hashed and written from the mapping (page-aligned too), one window
+    of :data:`_MAP_WINDOW` bytes at a time.
 
     :returns: the sha256 of the bytes.
     :raises ValueError: if the stream ends early or returns more than asked for.
     """
     digest = hashlib.sha256()
     mapped = getattr(stream, "mapped", None)
-    view = mapped(length) if callable(mapped) else None
-    if view is not None:  # the spool, mapped: hashed and written from the page cache
+    remaining = length
+    # The spool, mapped a window at a time (what is mapped counts in the process's RSS):
+    # hashed and written from the page cache; what a window cannot map is read below.
+    while remaining and callable(mapped):
+        window = mapped(min(_MAP_WINDOW, remaining))
+        if window is None:
+            break
+        mapped_bytes = len(window)
         try:
-            for start in range(0, length, CHUNK_SIZE):
-                block = view[start:start + CHUNK_SIZE]
-                digest.update(block)
-                if also is not None:
-                    also.update(block)
-                with _fs_errors("receiving a part"):
-                    write(block, offset + start)
-                block.release()
+            for start in range(0, mapped_bytes, CHUNK_SIZE):
+                with window[start:start + CHUNK_SIZE] as block:
+                    digest.update(block)
+                    if also is not None:
+                        also.update(block)
+                    with _fs_errors("receiving a part"):
+                        write(block, offset + start)
         finally:
-            view.release()
+            window.release()
+        offset += mapped_bytes
+        remaining -= mapped_bytes
+    if not remaining:
         return digest
-    size = min(CHUNK_SIZE, max(length, 1))
+    size = min(CHUNK_SIZE, max(remaining, 1))
     # Anonymous memory is page-aligned, as direct writes need; freed with its last view.
     buffer = memoryview(mmap.mmap(-1, size))
     readinto = getattr(stream, "readinto", None)
-    remaining = length
     while remaining:
         wanted = min(size, remaining)
         got = 0
