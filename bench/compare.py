@@ -989,8 +989,7 @@ def put_file(port: int, path: str, source: Path) -> None:
 
 
 def _transfer_round(adapter: Adapter, work: Path, source_dir: Path, source: Path, size: int,
-                    sha256: str, round_: int, peaks: dict[str, RssPeak], client_class: Any,
-                    phases_class: Any) -> dict[str, Any]:
+                    sha256: str, round_: int, peaks: dict[str, RssPeak]) -> dict[str, Any]:
     """One upload of ``source`` through ``adapter`` and its verified download."""
     peaks[adapter.name].reset()
     cpu0 = tree_usage(adapter.root_pid)[0]
@@ -1001,8 +1000,12 @@ def _transfer_round(adapter: Adapter, work: Path, source_dir: Path, source: Path
         location = f"/api/2.0/mlflow-artifacts/artifacts/bench/{round_}/model.bin"
         put_file(adapter.port, location, source)
     else:
-        phases = phases_class()
-        with client_class(adapter.server.url, state_dir=work / f"state-{adapter.port}",
+        from client import Phases
+
+        from modelreg_client import Client
+
+        phases = Phases()
+        with Client(adapter.server.url, state_dir=work / f"state-{adapter.port}",
                           cache_dir=work / f"cache-{adapter.port}") as client:
             pushed = client.push(source_dir, f"upload-{round_}", progress=phases)
         location = (f"/api/v1/models/upload-{round_}/versions/{pushed.version.number}"
@@ -1038,7 +1041,7 @@ def issue18_transfers(adapters: list[Adapter], work: Path, size: int, pull_files
     Uploads and downloads run ``rounds`` times, the systems in turn within each round
     (fresh content each round: a push of bytes already held would send nothing); each
     system's row is its median round by upload rate, all rounds kept in the JSON."""
-    from client import Cpu, Phases, raw_get, sha256_cost, write_model
+    from client import Cpu, raw_get, sha256_cost, write_model
 
     from modelreg_client import Client
 
@@ -1062,7 +1065,7 @@ def issue18_transfers(adapters: list[Adapter], work: Path, size: int, pull_files
             digest.update(piece)
         for adapter in adapters:
             row = _transfer_round(adapter, work, source_dir, source, size, digest.hexdigest(),
-                                  round_, peaks, Client, Phases)
+                                  round_, peaks)
             result["rounds"].setdefault(adapter.name, []).append(row)
             print(f"{adapter.name:32} round {round_}: upload {row['upload_mib_s']:7.1f} MiB/s"
                   + (f" (upload phase {row['upload_phase_mib_s']:.1f})"

@@ -307,20 +307,21 @@ class Pusher:
         state = self.client.state_dir or default_state_dir()
         early: dict[str, LocalFile] = {}  # sent while hashing: path -> the file, hashed
         early_linked: set[str] = set()
-        large = self._large(found)
+        stats = {path: location.stat() for path, location in found}  # once per file
+        large = self._large(found, {path: st.st_size for path, st in stats.items()})
         if large and not self._may_repeat(model, **fields):
             # No ready version can be identical to this push: its draft is needed whatever
             # the digests, so the large files go while they are hashed.
             self._ensure_model(model)
             journal = Journal.for_push(state, [self.client.url, model, [
-                [path, location.stat().st_size, location.stat().st_mtime_ns]
-                for path, location in sorted(found)], metadata, lineage, description, tags])
+                [path, stats[path].st_size, stats[path].st_mtime_ns] for path in sorted(stats)],
+                metadata, lineage, description, tags])
             version = self._draft(model, journal, **fields)
             number = version.number
             remote = {f.path: f for f in self.client.list_files(model, number).files}
             # A file the draft holds at its size may be complete: it waits for its digest.
             large = [item for item in large
-                     if getattr(remote.get(item[0]), "size", None) != item[1].stat().st_size]
+                     if getattr(remote.get(item[0]), "size", None) != stats[item[0]].st_size]
             early, early_linked = self._send_while_hashing(model, number, large, journal)
             rest = [item for item in found if item[0] not in early]
             files = [*early.values(), *(self._hash_found(rest) if rest else [])]
@@ -492,13 +493,13 @@ class Pusher:
 
     # ------------------------------------------------------------------- uploading
 
-    def _large(self, found: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
-        """The files of ``found`` sent in more than one part (largest first)."""
+    def _large(self, found: list[tuple[str, Path]],
+               sizes: dict[str, int]) -> list[tuple[str, Path]]:
+        """The files of ``found`` (of ``sizes``) sent in more than one part, largest first."""
         client = self.client
         floor = max(client.max_put_size or _floor(client), client.chunk_size)
-        sized = [(location.stat().st_size, path, location) for path, location in found]
-        return [(path, location) for size, path, location in sorted(sized, reverse=True)
-                if size > floor]
+        return sorted([item for item in found if sizes[item[0]] > floor],
+                      key=lambda item: sizes[item[0]], reverse=True)
 
     def _send_while_hashing(self, model: str, number: int, large: list[tuple[str, Path]],
                             journal: Journal) -> tuple[dict[str, LocalFile], set[str]]:
