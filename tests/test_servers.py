@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -351,3 +352,108 @@ def test_dev_py_serve_says_when_its_port_is_taken():
     usage = subprocess.run([sys.executable, str(ROOT / "dev.py"), "serve", "--port", "x"],
                            capture_output=True, text=True, timeout=60)
     assert usage.returncode == 1 and "usage: python3 dev.py serve [--port N]" in usage.stderr
+
+
+# ----------------------------------------------------------------------------- cpus
+
+
+@pytest.mark.parametrize(("text", "cpus"), [
+    ("0", {0}), (" 1 ", {1}), ("0,2-3", {0, 2, 3}), ("1-1", {1}), ("", None), ("  ", None),
+])
+def test_cpus_are_read_in_tasksets_list_syntax(text, cpus):
+    from modelreg.servers import parse_cpus
+
+    assert parse_cpus(text) == (None if cpus is None else frozenset(cpus))
+
+
+@pytest.mark.parametrize("text", ["a", "3-1", "1-", "-1", "0;1", "0,,1"])
+def test_cpus_that_are_not_a_list_are_refused_at_start(text):
+    from modelreg.servers import parse_cpus
+
+    with pytest.raises(ValueError, match="a list of CPU numbers and ranges"):
+        parse_cpus(text)
+
+
+def test_cpus_the_process_may_not_use_are_refused_at_start():
+    from modelreg.servers import CpuPin
+
+    with pytest.raises(ValueError, match="CPU 4095 is not one this process may run on"):
+        CpuPin(frozenset({4095}))
+
+
+def _serve_in_thread(app: Any, **settings: Any) -> tuple[Any, threading.Thread]:
+    """modelreg's Waitress on a thread of its own, created there (so that only that thread
+    and the ones it starts are pinned, not the test's)."""
+    from modelreg import servers
+
+    made: list[Any] = []
+    ready = threading.Event()
+
+    def run() -> None:
+        made.append(servers.create_server(app, **settings))
+        ready.set()
+        made[0].run()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    return made[0], thread
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="pinning shows only where the process may run on two CPUs or more")
+def test_cpus_keep_waitress_threads_on_them_and_let_uploads_run_anywhere(monkeypatch):
+    """A request without a spooled body runs on the pinned CPU, an upload on every CPU the
+    process may use; Waitress's loop stays pinned, the test's thread never was."""
+    from modelreg import servers
+
+    monkeypatch.setattr(servers, "waitress_version", lambda: "3.0.2")
+    allowed = os.sched_getaffinity(0)
+    first = min(allowed)
+    seen: list[tuple[str, set[int]]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length)
+        seen.append((environ["REQUEST_METHOD"], os.sched_getaffinity(0)))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [hashlib.sha256(body).hexdigest().encode()]
+
+    server, thread = _serve_in_thread(app, listen="127.0.0.1:0", threads=2, cpus=str(first),
+                                      inbuf_overflow=4096)
+    try:
+        port = server.socket.getsockname()[1]
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for method, body in (("GET", None), ("PUT", b"x" * 100_000), ("POST", b"{}"),
+                             ("GET", None)):
+            connection.request(method, "/", body=body)
+            response = connection.getresponse()
+            assert response.status == 200
+            assert response.read() == hashlib.sha256(body or b"").hexdigest().encode()
+        connection.close()
+        assert seen == [("GET", {first}), ("PUT", allowed), ("POST", {first}),
+                        ("GET", {first})]
+        loop = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+        assert f"Cpus_allowed_list:\t{first}\n" in loop
+        assert os.sched_getaffinity(0) == allowed
+    finally:
+        server.close()
+        server.task_dispatcher.shutdown()
+        thread.join(10)
+
+
+def test_modelreg_cpus_replaces_the_ini_cpus(monkeypatch):
+    """One ini for several units, each on its own CPU."""
+    import waitress
+
+    from modelreg import servers
+
+    served: dict[str, Any] = {}
+    monkeypatch.setattr(waitress, "serve", lambda app, **settings: served.update(settings))
+    monkeypatch.setenv("MODELREG_CPUS", "1")
+    servers.serve_paste(_hello, {}, listen="127.0.0.1:0", cpus="0")
+    assert served["cpus"] == "1"
+    monkeypatch.delenv("MODELREG_CPUS")
+    served.clear()
+    servers.serve_paste(_hello, {}, listen="127.0.0.1:0", cpus="0")
+    assert served["cpus"] == "0"

@@ -36,6 +36,20 @@ Read turns
     that needs one.  Every other request (writes, uploads, downloads, the views that are
     not marked read-only) runs as before.  ``reads_at_once`` in ``[server:main]`` sets how
     many reads run at once (1 by default; 0 switches turns off).
+
+CPUs (``cpus`` in ``[server:main]``, or ``MODELREG_CPUS``)
+    Python runs one of the process's threads at a time, yet every request crosses three of
+    them (Waitress's socket loop, a request thread, the loop again, each handing over the
+    GIL), and where they run on different CPUs each hand-over is a wake-up on another CPU:
+    on a virtual machine an interrupt between virtual CPUs.  ``cpus = 0`` (taskset's list
+    syntax: ``0,2``, ``1-3``) keeps Waitress's threads on those CPUs
+    (:class:`CpuPin`), which on a two-vCPU machine served 1.4-1.5 times the reads and the
+    writes per second, at two thirds of the CPU per request (docs/performance.md, "One
+    CPU for Waitress's threads").  A request whose body Waitress spooled (an upload: its
+    hashing and writing run without the GIL, in parallel) runs on every CPU the process
+    may use, as do the embedded worker and anything started before the server.  Unset by
+    default: several processes that all pinned themselves to one CPU would share it; give
+    each its own (``MODELREG_CPUS=1`` beside ``MODELREG_LISTEN``).
 """
 
 from __future__ import annotations
@@ -104,6 +118,58 @@ class ReadTurns:
         """Wait for a turn and hold it."""
         self._lock.acquire()
         return ReadTurn(self._lock)
+
+
+#: ``[server:main]``: the CPUs Waitress's threads run on (:class:`CpuPin`); unset: any.
+CPUS_SETTING = "cpus"
+#: Replaces ``cpus`` from the environment, as ``MODELREG_LISTEN`` does ``listen``.
+CPUS_VARIABLE = "MODELREG_CPUS"
+
+
+def parse_cpus(value: Any) -> frozenset[int] | None:
+    """``cpus`` in taskset's list syntax (``0``, ``0,2``, ``1-3``); ``None`` when empty."""
+    text = str(value or "").strip()
+    if not text:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()) or (
+                dash and int(last) < int(first)):
+            raise ValueError(f"[server:main] {CPUS_SETTING} (or {CPUS_VARIABLE}) is a list of "
+                             f"CPU numbers and ranges such as 0 or 0,2-3, not {text!r}")
+        cpus.update(range(int(first), int(last if dash else first) + 1))
+    return frozenset(cpus)
+
+
+class CpuPin:
+    """Waitress's threads kept on ``cpus`` (see "CPUs" above); the requests that carry a
+    spooled body, on every CPU the process may use.
+
+    Linux only (``os.sched_setaffinity``), where setting a thread's CPUs sets that
+    thread's alone, and the threads it starts inherit them.
+    """
+
+    def __init__(self, cpus: frozenset[int]) -> None:
+        if not hasattr(os, "sched_setaffinity"):
+            raise ValueError(f"[server:main] {CPUS_SETTING}: this platform cannot pin threads "
+                             "to CPUs (no sched_setaffinity)")
+        allowed = frozenset(os.sched_getaffinity(0))
+        if not cpus <= allowed:
+            raise ValueError(
+                f"[server:main] {CPUS_SETTING}: CPU {', '.join(map(str, sorted(cpus - allowed)))}"
+                f" is not one this process may run on ({', '.join(map(str, sorted(allowed)))})")
+        self.cpus = cpus
+        #: What the process could run on before: a spooled request's CPUs.
+        self.allowed = allowed
+
+    def pin(self) -> None:
+        """Keep the calling thread, and the threads it starts from now on, on :attr:`cpus`."""
+        os.sched_setaffinity(0, self.cpus)
+
+    def widen(self) -> None:
+        """Let the calling thread run on every CPU of :attr:`allowed`."""
+        os.sched_setaffinity(0, self.allowed)
 
 
 def reads_at_once(value: Any) -> int:
@@ -239,6 +305,18 @@ def _guard_classes() -> tuple[type, type]:
         _read_turn: ReadTurn | None = None
 
         def service(self) -> None:
+            pin: CpuPin | None = getattr(self.channel.server, "modelreg_cpu_pin", None)
+            body = self.request.body_rcv
+            if pin is not None and body is not None and len(body) > self.channel.adj.inbuf_overflow:
+                # An upload: its hashing and writing run without the GIL, on any CPU.
+                pin.widen()
+                try:
+                    return self._service()
+                finally:
+                    pin.pin()
+            return self._service()
+
+        def _service(self) -> None:
             # A GET or HEAD takes a turn for the whole task: the app, then the response's
             # writing (see "Read turns" in this module's docstring).
             turns: ReadTurns | None = getattr(self.channel.server, "modelreg_read_turns", None)
@@ -346,21 +424,30 @@ def framing_guard() -> type | None:
 
 def create_server(app: Callable[..., Any], **settings: Any) -> Any:
     """Waitress's ``create_server`` with modelreg's channel (:func:`framing_guard`) on every
-    listening socket, and the read turns of ``reads_at_once`` (:class:`ReadTurns`) shared by
-    them; the other settings are Waitress's."""
+    listening socket, the read turns of ``reads_at_once`` (:class:`ReadTurns`) shared by
+    them, and Waitress's threads on the CPUs of ``cpus`` (:class:`CpuPin`; the calling
+    thread, which runs Waitress's loop, is pinned too); the other settings are Waitress's."""
     from waitress.server import BaseWSGIServer
     from waitress.server import create_server as waitress_create_server
 
     channel = framing_guard()
     at_once = reads_at_once(settings.pop(READS_AT_ONCE_SETTING, DEFAULT_READS_AT_ONCE))
     turns = ReadTurns(at_once) if at_once and channel is not None else None
+    cpus = parse_cpus(settings.pop(CPUS_SETTING, None))
+    pin = None if cpus is None else CpuPin(cpus)
+    if pin is not None and channel is None:
+        log.warning("[server:main] %s: Waitress's threads are pinned, but uploads are not "
+                    "let out of the pin on this Waitress release", CPUS_SETTING)
     socket_map: dict[int, Any] | None = settings.pop("map", None)
     if socket_map is None:
         socket_map = {}
+    if pin is not None:
+        pin.pin()  # before Waitress starts its threads: they inherit it
     server = waitress_create_server(app, map=socket_map, **settings)
-    if channel is not None:
-        for dispatcher in list(socket_map.values()):
-            if isinstance(dispatcher, BaseWSGIServer):
+    for dispatcher in list(socket_map.values()):
+        if isinstance(dispatcher, BaseWSGIServer):
+            dispatcher.modelreg_cpu_pin = pin
+            if channel is not None:
                 dispatcher.channel_class = channel
                 dispatcher.modelreg_read_turns = turns  # one set for every socket
     return server
@@ -375,8 +462,9 @@ LISTEN_VARIABLE = "MODELREG_LISTEN"
 def serve_paste(app: Callable[..., Any], global_conf: Mapping[str, Any],
                 **settings: Any) -> int:
     """The PasteDeploy server runner ``egg:modelreg#waitress``: ``[server:main]`` takes
-    Waitress's own settings; ``MODELREG_LISTEN`` in the environment replaces ``listen``
-    (and ``host``/``port``)."""
+    Waitress's own settings and modelreg's (``reads_at_once``, ``cpus``);
+    ``MODELREG_LISTEN`` in the environment replaces ``listen`` (and ``host``/``port``),
+    ``MODELREG_CPUS`` replaces ``cpus``."""
     import waitress
 
     listen = os.environ.get(LISTEN_VARIABLE, "").strip()
@@ -384,5 +472,8 @@ def serve_paste(app: Callable[..., Any], global_conf: Mapping[str, Any],
         for key in ("listen", "host", "port"):
             settings.pop(key, None)
         settings["listen"] = listen
+    cpus = os.environ.get(CPUS_VARIABLE, "").strip()
+    if cpus:
+        settings[CPUS_SETTING] = cpus
     waitress.serve(app, _server=create_server, **settings)
     return 0
