@@ -18,8 +18,9 @@ are known, start-up warns if the pool is the smaller.
 It also holds the Waitress that modelreg's ini files serve with (``use = egg:modelreg#waitress``,
 :func:`serve_paste`): Waitress itself, with a request parser that closes what Waitress 3.0.x
 leaves open (:class:`FramingGuardParser`), and a task that keeps an HTTP/1.1 connection
-open after a ``304`` or ``204`` (:class:`BodilessKeepAliveTask`), and that lets the requests of
-read-only views take turns (:class:`ReadTurns`).
+open after a ``304`` or ``204`` (:class:`BodilessKeepAliveTask`), that lets the requests of
+read-only views take turns (:class:`ReadTurns`), and that can keep its threads on chosen CPUs
+(:class:`CpuPin`).
 
 Read turns
     Each of Waitress's threads runs one request; Python runs one thread at a time, and
@@ -43,9 +44,9 @@ CPUs (``cpus`` in ``[server:main]``, or ``MODELREG_CPUS``)
     GIL), and where they run on different CPUs each hand-over is a wake-up on another CPU:
     on a virtual machine an interrupt between virtual CPUs.  ``cpus = 0`` (taskset's list
     syntax: ``0,2``, ``1-3``) keeps Waitress's threads on those CPUs
-    (:class:`CpuPin`), which on a two-vCPU machine served 1.4-1.5 times the reads and the
-    writes per second, at two thirds of the CPU per request (docs/performance.md, "One
-    CPU for Waitress's threads").  A request whose body Waitress spooled (an upload: its
+    (:class:`CpuPin`), which on a two-vCPU machine served 1.7-2.2 times the reads and 1.0-1.6
+    times the writes per second, at up to half the CPU per request (docs/performance.md,
+    "One CPU for Waitress's threads").  A request whose body Waitress spooled (an upload: its
     hashing and writing run without the GIL, in parallel) runs on every CPU the process
     may use, as do the embedded worker and anything started before the server.  Unset by
     default: several processes that all pinned themselves to one CPU would share it; give
