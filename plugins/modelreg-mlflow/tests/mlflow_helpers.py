@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,13 @@ class Server:
         if principal is not None:
             environ["MLFLOW_TRACKING_TOKEN"] = self.tokens[principal]
         environ.update(env or {})
-        done = subprocess.run([sys.executable, str(CLIENTS / script), *(args or [])],  # noqa: S603
-                              capture_output=True, text=True, timeout=600, env=environ,
-                              cwd=str(cwd) if cwd else None)
+        # The client's own scratch files (a logged model's staging directory, its
+        # tracking store's init lock) go to a directory removed when it ends.
+        with tempfile.TemporaryDirectory(prefix="modelreg-mlflow-client-") as scratch:
+            environ["TMPDIR"] = scratch
+            done = subprocess.run(  # noqa: S603
+                [sys.executable, str(CLIENTS / script), *(args or [])], capture_output=True,
+                text=True, timeout=600, env=environ, cwd=str(cwd) if cwd else None)
         if expect_ok:
             assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]

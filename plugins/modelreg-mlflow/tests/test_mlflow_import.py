@@ -70,11 +70,14 @@ def mlflow_source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     log = (home / "server.log").open("wb")
+    scratch = home / "tmp"  # its temporary files (a lock per store it opens) stay in here
+    scratch.mkdir()
     process = subprocess.Popen(  # noqa: S603
         [str(binary), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
          "--artifacts-destination", str(home / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, cwd=home)
+        stdout=log, stderr=subprocess.STDOUT, cwd=home,
+        env={**os.environ, "TMPDIR": str(scratch)})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

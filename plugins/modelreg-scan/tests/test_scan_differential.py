@@ -25,7 +25,7 @@ import scan_samples as s
 import torch_format as torch
 
 HARNESS = r"""
-import base64, io, json, os, pickle, resource, sys, tempfile, warnings
+import base64, io, json, os, pickle, resource, sys, warnings
 warnings.simplefilter("ignore")
 import joblib, numpy
 from modelreg_scan.pickles import could_be_module, is_allowed, scan_if_pickle
@@ -48,7 +48,7 @@ class Unpickler(pickle.Unpickler):
         return None
 
 sys.addaudithook(hook)
-path = os.path.join(tempfile.mkdtemp(), "blob")
+path = os.path.join(sys.argv[1], "blob")  # the test's own directory
 misses = []
 for blob in json.load(sys.stdin):
     data = base64.b64decode(blob)
@@ -124,11 +124,12 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     return bytes(blob)
 
 
-def test_every_global_a_real_loader_asks_for_in_mutated_files_is_reported():
+def test_every_global_a_real_loader_asks_for_in_mutated_files_is_reported(tmp_path):
     rng = random.Random(2026)  # noqa: S311 - reproducible data, not secrets
     originals = bases()
     blobs = [base64.b64encode(mutate(rng, rng.choice(originals))).decode()
              for _ in range(400)]
-    done = subprocess.run([sys.executable, "-c", HARNESS], input=json.dumps(blobs),  # noqa: S603
-                          capture_output=True, text=True, timeout=300, check=True)
+    done = subprocess.run([sys.executable, "-c", HARNESS, str(tmp_path)],  # noqa: S603
+                          input=json.dumps(blobs), capture_output=True, text=True,
+                          timeout=300, check=True)
     assert json.loads(done.stdout) == []

@@ -35,8 +35,9 @@ def live(web_settings: dict[str, Any], world: World) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """The system Chromium, headless."""
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The system Chromium, headless, its home (crash reports, dconf) in a directory of the
+    test's."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -44,7 +45,11 @@ def chromium() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         unavailable(f"{CHROMIUM} is missing (apt-get install -y chromium)")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        home = tmp_path_factory.mktemp("chromium-home")
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=ARGS,
+            env={**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+                 "XDG_CACHE_HOME": str(home / ".cache")})
         yield browser
         browser.close()
 

@@ -271,6 +271,10 @@ class LiveServer:
             if "TMPDIR" not in self.environ:
                 environ["TMPDIR"] = str(self.directory / "tmp")
                 (self.directory / "tmp").mkdir()
+            # And its runtime files (gunicorn's control socket, else in ~/.gunicorn).
+            if "XDG_RUNTIME_DIR" not in self.environ:
+                environ["XDG_RUNTIME_DIR"] = str(self.directory / "run")
+                (self.directory / "run").mkdir(mode=0o700)
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and file
                 self.command(ini),
                 stdin=subprocess.DEVNULL,
