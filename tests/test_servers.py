@@ -457,3 +457,23 @@ def test_modelreg_cpus_replaces_the_ini_cpus(monkeypatch):
     served.clear()
     servers.serve_paste(_hello, {}, listen="127.0.0.1:0", cpus="0")
     assert served["cpus"] == "0"
+
+
+@pytest.mark.server
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="pinning shows only where the process may run on two CPUs or more")
+def test_pserve_runs_waitress_on_the_cpus_of_its_ini(server_settings):
+    """Through PasteDeploy and `egg:modelreg#waitress`, as `pserve production.ini` runs."""
+    first = min(os.sched_getaffinity(0))
+    with LiveServer(server_settings, threads=3, server_settings={"cpus": str(first)}) as live:
+        connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().status == 200
+        connection.close()
+        pid = live.process.pid
+        lists = [Path(f"/proc/{pid}/task/{tid}/status").read_text().split(
+                     "Cpus_allowed_list:\t")[1].split("\n")[0]
+                 for tid in sorted(os.listdir(f"/proc/{pid}/task"))]
+        main = Path(f"/proc/{pid}/status").read_text()
+    assert f"Cpus_allowed_list:\t{first}\n" in main  # Waitress's loop
+    assert lists.count(str(first)) >= 1 + 3  # the loop and its three request threads
