@@ -58,24 +58,6 @@ class Timed:
         return [body]
 
 
-def serve(app: Any, port: int, cpus: str | None) -> Any:
-    """modelreg's Waitress on a thread of its own (pinned there, if ``cpus``)."""
-    from modelreg.servers import create_server
-
-    made: list[Any] = []
-    ready = threading.Event()
-
-    def run() -> None:
-        made.append(create_server(app, listen=f"127.0.0.1:{port}", threads=8,
-                                  **({"cpus": cpus} if cpus else {})))
-        ready.set()
-        made[0].run()
-
-    threading.Thread(target=run, daemon=True).start()
-    ready.wait(30)
-    return made[0]
-
-
 def measure(timed: Timed, port: int, path: str, connections: int, seconds: float,
             wrk_cpu: str | None) -> dict[str, float]:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
@@ -98,12 +80,7 @@ def measure(timed: Timed, port: int, path: str, connections: int, seconds: float
 
 
 def in_a_loop(app: Any, path: str, port: int, requests: int) -> dict[str, float]:
-    environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path,
-               "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(port),
-               "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
-               "HTTP_HOST": f"127.0.0.1:{port}", "wsgi.url_scheme": "http",
-               "wsgi.version": (1, 0), "wsgi.multithread": True, "wsgi.multiprocess": False,
-               "wsgi.run_once": False, "wsgi.errors": sys.stderr}
+    environ = reads.get_environ(path, port)
     junk = bytearray(32 << 20)
 
     def cold() -> None:
@@ -138,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from pyramid.paster import get_app, setup_logging
 
+    from modelreg.testing.server import serve_in_thread
+
     work = Path(tempfile.mkdtemp(prefix="modelreg-bench-placement-"))
     s = reads.setup(work)
     access_log = open(work / "access.log", "w")  # closed in the finally below
@@ -156,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{'app CPU/req':>12}")
         for name, (cpus, wrk_cpu) in PLACEMENTS.items():
             timed = Timed(app)
-            server = serve(timed, port := reads.free_port(), cpus)
+            port = reads.free_port()
+            server = serve_in_thread(timed, listen=f"127.0.0.1:{port}", threads=8,
+                                     **({"cpus": cpus} if cpus else {}))
             try:
                 for connections in (1, 16):
                     row = measure(timed, port, path, connections, args.seconds, wrk_cpu)

@@ -439,6 +439,20 @@ def layer_shares(table: dict[Any, Any]) -> dict[str, float]:
     return shares
 
 
+def get_environ(path: str, port: int, headers: dict[str, str] | None = None
+                ) -> dict[str, Any]:
+    """The WSGI environ of a ``GET`` of ``path`` on ``127.0.0.1:port`` (without
+    ``wsgi.input``: give each call a fresh one), to call the app in process."""
+    return {
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(port), "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": f"127.0.0.1:{port}",
+        "wsgi.url_scheme": "http", "wsgi.version": (1, 0), "wsgi.multithread": True,
+        "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.errors": sys.stderr,
+        **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in (headers or {}).items()},
+    }
+
+
 def run_profile(s: Setup, requests: int, src: str | None) -> dict[str, Any]:
     if src:
         sys.path.insert(0, src)
@@ -461,14 +475,7 @@ def run_profile(s: Setup, requests: int, src: str | None) -> dict[str, Any]:
         etag = etag_of(port, PATHS["resolve alias"])
     for row, path, headers in [*cases(s), ("resolve alias, anonymous, 304",
                                            PATHS["resolve alias"], {"If-None-Match": etag})]:
-        environ_base = {
-            "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "",
-            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(port), "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": f"127.0.0.1:{port}",
-            "wsgi.url_scheme": "http", "wsgi.version": (1, 0), "wsgi.multithread": True,
-            "wsgi.multiprocess": False, "wsgi.run_once": False, "wsgi.errors": sys.stderr,
-            **{"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()},
-        }
+        environ_base = get_environ(path, port, headers)
 
         def once(environ_base: dict[str, Any] = environ_base) -> None:
             environ = dict(environ_base, **{"wsgi.input": io.BytesIO()})

@@ -26,7 +26,7 @@ import pytest
 import sqlalchemy as sa
 
 from modelreg.testing import TestDatabase, clear_database
-from modelreg.testing.server import LiveServer, free_port
+from modelreg.testing.server import LiveServer, free_port, serve_in_thread
 
 pytestmark = pytest.mark.server
 
@@ -381,25 +381,6 @@ def test_cpus_the_process_may_not_use_are_refused_at_start():
         CpuPin(frozenset({4095}))
 
 
-def _serve_in_thread(app: Any, **settings: Any) -> tuple[Any, threading.Thread]:
-    """modelreg's Waitress on a thread of its own, created there (so that only that thread
-    and the ones it starts are pinned, not the test's)."""
-    from modelreg import servers
-
-    made: list[Any] = []
-    ready = threading.Event()
-
-    def run() -> None:
-        made.append(servers.create_server(app, **settings))
-        ready.set()
-        made[0].run()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    return made[0], thread
-
-
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="pinning shows only where the process may run on two CPUs or more")
 def test_cpus_keep_waitress_threads_on_them_and_let_uploads_run_anywhere(monkeypatch):
@@ -419,8 +400,9 @@ def test_cpus_keep_waitress_threads_on_them_and_let_uploads_run_anywhere(monkeyp
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [hashlib.sha256(body).hexdigest().encode()]
 
-    server, thread = _serve_in_thread(app, listen="127.0.0.1:0", threads=2, cpus=str(first),
-                                      inbuf_overflow=4096)
+    server = serve_in_thread(app, listen="127.0.0.1:0", threads=2, cpus=str(first),
+                             inbuf_overflow=4096)
+    thread = server.modelreg_thread
     try:
         port = server.socket.getsockname()[1]
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-__all__ = ["SERVERS", "LiveServer", "free_port"]
+__all__ = ["SERVERS", "LiveServer", "free_port", "serve_in_thread"]
 
 #: The servers :class:`LiveServer` can run.
 SERVERS = ("waitress", "gunicorn", "uvicorn")
@@ -355,3 +356,35 @@ class LiveServer:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
+
+
+def serve_in_thread(app: Any, **settings: Any) -> Any:
+    """modelreg's Waitress (:func:`modelreg.servers.create_server` with ``settings``) serving
+    ``app`` in this process, created and run on a daemon thread of its own, so that what it
+    sets on the thread that creates it (``cpus``) holds for that thread and the ones it
+    starts, not the caller's; the server's ``modelreg_thread`` is that thread.  Stop it with
+    ``server.close()`` and ``server.task_dispatcher.shutdown()``."""
+    from modelreg.servers import create_server
+
+    made: list[Any] = []
+    failed: list[BaseException] = []
+    ready = threading.Event()
+
+    def run() -> None:
+        try:
+            made.append(create_server(app, **settings))
+        except BaseException as exc:  # handed to the caller below
+            failed.append(exc)
+        finally:
+            ready.set()
+        if made:
+            made[0].run()
+
+    thread = threading.Thread(target=run, name="modelreg-serve-in-thread", daemon=True)
+    thread.start()
+    if not ready.wait(30):
+        raise RuntimeError("the server was not created within 30 s")
+    if failed:
+        raise failed[0]
+    made[0].modelreg_thread = thread
+    return made[0]
